@@ -1,0 +1,224 @@
+"""The ``edgeft`` command line: a thin shell over the stage functions.
+
+Every command imports its stage lazily, so ``edgeft --help`` loads neither torch nor onnxruntime nor
+tensorrt. A user error (:class:`~edgeft.errors.EdgeftError`) prints one line and exits 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from edgeft import __version__, progress
+from edgeft.errors import EdgeftError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgeftError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted; no partial artifact was written", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="edgeft")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or status lines (for CI logs).")
+@click.option("--debug", is_flag=True, help="Show tracebacks for user errors too.")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
+    """Fine-tune a pretrained image model and ship it, pruned and INT8, to edge GPUs.
+
+    Stages: finetune → prune → quantize → export → build → bench → compare; every stage reads an
+    artifact directory and writes a new one.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    if quiet:
+        progress.set_quiet(True)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(as_json: bool) -> None:
+    """What is installed and usable here, and what each missing piece disables."""
+    from edgeft import doctor as doc
+
+    checks = doc.run_checks()
+    if as_json:
+        click.echo(json.dumps(doc.as_json(checks), indent=2))
+    else:
+        m = doc.machine()
+        click.echo(f"edgeft {__version__} on {m['platform']}, Python {m['python']}, {m['cpu']} ({m['cpu_count']} CPUs)")
+        click.echo(doc.report(checks))
+
+
+@cli.group(cls=_Group)
+def data() -> None:
+    """Prepare data sets."""
+
+
+@data.command("elpv")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--seed", default=0, show_default=True, help="Seed of the stratified split.")
+@click.option("--split", "fractions", default="0.70,0.15,0.15", show_default=True,
+              help="train,val,test fractions.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def data_elpv(out: Path, seed: int, fractions: str, force: bool) -> None:
+    """Build the ELPV solar-cell demo set (functional vs defective) as an ImageFolder in OUT."""
+    from edgeft.data import elpv
+    from edgeft.errors import ConfigError
+
+    try:
+        fr = tuple(float(f) for f in fractions.split(","))
+    except ValueError:
+        raise ConfigError(f"--split must be three numbers like 0.70,0.15,0.15, got {fractions!r}") from None
+    if len(fr) != 3:
+        raise ConfigError(f"--split must be three numbers like 0.70,0.15,0.15, got {fractions!r}")
+    counts = elpv.build(out, fractions=fr, seed=seed, force=force)  # type: ignore[arg-type]
+    for split, c in counts.items():
+        click.echo(f"{split:<5} " + "  ".join(f"{k}={c[k]}" for k in elpv.CLASSES))
+    click.echo(f"wrote {out} (images CC BY-NC-SA 4.0, see {out / 'LICENSE-DATA.txt'})")
+
+
+def _load_config(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    import yaml
+
+    from edgeft.errors import ConfigError
+
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read config {path}: {e}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"config {path} must be a mapping of option: value")
+    return d.get("finetune", d)
+
+
+@cli.command()
+@click.option("--model", "model", default=None, help="timm architecture  [default: efficientnet_lite0]")
+@click.option("--weights", default=None,
+              help="Pretrained weights: a .pth/.pt/.safetensors file, 'package:efficientnet_lite0', or 'none'.  "
+                   "[default: package:efficientnet_lite0]")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="ImageFolder: train/ val/ [test/].")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="YAML with FinetuneConfig fields (a top-level 'finetune:' mapping or plain fields).")
+@click.option("--mode", type=click.Choice(["full", "partial", "linear"]), default=None,
+              help="What trains  [default: partial]")
+@click.option("--trainable-blocks", type=int, default=None, help="partial: last N blocks train  [default: 8]")
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--image-size", type=int, default=None, help="Square input size (overrides the weights' default).")
+@click.option("--resize", type=click.Choice(["shorter_side_center_crop", "stretch"]), default=None)
+@click.option("--tta-views", type=click.Choice(["1", "2", "4", "8"]), default=None,
+              help="Flip/rotation views averaged at evaluation; recorded in the artifact.")
+@click.option("--class-balance", type=click.Choice(["weighted_loss", "sampler", "none"]), default=None)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--seed", type=int, default=None)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Any other FinetuneConfig field, e.g. --set label_smoothing=0.05 --set augment.rotate_deg=10.")
+@click.option("--resume", is_flag=True, help="Continue from OUT.work/last.pt (kept after Ctrl-C or a crash).")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def finetune(data: Path, out: Path, config_path: Path | None, overrides: tuple[str, ...], resume: bool, force: bool,
+             **options) -> None:
+    """Fine-tune a pretrained model on an ImageFolder and write a PyTorch artifact with its metrics."""
+    from edgeft.finetune import FinetuneConfig
+    from edgeft.finetune import finetune as run
+    from edgeft.metrics import format_metrics
+
+    d = _load_config(config_path)
+    d.update(parse_overrides(overrides))
+    cli_names = {"model": "model", "weights": "weights", "mode": "mode", "trainable_blocks": "trainable_blocks",
+                 "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "image_size": "image_size",
+                 "resize": "resize", "tta_views": "tta_views", "class_balance": "class_balance", "device": "device",
+                 "threads": "threads", "seed": "seed"}
+    for opt, field_name in cli_names.items():
+        if options.get(opt) is not None:
+            d[field_name] = int(options[opt]) if opt == "tta_views" else options[opt]
+    if str(d.get("weights", "")).lower() == "none":
+        d["weights"] = None
+    cfg = FinetuneConfig.from_dict(d)
+    art = run(cfg, data, out, force=force, resume=resume)
+    m = art.meta.metrics
+    for split in ("val", "test", "test_tta"):
+        if split in m:
+            click.echo(format_metrics(m[split], art.meta.class_names, title=f"{split}:"))
+    click.echo(f"trained {m['epochs_run']} epochs (best {m['best_epoch']}) in {m['train_seconds']:.0f}s, "
+               f"total {m['total_seconds']:.0f}s, peak memory {m['peak_rss_mb']:.0f} MB")
+    click.echo(f"wrote {art.path}")
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def parse_overrides(items: tuple[str, ...]) -> dict:
+    """KEY=VALUE pairs into a nested dict; values parsed as YAML scalars (never eval'd)."""
+    import yaml
+
+    from edgeft.errors import ConfigError
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            parsed = float(value) if _FLOAT.fullmatch(value) else yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            parsed = value
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part} is not a group of options")
+        node[parts[-1]] = parsed
+    return out
+
+
+@cli.command("eval")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="ImageFolder with the split.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--tta-views", type=click.Choice(["1", "2", "4", "8"]), default=None,
+              help="Override the artifact's recorded test-time views.")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
+def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, as_json: bool) -> None:
+    """Accuracy, balanced accuracy, per-class precision/recall/F1 and confusion matrix of an artifact."""
+    from edgeft import artifact as art_mod
+    from edgeft.data import load_split
+    from edgeft.evaluate import evaluate
+    from edgeft.metrics import format_metrics
+
+    art = art_mod.load(artifact)
+    s = load_split(data, split, art.meta.input, classes=art.meta.class_names)
+    m = evaluate(art, s, tta_views=int(tta_views) if tta_views else None)
+    if as_json:
+        click.echo(json.dumps(m, indent=2))
+    else:
+        click.echo(format_metrics(m, art.meta.class_names, title=f"{artifact} on {data}/{split} "
+                                                                 f"(tta views {m['tta_views']}):"))
+
+
+def main() -> None:
+    cli(prog_name="edgeft")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

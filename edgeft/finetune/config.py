@@ -1,0 +1,133 @@
+"""Fine-tuning configuration, validated once on creation with errors that name the field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from edgeft.contract import RESIZE_POLICIES
+from edgeft.data.augment import Augmentation
+from edgeft.errors import ConfigError, close_matches
+
+MODES = ("full", "partial", "linear")
+MONITORS = ("accuracy", "balanced_accuracy", "loss")
+CLASS_BALANCE = ("weighted_loss", "sampler", "none")
+CACHE = ("auto", "on", "off")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class FinetuneConfig:
+    """How to adapt a pretrained model to a labelled ImageFolder.
+
+    ``mode``: ``full`` trains everything; ``linear`` trains only the classifier on frozen features;
+    ``partial`` trains the last ``trainable_blocks`` blocks and the head. In ``partial``/``linear`` the
+    frozen part's outputs are cached once (``cache_features``), so epochs cost only the trainable part.
+    ``backbone_lr_mult`` scales the learning rate of pretrained layers relative to the new head.
+    ``tta_views`` (1, 2, 4 or 8 flip/rotation views) is recorded in the artifact for evaluation.
+    """
+
+    model: str = "efficientnet_lite0"
+    weights: str | None = "package:efficientnet_lite0"
+    mode: str = "partial"
+    trainable_blocks: int = 8
+    epochs: int = 15
+    batch_size: int = 32
+    lr: float = 2e-3
+    backbone_lr_mult: float = 0.5
+    weight_decay: float = 0.02
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    grad_clip: float = 2.0
+    accum_steps: int = 1
+    patience: int = 6
+    monitor: str = "accuracy"
+    class_balance: str = "weighted_loss"
+    image_size: int | None = None
+    resize: str | None = None
+    augment: Augmentation = field(default_factory=Augmentation)
+    cache_features: str = "auto"
+    cache_views: int = 8
+    tta_views: int = 1
+    drop_rate: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    channels_last: bool = True
+    threads: int | None = None
+    val_fraction: float = 0.15
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, dict):
+            known = {f.name for f in fields(Augmentation)}
+            unknown = set(self.augment) - known
+            if unknown:
+                bad = sorted(unknown)[0]
+                raise ConfigError(f"unknown field augment.{bad}{close_matches(bad, known)}")
+            self.augment = Augmentation(**self.augment)
+        self._coerce_numbers()
+        self._choice("mode", MODES)
+        self._choice("monitor", MONITORS)
+        self._choice("class_balance", CLASS_BALANCE)
+        self._choice("cache_features", CACHE)
+        self._choice("device", DEVICES)
+        if self.resize is not None:
+            self._choice("resize", RESIZE_POLICIES)
+        self._at_least("epochs", 1)
+        self._at_least("batch_size", 1)
+        self._at_least("accum_steps", 1)
+        self._at_least("patience", 1)
+        self._at_least("trainable_blocks", 0)
+        if self.image_size is not None:
+            self._at_least("image_size", 16)
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        for name in ("backbone_lr_mult", "weight_decay", "warmup_epochs", "grad_clip", "drop_rate"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.tta_views not in (1, 2, 4, 8):
+            raise ConfigError(f"tta_views must be 1, 2, 4 or 8, got {self.tta_views}")
+        if self.cache_views not in (1, 2, 4, 8):
+            raise ConfigError(f"cache_views must be 1, 2, 4 or 8, got {self.cache_views}")
+        if not 0 < self.val_fraction < 0.5:
+            raise ConfigError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+
+    def _coerce_numbers(self) -> None:
+        """YAML reads ``1e-3`` as a string and ``1`` as an int; accept both for float fields, refuse the rest."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(f.default, float) and not isinstance(v, bool):
+                try:
+                    setattr(self, f.name, float(v))
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{f.name} must be a number, got {v!r}") from None
+
+    def _choice(self, name: str, allowed: tuple[str, ...]) -> None:
+        v = getattr(self, name)
+        if v not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {v!r}{close_matches(str(v), allowed)}")
+
+    def _at_least(self, name: str, low: int) -> None:
+        v = getattr(self, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FinetuneConfig":
+        known = {f.name for f in fields(cls)}
+        for key in d:
+            if key not in known:
+                raise ConfigError(f"unknown field {key!r}{close_matches(key, known)}")
+        return cls(**d)
+
+    def fingerprint(self) -> str:
+        """A hash of everything that changes the result (used to refuse resuming a different run)."""
+        d = self.to_dict()
+        d.pop("threads", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,396 @@
+"""The fine-tuning loop: a library function under ``edgeft finetune``.
+
+What makes it fast and sound on a small CPU as well as on GPUs:
+- the frozen part of the backbone runs once per image and symmetry view, and its outputs are cached
+  (``partial``/``linear`` modes); an epoch then costs only the trainable blocks;
+- images are decoded once into memory and augmented in batches on tensors;
+- AdamW without weight decay on norms and biases, a lower learning rate for pretrained layers than for
+  the new head, linear warm-up then cosine decay, label smoothing, gradient clipping and accumulation;
+- class imbalance handled by a class-weighted loss or a balanced sampler;
+- early stopping on a validation metric with the best weights restored;
+- a checkpoint after every epoch next to the output (``OUT.work/``), so Ctrl-C keeps the last good
+  epoch and ``resume=True`` continues from it; the artifact itself appears only when training ends;
+- mixed precision and channels-last on CUDA, DDP when launched by ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from edgeft import progress
+from edgeft.artifact import Artifact, Meta, lineage_entry
+from edgeft.contract import InputContract
+from edgeft.data import augment as aug
+from edgeft.data.imagefolder import Dataset, load_dataset
+from edgeft.errors import ArtifactError, ConfigError, TrainingError
+from edgeft.evaluate import normalize, to_tensor, torch_logits
+from edgeft.finetune.config import FinetuneConfig
+from edgeft.finetune.split import freeze_for, set_train_mode, split
+from edgeft.metrics import classification_metrics
+from edgeft.models import create, save_artifact
+
+
+@dataclass
+class Dist:
+    """Where this process sits in a torchrun launch (world 1 when run plainly)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _device(cfg: FinetuneConfig) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            from edgeft.errors import DependencyError
+
+            raise DependencyError("--device cuda asked for, but torch sees no CUDA GPU here; "
+                                  "use --device cpu or run `edgeft doctor`")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def resolve_contract(base: InputContract, cfg: FinetuneConfig) -> InputContract:
+    """The pretrained weights' preprocessing with the config's size and resize overrides."""
+    changes: dict[str, Any] = {}
+    if cfg.image_size:
+        changes["size"] = [cfg.image_size, cfg.image_size]
+    if cfg.resize:
+        changes["resize"] = cfg.resize
+    return base.replace(**changes) if changes else base
+
+
+def _param_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict[str, Any]]:
+    """Head at ``lr``, pretrained layers at ``lr * backbone_lr_mult``; no weight decay on norms and biases."""
+    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = (id(p) in head_ids, p.ndim <= 1)
+        groups.setdefault(key, []).append(p)
+    out = []
+    for (is_head, no_decay), params in groups.items():
+        lr = cfg.lr if is_head or cfg.weights is None else cfg.lr * cfg.backbone_lr_mult
+        out.append({"params": params, "lr": lr, "initial_lr": lr, "weight_decay": 0.0 if no_decay else cfg.weight_decay})
+    return out
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int):
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return f
+
+
+def _views_for(cfg: FinetuneConfig, square: bool) -> int:
+    """How many exact symmetry views of each training image to cache (they replace flip/rot90 augmentation)."""
+    if cfg.augment.rot90 and square:
+        return cfg.cache_views
+    if cfg.augment.hflip:
+        return min(cfg.cache_views, 2)
+    return 1
+
+
+class FeatureCache:
+    """Outputs of the frozen prefix for every image (and symmetry view), stored in half precision."""
+
+    def __init__(self, prefix: nn.Module, images: np.ndarray, contract: InputContract, views: int,
+                 device: torch.device, channels_last: bool, batch_size: int = 64, desc: str = "cache"):
+        prefix.eval()
+        chunks: list[torch.Tensor] = []
+        with torch.no_grad():
+            for i in progress.bar(range(0, len(images), batch_size), desc=desc, unit="batch"):
+                x = normalize(to_tensor(images[i:i + batch_size]).to(device), contract)
+                per_view = []
+                for v in aug.dihedral_views(x, views):
+                    if channels_last and v.ndim == 4:
+                        v = v.contiguous(memory_format=torch.channels_last)
+                    per_view.append(prefix(v).to(torch.float16).cpu())
+                chunks.append(torch.stack(per_view, 1))  # B x V x ...
+        self.features = torch.cat(chunks)
+        self.views = views
+
+    def batch(self, idx: np.ndarray, generator: torch.Generator | None) -> torch.Tensor:
+        if self.views == 1 or generator is None:
+            v = torch.zeros(len(idx), dtype=torch.long)
+        else:
+            v = torch.randint(0, self.views, (len(idx),), generator=generator)
+        return self.features[torch.as_tensor(idx), v].float()
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs finished
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _work_dir(out: Path) -> Path:
+    return out.parent / f"{out.name}.work"
+
+
+def _save_checkpoint(path: Path, model: nn.Module, opt, sched, state: TrainState, fingerprint: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "epoch": state.epoch, "best_score": state.best_score, "best_epoch": state.best_epoch,
+                "best_state": state.best_state, "history": state.history, "fingerprint": fingerprint}, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, model: nn.Module, opt, sched, fingerprint: str) -> TrainState:
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if ck.get("fingerprint") != fingerprint:
+        raise ConfigError(f"{path} was written by a run with different settings; resume with the same options, "
+                          "or delete it to start afresh")
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    return TrainState(epoch=ck["epoch"], best_score=ck["best_score"], best_epoch=ck["best_epoch"],
+                      best_state=ck["best_state"], history=ck["history"])
+
+
+def _score(metrics: dict[str, Any], loss: float, monitor: str) -> float:
+    return -loss if monitor == "loss" else float(metrics[monitor])
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def finetune(cfg: FinetuneConfig, data: str | os.PathLike, out: str | os.PathLike, force: bool = False,
+             resume: bool = False) -> Artifact:
+    """Fine-tune ``cfg.model`` from ``cfg.weights`` on the ImageFolder at ``data``; write a torch artifact at ``out``.
+
+    Metrics on val and test (when the folder has a test split) are stored in the artifact.
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise ArtifactError(f"output exists: {out}; choose another --out or pass --force to replace it")
+    t_start = time.time()
+    device = _device(cfg)
+    dist = _init_distributed(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    if not dist.main:
+        progress.set_quiet(True)
+
+    model, base_contract = create(cfg.model, cfg.weights, drop_rate=cfg.drop_rate)
+    contract = resolve_contract(base_contract, cfg)
+    ds: Dataset = load_dataset(data, contract, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    classes = ds.classes
+    model.reset_classifier(len(classes))
+    model.to(device)
+    channels_last = cfg.channels_last
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    prefix, suffix = split(model, cfg.mode, cfg.trainable_blocks)
+    trainable = freeze_for(model, cfg.mode, cfg.trainable_blocks)
+    use_cache = prefix is not None and cfg.cache_features != "off"
+    if cfg.cache_features == "on" and prefix is None:
+        raise ConfigError(f"cache_features=on needs mode partial or linear on a supported family; "
+                          f"{cfg.model} in mode {cfg.mode} has no frozen prefix to cache")
+    progress.info(f"finetune {cfg.model} ({cfg.mode}, {len(trainable)} trainable tensors) on {len(ds.train)} train / "
+                  f"{len(ds.val)} val images, classes {classes} {ds.train.class_counts()}, input {contract.size[0]}x"
+                  f"{contract.size[1]} {contract.resize}, device {device}")
+
+    square = contract.size[0] == contract.size[1]
+    t_train = time.time()  # training time includes computing the feature cache
+    train_cache = val_cache = None
+    if use_cache:
+        views = _views_for(cfg, square)
+        t0 = time.time()
+        train_cache = FeatureCache(prefix, ds.train.images, contract, views, device, channels_last, desc="cache train")
+        val_cache = FeatureCache(prefix, ds.val.images, contract, 1, device, channels_last, desc="cache val")
+        progress.info(f"cached frozen-prefix outputs for {len(ds.train)} images x {views} views in "
+                      f"{time.time() - t0:.0f}s ({train_cache.features.numel() * 2 / 1e6:.0f} MB)")
+    trainer_module = suffix if use_cache else model
+    ddp_module = trainer_module
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp_module = DDP(trainer_module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    counts = np.bincount(ds.train.labels, minlength=len(classes)).astype(np.float64)
+    weight = None
+    if cfg.class_balance == "weighted_loss":
+        weight = torch.tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+
+    per_rank = math.ceil(len(ds.train) / dist.world)
+    steps_per_epoch = max(1, math.ceil(per_rank / (cfg.batch_size * cfg.accum_steps)))
+    opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)))
+    amp_dtype = None
+    if device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    work = _work_dir(out)
+    ckpt = work / "last.pt"
+    fingerprint = cfg.fingerprint()
+    state = TrainState()
+    if resume and ckpt.is_file():
+        state = _load_checkpoint(ckpt, model, opt, sched, fingerprint)
+        progress.info(f"resuming from {ckpt} after epoch {state.epoch}")
+    elif dist.main:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+
+    def val_pass() -> tuple[dict[str, Any], float]:
+        model.eval()
+        with torch.no_grad():
+            if use_cache:
+                logits = torch.cat([suffix(val_cache.batch(np.arange(i, min(i + 256, len(ds.val))), None).to(device))
+                                    .float().cpu() for i in range(0, len(ds.val), 256)])
+            else:
+                logits = torch.from_numpy(torch_logits(model, ds.val.images, contract, 64, 1, str(device),
+                                                       channels_last, desc="val"))
+        labels = torch.from_numpy(ds.val.labels)
+        loss = float(F.cross_entropy(logits, labels))
+        return classification_metrics(ds.val.labels, logits.argmax(1).numpy(), classes), loss
+
+    stopped_early = False
+    epoch_bar = progress.bar(total=cfg.epochs, desc="epochs", unit="epoch", leave=True)
+    epoch_bar.update(state.epoch)
+    for epoch in range(state.epoch, cfg.epochs):
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        if cfg.class_balance == "sampler":
+            p = (1.0 / counts)[ds.train.labels]
+            order = torch.multinomial(torch.from_numpy(p / p.sum()), len(p), replacement=True, generator=gen).numpy()
+        else:
+            order = torch.randperm(len(ds.train), generator=gen).numpy()
+        order = order[dist.rank::dist.world]
+        set_train_mode(model, cfg.mode, cfg.trainable_blocks)
+        if prefix is not None:
+            prefix.eval()
+        running, seen = 0.0, 0
+        opt.zero_grad(set_to_none=True)
+        batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        for step, idx in enumerate(progress.bar(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")):
+            y = torch.from_numpy(ds.train.labels[idx]).to(device)
+            if use_cache:
+                x = train_cache.batch(idx, gen).to(device)
+            else:
+                x = aug.apply(to_tensor(ds.train.images[idx]), cfg.augment, gen, grayscale=_grayscale(ds)).to(device)
+                x = normalize(x, contract)
+            if channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = ddp_module(x)
+                loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr "
+                                    f"{opt.param_groups[0]['lr']:.3g}); lower --lr (now {cfg.lr:g})"
+                                    + (f"; the last good epoch is kept in {ckpt}" if state.epoch else ""))
+            scaler.scale(loss / cfg.accum_steps).backward()
+            if (step + 1) % cfg.accum_steps == 0 or step + 1 == len(batches):
+                if cfg.grad_clip:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad(set_to_none=True)
+                sched.step()
+            running += loss.item() * len(idx)
+            seen += len(idx)
+        metrics, val_loss = val_pass()
+        score = _score(metrics, val_loss, cfg.monitor)
+        state.epoch = epoch + 1
+        state.history.append({"epoch": epoch + 1, "train_loss": running / max(seen, 1), "val_loss": val_loss,
+                              "val_accuracy": metrics["accuracy"], "val_balanced_accuracy": metrics["balanced_accuracy"],
+                              "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t_train})
+        if score > state.best_score:
+            state.best_score, state.best_epoch = score, epoch + 1
+            state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        epoch_bar.update(1)
+        epoch_bar.set_postfix(loss=f"{running / max(seen, 1):.3f}", val_acc=f"{metrics['accuracy']:.3f}",
+                              val_bal=f"{metrics['balanced_accuracy']:.3f}")
+        if dist.main:
+            _save_checkpoint(ckpt, model, opt, sched, state, fingerprint)
+        if epoch + 1 - state.best_epoch >= cfg.patience:
+            stopped_early = True
+            progress.info(f"early stop: val {cfg.monitor} has not improved for {cfg.patience} epochs")
+            break
+    epoch_bar.close()
+    train_seconds = time.time() - t_train
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    model.eval()
+    del train_cache, val_cache
+
+    result_metrics: dict[str, Any] = {
+        "best_epoch": state.best_epoch, "epochs_run": state.epoch, "stopped_early": stopped_early,
+        "train_seconds": round(train_seconds, 1), "total_seconds": None, "peak_rss_mb": None,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    for name, s in (("val", ds.val), ("test", ds.test)):
+        if s is None:
+            continue
+        logits = torch_logits(model, s.images, contract, 64, 1, str(device), channels_last, desc=name)
+        result_metrics[name] = classification_metrics(s.labels, logits.argmax(1), classes)
+        if cfg.tta_views > 1:
+            logits = torch_logits(model, s.images, contract, 64, cfg.tta_views, str(device), channels_last,
+                                  desc=f"{name} tta")
+            result_metrics[f"{name}_tta"] = classification_metrics(s.labels, logits.argmax(1), classes)
+    result_metrics["total_seconds"] = round(time.time() - t_start, 1)
+    result_metrics["peak_rss_mb"] = round(peak_rss_mb(), 0)
+
+    params = cfg.to_dict()
+    params.update({"data": str(data), "val_carved": ds.val_carved, "threads": torch.get_num_threads()})
+    meta = Meta(kind="torch", arch=cfg.model, class_names=classes, input=contract,
+                lineage=[lineage_entry("finetune", params)], metrics=result_metrics,
+                extra={"tta_views": cfg.tta_views, "history": state.history,
+                       "data_counts": {s.name: s.class_counts() for s in (ds.train, ds.val, ds.test) if s is not None}})
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+    if not dist.main:
+        return Artifact(path=out, meta=meta)
+    model.to("cpu", memory_format=torch.contiguous_format)
+    artifact = save_artifact(model, out, meta, force=force)
+    shutil.rmtree(work, ignore_errors=True)
+    return artifact
+
+
+def _grayscale(ds: Dataset) -> bool:
+    """True when the source images carry no colour (all channels equal), so colour jitter stays off."""
+    sample = ds.train.images[: min(16, len(ds.train.images))]
+    return sample.shape[-1] == 1 or bool(np.all(sample[..., :1] == sample))

@@ -1,0 +1,168 @@
+"""Model creation over timm: any timm architecture, weights from a local file or an installed package.
+
+``create("efficientnet_lite0", weights="package:efficientnet_lite0", num_classes=2)`` loads the real
+ImageNet checkpoint with a strict key/shape check, then replaces only the classifier, keeping the backbone.
+Checkpoints are read with ``weights_only=True``: a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeft.contract import InputContract
+from edgeft.errors import ModelError, close_matches
+from edgeft.models import packaged
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch.nn as nn
+
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+WEIGHTS_HELP = "pass a .pth/.pt/.safetensors file or 'package:efficientnet_lite0'"
+
+
+def check_arch(arch: str) -> None:
+    import timm
+
+    if not timm.is_model(arch):
+        raise ModelError(f"unknown architecture {arch!r}{close_matches(arch, timm.list_models())}; "
+                         "any timm model name works (timm.list_models())")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict:
+    """Read a checkpoint file into a flat state dict (timm-style wrappers and DDP prefixes removed)."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"--weights path not found: {p}; {WEIGHTS_HELP}")
+    if p.suffix not in WEIGHT_SUFFIXES:
+        raise ModelError(f"--weights {p} has suffix {p.suffix!r}; {WEIGHTS_HELP}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd: Any = load_file(str(p), device="cpu")
+        else:
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, pickled code refused by weights_only, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot read checkpoint {p}: {first[:300]}; it must be a plain state dict "
+                         "(torch.save(model.state_dict())) or safetensors file") from None
+    for wrapper in ("state_dict_ema", "model_ema", "state_dict", "model"):
+        if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
+            sd = sd[wrapper]
+            break
+    if not isinstance(sd, dict) or not all(hasattr(v, "shape") for v in sd.values()):
+        raise ModelError(f"checkpoint {p} is not a state dict of tensors; save it with torch.save(model.state_dict())")
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
+
+
+def load_state_dict_strict(model: "nn.Module", state_dict: dict, source: str) -> None:
+    """Load with a strict check whose error names missing and unexpected keys and shape conflicts."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    conflicts = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+                 for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or conflicts:
+        def few(items: list[str]) -> str:
+            return ", ".join(items[:4]) + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
+
+        parts = [f"{label} {len(items)}: {few(items)}" for label, items in
+                 (("missing", missing), ("unexpected", unexpected), ("shape conflicts", conflicts)) if items]
+        raise ModelError(f"checkpoint {source} does not match {type(model).__name__}: " + "; ".join(parts)
+                         + "; check --model matches the checkpoint's architecture")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _classifier_outputs(arch: str, state_dict: dict) -> int | None:
+    """The class count of a checkpoint's classifier, found from timm's pretrained config for ``arch``."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    names = cfg.classifier if cfg is not None else None
+    for name in ([names] if isinstance(names, str) else list(names or [])):
+        w = state_dict.get(f"{name}.weight")
+        if w is not None and w.ndim >= 1:
+            return int(w.shape[0])
+    return None
+
+
+def default_contract(arch: str) -> InputContract:
+    """The preprocessing timm registers for ``arch`` (size, mean, std, crop, interpolation)."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    if cfg is None:
+        return InputContract()
+    _, h, w = cfg.input_size
+    interp = cfg.interpolation if cfg.interpolation in ("bicubic", "bilinear", "nearest") else "bilinear"
+    return InputContract(size=(h, w), mean=cfg.mean, std=cfg.std, crop_pct=min(1.0, cfg.crop_pct),
+                         interpolation=interp)
+
+
+def create(arch: str, weights: str | os.PathLike | None = None, num_classes: int | None = None,
+           **timm_kwargs: Any) -> tuple["nn.Module", InputContract]:
+    """Build ``arch`` with ``weights`` and a head of ``num_classes``; return the model and its input contract.
+
+    ``weights``: None (random init), ``package:NAME`` (a checkpoint shipped by an installed package), or a
+    local .pth/.pt/.safetensors state dict. The contract is the preprocessing the weights were trained with.
+    """
+    import timm
+
+    check_arch(arch)
+    if num_classes is not None and num_classes < 1:
+        raise ModelError(f"num_classes must be at least 1, got {num_classes}")
+    if weights is None:
+        model = timm.create_model(arch, pretrained=False, num_classes=num_classes or 1000, **timm_kwargs)
+        return model, default_contract(arch)
+
+    weights = str(weights)
+    if weights.startswith("package:"):
+        pw = packaged.lookup(weights.split(":", 1)[1])
+        if pw.arch != arch:
+            raise ModelError(f"weights {weights} are for {pw.arch}, not {arch!r}; pass --model {pw.arch}")
+        sd = pw.remap(read_state_dict(pw.file()))
+        source_classes, contract = pw.num_classes, pw.contract
+    else:
+        sd = read_state_dict(weights)
+        source_classes, contract = _classifier_outputs(arch, sd), default_contract(arch)
+
+    model = timm.create_model(arch, pretrained=False, num_classes=source_classes or 1000, **timm_kwargs)
+    load_state_dict_strict(model, sd, weights)
+    if num_classes is not None and num_classes != source_classes:
+        model.reset_classifier(num_classes)
+    return model, contract
+
+
+def count_params(model: "nn.Module") -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def from_artifact(artifact) -> "nn.Module":
+    """Rebuild the PyTorch model of a ``torch`` artifact from its architecture and state dict (eval mode)."""
+    import timm
+    import torch
+
+    from edgeft.errors import ArtifactError
+
+    meta = artifact.meta
+    if meta.kind != "torch":
+        raise ArtifactError(f"{artifact.path} holds a {meta.kind} model; a PyTorch (model.pt) artifact is needed")
+    check_arch(meta.arch)
+    model = timm.create_model(meta.arch, pretrained=False, num_classes=meta.num_classes)
+    sd = torch.load(artifact.model_path, map_location="cpu", weights_only=True)
+    load_state_dict_strict(model, sd, str(artifact.model_path))
+    return model.eval()
+
+
+def save_artifact(model: "nn.Module", out, meta, force: bool = False, extra_files: dict[str, str] | None = None):
+    """Write a ``torch`` artifact: the state dict (loadable with weights_only=True) and meta.json, atomically."""
+    import torch
+
+    from edgeft import artifact as art
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return art.save(out, meta, lambda p: torch.save(state, p), force=force, extra_files=extra_files)

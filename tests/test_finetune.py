@@ -1,0 +1,160 @@
+"""Fine-tuning on a tiny model and 32x32 images: behaviour, not accuracy records."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgeft import artifact
+from edgeft.errors import ConfigError, TrainingError
+from edgeft.finetune import FinetuneConfig, finetune
+from edgeft.finetune.split import check_equivalent, split
+from edgeft.models import create
+from tests.conftest import assert_one_line_error, write_folder
+
+TINY = dict(model="test_efficientnet", weights=None, trainable_blocks=2, image_size=32, resize="stretch", batch_size=8, lr=3e-3,
+            threads=2)
+
+
+def cfg(**kw):
+    return FinetuneConfig(**{**TINY, **kw})
+
+
+@pytest.mark.parametrize("arch", ["test_efficientnet", "test_resnet", "mobilenetv3_small_050"])
+@pytest.mark.parametrize("mode, blocks", [("partial", 2), ("linear", 0)])
+def test_prefix_then_suffix_equals_the_model(arch, mode, blocks):
+    model, _ = create(arch, num_classes=2)
+    prefix, suffix = split(model, mode, blocks)
+    assert prefix is not None
+    assert check_equivalent(model, prefix, suffix, torch.randn(2, 3, 64, 64)) < 1e-5
+
+
+@pytest.mark.parametrize("mode", ["full", "partial", "linear"])
+def test_modes_learn_and_write_an_artifact(tiny_data, tmp_path, mode):
+    art = finetune(cfg(mode=mode, trainable_blocks=3, epochs=8, patience=8), tiny_data, tmp_path / "a")
+    m = art.meta.metrics
+    assert m["test"]["n"] == 16 and set(m["test"]["per_class"]) == {"bad", "good"}
+    assert m["val"]["accuracy"] >= 0.75, m["val"]  # top/bottom bars: easy once anything trains
+    loaded = artifact.load(tmp_path / "a", kind="torch")
+    assert loaded.meta.class_names == ["bad", "good"]
+    assert loaded.meta.input.size == (32, 32)
+    assert loaded.meta.lineage[0]["stage"] == "finetune" and loaded.meta.lineage[0]["params"]["mode"] == mode
+    assert not (tmp_path / "a.work").exists()
+
+
+def test_frozen_part_does_not_change(tiny_data, tmp_path):
+    ref, _ = create("test_efficientnet", num_classes=2)
+    torch.save(ref.state_dict(), tmp_path / "w.pth")
+    art = finetune(cfg(weights=str(tmp_path / "w.pth"), mode="partial", trainable_blocks=1, epochs=2),
+                   tiny_data, tmp_path / "a")
+    sd = torch.load(art.model_path, weights_only=True)
+    torch.testing.assert_close(sd["conv_stem.weight"], ref.state_dict()["conv_stem.weight"])
+    torch.testing.assert_close(sd["bn1.running_mean"], ref.state_dict()["bn1.running_mean"])
+    assert not torch.equal(sd["conv_head.weight"], ref.state_dict()["conv_head.weight"])
+
+
+def test_seed_makes_runs_identical(tiny_data, tmp_path):
+    a = finetune(cfg(epochs=2, mode="full"), tiny_data, tmp_path / "a")
+    b = finetune(cfg(epochs=2, mode="full"), tiny_data, tmp_path / "b")
+    sa, sb = (torch.load(x.model_path, weights_only=True) for x in (a, b))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_tta_metrics_are_reported(tiny_data, tmp_path):
+    art = finetune(cfg(epochs=1, tta_views=8), tiny_data, tmp_path / "a")
+    assert art.meta.metrics["test_tta"]["n"] == 16 and art.meta.extra["tta_views"] == 8
+
+
+def test_nan_loss_stops_with_a_clear_message(tiny_data, tmp_path):
+    with pytest.raises(TrainingError, match="loss became nan.*lower --lr"):
+        finetune(cfg(mode="full", lr=1e30, grad_clip=0, epochs=3), tiny_data, tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+
+
+def test_interrupt_keeps_last_checkpoint_and_resume_finishes(tiny_data, tmp_path, monkeypatch):
+    from edgeft.finetune import trainer
+
+    out = tmp_path / "a"
+    real = trainer._save_checkpoint
+    calls = {"n": 0}
+
+    def save_then_interrupt(*args, **kwargs):
+        real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg(mode="full", epochs=4), tiny_data, out)
+    assert not out.exists() and (tmp_path / "a.work" / "last.pt").is_file()
+    monkeypatch.setattr(trainer, "_save_checkpoint", real)
+    art = finetune(cfg(mode="full", epochs=4), tiny_data, out, resume=True)
+    assert art.meta.metrics["epochs_run"] == 4
+    assert [h["epoch"] for h in art.meta.extra["history"]] == [1, 2, 3, 4]
+    uninterrupted = finetune(cfg(mode="full", epochs=4), tiny_data, tmp_path / "b")
+    assert art.meta.metrics["test"] == uninterrupted.meta.metrics["test"]
+
+
+def test_resume_with_other_settings_is_refused(tiny_data, tmp_path, monkeypatch):
+    from edgeft.finetune import trainer
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    (tmp_path / "a.work").mkdir()
+    real = trainer._save_checkpoint
+    monkeypatch.setattr(trainer, "_save_checkpoint", lambda *a, **k: (real(*a, **k), interrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg(mode="full", epochs=2), tiny_data, tmp_path / "a")
+    with pytest.raises(ConfigError, match="different settings"):
+        finetune(cfg(mode="full", epochs=2, lr=1e-4), tiny_data, tmp_path / "a", resume=True)
+
+
+def test_val_carved_and_recorded(tmp_path):
+    root = write_folder(tmp_path / "d", {"train": 12})
+    art = finetune(cfg(epochs=1), root, tmp_path / "a")
+    assert art.meta.lineage[0]["params"]["val_carved"] is True
+    assert art.meta.metrics["val"]["n"] == 4 and "test" not in art.meta.metrics
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="mode must be one of full, partial, linear"):
+        FinetuneConfig(mode="half")
+    with pytest.raises(ConfigError, match="unknown field 'epoch'.*did you mean: epochs"):
+        FinetuneConfig.from_dict({"epoch": 3})
+    with pytest.raises(ConfigError, match="augment.rotate"):
+        FinetuneConfig(augment={"rotate": 3})
+    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1"):
+        FinetuneConfig(batch_size=0)
+
+
+def test_cli_finetune_and_eval(cli, tiny_data, tmp_path):
+    out = tmp_path / "a"
+    args = ["finetune", "--model", "test_efficientnet", "--weights", "none", "--data", tiny_data, "--out", out,
+            "--image-size", "32", "--resize", "stretch", "--epochs", "2", "--set", "batch_size=8", "--set", "trainable_blocks=2"]
+    r = cli(*args)
+    assert r.exit_code == 0, r.output
+    assert "test:" in r.output and "confusion" in r.output
+    assert_one_line_error(cli(*args), "output exists", "--force")
+    r = cli("eval", out, "--data", tiny_data, "--json")
+    assert r.exit_code == 0
+    stored = artifact.load(out).meta.metrics["test"]
+    assert json.loads(r.output)["accuracy"] == stored["accuracy"]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--mode", "full", "--set", "epochs=0"], ["epochs must be an integer >= 1"]),
+    (["--set", "bogus=1"], ["unknown field 'bogus'"]),
+    (["--model", "test_efficientnett"], ["unknown architecture", "did you mean"]),
+])
+def test_cli_bad_options(cli, tiny_data, tmp_path, args, fragments):
+    r = cli("finetune", "--weights", "none", "--data", tiny_data, "--out", tmp_path / "a", *args)
+    assert_one_line_error(r, *fragments)
+
+
+def test_cli_single_class_folder(cli, tmp_path):
+    root = write_folder(tmp_path / "d", {"train": 3}, classes=("only",))
+    r = cli("finetune", "--model", "test_efficientnet", "--weights", "none", "--data", root, "--out", tmp_path / "a")
+    assert_one_line_error(r, "at least 2")
