@@ -216,6 +216,56 @@ def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, as_j
                                                                  f"(tta views {m['tta_views']}):"))
 
 
+@cli.command("prune")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="ImageFolder the model was tuned on.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")
+@click.option("--target-macs", type=float, default=None, help="Fraction of MACs to keep  [default: 0.5]")
+@click.option("--target-params", type=float, default=None, help="Fraction of parameters to keep (instead of MACs).")
+@click.option("--importance", type=click.Choice(["l2", "taylor", "bn-scale"]), default="l2", show_default=True)
+@click.option("--steps", type=int, default=40, show_default=True, help="Pruning steps; importance re-estimated between.")
+@click.option("--round-to", type=int, default=8, show_default=True, help="Keep channel counts multiples of this.")
+@click.option("--max-layer-ratio", type=float, default=0.7, show_default=True,
+              help="At most this fraction of any layer's channels is removed.")
+@click.option("--ignore", multiple=True, metavar="LAYER", help="Layer name to leave unpruned (repeatable).")
+@click.option("--recover-epochs", type=int, default=4, show_default=True, help="Recovery fine-tuning epochs (0: none).")
+@click.option("--recover-lr", type=float, default=5e-4, show_default=True)
+@click.option("--recover-mode", type=click.Choice(["full", "partial"]), default="full", show_default=True)
+@click.option("--distill/--no-distill", default=True, show_default=True,
+              help="Distil from the unpruned parent during recovery.")
+@click.option("--threads", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, target_params: float | None,
+              importance: str, steps: int, round_to: int, max_layer_ratio: float, ignore: tuple[str, ...],
+              recover_epochs: int, recover_lr: float, recover_mode: str, distill: bool, threads: int | None,
+              seed: int, force: bool) -> None:
+    """Structured channel pruning to a MACs target, then recovery fine-tuning (torch-pruning)."""
+    from edgeft.prune import PruneConfig, prune
+
+    if target_macs is None and target_params is None:
+        target_macs = 0.5
+    cfg = PruneConfig(target_macs=target_macs, target_params=target_params, importance=importance, steps=steps,
+                      round_to=round_to, max_layer_ratio=max_layer_ratio, ignore=list(ignore),
+                      recover_epochs=recover_epochs, recover_lr=recover_lr, recover_mode=recover_mode,
+                      distill=distill, seed=seed, threads=threads)
+    art = prune(artifact, data, out, cfg, force=force)
+    p = art.meta.metrics["prune"]
+    click.echo(f"MACs {p['macs_before'] / 1e6:.1f}M -> {p['macs_after'] / 1e6:.1f}M ({p['macs_ratio']:.2f}x), "
+               f"params {p['params_before'] / 1e6:.2f}M -> {p['params_after'] / 1e6:.2f}M")
+    line = (f"{p['eval_split']} accuracy: before {p['accuracy_before']['accuracy'] * 100:.2f}%, "
+            f"after pruning {p['accuracy_after_prune']['accuracy'] * 100:.2f}%")
+    split_metrics = art.meta.metrics.get(p["eval_split"])
+    if split_metrics and recover_epochs:
+        line += f", after recovery {split_metrics['accuracy'] * 100:.2f}%"
+    click.echo(line)
+    lat = p.get("ort_cpu_latency")
+    if lat:
+        click.echo(f"ONNX Runtime CPU latency (batch 1, {lat['threads']} threads, p50): parent "
+                   f"{lat['parent']['p50_ms']:.2f} ms, pruned {lat['pruned']['p50_ms']:.2f} ms ({lat['speedup']:.2f}x)")
+    click.echo(f"wrote {art.path}")
+
+
 def main() -> None:
     cli(prog_name="edgeft")
 

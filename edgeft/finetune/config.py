@@ -52,6 +52,8 @@ class FinetuneConfig:
     cache_views: int = 8
     tta_views: int = 1
     drop_rate: float = 0.2
+    distill_alpha: float = 0.5  # weight of the distillation term when a teacher is given
+    distill_temperature: float = 4.0
     seed: int = 0
     device: str = "auto"
     channels_last: bool = True
@@ -86,6 +88,10 @@ class FinetuneConfig:
         for name in ("backbone_lr_mult", "weight_decay", "warmup_epochs", "grad_clip", "drop_rate"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.distill_alpha <= 1:
+            raise ConfigError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
+        if not self.distill_temperature > 0:
+            raise ConfigError(f"distill_temperature must be positive, got {self.distill_temperature}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.tta_views not in (1, 2, 4, 8):

@@ -126,9 +126,11 @@ class FeatureCache:
     """Outputs of the frozen prefix for every image (and symmetry view), stored in half precision."""
 
     def __init__(self, prefix: nn.Module, images: np.ndarray, contract: InputContract, views: int,
-                 device: torch.device, channels_last: bool, batch_size: int = 64, desc: str = "cache"):
+                 device: torch.device, channels_last: bool, batch_size: int = 64, desc: str = "cache",
+                 teacher: nn.Module | None = None):
         prefix.eval()
         chunks: list[torch.Tensor] = []
+        teacher_chunks: list[torch.Tensor] = []
         with torch.no_grad():
             for i in progress.bar(range(0, len(images), batch_size), desc=desc, unit="batch"):
                 x = normalize(to_tensor(images[i:i + batch_size]).to(device), contract)
@@ -137,16 +139,24 @@ class FeatureCache:
                     if channels_last and v.ndim == 4:
                         v = v.contiguous(memory_format=torch.channels_last)
                     per_view.append(prefix(v).to(torch.float16).cpu())
+                    if teacher is not None:
+                        teacher_chunks.append(teacher(v).float().cpu())
                 chunks.append(torch.stack(per_view, 1))  # B x V x ...
         self.features = torch.cat(chunks)
         self.views = views
+        self.teacher_logits = None
+        if teacher is not None:  # B x V x classes, in the same (batch, view) order as the features
+            per_batch = [torch.stack(teacher_chunks[i:i + views], 1) for i in range(0, len(teacher_chunks), views)]
+            self.teacher_logits = torch.cat(per_batch)
 
-    def batch(self, idx: np.ndarray, generator: torch.Generator | None) -> torch.Tensor:
+    def batch(self, idx: np.ndarray, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features of one random cached view per image (view 0 without a generator), and teacher logits."""
         if self.views == 1 or generator is None:
             v = torch.zeros(len(idx), dtype=torch.long)
         else:
             v = torch.randint(0, self.views, (len(idx),), generator=generator)
-        return self.features[torch.as_tensor(idx), v].float()
+        i = torch.as_tensor(idx)
+        return self.features[i, v].float(), (self.teacher_logits[i, v] if self.teacher_logits is not None else None)
 
 
 @dataclass
@@ -190,10 +200,23 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened logits, scaled by T² (Hinton et al. 2015)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
+                    reduction="batchmean") * (t * t)
+
+
 def finetune(cfg: FinetuneConfig, data: str | os.PathLike, out: str | os.PathLike, force: bool = False,
-             resume: bool = False) -> Artifact:
+             resume: bool = False, *, parent: Artifact | None = None, model: nn.Module | None = None,
+             teacher: nn.Module | None = None, stage: str = "finetune",
+             extra_meta: dict[str, Any] | None = None, extra_metrics: dict[str, Any] | None = None,
+             lineage_params: dict[str, Any] | None = None) -> Artifact:
     """Fine-tune ``cfg.model`` from ``cfg.weights`` on the ImageFolder at ``data``; write a torch artifact at ``out``.
 
+    With ``parent`` (and optionally an in-memory ``model`` derived from it, e.g. pruned), training starts
+    from that model and keeps its input contract and classes; the result's lineage extends the parent's.
+    With ``teacher``, the loss adds knowledge distillation from the teacher's logits (``distill_alpha``).
     Metrics on val and test (when the folder has a test split) are stored in the artifact.
     """
     out = Path(out)
@@ -209,12 +232,27 @@ def finetune(cfg: FinetuneConfig, data: str | os.PathLike, out: str | os.PathLik
     if not dist.main:
         progress.set_quiet(True)
 
-    model, base_contract = create(cfg.model, cfg.weights, drop_rate=cfg.drop_rate)
-    contract = resolve_contract(base_contract, cfg)
+    if parent is None:
+        model, base_contract = create(cfg.model, cfg.weights, drop_rate=cfg.drop_rate)
+        contract = resolve_contract(base_contract, cfg)
+    else:
+        from edgeft.models import from_artifact
+
+        model = model if model is not None else from_artifact(parent)
+        contract = parent.meta.input
     ds: Dataset = load_dataset(data, contract, val_fraction=cfg.val_fraction, seed=cfg.seed)
     classes = ds.classes
-    model.reset_classifier(len(classes))
+    if parent is None:
+        model.reset_classifier(len(classes))
+    elif classes != parent.meta.class_names:
+        from edgeft.errors import DataError
+
+        raise DataError(f"the data's classes {classes} differ from the model's {parent.meta.class_names}; "
+                        "use the data folder the model was fine-tuned on")
+    grayscale = _grayscale(ds)
     model.to(device)
+    if teacher is not None:
+        teacher.eval().to(device)
     channels_last = cfg.channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -235,7 +273,8 @@ def finetune(cfg: FinetuneConfig, data: str | os.PathLike, out: str | os.PathLik
     if use_cache:
         views = _views_for(cfg, square)
         t0 = time.time()
-        train_cache = FeatureCache(prefix, ds.train.images, contract, views, device, channels_last, desc="cache train")
+        train_cache = FeatureCache(prefix, ds.train.images, contract, views, device, channels_last, desc="cache train",
+                                   teacher=teacher)
         val_cache = FeatureCache(prefix, ds.val.images, contract, 1, device, channels_last, desc="cache val")
         progress.info(f"cached frozen-prefix outputs for {len(ds.train)} images x {views} views in "
                       f"{time.time() - t0:.0f}s ({train_cache.features.numel() * 2 / 1e6:.0f} MB)")
@@ -277,7 +316,7 @@ def finetune(cfg: FinetuneConfig, data: str | os.PathLike, out: str | os.PathLik
         model.eval()
         with torch.no_grad():
             if use_cache:
-                logits = torch.cat([suffix(val_cache.batch(np.arange(i, min(i + 256, len(ds.val))), None).to(device))
+                logits = torch.cat([suffix(val_cache.batch(np.arange(i, min(i + 256, len(ds.val))), None)[0].to(device))
                                     .float().cpu() for i in range(0, len(ds.val), 256)])
             else:
                 logits = torch.from_numpy(torch_logits(model, ds.val.images, contract, 64, 1, str(device),
@@ -305,16 +344,24 @@ def finetune(cfg: FinetuneConfig, data: str | os.PathLike, out: str | os.PathLik
         batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         for step, idx in enumerate(progress.bar(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")):
             y = torch.from_numpy(ds.train.labels[idx]).to(device)
+            soft = None
             if use_cache:
-                x = train_cache.batch(idx, gen).to(device)
+                x, soft = train_cache.batch(idx, gen)
+                x = x.to(device)
             else:
-                x = aug.apply(to_tensor(ds.train.images[idx]), cfg.augment, gen, grayscale=_grayscale(ds)).to(device)
+                x = aug.apply(to_tensor(ds.train.images[idx]), cfg.augment, gen, grayscale=grayscale).to(device)
                 x = normalize(x, contract)
             if channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                if teacher is not None and soft is None:
+                    with torch.no_grad():
+                        soft = teacher(x).float()
                 logits = ddp_module(x)
                 loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=cfg.label_smoothing)
+                if soft is not None:
+                    loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * distillation_loss(
+                        logits.float(), soft.to(device), cfg.distill_temperature)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr "
                                     f"{opt.param_groups[0]['lr']:.3g}); lower --lr (now {cfg.lr:g})"
@@ -369,15 +416,20 @@ def finetune(cfg: FinetuneConfig, data: str | os.PathLike, out: str | os.PathLik
             logits = torch_logits(model, s.images, contract, 64, cfg.tta_views, str(device), channels_last,
                                   desc=f"{name} tta")
             result_metrics[f"{name}_tta"] = classification_metrics(s.labels, logits.argmax(1), classes)
+    result_metrics.update(extra_metrics or {})
     result_metrics["total_seconds"] = round(time.time() - t_start, 1)
     result_metrics["peak_rss_mb"] = round(peak_rss_mb(), 0)
 
     params = cfg.to_dict()
     params.update({"data": str(data), "val_carved": ds.val_carved, "threads": torch.get_num_threads()})
-    meta = Meta(kind="torch", arch=cfg.model, class_names=classes, input=contract,
-                lineage=[lineage_entry("finetune", params)], metrics=result_metrics,
-                extra={"tta_views": cfg.tta_views, "history": state.history,
-                       "data_counts": {s.name: s.class_counts() for s in (ds.train, ds.val, ds.test) if s is not None}})
+    extra = {"tta_views": cfg.tta_views, "history": state.history,
+             "data_counts": {s.name: s.class_counts() for s in (ds.train, ds.val, ds.test) if s is not None}}
+    extra.update(extra_meta or {})
+    if lineage_params is not None:
+        params = {**lineage_params, "data": str(data)}
+    lineage = parent.stage_record(stage, params) if parent else [lineage_entry(stage, params)]
+    meta = Meta(kind="torch", arch=parent.meta.arch if parent else cfg.model, class_names=classes, input=contract,
+                lineage=lineage, metrics=result_metrics, extra=extra)
     if dist.world > 1:
         import torch.distributed as tdist
 

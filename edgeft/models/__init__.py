@@ -154,6 +154,11 @@ def from_artifact(artifact) -> "nn.Module":
     check_arch(meta.arch)
     model = timm.create_model(meta.arch, pretrained=False, num_classes=meta.num_classes)
     sd = torch.load(artifact.model_path, map_location="cpu", weights_only=True)
+    spec = meta.extra.get("pruned_spec")
+    if spec:
+        from edgeft.models.shapes import apply_spec
+
+        apply_spec(model, spec, sd)
     load_state_dict_strict(model, sd, str(artifact.model_path))
     return model.eval()
 

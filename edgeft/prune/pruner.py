@@ -1,0 +1,217 @@
+"""``edgeft prune``: structured channel pruning to a MACs target, then recovery fine-tuning.
+
+Dependency tracking (which channels of which layers must go together through residual adds,
+depthwise convs and norms) is torch-pruning's; edgeft chooses the target, caps per-layer pruning,
+re-estimates importance between small steps, recovers accuracy with the fine-tuning loop (optionally
+distilling from the unpruned parent), and stores the result as architecture + shape spec + weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from edgeft import artifact as art
+from edgeft import progress
+from edgeft.errors import ArtifactError, ConfigError, DependencyError, EdgeftError, close_matches
+from edgeft.evaluate import normalize, to_tensor, torch_logits
+from edgeft.metrics import classification_metrics
+from edgeft.models import from_artifact
+from edgeft.prune.config import PruneConfig
+
+
+class PruneError(EdgeftError):
+    """The model cannot be pruned as asked."""
+
+
+def _tp():
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        raise DependencyError("pruning needs torch-pruning: pip install 'edgeft[prune]'") from None
+    return tp
+
+
+def _importance(tp, name: str):
+    if name == "l2":
+        return tp.importance.GroupMagnitudeImportance(p=2)
+    if name == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    return tp.importance.BNScaleImportance()
+
+
+def _ignored_layers(model: nn.Module, names: list[str]) -> list[nn.Module]:
+    modules = dict(model.named_modules())
+    out = [model.get_classifier()]
+    for n in names:
+        if n not in modules:
+            raise ConfigError(f"--ignore {n!r} is not a layer of the model{close_matches(n, modules)}")
+        out.append(modules[n])
+    return out
+
+
+def count(tp, model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """(MACs, parameters) of one forward pass on ``example``."""
+    macs, params = tp.utils.count_ops_and_params(model, example)
+    return int(macs), int(params)
+
+
+def onnx_latency_side_by_side(models: dict[str, nn.Module], contract, threads: int = 2,
+                              rounds: int = 3) -> dict[str, dict[str, float]]:
+    """ONNX Runtime CPU batch-1 latency of several models, measured interleaved in one run (medians)."""
+    from edgeft.bench.timing import ort_latency
+    from edgeft.export.onnx_export import export_onnx
+
+    with tempfile.TemporaryDirectory() as d:
+        paths = {name: export_onnx(copy.deepcopy(m).cpu(), contract, Path(d) / f"{name}.onnx")
+                 for name, m in models.items()}
+        p50s: dict[str, list[float]] = {name: [] for name in models}
+        for _ in range(rounds):
+            for name, p in paths.items():
+                p50s[name].append(ort_latency(str(p), (1, contract.channels, *contract.size), threads,
+                                              warmup=5, iters=30, min_seconds=0.5)["p50_ms"])
+    return {name: {"p50_ms": round(statistics.median(v), 3), "rounds": v} for name, v in p50s.items()}
+
+
+def _recovery_config(parent: art.Artifact, cfg: PruneConfig):
+    from edgeft.finetune import FinetuneConfig
+
+    base: dict[str, Any] = {}
+    for entry in parent.meta.lineage:  # the parent's own fine-tuning settings (augmentation, balance, ...)
+        if entry.get("stage") == "finetune":
+            known = {f.name for f in fields(FinetuneConfig)}
+            base = {k: v for k, v in entry.get("params", {}).items() if k in known}
+    base.update(model=parent.meta.arch, weights=None, mode=cfg.recover_mode, epochs=max(1, cfg.recover_epochs),
+                lr=cfg.recover_lr, backbone_lr_mult=1.0, warmup_epochs=min(0.5, cfg.recover_epochs / 4),
+                patience=max(1, cfg.recover_epochs), seed=cfg.seed, tta_views=1, image_size=None, resize=None)
+    if cfg.threads:
+        base["threads"] = cfg.threads
+    return FinetuneConfig.from_dict(base)
+
+
+def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig,
+          force: bool = False, measure_latency: bool = True) -> art.Artifact:
+    """Prune the PyTorch artifact at ``artifact_path`` to ``cfg``'s target and recover on ``data``."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise ArtifactError(f"output exists: {out}; choose another --out or pass --force to replace it")
+    parent = art.load(artifact_path)
+    if parent.meta.kind != "torch" or parent.meta.extra.get("quantized"):
+        raise ArtifactError(f"{parent.path} is already {'quantized' if parent.meta.extra.get('quantized') else parent.meta.kind}; "
+                            "prune the fine-tuned PyTorch artifact, then quantize")
+    tp = _tp()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    t0 = time.time()
+    contract = parent.meta.input
+    model = from_artifact(parent)
+    reference = copy.deepcopy(model)
+    example = torch.zeros(1, contract.channels, *contract.size)
+    base_macs, base_params = count(tp, model, example)
+
+    from edgeft.data import load_dataset
+
+    ds = load_dataset(data, contract, seed=cfg.seed)
+    if ds.classes != parent.meta.class_names:
+        from edgeft.errors import DataError
+
+        raise DataError(f"the data's classes {ds.classes} differ from the model's {parent.meta.class_names}")
+    eval_set = ds.test if ds.test is not None else ds.val
+
+    def accuracy(m: nn.Module) -> dict[str, Any]:
+        logits = torch_logits(m, eval_set.images, contract, 64, 1, "cpu", channels_last=False, desc="eval")
+        return classification_metrics(eval_set.labels, logits.argmax(1), ds.classes)
+
+    before = accuracy(model)
+    ignored = _ignored_layers(model, cfg.ignore)
+    try:
+        pruner = tp.pruner.MetaPruner(model, example, importance=_importance(tp, cfg.importance),
+                                      global_pruning=cfg.global_pruning, pruning_ratio=cfg.max_layer_ratio,
+                                      max_pruning_ratio=cfg.max_layer_ratio, iterative_steps=cfg.steps,
+                                      round_to=cfg.round_to, ignored_layers=ignored)
+    except Exception as e:  # torch-pruning cannot trace some custom ops
+        raise PruneError(f"torch-pruning cannot build the dependency graph of {parent.meta.arch}: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}; add the layers it names to --ignore "
+                         "or prune another architecture") from None
+
+    kind, fraction = cfg.target
+    base = base_macs if kind == "macs" else base_params
+    macs, params = base_macs, base_params
+    rng = np.random.default_rng(cfg.seed)
+    reached = False
+    for _ in progress.bar(range(cfg.steps), desc="prune", unit="step"):
+        if cfg.importance == "taylor":
+            _accumulate_gradients(model, ds.train, contract, cfg.taylor_batches, rng)
+        pruner.step()
+        model.zero_grad(set_to_none=True)
+        macs, params = count(tp, model, example)
+        if (macs if kind == "macs" else params) <= fraction * base:
+            reached = True
+            break
+    if not reached:
+        got = (macs if kind == "macs" else params) / base
+        raise PruneError(f"target {kind} {fraction:g} is unreachable with max_layer_ratio {cfg.max_layer_ratio:g}: "
+                         f"stopped at {got:.2f} of the original after {cfg.steps} steps; raise --max-layer-ratio, "
+                         f"protect fewer layers, or relax the target")
+    with torch.no_grad():
+        model.eval()(example)  # the pruned graph must still run
+
+    from edgeft.models.shapes import shape_spec
+
+    spec = shape_spec(model, reference)
+    after_prune = accuracy(model)
+    prune_seconds = time.time() - t0
+    progress.info(f"pruned {parent.meta.arch}: MACs {base_macs / 1e6:.0f}M → {macs / 1e6:.0f}M, params "
+                  f"{base_params / 1e6:.2f}M → {params / 1e6:.2f}M; accuracy {before['accuracy']:.3f} → "
+                  f"{after_prune['accuracy']:.3f} before recovery")
+    stats: dict[str, Any] = {
+        "prune": {"macs_before": base_macs, "macs_after": macs, "params_before": base_params, "params_after": params,
+                  "macs_ratio": round(macs / base_macs, 4), "params_ratio": round(params / base_params, 4),
+                  "prune_seconds": round(prune_seconds, 1), "eval_split": eval_set.name,
+                  "accuracy_before": before, "accuracy_after_prune": after_prune},
+        "macs": macs,
+    }
+    if measure_latency:
+        lat = onnx_latency_side_by_side({"parent": reference, "pruned": model}, contract,
+                                        threads=cfg.threads or torch.get_num_threads())
+        stats["prune"]["ort_cpu_latency"] = {**lat, "speedup": round(lat["parent"]["p50_ms"] / lat["pruned"]["p50_ms"], 3),
+                                             "threads": cfg.threads or torch.get_num_threads(), "batch": 1}
+    extra = {"pruned_spec": spec}
+    if cfg.recover_epochs == 0:
+        from edgeft.models import save_artifact
+
+        meta = art.Meta(kind="torch", arch=parent.meta.arch, class_names=parent.meta.class_names, input=contract,
+                        lineage=parent.stage_record("prune", cfg.to_dict()),
+                        metrics={**stats, eval_set.name: after_prune}, extra=extra)
+        return save_artifact(model, out, meta, force=force)
+
+    from edgeft.finetune.trainer import finetune
+
+    teacher = reference if cfg.distill else None
+    rcfg = _recovery_config(parent, cfg)
+    return finetune(rcfg, data, out, force=force, parent=parent, model=model, teacher=teacher, stage="prune",
+                    extra_meta=extra, extra_metrics=stats,
+                    lineage_params={"prune": cfg.to_dict(), "recover": rcfg.to_dict()})
+
+
+def _accumulate_gradients(model: nn.Module, train, contract, batches: int, rng: np.random.Generator) -> None:
+    """Gradients of the loss on a few training batches, for Taylor importance."""
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    for _ in range(batches):
+        idx = rng.choice(len(train), size=min(32, len(train)), replace=False)
+        x = normalize(to_tensor(train.images[idx]), contract)
+        loss = F.cross_entropy(model(x), torch.from_numpy(train.labels[idx]))
+        loss.backward()

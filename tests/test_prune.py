@@ -1,0 +1,106 @@
+"""Pruning on tiny inputs: each family prunes, reloads from its artifact alone, and exports to ONNX."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from edgeft import artifact
+from edgeft.contract import InputContract
+from edgeft.errors import ArtifactError, ConfigError
+from edgeft.models import create, from_artifact, save_artifact
+from edgeft.prune import PruneConfig, prune
+from edgeft.prune.pruner import PruneError
+from tests.conftest import assert_one_line_error
+
+CONTRACT = InputContract(size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, resize="stretch")
+
+
+def make_artifact(path, arch="test_efficientnet"):
+    model, _ = create(arch, num_classes=2)
+    meta = artifact.Meta(kind="torch", arch=arch, class_names=["bad", "good"], input=CONTRACT)
+    return save_artifact(model, path, meta)
+
+
+# The three families the demo cares about plus ConvNeXt and RegNet; real architectures, random weights, 32x32.
+FAMILIES = ["efficientnet_lite0", "resnet18", "mobilenetv3_large_100", "test_convnext", "regnetx_002"]
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_family_prunes_reloads_and_exports(tiny_data, tmp_path, arch):
+    parent = make_artifact(tmp_path / "parent", arch)
+    cfg = PruneConfig(target_macs=0.6, steps=20, recover_epochs=0, round_to=8)
+    art = prune(parent.path, tiny_data, tmp_path / "pruned", cfg, measure_latency=False)
+    p = art.meta.metrics["prune"]
+    assert p["macs_after"] <= 0.6 * p["macs_before"]
+    assert art.meta.extra["pruned_spec"]
+    # reload in a fresh process, from the artifact alone, and export to ONNX
+    code = ("import sys, torch; from edgeft import artifact; from edgeft.models import from_artifact;"
+            "from edgeft.export.onnx_export import export_onnx; a = artifact.load(sys.argv[1]); m = from_artifact(a);"
+            "m(torch.zeros(1, 3, 32, 32)); export_onnx(m, a.meta.input, sys.argv[2]); print('ok')")
+    r = subprocess.run([sys.executable, "-c", code, str(art.path), str(tmp_path / "m.onnx")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+    assert 'torch_pruning' not in r.stderr
+
+
+def test_reloaded_model_matches_pruned(tiny_data, tmp_path):
+    parent = make_artifact(tmp_path / "parent")
+    art = prune(parent.path, tiny_data, tmp_path / "p", PruneConfig(target_macs=0.5, recover_epochs=1),
+                measure_latency=False)
+    model = from_artifact(artifact.load(art.path))
+    x = torch.randn(2, 3, 32, 32)
+    assert model(x).shape == (2, 2)
+    m = art.meta.metrics
+    assert {"accuracy_before", "accuracy_after_prune"} <= set(m["prune"]) and "test" in m
+    assert art.meta.lineage[-1]["stage"] == "prune" and art.meta.lineage[-1]["parent_sha256"] == parent.meta.model_sha256
+
+
+def test_taylor_and_distillation_run(tiny_data, tmp_path):
+    parent = make_artifact(tmp_path / "parent")
+    art = prune(parent.path, tiny_data, tmp_path / "p",
+                PruneConfig(target_macs=0.7, importance="taylor", recover_epochs=1, distill=True), measure_latency=True)
+    lat = art.meta.metrics["prune"]["ort_cpu_latency"]
+    assert lat["parent"]["p50_ms"] > 0 and lat["pruned"]["p50_ms"] > 0
+
+
+def test_unreachable_target(tiny_data, tmp_path):
+    parent = make_artifact(tmp_path / "parent")
+    with pytest.raises(PruneError, match="unreachable"):
+        prune(parent.path, tiny_data, tmp_path / "p", PruneConfig(target_macs=0.02, max_layer_ratio=0.3, steps=5,
+                                                                   recover_epochs=0), measure_latency=False)
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"target_macs": 1.5}, "target_macs must be a fraction"),
+    ({"max_layer_ratio": 0}, "max_layer_ratio"),
+    ({"importance": "random"}, "importance must be one of"),
+])
+def test_bad_config(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        PruneConfig(**kwargs)
+
+
+def test_unknown_ignored_layer(tiny_data, tmp_path):
+    parent = make_artifact(tmp_path / "parent")
+    with pytest.raises(ConfigError, match="conv_stemm.*did you mean: conv_stem"):
+        prune(parent.path, tiny_data, tmp_path / "p", PruneConfig(ignore=["conv_stemm"]), measure_latency=False)
+
+
+def test_quantized_parent_is_refused(tiny_data, tmp_path):
+    parent = make_artifact(tmp_path / "parent")
+    parent.meta.extra["quantized"] = "int8"
+    artifact.update_metrics(parent, {})
+    with pytest.raises(ArtifactError, match="already quantized"):
+        prune(parent.path, tiny_data, tmp_path / "p", PruneConfig())
+
+
+def test_cli_errors(cli, tiny_data, tmp_path):
+    parent = make_artifact(tmp_path / "parent")
+    assert_one_line_error(cli("prune", parent.path, "--data", tiny_data, "--out", tmp_path / "p", "--target-macs", "2"),
+                          "target_macs must be a fraction")
+    assert_one_line_error(cli("prune", parent.path, "--data", tiny_data, "--out", tmp_path / "p", "--target-macs",
+                              "0.01", "--max-layer-ratio", "0.2", "--steps", "3", "--recover-epochs", "0"),
+                          "unreachable")
