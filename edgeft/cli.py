@@ -266,6 +266,86 @@ def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, 
     click.echo(f"wrote {art.path}")
 
 
+@cli.command("export")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="ONNX artifact directory to write.")
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--dynamic-batch", is_flag=True, help="Batch dimension free instead of 1.")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxslim.")
+@click.option("--data", type=click.Path(path_type=Path), help="ImageFolder for the parity check on real images.")
+@click.option("--n", "n_images", type=int, default=64, show_default=True, help="Images for the parity check.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def export_cmd(artifact: Path, out: Path, opset: int, dynamic_batch: bool, no_simplify: bool, data: Path | None,
+               n_images: int, force: bool) -> None:
+    """Export a PyTorch artifact to ONNX: checked, simplified, parity-tested against PyTorch."""
+    from edgeft.export.stage import export
+
+    art = export(artifact, out, opset=opset, dynamic_batch=dynamic_batch, do_simplify=not no_simplify, data=data,
+                 n=n_images, force=force)
+    o = art.meta.metrics["onnx"]
+    click.echo(f"opset {o['opset']}, {o['nodes']} nodes, {o['size_bytes'] / 1e6:.2f} MB")
+    p = art.meta.metrics.get("parity")
+    if p:
+        click.echo(f"parity vs PyTorch on {p['n']} {p['split']} images: max abs diff {p['max_abs_diff']:.2e}, "
+                   f"top-1 agreement {p['top1_agreement'] * 100:.1f}%")
+    click.echo(f"wrote {art.path}")
+
+
+@cli.command("calibrate")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Manifest JSON to write.")
+@click.option("--n", "n_images", type=int, default=512, show_default=True, help="Images, balanced over classes.")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--artifact", "artifact_path", type=click.Path(path_type=Path),
+              help="Pin the manifest to this artifact's input contract.")
+def calibrate_cmd(data: Path, out: Path, n_images: int, split: str, seed: int, artifact_path: Path | None) -> None:
+    """Write a class-balanced calibration manifest (paths + content hashes) for reproducible INT8 builds."""
+    from edgeft import artifact as art_mod
+    from edgeft.quantize import calibration
+
+    contract = art_mod.load(artifact_path).meta.input if artifact_path else None
+    m = calibration.create(data, n=n_images, split=split, seed=seed, contract=contract)
+    calibration.save(m, out)
+    counts = {c: sum(e["label"] == c for e in m.entries) for c in m.classes}
+    click.echo(f"wrote {out}: {len(m.entries)} images ({', '.join(f'{k}={v}' for k, v in counts.items())})")
+
+
+@cli.command("quantize")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="INT8 ONNX artifact directory to write.")
+@click.option("--calib", required=True, type=click.Path(path_type=Path), help="Manifest from `edgeft calibrate`.")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Data folder: calibration images and the split used to report accuracy.")
+@click.option("--method", type=click.Choice(["ptq"]), default="ptq", show_default=True)
+@click.option("--target", type=click.Choice(["ort-cpu", "tensorrt"]), default="ort-cpu", show_default=True)
+@click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="percentile",
+              show_default=True)
+@click.option("--exclude", multiple=True, metavar="NODE", help="ONNX node to keep in FP32 (repeatable).")
+@click.option("--no-auto-exclude", is_flag=True, help="ort-cpu: do not measure and exclude slow INT8 layers.")
+@click.option("--threads", type=int, default=2, show_default=True, help="Threads for latency measurement.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str, target: str, calib_method: str,
+                 exclude: tuple[str, ...], no_auto_exclude: bool, threads: int, force: bool) -> None:
+    """INT8 post-training quantization to a QDQ ONNX artifact, target-aware (ONNX Runtime CPU or TensorRT)."""
+    from edgeft.quantize.ptq import QuantizeConfig, quantize
+
+    cfg = QuantizeConfig(method=method, target=target, calib_method=calib_method, exclude=list(exclude),
+                         auto_exclude=not no_auto_exclude, threads=threads)
+    art = quantize(artifact, out, cfg, calib, data, force=force)
+    m = art.meta.metrics
+    s = m["eval_split"]
+    click.echo(f"{s} accuracy: FP32 {m[s + '_fp32']['accuracy'] * 100:.2f}%, INT8 {m[s]['accuracy'] * 100:.2f}% "
+               f"(drop {m['accuracy_drop_pp']:.2f} pp; balanced {m[s]['balanced_accuracy'] * 100:.2f}%)")
+    lat = m["ort_cpu_latency"]
+    click.echo(f"ONNX Runtime CPU p50 (batch 1, {lat['threads']} threads): FP32 {lat['fp32_p50_ms']:.2f} ms, "
+               f"INT8 {lat['int8_p50_ms']:.2f} ms ({lat['speedup']:.2f}x); size {m['size']['ratio']:.1f}x smaller")
+    groups = art.meta.extra["excluded_groups"]
+    if groups:
+        click.echo("kept in FP32 (measured slower in INT8): " + ", ".join(f"{g['group']} ({g['nodes']})" for g in groups))
+    click.echo(f"wrote {art.path}")
+
+
 def main() -> None:
     cli(prog_name="edgeft")
 

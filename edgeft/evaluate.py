@@ -54,22 +54,57 @@ def torch_logits(model, images: np.ndarray, contract: InputContract, batch_size:
     return torch.cat(out).numpy()
 
 
+def numpy_views(x: np.ndarray, count: int) -> list[np.ndarray]:
+    """The same flip/rotation views as :func:`edgeft.data.augment.dihedral_views`, for NCHW numpy batches."""
+    views = []
+    for k in range(4):
+        r = np.ascontiguousarray(np.rot90(x, k, axes=(2, 3))) if k else x
+        views += [r, np.ascontiguousarray(r[..., ::-1])]
+    return views[:count]
+
+
+def onnx_logits(path: str | os.PathLike, images: np.ndarray, contract: InputContract, batch_size: int = 32,
+                tta_views: int = 1, threads: int | None = None) -> np.ndarray:
+    """Logits from ONNX Runtime (CPU) for prepared images; TTA averages softmax over views, as for PyTorch."""
+    from edgeft.bench.timing import ort_session
+
+    sess = ort_session(str(path), threads or os.cpu_count() or 1)
+    name = sess.get_inputs()[0].name
+    fixed = sess.get_inputs()[0].shape[0]
+    step = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
+    out = []
+    for i in progress.bar(range(0, len(images), step), desc="eval onnx", unit="batch"):
+        x = contract.normalize(images[i:i + step])
+        if tta_views == 1:
+            out.append(sess.run(None, {name: x})[0])
+            continue
+        probs = []
+        for v in numpy_views(x, tta_views):
+            z = sess.run(None, {name: v})[0]
+            e = np.exp(z - z.max(1, keepdims=True))
+            probs.append(e / e.sum(1, keepdims=True))
+        out.append(np.log(np.clip(np.mean(probs, 0), 1e-12, None)))
+    return np.concatenate(out)
+
+
 def evaluate(artifact: Artifact, split: ImageSet, tta_views: int | None = None, batch_size: int = 64,
              device: str = "cpu") -> dict[str, Any]:
-    """Metrics of a PyTorch artifact on a decoded split (class names must match the artifact's)."""
-    from edgeft.errors import DataError
-    from edgeft.models import from_artifact
+    """Metrics of a PyTorch or ONNX artifact on a decoded split (class names must match the artifact's)."""
+    from edgeft.errors import ArtifactError, DataError
 
     if list(split.classes) != list(artifact.meta.class_names):
         raise DataError(f"the data's classes {split.classes} differ from the model's {artifact.meta.class_names}")
     views = tta_views if tta_views is not None else int(artifact.meta.extra.get("tta_views", 1))
-    threads = os.environ.get("EDGEFT_THREADS")
-    if threads:
-        import torch
+    if artifact.meta.kind == "onnx":
+        logits = onnx_logits(artifact.model_path, split.images, artifact.meta.input, tta_views=views)
+    elif artifact.meta.kind == "torch":
+        from edgeft.models import from_artifact
 
-        torch.set_num_threads(int(threads))
-    model = from_artifact(artifact).to(device)
-    logits = torch_logits(model, split.images, artifact.meta.input, batch_size, views, device)
+        model = from_artifact(artifact).to(device)
+        logits = torch_logits(model, split.images, artifact.meta.input, batch_size, views, device)
+    else:
+        raise ArtifactError(f"eval of {artifact.meta.kind} artifacts needs the runtime's TensorRT backend, "
+                            "which is not part of this edgeft version")
     m = classification_metrics(split.labels, logits.argmax(1), artifact.meta.class_names)
     m["tta_views"] = views
     return m

@@ -1,0 +1,110 @@
+"""``edgeft export``: a PyTorch artifact becomes a checked, simplified ONNX artifact.
+
+The ONNX file carries the class names and the input contract in its metadata, so a camera process
+that only has the ``.onnx`` file still preprocesses exactly as in training. The export is compared
+numerically with PyTorch on real images from the data folder (random inputs hide real mismatches
+and raise false alarms), and a mismatch beyond the FP32 tolerance fails the stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeft import artifact as art
+from edgeft import progress
+from edgeft.errors import ArtifactError, DependencyError, EdgeftError
+
+ONNX_META_KEY = "edgeft"
+FP32_TOLERANCE = 1e-4  # max abs logit difference accepted between PyTorch and ONNX Runtime in FP32
+
+
+def onnx_metadata(meta: art.Meta) -> str:
+    return json.dumps({"arch": meta.arch, "class_names": meta.class_names, "input": meta.input.to_dict(),
+                       "schema_version": art.SCHEMA_VERSION})
+
+
+def simplify(path: Path) -> None:
+    """Fold constants and fuse (Conv+BN, ...) with onnxslim, in place; the file is left unchanged on failure."""
+    try:
+        import onnx
+        import onnxslim
+    except ImportError:
+        raise DependencyError("simplification needs onnxslim: pip install 'edgeft[onnx]', or pass --no-simplify") from None
+    slim = onnxslim.slim(onnx.load(str(path)))
+    if slim is None:
+        raise EdgeftError(f"onnxslim could not simplify {path}; pass --no-simplify")
+    onnx.checker.check_model(slim)
+    onnx.save(slim, str(path))
+
+
+def parity(model, onnx_path: Path, images: np.ndarray, contract, threads: int = 2) -> dict[str, Any]:
+    """PyTorch vs ONNX Runtime logits on the same prepared images: max abs diff and top-1 agreement."""
+    from edgeft.bench.timing import ort_session
+    from edgeft.evaluate import torch_logits
+
+    ref = torch_logits(model, images, contract, 32, 1, "cpu", channels_last=False, desc="parity torch")
+    sess = ort_session(str(onnx_path), threads)
+    name = sess.get_inputs()[0].name
+    batch = sess.get_inputs()[0].shape[0]
+    x = contract.normalize(images)
+    step = batch if isinstance(batch, int) and batch > 0 else 32
+    got = np.concatenate([sess.run(None, {name: x[i:i + step]})[0] for i in range(0, len(x), step)])
+    diff = np.abs(ref - got)
+    return {"n": int(len(images)), "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+            "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean())}
+
+
+def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int = 17, dynamic_batch: bool = False,
+           do_simplify: bool = True, data: str | os.PathLike | None = None, n: int = 64,
+           force: bool = False) -> art.Artifact:
+    """Export a PyTorch artifact to an ONNX artifact; with ``data``, check parity on ``n`` real images."""
+    from edgeft.export.onnx_export import export_onnx
+    from edgeft.models import from_artifact
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise ArtifactError(f"output exists: {out}; choose another --out or pass --force to replace it")
+    parent = art.load(artifact_path)
+    if parent.meta.kind != "torch":
+        raise ArtifactError(f"{parent.path} already holds a {parent.meta.kind} model; export a PyTorch artifact")
+    import onnx
+
+    model = from_artifact(parent)
+    meta = art.Meta(kind="onnx", arch=parent.meta.arch, class_names=parent.meta.class_names, input=parent.meta.input,
+                    lineage=parent.stage_record("export", {"opset": opset, "dynamic_batch": dynamic_batch,
+                                                           "simplify": do_simplify}),
+                    extra={k: v for k, v in parent.meta.extra.items() if k in ("tta_views",)})
+
+    def write(path: Path) -> None:
+        export_onnx(model, parent.meta.input, path, opset=opset, dynamic_batch=dynamic_batch)
+        if do_simplify:
+            simplify(path)
+        m = onnx.load(str(path))
+        del m.metadata_props[:]
+        m.metadata_props.add(key=ONNX_META_KEY, value=onnx_metadata(meta))
+        m.producer_name = "edgeft"
+        onnx.save(m, str(path))
+        meta.metrics["onnx"] = {"opset": opset, "nodes": len(m.graph.node), "size_bytes": path.stat().st_size,
+                                "dynamic_batch": dynamic_batch}
+        if data is not None:
+            from edgeft.data import load_split
+            from edgeft.data.imagefolder import find_splits
+
+            split = "test" if "test" in find_splits(data) else "val"
+            images = load_split(data, split, parent.meta.input, classes=parent.meta.class_names).images[:n]
+            check = parity(model, path, images, parent.meta.input)
+            check["split"] = split
+            meta.metrics["parity"] = check
+            if check["max_abs_diff"] > FP32_TOLERANCE:
+                raise EdgeftError(f"ONNX Runtime differs from PyTorch by {check['max_abs_diff']:.2e} (tolerance "
+                                  f"{FP32_TOLERANCE:g}) on {check['n']} real images; try another --opset, or report "
+                                  "the architecture")
+            progress.info(f"parity on {check['n']} {split} images: max abs diff {check['max_abs_diff']:.2e}, "
+                          f"top-1 agreement {check['top1_agreement'] * 100:.1f}%")
+
+    return art.save(out, meta, write, force=force)

@@ -1,0 +1,273 @@
+"""``edgeft quantize --method ptq``: post-training INT8 quantization to a QDQ ONNX artifact.
+
+Calibration and Q/DQ insertion are ONNX Runtime's (``quantize_static`` with its MinMax, Percentile and
+Entropy calibrators); edgeft gives them a typed face and makes the choices that decide whether INT8 is
+accurate *and* faster on the target:
+
+- ``target=tensorrt``: int8 activations, symmetric (zero point 0), per-channel symmetric weights, Q/DQ
+  on the inputs of Conv/Gemm/MatMul and on both inputs of residual ``Add`` so TensorRT fuses the add
+  into the INT8 convolution (explicit quantization; TensorRT 10 deprecated and 11 removed calibrators).
+- ``target=ort-cpu``: uint8 activations with int8 per-channel weights (U8S8), which ONNX Runtime's x86
+  kernels run fast (the S8S8 form ran *slower* than FP32 here); then groups of layers whose INT8
+  kernels are slower than FP32 on this CPU are measured and left in FP32, and the result is never
+  slower than FP32.
+
+Weights are stored as int8 initializers behind DequantizeLinear, so the file is about 4x smaller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import statistics
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeft import artifact as art
+from edgeft import progress
+from edgeft.errors import ArtifactError, ConfigError, DependencyError
+
+TARGETS = ("ort-cpu", "tensorrt")
+CALIB_METHODS = ("minmax", "percentile", "entropy")
+METHODS = ("ptq",)
+
+
+@dataclass
+class QuantizeConfig:
+    """INT8 post-training quantization. ``percentile`` applies to ``calib_method=percentile``."""
+
+    method: str = "ptq"
+    target: str = "ort-cpu"
+    calib_method: str = "percentile"
+    percentile: float = 99.999
+    per_channel: bool = True
+    exclude: list[str] = field(default_factory=list)  # ONNX node names kept in FP32
+    auto_exclude: bool = True  # ort-cpu: measure and keep slower-in-INT8 layer groups in FP32
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("method", METHODS), ("target", TARGETS), ("calib_method", CALIB_METHODS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not 90.0 <= self.percentile <= 100.0:
+            raise ConfigError(f"percentile must be in [90, 100], got {self.percentile}")
+        if self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader protocol over normalised calibration images, one at a time."""
+
+    def __init__(self, x: np.ndarray, input_name: str):
+        self.x, self.name, self.i = x, input_name, 0
+
+    def get_next(self):
+        if self.i >= len(self.x):
+            return None
+        self.i += 1
+        return {self.name: self.x[self.i - 1:self.i]}
+
+    def rewind(self):
+        self.i = 0
+
+
+def _ort_quant():
+    try:
+        from onnxruntime import quantization as q
+    except ImportError:
+        raise DependencyError("quantization needs onnxruntime: pip install 'edgeft[onnx]'") from None
+    return q
+
+
+def _quantize_file(fp32: Path, out: Path, x: np.ndarray, cfg: QuantizeConfig, exclude: list[str],
+                   cache: Path) -> None:
+    q = _ort_quant()
+    import onnx
+
+    input_name = onnx.load(str(fp32)).graph.input[0].name
+    method = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile,
+              "entropy": q.CalibrationMethod.Entropy}[cfg.calib_method]
+    trt = cfg.target == "tensorrt"
+    extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": trt, "CalibPercentile": cfg.percentile}
+    with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress of their own
+        q.quantize_static(
+            str(fp32), str(out), _Reader(x, input_name), quant_format=q.QuantFormat.QDQ,
+            op_types_to_quantize=["Conv", "Gemm", "MatMul", "Add"] if trt else None,
+            per_channel=cfg.per_channel, activation_type=q.QuantType.QInt8 if trt else q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8, nodes_to_exclude=exclude or None, calibrate_method=method,
+            extra_options=extra, calibration_cache_path=str(cache))
+
+
+def graph_summary(path: Path) -> dict[str, Any]:
+    """Q/DQ node counts and which op types take dequantized (INT8) inputs, from the ONNX graph."""
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    producers = {o: n for n in g.node for o in n.output}
+    ops = Counter(n.op_type for n in g.node)
+    int8_ops: Counter = Counter()
+    for n in g.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in n.input):
+            int8_ops[n.op_type] += 1
+    return {"quantize_linear": ops.get("QuantizeLinear", 0), "dequantize_linear": ops.get("DequantizeLinear", 0),
+            "int8_inputs_by_op": dict(int8_ops), "ops": dict(ops)}
+
+
+def _conv_groups(path: Path) -> dict[str, list[str]]:
+    """Node names by kind (depthwise conv, pointwise conv, other conv, gemm, add): the units of exclusion."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i).shape for i in m.graph.initializer}
+    groups: dict[str, list[str]] = {"depthwise_conv": [], "pointwise_conv": [], "conv": [], "gemm": [], "add": []}
+    for n in m.graph.node:
+        if n.op_type == "Conv":
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            w = inits.get(n.input[1])
+            if group > 1 and w is not None and w[1] == 1:
+                groups["depthwise_conv"].append(n.name)
+            elif w is not None and len(w) == 4 and w[2:] == (1, 1):
+                groups["pointwise_conv"].append(n.name)
+            else:
+                groups["conv"].append(n.name)
+        elif n.op_type in ("Gemm", "MatMul"):
+            groups["gemm"].append(n.name)
+        elif n.op_type == "Add":
+            groups["add"].append(n.name)
+    return {k: v for k, v in groups.items() if v}
+
+
+def _p50(path: Path, shape: tuple[int, ...], threads: int) -> float:
+    from edgeft.bench.timing import ort_latency
+
+    return ort_latency(str(path), shape, threads, warmup=5, iters=40, min_seconds=0.5)["p50_ms"]
+
+
+def side_by_side(paths: dict[str, Path], shape: tuple[int, ...], threads: int, rounds: int = 3) -> dict[str, float]:
+    """Median p50 latency of several ONNX files, interleaved over ``rounds`` so machine noise hits all alike."""
+    runs: dict[str, list[float]] = {k: [] for k in paths}
+    for _ in range(rounds):
+        for k, p in paths.items():
+            runs[k].append(_p50(p, shape, threads))
+    return {k: statistics.median(v) for k, v in runs.items()}
+
+
+def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: QuantizeConfig,
+             calib: str | os.PathLike, data: str | os.PathLike, force: bool = False) -> art.Artifact:
+    """Quantize a PyTorch or FP32 ONNX artifact to an INT8 QDQ ONNX artifact for ``cfg.target``.
+
+    Accuracy (FP32 and INT8, on the test split of ``data`` or val), size, Q/DQ counts, the op types
+    running in INT8, what was kept in FP32 and why, and side-by-side latency go into the artifact.
+    """
+    from edgeft.data.imagefolder import find_splits, load_split
+    from edgeft.evaluate import onnx_logits
+    from edgeft.export.stage import ONNX_META_KEY, onnx_metadata, simplify
+    from edgeft.metrics import classification_metrics
+    from edgeft.quantize import calibration
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise ArtifactError(f"output exists: {out}; choose another --out or pass --force to replace it")
+    parent = art.load(artifact_path)
+    if parent.meta.extra.get("quantized"):
+        raise ArtifactError(f"{parent.path} is already quantized ({parent.meta.extra['quantized']}); quantize the "
+                            "FP32 artifact it came from")
+    if parent.meta.kind not in ("torch", "onnx"):
+        raise ArtifactError(f"{parent.path} holds a {parent.meta.kind} model; quantize a PyTorch or ONNX artifact")
+    contract = parent.meta.input
+    manifest = calibration.load(calib)
+    if manifest.classes != parent.meta.class_names:
+        raise ConfigError(f"the calibration manifest's classes {manifest.classes} differ from the model's "
+                          f"{parent.meta.class_names}")
+    calib_set = calibration.load_images(manifest, data, contract)
+    x_calib = contract.normalize(calib_set.images)
+    split = "test" if "test" in find_splits(data) else "val"
+    eval_set = load_split(data, split, contract, classes=parent.meta.class_names)
+    shape = (1, contract.channels, *contract.size)
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgeft-quant-") as d:
+        tmp = Path(d)
+        fp32 = tmp / "fp32.onnx"
+        if parent.meta.kind == "torch":
+            from edgeft.export.onnx_export import export_onnx
+            from edgeft.models import from_artifact
+
+            export_onnx(from_artifact(parent), contract, fp32)
+            simplify(fp32)  # folds BatchNorm into the convolutions before quantization
+        else:
+            fp32.write_bytes(parent.model_path.read_bytes())
+        q = _ort_quant()
+        pre = tmp / "pre.onnx"
+        with contextlib.redirect_stdout(io.StringIO()):
+            q.quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        cache = tmp / "calibration-cache.json"
+        progress.info(f"calibrating ({cfg.calib_method}) on {len(x_calib)} images from {calib}")
+        int8 = tmp / "int8.onnx"
+        exclude = list(cfg.exclude)
+        _quantize_file(pre, int8, x_calib, cfg, exclude, cache)
+
+        excluded_groups: list[dict[str, Any]] = []
+        if cfg.target == "ort-cpu" and cfg.auto_exclude:
+            for group, nodes in _conv_groups(pre).items():
+                trial = tmp / f"try-{group}.onnx"
+                _quantize_file(pre, trial, x_calib, cfg, exclude + nodes, cache)
+                t = side_by_side({"base": int8, "trial": trial}, shape, cfg.threads, rounds=2)
+                if t["trial"] < 0.97 * t["base"]:  # a clear win only: machine noise must not decide
+                    exclude += nodes
+                    os.replace(trial, int8)
+                    excluded_groups.append({"group": group, "nodes": len(nodes), "int8_ms": round(t["base"], 3),
+                                            "without_ms": round(t["trial"], 3)})
+            progress.info("kept in FP32 (slower in INT8 here): " + (", ".join(g["group"] for g in excluded_groups)
+                                                                    or "nothing"))
+        lat = side_by_side({"fp32": fp32, "int8": int8}, shape, cfg.threads)
+        fallback = cfg.target == "ort-cpu" and lat["int8"] >= lat["fp32"]
+        if fallback:
+            progress.warn(f"INT8 ({lat['int8']:.2f} ms) is not faster than FP32 ({lat['fp32']:.2f} ms) on this CPU "
+                          "even after exclusions; the artifact keeps the INT8 graph but says so in its metrics")
+
+        fp32_logits = onnx_logits(fp32, eval_set.images, contract, threads=cfg.threads)
+        int8_logits = onnx_logits(int8, eval_set.images, contract, threads=cfg.threads)
+        acc_fp32 = classification_metrics(eval_set.labels, fp32_logits.argmax(1), parent.meta.class_names)
+        acc_int8 = classification_metrics(eval_set.labels, int8_logits.argmax(1), parent.meta.class_names)
+        summary = graph_summary(int8)
+        sizes = {"fp32_bytes": fp32.stat().st_size, "int8_bytes": int8.stat().st_size}
+
+        meta = art.Meta(kind="onnx", arch=parent.meta.arch, class_names=parent.meta.class_names, input=contract,
+                        lineage=parent.stage_record("quantize", {**cfg.to_dict(), "calibration": str(calib),
+                                                                 "calibration_images": len(x_calib)}),
+                        extra={"quantized": "int8", "target": cfg.target, "format": "QDQ",
+                               "activations": "int8 symmetric" if cfg.target == "tensorrt" else "uint8 asymmetric",
+                               "weights": "int8 symmetric per-channel" if cfg.per_channel else "int8 symmetric",
+                               "excluded_groups": excluded_groups, "excluded_nodes": exclude,
+                               "pruned_spec": parent.meta.extra.get("pruned_spec")})
+        meta.metrics = {
+            split: acc_int8, f"{split}_fp32": acc_fp32, "eval_split": split,
+            "accuracy_drop_pp": round((acc_fp32["accuracy"] - acc_int8["accuracy"]) * 100, 2),
+            "top1_agreement_with_fp32": float((fp32_logits.argmax(1) == int8_logits.argmax(1)).mean()),
+            "size": {**sizes, "ratio": round(sizes["fp32_bytes"] / sizes["int8_bytes"], 2)},
+            "graph": summary,
+            "ort_cpu_latency": {"fp32_p50_ms": round(lat["fp32"], 3), "int8_p50_ms": round(lat["int8"], 3),
+                                "speedup": round(lat["fp32"] / lat["int8"], 3), "threads": cfg.threads, "batch": 1,
+                                "int8_not_faster": fallback},
+        }
+        for k in ("macs", "prune"):
+            if k in parent.meta.metrics:
+                meta.metrics[k] = parent.meta.metrics[k]
+        m = onnx.load(str(int8))
+        del m.metadata_props[:]
+        m.metadata_props.add(key=ONNX_META_KEY, value=onnx_metadata(meta))
+        onnx.save(m, str(int8))
+        return art.save(out, meta, lambda p: p.write_bytes(int8.read_bytes()), force=force)

@@ -1,0 +1,110 @@
+"""Export and INT8 post-training quantization on a tiny model trained on 32x32 images."""
+
+import json
+
+import onnx
+import pytest
+
+from edgeft import artifact
+from edgeft.errors import ArtifactError, ConfigError, DataError
+from edgeft.export.stage import ONNX_META_KEY, export
+from edgeft.finetune import FinetuneConfig, finetune
+from edgeft.quantize import calibration
+from edgeft.quantize.ptq import QuantizeConfig, quantize
+from tests.conftest import assert_one_line_error
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    cfg = FinetuneConfig(model="test_efficientnet", weights=None, mode="full", image_size=32, resize="stretch",
+                         batch_size=8, epochs=6, lr=3e-3, threads=2)
+    return finetune(cfg, tiny_data, tmp_path_factory.mktemp("q") / "ft")
+
+
+@pytest.fixture(scope="module")
+def manifest(tiny_data, tmp_path_factory):
+    path = tmp_path_factory.mktemp("calib") / "calib.json"
+    calibration.save(calibration.create(tiny_data, n=16), path)
+    return path
+
+
+def test_export_checks_parity_and_carries_the_contract(trained, tiny_data, tmp_path):
+    out = export(trained.path, tmp_path / "onnx", data=tiny_data, dynamic_batch=True)
+    assert out.meta.kind == "onnx" and out.model_path.name == "model.onnx"
+    p = out.meta.metrics["parity"]
+    assert p["max_abs_diff"] <= 1e-4 and p["top1_agreement"] == 1.0 and p["n"] == 16
+    m = onnx.load(str(out.model_path))
+    assert next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) == 17
+    meta = json.loads({p.key: p.value for p in m.metadata_props}[ONNX_META_KEY])
+    assert meta["class_names"] == ["bad", "good"] and meta["input"] == trained.meta.input.to_dict()
+    assert not any(n.op_type == "BatchNormalization" for n in m.graph.node)  # folded by onnxslim
+
+
+def test_eval_of_onnx_artifact_matches_torch(cli, trained, tiny_data, tmp_path):
+    out = export(trained.path, tmp_path / "onnx")
+    r = cli("eval", out.path, "--data", tiny_data, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["confusion"] == trained.meta.metrics["test"]["confusion"]
+
+
+def test_calibration_manifest_is_balanced_and_detects_changes(tiny_data, tmp_path):
+    m = calibration.create(tiny_data, n=10)
+    assert sorted(e["label"] for e in m.entries) == ["bad"] * 5 + ["good"] * 5
+    copy_root = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(tiny_data, copy_root)
+    victim = copy_root / m.entries[0]["path"]
+    victim.write_bytes(victim.read_bytes()[:-1] + b"\x00")
+    from edgeft.contract import InputContract
+
+    with pytest.raises(DataError, match="changed since the manifest"):
+        calibration.load_images(m, copy_root, InputContract(size=(32, 32), resize="stretch"))
+    with pytest.raises(ConfigError, match="at least 8"):
+        calibration.create(tiny_data, n=2)
+
+
+@pytest.mark.parametrize("target", ["ort-cpu", "tensorrt"])
+def test_ptq_writes_a_qdq_int8_artifact(trained, manifest, tiny_data, tmp_path, target):
+    cfg = QuantizeConfig(target=target, calib_method="minmax", auto_exclude=False, threads=1)
+    q = quantize(trained.path, tmp_path / "int8", cfg, manifest, tiny_data)
+    m = q.meta.metrics
+    assert m["graph"]["quantize_linear"] > 0 and m["graph"]["int8_inputs_by_op"].get("Conv", 0) > 0
+    assert m["top1_agreement_with_fp32"] >= 0.75
+    assert m["size"]["int8_bytes"] < m["size"]["fp32_bytes"]
+    g = onnx.load(str(q.model_path)).graph
+    inits = {i.name: i for i in g.initializer}
+    zero_points = [inits[n.input[2]] for n in g.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    want = onnx.TensorProto.INT8 if target == "tensorrt" else onnx.TensorProto.UINT8
+    assert zero_points and all(z.data_type == want for z in zero_points)
+    if target == "tensorrt":  # symmetric activations: every zero point is 0
+        assert all(not any(onnx.numpy_helper.to_array(z).ravel()) for z in zero_points)
+    with pytest.raises(ArtifactError, match="already quantized"):
+        quantize(q.path, tmp_path / "again", cfg, manifest, tiny_data)
+
+
+def test_quantize_cli(cli, trained, manifest, tiny_data, tmp_path):
+    r = cli("quantize", trained.path, "--out", tmp_path / "q", "--calib", manifest, "--data", tiny_data,
+            "--calib-method", "percentile", "--threads", "1")
+    assert r.exit_code == 0, r.output
+    assert "INT8" in r.output and "ONNX Runtime CPU p50" in r.output
+    assert_one_line_error(cli("quantize", trained.path, "--out", tmp_path / "q2", "--calib", tmp_path / "none.json",
+                              "--data", tiny_data), "calibration manifest not found")
+
+
+def test_calibrate_cli(cli, tiny_data, tmp_path):
+    r = cli("calibrate", tiny_data, "--out", tmp_path / "c.json", "--n", "8")
+    assert r.exit_code == 0 and "bad=4, good=4" in r.output
+
+
+def test_tensorrt_target_quantizes_both_inputs_of_residual_adds(manifest, tiny_data, tmp_path):
+    """TensorRT fuses a residual Add into the INT8 conv only when both Add inputs come through Q/DQ."""
+    from tests.test_prune import make_artifact
+
+    parent = make_artifact(tmp_path / "resnet", "test_resnet")
+    q = quantize(parent.path, tmp_path / "int8", QuantizeConfig(target="tensorrt", calib_method="minmax",
+                                                                auto_exclude=False, threads=1), manifest, tiny_data)
+    g = onnx.load(str(q.model_path)).graph
+    producer = {o: n.op_type for n in g.node for o in n.output}
+    adds = [n for n in g.node if n.op_type == "Add"]
+    assert adds and all(producer.get(i) == "DequantizeLinear" for n in adds for i in n.input)
