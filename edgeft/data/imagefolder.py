@@ -1,0 +1,236 @@
+"""ImageFolder-style data (``train/ val/ [test/]``, one subfolder per class), decoded with OpenCV.
+
+Inspection data sets are small (hundreds to a few thousand images), so a split is decoded once, brought
+to the model's size per the input contract, and held in memory: epochs then cost only compute, and a
+corrupt or truncated file is found up front and skipped with a counted warning instead of crashing an
+epoch halfway through.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeft import progress
+from edgeft.contract import InputContract
+from edgeft.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+SPLITS = ("train", "val", "test")
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file as OpenCV does (BGR/BGRA/GRAY, 8- or 16-bit kept). Raises DataError if unreadable."""
+    import cv2
+
+    p = Path(path)
+    try:
+        buf = np.fromfile(p, dtype=np.uint8)
+    except OSError as e:
+        raise DataError(f"cannot read image {p}: {e.strerror}") from None
+    if buf.size == 0:
+        raise DataError(f"image file is empty: {p}")
+    if _truncated(p, buf):
+        raise DataError(f"image file is truncated: {p}")
+    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise DataError(f"cannot decode image {p}: not a valid PNG/JPEG/BMP/TIFF file")
+    if image.dtype not in (np.uint8, np.uint16):
+        if image.dtype.kind == "f":
+            image = np.clip(image, 0.0, 1.0).astype(np.float32)
+        else:
+            raise DataError(f"unsupported pixel type {image.dtype} in {p}; use 8- or 16-bit images")
+    return image
+
+
+def _truncated(path: Path, buf: np.ndarray) -> bool:
+    """Cheap end-of-file checks: OpenCV decodes a cut-off JPEG or PNG without an error, padding it with grey."""
+    suffix = path.suffix.lower()
+    tail = buf[-12:].tobytes()
+    if suffix in (".jpg", ".jpeg"):
+        return b"\xff\xd9" not in buf[-64:].tobytes()
+    if suffix == ".png":
+        return not tail.endswith(b"IEND\xaeB`\x82")
+    return False
+
+
+@dataclass
+class SplitFiles:
+    """The files of one split: paths, integer labels, and the class names (sorted folder names)."""
+
+    name: str
+    paths: list[Path]
+    labels: list[int]
+    classes: list[str]
+
+
+@dataclass
+class ImageSet:
+    """A decoded split: prepared HxWxC images at model size (dtype kept), labels, and what was skipped."""
+
+    name: str
+    images: np.ndarray  # N x H x W x C, uint8/uint16/float32
+    labels: np.ndarray  # N, int64
+    paths: list[Path]
+    classes: list[str]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def class_counts(self) -> list[int]:
+        return np.bincount(self.labels, minlength=len(self.classes)).tolist()
+
+
+def find_splits(root: str | os.PathLike) -> dict[str, Path]:
+    """Check the layout of a data folder and return the split directories that exist (train required)."""
+    r = Path(root)
+    if not r.exists():
+        raise DataError(f"data folder not found: {r}; pass a folder with train/ (and val/, test/) inside, "
+                        "one subfolder per class")
+    if not r.is_dir():
+        raise DataError(f"data path is not a folder: {r}")
+    found = {s: r / s for s in SPLITS if (r / s).is_dir()}
+    if "train" not in found:
+        entries = sorted(p.name for p in r.iterdir())[:8]
+        hint = ("it looks like class folders directly; move them into train/ (and val/, test/)"
+                if entries and all((r / e).is_dir() for e in entries) else f"found: {entries or 'nothing'}")
+        raise DataError(f"data folder {r} has no train/ subfolder ({hint}); expected train/CLASS/*.png, "
+                        "val/CLASS/..., test/CLASS/...")
+    return found
+
+
+def scan_split(split_dir: Path, classes: list[str] | None = None) -> SplitFiles:
+    """List a split's images by class folder; ``classes`` (from train) fixes names and label order."""
+    if not split_dir.is_dir():
+        raise DataError(f"split folder not found: {split_dir}")
+    class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = [p.name for p in split_dir.iterdir() if p.is_file() and is_image(p)]
+    if not class_dirs:
+        raise DataError(f"{split_dir} has no class subfolders" + (f" (found {len(loose)} loose images; put them in "
+                        "one folder per class)" if loose else " and no images"))
+    names = [p.name for p in class_dirs]
+    if classes is None:
+        classes = names
+    else:
+        extra = sorted(set(names) - set(classes))
+        if extra:
+            raise DataError(f"{split_dir} has class folder(s) {extra} that train/ does not have ({classes}); "
+                            "every split must use the training classes")
+    paths: list[Path] = []
+    labels: list[int] = []
+    for d in class_dirs:
+        files = sorted(p for p in d.rglob("*") if p.is_file() and is_image(p))
+        if not files:
+            raise DataError(f"class folder {d} has no images ({', '.join(IMAGE_SUFFIXES)}); add images or remove it")
+        paths += files
+        labels += [classes.index(d.name)] * len(files)
+    return SplitFiles(name=split_dir.name, paths=paths, labels=labels, classes=list(classes))
+
+
+def decode_split(files: SplitFiles, contract: InputContract, threads: int | None = None) -> ImageSet:
+    """Decode and prepare every image of a split; unreadable files are skipped and counted, never fatal."""
+    def work(p: Path):
+        try:
+            return contract.prepare(read_image(p)), None
+        except DataError as e:
+            return None, str(e)
+
+    threads = threads or min(8, (os.cpu_count() or 2))
+    images, labels, kept, skipped = [], [], [], []
+    with ThreadPoolExecutor(threads) as pool:  # OpenCV releases the GIL while decoding
+        results = pool.map(work, files.paths)
+        for p, y, (img, err) in zip(files.paths, files.labels,
+                                    progress.bar(results, desc=f"decode {files.name}", total=len(files.paths),
+                                                 unit="img")):
+            if img is None:
+                skipped.append((p, err))
+                continue
+            images.append(img)
+            labels.append(y)
+            kept.append(p)
+    if skipped:
+        progress.warn(f"skipped {len(skipped)} unreadable image(s) in {files.name}, e.g. {skipped[0][1]}")
+    if not images:
+        raise DataError(f"no readable images in split {files.name!r} ({len(skipped)} skipped)")
+    dtypes = {im.dtype for im in images}
+    if len(dtypes) > 1:  # mixed 8/16-bit: bring all to float in [0, 1]
+        from edgeft.contract import pixel_max
+
+        images = [(im.astype(np.float32) / pixel_max(im.dtype)) for im in images]
+    return ImageSet(name=files.name, images=np.stack(images), labels=np.asarray(labels, dtype=np.int64),
+                    paths=kept, classes=files.classes, skipped=skipped)
+
+
+def stratified_carve(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (keep, carved) with ``fraction`` of each class carved out, deterministically."""
+    rng = np.random.default_rng(seed)
+    keep, carved = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        n = int(round(len(idx) * fraction))
+        n = min(max(n, 1), len(idx) - 1) if len(idx) > 1 else 0
+        carved += idx[:n].tolist()
+        keep += idx[n:].tolist()
+    return np.sort(np.asarray(keep, dtype=np.int64)), np.sort(np.asarray(carved, dtype=np.int64))
+
+
+def subset(s: ImageSet, idx: np.ndarray, name: str) -> ImageSet:
+    return ImageSet(name=name, images=s.images[idx], labels=s.labels[idx], paths=[s.paths[i] for i in idx],
+                    classes=s.classes, skipped=[])
+
+
+@dataclass
+class Dataset:
+    """The decoded splits of a data folder. ``val`` is carved from train when the folder has none."""
+
+    root: Path
+    classes: list[str]
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet | None
+    val_carved: bool = False
+
+
+def load_dataset(root: str | os.PathLike, contract: InputContract, splits: tuple[str, ...] = SPLITS,
+                 val_fraction: float = 0.15, seed: int = 0) -> Dataset:
+    """Load the splits of an ImageFolder data set per the contract; carve val from train if missing."""
+    found = find_splits(root)
+    train_files = scan_split(found["train"])
+    if len(train_files.classes) < 2:
+        raise DataError(f"{found['train']} has {len(train_files.classes)} class folder(s) "
+                        f"({', '.join(train_files.classes)}); a classifier needs at least 2")
+    classes = train_files.classes
+    train = decode_split(train_files, contract)
+    carved = False
+    val = None
+    if "val" in splits and "val" in found:
+        val = decode_split(scan_split(found["val"], classes), contract)
+    elif "val" in splits:
+        keep, cut = stratified_carve(train.labels, val_fraction, seed)
+        train, val = subset(train, keep, "train"), subset(train, cut, "val")
+        carved = True
+        progress.warn(f"{root} has no val/ split; carved {len(val)} images ({val_fraction:.0%} of each class) "
+                      f"from train with seed {seed}")
+    test = decode_split(scan_split(found["test"], classes), contract) if "test" in splits and "test" in found else None
+    if val is None:
+        val = train
+    return Dataset(root=Path(root), classes=classes, train=train, val=val, test=test, val_carved=carved)
+
+
+def load_split(root: str | os.PathLike, split: str, contract: InputContract,
+               classes: list[str] | None = None) -> ImageSet:
+    """Decode one split of a data folder (for evaluation and calibration)."""
+    found = find_splits(root)
+    if split not in found:
+        raise DataError(f"data folder {root} has no {split}/ split; available: {', '.join(found)}")
+    return decode_split(scan_split(found[split], classes), contract)
