@@ -8,6 +8,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -28,7 +29,8 @@ class _Group(click.Group):
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted; no partial artifact was written", err=True)
+            click.echo("interrupted; no partial artifact was written (fine-tuning keeps its last finished epoch in "
+                       "OUT.work/: rerun with --resume to continue)", err=True)
             ctx.exit(130)
 
 
@@ -155,6 +157,8 @@ def finetune(data: Path, out: Path, config_path: Path | None, overrides: tuple[s
         d["weights"] = None
     cfg = FinetuneConfig.from_dict(d)
     art = run(cfg, data, out, force=force, resume=resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
     m = art.meta.metrics
     for split in ("val", "test", "test_tta"):
         if split in m:

@@ -158,3 +158,23 @@ def test_cli_single_class_folder(cli, tmp_path):
     root = write_folder(tmp_path / "d", {"train": 3}, classes=("only",))
     r = cli("finetune", "--model", "test_efficientnet", "--weights", "none", "--data", root, "--out", tmp_path / "a")
     assert_one_line_error(r, "at least 2")
+
+
+def test_torchrun_two_processes_train_one_artifact(tiny_data, tmp_path):
+    """DDP on CPU (gloo): two ranks shard the epoch, rank 0 writes the artifact and reports."""
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=str(__import__("pathlib").Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed next to this Python")
+    out = tmp_path / "ddp"
+    r = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29561", "-m", "edgeft.cli", "-q",
+                        "finetune", "--model", "test_efficientnet", "--weights", "none", "--data", str(tiny_data),
+                        "--out", str(out), "--image-size", "32", "--resize", "stretch", "--epochs", "2",
+                        "--mode", "full", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("wrote ") == 1
+    meta = artifact.load(out).meta
+    assert meta.metrics["epochs_run"] == 2 and meta.metrics["test"]["n"] == 16
