@@ -350,6 +350,57 @@ def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str
     click.echo(f"wrote {art.path}")
 
 
+@cli.command("infer")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("source")
+@click.option("--backend", default="auto", show_default=True, help="auto, ort-cpu, ort-cuda, ort-trt or torch.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Frames per inference call.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), help="JSON lines file (default: stdout).")
+@click.option("--threads", type=int, default=None, help="CPU threads for the backend.")
+@click.option("--queue", "queue_size", type=int, default=8, show_default=True,
+              help="Live sources: frames buffered before the oldest are dropped.")
+@click.option("--reconnects", type=int, default=10, show_default=True,
+              help="Live sources: reopen attempts (with back-off) before giving up.")
+@click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")
+@click.option("--input-size", type=int, default=None, help="Bare ONNX without edgeft metadata: square input size.")
+@click.option("--mean", default=None, help="Bare ONNX: per-channel mean, e.g. 0.485,0.456,0.406.")
+@click.option("--std", default=None, help="Bare ONNX: per-channel std.")
+@click.option("--classes", default=None, help="Bare ONNX: class names, comma-separated.")
+def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path | None, threads: int | None,
+              queue_size: int, reconnects: int, max_frames: int | None, input_size: int | None, mean: str | None,
+              std: str | None, classes: str | None) -> None:
+    """Run MODEL (artifact directory or .onnx) on SOURCE: image, folder, glob, video, camera index or URL."""
+    from edgeft.contract import InputContract
+    from edgeft.errors import ConfigError
+    from edgeft.runtime import Predictor
+    from edgeft.runtime.infer import run
+
+    contract = None
+    if input_size or mean or std:
+        if not (input_size and mean and std):
+            raise ConfigError("--input-size, --mean and --std go together (for ONNX files without edgeft metadata)")
+        try:
+            m, s = [float(v) for v in mean.split(",")], [float(v) for v in std.split(",")]
+        except ValueError:
+            raise ConfigError(f"--mean/--std must be comma-separated numbers, got {mean!r} / {std!r}") from None
+        contract = InputContract(size=(input_size, input_size), mean=m, std=s, color="GRAY" if len(m) == 1 else "RGB")
+    if batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {batch}")
+    predictor = Predictor(model, backend=backend, threads=threads, contract=contract,
+                          class_names=classes.split(",") if classes else None)
+    progress.info(f"backend: {predictor.backend_name}")
+    out = open(out_path, "w") if out_path else sys.stdout
+    try:
+        stats = run(predictor, source, out, batch=batch, queue_size=queue_size, max_reconnects=reconnects,
+                    max_frames=max_frames)
+    finally:
+        if out_path:
+            out.close()
+        predictor.close()
+    progress.info(f"{stats.frames} frames, {stats.unreadable} unreadable, {stats.dropped} dropped, "
+                  f"{stats.reconnects} reconnects")
+
+
 def main() -> None:
     cli(prog_name="edgeft")
 

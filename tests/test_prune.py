@@ -104,3 +104,19 @@ def test_cli_errors(cli, tiny_data, tmp_path):
     assert_one_line_error(cli("prune", parent.path, "--data", tiny_data, "--out", tmp_path / "p", "--target-macs",
                               "0.01", "--max-layer-ratio", "0.2", "--steps", "3", "--recover-epochs", "0"),
                           "unreachable")
+
+
+def test_batchnorm_recalibration_matches_the_data(tiny_data):
+    import numpy as np
+
+    from edgeft.data import load_dataset
+    from edgeft.evaluate import normalize, to_tensor
+    from edgeft.prune.pruner import recalibrate_batchnorm
+
+    ds = load_dataset(tiny_data, CONTRACT)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    recalibrate_batchnorm(model, ds.train, CONTRACT, 1000, np.random.default_rng(0))
+    with torch.no_grad():
+        feats = model[0](normalize(to_tensor(ds.train.images), CONTRACT))
+    torch.testing.assert_close(model[1].running_mean, feats.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert not model.training and model[1].momentum == 0.1

@@ -18,8 +18,8 @@ import numpy as np
 from edgeft import artifact as art
 from edgeft import progress
 from edgeft.errors import ArtifactError, DependencyError, EdgeftError
+from edgeft.runtime.predictor import ONNX_META_KEY
 
-ONNX_META_KEY = "edgeft"
 FP32_TOLERANCE = 1e-4  # max abs logit difference accepted between PyTorch and ONNX Runtime in FP32
 
 

@@ -33,6 +33,7 @@ class PruneConfig:
     ignore: list[str] = field(default_factory=list)
     global_pruning: bool = True
     taylor_batches: int = 4
+    bn_images: int = 512  # training images used to re-estimate BatchNorm statistics after pruning
     recover_epochs: int = 4
     recover_lr: float = 5e-4
     recover_mode: str = "full"
@@ -55,7 +56,7 @@ class PruneConfig:
             raise ConfigError(f"importance must be one of {', '.join(IMPORTANCES)}, got {self.importance!r}")
         if self.recover_mode not in RECOVER_MODES:
             raise ConfigError(f"recover_mode must be one of {', '.join(RECOVER_MODES)}, got {self.recover_mode!r}")
-        for name, low in (("steps", 1), ("round_to", 1), ("taylor_batches", 1), ("recover_epochs", 0)):
+        for name, low in (("steps", 1), ("round_to", 1), ("taylor_batches", 1), ("recover_epochs", 0), ("bn_images", 0)):
             v = getattr(self, name)
             if not isinstance(v, int) or v < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")

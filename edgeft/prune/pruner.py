@@ -171,6 +171,7 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
     from edgeft.models.shapes import shape_spec
 
     spec = shape_spec(model, reference)
+    recalibrate_batchnorm(model, ds.train, contract, cfg.bn_images, rng)
     after_prune = accuracy(model)
     prune_seconds = time.time() - t0
     progress.info(f"pruned {parent.meta.arch}: MACs {base_macs / 1e6:.0f}M → {macs / 1e6:.0f}M, params "
@@ -204,6 +205,29 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
     return finetune(rcfg, data, out, force=force, parent=parent, model=model, teacher=teacher, stage="prune",
                     extra_meta=extra, extra_metrics=stats,
                     lineage_params={"prune": cfg.to_dict(), "recover": rcfg.to_dict()})
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, train, contract, n_images: int, rng: np.random.Generator) -> None:
+    """Re-estimate BatchNorm statistics on training images: removing channels shifts every later layer's
+    input distribution, and stale running statistics are a large part of the accuracy lost right after pruning."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or n_images <= 0:
+        return
+    saved = [(m.momentum, m.training) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    model.eval()
+    for m in bns:
+        m.train()
+    idx = rng.permutation(len(train))[:n_images]
+    for i in range(0, len(idx), 64):
+        model(normalize(to_tensor(train.images[idx[i:i + 64]]), contract))
+    for m, (momentum, training) in zip(bns, saved):
+        m.momentum = momentum
+        m.train(training)
+    model.eval()
 
 
 def _accumulate_gradients(model: nn.Module, train, contract, batches: int, rng: np.random.Generator) -> None:

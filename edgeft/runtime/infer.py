@@ -1,0 +1,57 @@
+"""``edgeft infer``: a model over a source of frames, one JSON line per frame."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import IO, Iterable
+
+from edgeft.runtime.predictor import Predictor
+from edgeft.runtime.sources import Frame, SourceStats, frames
+
+
+def _batches(it: Iterable[Frame], size: int) -> Iterable[list[Frame]]:
+    batch: list[Frame] = []
+    for f in it:
+        batch.append(f)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def run(predictor: Predictor, source: str, out: IO[str], batch: int = 1, queue_size: int = 8,
+        max_reconnects: int = 10, max_frames: int | None = None, stop: threading.Event | None = None) -> SourceStats:
+    """Write one JSON line per frame to ``out``; unreadable frames get a line with ``error``. Returns counts."""
+    stats = SourceStats()
+    stop = stop or threading.Event()
+    written = 0
+    try:
+        for group in _batches(frames(source, stats, queue_size, max_reconnects, stop), batch):
+            good = [f for f in group if f.image is not None]
+            t0 = time.perf_counter()
+            preds = predictor.predict([f.image for f in good]) if good else []
+            per_frame_ms = (time.perf_counter() - t0) * 1000 / max(1, len(good))
+            by_id = {id(f): p for f, p in zip(good, preds)}
+            for f in group:
+                line = {"source": f.source, "frame": f.index, "timestamp": round(f.timestamp, 6)}
+                if f.image is None:
+                    line["error"] = f.error
+                else:
+                    p = by_id[id(f)]
+                    line.update(label=p.label, score=round(p.score, 6), probabilities=[round(v, 6) for v in
+                                                                                      p.probabilities],
+                                latency_ms=round(per_frame_ms, 3), backend=predictor.backend_name)
+                out.write(json.dumps(line) + "\n")
+                written += 1
+                if max_frames is not None and written >= max_frames:
+                    stop.set()
+                    return stats
+            out.flush()
+    except KeyboardInterrupt:
+        stop.set()
+        print("interrupted: stopped cleanly", file=sys.stderr)
+    return stats

@@ -1,0 +1,125 @@
+"""``Predictor``: load one artifact (or a bare ``.onnx`` file), feed frames, get labels and scores.
+
+Preprocessing is the artifact's input contract, applied with OpenCV and numpy exactly as in training;
+frames may be BGR (OpenCV's order), RGB or grayscale, of any size. No torch import on this path unless
+the ``torch`` backend is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgeft.contract import InputContract
+from edgeft.errors import ArtifactError, ConfigError
+from edgeft.runtime.backends import Runner, choose
+
+ONNX_META_KEY = "edgeft"
+
+
+@dataclass
+class Prediction:
+    label: str
+    index: int
+    score: float
+    probabilities: list[float]
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "index": self.index, "score": self.score, "probabilities": self.probabilities}
+
+
+def _onnx_metadata(path: Path) -> dict | None:
+    """The edgeft metadata stored in an ONNX file (read with onnxruntime, so onnx need not be installed)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    meta = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).get_modelmeta()
+    raw = meta.custom_metadata_map.get(ONNX_META_KEY)
+    return json.loads(raw) if raw else None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Predictor:
+    """Run a model on frames. ``source`` of a model: an artifact directory, or a ``.onnx`` file.
+
+    For an ONNX file without edgeft metadata pass ``contract`` (input size, mean, std, ...) and
+    ``class_names`` explicitly; guessing preprocessing is how deployments silently lose accuracy.
+    """
+
+    def __init__(self, source: str | os.PathLike, backend: str = "auto", threads: int | None = None,
+                 contract: InputContract | None = None, class_names: Sequence[str] | None = None):
+        p = Path(source)
+        files: dict[str, Path] = {}
+        artifact_dir = None
+        if p.is_dir():
+            from edgeft import artifact
+
+            a = artifact.load(p)
+            artifact_dir = p
+            files[a.meta.model_file] = a.model_path
+            self.contract, self.class_names = a.meta.input, list(a.meta.class_names)
+        elif p.is_file() and p.suffix == ".onnx":
+            files["model.onnx"] = p
+            meta = _onnx_metadata(p)
+            if meta is None and (contract is None or class_names is None):
+                raise ArtifactError(f"{p} carries no edgeft metadata; pass the input contract (--input-size, --mean, "
+                                    "--std) and class names explicitly, or export it with `edgeft export`")
+            self.contract = InputContract.from_dict(meta["input"]) if meta else contract
+            self.class_names = list(meta["class_names"]) if meta else list(class_names or [])
+        else:
+            raise ArtifactError(f"model not found: {p}; pass an artifact directory or a .onnx file")
+        if contract is not None:
+            self.contract = contract
+        if class_names is not None:
+            self.class_names = list(class_names)
+        self.backend = choose(backend, files)
+        self.runner: Runner = self.backend.make(files[self.backend.model_file], artifact_dir, threads)
+        self.runner.activate()
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def preprocess(self, frames: Sequence[np.ndarray], source: str = "BGR") -> np.ndarray:
+        if source not in ("BGR", "RGB"):
+            raise ConfigError(f"frame colour order must be BGR or RGB, got {source!r}")
+        prepared = [self.contract.prepare(f, source) for f in frames]
+        return self.contract.normalize(np.stack(prepared))
+
+    def logits(self, frames: Sequence[np.ndarray], source: str = "BGR") -> np.ndarray:
+        return self.runner.infer(self.preprocess(frames, source))
+
+    def predict(self, frames: Sequence[np.ndarray] | np.ndarray, source: str = "BGR") -> list[Prediction]:
+        """Predictions for a list of frames (a single HxW[xC] array is one frame)."""
+        if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
+            frames = [frames]
+        probs = softmax(self.logits(frames, source).astype(np.float64))
+        out = []
+        for row in probs:
+            i = int(row.argmax())
+            out.append(Prediction(self.class_names[i] if i < len(self.class_names) else str(i), i, float(row[i]),
+                                  [float(v) for v in row]))
+        return out
+
+    def close(self) -> None:
+        self.runner.deactivate()
+
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

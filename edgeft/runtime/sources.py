@@ -1,0 +1,181 @@
+"""Frame sources for ``edgeft infer``: images, folders, globs, video files, cameras and streams.
+
+Files are read completely, frame by frame. Live sources (a camera index, an RTSP/HTTP URL) are read by
+a thread into a bounded queue: when inference falls behind, the oldest frames are dropped (and counted)
+so results stay current; when the stream drops, it is reopened with exponential back-off.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from edgeft.data.imagefolder import IMAGE_SUFFIXES, read_image
+from edgeft.errors import DataError
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+STREAM_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
+
+
+@dataclass
+class Frame:
+    source: str
+    index: int
+    timestamp: float
+    image: np.ndarray | None  # None when the frame could not be read
+    error: str | None = None
+
+
+@dataclass
+class SourceStats:
+    frames: int = 0
+    dropped: int = 0
+    unreadable: int = 0
+    reconnects: int = 0
+
+
+def describe(spec: str) -> str:
+    """What kind of source ``spec`` is: image, folder, glob, video, camera or stream."""
+    if spec.isdigit():
+        return "camera"
+    if spec.lower().startswith(STREAM_PREFIXES):
+        return "stream"
+    p = Path(spec)
+    if p.is_dir():
+        return "folder"
+    if any(c in spec for c in "*?["):
+        return "glob"
+    if p.is_file():
+        if p.suffix.lower() in VIDEO_SUFFIXES:
+            return "video"
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            return "image"
+        raise DataError(f"{spec} is neither an image ({', '.join(IMAGE_SUFFIXES)}) nor a video "
+                        f"({', '.join(VIDEO_SUFFIXES)})")
+    raise DataError(f"source not found: {spec}; pass an image, a folder, a glob, a video file, a camera index "
+                    "or a stream URL")
+
+
+def _files(paths: list[Path], stats: SourceStats) -> Iterator[Frame]:
+    for i, p in enumerate(paths):
+        stats.frames += 1
+        try:
+            yield Frame(str(p), i, time.time(), read_image(p))
+        except DataError as e:
+            stats.unreadable += 1
+            yield Frame(str(p), i, time.time(), None, str(e))
+
+
+def _open_capture(spec: str):
+    import cv2
+
+    cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
+    if not cap.isOpened():
+        cap.release()
+        return None
+    return cap
+
+
+def _video(spec: str, stats: SourceStats) -> Iterator[Frame]:
+    cap = _open_capture(spec)
+    if cap is None:
+        raise DataError(f"cannot open video {spec}: OpenCV has no decoder for it or the file is corrupt")
+    try:
+        i = 0
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            stats.frames += 1
+            yield Frame(spec, i, time.time(), img)
+            i += 1
+    finally:
+        cap.release()
+    if stats.frames == 0:
+        raise DataError(f"video {spec} has no readable frames")
+
+
+def _live(spec: str, stats: SourceStats, queue_size: int, max_reconnects: int, stop: threading.Event,
+          backoff_s: float = 0.5) -> Iterator[Frame]:
+    cap = _open_capture(spec)
+    if cap is None:
+        raise DataError(f"cannot open {'camera' if spec.isdigit() else 'stream'} {spec}; check the index/URL and "
+                        "that nothing else holds the device")
+    queue: collections.deque[Frame] = collections.deque()
+    lock = threading.Condition()
+    done = threading.Event()
+
+    def reader(cap) -> None:
+        index, failures, delay = 0, 0, backoff_s
+        try:
+            while not stop.is_set():
+                ok, img = cap.read() if cap is not None else (False, None)
+                if not ok:
+                    if cap is not None:
+                        cap.release()
+                    failures += 1
+                    if failures > max_reconnects:
+                        return
+                    stats.reconnects += 1
+                    stop.wait(delay)
+                    delay = min(delay * 2, 30.0)
+                    cap = _open_capture(spec)
+                    continue
+                failures, delay = 0, backoff_s
+                with lock:
+                    if len(queue) >= queue_size:
+                        queue.popleft()
+                        stats.dropped += 1
+                    queue.append(Frame(spec, index, time.time(), img))
+                    stats.frames += 1
+                    lock.notify()
+                index += 1
+        finally:
+            if cap is not None:
+                cap.release()
+            done.set()
+            with lock:
+                lock.notify()
+
+    t = threading.Thread(target=reader, args=(cap,), daemon=True, name="edgeft-capture")
+    t.start()
+    try:
+        while True:
+            with lock:
+                while not queue and not done.is_set():
+                    lock.wait(0.5)
+                if not queue and done.is_set():
+                    return
+                frame = queue.popleft()
+            yield frame
+    finally:
+        stop.set()
+        t.join(timeout=5)
+
+
+def frames(spec: str, stats: SourceStats, queue_size: int = 8, max_reconnects: int = 10,
+           stop: threading.Event | None = None) -> Iterator[Frame]:
+    """Frames of ``spec`` in order; see the module doc for how live sources behave."""
+    kind = describe(spec)
+    if kind == "image":
+        return _files([Path(spec)], stats)
+    if kind == "folder":
+        paths = sorted(p for p in Path(spec).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise DataError(f"folder {spec} has no images ({', '.join(IMAGE_SUFFIXES)})")
+        return _files(paths, stats)
+    if kind == "glob":
+        paths = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise DataError(f"no images match {spec}")
+        return _files(paths, stats)
+    if kind == "video":
+        return _video(spec, stats)
+    return _live(spec, stats, queue_size, max_reconnects, stop or threading.Event())
