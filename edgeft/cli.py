@@ -401,6 +401,71 @@ def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path
                   f"{stats.reconnects} reconnects")
 
 
+def _int_list(value: str, option: str) -> list[int]:
+    from edgeft.errors import ConfigError
+
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated integers, got {value!r}") from None
+
+
+@cli.command("bench")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--backend", "backends", multiple=True, default=["auto"], show_default=True,
+              help="auto, ort-cpu, ort-cuda, ort-trt, torch (repeatable).")
+@click.option("--batch", "batches", default="1", show_default=True, help="Batch sizes, e.g. 1,8.")
+@click.option("--warmup-s", type=float, default=1.0, show_default=True)
+@click.option("--duration-s", type=float, default=5.0, show_default=True, help="Timed seconds per row.")
+@click.option("--iters", type=int, default=None, help="Timed iterations per row (instead of --duration-s).")
+@click.option("--threads", type=int, default=None, help="CPU threads for the backend.")
+@click.option("--input-shape", default=None, help="C,H,W for models with free input dimensions.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), help="Write the results JSON here.")
+def bench_cmd(models: tuple[str, ...], backends: tuple[str, ...], batches: str, warmup_s: float, duration_s: float,
+              iters: int | None, threads: int | None, input_shape: str | None, out_path: Path | None) -> None:
+    """Latency percentiles, throughput and memory of MODELS (artifacts or .onnx files) per backend and batch."""
+    from edgeft.bench.harness import BenchConfig, bench, table
+
+    cfg = BenchConfig(backends=list(backends), batches=_int_list(batches, "--batch"), warmup_s=warmup_s,
+                      duration_s=None if iters else duration_s, iters=iters, threads=threads,
+                      input_shape=tuple(_int_list(input_shape, "--input-shape")) if input_shape else None)
+    doc = bench(list(models), cfg)
+    click.echo(table(doc))
+    if out_path:
+        tmp = out_path.with_suffix(out_path.suffix + ".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        os.replace(tmp, out_path)
+        click.echo(f"wrote {out_path}")
+
+
+@cli.command("compare")
+@click.argument("baseline", type=click.Path(path_type=Path))
+@click.argument("current", type=click.Path(path_type=Path))
+@click.option("--metric", type=click.Choice(["p50", "p90", "throughput", "memory"]), default="p50", show_default=True)
+@click.option("--max-regression", default="10%", show_default=True, help="Allowed slowdown, e.g. 10% or 0.1.")
+@click.option("--allow-different-device", is_flag=True, help="Compare results from different device fingerprints.")
+@click.option("--no-normalize", is_flag=True, help="Do not divide out the machine's speed change (reference workload).")
+@click.option("--markdown", is_flag=True, help="A Markdown table, for a pull-request comment.")
+def compare_cmd(baseline: Path, current: Path, metric: str, max_regression: str, allow_different_device: bool,
+                no_normalize: bool, markdown: bool) -> None:
+    """Fail (exit 1) when CURRENT is slower than BASELINE beyond the threshold and beyond the measured noise."""
+    from edgeft.bench.compare import compare, render
+    from edgeft.bench.harness import load_results
+    from edgeft.errors import ConfigError
+
+    text = max_regression.strip()
+    try:
+        threshold = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ConfigError(f"--max-regression takes a percentage like 10% or a fraction like 0.1, got {text!r}") from None
+    rows, summary = compare(load_results(baseline), load_results(current), metric=metric, max_regression=threshold,
+                            allow_different_device=allow_different_device, normalize=not no_normalize)
+    click.echo(render(rows, summary, markdown=markdown))
+    if summary["failed"]:
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="edgeft")
 

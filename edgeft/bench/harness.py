@@ -1,0 +1,253 @@
+"""``edgeft bench``: latency, throughput and memory of models on backends, as versioned JSON.
+
+One harness over the runtime's backend table: warm-up by time and count, then timed iterations; every
+sample is kept so ``edgeft compare`` can test a change against the measured noise. The device
+fingerprint says where the numbers come from; a reference workload (a fixed matrix product) timed in
+the same run lets a comparison discount a machine that is simply slower today.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import resource
+import statistics
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeft import __version__, progress
+from edgeft.bench.timing import time_calls
+from edgeft.errors import ConfigError, EdgeftError
+
+SCHEMA = "edgeft.bench"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class BenchConfig:
+    backends: list[str] = field(default_factory=lambda: ["auto"])
+    batches: list[int] = field(default_factory=lambda: [1])
+    warmup_s: float = 1.0
+    warmup_iters: int = 10
+    duration_s: float | None = 5.0
+    iters: int | None = None
+    threads: int | None = None
+    input_shape: tuple[int, ...] | None = None  # C,H,W for models whose input has free dimensions
+
+    def __post_init__(self) -> None:
+        if not self.backends:
+            raise ConfigError("give at least one --backend")
+        if any(b < 1 for b in self.batches):
+            raise ConfigError(f"--batch values must be >= 1, got {self.batches}")
+        if self.iters is not None and self.iters < 1:
+            raise ConfigError(f"--iters must be >= 1, got {self.iters}")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise ConfigError(f"--duration-s must be positive, got {self.duration_s}")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def reference_workload_ms(rounds: int = 15) -> float:
+    """Median time of a fixed float32 matrix product: a yardstick of how fast this machine is right now."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((256, 256), dtype=np.float32), rng.standard_normal((256, 256), dtype=np.float32)
+    return time_calls(lambda: a @ b, warmup=5, iters=rounds * 10)["p50_ms"]
+
+
+def fingerprint() -> dict[str, Any]:
+    """Where the numbers were measured: CPU, GPU, drivers and library versions (no imports of heavy libraries)."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    fp: dict[str, Any] = {"cpu": cpu, "cpu_count": os.cpu_count(), "machine": platform.machine(),
+                          "system": platform.system(), "python": platform.python_version(), "edgeft": __version__}
+    for dist in ("onnxruntime", "onnxruntime-gpu", "torch", "tensorrt", "numpy"):
+        v = _dist_version(dist)
+        if v:
+            fp[dist] = v
+    try:
+        import subprocess
+
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            name, driver = [s.strip() for s in out.stdout.strip().splitlines()[0].split(",")[:2]]
+            fp.update(gpu=name, driver=driver)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        pass
+    tegra = Path("/etc/nv_tegra_release")
+    if tegra.exists():
+        fp["l4t"] = tegra.read_text(errors="ignore").splitlines()[0].strip()
+        model = Path("/proc/device-tree/model")
+        if model.exists():
+            fp["jetson"] = model.read_text(errors="ignore").strip("\x00\n ")
+    return fp
+
+
+def device_key(fp: dict[str, Any]) -> tuple:
+    """The fields that make two fingerprints the same device for comparison purposes."""
+    return tuple(fp.get(k) for k in ("cpu", "cpu_count", "gpu", "jetson"))
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(current RSS, peak RSS) of this process in MB."""
+    cur = peak = 0.0
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                cur = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return cur, peak
+
+
+def _stats(samples: list[float], batch: int) -> dict[str, float]:
+    s = np.asarray(samples)
+    p = np.percentile(s, [50, 90, 95, 99])
+    return {"mean": float(s.mean()), "std": float(s.std(ddof=1)) if len(s) > 1 else 0.0, "min": float(s.min()),
+            "p50": float(p[0]), "p90": float(p[1]), "p95": float(p[2]), "p99": float(p[3]), "max": float(s.max()),
+            "throughput_ips": float(batch * 1000.0 / statistics.fmean(samples))}
+
+
+def _model_files(spec: str) -> tuple[dict[str, Path], Path | None, tuple[int, ...] | None]:
+    """Model files of an artifact directory or a bare .onnx file, its directory, and its C,H,W when known."""
+    p = Path(spec)
+    if p.is_dir():
+        from edgeft import artifact
+
+        a = artifact.load(p)
+        return {a.meta.model_file: a.model_path}, p, (a.meta.input.channels, *a.meta.input.size)
+    if p.is_file() and p.suffix == ".onnx":
+        return {"model.onnx": p}, None, None
+    if p.is_file() and p.suffix in (".engine", ".plan"):
+        raise EdgeftError(f"{p}: TensorRT engines are not benchmarked by this edgeft version; bench the ONNX file "
+                          "with --backend ort-trt")
+    raise EdgeftError(f"model not found: {p}; pass an artifact directory or a .onnx file")
+
+
+def _input_shape(runner, chw: tuple[int, ...] | None, cfg: BenchConfig, batch: int) -> tuple[int, ...]:
+    if cfg.input_shape:
+        return (batch, *cfg.input_shape)
+    if chw:
+        return (batch, *chw)
+    session = getattr(runner, "session", None)
+    if session is not None:
+        dims = session.get_inputs()[0].shape[1:]
+        if all(isinstance(d, int) and d > 0 for d in dims):
+            return (batch, *dims)
+    raise ConfigError("the model's input has free dimensions; pass --input-shape C,H,W")
+
+
+def bench_one(spec: str, backend: str, batch: int, cfg: BenchConfig) -> dict[str, Any]:
+    """One row: a model on a backend at a batch size. A backend that is missing gives a 'skipped' row, and
+    one that fails at run time a 'failed' row, so the other rows still run."""
+    from edgeft.runtime.backends import choose
+
+    row: dict[str, Any] = {"model": spec, "backend": backend, "batch": batch}
+    try:
+        files, artifact_dir, chw = _model_files(spec)
+        b = choose(backend, files)
+    except EdgeftError as e:
+        return {**row, "status": "skipped", "reason": str(e)}
+    row["backend"] = b.name
+    model_file = files[b.model_file]
+    row["model_file"] = str(model_file)
+    row["model_sha256"] = _sha256(model_file)
+    try:
+        runner = b.make(model_file, artifact_dir, cfg.threads)
+        rss_before, _ = _rss_mb()
+        runner.activate()
+        shape = _input_shape(runner, chw, cfg, batch)
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        time_calls(lambda: runner.infer(x), warmup=cfg.warmup_iters, iters=1, min_seconds=cfg.warmup_s)  # warm-up
+        timing = time_calls(lambda: runner.infer(x), warmup=0, iters=cfg.iters or 20,
+                            min_seconds=0.0 if cfg.iters else (cfg.duration_s or 0.0))
+        rss_after, peak = _rss_mb()
+        runner.deactivate()
+    except EdgeftError as e:
+        return {**row, "status": "skipped", "reason": str(e)}
+    except Exception as e:  # a model that fails at run time: mark the row, keep the others
+        return {**row, "status": "failed", "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+    return {**row, "status": "ok", "input_shape": list(shape), "iters": timing["n"],
+            "latency_ms": _stats(timing["samples_ms"], batch), "samples_ms": [round(v, 4) for v in timing["samples_ms"]],
+            "memory": {"rss_delta_mb": round(rss_after - rss_before, 1), "peak_rss_mb": round(peak, 1)}}
+
+
+def bench(models: list[str], cfg: BenchConfig) -> dict[str, Any]:
+    """Every model x backend x batch; returns the results document (see SCHEMA)."""
+    from edgeft.bench.tegrastats import TegrastatsSampler
+
+    fp = fingerprint()
+    ref_before = reference_workload_ms()
+    rows = []
+    plan = [(m, b, n) for m in models for b in cfg.backends for n in cfg.batches]
+    for m, b, n in progress.bar(plan, desc="bench", unit="run"):
+        if TegrastatsSampler.available():
+            with TegrastatsSampler() as sampler:
+                row = bench_one(m, b, n, cfg)
+            row.setdefault("memory", {})["tegrastats"] = sampler.summary()
+        else:
+            row = bench_one(m, b, n, cfg)
+        rows.append(row)
+    fp["reference_ms"] = round(statistics.median([ref_before, reference_workload_ms()]), 5)
+    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "device": fp, "config": asdict(cfg), "results": rows}
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise EdgeftError(f"results file not found: {p}")
+    try:
+        d = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EdgeftError(f"{p} is not valid JSON ({e})") from None
+    if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+        raise EdgeftError(f"{p} is not an edgeft bench results file (no \"schema\": \"{SCHEMA}\")")
+    if d.get("schema_version") != SCHEMA_VERSION:
+        raise EdgeftError(f"{p} has schema_version {d.get('schema_version')!r}; this edgeft reads {SCHEMA_VERSION}: "
+                          "re-run the baseline with this version")
+    return d
+
+
+def table(doc: dict[str, Any]) -> str:
+    lines = [f"{'model':<40} {'backend':<9} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'img/s':>9} "
+             f"{'RSS MB':>8}  status"]
+    for r in doc["results"]:
+        name = Path(r["model"]).name or r["model"]
+        if r["status"] != "ok":
+            lines.append(f"{name:<40} {r['backend']:<9} {r['batch']:>5} {'':>9} {'':>9} {'':>9} {'':>9} {'':>8}  "
+                         f"{r['status']}: {r['reason'][:80]}")
+            continue
+        lat = r["latency_ms"]
+        lines.append(f"{name:<40} {r['backend']:<9} {r['batch']:>5} {lat['p50']:>9.3f} {lat['p90']:>9.3f} "
+                     f"{lat['p99']:>9.3f} {lat['throughput_ips']:>9.1f} {r['memory']['peak_rss_mb']:>8.0f}  ok")
+    return "\n".join(lines)

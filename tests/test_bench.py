@@ -1,0 +1,175 @@
+"""Benchmark harness, regression gate, and tegrastats parsing."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from edgeft.bench import compare as cmp
+from edgeft.bench.harness import SCHEMA, BenchConfig, bench, load_results
+from edgeft.bench.tegrastats import TegrastatsSampler, parse_line
+from edgeft.errors import EdgeftError
+from tests.conftest import assert_one_line_error
+
+# Real tegrastats lines as printed by the devices (from public recordings), one per format family.
+ORIN_AGX = ("04-11-2025 10:36:27 RAM 4321/62801MB (lfb 1759x4MB) SWAP 19/31400MB (cached 0MB) CPU [0%@729,0%@729,"
+            "0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729] EMC_FREQ 0%@2133 GR3D_FREQ 0%@[0,0] "
+            "VIC_FREQ 729 APE 174 CV0@-256C CPU@44.562C Tboard@32C SOC2@40.093C Tdiode@33C SOC0@41.093C CV1@-256C "
+            "GPU@-256C tj@44.343C SOC1@41.25C CV2@-256C VDD_GPU_SOC 2340mW/2340mW VDD_CPU_CV 390mW/390mW "
+            "VIN_SYS_5V0 4025mW/4025mW NC 0mW/0mW VDDQ_VDD2_1V8AO 301mW/301mW NC 0mW/0mW")
+ORIN_NANO = ("10-08-2026 04:38:21 RAM 1343/7620MB (lfb 157x4MB) SWAP 165/3810MB (cached 3MB) "
+             "CPU [0%@1497,0%@729,0%@729,0%@729,0%@729,0%@729] EMC_FREQ 15%@204 GR3D_FREQ 0%@[305] NVDEC off NVJPG off "
+             "VIC off OFA off APE 200 cpu@48.562C soc2@46.593C soc0@48.625C gpu@49.625C tj@49.312C soc1@47.937C "
+             "VDD_IN 5251mW/8535mW VDD_CPU_GPU_CV 512mW/1944mW VDD_SOC 2720mW/3659mW")
+XAVIER_NX = ("07-09-2024 13:31:31 RAM 3168/6851MB (lfb 2x4MB) SWAP 161/3426MB (cached 0MB) CPU [23%@1397,17%@1192,"
+             "16%@1190,13%@1190,23%@1190,10%@1190] EMC_FREQ 2%@204 GR3D_FREQ 0%@[114] VIC_FREQ 115 APE 150 AUX@45C "
+             "CPU@46.5C thermal@45.6C AO@45C GPU@45.5C PMIC@50C VDD_IN 2763mW/2846mW VDD_CPU_GPU_CV 650mW/670mW "
+             "VDD_SOC 650mW/711mW")
+NANO_JP4 = ("RAM 1424/3964MB (lfb 75x4MB) SWAP 0/1982MB (cached 0MB) IRAM 0/252kB(lfb 252kB) CPU [5%@102,3%@102,off,off] "
+            "EMC_FREQ 0%@1600 GR3D_FREQ 12%@76 APE 25 PLL@21C CPU@23.5C PMIC@100C GPU@22C AO@29.5C thermal@22.75C "
+            "POM_5V_IN 2164/2164 POM_5V_GPU 0/0 POM_5V_CPU 408/408")
+
+
+def test_parse_orin_agx():
+    s = parse_line(ORIN_AGX)
+    assert (s["ram_used_mb"], s["ram_total_mb"], s["swap_used_mb"]) == (4321, 62801, 19)
+    assert len(s["cpu"]) == 12 and s["cpu"][0] == {"load_pct": 0, "freq_mhz": 729}
+    assert s["gpu_load_pct"] == 0 and s["gpu_freq_mhz"] == [0, 0]
+    assert s["temps_c"]["tj"] == 44.343 and "CV0" not in s["temps_c"]  # -256C: sensor absent
+    assert s["power_mw"]["VDD_GPU_SOC"] == {"now_mw": 2340, "avg_mw": 2340}
+
+
+def test_parse_orin_nano_and_xavier_nx():
+    s = parse_line(ORIN_NANO)
+    assert s["ram_used_mb"] == 1343 and s["gpu_freq_mhz"] == [305] and s["temps_c"]["gpu"] == 49.625
+    assert s["power_mw"]["VDD_IN"] == {"now_mw": 5251, "avg_mw": 8535}
+    x = parse_line(XAVIER_NX)
+    assert x["ram_total_mb"] == 6851 and x["temps_c"]["PMIC"] == 50.0 and x["power_mw"]["VDD_SOC"]["avg_mw"] == 711
+
+
+def test_parse_jetpack4_without_units_and_offline_cores():
+    s = parse_line(NANO_JP4)
+    assert s["cpu"][2] is None and s["cpu"][1] == {"load_pct": 3, "freq_mhz": 102}
+    assert s["gpu_load_pct"] == 12 and s["gpu_freq_mhz"] == [76]
+    assert s["power_mw"] == {"POM_5V_IN": {"now_mw": 2164, "avg_mw": 2164}, "POM_5V_GPU": {"now_mw": 0, "avg_mw": 0},
+                             "POM_5V_CPU": {"now_mw": 408, "avg_mw": 408}}
+
+
+def test_sampler_drives_a_fake_tegrastats(tmp_path):
+    fake = tmp_path / "tegrastats"
+    fake.write_text("#!/bin/sh\nwhile true; do\n"
+                    f"echo '{ORIN_NANO}'\n"
+                    f"echo '{ORIN_NANO.replace('RAM 1343/', 'RAM 2000/')}'\n"
+                    "sleep 0.05\ndone\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    with TegrastatsSampler(interval_ms=50, executable=str(fake)) as s:
+        import time
+
+        time.sleep(0.5)
+    summary = s.summary()
+    assert summary["samples"] >= 2 and summary["ram_used_peak_mb"] == 2000 and summary["ram_total_mb"] == 7620
+    assert summary["power_mean_mw"]["VDD_IN"] == 5251
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory):
+    from edgeft.export.stage import export
+    from tests.test_prune import make_artifact
+
+    root = tmp_path_factory.mktemp("bench")
+    return export(make_artifact(root / "t").path, root / "onnx", dynamic_batch=True)
+
+
+def test_bench_rows_and_schema(onnx_model, tmp_path):
+    doc = bench([str(onnx_model.path), str(tmp_path / "missing")],
+                BenchConfig(backends=["ort-cpu", "ort-cuda"], batches=[1, 4], warmup_s=0.05, duration_s=None, iters=15))
+    assert doc["schema"] == SCHEMA and doc["device"]["reference_ms"] > 0 and doc["device"]["cpu"]
+    rows = doc["results"]
+    assert len(rows) == 8
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert {(r["backend"], r["batch"]) for r in ok} >= {("ort-cpu", 1), ("ort-cpu", 4)}
+    for r in ok:
+        lat = r["latency_ms"]
+        assert len(r["samples_ms"]) == r["iters"] >= 15
+        assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+        assert r["model_sha256"] and r["input_shape"][0] == r["batch"]
+    assert all(r["status"] == "skipped" for r in rows if "missing" in r["model"])
+
+
+def _doc(samples_by_key, reference=1.0, cpu="cpu-A"):
+    results = []
+    for (model, backend, batch), samples in samples_by_key.items():
+        import numpy as np
+
+        s = np.asarray(samples)
+        results.append({"model": model, "backend": backend, "batch": batch, "status": "ok", "samples_ms": samples,
+                        "latency_ms": {"p50": float(np.median(s)), "p90": float(np.percentile(s, 90)),
+                                       "throughput_ips": 1000 * batch / float(s.mean())},
+                        "memory": {"peak_rss_mb": 100.0}})
+    return {"schema": SCHEMA, "schema_version": 1, "device": {"cpu": cpu, "cpu_count": 2, "reference_ms": reference},
+            "results": results}
+
+
+def _noisy(center, n=200, seed=0, spread=0.05):
+    import numpy as np
+
+    return list(center * (1 + spread * np.abs(np.random.default_rng(seed).standard_normal(n))))
+
+
+def test_gate_flags_a_real_slowdown_and_passes_noise():
+    key = ("m", "ort-cpu", 1)
+    base = _doc({key: _noisy(10.0, seed=1)})
+    rows, s = cmp.compare(base, _doc({key: _noisy(10.2, seed=2)}))
+    assert rows[0].verdict == "ok" and not s["failed"]
+    rows, s = cmp.compare(base, _doc({key: _noisy(13.0, seed=3)}))
+    assert rows[0].verdict == "regression" and s["failed"] and rows[0].ci[0] > 1.0
+    rows, s = cmp.compare(base, _doc({key: _noisy(7.0, seed=4)}))
+    assert rows[0].verdict == "improvement" and not s["failed"]
+
+
+def test_gate_divides_out_a_slower_machine():
+    key = ("m", "ort-cpu", 1)
+    base = _doc({key: _noisy(10.0, seed=1)}, reference=1.0)
+    slower_machine = _doc({key: _noisy(13.0, seed=2)}, reference=1.3)
+    assert not cmp.compare(base, slower_machine)[1]["failed"]
+    assert cmp.compare(base, slower_machine, normalize=False)[1]["failed"]
+
+
+def test_gate_needs_evidence_beyond_noise():
+    key = ("m", "ort-cpu", 1)
+    base = _doc({key: [10.0, 30.0, 10.0, 30.0, 10.0]})
+    cur = _doc({key: [12.0, 30.0, 11.5, 30.0, 12.0]})  # median +20%, but the samples overlap wildly
+    rows, s = cmp.compare(base, cur)
+    assert rows[0].verdict == "noise" and not s["failed"]
+
+
+def test_gate_refuses_other_devices_and_reports_missing_rows():
+    a = _doc({("m", "ort-cpu", 1): _noisy(10)})
+    with pytest.raises(EdgeftError, match="different devices"):
+        cmp.compare(a, _doc({("m", "ort-cpu", 1): _noisy(10)}, cpu="cpu-B"))
+    rows, s = cmp.compare(a, _doc({("n", "ort-cpu", 1): _noisy(10)}))
+    assert [r.verdict for r in rows] == ["missing", "missing"] and not s["failed"]
+
+
+def test_compare_cli(cli, tmp_path):
+    key = ("m", "ort-cpu", 1)
+    (tmp_path / "base.json").write_text(json.dumps(_doc({key: _noisy(10.0, seed=1)})))
+    (tmp_path / "slow.json").write_text(json.dumps(_doc({key: _noisy(14.0, seed=2)})))
+    r = cli("compare", tmp_path / "base.json", tmp_path / "slow.json", "--markdown")
+    assert r.exit_code == 1 and "REGRESSION" in r.output and r.output.startswith("| model")
+    r = cli("compare", tmp_path / "base.json", tmp_path / "base.json")
+    assert r.exit_code == 0 and "pass" in r.output
+    (tmp_path / "foreign.json").write_text(json.dumps({"hello": 1}))
+    assert_one_line_error(cli("compare", tmp_path / "base.json", tmp_path / "foreign.json"), "not an edgeft bench")
+    (tmp_path / "old.json").write_text(json.dumps({**_doc({}), "schema_version": 0}))
+    assert_one_line_error(cli("compare", tmp_path / "old.json", tmp_path / "base.json"), "schema_version")
+    (tmp_path / "empty.json").write_text("")
+    assert_one_line_error(cli("compare", tmp_path / "empty.json", tmp_path / "base.json"), "not valid JSON")
+
+
+def test_bench_cli_writes_json(cli, onnx_model, tmp_path):
+    out = tmp_path / "r.json"
+    r = cli("bench", onnx_model.path, "--backend", "ort-cpu", "--iters", "10", "--warmup-s", "0.05", "--out", out)
+    assert r.exit_code == 0 and "p50 ms" in r.output
+    assert load_results(out)["results"][0]["status"] == "ok"
