@@ -413,22 +413,25 @@ def _int_list(value: str, option: str) -> list[int]:
 @cli.command("bench")
 @click.argument("models", nargs=-1, required=True)
 @click.option("--backend", "backends", multiple=True, default=["auto"], show_default=True,
-              help="auto, ort-cpu, ort-cuda, ort-trt, torch (repeatable).")
+              help="auto, ort-cpu, ort-cuda, ort-trt, torch, torch-cuda (repeatable).")
 @click.option("--batch", "batches", default="1", show_default=True, help="Batch sizes, e.g. 1,8.")
 @click.option("--warmup-s", type=float, default=1.0, show_default=True)
 @click.option("--duration-s", type=float, default=5.0, show_default=True, help="Timed seconds per row.")
 @click.option("--iters", type=int, default=None, help="Timed iterations per row (instead of --duration-s).")
 @click.option("--threads", type=int, default=None, help="CPU threads for the backend.")
 @click.option("--input-shape", default=None, help="C,H,W for models with free input dimensions.")
+@click.option("--cuda-graph", is_flag=True, help="GPU backends: also time CUDA-graph replay.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), help="Write the results JSON here.")
 def bench_cmd(models: tuple[str, ...], backends: tuple[str, ...], batches: str, warmup_s: float, duration_s: float,
-              iters: int | None, threads: int | None, input_shape: str | None, out_path: Path | None) -> None:
+              iters: int | None, threads: int | None, input_shape: str | None, cuda_graph: bool,
+              out_path: Path | None) -> None:
     """Latency percentiles, throughput and memory of MODELS (artifacts or .onnx files) per backend and batch."""
     from edgeft.bench.harness import BenchConfig, bench, table
 
     cfg = BenchConfig(backends=list(backends), batches=_int_list(batches, "--batch"), warmup_s=warmup_s,
                       duration_s=None if iters else duration_s, iters=iters, threads=threads,
-                      input_shape=tuple(_int_list(input_shape, "--input-shape")) if input_shape else None)
+                      input_shape=tuple(_int_list(input_shape, "--input-shape")) if input_shape else None,
+                      cuda_graph=cuda_graph)
     doc = bench(list(models), cfg)
     click.echo(table(doc))
     if out_path:

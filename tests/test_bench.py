@@ -173,3 +173,19 @@ def test_bench_cli_writes_json(cli, onnx_model, tmp_path):
     r = cli("bench", onnx_model.path, "--backend", "ort-cpu", "--iters", "10", "--warmup-s", "0.05", "--out", out)
     assert r.exit_code == 0 and "p50 ms" in r.output
     assert load_results(out)["results"][0]["status"] == "ok"
+
+
+@pytest.mark.cuda
+def test_torch_cuda_rows_time_the_device(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine")
+    from tests.test_prune import make_artifact
+
+    a = make_artifact(tmp_path / "t")
+    doc = bench([str(a.path)], BenchConfig(backends=["torch-cuda"], batches=[1, 8], warmup_s=0.2, duration_s=None,
+                                           iters=30, cuda_graph=True))
+    for r in doc["results"]:
+        assert r["status"] == "ok", r
+        assert 0 < r["gpu_compute_ms"]["p50"] <= r["latency_ms"]["p50"]
+        assert r["cuda_graph_ms"]["p50"] > 0 and r["memory"]["device"]["device_total_mb"] > 0

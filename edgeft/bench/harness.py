@@ -40,6 +40,7 @@ class BenchConfig:
     iters: int | None = None
     threads: int | None = None
     input_shape: tuple[int, ...] | None = None  # C,H,W for models whose input has free dimensions
+    cuda_graph: bool = False  # GPU backends: also time CUDA-graph replay
 
     def __post_init__(self) -> None:
         if not self.backends:
@@ -190,6 +191,13 @@ def bench_one(spec: str, backend: str, batch: int, cfg: BenchConfig) -> dict[str
         timing = time_calls(lambda: runner.infer(x), warmup=0, iters=cfg.iters or 20,
                             min_seconds=0.0 if cfg.iters else (cfg.duration_s or 0.0))
         rss_after, peak = _rss_mb()
+        gpu: dict[str, Any] = {}
+        if hasattr(runner, "gpu_times_ms") and getattr(runner, "device", "cpu") != "cpu":
+            n = max(20, min(timing["n"], 1000))
+            gpu["gpu_compute_ms"] = _stats(runner.gpu_times_ms(x, n), batch)
+            if cfg.cuda_graph:
+                gpu["cuda_graph_ms"] = _stats(runner.gpu_times_ms(x, n, cuda_graph=True), batch)
+            gpu["device_memory"] = runner.device_memory_mb()
         runner.deactivate()
     except EdgeftError as e:
         return {**row, "status": "skipped", "reason": str(e)}
@@ -197,7 +205,8 @@ def bench_one(spec: str, backend: str, batch: int, cfg: BenchConfig) -> dict[str
         return {**row, "status": "failed", "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
     return {**row, "status": "ok", "input_shape": list(shape), "iters": timing["n"],
             "latency_ms": _stats(timing["samples_ms"], batch), "samples_ms": [round(v, 4) for v in timing["samples_ms"]],
-            "memory": {"rss_delta_mb": round(rss_after - rss_before, 1), "peak_rss_mb": round(peak, 1)}}
+            "memory": {"rss_delta_mb": round(rss_after - rss_before, 1), "peak_rss_mb": round(peak, 1),
+                       **({"device": gpu.pop("device_memory")} if "device_memory" in gpu else {})}, **gpu}
 
 
 def bench(models: list[str], cfg: BenchConfig) -> dict[str, Any]:

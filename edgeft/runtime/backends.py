@@ -67,10 +67,11 @@ class OrtRunner(Runner):
 
 
 class TorchRunner(Runner):
-    name = "torch"
+    """PyTorch eager: the reference on the CPU; on CUDA also device-side timing with events and CUDA graphs."""
 
-    def __init__(self, artifact_dir: Path, threads: int | None = None):
-        self.artifact_dir, self.threads = artifact_dir, threads
+    def __init__(self, artifact_dir: Path, threads: int | None = None, device: str = "cpu"):
+        self.artifact_dir, self.threads, self.device = artifact_dir, threads, device
+        self.name = "torch" if device == "cpu" else "torch-cuda"
 
     def activate(self) -> None:
         import torch
@@ -80,13 +81,58 @@ class TorchRunner(Runner):
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        self.model = from_artifact(artifact.load(self.artifact_dir))
+        self.model = from_artifact(artifact.load(self.artifact_dir)).to(self.device)
+        if self.device != "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.no_grad():
-            return self.model(torch.from_numpy(x)).numpy()
+            return self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+
+    def gpu_times_ms(self, x: np.ndarray, iters: int, cuda_graph: bool = False) -> list[float]:
+        """Device time per forward pass from CUDA events (host overhead excluded); replayed as a CUDA graph if asked."""
+        import torch
+
+        xd = torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
+        run = lambda: self.model(xd)  # noqa: E731
+        with torch.no_grad():
+            if cuda_graph:
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(3):
+                        self.model(xd)
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    self.model(xd)
+                run = graph.replay
+            times = []
+            for _ in range(iters):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                run()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+        return times
+
+    def device_memory_mb(self) -> dict[str, float]:
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        return {"allocator_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+                "device_used_mb": round((total - free) / 2**20, 1), "device_total_mb": round(total / 2**20, 1)}
+
+
+def _torch_cuda() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _ort_providers() -> list[str]:
@@ -115,6 +161,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             lambda f, a, t: OrtRunner(f, "CPUExecutionProvider", t), "ONNX Runtime on the CPU"),
     Backend("torch", "model.pt", lambda: importlib.util.find_spec("torch") is not None,
             lambda f, a, t: TorchRunner(a, t), "PyTorch eager (reference; needs torch and timm)"),
+    Backend("torch-cuda", "model.pt", _torch_cuda, lambda f, a, t: TorchRunner(a, t, device="cuda"),
+            "PyTorch eager on an NVIDIA GPU"),
 )}
 # "auto" tries these in order: the GPU providers first, then ONNX Runtime on the CPU, then PyTorch.
 AUTO_ORDER = ("ort-trt", "ort-cuda", "ort-cpu", "torch")
