@@ -321,7 +321,10 @@ def calibrate_cmd(data: Path, out: Path, n_images: int, split: str, seed: int, a
 @click.option("--calib", required=True, type=click.Path(path_type=Path), help="Manifest from `edgeft calibrate`.")
 @click.option("--data", required=True, type=click.Path(path_type=Path),
               help="Data folder: calibration images and the split used to report accuracy.")
-@click.option("--method", type=click.Choice(["ptq"]), default="ptq", show_default=True)
+@click.option("--method", type=click.Choice(["ptq", "qat"]), default="ptq", show_default=True,
+              help="ptq: calibrate and quantize; qat: fine-tune with fake quantization first.")
+@click.option("--epochs", type=int, default=2, show_default=True, help="QAT fine-tuning epochs.")
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="QAT learning rate.")
 @click.option("--target", type=click.Choice(["ort-cpu", "tensorrt"]), default="ort-cpu", show_default=True)
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="percentile",
               show_default=True)
@@ -329,16 +332,24 @@ def calibrate_cmd(data: Path, out: Path, n_images: int, split: str, seed: int, a
 @click.option("--no-auto-exclude", is_flag=True, help="ort-cpu: do not measure and exclude slow INT8 layers.")
 @click.option("--threads", type=int, default=2, show_default=True, help="Threads for latency measurement.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str, target: str, calib_method: str,
-                 exclude: tuple[str, ...], no_auto_exclude: bool, threads: int, force: bool) -> None:
+def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str, epochs: int, lr: float, target: str,
+                 calib_method: str, exclude: tuple[str, ...], no_auto_exclude: bool, threads: int, force: bool) -> None:
     """INT8 post-training quantization to a QDQ ONNX artifact, target-aware (ONNX Runtime CPU or TensorRT)."""
     from edgeft.quantize.ptq import QuantizeConfig, quantize
 
     cfg = QuantizeConfig(method=method, target=target, calib_method=calib_method, exclude=list(exclude),
                          auto_exclude=not no_auto_exclude, threads=threads)
-    art = quantize(artifact, out, cfg, calib, data, force=force)
+    if method == "qat":
+        from edgeft.quantize.qat import qat
+
+        art = qat(artifact, out, cfg, calib, data, epochs=epochs, lr=lr, force=force)
+    else:
+        art = quantize(artifact, out, cfg, calib, data, force=force)
     m = art.meta.metrics
     s = m["eval_split"]
+    if f"{s}_fp32_parent" in m:
+        click.echo(f"{s} accuracy of the FP32 parent: {m[s + '_fp32_parent']['accuracy'] * 100:.2f}%; after QAT + INT8 "
+                   f"{m[s]['accuracy'] * 100:.2f}% (drop {m['accuracy_drop_vs_parent_pp']:.2f} pp)")
     click.echo(f"{s} accuracy: FP32 {m[s + '_fp32']['accuracy'] * 100:.2f}%, INT8 {m[s]['accuracy'] * 100:.2f}% "
                f"(drop {m['accuracy_drop_pp']:.2f} pp; balanced {m[s]['balanced_accuracy'] * 100:.2f}%)")
     lat = m["ort_cpu_latency"]

@@ -108,3 +108,29 @@ def test_tensorrt_target_quantizes_both_inputs_of_residual_adds(manifest, tiny_d
     producer = {o: n.op_type for n in g.node for o in n.output}
     adds = [n for n in g.node if n.op_type == "Add"]
     assert adds and all(producer.get(i) == "DequantizeLinear" for n in adds for i in n.input)
+
+
+def test_qat_simulation_matches_the_exported_int8_graph(trained, manifest, tiny_data, tmp_path):
+    """The fake-quantized PyTorch model and the ONNX Runtime INT8 model agree on nearly every image."""
+    from edgeft.quantize.qat import qat
+
+    cfg = QuantizeConfig(method="qat", target="ort-cpu", calib_method="percentile", auto_exclude=False, threads=1)
+    q = qat(trained.path, tmp_path / "qat", cfg, manifest, tiny_data, epochs=1, lr=1e-4)
+    m = q.meta.metrics
+    assert q.meta.extra["method"] == "qat" and q.meta.extra["quantized"] == "int8"
+    assert m["graph"]["int8_inputs_by_op"].get("Conv", 0) > 0
+    assert "test_fp32_parent" in m and "accuracy_drop_vs_parent_pp" in m
+    assert m["qat_simulated"]["n"] == m["test"]["n"] == 16
+    assert abs(m["qat_simulated"]["accuracy"] - m["test"]["accuracy"]) <= 0.125  # at most 2 of 16 images differ
+    assert q.meta.lineage[-2]["stage"] == "qat" and q.meta.lineage[-1]["stage"] == "quantize"
+
+
+def test_fake_quant_weight_commutes_with_batchnorm_folding():
+    """Why QAT needs no BN folding: per-channel symmetric INT8 of k_c * W_c equals k_c times INT8 of W_c."""
+    import torch
+
+    from edgeft.quantize.qat import _fq_weight
+
+    w = torch.randn(8, 4, 3, 3)
+    k = torch.rand(8).add(0.1) * torch.tensor([1, -1] * 4)
+    torch.testing.assert_close(_fq_weight(w * k.view(-1, 1, 1, 1)), _fq_weight(w) * k.view(-1, 1, 1, 1))

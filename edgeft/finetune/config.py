@@ -137,3 +137,20 @@ class FinetuneConfig:
         d = self.to_dict()
         d.pop("threads", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_from_parent(parent, mode: str, epochs: int, lr: float, threads: int | None = None,
+                       seed: int = 0) -> FinetuneConfig:
+    """Training settings for a later stage (pruning recovery, QAT): the parent's own fine-tuning settings
+    (augmentation, class balance, batch size, ...) with the stage's mode, epochs and learning rate."""
+    base: dict[str, Any] = {}
+    for entry in parent.meta.lineage:
+        if entry.get("stage") == "finetune":
+            known = {f.name for f in fields(FinetuneConfig)}
+            base = {k: v for k, v in entry.get("params", {}).items() if k in known}
+    base.update(model=parent.meta.arch, weights=None, mode=mode, epochs=max(1, epochs), lr=lr, backbone_lr_mult=1.0,
+                warmup_epochs=min(0.5, epochs / 4), patience=max(1, epochs), seed=seed, tta_views=1, image_size=None,
+                resize=None)
+    if threads:
+        base["threads"] = threads
+    return FinetuneConfig.from_dict(base)

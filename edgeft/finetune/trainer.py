@@ -424,6 +424,8 @@ def finetune(cfg: FinetuneConfig, data: str | os.PathLike, out: str | os.PathLik
     params.update({"data": str(data), "val_carved": ds.val_carved, "threads": torch.get_num_threads()})
     extra = {"tta_views": cfg.tta_views, "history": state.history,
              "data_counts": {s.name: s.class_counts() for s in (ds.train, ds.val, ds.test) if s is not None}}
+    if parent is not None and "pruned_spec" in parent.meta.extra:  # the architecture's shape travels on
+        extra["pruned_spec"] = parent.meta.extra["pruned_spec"]
     extra.update(extra_meta or {})
     if lineage_params is not None:
         params = {**lineage_params, "data": str(data)}

@@ -13,7 +13,6 @@ import os
 import statistics
 import tempfile
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -82,22 +81,6 @@ def onnx_latency_side_by_side(models: dict[str, nn.Module], contract, threads: i
                 p50s[name].append(ort_latency(str(p), (1, contract.channels, *contract.size), threads,
                                               warmup=5, iters=30, min_seconds=0.5)["p50_ms"])
     return {name: {"p50_ms": round(statistics.median(v), 3), "rounds": v} for name, v in p50s.items()}
-
-
-def _recovery_config(parent: art.Artifact, cfg: PruneConfig):
-    from edgeft.finetune import FinetuneConfig
-
-    base: dict[str, Any] = {}
-    for entry in parent.meta.lineage:  # the parent's own fine-tuning settings (augmentation, balance, ...)
-        if entry.get("stage") == "finetune":
-            known = {f.name for f in fields(FinetuneConfig)}
-            base = {k: v for k, v in entry.get("params", {}).items() if k in known}
-    base.update(model=parent.meta.arch, weights=None, mode=cfg.recover_mode, epochs=max(1, cfg.recover_epochs),
-                lr=cfg.recover_lr, backbone_lr_mult=1.0, warmup_epochs=min(0.5, cfg.recover_epochs / 4),
-                patience=max(1, cfg.recover_epochs), seed=cfg.seed, tta_views=1, image_size=None, resize=None)
-    if cfg.threads:
-        base["threads"] = cfg.threads
-    return FinetuneConfig.from_dict(base)
 
 
 def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig,
@@ -198,10 +181,11 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
                         metrics={**stats, eval_set.name: after_prune}, extra=extra)
         return save_artifact(model, out, meta, force=force)
 
+    from edgeft.finetune.config import config_from_parent
     from edgeft.finetune.trainer import finetune
 
     teacher = reference if cfg.distill else None
-    rcfg = _recovery_config(parent, cfg)
+    rcfg = config_from_parent(parent, cfg.recover_mode, cfg.recover_epochs, cfg.recover_lr, cfg.threads, cfg.seed)
     return finetune(rcfg, data, out, force=force, parent=parent, model=model, teacher=teacher, stage="prune",
                     extra_meta=extra, extra_metrics=stats,
                     lineage_params={"prune": cfg.to_dict(), "recover": rcfg.to_dict()})

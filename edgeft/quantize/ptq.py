@@ -35,7 +35,7 @@ from edgeft.errors import ArtifactError, ConfigError, DependencyError
 
 TARGETS = ("ort-cpu", "tensorrt")
 CALIB_METHODS = ("minmax", "percentile", "entropy")
-METHODS = ("ptq",)
+METHODS = ("ptq", "qat")
 
 
 @dataclass
@@ -165,7 +165,8 @@ def side_by_side(paths: dict[str, Path], shape: tuple[int, ...], threads: int, r
 
 
 def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: QuantizeConfig,
-             calib: str | os.PathLike, data: str | os.PathLike, force: bool = False) -> art.Artifact:
+             calib: str | os.PathLike, data: str | os.PathLike, force: bool = False,
+             extra_metrics: dict[str, Any] | None = None) -> art.Artifact:
     """Quantize a PyTorch or FP32 ONNX artifact to an INT8 QDQ ONNX artifact for ``cfg.target``.
 
     Accuracy (FP32 and INT8, on the test split of ``data`` or val), size, Q/DQ counts, the op types
@@ -266,6 +267,7 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
         for k in ("macs", "prune"):
             if k in parent.meta.metrics:
                 meta.metrics[k] = parent.meta.metrics[k]
+        meta.metrics.update(extra_metrics or {})
         m = onnx.load(str(int8))
         del m.metadata_props[:]
         m.metadata_props.add(key=ONNX_META_KEY, value=onnx_metadata(meta))
