@@ -480,6 +480,43 @@ def compare_cmd(baseline: Path, current: Path, metric: str, max_regression: str,
         sys.exit(1)
 
 
+@cli.command("compare-backends")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="ImageFolder with real images.")
+@click.option("--reference", "reference_dir", type=click.Path(path_type=Path),
+              help="PyTorch artifact to compare against (default: the first torch artifact given or in the lineage).")
+@click.option("--n", "n_images", type=int, default=64, show_default=True)
+def compare_backends_cmd(artifacts: tuple[Path, ...], data: Path, reference_dir: Path | None, n_images: int) -> None:
+    """The same real images through every available backend vs the PyTorch reference; exit 1 on a failure."""
+    from edgeft import artifact as art_mod
+    from edgeft.data import load_split
+    from edgeft.data.imagefolder import find_splits
+    from edgeft.errors import ArtifactError
+    from edgeft.evaluate import torch_logits
+    from edgeft.models import from_artifact
+    from edgeft.runtime.compare_backends import compare_backends, precision_of, render
+
+    loaded = [art_mod.load(a) for a in artifacts]
+    if reference_dir is None:
+        reference_dir = next((a.path for a in loaded if a.meta.kind == "torch"), None)
+        for a in loaded:
+            for entry in reversed(a.meta.lineage):
+                if reference_dir is None and entry.get("parent") and Path(entry["parent"]).is_dir():
+                    if art_mod.load(entry["parent"]).meta.kind == "torch":
+                        reference_dir = Path(entry["parent"])
+    if reference_dir is None:
+        raise ArtifactError("no PyTorch reference found; pass --reference with the fine-tuned artifact")
+    ref = art_mod.load(reference_dir, kind="torch")
+    split = "test" if "test" in find_splits(data) else "val"
+    images = load_split(data, split, ref.meta.input, classes=ref.meta.class_names).images[:n_images]
+    reference = torch_logits(from_artifact(ref), images, ref.meta.input, 32, 1, "cpu", False, desc="reference")
+    precision = max((precision_of(a.meta) for a in loaded), key=["fp32", "fp16", "int8"].index)
+    rows = compare_backends([a.path for a in loaded], images, ref.meta.input, reference, precision)
+    click.echo(render(rows, precision))
+    if any(r.status == "fail" for r in rows):
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="edgeft")
 

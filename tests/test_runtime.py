@@ -140,3 +140,24 @@ def test_live_source_that_never_opens(tmp_path):
 
     with pytest.raises(DataError, match="cannot open stream"):
         list(_live("rtsp://127.0.0.1:9/none", SourceStats(), 2, 0, threading.Event()))
+
+
+def test_compare_backends_on_real_images(cli, onnx_art, tiny_data):
+    torch_dir = onnx_art.meta.lineage[-1]["parent"]
+    r = cli("compare-backends", onnx_art.path, torch_dir, "--data", tiny_data, "--n", "16")
+    assert r.exit_code == 0, r.output
+    lines = {line.split()[0]: line for line in r.output.splitlines()[1:]}
+    assert lines["ort-cpu"].split()[1] == "pass" and lines["torch"].split()[1] == "pass"
+    assert "skipped" in lines["ort-cuda"] or "pass" in lines["ort-cuda"]
+
+
+def test_tolerances_per_precision():
+    from edgeft.runtime.compare_backends import check
+
+    ref = np.array([[2.0, -1.0], [0.5, 1.5], [3.0, 0.0]])
+    assert check(ref, ref + 5e-5, "fp32")[0]
+    assert not check(ref, ref + 1e-2, "fp32")[0]  # FP32 must match tightly
+    assert check(ref, ref * 1.01 + 1e-2, "int8")[0]  # INT8 judged by agreement and cosine
+    flipped = ref.copy()
+    flipped[1] = [1.5, 0.5]
+    assert not check(ref, flipped, "int8")[0]

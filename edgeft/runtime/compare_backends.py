@@ -1,0 +1,92 @@
+"""``edgeft compare-backends``: the same real images through every available backend and the PyTorch reference.
+
+Per backend: top-1 agreement, max abs logit difference and cosine similarity against the reference,
+judged by the tolerance of the model's precision: FP32 must match tightly; FP16 and INT8 are judged
+by agreement and cosine, since their logits legitimately move.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeft.runtime.backends import BACKENDS
+
+TOLERANCES = {  # precision: (max abs diff, min top-1 agreement, min cosine)
+    "fp32": (1e-4, 1.0, 0.99999),
+    "fp16": (None, 0.99, 0.999),
+    "int8": (None, 0.97, 0.99),
+}
+
+
+@dataclass
+class BackendCheck:
+    backend: str
+    status: str  # pass | fail | skipped
+    agreement: float | None = None
+    max_abs_diff: float | None = None
+    cosine: float | None = None
+    reason: str = ""
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    num = (a * b).sum(1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12
+    return float((num / den).min())
+
+
+def check(reference: np.ndarray, got: np.ndarray, precision: str) -> tuple[bool, dict[str, float]]:
+    max_diff, min_agree, min_cos = TOLERANCES[precision]
+    stats = {"agreement": float((reference.argmax(1) == got.argmax(1)).mean()),
+             "max_abs_diff": float(np.abs(reference - got).max()), "cosine": _cosine(reference, got)}
+    ok = stats["agreement"] >= min_agree and stats["cosine"] >= min_cos
+    if max_diff is not None:
+        ok = ok and stats["max_abs_diff"] <= max_diff
+    return ok, stats
+
+
+def compare_backends(model_dirs: list[Path], images: np.ndarray, contract, reference_logits: np.ndarray,
+                     precision: str) -> list[BackendCheck]:
+    """Run ``images`` (prepared, NHWC) through every backend that can run one of ``model_dirs``."""
+    from edgeft import artifact
+    from edgeft.errors import EdgeftError
+
+    x = contract.normalize(images)
+    out: list[BackendCheck] = []
+    for name, backend in BACKENDS.items():
+        art_dir = next((d for d in model_dirs if artifact.load(d).meta.model_file == backend.model_file), None)
+        if art_dir is None:
+            out.append(BackendCheck(name, "skipped", reason=f"no {backend.model_file} among the artifacts"))
+            continue
+        if not backend.available():
+            out.append(BackendCheck(name, "skipped", reason=f"not available here ({backend.description})"))
+            continue
+        try:
+            a = artifact.load(art_dir)
+            with backend.make(a.model_path, art_dir, None) as runner:
+                got = np.concatenate([runner.infer(x[i:i + 16]) for i in range(0, len(x), 16)])
+        except (EdgeftError, RuntimeError) as e:
+            out.append(BackendCheck(name, "fail", reason=str(e).splitlines()[0][:200]))
+            continue
+        ok, stats = check(reference_logits, got, precision)
+        out.append(BackendCheck(name, "pass" if ok else "fail", **stats))
+    return out
+
+
+def render(rows: list[BackendCheck], precision: str) -> str:
+    lines = [f"{'backend':<11} {'status':<8} {'top-1 agree':>11} {'max |diff|':>11} {'min cosine':>11}  (precision "
+             f"{precision})"]
+    for r in rows:
+        if r.status == "skipped" or r.agreement is None:
+            lines.append(f"{r.backend:<11} {r.status:<8} {r.reason}")
+            continue
+        lines.append(f"{r.backend:<11} {r.status:<8} {r.agreement * 100:>10.1f}% {r.max_abs_diff:>11.2e} "
+                     f"{r.cosine:>11.6f}")
+    return "\n".join(lines)
+
+
+def precision_of(meta: Any) -> str:
+    return "int8" if meta.extra.get("quantized") == "int8" else meta.extra.get("precision", "fp32")
