@@ -517,6 +517,35 @@ def compare_backends_cmd(artifacts: tuple[Path, ...], data: Path, reference_dir:
         sys.exit(1)
 
 
+@cli.command("build")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Engine artifact directory to write.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True)
+@click.option("--batch", default="1,1,1", show_default=True, help="MIN,OPT,MAX batch of the optimisation profile.")
+@click.option("--workspace-mb", type=int, default=1024, show_default=True)
+@click.option("--timing-cache", type=click.Path(path_type=Path), help="Timing cache file, reused and updated.")
+@click.option("--calib", type=click.Path(path_type=Path), help="TensorRT < 10 only: manifest for implicit INT8.")
+@click.option("--data", type=click.Path(path_type=Path), help="With --calib: the data folder of the manifest.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def build_cmd(artifact: Path, out: Path, precision: str, batch: str, workspace_mb: int, timing_cache: Path | None,
+              calib: Path | None, data: Path | None, force: bool) -> None:
+    """Build a TensorRT engine from an ONNX artifact (INT8 from a QDQ model); needs TensorRT and an NVIDIA GPU."""
+    from edgeft.errors import ConfigError
+    from edgeft.tensorrt.build import BuildConfig, build
+
+    b = _int_list(batch, "--batch")
+    if len(b) == 1:
+        b = b * 3
+    if len(b) != 3:
+        raise ConfigError(f"--batch takes MIN,OPT,MAX (or one number), got {batch!r}")
+    cfg = BuildConfig(precision=precision, batch=(b[0], b[1], b[2]), workspace_mb=workspace_mb,
+                      timing_cache=str(timing_cache) if timing_cache else None)
+    art = build(artifact, out, cfg, calib=calib, data=data, force=force)
+    e = art.meta.extra["engine"]
+    click.echo(f"built a {precision} engine for {e['gpu']} (sm {e['compute_capability']}, TensorRT {e['tensorrt']})")
+    click.echo(f"wrote {art.path}")
+
+
 def main() -> None:
     cli(prog_name="edgeft")
 

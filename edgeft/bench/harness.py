@@ -148,8 +148,7 @@ def _model_files(spec: str) -> tuple[dict[str, Path], Path | None, tuple[int, ..
     if p.is_file() and p.suffix == ".onnx":
         return {"model.onnx": p}, None, None
     if p.is_file() and p.suffix in (".engine", ".plan"):
-        raise EdgeftError(f"{p}: TensorRT engines are not benchmarked by this edgeft version; bench the ONNX file "
-                          "with --backend ort-trt")
+        return {"model.engine": p}, None, None
     raise EdgeftError(f"model not found: {p}; pass an artifact directory or a .onnx file")
 
 
@@ -159,10 +158,13 @@ def _input_shape(runner, chw: tuple[int, ...] | None, cfg: BenchConfig, batch: i
     if chw:
         return (batch, *chw)
     session = getattr(runner, "session", None)
+    dims: tuple = ()
     if session is not None:
-        dims = session.get_inputs()[0].shape[1:]
-        if all(isinstance(d, int) and d > 0 for d in dims):
-            return (batch, *dims)
+        dims = tuple(session.get_inputs()[0].shape[1:])
+    elif getattr(runner, "engine", None) is not None:  # TensorRT: the input's shape as built
+        dims = tuple(runner.engine.get_tensor_shape(runner.input))[1:]
+    if dims and all(isinstance(d, int) and d > 0 for d in dims):
+        return (batch, *dims)
     raise ConfigError("the model's input has free dimensions; pass --input-shape C,H,W")
 
 

@@ -135,6 +135,16 @@ def _torch_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def _tensorrt() -> bool:
+    return importlib.util.find_spec("tensorrt") is not None and _torch_cuda()
+
+
+def _tensorrt_runner(f: Path, a: Path | None, t: int | None) -> Runner:
+    from edgeft.tensorrt.runner import TensorRTRunner
+
+    return TensorRTRunner(f, a)
+
+
 def _ort_providers() -> list[str]:
     if importlib.util.find_spec("onnxruntime") is None:
         return []
@@ -153,6 +163,7 @@ class Backend:
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("tensorrt", "model.engine", _tensorrt, _tensorrt_runner, "TensorRT engine (native; needs tensorrt)"),
     Backend("ort-cuda", "model.onnx", lambda: "CUDAExecutionProvider" in _ort_providers(),
             lambda f, a, t: OrtRunner(f, "CUDAExecutionProvider", t), "ONNX Runtime, CUDA provider (onnxruntime-gpu)"),
     Backend("ort-trt", "model.onnx", lambda: "TensorrtExecutionProvider" in _ort_providers(),
@@ -165,7 +176,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             "PyTorch eager on an NVIDIA GPU"),
 )}
 # "auto" tries these in order: the GPU providers first, then ONNX Runtime on the CPU, then PyTorch.
-AUTO_ORDER = ("ort-trt", "ort-cuda", "ort-cpu", "torch")
+AUTO_ORDER = ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu", "torch")
 
 
 def lookup(name: str) -> Backend:
