@@ -84,7 +84,6 @@ def check_onnxruntime() -> Check:
 def _provider_loads(ort, provider: str) -> bool:
     """Create a session on a one-node model with ``provider`` and see whether it stays active."""
     try:
-        import onnx
         from onnx import TensorProto, helper
 
         x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])

@@ -1,7 +1,6 @@
 """Benchmark harness, regression gate, and tegrastats parsing."""
 
 import json
-import os
 import stat
 
 import pytest

@@ -5,7 +5,6 @@ import json
 import onnx
 import pytest
 
-from edgeft import artifact
 from edgeft.errors import ArtifactError, ConfigError, DataError
 from edgeft.export.stage import ONNX_META_KEY, export
 from edgeft.finetune import FinetuneConfig, finetune

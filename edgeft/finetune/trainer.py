@@ -15,7 +15,6 @@ What makes it fast and sound on a small CPU as well as on GPUs:
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import resource
@@ -400,7 +399,7 @@ def finetune(cfg: FinetuneConfig, data: str | os.PathLike, out: str | os.PathLik
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     model.eval()
-    del train_cache, val_cache
+    train_cache = val_cache = None  # free the cached features before the final evaluation
 
     result_metrics: dict[str, Any] = {
         "best_epoch": state.best_epoch, "epochs_run": state.epoch, "stopped_early": stopped_early,

@@ -16,7 +16,6 @@ import copy
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
