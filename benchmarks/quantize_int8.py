@@ -43,7 +43,7 @@ def main() -> None:
     from edgeft.metrics import classification_metrics
     from edgeft.models import create, from_artifact, save_artifact
     from edgeft.quantize import calibration
-    from edgeft.quantize.ptq import QuantizeConfig, _Reader, quantize, side_by_side
+    from edgeft.quantize.ptq import QuantizeConfig, _Reader, minmax_chunk, quantize, side_by_side
 
     torch.set_num_threads(args.threads)
     parent = artifact.load(args.artifact)
@@ -68,7 +68,8 @@ def main() -> None:
         x = contract.normalize(calibration.load_images(calibration.load(calib), args.data, contract).images)
         ort_default = tmp / "ort_default.onnx"
         with contextlib.redirect_stdout(io.StringIO()):
-            q.quantize_static(str(fp32), str(ort_default), _Reader(x, "input"))
+            q.quantize_static(str(fp32), str(ort_default), _Reader(x, "input"),  # defaults; the option below only
+                              extra_options={"CalibMaxIntermediateOutputs": minmax_chunk(len(x))})  # bounds memory, same result
         variants = {"fp32": fp32, "ort_quantize_static_defaults": ort_default}
         for target in ("ort-cpu", "tensorrt"):
             art = quantize(parent.path, tmp / f"edgeft-{target}", QuantizeConfig(target=target, threads=args.threads),

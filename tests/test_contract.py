@@ -45,3 +45,20 @@ def test_round_trip_and_validation_names_field():
         InputContract(color="GRAY")
     with pytest.raises(ConfigError, match="unknown field"):
         InputContract.from_dict({**c.to_dict(), "bogus": 1})
+
+
+def test_gray_fast_path_equals_convert_then_resize():
+    import cv2
+
+    c = InputContract(size=(224, 224), resize="stretch", mean=(0.5,) * 3, std=(0.5,) * 3)
+    gray = np.random.default_rng(0).integers(0, 256, size=(300, 300), dtype=np.uint8)
+    slow = c.geometry(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)[:, :, ::-1])
+    diff = np.abs(c.prepare(gray).astype(int) - slow.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-4
+
+
+def test_normalize_matches_the_definition():
+    c = InputContract(size=(2, 2), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resize="stretch")
+    img = np.random.default_rng(1).integers(0, 256, size=(2, 2, 3), dtype=np.uint8)
+    want = ((img / 255.0 - np.array(c.mean)) / np.array(c.std)).transpose(2, 0, 1)
+    np.testing.assert_allclose(c.normalize(img), want, rtol=1e-5, atol=1e-5)
