@@ -67,6 +67,7 @@ def onnx_logits(path: str | os.PathLike, images: np.ndarray, contract: InputCont
                 tta_views: int = 1, threads: int | None = None) -> np.ndarray:
     """Logits from ONNX Runtime (CPU) for prepared images; TTA averages softmax over views, as for PyTorch."""
     from edgeft.bench.timing import ort_session
+    from edgeft.runtime.predictor import softmax
 
     sess = ort_session(str(path), threads or os.cpu_count() or 1)
     name = sess.get_inputs()[0].name
@@ -78,11 +79,7 @@ def onnx_logits(path: str | os.PathLike, images: np.ndarray, contract: InputCont
         if tta_views == 1:
             out.append(sess.run(None, {name: x})[0])
             continue
-        probs = []
-        for v in numpy_views(x, tta_views):
-            z = sess.run(None, {name: v})[0]
-            e = np.exp(z - z.max(1, keepdims=True))
-            probs.append(e / e.sum(1, keepdims=True))
+        probs = [softmax(sess.run(None, {name: v})[0]) for v in numpy_views(x, tta_views)]
         out.append(np.log(np.clip(np.mean(probs, 0), 1e-12, None)))
     return np.concatenate(out)
 

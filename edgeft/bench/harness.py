@@ -9,7 +9,6 @@ the same run lets a comparison discount a machine that is simply slower today.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
@@ -23,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from edgeft import __version__, progress
+from edgeft.artifact import sha256_file
 from edgeft.bench.timing import time_calls
+from edgeft.doctor import cpu_model
 from edgeft.errors import ConfigError, EdgeftError
 
 SCHEMA = "edgeft.bench"
@@ -53,14 +54,6 @@ class BenchConfig:
             raise ConfigError(f"--duration-s must be positive, got {self.duration_s}")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _dist_version(name: str) -> str | None:
     try:
         return metadata.version(name)
@@ -77,15 +70,7 @@ def reference_workload_ms(rounds: int = 15) -> float:
 
 def fingerprint() -> dict[str, Any]:
     """Where the numbers were measured: CPU, GPU, drivers and library versions (no imports of heavy libraries)."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    fp: dict[str, Any] = {"cpu": cpu, "cpu_count": os.cpu_count(), "machine": platform.machine(),
+    fp: dict[str, Any] = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
                           "system": platform.system(), "python": platform.python_version(), "edgeft": __version__}
     for dist in ("onnxruntime", "onnxruntime-gpu", "torch", "tensorrt", "numpy"):
         v = _dist_version(dist)
@@ -182,7 +167,7 @@ def bench_one(spec: str, backend: str, batch: int, cfg: BenchConfig) -> dict[str
     row["backend"] = b.name
     model_file = files[b.model_file]
     row["model_file"] = str(model_file)
-    row["model_sha256"] = _sha256(model_file)
+    row["model_sha256"] = sha256_file(model_file)
     try:
         runner = b.make(model_file, artifact_dir, cfg.threads)
         rss_before, _ = _rss_mb()
