@@ -11,7 +11,8 @@ from edgeft.bench.tegrastats import TegrastatsSampler, parse_line
 from edgeft.errors import EdgeftError
 from tests.conftest import assert_one_line_error
 
-# Real tegrastats lines as printed by the devices (from public recordings), one per format family.
+# Orin AGX, Orin Nano and Xavier NX lines as recorded on devices by public projects; the JetPack 4 Nano line
+# is written in that release's documented format (rails without units), not a recording.
 ORIN_AGX = ("04-11-2025 10:36:27 RAM 4321/62801MB (lfb 1759x4MB) SWAP 19/31400MB (cached 0MB) CPU [0%@729,0%@729,"
             "0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729] EMC_FREQ 0%@2133 GR3D_FREQ 0%@[0,0] "
             "VIC_FREQ 729 APE 174 CV0@-256C CPU@44.562C Tboard@32C SOC2@40.093C Tdiode@33C SOC0@41.093C CV1@-256C "
