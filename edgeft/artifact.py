@@ -157,6 +157,14 @@ def load(path: str | os.PathLike, kind: str | None = None) -> Artifact:
     return Artifact(path=p, meta=meta)
 
 
+def refuse_existing(out: str | os.PathLike, force: bool) -> Path:
+    """Fail before any work when ``out`` exists and ``force`` is not given (stages check this first)."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise ArtifactError(f"output exists: {out}; choose another --out or pass --force to replace it")
+    return out
+
+
 @contextmanager
 def staging_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``out`` only when the block completes without error.
@@ -164,9 +172,7 @@ def staging_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     Refuses an existing ``out`` unless ``force``; then the old one is replaced only after the new one is
     complete. On any exception (Ctrl-C included) the temporary directory is removed and ``out`` is untouched.
     """
-    out = Path(out)
-    if out.exists() and not force:
-        raise ArtifactError(f"output exists: {out}; choose another --out or pass --force to replace it")
+    out = refuse_existing(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

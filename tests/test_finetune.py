@@ -177,3 +177,14 @@ def test_torchrun_two_processes_train_one_artifact(tiny_data, tmp_path):
     assert r.stdout.count("wrote ") == 1
     meta = artifact.load(out).meta
     assert meta.metrics["epochs_run"] == 2 and meta.metrics["test"]["n"] == 16
+
+
+def test_partial_mode_on_a_family_without_a_known_layout_freezes_by_parameter_groups():
+    """ConvNeXt has no cut point edgeft knows: no prefix to cache, but only the last groups and the head train."""
+    from edgeft.finetune.split import freeze_for
+
+    model, _ = create("test_convnext", num_classes=2)
+    assert split(model, "partial", 2)[0] is None
+    trainable = freeze_for(model, "partial", 2)
+    assert 0 < len(trainable) < len(list(model.parameters()))
+    assert any(n.startswith("head.fc") for n in trainable) and not any(n.startswith("stem") for n in trainable)

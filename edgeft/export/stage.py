@@ -66,9 +66,7 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
     from edgeft.export.onnx_export import export_onnx
     from edgeft.models import from_artifact
 
-    out = Path(out)
-    if out.exists() and not force:
-        raise ArtifactError(f"output exists: {out}; choose another --out or pass --force to replace it")
+    out = art.refuse_existing(out, force)
     parent = art.load(artifact_path)
     if parent.meta.kind != "torch":
         raise ArtifactError(f"{parent.path} already holds a {parent.meta.kind} model; export a PyTorch artifact")

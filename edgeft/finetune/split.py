@@ -45,11 +45,6 @@ def layout(model: nn.Module) -> Layout | None:
     return None
 
 
-def num_blocks(model: nn.Module) -> int | None:
-    lay = layout(model)
-    return len(lay.blocks) if lay else None
-
-
 class _Run(nn.Module):
     def __init__(self, parts: list[nn.Module], head: nn.Module | None = None):
         super().__init__()

@@ -30,11 +30,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgeft import progress
-from edgeft.artifact import Artifact, Meta, lineage_entry
+from edgeft.artifact import Artifact, Meta, lineage_entry, refuse_existing
 from edgeft.contract import InputContract
 from edgeft.data import augment as aug
 from edgeft.data.imagefolder import Dataset, load_dataset
-from edgeft.errors import ArtifactError, ConfigError, TrainingError
+from edgeft.errors import ConfigError, TrainingError
 from edgeft.evaluate import normalize, to_tensor, torch_logits
 from edgeft.finetune.config import FinetuneConfig
 from edgeft.finetune.split import freeze_for, set_train_mode, split
@@ -218,9 +218,7 @@ def finetune(cfg: FinetuneConfig, data: str | os.PathLike, out: str | os.PathLik
     With ``teacher``, the loss adds knowledge distillation from the teacher's logits (``distill_alpha``).
     Metrics on val and test (when the folder has a test split) are stored in the artifact.
     """
-    out = Path(out)
-    if out.exists() and not force:
-        raise ArtifactError(f"output exists: {out}; choose another --out or pass --force to replace it")
+    out = refuse_existing(out, force)
     t_start = time.time()
     device = _device(cfg)
     dist = _init_distributed(device)

@@ -86,9 +86,7 @@ def onnx_latency_side_by_side(models: dict[str, nn.Module], contract, threads: i
 def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, cfg: PruneConfig,
           force: bool = False, measure_latency: bool = True) -> art.Artifact:
     """Prune the PyTorch artifact at ``artifact_path`` to ``cfg``'s target and recover on ``data``."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise ArtifactError(f"output exists: {out}; choose another --out or pass --force to replace it")
+    out = art.refuse_existing(out, force)
     parent = art.load(artifact_path)
     if parent.meta.kind != "torch" or parent.meta.extra.get("quantized"):
         raise ArtifactError(f"{parent.path} is already {'quantized' if parent.meta.extra.get('quantized') else parent.meta.kind}; "

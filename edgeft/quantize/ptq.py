@@ -187,9 +187,7 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
     from edgeft.metrics import classification_metrics
     from edgeft.quantize import calibration
 
-    out = Path(out)
-    if out.exists() and not force:
-        raise ArtifactError(f"output exists: {out}; choose another --out or pass --force to replace it")
+    out = art.refuse_existing(out, force)
     parent = art.load(artifact_path)
     if parent.meta.extra.get("quantized"):
         raise ArtifactError(f"{parent.path} is already quantized ({parent.meta.extra['quantized']}); quantize the "

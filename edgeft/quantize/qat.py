@@ -128,9 +128,7 @@ def qat(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg, calib: st
     from edgeft.quantize import calibration
     from edgeft.quantize.ptq import quantize
 
-    out = Path(out)
-    if out.exists() and not force:
-        raise ArtifactError(f"output exists: {out}; choose another --out or pass --force to replace it")
+    out = art.refuse_existing(out, force)
     parent = art.load(artifact_path)
     if parent.meta.kind != "torch" or parent.meta.extra.get("quantized"):
         raise ArtifactError(f"QAT needs the FP32 PyTorch artifact; {parent.path} holds "

@@ -33,17 +33,11 @@ class Prediction:
         return {"label": self.label, "index": self.index, "score": self.score, "probabilities": self.probabilities}
 
 
-def _onnx_metadata(path: Path) -> dict | None:
-    """The edgeft metadata stored in an ONNX file (read with onnxruntime, so onnx need not be installed)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
+def _onnx_metadata(session) -> dict | None:
+    """The edgeft metadata stored in an ONNX file, read from the ONNX Runtime session that runs it."""
+    if session is None:
         return None
-    so = ort.SessionOptions()
-    so.log_severity_level = 4
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    meta = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).get_modelmeta()
-    raw = meta.custom_metadata_map.get(ONNX_META_KEY)
+    raw = session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
     return json.loads(raw) if raw else None
 
 
@@ -74,21 +68,23 @@ class Predictor:
             self.contract, self.class_names = a.meta.input, list(a.meta.class_names)
         elif p.is_file() and p.suffix == ".onnx":
             files["model.onnx"] = p
-            meta = _onnx_metadata(p)
+        else:
+            raise ArtifactError(f"model not found: {p}; pass an artifact directory or a .onnx file")
+        self.backend = choose(backend, files)
+        self.runner: Runner = self.backend.make(files[self.backend.model_file], artifact_dir, threads)
+        self.runner.activate()
+        if artifact_dir is None:  # a bare .onnx: its metadata comes from the session that runs it
+            meta = _onnx_metadata(getattr(self.runner, "session", None))
             if meta is None and (contract is None or class_names is None):
+                self.runner.deactivate()
                 raise ArtifactError(f"{p} carries no edgeft metadata; pass the input contract (--input-size, --mean, "
                                     "--std) and class names explicitly, or export it with `edgeft export`")
             self.contract = InputContract.from_dict(meta["input"]) if meta else contract
             self.class_names = list(meta["class_names"]) if meta else list(class_names or [])
-        else:
-            raise ArtifactError(f"model not found: {p}; pass an artifact directory or a .onnx file")
         if contract is not None:
             self.contract = contract
         if class_names is not None:
             self.class_names = list(class_names)
-        self.backend = choose(backend, files)
-        self.runner: Runner = self.backend.make(files[self.backend.model_file], artifact_dir, threads)
-        self.runner.activate()
 
     @property
     def backend_name(self) -> str:

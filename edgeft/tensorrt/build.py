@@ -136,9 +136,7 @@ def build(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: BuildCo
           calib: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
           force: bool = False) -> art.Artifact:
     """Build a TensorRT engine artifact from an ONNX artifact."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise ArtifactError(f"output exists: {out}; choose another --out or pass --force to replace it")
+    out = art.refuse_existing(out, force)
     parent = art.load(artifact_path, kind="onnx")
     quantized = parent.meta.extra.get("quantized") == "int8"
     if cfg.precision == "int8" and not quantized and not calib:
