@@ -546,6 +546,49 @@ def build_cmd(artifact: Path, out: Path, precision: str, batch: str, workspace_m
     click.echo(f"wrote {art.path}")
 
 
+@cli.command("optimize")
+@click.argument("recipe_path", metavar="RECIPE.yaml", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value, e.g. --set prune.target_macs=0.6 --set finetune.epochs=4.")
+@click.option("--out", type=click.Path(path_type=Path), help="Run folder  [default: runs/<recipe name>]")
+@click.option("--resume", is_flag=True, help="Reuse finished stages whose settings and inputs are unchanged.")
+@click.option("--force", is_flag=True, help="Delete an existing run folder and start over.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved recipe and the plan; run nothing.")
+@click.option("--only", multiple=True, metavar="STAGE",
+              help="Rerun only these stages (repeatable); the others are reused from the run folder.")
+def optimize_cmd(recipe_path: Path, overrides: tuple[str, ...], out: Path | None, resume: bool, force: bool,
+                 dry_run: bool, only: tuple[str, ...]) -> None:
+    """Run a recipe: finetune -> prune -> export -> quantize -> build -> bench, then gates and a report.
+
+    Exit 1 when a gate fails (after the report is written), 2 on a user error.
+    """
+    from edgeft.optimize import recipe as recipe_mod
+    from edgeft.optimize.pipeline import describe, optimize
+
+    recipe = recipe_mod.load(recipe_path, overrides=parse_overrides(overrides))
+    run_dir = out or Path("runs") / recipe.name
+    if dry_run:
+        import yaml
+
+        click.echo(yaml.safe_dump(recipe.to_dict(), sort_keys=False).rstrip())
+        click.echo(describe(recipe, run_dir, resume=resume, only=list(only)))
+        return
+    result = optimize(recipe, run_dir, resume=resume, force=force, only=list(only) or None)
+    from edgeft.optimize.report import headline, table
+
+    header, body = table(result.rows)
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
+    for line in [header, *body]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+    for line in headline(result.rows, result.gates):
+        click.echo(line)
+    for g in result.gates:
+        click.echo(f"gate {g['gate']}: {g['status']} (value {g['value']}, limit {g['limit']}; {g['detail']})")
+    click.echo(f"wrote {result.report} and {result.run / 'report.md'}")
+    if result.failed:
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="edgeft")
 

@@ -42,6 +42,7 @@ class BenchConfig:
     threads: int | None = None
     input_shape: tuple[int, ...] | None = None  # C,H,W for models whose input has free dimensions
     cuda_graph: bool = False  # GPU backends: also time CUDA-graph replay
+    rounds: int = 1  # the whole plan is run this many times, interleaved; per-round p50s are kept
 
     def __post_init__(self) -> None:
         if not self.backends:
@@ -52,6 +53,8 @@ class BenchConfig:
             raise ConfigError(f"--iters must be >= 1, got {self.iters}")
         if self.duration_s is not None and self.duration_s <= 0:
             raise ConfigError(f"--duration-s must be positive, got {self.duration_s}")
+        if self.rounds < 1:
+            raise ConfigError(f"--rounds must be >= 1, got {self.rounds}")
 
 
 def _dist_version(name: str) -> str | None:
@@ -196,22 +199,48 @@ def bench_one(spec: str, backend: str, batch: int, cfg: BenchConfig) -> dict[str
                        **({"device": gpu.pop("device_memory")} if "device_memory" in gpu else {})}, **gpu}
 
 
-def bench(models: list[str], cfg: BenchConfig) -> dict[str, Any]:
-    """Every model x backend x batch; returns the results document (see SCHEMA)."""
+def _merge_rounds(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the same model/backend/batch measured in several interleaved rounds: percentiles from all
+    samples pooled, except p50, the median of the rounds' p50s; each round's p50 is kept (their spread is the
+    between-run noise a single long run cannot show)."""
+    bad = next((r for r in rows if r["status"] != "ok"), None)
+    if len(rows) == 1 or bad is not None:
+        return bad or rows[0]
+    samples = [v for r in rows for v in r["samples_ms"]]
+    merged = dict(rows[0])
+    round_p50 = [r["latency_ms"]["p50"] for r in rows]
+    latency = _stats(samples, rows[0]["batch"])
+    latency["p50"] = float(statistics.median(round_p50))  # one disturbed round cannot move it
+    merged.update(iters=sum(r["iters"] for r in rows), samples_ms=samples, latency_ms=latency,
+                  round_p50_ms=[round(v, 4) for v in round_p50])
+    merged["memory"] = {**rows[0]["memory"], "peak_rss_mb": max(r["memory"]["peak_rss_mb"] for r in rows)}
+    return merged
+
+
+def bench(models: list[str], cfg: BenchConfig, pairs: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Every model x backend x batch (or the given (model, backend) ``pairs`` x batch), ``cfg.rounds`` times
+    interleaved, so models compared with each other see the same machine state; returns the results document."""
     from edgeft.bench.tegrastats import TegrastatsSampler
 
     fp = fingerprint()
     ref_before = reference_workload_ms()
-    rows = []
-    plan = [(m, b, n) for m in models for b in cfg.backends for n in cfg.batches]
-    for m, b, n in progress.bar(plan, desc="bench", unit="run"):
+    if pairs is None:
+        pairs = [(m, b) for m in models for b in cfg.backends]
+    plan = [(m, b, n) for m, b in pairs for n in cfg.batches]
+    measured: list[list[dict[str, Any]]] = [[] for _ in plan]
+    runs = [(r, i) for r in range(cfg.rounds) for i in range(len(plan))]
+    for r, i in progress.bar(runs, desc="bench", unit="run"):
+        m, b, n = plan[i]
+        if r > 0 and measured[i][0]["status"] != "ok":
+            continue  # a skipped or failed row stays so; do not retry it every round
         if TegrastatsSampler.available():
             with TegrastatsSampler() as sampler:
                 row = bench_one(m, b, n, cfg)
             row.setdefault("memory", {})["tegrastats"] = sampler.summary()
         else:
             row = bench_one(m, b, n, cfg)
-        rows.append(row)
+        measured[i].append(row)
+    rows = [_merge_rounds(rs) for rs in measured]
     fp["reference_ms"] = round(statistics.median([ref_before, reference_workload_ms()]), 5)
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -1,0 +1,356 @@
+"""``edgeft optimize``: run a recipe's stages in order, each into ``RUN/NN-stage/``, then gate and report.
+
+The plan is a list of steps, each one stage call writing one artifact. Every fine-tuned or pruned
+PyTorch model is also exported, so the report can show what pruning and INT8 each bought on the same
+backend. ``RUN/pipeline.json`` records, per finished step, a hash of its settings and of its parent's
+model file; ``--resume`` reuses a step only when both still match and its artifact loads, so a stage
+that was interrupted (its artifact never appeared: stages write to a temp dir and rename) or whose
+input changed runs again. An interrupted fine-tuning continues from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeft import artifact as art
+from edgeft import progress
+from edgeft.errors import ConfigError, DataError, DependencyError, EdgeftError
+from edgeft.optimize.recipe import Recipe, config_hash
+
+STATE_FILE = "pipeline.json"
+STATE_VERSION = 1
+
+
+@dataclass
+class Step:
+    name: str  # directory under the run, e.g. "02-prune"
+    stage: str
+    parent: str | None = None  # the step whose artifact this one reads
+    inputs: list[str] = field(default_factory=list)  # bench: the steps it measures
+    label: str = ""  # what the row is called in the report
+
+
+@dataclass
+class StepResult:
+    step: Step
+    status: str  # done | reused | skipped
+    seconds: float = 0.0
+    reason: str = ""
+
+
+def plan(recipe: Recipe) -> list[Step]:
+    """The steps a recipe runs, in order."""
+    steps: list[Step] = []
+
+    def add(stage: str, parent: Step | None = None, suffix: str = "", label: str = "", inputs=()) -> Step:
+        s = Step(name=f"{len(steps) + 1:02d}-{stage}{'-' + suffix if suffix else ''}", stage=stage,
+                 parent=parent.name if parent else None, inputs=list(inputs), label=label or stage)
+        steps.append(s)
+        return s
+
+    torch_steps = [add("finetune", label="fine-tuned FP32")]
+    if "prune" in recipe.stages:
+        torch_steps.append(add("prune", torch_steps[-1], label="pruned FP32"))
+    onnx_fp32: Step | None = None
+    if "export" in recipe.stages:
+        for t in torch_steps:
+            src = t.stage if len(torch_steps) > 1 else ""
+            onnx_fp32 = add("export", t, suffix=src, label=f"{t.label} ONNX")
+    quantized: Step | None = None
+    if "quantize" in recipe.stages:
+        q = recipe.sections["quantize"]
+        parent = torch_steps[-1] if q.method == "qat" or onnx_fp32 is None else onnx_fp32
+        quantized = add("quantize", parent, label=f"{'pruned ' if len(torch_steps) > 1 else ''}INT8 {q.method.upper()} "
+                                                  f"({q.target})")
+    if "build" in recipe.stages:
+        b = recipe.sections["build"]
+        parent = quantized if b.precision == "int8" else onnx_fp32
+        if parent is None:
+            raise ConfigError(f"build.precision {b.precision} needs an FP32 ONNX model: add export to stages")
+        add("build", parent, label=f"TensorRT {b.precision.upper()} engine")
+    if "bench" in recipe.stages:
+        add("bench", inputs=[s.name for s in steps])
+    return steps
+
+
+# ----------------------------------------------------------------------------------------------- state
+
+def _read_state(run: Path) -> dict[str, Any]:
+    p = run / STATE_FILE
+    if not p.is_file():
+        return {"version": STATE_VERSION, "steps": {}}
+    try:
+        d = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise EdgeftError(f"{p} is damaged; start over with --force") from None
+    if d.get("version") != STATE_VERSION:
+        raise EdgeftError(f"{p} was written by another edgeft version; start over with --force")
+    return d
+
+
+def _write_state(run: Path, state: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".pipeline.", suffix=".json", dir=run)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, run / STATE_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _model_sha(run: Path, step_name: str) -> str | None:
+    try:
+        return art.load(run / step_name).meta.model_sha256
+    except EdgeftError:
+        return None
+
+
+def step_hash(recipe: Recipe, step: Step, run: Path) -> str:
+    """What decides a step's result: its stage settings, the data, and its inputs' model files."""
+    settings: Any = recipe.stage_config(step.stage)
+    if step.stage == "finetune":
+        settings = {k: v for k, v in settings.items() if k != "threads"}
+    inputs = [step.parent] if step.parent else step.inputs
+    return config_hash({"stage": step.stage, "settings": settings, "data": str(recipe.data.resolve()),
+                        "inputs": {n: _model_sha(run, n) for n in inputs}})
+
+
+def _reusable(run: Path, step: Step, state: dict[str, Any], h: str) -> bool:
+    rec = state["steps"].get(step.name)
+    if not rec or rec.get("status") != "done" or rec.get("hash") != h:
+        return False  # a skipped step (no TensorRT then) is tried again: the machine may have it now
+    if step.stage == "bench":
+        return (run / step.name / "results.json").is_file()
+    return _model_sha(run, step.name) == rec.get("model_sha256")
+
+
+# ----------------------------------------------------------------------------------------------- stages
+
+def _run_finetune(recipe: Recipe, step: Step, out: Path, resume: bool) -> None:
+    from dataclasses import replace
+
+    from edgeft.finetune.trainer import finetune
+
+    cfg = recipe.sections["finetune"]
+    if recipe.threads and not cfg.threads:
+        cfg = replace(cfg, threads=recipe.threads)
+    finetune(cfg, recipe.data, out, force=True, resume=resume)
+
+
+def _run_prune(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
+    from dataclasses import replace
+
+    from edgeft.prune.pruner import prune
+
+    cfg = recipe.sections["prune"]
+    if recipe.threads and not cfg.threads:
+        cfg = replace(cfg, threads=recipe.threads)
+    prune(parent, recipe.data, out, cfg, force=True)
+
+
+def _run_export(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
+    from edgeft.evaluate import evaluate
+    from edgeft.export.stage import export
+    from edgeft.data import load_split
+
+    e = recipe.sections["export"]
+    a = export(parent, out, opset=e.opset, dynamic_batch=e.dynamic_batch, do_simplify=e.simplify, data=recipe.data,
+               n=e.parity_images, force=True)
+    split = eval_split(recipe.data)
+    s = load_split(recipe.data, split, a.meta.input, classes=a.meta.class_names)
+    art.update_metrics(a, {split: evaluate(a, s, tta_views=1), "eval_split": split})
+
+
+def _run_quantize(recipe: Recipe, step: Step, out: Path, parent: Path, run: Path) -> None:
+    from edgeft.quantize import calibration
+    from edgeft.quantize.ptq import QuantizeConfig, quantize
+
+    q = recipe.sections["quantize"]
+    calib = Path(q.calib) if q.calib else None
+    if calib is None:  # a class-balanced manifest from the train split, kept with the run for reproducibility
+        calib = run / f"{step.name}-calibration.json"
+        calibration.save(calibration.create(recipe.data, n=q.calib_images, split="train"), calib)
+    cfg = QuantizeConfig(method=q.method, target=q.target, calib_method=q.calib_method, percentile=q.percentile,
+                         exclude=list(q.exclude), auto_exclude=q.auto_exclude, threads=recipe.threads or 2)
+    if q.method == "qat":
+        from edgeft.quantize.qat import qat
+
+        qat(parent, out, cfg, calib, recipe.data, epochs=q.epochs, lr=q.lr, force=True)
+    else:
+        quantize(parent, out, cfg, calib, recipe.data, force=True)
+
+
+def _run_build(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
+    from edgeft.tensorrt.build import BuildConfig, build
+
+    b = recipe.sections["build"]
+    build(parent, out, BuildConfig(precision=b.precision, batch=tuple(b.batch), workspace_mb=b.workspace_mb,
+                                   timing_cache=b.timing_cache), force=True)
+
+
+BACKENDS_FOR_KIND = {"torch": ("torch", "torch-cuda"), "onnx": ("ort-cpu", "ort-cuda", "ort-trt"),
+                     "engine": ("tensorrt",)}
+
+
+def _run_bench(recipe: Recipe, step: Step, out: Path, run: Path, done: dict[str, StepResult]) -> None:
+    from edgeft.bench.harness import BenchConfig, bench
+
+    b = recipe.sections["bench"]
+    pairs = []
+    for name in step.inputs:
+        if done.get(name) is None or done[name].status == "skipped":
+            continue
+        kind = art.load(run / name).meta.kind
+        pairs += [(str(run / name), backend) for backend in b.backends if backend in BACKENDS_FOR_KIND[kind]]
+    cfg = BenchConfig(backends=list(b.backends), batches=list(b.batches), warmup_s=b.warmup_s, duration_s=b.duration_s,
+                      threads=b.threads or recipe.threads, rounds=b.rounds)
+    doc = bench([], cfg, pairs=pairs)
+    with art.staging_dir(out, force=True) as tmp:
+        (tmp / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def eval_split(data: Path) -> str:
+    from edgeft.data.imagefolder import find_splits
+
+    return "test" if "test" in find_splits(data) else "val"
+
+
+# ----------------------------------------------------------------------------------------------- run
+
+def prepare(recipe: Recipe) -> None:
+    """Check (and, for the demo set, build) the data before any stage runs."""
+    from edgeft.data.imagefolder import find_splits
+
+    if not recipe.data.exists():
+        if recipe.prepare_data == "elpv":
+            from edgeft.data import elpv
+
+            progress.info(f"building the ELPV demo set in {recipe.data}")
+            elpv.build(recipe.data)
+        else:
+            raise DataError(f"data: {recipe.data} does not exist; point data: at an ImageFolder with train/ val/ test/ "
+                            "(or run from the folder the recipe's relative paths are written for)")
+    splits = find_splits(recipe.data)
+    if "train" not in splits:
+        raise DataError(f"data: {recipe.data} has no train/ split (found: {', '.join(splits) or 'nothing'})")
+    if recipe.gates.max_accuracy_drop_pp is not None and "test" not in splits:
+        raise DataError(f"gates.max_accuracy_drop_pp needs a test/ split in {recipe.data} that no stage trains or "
+                        "selects on; add one, or remove the gate")
+
+
+@dataclass
+class RunResult:
+    run: Path
+    steps: list[StepResult]
+    gates: list[dict[str, Any]]
+    report: Path
+    rows: list[Any] = field(default_factory=list)  # report.Row per model step
+
+    @property
+    def failed(self) -> bool:
+        return any(g["status"] == "fail" for g in self.gates)
+
+
+def describe(recipe: Recipe, run: Path, resume: bool = False, only: list[str] | None = None) -> str:
+    """The plan as text: each step, what it reads, and whether it would run or be reused."""
+    state = _read_state(run) if run.exists() else {"steps": {}}
+    lines = [f"run {run}  (data {recipe.data}, stages {' -> '.join(recipe.stages)})"]
+    for s in plan(recipe):
+        src = s.parent or (", ".join(s.inputs) if s.inputs else "pretrained " + recipe.sections["finetune"].model)
+        rec = state["steps"].get(s.name)
+        if only and s.stage not in only:
+            what = "reuse (not in --only)"
+        elif resume and rec and rec.get("status") in ("done", "skipped"):
+            what = "reuse if unchanged"
+        else:
+            what = "run"
+        lines.append(f"  {s.name:<24} {s.label:<34} <- {src:<26} {what}")
+    return "\n".join(lines)
+
+
+def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = False, force: bool = False,
+             only: list[str] | None = None) -> RunResult:
+    """Run ``recipe`` into ``out`` (default ``runs/<name>``): stages, bench, gates, report."""
+    from edgeft.optimize.report import collect, evaluate_gates, write_report
+
+    run = Path(out) if out else Path("runs") / recipe.name
+    for s in only or []:
+        if s not in recipe.stages:
+            raise ConfigError(f"--only {s}: not a stage of this recipe ({', '.join(recipe.stages)})")
+    if run.exists() and any(run.iterdir()) and not (resume or force or only):
+        raise EdgeftError(f"{run} exists; pass --resume to continue it, --force to start over, or another --out")
+    prepare(recipe)
+    if force and run.exists():
+        import shutil
+
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    state = _read_state(run)
+    state["recipe"] = recipe.to_dict()
+    steps = plan(recipe)
+    results: dict[str, StepResult] = {}
+    t_run = time.time()
+    for step in steps:
+        h = step_hash(recipe, step, run)
+        out_dir = run / step.name
+        rec = state["steps"].get(step.name, {})
+        forced = bool(only) and step.stage in only
+        kept_by_only = bool(only) and not forced and rec.get("status") in ("done", "skipped")
+        if not forced and ((resume and _reusable(run, step, state, h)) or kept_by_only):
+            if rec.get("hash") != h:
+                progress.warn(f"{step.name}: kept as --only asked, though its settings or inputs changed since it ran")
+            results[step.name] = StepResult(step, "reused" if rec["status"] == "done" else "skipped",
+                                            rec.get("seconds", 0.0), rec.get("reason", ""))
+            progress.info(f"[{step.name}] reused ({rec['status']})")
+            continue
+        if only and not forced:
+            raise EdgeftError(f"{step.name} has not run in {run}; run the whole recipe once before --only")
+        parent = run / step.parent if step.parent else None
+        if parent is not None and results.get(step.parent) and results[step.parent].status == "skipped":
+            results[step.name] = StepResult(step, "skipped", reason=f"its input {step.parent} was skipped")
+            state["steps"][step.name] = {"status": "skipped", "hash": h, "reason": results[step.name].reason}
+            _write_state(run, state)
+            continue
+        progress.info(f"[{step.name}] {step.label}")
+        continue_training = resume and rec.get("status") == "running" and rec.get("hash") == h
+        state["steps"][step.name] = {"status": "running", "hash": h, "started": time.time()}
+        _write_state(run, state)
+        t0 = time.time()
+        status, reason = "done", ""
+        try:
+            if step.stage == "finetune":
+                _run_finetune(recipe, step, out_dir, continue_training)
+            elif step.stage == "prune":
+                _run_prune(recipe, step, out_dir, parent)
+            elif step.stage == "export":
+                _run_export(recipe, step, out_dir, parent)
+            elif step.stage == "quantize":
+                _run_quantize(recipe, step, out_dir, parent, run)
+            elif step.stage == "build":
+                _run_build(recipe, step, out_dir, parent)
+            elif step.stage == "bench":
+                _run_bench(recipe, step, out_dir, run, results)
+        except DependencyError as e:
+            if step.stage != "build":
+                raise
+            status, reason = "skipped", str(e)
+            progress.warn(f"{step.name} skipped: {reason}")
+        seconds = round(time.time() - t0, 1)
+        results[step.name] = StepResult(step, status, seconds, reason)
+        state["steps"][step.name] = {"status": status, "hash": h, "seconds": seconds, "reason": reason,
+                                     "model_sha256": _model_sha(run, step.name) if status == "done" else None}
+        _write_state(run, state)
+    state["seconds"] = round(time.time() - t_run, 1)
+    _write_state(run, state)
+    rows, doc = collect(run, steps, results)
+    gates = evaluate_gates(recipe, rows)
+    report = write_report(recipe, run, steps, results, rows, doc, gates)
+    return RunResult(run, list(results.values()), gates, report, rows)

@@ -1,0 +1,293 @@
+"""The ``edgeft optimize`` recipe: one YAML file, validated completely before any stage runs.
+
+A recipe names the data, the stages with their settings, and the gates. Every section is turned into
+the stage's own typed config here (``FinetuneConfig``, ``PruneConfig``, ``QuantizeConfig``, ...), so a
+typo or an out-of-range value fails in the first second with the field's full name, not an hour later
+when the stage is reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from edgeft.errors import ConfigError, close_matches
+
+STAGES = ("finetune", "prune", "export", "quantize", "build", "bench")
+TOP_LEVEL = {"name", "data", "prepare_data", "threads", "stages", "gates", *STAGES}
+PREPARERS = ("elpv",)
+
+
+@dataclass
+class ExportSection:
+    opset: int = 17
+    dynamic_batch: bool = False
+    simplify: bool = True
+    parity_images: int = 64
+
+
+@dataclass
+class QuantizeSection:
+    method: str = "ptq"
+    target: str = "ort-cpu"
+    calib: str | None = None  # a manifest from `edgeft calibrate`; None: made from the train split
+    calib_images: int = 256
+    calib_method: str = "percentile"
+    percentile: float = 99.999
+    exclude: list[str] = field(default_factory=list)
+    auto_exclude: bool = True
+    epochs: int = 2  # qat
+    lr: float = 1e-4  # qat
+
+
+@dataclass
+class BuildSection:
+    precision: str = "fp16"
+    batch: list[int] = field(default_factory=lambda: [1, 1, 1])
+    workspace_mb: int = 1024
+    timing_cache: str | None = None
+
+
+@dataclass
+class BenchSection:
+    backends: list[str] = field(default_factory=lambda: ["ort-cpu", "torch"])
+    batches: list[int] = field(default_factory=lambda: [1])
+    warmup_s: float = 1.0
+    duration_s: float = 3.0
+    rounds: int = 3  # models measured interleaved, this many times: ratios come from one run, side by side
+    threads: int | None = None
+
+
+@dataclass
+class Gates:
+    """Checked on the last model of the run. ``max_p50_ms`` keys are ``backend`` (batch 1) or ``backend@batch``."""
+
+    max_accuracy_drop_pp: float | None = None
+    max_p50_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    name: str
+    data: Path
+    stages: list[str]
+    sections: dict[str, Any]  # stage -> its typed config
+    gates: Gates
+    prepare_data: str | None = None
+    threads: int | None = None
+    source: str = ""
+
+    def stage_config(self, stage: str) -> dict[str, Any]:
+        """A stage's settings as plain data (for hashing, the plan and the report)."""
+        c = self.sections[stage]
+        return c.to_dict() if hasattr(c, "to_dict") else asdict(c)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "data": str(self.data), "prepare_data": self.prepare_data, "threads": self.threads,
+                "stages": self.stages, **{s: self.stage_config(s) for s in self.stages}, "gates": asdict(self.gates)}
+
+
+def config_hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _section(cls, d: Any, where: str):
+    """A dataclass section from a mapping: unknown keys with close matches, types checked per field."""
+    if d is None:
+        d = {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where} must be a mapping of option: value, got {type(d).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    for key in d:
+        if key not in known:
+            raise ConfigError(f"unknown field {where}.{key}{close_matches(str(key), known)}")
+    values = {}
+    for name, value in d.items():
+        default = known[name].default
+        if known[name].type in ("float", "float | None") and isinstance(value, (int, str)) and not isinstance(value, bool):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where}.{name} must be a number, got {value!r}") from None
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{where}.{name} must be true or false, got {value!r}")
+        elif isinstance(default, int) and not isinstance(default, bool) and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ConfigError(f"{where}.{name} must be an integer, got {value!r}")
+        values[name] = value
+    return cls(**values)
+
+
+def _int_list(value: Any, where: str, length: int | None = None) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+        raise ConfigError(f"{where} must be a list of positive integers, got {value!r}")
+    if length is not None and len(value) != length:
+        raise ConfigError(f"{where} must have {length} values, got {value!r}")
+    return value
+
+
+def _check_stage_sections(sections: dict[str, Any]) -> None:
+    """Turn each section into the stage's own validated config; errors name the section."""
+    from edgeft.finetune.config import FinetuneConfig
+    from edgeft.prune.config import PruneConfig
+    from edgeft.quantize.ptq import QuantizeConfig
+
+    def wrap(stage: str, build):
+        try:
+            return build()
+        except ConfigError as e:
+            msg = str(e)
+            msg = re.sub(r"^unknown field '?([\w.]+)'?", lambda m: f"unknown field {stage}.{m.group(1)}", msg)
+            if not msg.startswith("unknown field"):
+                msg = f"{stage}: {msg}"
+            raise ConfigError(msg) from None
+        except TypeError as e:
+            raise ConfigError(f"{stage}: {e}") from None
+
+    if "finetune" in sections:
+        sections["finetune"] = wrap("finetune", lambda: FinetuneConfig.from_dict(sections["finetune"] or {}))
+    if "prune" in sections:
+        d = sections["prune"] or {}
+        if not isinstance(d, dict):
+            raise ConfigError("prune must be a mapping of option: value")
+        known = {f.name for f in fields(PruneConfig)}
+        for key in d:
+            if key not in known:
+                raise ConfigError(f"unknown field prune.{key}{close_matches(str(key), known)}")
+        sections["prune"] = wrap("prune", lambda: PruneConfig(**d))
+    if "export" in sections:
+        s = _section(ExportSection, sections["export"], "export")
+        if s.opset < 13:
+            raise ConfigError(f"export.opset must be >= 13, got {s.opset}")
+        sections["export"] = s
+    if "quantize" in sections:
+        s = _section(QuantizeSection, sections["quantize"], "quantize")
+        wrap("quantize", lambda: QuantizeConfig(method=s.method, target=s.target, calib_method=s.calib_method,
+                                                percentile=s.percentile))
+        if s.calib is not None and not Path(s.calib).is_file():
+            raise ConfigError(f"quantize.calib: calibration manifest not found: {s.calib} (make one with "
+                              "`edgeft calibrate`, or leave calib out to sample the train split)")
+        if s.calib_images < 16:
+            raise ConfigError(f"quantize.calib_images must be >= 16, got {s.calib_images}")
+        if s.epochs < 1 or not s.lr > 0:
+            raise ConfigError(f"quantize.epochs must be >= 1 and quantize.lr positive, got {s.epochs}, {s.lr}")
+        sections["quantize"] = s
+    if "build" in sections:
+        from edgeft.tensorrt.build import BuildConfig
+
+        s = _section(BuildSection, sections["build"], "build")
+        s.batch = _int_list(s.batch, "build.batch", 3)
+        wrap("build", lambda: BuildConfig(precision=s.precision, batch=tuple(s.batch), workspace_mb=s.workspace_mb))
+        sections["build"] = s
+    if "bench" in sections:
+        from edgeft.runtime.backends import BACKENDS
+
+        s = _section(BenchSection, sections["bench"], "bench")
+        if isinstance(s.backends, str):
+            s.backends = [s.backends]
+        for b in s.backends:
+            if b not in BACKENDS:
+                raise ConfigError(f"bench.backends: unknown backend {b!r}; choose from {', '.join(BACKENDS)}"
+                                  f"{close_matches(str(b), BACKENDS)}")
+        s.batches = _int_list(s.batches, "bench.batches")
+        if s.rounds < 1 or s.duration_s <= 0 or s.warmup_s < 0:
+            raise ConfigError("bench.rounds must be >= 1, bench.duration_s positive and bench.warmup_s >= 0")
+        sections["bench"] = s
+
+
+def _gates(d: Any, stages: list[str]) -> Gates:
+    g = _section(Gates, d, "gates")
+    if g.max_accuracy_drop_pp is not None and g.max_accuracy_drop_pp < 0:
+        raise ConfigError(f"gates.max_accuracy_drop_pp must be >= 0, got {g.max_accuracy_drop_pp}")
+    if not isinstance(g.max_p50_ms, dict):
+        raise ConfigError("gates.max_p50_ms must map backend (or backend@batch) to milliseconds, e.g. {ort-cpu: 5}")
+    if g.max_p50_ms and "bench" not in stages:
+        raise ConfigError("gates.max_p50_ms needs the bench stage; add a bench: section")
+    from edgeft.runtime.backends import BACKENDS
+
+    for key, ms in g.max_p50_ms.items():
+        backend, _, batch = str(key).partition("@")
+        if backend not in BACKENDS or (batch and not batch.isdigit()):
+            raise ConfigError(f"gates.max_p50_ms: {key!r} must be a backend or backend@batch (backends: "
+                              f"{', '.join(BACKENDS)}){close_matches(backend, BACKENDS)}")
+        if not isinstance(ms, (int, float)) or isinstance(ms, bool) or ms <= 0:
+            raise ConfigError(f"gates.max_p50_ms.{key} must be a positive number of milliseconds, got {ms!r}")
+    return g
+
+
+def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = None) -> Recipe:
+    """Validate a recipe mapping (with ``--set`` overrides merged in) into a :class:`Recipe`."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source} must be a mapping with data: and stage sections (finetune:, prune:, ...)")
+    d = _merge(dict(d), overrides or {})
+    for key in d:
+        if key not in TOP_LEVEL:
+            raise ConfigError(f"unknown field {key!r} in {source}{close_matches(str(key), TOP_LEVEL)}")
+    if "data" not in d or not d["data"]:
+        raise ConfigError(f"{source}: data: is required (an ImageFolder with train/ val/ [test/])")
+    present = [s for s in STAGES if s in d]
+    stages = d.get("stages", present)
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError("stages must be a non-empty list, e.g. [finetune, prune, export, quantize, bench]")
+    for s in stages:
+        if s not in STAGES:
+            raise ConfigError(f"stages: unknown stage {s!r}; stages are {', '.join(STAGES)}{close_matches(str(s), STAGES)}")
+    for a, b in zip(stages, stages[1:]):
+        if STAGES.index(a) >= STAGES.index(b):
+            raise ConfigError(f"stages: {b} cannot come after {a}; the order is {' -> '.join(STAGES)}")
+    if stages[0] != "finetune":
+        raise ConfigError("stages must start with finetune: every later stage works on the fine-tuned model")
+    unused = [s for s in present if s not in stages]
+    if unused:
+        raise ConfigError(f"section {unused[0]}: is given but {unused[0]} is not in stages: {stages}")
+    if "build" in stages and "export" not in stages and "quantize" not in stages:
+        raise ConfigError("stages: build needs an ONNX model; add export (FP32/FP16) or quantize (INT8) before it")
+    sections = {s: d.get(s) or {} for s in stages}
+    _check_stage_sections(sections)
+    if "build" in stages and sections["build"].precision == "int8" and "quantize" not in stages:
+        raise ConfigError("build.precision int8 needs the quantize stage (INT8 engines are built from the QDQ model)")
+    if "build" in stages and sections["build"].precision == "int8" and sections["quantize"].target != "tensorrt":
+        raise ConfigError("build.precision int8 needs quantize.target: tensorrt (TensorRT runs symmetric int8 "
+                          "activations; the ort-cpu graph's uint8 activations are for ONNX Runtime on the CPU)")
+    threads = d.get("threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+    prepare = d.get("prepare_data")
+    if prepare is not None and prepare not in PREPARERS:
+        raise ConfigError(f"prepare_data must be one of {', '.join(PREPARERS)}, got {prepare!r}")
+    name = str(d.get("name") or Path(source).stem)
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise ConfigError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
+    return Recipe(name=name, data=Path(os.path.expanduser(str(d["data"]))), stages=stages, sections=sections,
+                  gates=_gates(d.get("gates"), stages), prepare_data=prepare, threads=threads, source=source)
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = _merge(dict(base[key]), value)
+        else:
+            base[key] = value
+    return base
+
+
+def load(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read and validate a recipe YAML file."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"recipe not found: {p}")
+    try:
+        d = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return parse(d, source=str(p), overrides=overrides)

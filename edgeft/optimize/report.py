@@ -1,0 +1,368 @@
+"""The ``edgeft optimize`` report and gates: what each stage bought and what it cost, side by side.
+
+One row per model the run produced: accuracy and balanced accuracy on the held-out split, size,
+parameters, MACs, and latency per backend from one interleaved bench run (so ratios between rows are
+measured on the same machine state). ``report.md`` is for a repository or a CI log; ``report.html`` is
+self-contained (inline SVG and CSS, nothing fetched) for forwarding.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeft import artifact as art
+from edgeft.errors import EdgeftError
+
+
+@dataclass
+class Row:
+    step: str
+    stage: str
+    label: str
+    precision: str
+    status: str
+    accuracy: dict[str, Any] | None = None
+    size_bytes: int | None = None
+    params: int | None = None
+    macs: int | None = None
+    latency: dict[str, dict[str, Any]] = field(default_factory=dict)  # "backend@batch" -> bench row
+    sha256: str = ""
+    seconds: float = 0.0
+    reason: str = ""
+
+
+def _bench_doc(run: Path, steps) -> dict[str, Any] | None:
+    for s in steps:
+        if s.stage == "bench" and (run / s.name / "results.json").is_file():
+            return json.loads((run / s.name / "results.json").read_text())
+    return None
+
+
+def _precision(meta: art.Meta) -> str:
+    if meta.kind == "engine":
+        return str(meta.extra.get("engine", {}).get("precision", "engine")).upper()
+    if meta.extra.get("quantized"):
+        return f"INT8 ({meta.extra.get('target')})"
+    return "FP32"
+
+
+def _count(a: art.Artifact) -> tuple[int | None, int | None]:
+    """(params, MACs) of a PyTorch artifact: torch-pruning's counter when installed, else parameters only."""
+    p = a.meta.metrics.get("prune")
+    if p:
+        return p["params_after"], p["macs_after"]
+    from edgeft.models import count_params, from_artifact
+
+    model = from_artifact(a)
+    try:
+        import torch
+        import torch_pruning as tp
+
+        macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, a.meta.input.channels, *a.meta.input.size))
+        return int(params), int(macs)
+    except ImportError:
+        return count_params(model), None
+
+
+def collect(run: Path, steps, results) -> tuple[list[Row], dict[str, Any] | None]:
+    """The report's rows (one per model step) and the bench document."""
+    doc = _bench_doc(run, steps)
+    by_model: dict[str, dict[str, Any]] = {}
+    for r in (doc or {}).get("results", []):
+        by_model.setdefault(Path(r["model"]).name, {})[f"{r['backend']}@{r['batch']}"] = r
+    rows: list[Row] = []
+    counts: dict[str, tuple[int | None, int | None]] = {}
+    for s in steps:
+        if s.stage == "bench":
+            continue
+        res = results.get(s.name)
+        row = Row(s.name, s.stage, s.label, "", res.status if res else "not run", seconds=res.seconds if res else 0.0,
+                  reason=res.reason if res else "")
+        rows.append(row)
+        if not res or res.status == "skipped":
+            continue
+        a = art.load(run / s.name)
+        row.precision = _precision(a.meta)
+        split = a.meta.metrics.get("eval_split") or ("test" if "test" in a.meta.metrics else "val")
+        row.accuracy = a.meta.metrics.get(split)
+        if row.accuracy is not None:
+            row.accuracy = {**row.accuracy, "split": split}
+        row.size_bytes = a.model_path.stat().st_size
+        row.sha256 = a.meta.model_sha256
+        counts[s.name] = _count(a) if a.meta.kind == "torch" else counts.get(s.parent, (None, None))
+        row.params, row.macs = counts[s.name]
+        row.latency = by_model.get(s.name, {})
+    return rows, doc
+
+
+def _final(rows: list[Row], pred) -> Row | None:
+    return next((r for r in reversed(rows) if pred(r)), None)
+
+
+def evaluate_gates(recipe, rows: list[Row]) -> list[dict[str, Any]]:
+    """Each gate on the last model of the run: pass, fail, or not evaluated (with the reason)."""
+    gates: list[dict[str, Any]] = []
+    g = recipe.gates
+    if g.max_accuracy_drop_pp is not None:
+        base = rows[0].accuracy
+        final = _final(rows, lambda r: r.accuracy is not None)
+        drop = (base["accuracy"] - final.accuracy["accuracy"]) * 100
+        gates.append({"gate": "max_accuracy_drop_pp", "limit": g.max_accuracy_drop_pp, "value": round(drop, 2),
+                      "model": final.step, "status": "pass" if drop <= g.max_accuracy_drop_pp else "fail",
+                      "detail": f"{final.label} {final.accuracy['accuracy'] * 100:.2f}% vs fine-tuned "
+                                f"{base['accuracy'] * 100:.2f}% on {base['split']}"})
+    for key, limit in g.max_p50_ms.items():
+        backend, _, batch = str(key).partition("@")
+        k = f"{backend}@{batch or 1}"
+        final = _final(rows, lambda r: k in r.latency)
+        entry = {"gate": f"max_p50_ms.{key}", "limit": float(limit), "value": None, "model": None}
+        if final is None:
+            gates.append({**entry, "status": "not evaluated", "detail": f"no model was benched on {k}"})
+            continue
+        r = final.latency[k]
+        if r["status"] != "ok":
+            gates.append({**entry, "model": final.step, "status": "not evaluated",
+                          "detail": f"{backend} {r['status']}: {r.get('reason', '')[:160]}"})
+            continue
+        p50 = r["latency_ms"]["p50"]
+        gates.append({**entry, "value": round(p50, 3), "model": final.step,
+                      "status": "pass" if p50 <= float(limit) else "fail", "detail": f"{final.label} on {k}"})
+    return gates
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+
+def _fmt(v: float | None, spec: str, scale: float = 1.0) -> str:
+    return "—" if v is None else format(v * scale, spec)
+
+
+COLUMN_ORDER = ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu", "torch-cuda", "torch")
+
+
+def _latency_keys(rows: list[Row]) -> list[str]:
+    """Latency columns: deployment backends first, the PyTorch reference last; then by batch."""
+    keys = {k for r in rows for k in r.latency}
+    rank = {b: i for i, b in enumerate(COLUMN_ORDER)}
+    return sorted(keys, key=lambda k: (rank.get(k.split("@")[0], len(rank)), int(k.split("@")[1])))
+
+
+def _reference(rows: list[Row], key: str) -> Row | None:
+    """The row a latency column's speed-ups are relative to: the first model measured there."""
+    return next((r for r in rows if key in r.latency and r.latency[key]["status"] == "ok"), None)
+
+
+def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    keys = _latency_keys(rows)
+    header = ["stage", "model", "precision", "accuracy", "balanced acc.", "size MB", "params M", "MMACs"]
+    header += [f"{k} p50 ms" for k in keys]
+    body = []
+    for r in rows:
+        acc = r.accuracy
+        line = [r.step, r.label, r.precision or r.status,
+                _fmt(acc and acc["accuracy"], ".2f", 100) + ("%" if acc else ""),
+                _fmt(acc and acc["balanced_accuracy"], ".2f", 100) + ("%" if acc else ""),
+                _fmt(r.size_bytes, ".2f", 1e-6), _fmt(r.params, ".2f", 1e-6), _fmt(r.macs, ".0f", 1e-6)]
+        for k in keys:
+            b = r.latency.get(k)
+            ref = _reference(rows, k)
+            if b is None:
+                line.append("")
+            elif b["status"] != "ok":
+                line.append(b["status"])
+            else:
+                p50 = b["latency_ms"]["p50"]
+                speed = ref.latency[k]["latency_ms"]["p50"] / p50 if ref is not None and ref is not r else None
+                line.append(f"{p50:.2f}" + (f" ({speed:.2f}x)" if speed else ""))
+        if r.status == "skipped":
+            line[2] = "skipped"
+        body.append(line)
+    return header, body
+
+
+def headline(rows: list[Row], gates: list[dict[str, Any]]) -> list[str]:
+    """Plain sentences: what the final model gained over the fine-tuned one, and the gates."""
+    out = []
+    final = _final(rows, lambda r: r.accuracy is not None)
+    base = rows[0]
+    if final is not None and final is not base and base.accuracy:
+        out.append(f"Final model {final.step} ({final.label}): accuracy {final.accuracy['accuracy'] * 100:.2f}% vs "
+                   f"{base.accuracy['accuracy'] * 100:.2f}% fine-tuned "
+                   f"({(final.accuracy['accuracy'] - base.accuracy['accuracy']) * 100:+.2f} pp), balanced "
+                   f"{final.accuracy['balanced_accuracy'] * 100:.2f}% vs {base.accuracy['balanced_accuracy'] * 100:.2f}%"
+                   + (f"; {base.size_bytes / final.size_bytes:.1f}x smaller" if final.size_bytes and base.size_bytes else "")
+                   + ".")
+        for k in final.latency:
+            b = final.latency[k]
+            ref = _reference(rows, k)
+            if b["status"] == "ok" and ref is not None and ref is not final:
+                out.append(f"On {k}: {b['latency_ms']['p50']:.2f} ms p50, {ref.latency[k]['latency_ms']['p50'] / b['latency_ms']['p50']:.2f}x "
+                           f"faster than {ref.label} ({ref.latency[k]['latency_ms']['p50']:.2f} ms).")
+        eager = base.latency.get("torch@1")
+        fk = next((k for k in final.latency if k.endswith("@1") and final.latency[k]["status"] == "ok"), None)
+        if eager and eager["status"] == "ok" and fk and fk != "torch@1":
+            out.append(f"Against PyTorch eager FP32 (batch 1): {eager['latency_ms']['p50'] / final.latency[fk]['latency_ms']['p50']:.1f}x "
+                       f"faster on {fk}.")
+    if gates:
+        failed = [g for g in gates if g["status"] == "fail"]
+        out.append("Gates: " + ("FAILED — " + "; ".join(f"{g['gate']} = {g['value']} (limit {g['limit']})" for g in failed)
+                                if failed else "all passed" if all(g["status"] == "pass" for g in gates)
+                                else "passed where evaluated"))
+    return out
+
+
+def pareto_svg(rows: list[Row], width: int = 640, height: int = 380) -> str:
+    """Accuracy against p50 latency for every (model, backend) at batch 1; the Pareto front joined."""
+    pts = []
+    for r in rows:
+        if not r.accuracy:
+            continue
+        for k, b in r.latency.items():
+            if k.endswith("@1") and b["status"] == "ok":
+                pts.append((b["latency_ms"]["p50"], r.accuracy["accuracy"] * 100, f"{r.step} {k[:-2]}"))
+    if not pts:
+        return ""
+    ml, mr, mt, mb = 60, 20, 20, 45
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0, x1 = 0.0, max(xs) * 1.1
+    y0, y1 = min(ys) - 2, max(ys) + 2
+    sx = lambda v: ml + (v - x0) / (x1 - x0) * (width - ml - mr)  # noqa: E731
+    sy = lambda v: height - mb - (v - y0) / (y1 - y0) * (height - mt - mb)  # noqa: E731
+    front, best = [], -1.0
+    for p in sorted(pts):
+        if p[1] > best:
+            front.append(p)
+            best = p[1]
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
+             f'<line x1="{ml}" y1="{height - mb}" x2="{width - mr}" y2="{height - mb}" stroke="#333"/>',
+             f'<line x1="{ml}" y1="{mt}" x2="{ml}" y2="{height - mb}" stroke="#333"/>']
+    for i in range(6):
+        xv, yv = x0 + (x1 - x0) * i / 5, y0 + (y1 - y0) * i / 5
+        parts.append(f'<text x="{sx(xv):.1f}" y="{height - mb + 15}" text-anchor="middle">{xv:.1f}</text>')
+        parts.append(f'<text x="{ml - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end">{yv:.1f}</text>')
+        parts.append(f'<line x1="{ml}" y1="{sy(yv):.1f}" x2="{width - mr}" y2="{sy(yv):.1f}" stroke="#eee"/>')
+    parts.append(f'<text x="{(width + ml) / 2}" y="{height - 8}" text-anchor="middle">p50 latency, batch 1 (ms)</text>')
+    parts.append(f'<text x="14" y="{(height - mb) / 2}" text-anchor="middle" transform="rotate(-90 14 {(height - mb) / 2})">'
+                 'accuracy (%)</text>')
+    if len(front) > 1:
+        parts.append('<polyline fill="none" stroke="#2a7" stroke-width="1.5" stroke-dasharray="4 3" points="'
+                     + " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in front) + '"/>')
+    for x, y, label in pts:
+        on_front = any(p[2] == label for p in front)
+        parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{"#2a7" if on_front else "#888"}"/>')
+        parts.append(f'<text x="{sx(x) + 6:.1f}" y="{sy(y) - 6:.1f}">{html.escape(label)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in body]
+
+
+def _html_table(header: list[str], body: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+def _confusion(rows: list[Row], classes: list[str]) -> list[tuple[str, list[str], list[list[str]]]]:
+    out = []
+    for r in rows:
+        if r.accuracy and "confusion" in r.accuracy:
+            header = ["true \\ predicted", *classes, "recall"]
+            body = [[c, *[str(v) for v in line], f"{r.accuracy['per_class'][c]['recall'] * 100:.1f}%"]
+                    for c, line in zip(classes, r.accuracy["confusion"])]
+            out.append((f"{r.step} — {r.label} ({r.accuracy['split']}, n={r.accuracy['n']})", header, body))
+    return out
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;
+text-align:right}td:first-child,th:first-child,td:nth-child(2){text-align:left}th{background:#f3f3f3}
+.pass{color:#1a7f37;font-weight:600}.fail{color:#c62828;font-weight:600}.skip{color:#8a6d00}
+pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:12px}.grid{display:flex;flex-wrap:wrap;gap:1.5em}"""
+
+
+def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[str, Any] | None,
+                 gates: list[dict[str, Any]]) -> Path:
+    """Write ``report.md``, ``report.html`` and ``pareto.svg`` into the run folder (atomically each)."""
+    first = next((r for r in rows if r.accuracy), None)
+    if first is None:
+        raise EdgeftError(f"no stage in {run} produced a model to report on")
+    classes = art.load(run / rows[0].step).meta.class_names
+    header, body = table(rows)
+    lines = headline(rows, gates)
+    svg = pareto_svg(rows)
+    device = (doc or {}).get("device") or {}
+    gate_header = ["gate", "limit", "value", "model", "status", "detail"]
+    gate_body = [[g["gate"], str(g["limit"]), "—" if g["value"] is None else str(g["value"]), g["model"] or "—",
+                  g["status"], g["detail"]] for g in gates]
+    lineage_header = ["step", "stage", "reads", "status", "seconds", "model sha256", "note"]
+    lineage_body = []
+    for s in steps:
+        res = results.get(s.name)
+        sha = next((r.sha256[:12] for r in rows if r.step == s.name and r.sha256), "")
+        lineage_body.append([s.name, s.stage, s.parent or (", ".join(s.inputs) if s.inputs else "pretrained weights"),
+                             res.status if res else "not run", f"{res.seconds:.0f}" if res else "", sha,
+                             (res.reason[:120] if res else "")])
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    import yaml
+
+    recipe_yaml = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+    bench_note = ""
+    if doc:
+        c = doc["config"]
+        bench_note = (f"Latency: batch {', '.join(map(str, c['batches']))}, {c.get('threads') or 'default'} threads, "
+                      f"{c.get('rounds', 1)} interleaved rounds of {c.get('duration_s')} s per model and backend; "
+                      "p50 over all samples; (Nx) = speed-up over the first model measured on that backend.")
+
+    md = [f"# edgeft optimize: {recipe.name}", "", f"Recipe `{recipe.source}`, data `{recipe.data}`, written {created}.", ""]
+    md += [f"- {line}" for line in lines] + [""]
+    md += ["## Stages", ""] + _md_table(header, body) + ["", bench_note, ""]
+    if svg:
+        md += ["![accuracy vs latency](pareto.svg)", ""]
+    if gates:
+        md += ["## Gates", ""] + _md_table(gate_header, gate_body) + [""]
+    md += ["## Confusion matrices", ""]
+    for title, h, b in _confusion(rows, classes):
+        md += [f"**{title}**", ""] + _md_table(h, b) + [""]
+    md += ["## Lineage", ""] + _md_table(lineage_header, lineage_body) + [""]
+    md += ["## Device", "", "```json", json.dumps(device, indent=1), "```", "", "## Recipe (resolved)", "", "```yaml",
+           recipe_yaml.rstrip(), "```", ""]
+
+    def gate_cell(status: str) -> str:
+        cls = {"pass": "pass", "fail": "fail"}.get(status, "skip")
+        return f'<span class="{cls}">{html.escape(status)}</span>'
+
+    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>edgeft optimize: {html.escape(recipe.name)}</title>"
+         f"<style>{CSS}</style></head><body>",
+         f"<h1>edgeft optimize: {html.escape(recipe.name)}</h1>",
+         f"<p>Recipe <code>{html.escape(recipe.source)}</code>, data <code>{html.escape(str(recipe.data))}</code>, "
+         f"written {created}.</p>",
+         "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>",
+         "<h2>Stages</h2>", _html_table(header, body), f"<p>{html.escape(bench_note)}</p>"]
+    if svg:
+        h += ["<h2>Accuracy vs latency</h2>", svg]
+    if gates:
+        gt = _html_table(gate_header, gate_body)
+        for g in gates:
+            gt = gt.replace(f"<td>{html.escape(g['status'])}</td>", f"<td>{gate_cell(g['status'])}</td>", 1)
+        h += ["<h2>Gates</h2>", gt]
+    h.append("<h2>Confusion matrices</h2><div class='grid'>")
+    for title, hh, b in _confusion(rows, classes):
+        h += [f"<div><b>{html.escape(title)}</b>", _html_table(hh, b), "</div>"]
+    h += ["</div>", "<h2>Lineage</h2>", _html_table(lineage_header, lineage_body),
+          "<h2>Device</h2>", f"<pre>{html.escape(json.dumps(device, indent=1))}</pre>",
+          "<h2>Recipe (resolved)</h2>", f"<pre>{html.escape(recipe_yaml)}</pre>", "</body></html>"]
+    for name, text in (("report.md", "\n".join(md)), ("report.html", "\n".join(h)), ("pareto.svg", svg)):
+        if not text:
+            continue
+        tmp = run / f".{name}.tmp"
+        tmp.write_text(text + "\n")
+        tmp.replace(run / name)
+    return run / "report.html"

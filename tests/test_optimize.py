@@ -1,0 +1,208 @@
+"""``edgeft optimize`` on a tiny recipe: validation, the run folder, gates, report, and --resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from edgeft.errors import ConfigError
+from edgeft.optimize import pipeline
+from edgeft.optimize.recipe import load, parse
+from tests.conftest import assert_one_line_error
+
+
+def tiny_recipe(data) -> dict:
+    return {
+        "name": "tiny", "data": str(data), "threads": 2,
+        "finetune": {"model": "test_efficientnet", "weights": None, "mode": "full", "image_size": 32,
+                     "resize": "stretch", "batch_size": 8, "epochs": 4, "lr": 3e-3},
+        "prune": {"target_macs": 0.6, "steps": 5, "round_to": 4, "recover_epochs": 1},
+        "export": {"parity_images": 8},
+        "quantize": {"calib_images": 16, "auto_exclude": False},
+        "build": {"precision": "fp16"},
+        "bench": {"backends": ["ort-cpu", "torch"], "duration_s": 0.1, "warmup_s": 0.05, "rounds": 2},
+        "gates": {"max_accuracy_drop_pp": 100, "max_p50_ms": {"ort-cpu": 10000}},
+    }
+
+
+def write_recipe(path, d) -> str:
+    path.write_text(yaml.safe_dump(d))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data, tmp_path_factory):
+    """One complete run of the tiny recipe (copied by tests that change it)."""
+    root = tmp_path_factory.mktemp("opt")
+    recipe = parse(tiny_recipe(tiny_data), source="tiny.yaml")
+    result = pipeline.optimize(recipe, root / "run")
+    return root / "run", result
+
+
+def test_run_folder_report_and_gates(finished_run):
+    run, result = finished_run
+    names = sorted(p.name for p in run.iterdir() if p.is_dir())
+    assert names == ["01-finetune", "02-prune", "03-export-finetune", "04-export-prune", "05-quantize", "07-bench"]
+    state = json.loads((run / "pipeline.json").read_text())
+    assert state["steps"]["06-build"]["status"] == "skipped"  # no TensorRT here: skipped with the reason
+    assert "TensorRT" in state["steps"]["06-build"]["reason"]
+    assert [g["status"] for g in result.gates] == ["pass", "pass"]
+    rows = {r.step: r for r in result.rows}
+    assert rows["05-quantize"].precision == "INT8 (ort-cpu)"
+    assert rows["02-prune"].macs < rows["01-finetune"].macs
+    assert rows["04-export-prune"].macs == rows["02-prune"].macs
+    assert rows["05-quantize"].latency["ort-cpu@1"]["status"] == "ok"
+    assert len(rows["05-quantize"].latency["ort-cpu@1"]["round_p50_ms"]) == 2
+    assert "torch@1" in rows["01-finetune"].latency and "ort-cpu@1" not in rows["01-finetune"].latency
+    md = (run / "report.md").read_text()
+    assert "| 05-quantize |" in md and "## Confusion matrices" in md and "## Lineage" in md
+    html = (run / "report.html").read_text()
+    assert "<svg" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained
+    assert "06-build" in html and "skipped" in html
+
+
+def test_failed_gate_exits_1_after_writing_the_report(cli, finished_run, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[0], run)
+    (run / "report.md").unlink()
+    d = tiny_recipe(tiny_data)
+    d["gates"] = {"max_p50_ms": {"ort-cpu@1": 0.0001}}
+    r = cli("optimize", write_recipe(tmp_path / "r.yaml", d), "--out", run, "--resume")
+    assert r.exit_code == 1, r.output
+    assert "gate max_p50_ms.ort-cpu@1: fail" in r.stdout
+    assert (run / "report.md").is_file()  # the report is written before the exit
+
+
+def test_resume_after_an_interrupted_stage_redoes_only_that_stage(finished_run, tiny_data, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[0], run)
+    recipe = parse(tiny_recipe(tiny_data), source="tiny.yaml")
+    shutil.rmtree(run / "05-quantize")  # as if the run had been killed in quantize: the artifact never appeared
+    state = json.loads((run / "pipeline.json").read_text())
+    state["steps"]["05-quantize"] = {"status": "running", "hash": state["steps"]["05-quantize"]["hash"]}
+    (run / "pipeline.json").write_text(json.dumps(state))
+    ran = []
+    for name in ("_run_finetune", "_run_prune", "_run_export", "_run_quantize", "_run_build", "_run_bench"):
+        real = getattr(pipeline, name)
+        monkeypatch.setattr(pipeline, name,
+                            lambda *a, _real=real, _name=name, **k: (ran.append(_name), _real(*a, **k))[1])
+    mtime = (run / "01-finetune" / "meta.json").stat().st_mtime
+    result = pipeline.optimize(recipe, run, resume=True)
+    # quantize reran and rewrote the same model file, so the bench that read it stays valid; the build that
+    # was skipped (no TensorRT) is tried again on every resume, since the machine may have it now
+    assert ran == ["_run_quantize", "_run_build"]
+    assert (run / "01-finetune" / "meta.json").stat().st_mtime == mtime
+    assert {r.step.name: r.status for r in result.steps}["02-prune"] == "reused"
+    # a second --resume with nothing changed reuses everything that ran
+    ran.clear()
+    pipeline.optimize(recipe, run, resume=True)
+    assert ran == ["_run_build"]
+    ran.clear()
+    pipeline.optimize(recipe, run, only=["bench"])
+    assert ran == ["_run_bench"]
+
+
+def test_changed_setting_reruns_that_stage_and_its_dependants(finished_run, tiny_data, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[0], run)
+    d = tiny_recipe(tiny_data)
+    d["quantize"]["calib_method"] = "minmax"
+    ran = []
+    real = pipeline._run_quantize
+    monkeypatch.setattr(pipeline, "_run_quantize", lambda *a, **k: (ran.append("quantize"), real(*a, **k))[1])
+    monkeypatch.setattr(pipeline, "_run_finetune", lambda *a, **k: pytest.fail("finetune must be reused"))
+    pipeline.optimize(parse(d, source="tiny.yaml"), run, resume=True)
+    assert ran == ["quantize"]
+
+
+def test_interrupted_finetune_leaves_nothing_resume_would_trust(tiny_data, tmp_path, monkeypatch):
+    d = tiny_recipe(tiny_data)
+    d["stages"] = ["finetune", "export"]
+    for k in ("prune", "quantize", "build", "bench"):
+        d.pop(k)
+    d["gates"] = {}
+    recipe = parse(d, source="tiny.yaml")
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_run_export", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.optimize(recipe, tmp_path / "run")
+    state = json.loads((tmp_path / "run" / "pipeline.json").read_text())
+    assert state["steps"]["01-finetune"]["status"] == "done"
+    assert state["steps"]["02-export"]["status"] == "running"  # never trusted by --resume
+    assert not (tmp_path / "run" / "02-export").exists()
+
+
+def test_dry_run_prints_the_plan(cli, tiny_data, tmp_path):
+    r = cli("optimize", write_recipe(tmp_path / "r.yaml", tiny_recipe(tiny_data)), "--dry-run",
+            "--set", "prune.target_macs=0.7")
+    assert r.exit_code == 0, r.output
+    assert "target_macs: 0.7" in r.stdout
+    for step in ("01-finetune", "02-prune", "03-export-finetune", "04-export-prune", "05-quantize", "06-build",
+                 "07-bench"):
+        assert step in r.stdout
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"finetun": {}}, ["unknown field 'finetun'", "did you mean: finetune"]),
+    ({"prune": {"target_mac": 0.5}}, ["unknown field prune.target_mac", "target_macs"]),
+    ({"prune": {"target_macs": 1.5}}, ["prune:", "target_macs"]),
+    ({"finetune": {"epochs": "ten"}}, ["epochs"]),
+    ({"finetune": {"augment": {"hflp": True}}}, ["augment.hflp", "hflip"]),
+    ({"quantize": {"calib_method": "entropyy"}}, ["quantize", "calib_method"]),
+    ({"quantize": {"calib": "missing.json"}}, ["quantize.calib", "missing.json"]),
+    ({"bench": {"backends": ["ort-cpuu"]}}, ["bench.backends", "ort-cpu"]),
+    ({"bench": {"rounds": 1.5}}, ["bench.rounds", "integer"]),
+    ({"gates": {"max_p50_ms": {"ort-cpu@x": 3}}}, ["gates.max_p50_ms", "ort-cpu@x"]),
+    ({"gates": {"max_acc_drop": 1}}, ["gates.max_acc_drop", "max_accuracy_drop_pp"]),
+    ({"stages": ["finetune", "quantize", "prune"]}, ["prune cannot come after quantize"]),
+    ({"stages": ["prune"]}, ["must start with finetune"]),
+    ({"stages": ["finetune", "export"]}, ["section prune: is given"]),
+    ({"data": None}, ["data: is required"]),
+])
+def test_recipe_errors_name_the_field(tiny_data, change, fragments):
+    d = tiny_recipe(tiny_data)
+    d.update(change)
+    with pytest.raises(ConfigError) as e:
+        parse(d, source="r.yaml")
+    for f in fragments:
+        assert f in str(e.value), (f, str(e.value))
+
+
+def test_cli_errors_are_one_line(cli, tiny_data, tmp_path):
+    assert_one_line_error(cli("optimize", tmp_path / "nope.yaml"), "recipe not found")
+    (tmp_path / "bad.yaml").write_text("finetune: [1, 2\n")
+    assert_one_line_error(cli("optimize", tmp_path / "bad.yaml"), "not valid YAML")
+    d = tiny_recipe(tiny_data)
+    d["data"] = str(tmp_path / "no-data")
+    assert_one_line_error(cli("optimize", write_recipe(tmp_path / "r.yaml", d), "--out", tmp_path / "run"),
+                          "no-data", "does not exist")
+    no_test = tmp_path / "no-test"
+    shutil.copytree(tiny_data, no_test)
+    shutil.rmtree(no_test / "test")
+    d["data"] = str(no_test)
+    assert_one_line_error(cli("optimize", write_recipe(tmp_path / "r.yaml", d), "--out", tmp_path / "run"),
+                          "gates.max_accuracy_drop_pp needs a test/ split")
+    (tmp_path / "run2").mkdir()
+    (tmp_path / "run2" / "x").write_text("")
+    d["data"] = str(tiny_data)
+    assert_one_line_error(cli("optimize", write_recipe(tmp_path / "r.yaml", d), "--out", tmp_path / "run2"),
+                          "--resume", "--force")
+    assert_one_line_error(cli("optimize", write_recipe(tmp_path / "r.yaml", d), "--set", "prune.steps"),
+                          "KEY=VALUE")
+
+
+def test_demo_recipes_validate():
+    from pathlib import Path
+
+    for path in sorted(Path("examples").glob("*.yaml")):
+        if path.name.startswith("elpv-finetune"):
+            continue  # fine-tuning configs for `edgeft finetune --config`, not recipes
+        r = load(path)
+        assert r.stages[0] == "finetune"
