@@ -19,15 +19,28 @@ from edgeft import __version__, progress
 from edgeft.errors import EdgeftError
 
 
+# Optional dependencies and the extra that installs each (the base install is the camera runtime's core).
+EXTRAS = {"torch": "train", "torchvision": "train", "timm": "train", "safetensors": "train", "onnx": "onnx",
+          "onnxslim": "onnx", "onnxruntime": "runtime", "torch_pruning": "prune", "elpv_dataset": "demo"}
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
+        debug = bool(ctx.obj and ctx.obj.get("debug"))
         try:
             return super().invoke(ctx)
         except EdgeftError as e:
-            if ctx.obj and ctx.obj.get("debug"):
+            if debug:
                 raise
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except ModuleNotFoundError as e:
+            top = (e.name or "").split(".")[0]
+            if debug or top not in EXTRAS:
+                raise
+            click.echo(f"error: this command needs {top}, which is not installed here: pip install "
+                       f"'edgeft[{EXTRAS[top]}]' (the runtime-only install has no training stack)", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; no partial artifact was written (fine-tuning keeps its last finished epoch in "
                        "OUT.work/: rerun with --resume to continue)", err=True)
@@ -53,17 +66,24 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def doctor(as_json: bool) -> None:
+@click.option("--require", "requirements", multiple=True, metavar="NAME",
+              help="Exit 1 unless this check (e.g. tensorrt) or backend (e.g. ort-cuda) is usable; repeatable. "
+                   "For container health checks.")
+def doctor(as_json: bool, requirements: tuple[str, ...]) -> None:
     """What is installed and usable here, and what each missing piece disables."""
     from edgeft import doctor as doc
 
     checks = doc.run_checks()
+    missing = doc.unmet(list(requirements), checks)
     if as_json:
-        click.echo(json.dumps(doc.as_json(checks), indent=2))
+        click.echo(json.dumps({**doc.as_json(checks), "unmet_requirements": missing}, indent=2))
     else:
         m = doc.machine()
         click.echo(f"edgeft {__version__} on {m['platform']}, Python {m['python']}, {m['cpu']} ({m['cpu_count']} CPUs)")
         click.echo(doc.report(checks))
+    if missing:
+        click.echo(f"required but not usable here: {', '.join(missing)}", err=True)
+        sys.exit(1)
 
 
 @cli.group(cls=_Group)

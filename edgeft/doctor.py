@@ -41,7 +41,7 @@ def check_torch() -> list[Check]:
     torch, err = _import("torch")
     train_cmds = ["finetune", "prune", "quantize", "export", "eval (PyTorch artifacts)"]
     if torch is None:
-        return [Check("torch", False, detail=err, disables=train_cmds)]
+        return [Check("torch", False, detail=f"{err}; pip install 'edgeft[train]'", disables=train_cmds)]
     checks = [Check("torch", True, torch.__version__, f"{torch.get_num_threads()} CPU threads")]
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -64,7 +64,7 @@ def check_module(name: str, module: str, dist: str, disables: list[str], hint: s
 def check_onnxruntime() -> Check:
     ort, err = _import("onnxruntime")
     if ort is None:
-        return Check("onnxruntime", False, detail="not installed: pip install 'edgeft[onnx]' (CPU) or 'edgeft[gpu]'",
+        return Check("onnxruntime", False, detail="not installed: pip install 'edgeft[runtime]' (CPU) or 'edgeft[gpu]'",
                      disables=["export parity check", "quantize", "bench --backend ort-*", "infer (ONNX)"])
     providers = ort.get_available_providers()
     working = ["CPUExecutionProvider"]
@@ -81,19 +81,19 @@ def check_onnxruntime() -> Check:
     return Check("onnxruntime", True, ort.__version__, detail)
 
 
+# A one-node ONNX model (Identity, opset 17), serialized: probing a provider must not need the onnx package,
+# which the runtime-only install does not have.
+_PROBE_MODEL = "CAg6OwoQCgF4EgF5IghJZGVudGl0eRIFcHJvYmVaDwoBeBIKCggIARIECgIIAWIPCgF5EgoKCAgBEgQKAggBQgQKABAR"
+
+
 def _provider_loads(ort, provider: str) -> bool:
     """Create a session on a one-node model with ``provider`` and see whether it stays active."""
-    try:
-        from onnx import TensorProto, helper
+    import base64
 
-        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
-        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8
+    try:
         so = ort.SessionOptions()
         so.log_severity_level = 4
-        sess = ort.InferenceSession(model.SerializeToString(), so, providers=[provider])
+        sess = ort.InferenceSession(base64.b64decode(_PROBE_MODEL), so, providers=[provider])
         return provider in sess.get_providers()
     except Exception:
         return False
@@ -120,7 +120,8 @@ def jetson_info() -> Check | None:
 
 def run_checks() -> list[Check]:
     checks = check_torch()
-    checks.append(check_module("timm", "timm", "timm", ["finetune", "prune", "quantize", "export"]))
+    checks.append(check_module("timm", "timm", "timm", ["finetune", "prune", "quantize", "export"],
+                               hint="not installed: pip install 'edgeft[train]'"))
     checks.append(check_module("opencv", "cv2", "opencv-python-headless", ["everything that reads images"],
                                hint="not installed: pip install opencv-python-headless"))
     checks.append(check_module("onnx", "onnx", "onnx", ["export", "quantize"],
@@ -166,6 +167,29 @@ def report(checks: list[Check]) -> str:
             line += f"  [disables: {', '.join(c.disables)}]"
         lines.append(line.rstrip())
     return "\n".join(lines)
+
+
+def unmet(requirements: list[str], checks: list[Check]) -> list[str]:
+    """Which of ``requirements`` (check names like ``tensorrt``, or backend names like ``ort-cuda``) are not
+    usable here; an unknown name is an error. For container health checks and CI preconditions."""
+    from edgeft.errors import ConfigError
+    from edgeft.runtime.backends import BACKENDS
+
+    by_name = {c.name: c for c in checks}
+    missing = []
+    for r in requirements:
+        if r in by_name:
+            ok = by_name[r].ok
+        elif r in BACKENDS:
+            ok = BACKENDS[r].available()
+        else:
+            from edgeft.errors import close_matches
+
+            raise ConfigError(f"--require {r!r}: not a check ({', '.join(by_name)}) or backend ({', '.join(BACKENDS)})"
+                              f"{close_matches(r, [*by_name, *BACKENDS])}")
+        if not ok:
+            missing.append(r)
+    return missing
 
 
 def as_json(checks: list[Check]) -> dict:
