@@ -1,6 +1,7 @@
 """Benchmark harness, regression gate, and tegrastats parsing."""
 
 import json
+import os
 import stat
 
 import pytest
@@ -70,6 +71,31 @@ def test_sampler_drives_a_fake_tegrastats(tmp_path):
     summary = s.summary()
     assert summary["samples"] >= 2 and summary["ram_used_peak_mb"] == 2000 and summary["ram_total_mb"] == 7620
     assert summary["power_mean_mw"]["VDD_IN"] == 5251
+
+
+def test_power_mode_from_a_fake_nvpmodel(tmp_path, monkeypatch):
+    from edgeft.bench.harness import jetson_power_mode
+
+    fake = tmp_path / "nvpmodel"
+    fake.write_text("#!/bin/sh\necho 'NVPM WARN: fan mode is not set!'\necho 'NV Power Mode: 15W'\necho 2\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert jetson_power_mode() == {"power_mode": "15W", "power_mode_id": 2}
+
+
+def test_clocks_locked_reads_cpufreq_and_devfreq(tmp_path):
+    from edgeft.bench.harness import clocks_locked
+
+    def write(d, **files):
+        d.mkdir(parents=True)
+        for name, value in files.items():
+            (d / name).write_text(f"{value}\n")
+
+    for i in range(2):
+        write(tmp_path / f"devices/system/cpu/cpu{i}/cpufreq", scaling_min_freq=2201600, scaling_max_freq=2201600)
+    write(tmp_path / "class/devfreq/17000000.gpu", min_freq=306000000, max_freq=1300500000)
+    assert clocks_locked(tmp_path) == {"cpu": True, "gpu": False}  # jetson_clocks not run for the GPU
+    assert clocks_locked(tmp_path / "nothing") == {"cpu": None, "gpu": None}
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +168,33 @@ def test_gate_needs_evidence_beyond_noise():
     cur = _doc({key: [12.0, 30.0, 11.5, 30.0, 12.0]})  # median +20%, but the samples overlap wildly
     rows, s = cmp.compare(base, cur)
     assert rows[0].verdict == "noise" and not s["failed"]
+
+
+def _rounds_doc(centers, seed):
+    """A result benched in rounds: each round's samples around its own centre (drift between rounds)."""
+    import numpy as np
+
+    key = ("m", "ort-cpu", 1)
+    rounds = [_noisy(c, n=100, seed=seed + i, spread=0.02) for i, c in enumerate(centers)]
+    doc = _doc({key: [v for r in rounds for v in r]})
+    row = doc["results"][0]
+    row["round_n"] = [len(r) for r in rounds]
+    row["latency_ms"]["p50"] = float(np.median([np.median(r) for r in rounds]))
+    return doc
+
+
+def test_gate_counts_drift_between_rounds_as_noise():
+    base = _rounds_doc([10.0, 12.5, 10.2, 12.8, 10.1], seed=0)
+    drifted = _rounds_doc([12.6, 10.3, 12.9, 11.6, 12.7], seed=10)  # same model, the machine drifted: p50 +14%
+    rows, s = cmp.compare(base, drifted)
+    assert rows[0].ratio > 1.1 and rows[0].verdict == "noise" and not s["failed"]
+    # pooled samples alone would have called it a regression: the within-run interval is too narrow
+    pooled = {k: v for k, v in drifted["results"][0].items() if k != "round_n"}
+    rows, _ = cmp.compare(base, {**drifted, "results": [pooled]})
+    assert rows[0].verdict == "regression"
+    slower = _rounds_doc([15.8, 17.5, 16.0, 18.1, 15.9], seed=20)  # every round ~1.4x slower
+    rows, s = cmp.compare(base, slower)
+    assert rows[0].verdict == "regression" and s["failed"]
 
 
 def test_gate_refuses_other_devices_and_reports_missing_rows():

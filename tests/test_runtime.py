@@ -161,3 +161,16 @@ def test_tolerances_per_precision():
     flipped = ref.copy()
     flipped[1] = [1.5, 0.5]
     assert not check(ref, flipped, "int8")[0]
+
+
+def test_gstreamer_pipeline_source(cli, onnx_art):
+    """A GStreamer pipeline is a live source; pip's OpenCV has no GStreamer, which is said in one line."""
+    from edgeft.runtime.sources import describe, gstreamer_supported
+
+    pipeline = "rtspsrc location=rtsp://cam/1 ! rtph264depay ! h264parse ! nvv4l2decoder ! videoconvert ! appsink"
+    assert describe(pipeline) == "gstreamer"
+    r = cli("infer", onnx_art.path, pipeline, "--reconnects", "0")
+    if gstreamer_supported():
+        assert_one_line_error(r, "cannot open GStreamer pipeline")
+    else:
+        assert_one_line_error(r, "no GStreamer support", "rtsp://")

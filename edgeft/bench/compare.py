@@ -2,7 +2,8 @@
 
 A change fails the gate only when it is beyond the threshold *and* beyond the measured noise: the
 ratio of the metric (current / baseline) comes with a bootstrap confidence interval computed from
-the per-iteration samples both runs stored, and a regression needs the ratio above ``1 + threshold``
+the per-iteration samples both runs stored (for runs benched in several interleaved rounds, a
+two-level bootstrap over rounds and then samples, so the drift between rounds counts as noise), and a regression needs the ratio above ``1 + threshold``
 and the whole interval above 1. Both runs also timed the same reference workload; when the machine is
 uniformly slower today, the ratio is divided by the reference's ratio (``normalize``), so a busy
 shared runner does not fail a pull request.
@@ -55,6 +56,33 @@ def _bootstrap_ratio(base: np.ndarray, cur: np.ndarray, q: float, n: int, level:
     return float(lo), float(hi)
 
 
+def _rounds(r: dict[str, Any]) -> list[np.ndarray] | None:
+    """The per-round sample arrays of a row benched with several interleaved rounds, else None."""
+    sizes = r.get("round_n")
+    if not sizes or len(sizes) < 2 or sum(sizes) != len(r.get("samples_ms", ())):
+        return None
+    return np.split(np.asarray(r["samples_ms"]), np.cumsum(sizes)[:-1])
+
+
+def _hierarchical_median(rounds: list[np.ndarray], q: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap distribution of "median over rounds of each round's q-th percentile": rounds are resampled,
+    then samples within each drawn round, so the between-round spread (what one long run cannot show)
+    widens the interval."""
+    k = len(rounds)
+    picks = rng.integers(0, k, size=(n, k))
+    per_round = np.empty((k, n))
+    for i, samples in enumerate(rounds):
+        per_round[i] = np.percentile(rng.choice(samples, size=(n, len(samples)), replace=True), q, axis=1)
+    return np.median(per_round[picks, np.arange(n)[:, None]], axis=1)
+
+
+def _bootstrap_ratio_rounds(base: list[np.ndarray], cur: list[np.ndarray], q: float, n: int, level: float,
+                            rng: np.random.Generator) -> tuple[float, float]:
+    r = _hierarchical_median(cur, q, n, rng) / _hierarchical_median(base, q, n, rng)
+    lo, hi = np.percentile(r, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+    return float(lo), float(hi)
+
+
 def compare(baseline: dict[str, Any], current: dict[str, Any], metric: str = "p50", max_regression: float = 0.10,
             allow_different_device: bool = False, normalize: bool = True, level: float = 0.95,
             n_boot: int = 2000, seed: int = 0) -> tuple[list[Row], dict[str, Any]]:
@@ -88,8 +116,11 @@ def compare(baseline: dict[str, Any], current: dict[str, Any], metric: str = "p5
         ci = None
         if metric in ("p50", "p90", "throughput") and b.get("samples_ms") and c.get("samples_ms"):
             q = 90 if metric == "p90" else 50
-            lo, hi = _bootstrap_ratio(np.asarray(b["samples_ms"]), np.asarray(c["samples_ms"]), q, n_boot, level, rng)
-            ci = (lo, hi)
+            rb, rc = _rounds(b), _rounds(c)
+            if metric == "p50" and rb and rc:  # p50 is the median of round p50s: resample rounds too
+                ci = _bootstrap_ratio_rounds(rb, rc, q, n_boot, level, rng)
+            else:
+                ci = _bootstrap_ratio(np.asarray(b["samples_ms"]), np.asarray(c["samples_ms"]), q, n_boot, level, rng)
         if metric != "memory":
             worse /= scale
             ci = (ci[0] / scale, ci[1] / scale) if ci else None

@@ -95,7 +95,46 @@ def fingerprint() -> dict[str, Any]:
         model = Path("/proc/device-tree/model")
         if model.exists():
             fp["jetson"] = model.read_text(errors="ignore").strip("\x00\n ")
+        fp.update(jetson_power_mode())
+    fp["clocks_locked"] = clocks_locked()
     return fp
+
+
+def jetson_power_mode() -> dict[str, Any]:
+    """``nvpmodel -q``: the power mode's name and id (latency differs several-fold between modes)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("NV Power Mode:"):
+            mode: dict[str, Any] = {"power_mode": line.split(":", 1)[1].strip()}
+            if i + 1 < len(lines) and lines[i + 1].isdigit():
+                mode["power_mode_id"] = int(lines[i + 1])
+            return mode
+    return {}
+
+
+def clocks_locked(sys_root: str | os.PathLike = "/sys") -> dict[str, bool | None]:
+    """Whether CPU and GPU clocks are pinned (minimum = maximum frequency, as ``jetson_clocks`` or a fixed
+    governor leaves them). Unlocked clocks scale with load, and latency drifts between runs. None: unknown."""
+    root = Path(sys_root)
+
+    def pinned(dirs: list[Path], lo: str, hi: str) -> bool | None:
+        seen = []
+        for d in dirs:
+            try:
+                seen.append(int((d / lo).read_text()) == int((d / hi).read_text()))
+            except (OSError, ValueError):
+                continue
+        return all(seen) if seen else None
+
+    cpus = sorted(root.glob("devices/system/cpu/cpu[0-9]*/cpufreq"))
+    gpus = [d for d in sorted(root.glob("class/devfreq/*")) if "gpu" in d.name or d.name.endswith(("gv11b", "ga10b"))]
+    return {"cpu": pinned(cpus, "scaling_min_freq", "scaling_max_freq"), "gpu": pinned(gpus, "min_freq", "max_freq")}
 
 
 def device_key(fp: dict[str, Any]) -> tuple:
@@ -212,7 +251,7 @@ def _merge_rounds(rows: list[dict[str, Any]]) -> dict[str, Any]:
     latency = _stats(samples, rows[0]["batch"])
     latency["p50"] = float(statistics.median(round_p50))  # one disturbed round cannot move it
     merged.update(iters=sum(r["iters"] for r in rows), samples_ms=samples, latency_ms=latency,
-                  round_p50_ms=[round(v, 4) for v in round_p50])
+                  round_p50_ms=[round(v, 4) for v in round_p50], round_n=[len(r["samples_ms"]) for r in rows])
     merged["memory"] = {**rows[0]["memory"], "peak_rss_mb": max(r["memory"]["peak_rss_mb"] for r in rows)}
     return merged
 

@@ -1,7 +1,7 @@
 """Frame sources for ``edgeft infer``: images, folders, globs, video files, cameras and streams.
 
-Files are read completely, frame by frame. Live sources (a camera index, an RTSP/HTTP URL) are read by
-a thread into a bounded queue: when inference falls behind, the oldest frames are dropped (and counted)
+Files are read completely, frame by frame. Live sources (a camera index, an RTSP/HTTP URL, or a GStreamer
+pipeline ending in ``appsink``, e.g. with Jetson's hardware decoder) are read by a thread into a bounded queue: when inference falls behind, the oldest frames are dropped (and counted)
 so results stay current; when the stream drops, it is reopened with exponential back-off.
 """
 
@@ -41,10 +41,26 @@ class SourceStats:
     reconnects: int = 0
 
 
+def is_gstreamer(spec: str) -> bool:
+    return "appsink" in spec and "!" in spec
+
+
+def gstreamer_supported() -> bool:
+    """Whether this OpenCV build can open GStreamer pipelines (pip's opencv-python wheels cannot)."""
+    import cv2
+
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return line.split(":", 1)[1].strip().upper().startswith("YES")
+    return False
+
+
 def describe(spec: str) -> str:
-    """What kind of source ``spec`` is: image, folder, glob, video, camera or stream."""
+    """What kind of source ``spec`` is: image, folder, glob, video, camera, stream or gstreamer."""
     if spec.isdigit():
         return "camera"
+    if is_gstreamer(spec):
+        return "gstreamer"
     if spec.lower().startswith(STREAM_PREFIXES):
         return "stream"
     p = Path(spec)
@@ -76,7 +92,10 @@ def _files(paths: list[Path], stats: SourceStats) -> Iterator[Frame]:
 def _open_capture(spec: str):
     import cv2
 
-    cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
+    if is_gstreamer(spec):
+        cap = cv2.VideoCapture(spec, cv2.CAP_GSTREAMER)
+    else:
+        cap = cv2.VideoCapture(int(spec) if spec.isdigit() else spec)
     if not cap.isOpened():
         cap.release()
         return None
@@ -106,8 +125,9 @@ def _live(spec: str, stats: SourceStats, queue_size: int, max_reconnects: int, s
           backoff_s: float = 0.5) -> Iterator[Frame]:
     cap = _open_capture(spec)
     if cap is None:
-        raise DataError(f"cannot open {'camera' if spec.isdigit() else 'stream'} {spec}; check the index/URL and "
-                        "that nothing else holds the device")
+        what = "camera" if spec.isdigit() else "GStreamer pipeline" if is_gstreamer(spec) else "stream"
+        raise DataError(f"cannot open {what} {spec}; check the index/URL/pipeline and that nothing else holds the "
+                        "device")
     queue: collections.deque[Frame] = collections.deque()
     lock = threading.Condition()
     done = threading.Event()
@@ -178,4 +198,7 @@ def frames(spec: str, stats: SourceStats, queue_size: int = 8, max_reconnects: i
         return _files(paths, stats)
     if kind == "video":
         return _video(spec, stats)
+    if kind == "gstreamer" and not gstreamer_supported():
+        raise DataError("this OpenCV build has no GStreamer support (pip's opencv-python wheels do not); use "
+                        "JetPack's OpenCV (python3-opencv) for GStreamer pipelines, or pass the rtsp:// URL instead")
     return _live(spec, stats, queue_size, max_reconnects, stop or threading.Event())
