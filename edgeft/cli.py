@@ -345,6 +345,8 @@ def calibrate_cmd(data: Path, out: Path, n_images: int, split: str, seed: int, a
               help="ptq: calibrate and quantize; qat: fine-tune with fake quantization first.")
 @click.option("--epochs", type=int, default=2, show_default=True, help="QAT fine-tuning epochs.")
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="QAT learning rate.")
+@click.option("--qat-mode", type=click.Choice(["full", "partial"]), default="full", show_default=True,
+              help="QAT: train every layer, or only the blocks the parent's fine-tuning trained (cached prefix).")
 @click.option("--target", type=click.Choice(["ort-cpu", "tensorrt"]), default="ort-cpu", show_default=True)
 @click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="percentile",
               show_default=True)
@@ -352,8 +354,9 @@ def calibrate_cmd(data: Path, out: Path, n_images: int, split: str, seed: int, a
 @click.option("--no-auto-exclude", is_flag=True, help="ort-cpu: do not measure and exclude slow INT8 layers.")
 @click.option("--threads", type=int, default=2, show_default=True, help="Threads for latency measurement.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str, epochs: int, lr: float, target: str,
-                 calib_method: str, exclude: tuple[str, ...], no_auto_exclude: bool, threads: int, force: bool) -> None:
+def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str, epochs: int, lr: float, qat_mode: str,
+                 target: str, calib_method: str, exclude: tuple[str, ...], no_auto_exclude: bool, threads: int,
+                 force: bool) -> None:
     """INT8 post-training quantization to a QDQ ONNX artifact, target-aware (ONNX Runtime CPU or TensorRT)."""
     from edgeft.quantize.ptq import QuantizeConfig, quantize
 
@@ -362,7 +365,7 @@ def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str
     if method == "qat":
         from edgeft.quantize.qat import qat
 
-        art = qat(artifact, out, cfg, calib, data, epochs=epochs, lr=lr, force=force)
+        art = qat(artifact, out, cfg, calib, data, epochs=epochs, lr=lr, force=force, mode=qat_mode)
     else:
         art = quantize(artifact, out, cfg, calib, data, force=force)
     m = art.meta.metrics

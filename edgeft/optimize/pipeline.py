@@ -183,7 +183,7 @@ def _run_quantize(recipe: Recipe, step: Step, out: Path, parent: Path, run: Path
     if q.method == "qat":
         from edgeft.quantize.qat import qat
 
-        qat(parent, out, cfg, calib, recipe.data, epochs=q.epochs, lr=q.lr, force=True)
+        qat(parent, out, cfg, calib, recipe.data, epochs=q.epochs, lr=q.lr, force=True, mode=q.qat_mode)
     else:
         quantize(parent, out, cfg, calib, recipe.data, force=True)
 

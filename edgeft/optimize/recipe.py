@@ -43,6 +43,7 @@ class QuantizeSection:
     auto_exclude: bool = True
     epochs: int = 2  # qat
     lr: float = 1e-4  # qat
+    qat_mode: str = "full"  # qat: full, or partial (only the blocks the fine-tuning trained, cached prefix)
 
 
 @dataclass
@@ -175,6 +176,8 @@ def _check_stage_sections(sections: dict[str, Any]) -> None:
                               "`edgeft calibrate`, or leave calib out to sample the train split)")
         if s.calib_images < 16:
             raise ConfigError(f"quantize.calib_images must be >= 16, got {s.calib_images}")
+        if s.qat_mode not in ("full", "partial"):
+            raise ConfigError(f"quantize.qat_mode must be full or partial, got {s.qat_mode!r}")
         if s.epochs < 1 or not s.lr > 0:
             raise ConfigError(f"quantize.epochs must be >= 1 and quantize.lr positive, got {s.epochs}, {s.lr}")
         sections["quantize"] = s

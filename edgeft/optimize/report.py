@@ -319,7 +319,7 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
         c = doc["config"]
         bench_note = (f"Latency: batch {', '.join(map(str, c['batches']))}, {c.get('threads') or 'default'} threads, "
                       f"{c.get('rounds', 1)} interleaved rounds of {c.get('duration_s')} s per model and backend; "
-                      "p50 over all samples; (Nx) = speed-up over the first model measured on that backend.")
+                      "p50 = median of the rounds' p50s; (Nx) = speed-up over the first model measured on that backend.")
 
     md = [f"# edgeft optimize: {recipe.name}", "", f"Recipe `{recipe.source}`, data `{recipe.data}`, written {created}.", ""]
     md += [f"- {line}" for line in lines] + [""]

@@ -116,8 +116,14 @@ def convert_back(model: nn.Module) -> None:
 
 
 def qat(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg, calib: str | os.PathLike,
-        data: str | os.PathLike, epochs: int = 2, lr: float = 1e-4, force: bool = False) -> art.Artifact:
-    """QAT fine-tuning (distilled from the FP32 parent) then INT8 export; see the module docstring."""
+        data: str | os.PathLike, epochs: int = 2, lr: float = 1e-4, force: bool = False,
+        mode: str = "full") -> art.Artifact:
+    """QAT fine-tuning (distilled from the FP32 parent) then INT8 export; see the module docstring.
+
+    ``mode="partial"`` trains only the blocks the parent's fine-tuning trained: the frozen, fake-quantized
+    prefix runs once per image and view and is cached, so an epoch costs a fraction of a full one, and the
+    trainable blocks learn to absorb the prefix's quantization error.
+    """
     from edgeft.data.imagefolder import find_splits, load_split
     from edgeft.errors import ArtifactError
     from edgeft.finetune.trainer import finetune
@@ -145,10 +151,14 @@ def qat(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg, calib: st
     ranges = input_ranges(model, calib_set.images, contract, percentile=cfg.percentile)
     n = prepare(model, ranges, symmetric=cfg.target == "tensorrt")
     progress.info(f"QAT: {n} Conv/Linear layers fake-quantized ({cfg.target}), {epochs} epoch(s) at lr {lr:g}")
-    rcfg = config_from_parent(parent, "full", epochs, lr, cfg.threads)
+    if mode not in ("full", "partial"):
+        from edgeft.errors import ConfigError
+
+        raise ConfigError(f"QAT mode must be full or partial, got {mode!r}")
+    rcfg = config_from_parent(parent, mode, epochs, lr, cfg.threads)
     with tempfile.TemporaryDirectory(prefix="edgeft-qat-", dir=out.parent if out.parent.exists() else None) as d:
         trained = finetune(rcfg, data, Path(d) / "qat-weights", parent=parent, model=model, teacher=teacher,
-                           stage="qat", lineage_params={"qat": {"epochs": epochs, "lr": lr, "target": cfg.target,
+                           stage="qat", lineage_params={"qat": {"epochs": epochs, "lr": lr, "mode": mode, "target": cfg.target,
                                                                  "fake_quantized_layers": n}, "train": rcfg.to_dict()})
         convert_back(model)
         result = quantize(trained.path, out, cfg, calib, data, force=force,
