@@ -124,6 +124,37 @@ def test_qat_simulation_matches_the_exported_int8_graph(trained, manifest, tiny_
     assert q.meta.lineage[-2]["stage"] == "qat" and q.meta.lineage[-1]["stage"] == "quantize"
 
 
+def test_qat_in_partial_mode_trains_only_the_last_blocks(trained, manifest, tiny_data, tmp_path, monkeypatch):
+    """Partial QAT: the fake-quantized frozen prefix is cached and only the trainable blocks learn."""
+    import torch
+
+    from edgeft.models import from_artifact
+    from edgeft.quantize import qat as qat_mod
+
+    seen = {}
+    real = qat_mod.convert_back
+
+    def spy(model):
+        seen["stem"] = model.conv_stem.weight.detach().clone()
+        seen["head"] = model.get_classifier().weight.detach().clone()
+        real(model)
+
+    monkeypatch.setattr(qat_mod, "convert_back", spy)
+    cfg = QuantizeConfig(method="qat", target="ort-cpu", auto_exclude=False, threads=1)
+    with pytest.raises(ConfigError, match="fine-tuned in full mode"):  # the module fixture trained every layer
+        qat_mod.qat(trained.path, tmp_path / "x", cfg, manifest, tiny_data, mode="partial")
+    tuned = finetune(FinetuneConfig(model="test_efficientnet", weights=None, mode="partial", trainable_blocks=2,
+                                    image_size=32, resize="stretch", batch_size=8, epochs=2, threads=2),
+                     tiny_data, tmp_path / "partial")
+    q = qat_mod.qat(tuned.path, tmp_path / "qat", cfg, manifest, tiny_data, epochs=1, lr=1e-3, mode="partial")
+    parent = from_artifact(tuned)
+    assert torch.equal(seen["stem"], parent.conv_stem.weight)  # frozen prefix
+    assert not torch.equal(seen["head"], parent.get_classifier().weight)  # trained
+    assert q.meta.lineage[-2]["params"]["qat"]["mode"] == "partial"
+    with pytest.raises(ConfigError, match="full or partial"):
+        qat_mod.qat(trained.path, tmp_path / "x", cfg, manifest, tiny_data, mode="half")
+
+
 def test_fake_quant_weight_commutes_with_batchnorm_folding():
     """Why QAT needs no BN folding: per-channel symmetric INT8 of k_c * W_c equals k_c times INT8 of W_c."""
     import torch

@@ -117,7 +117,8 @@ def _section(cls, d: Any, where: str):
                 raise ConfigError(f"{where}.{name} must be a number, got {value!r}") from None
         elif isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{where}.{name} must be true or false, got {value!r}")
-        elif isinstance(default, int) and not isinstance(default, bool) and (not isinstance(value, int) or isinstance(value, bool)):
+        elif ((isinstance(default, int) and not isinstance(default, bool)) or known[name].type == "int | None") and \
+                value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise ConfigError(f"{where}.{name} must be an integer, got {value!r}")
         values[name] = value
     return cls(**values)
@@ -264,7 +265,7 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
     prepare = d.get("prepare_data")
     if prepare is not None and prepare not in PREPARERS:
         raise ConfigError(f"prepare_data must be one of {', '.join(PREPARERS)}, got {prepare!r}")
-    name = str(d.get("name") or Path(source).stem)
+    name = str(d.get("name") or re.sub(r"[^\w.-]", "_", Path(source).stem).strip("_") or "run")
     if not re.fullmatch(r"[\w.-]+", name):
         raise ConfigError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
     return Recipe(name=name, data=Path(os.path.expanduser(str(d["data"]))), stages=stages, sections=sections,
