@@ -26,17 +26,19 @@ EXTRAS = {"torch": "train", "torchvision": "train", "timm": "train", "safetensor
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
-        debug = bool(ctx.obj and ctx.obj.get("debug"))
+        def debug() -> bool:  # set by the group's callback, which runs inside super().invoke
+            return bool(ctx.obj and ctx.obj.get("debug"))
+
         try:
             return super().invoke(ctx)
         except EdgeftError as e:
-            if debug:
+            if debug():
                 raise
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
         except ModuleNotFoundError as e:
             top = (e.name or "").split(".")[0]
-            if debug or top not in EXTRAS:
+            if debug() or top not in EXTRAS:
                 raise
             click.echo(f"error: this command needs {top}, which is not installed here: pip install "
                        f"'edgeft[{EXTRAS[top]}]' (the runtime-only install has no training stack)", err=True)
