@@ -236,7 +236,10 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
         _quantize_file(pre, int8, x_calib, cfg, exclude, cache)
 
         excluded_groups: list[dict[str, Any]] = []
+        exclusion_check: dict[str, Any] | None = None
         if cfg.target == "ort-cpu" and cfg.auto_exclude:
+            all_int8 = tmp / "all-int8.onnx"
+            all_int8.write_bytes(int8.read_bytes())
             for group, nodes in _conv_groups(pre).items():
                 trial = tmp / f"try-{group}.onnx"
                 _quantize_file(pre, trial, x_calib, cfg, exclude + nodes, cache)
@@ -246,6 +249,18 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
                     os.replace(trial, int8)
                     excluded_groups.append({"group": group, "nodes": len(nodes), "int8_ms": round(t["base"], 3),
                                             "without_ms": round(t["trial"], 3)})
+            if excluded_groups:
+                # Each decision above compared two graphs once; several small wins can be noise that adds up to a
+                # slower graph (un-fused Q/DQ around kept-FP32 adds). Keep the exclusions only if the result is
+                # clearly faster than the all-INT8 graph, measured side by side.
+                t = side_by_side({"all": all_int8, "excluded": int8}, shape, cfg.threads, rounds=5)
+                exclusion_check = {"all_int8_ms": round(t["all"], 3), "with_exclusions_ms": round(t["excluded"], 3),
+                                   "kept": t["excluded"] < 0.97 * t["all"]}
+                if not exclusion_check["kept"]:
+                    progress.info(f"exclusions not kept: {t['excluded']:.2f} ms with them vs {t['all']:.2f} ms without")
+                    os.replace(all_int8, int8)
+                    exclude = list(cfg.exclude)
+                    excluded_groups = []
             progress.info("kept in FP32 (slower in INT8 here): " + (", ".join(g["group"] for g in excluded_groups)
                                                                     or "nothing"))
         lat = side_by_side({"fp32": fp32, "int8": int8}, shape, cfg.threads)
@@ -268,6 +283,7 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
                                "activations": "int8 symmetric" if cfg.target == "tensorrt" else "uint8 asymmetric",
                                "weights": "int8 symmetric per-channel" if cfg.per_channel else "int8 symmetric",
                                "excluded_groups": excluded_groups, "excluded_nodes": exclude,
+                               "exclusion_check": exclusion_check,
                                "pruned_spec": parent.meta.extra.get("pruned_spec")})
         meta.metrics = {
             split: acc_int8, f"{split}_fp32": acc_fp32, "eval_split": split,
