@@ -206,3 +206,13 @@ def test_demo_recipes_validate():
             continue  # fine-tuning configs for `edgeft finetune --config`, not recipes
         r = load(path)
         assert r.stages[0] == "finetune"
+
+
+def test_data_fingerprint_sees_a_changed_image(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    before = pipeline.data_fingerprint(data)
+    assert pipeline.data_fingerprint(data) == before
+    img = next((data / "train" / "good").glob("*.png"))
+    img.write_bytes(img.read_bytes() + b"\0")  # same name, different content and size
+    assert pipeline.data_fingerprint(data) != before

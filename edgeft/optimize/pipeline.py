@@ -2,8 +2,8 @@
 
 The plan is a list of steps, each one stage call writing one artifact. Every fine-tuned or pruned
 PyTorch model is also exported, so the report can show what pruning and INT8 each bought on the same
-backend. ``RUN/pipeline.json`` records, per finished step, a hash of its settings and of its parent's
-model file; ``--resume`` reuses a step only when both still match and its artifact loads, so a stage
+backend. ``RUN/pipeline.json`` records, per finished step, a hash of its settings, of the data folder's
+files (names, sizes, times) and of its parent's model file; ``--resume`` reuses a step only when both still match and its artifact loads, so a stage
 that was interrupted (its artifact never appeared: stages write to a temp dir and rename) or whose
 input changed runs again. An interrupted fine-tuning continues from its last finished epoch.
 """
@@ -113,13 +113,20 @@ def _model_sha(run: Path, step_name: str) -> str | None:
         return None
 
 
-def step_hash(recipe: Recipe, step: Step, run: Path) -> str:
-    """What decides a step's result: its stage settings, the data, and its inputs' model files."""
+def data_fingerprint(data: Path) -> str:
+    """A cheap fingerprint of a data folder: every file's relative path, size and modification time."""
+    entries = sorted((str(p.relative_to(data)), st.st_size, st.st_mtime_ns)
+                     for p in data.rglob("*") if p.is_file() for st in [p.stat()])
+    return config_hash(entries)
+
+
+def step_hash(recipe: Recipe, step: Step, run: Path, data_fp: str) -> str:
+    """What decides a step's result: its stage settings, the data's files, and its inputs' model files."""
     settings: Any = recipe.stage_config(step.stage)
     if step.stage == "finetune":
         settings = {k: v for k, v in settings.items() if k != "threads"}
     inputs = [step.parent] if step.parent else step.inputs
-    return config_hash({"stage": step.stage, "settings": settings, "data": str(recipe.data.resolve()),
+    return config_hash({"stage": step.stage, "settings": settings, "data": data_fp,
                         "inputs": {n: _model_sha(run, n) for n in inputs}})
 
 
@@ -298,8 +305,9 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
     steps = plan(recipe)
     results: dict[str, StepResult] = {}
     t_run = time.time()
+    data_fp = data_fingerprint(recipe.data)
     for step in steps:
-        h = step_hash(recipe, step, run)
+        h = step_hash(recipe, step, run, data_fp)
         out_dir = run / step.name
         rec = state["steps"].get(step.name, {})
         forced = bool(only) and step.stage in only
