@@ -175,6 +175,17 @@ def test_recipe_errors_name_the_field(tiny_data, change, fragments):
         assert f in str(e.value), (f, str(e.value))
 
 
+def test_build_needs_the_model_it_builds_from(tiny_data):
+    d = {k: v for k, v in tiny_recipe(tiny_data).items() if k not in ("prune", "export", "bench", "gates")}
+    with pytest.raises(ConfigError, match="build.precision fp16 builds from the FP32 ONNX model: add export"):
+        parse(d, source="r.yaml")
+    d["build"] = {"precision": "int8"}
+    with pytest.raises(ConfigError, match="quantize.target: tensorrt"):
+        parse(d, source="r.yaml")
+    d["quantize"]["target"] = "tensorrt"
+    assert parse(d, source="r.yaml").stages == ["finetune", "quantize", "build"]
+
+
 def test_cli_errors_are_one_line(cli, tiny_data, tmp_path):
     assert_one_line_error(cli("optimize", tmp_path / "nope.yaml"), "recipe not found")
     (tmp_path / "bad.yaml").write_text("finetune: [1, 2\n")

@@ -254,6 +254,9 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
         raise ConfigError("stages: build needs an ONNX model; add export (FP32/FP16) or quantize (INT8) before it")
     sections = {s: d.get(s) or {} for s in stages}
     _check_stage_sections(sections)
+    if "build" in stages and sections["build"].precision != "int8" and "export" not in stages:
+        raise ConfigError(f"build.precision {sections['build'].precision} builds from the FP32 ONNX model: add export "
+                          "to stages")
     if "build" in stages and sections["build"].precision == "int8" and "quantize" not in stages:
         raise ConfigError("build.precision int8 needs the quantize stage (INT8 engines are built from the QDQ model)")
     if "build" in stages and sections["build"].precision == "int8" and sections["quantize"].target != "tensorrt":
