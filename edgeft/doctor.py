@@ -186,7 +186,7 @@ def unmet(requirements: list[str], checks: list[Check]) -> list[str]:
             from edgeft.errors import close_matches
 
             raise ConfigError(f"--require {r!r}: not a check ({', '.join(by_name)}) or backend ({', '.join(BACKENDS)})"
-                              f"{close_matches(r, [*by_name, *BACKENDS])}")
+                              f"{close_matches(r, list(dict.fromkeys([*by_name, *BACKENDS])))}")
         if not ok:
             missing.append(r)
     return missing
