@@ -64,3 +64,14 @@ def test_set_values_are_parsed_not_evaluated():
 
     assert parse_overrides(("lr=1e-3", "augment.rotate_deg=10", "weights=__import__('os')")) == {
         "lr": 1e-3, "augment": {"rotate_deg": 10}, "weights": "__import__('os')"}
+
+
+def test_doctor_require_is_a_health_check(cli, monkeypatch):
+    from edgeft import doctor as doc
+
+    monkeypatch.setattr(doc, "run_checks", lambda: [doc.Check("onnxruntime", True, "1.0"),
+                                                    doc.Check("tensorrt", False, detail="not installed")])
+    assert cli("doctor", "--require", "onnxruntime").exit_code == 0
+    r = cli("doctor", "--require", "onnxruntime", "--require", "tensorrt")
+    assert r.exit_code == 1 and "required but not usable here: tensorrt" in r.stderr
+    assert_one_line_error(cli("doctor", "--require", "tensorrtt"), "did you mean: tensorrt?")
