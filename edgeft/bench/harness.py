@@ -272,6 +272,8 @@ def bench(models: list[str], cfg: BenchConfig, pairs: list[tuple[str, str]] | No
         m, b, n = plan[i]
         if r > 0 and measured[i][0]["status"] != "ok":
             continue  # a skipped or failed row stays so; do not retry it every round
+        # Each round opens its own session on purpose (outside the timed loop): thread placement and memory layout
+        # are fixed at session creation and are part of the run-to-run spread the rounds exist to measure.
         if TegrastatsSampler.available():
             with TegrastatsSampler() as sampler:
                 row = bench_one(m, b, n, cfg)

@@ -203,20 +203,17 @@ def _run_build(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
                                    timing_cache=b.timing_cache), force=True)
 
 
-BACKENDS_FOR_KIND = {"torch": ("torch", "torch-cuda"), "onnx": ("ort-cpu", "ort-cuda", "ort-trt"),
-                     "engine": ("tensorrt",)}
-
-
 def _run_bench(recipe: Recipe, step: Step, out: Path, run: Path, done: dict[str, StepResult]) -> None:
     from edgeft.bench.harness import BenchConfig, bench
+    from edgeft.runtime.backends import BACKENDS
 
     b = recipe.sections["bench"]
     pairs = []
     for name in step.inputs:
         if done.get(name) is None or done[name].status == "skipped":
             continue
-        kind = art.load(run / name).meta.kind
-        pairs += [(str(run / name), backend) for backend in b.backends if backend in BACKENDS_FOR_KIND[kind]]
+        model_file = art.load(run / name).meta.model_file  # each backend runs one kind of model file
+        pairs += [(str(run / name), backend) for backend in b.backends if BACKENDS[backend].model_file == model_file]
     cfg = BenchConfig(backends=list(b.backends), batches=list(b.batches), warmup_s=b.warmup_s, duration_s=b.duration_s,
                       threads=b.threads or recipe.threads, rounds=b.rounds)
     doc = bench([], cfg, pairs=pairs)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeft import artifact as art
-from edgeft.errors import EdgeftError
+from edgeft.errors import DependencyError, EdgeftError
 
 
 @dataclass
@@ -61,11 +61,12 @@ def _count(a: art.Artifact) -> tuple[int | None, int | None]:
     model = from_artifact(a)
     try:
         import torch
-        import torch_pruning as tp
 
-        macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, a.meta.input.channels, *a.meta.input.size))
-        return int(params), int(macs)
-    except ImportError:
+        from edgeft.prune.pruner import _tp, count
+
+        macs, params = count(_tp(), model, torch.zeros(1, a.meta.input.channels, *a.meta.input.size))
+        return params, macs
+    except DependencyError:  # torch-pruning not installed: parameters only
         return count_params(model), None
 
 
@@ -141,13 +142,12 @@ def _fmt(v: float | None, spec: str, scale: float = 1.0) -> str:
     return "—" if v is None else format(v * scale, spec)
 
 
-COLUMN_ORDER = ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu", "torch-cuda", "torch")
-
-
 def _latency_keys(rows: list[Row]) -> list[str]:
-    """Latency columns: deployment backends first, the PyTorch reference last; then by batch."""
+    """Latency columns in the runtime's backend-table order (deployment backends first, PyTorch last); then batch."""
+    from edgeft.runtime.backends import BACKENDS
+
     keys = {k for r in rows for k in r.latency}
-    rank = {b: i for i, b in enumerate(COLUMN_ORDER)}
+    rank = {b: i for i, b in enumerate(BACKENDS)}
     return sorted(keys, key=lambda k: (rank.get(k.split("@")[0], len(rank)), int(k.split("@")[1])))
 
 
