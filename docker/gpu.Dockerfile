@@ -5,7 +5,8 @@
 #   docker build -f docker/gpu.Dockerfile -t edgeft-gpu .
 #   docker run --rm --gpus all -v "$PWD:/work" -w /work edgeft-gpu build runs/elpv/04-export-prune --precision fp16 --out runs/elpv/engine
 # Engines are tied to the GPU model and TensorRT version: build them in this image on the target GPU.
-# A TensorRT container on CUDA 13, matching the CUDA 13 torch wheels pinned in requirements/constraints.txt.
+# Chosen to match the CUDA 13 torch wheels pinned in requirements/constraints.txt; this image has not been built
+# here (no Docker engine): check the tag's CUDA in NVIDIA's TensorRT container release notes before relying on it.
 ARG TRT_IMAGE=nvcr.io/nvidia/tensorrt:25.10-py3
 
 FROM ${TRT_IMAGE}
