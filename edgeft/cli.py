@@ -389,7 +389,7 @@ def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str
 @cli.command("infer")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("source")
-@click.option("--backend", default="auto", show_default=True, help="auto, ort-cpu, ort-cuda, ort-trt or torch.")
+@click.option("--backend", default="auto", show_default=True, help="auto (the fastest that runs here) or one of tensorrt, ort-trt, ort-cuda, ort-cpu, torch-cuda, torch.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Frames per inference call.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), help="JSON lines file (default: stdout).")
 @click.option("--threads", type=int, default=None, help="CPU threads for the backend.")

@@ -54,8 +54,8 @@ def test_frozen_part_does_not_change(tiny_data, tmp_path):
 
 
 def test_seed_makes_runs_identical(tiny_data, tmp_path):
-    a = finetune(cfg(epochs=2, mode="full"), tiny_data, tmp_path / "a")
-    b = finetune(cfg(epochs=2, mode="full"), tiny_data, tmp_path / "b")
+    a = finetune(cfg(epochs=2, mode="full", device="cpu"), tiny_data, tmp_path / "a")
+    b = finetune(cfg(epochs=2, mode="full", device="cpu"), tiny_data, tmp_path / "b")
     sa, sb = (torch.load(x.model_path, weights_only=True) for x in (a, b))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
@@ -72,6 +72,7 @@ def test_nan_loss_stops_with_a_clear_message(tiny_data, tmp_path):
 
 
 def test_interrupt_keeps_last_checkpoint_and_resume_finishes(tiny_data, tmp_path, monkeypatch):
+    """Resumed = uninterrupted, exactly, on the CPU (cuDNN's kernels are not bit-for-bit repeatable)."""
     from edgeft.finetune import trainer
 
     out = tmp_path / "a"
@@ -86,13 +87,13 @@ def test_interrupt_keeps_last_checkpoint_and_resume_finishes(tiny_data, tmp_path
 
     monkeypatch.setattr(trainer, "_save_checkpoint", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        finetune(cfg(mode="full", epochs=4), tiny_data, out)
+        finetune(cfg(mode="full", epochs=4, device="cpu"), tiny_data, out)
     assert not out.exists() and (tmp_path / "a.work" / "last.pt").is_file()
     monkeypatch.setattr(trainer, "_save_checkpoint", real)
-    art = finetune(cfg(mode="full", epochs=4), tiny_data, out, resume=True)
+    art = finetune(cfg(mode="full", epochs=4, device="cpu"), tiny_data, out, resume=True)
     assert art.meta.metrics["epochs_run"] == 4
     assert [h["epoch"] for h in art.meta.extra["history"]] == [1, 2, 3, 4]
-    uninterrupted = finetune(cfg(mode="full", epochs=4), tiny_data, tmp_path / "b")
+    uninterrupted = finetune(cfg(mode="full", epochs=4, device="cpu"), tiny_data, tmp_path / "b")
     assert art.meta.metrics["test"] == uninterrupted.meta.metrics["test"]
 
 
@@ -172,11 +173,26 @@ def test_torchrun_two_processes_train_one_artifact(tiny_data, tmp_path):
     r = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29561", "-m", "edgeft.cli", "-q",
                         "finetune", "--model", "test_efficientnet", "--weights", "none", "--data", str(tiny_data),
                         "--out", str(out), "--image-size", "32", "--resize", "stretch", "--epochs", "2",
-                        "--mode", "full", "--threads", "1"], capture_output=True, text=True, timeout=300)
+                        "--mode", "full", "--threads", "1", "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("wrote ") == 1
     meta = artifact.load(out).meta
     assert meta.metrics["epochs_run"] == 2 and meta.metrics["test"]["n"] == 16
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    """torchrun --nproc_per_node 2 on a one-GPU machine: say so, instead of CUDA's 'invalid device ordinal'."""
+    from edgeft.errors import DependencyError
+    from edgeft.finetune import trainer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(DependencyError, match="the machine has 1; start at most 1"):
+        trainer._device(cfg())
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert trainer._device(cfg()) == torch.device("cuda", 0)
+    assert trainer._device(cfg(device="cpu")) == torch.device("cpu")
 
 
 def test_partial_mode_on_a_family_without_a_known_layout_freezes_by_parameter_groups():

@@ -73,7 +73,13 @@ def _device(cfg: FinetuneConfig) -> torch.device:
 
             raise DependencyError("--device cuda asked for, but torch sees no CUDA GPU here; "
                                   "use --device cpu or run `edgeft doctor`")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        if local_rank >= gpus:
+            from edgeft.errors import DependencyError
+
+            raise DependencyError(f"process {local_rank} of this node has no GPU of its own: the machine has {gpus}; "
+                                  f"start at most {gpus} (torchrun --nproc_per_node {gpus}) or pass --device cpu")
+        return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
 
@@ -403,6 +409,7 @@ def finetune(cfg: FinetuneConfig, data: str | os.PathLike, out: str | os.PathLik
         "best_epoch": state.best_epoch, "epochs_run": state.epoch, "stopped_early": stopped_early,
         "train_seconds": round(train_seconds, 1), "total_seconds": None, "peak_rss_mb": None,
         "params": sum(p.numel() for p in model.parameters()),
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
     }
     for name, s in (("val", ds.val), ("test", ds.test)):
         if s is None:

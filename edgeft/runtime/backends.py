@@ -176,7 +176,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             "PyTorch eager on an NVIDIA GPU"),
 )}
 # "auto" tries these in order: the GPU providers first, then ONNX Runtime on the CPU, then PyTorch.
-AUTO_ORDER = ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu", "torch")
+AUTO_ORDER = ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu", "torch-cuda", "torch")
 
 
 def lookup(name: str) -> Backend:
