@@ -256,7 +256,10 @@ def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, as_j
 @click.option("--ignore", multiple=True, metavar="LAYER", help="Layer name to leave unpruned (repeatable).")
 @click.option("--recover-epochs", type=int, default=4, show_default=True, help="Recovery fine-tuning epochs (0: none).")
 @click.option("--recover-lr", type=float, default=5e-4, show_default=True)
-@click.option("--recover-mode", type=click.Choice(["full", "partial"]), default="full", show_default=True)
+@click.option("--recover-mode", type=click.Choice(["full", "partial"]), default="full", show_default=True,
+              help="partial: train only the blocks the parent's fine-tuning trained, on cached features (fast on CPU).")
+@click.option("--recover-views", type=click.Choice(["1", "2", "4", "8"]), default=None,
+              help="Partial recovery: augmented views cached per image  [default: the parent's]")
 @click.option("--distill/--no-distill", default=True, show_default=True,
               help="Distil from the unpruned parent during recovery.")
 @click.option("--threads", type=int, default=None)
@@ -264,8 +267,8 @@ def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, as_j
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, target_params: float | None,
               importance: str, steps: int, round_to: int, max_layer_ratio: float, ignore: tuple[str, ...],
-              recover_epochs: int, recover_lr: float, recover_mode: str, distill: bool, threads: int | None,
-              seed: int, force: bool) -> None:
+              recover_epochs: int, recover_lr: float, recover_mode: str, recover_views: str | None, distill: bool,
+              threads: int | None, seed: int, force: bool) -> None:
     """Structured channel pruning to a MACs target, then recovery fine-tuning (torch-pruning)."""
     from edgeft.prune import PruneConfig, prune
 
@@ -274,7 +277,7 @@ def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, 
     cfg = PruneConfig(target_macs=target_macs, target_params=target_params, importance=importance, steps=steps,
                       round_to=round_to, max_layer_ratio=max_layer_ratio, ignore=list(ignore),
                       recover_epochs=recover_epochs, recover_lr=recover_lr, recover_mode=recover_mode,
-                      distill=distill, seed=seed, threads=threads)
+                      recover_views=int(recover_views) if recover_views else None, distill=distill, seed=seed, threads=threads)
     art = prune(artifact, data, out, cfg, force=force)
     p = art.meta.metrics["prune"]
     click.echo(f"MACs {p['macs_before'] / 1e6:.1f}M -> {p['macs_after'] / 1e6:.1f}M ({p['macs_ratio']:.2f}x), "

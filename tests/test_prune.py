@@ -65,6 +65,29 @@ def test_taylor_and_distillation_run(tiny_data, tmp_path):
     assert lat["parent"]["p50_ms"] > 0 and lat["pruned"]["p50_ms"] > 0
 
 
+def test_partial_recovery_trains_only_the_parents_trained_blocks(tiny_data, tmp_path):
+    """recover_mode=partial: the pruned prefix stays as pruning left it (features cached, recover_views of them)."""
+    from edgeft.finetune import FinetuneConfig, finetune
+
+    parent = finetune(FinetuneConfig(model="test_efficientnet", weights=None, mode="partial", trainable_blocks=2,
+                                     image_size=32, resize="stretch", batch_size=8, epochs=1, device="cpu"),
+                      tiny_data, tmp_path / "parent")
+    common = dict(target_macs=0.7, steps=5, round_to=8, distill=True)
+    unrecovered = prune(parent.path, tiny_data, tmp_path / "p0", PruneConfig(**common, recover_epochs=0),
+                        measure_latency=False)
+    recovered = prune(parent.path, tiny_data, tmp_path / "p2",
+                      PruneConfig(**common, recover_epochs=2, recover_lr=3e-3, recover_mode="partial", recover_views=2),
+                      measure_latency=False)
+    recover = recovered.meta.lineage[-1]["params"]["recover"]
+    assert recover["mode"] == "partial" and recover["cache_views"] == 2 and recover["trainable_blocks"] == 2
+    before, after = (torch.load(a.model_path, weights_only=True) for a in (unrecovered, recovered))
+    assert before["conv_stem.weight"].shape == after["conv_stem.weight"].shape
+    torch.testing.assert_close(after["conv_stem.weight"], before["conv_stem.weight"])
+    assert not torch.equal(after["conv_head.weight"], before["conv_head.weight"])
+    with pytest.raises(ConfigError, match="recover_views must be 1, 2, 4 or 8"):
+        PruneConfig(recover_views=3)
+
+
 def test_unreachable_target(tiny_data, tmp_path):
     parent = make_artifact(tmp_path / "parent")
     with pytest.raises(PruneError, match="unreachable"):

@@ -21,7 +21,9 @@ class PruneConfig:
     collapses (global pruning alone took Lite0's stem from 32 to 8 channels). ``round_to`` keeps channel
     counts multiples of 8 for tensor cores. The classifier is never pruned; ``ignore`` protects more layers.
     Recovery re-uses the fine-tuning loop, with knowledge distillation from the unpruned parent when
-    ``distill``.
+    ``distill``. ``recover_mode="partial"`` trains only the blocks the parent's fine-tuning trained, on
+    features (and teacher logits) of ``recover_views`` augmented views cached once: on a CPU an epoch then
+    costs a fifth of a full one, which is what lets enough recovery fit a CPU budget.
     """
 
     target_macs: float | None = 0.5
@@ -37,6 +39,7 @@ class PruneConfig:
     recover_epochs: int = 4
     recover_lr: float = 5e-4
     recover_mode: str = "full"
+    recover_views: int | None = None  # partial recovery: augmented views cached per image (None: the parent's)
     distill: bool = True
     seed: int = 0
     threads: int | None = None
@@ -60,6 +63,8 @@ class PruneConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
+        if self.recover_views is not None and self.recover_views not in (1, 2, 4, 8):
+            raise ConfigError(f"recover_views must be 1, 2, 4 or 8, got {self.recover_views!r}")
         if not self.recover_lr > 0:
             raise ConfigError(f"recover_lr must be positive, got {self.recover_lr}")
 

@@ -9,6 +9,7 @@ distilling from the unpruned parent), and stores the result as architecture + sh
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -184,6 +185,8 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
 
     teacher = reference if cfg.distill else None
     rcfg = config_from_parent(parent, cfg.recover_mode, cfg.recover_epochs, cfg.recover_lr, cfg.threads, cfg.seed)
+    if cfg.recover_views is not None:
+        rcfg = dataclasses.replace(rcfg, cache_views=cfg.recover_views)
     return finetune(rcfg, data, out, force=force, parent=parent, model=model, teacher=teacher, stage="prune",
                     extra_meta=extra, extra_metrics=stats,
                     lineage_params={"prune": cfg.to_dict(), "recover": rcfg.to_dict()})
