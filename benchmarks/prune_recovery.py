@@ -9,6 +9,9 @@ of 32 channels, half the MACs), then recovers a fresh copy of that pruned model 
 GPU where there is one. Each run's artifact is kept under ``--out`` so its accuracy and latency can be
 measured again elsewhere (``edgeft eval``). The question it answers: how much recovery the pruned model
 needs before it is back within a point of its parent, and what that costs.
+
+Measured on an NVIDIA H200 (demo model, 87.82% test; evaluated on the original test images): 3 epochs
+84.8-85.8%, 8 epochs 85.8%, 16 epochs 86.6%, 30 epochs 87.1% (lr 1e-3) and 89.3% (lr 2e-3), ~3.7 s per epoch.
 """
 
 from __future__ import annotations
