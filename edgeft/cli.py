@@ -277,7 +277,8 @@ def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, 
     cfg = PruneConfig(target_macs=target_macs, target_params=target_params, importance=importance, steps=steps,
                       round_to=round_to, max_layer_ratio=max_layer_ratio, ignore=list(ignore),
                       recover_epochs=recover_epochs, recover_lr=recover_lr, recover_mode=recover_mode,
-                      recover_views=int(recover_views) if recover_views else None, distill=distill, seed=seed, threads=threads)
+                      recover_views=int(recover_views) if recover_views else None, distill=distill, seed=seed,
+                      threads=threads)
     art = prune(artifact, data, out, cfg, force=force)
     p = art.meta.metrics["prune"]
     click.echo(f"MACs {p['macs_before'] / 1e6:.1f}M -> {p['macs_after'] / 1e6:.1f}M ({p['macs_ratio']:.2f}x), "
@@ -392,7 +393,8 @@ def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str
 @cli.command("infer")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("source")
-@click.option("--backend", default="auto", show_default=True, help="auto (the fastest that runs here) or one of tensorrt, ort-trt, ort-cuda, ort-cpu, torch-cuda, torch.")
+@click.option("--backend", default="auto", show_default=True,
+              help="auto (the fastest that runs here) or one of tensorrt, ort-trt, ort-cuda, ort-cpu, torch-cuda, torch.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Frames per inference call.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), help="JSON lines file (default: stdout).")
 @click.option("--threads", type=int, default=None, help="CPU threads for the backend.")
