@@ -3,14 +3,14 @@
   python benchmarks/prune_recovery.py --artifact runs/elpv/01-finetune --data data/elpv \
       --runs 3:1e-3 8:1e-3 16:1e-3 [--out runs/prune-recovery]
 
-Prunes the fine-tuned artifact once with the demo recipe's settings (Taylor, 20 steps x 2 batches, multiples
-of 32 channels, half the MACs), then recovers a fresh copy of that pruned model for each EPOCHS:LR in
-``--runs`` (full fine-tuning with distillation from the unpruned parent, as ``edgeft prune`` does), on the
-GPU where there is one. Each run's artifact is kept under ``--out`` so its accuracy and latency can be
-measured again elsewhere (``edgeft eval``). The question it answers: how much recovery the pruned model
+Prunes the fine-tuned artifact once (by default Taylor, 20 steps x 2 batches, multiples of 32 channels, half
+the MACs), then recovers a fresh copy of that pruned model for each EPOCHS:LR in ``--runs`` with the same
+recovery ``edgeft prune`` runs (``--mode full`` or ``partial``, distilled from the unpruned parent unless
+``--no-distill``), on the GPU where there is one. Each run's artifact is kept under ``--out`` so its accuracy
+and latency can be measured again elsewhere (``edgeft eval``). The question it answers: how much recovery the pruned model
 needs before it is back within a point of its parent, and what that costs.
 
-Measured on an NVIDIA H200 (demo model, 87.82% test; evaluated on the original test images): 3 epochs
+Measured on an NVIDIA H200 (defaults, full recovery, distilled; demo model, 87.82% test; evaluated on the original test images): 3 epochs
 84.8-85.8%, 8 epochs 85.8%, 16 epochs 86.6%, 30 epochs 87.1% (lr 1e-3) and 89.3% (lr 2e-3), ~3.7 s per epoch.
 """
 
@@ -37,24 +37,27 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--taylor-batches", type=int, default=2)
     ap.add_argument("--round-to", type=int, default=32)
+    ap.add_argument("--mode", choices=["full", "partial"], default="full", help="recovery mode")
+    ap.add_argument("--no-distill", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     os.environ.setdefault("EDGEFT_QUIET", "1")
 
+    import dataclasses
+
     import torch
 
     from edgeft import artifact
-    from edgeft.finetune.config import config_from_parent
-    from edgeft.finetune.trainer import finetune
     from edgeft.models import from_artifact
     from edgeft.prune import PruneConfig, prune
+    from edgeft.prune.pruner import recover
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     parent = artifact.load(args.artifact)
     pcfg = PruneConfig(target_macs=args.target_macs, importance=args.importance, steps=args.steps,
                        taylor_batches=args.taylor_batches, round_to=args.round_to, recover_epochs=0,
-                       threads=args.threads)
+                       recover_mode=args.mode, distill=not args.no_distill, threads=args.threads)
     t0 = time.time()
     pruned = prune(parent.path, args.data, out / "pruned", pcfg, force=True, measure_latency=False)
     p = pruned.meta.metrics["prune"]
@@ -66,18 +69,17 @@ def main() -> None:
     print(json.dumps({k: v for k, v in doc.items() if k != "runs"}), flush=True)
     for spec in args.runs:
         epochs, lr = int(spec.split(":")[0]), float(spec.split(":")[1])
-        rcfg = config_from_parent(parent, "full", epochs, lr, args.threads, pcfg.seed)
         t1 = time.time()
-        a = finetune(rcfg, args.data, out / f"recover-{epochs}e-{lr:g}", force=True, parent=parent,
-                     model=from_artifact(pruned), teacher=from_artifact(parent), stage="prune",
-                     extra_meta={"pruned_spec": pruned.meta.extra["pruned_spec"]},
-                     lineage_params={"prune": pcfg.to_dict(), "recover": rcfg.to_dict()})
+        a = recover(parent, from_artifact(pruned), args.data, out / f"recover-{epochs}e-{lr:g}",
+                    dataclasses.replace(pcfg, recover_epochs=epochs, recover_lr=lr),
+                    teacher=from_artifact(parent) if pcfg.distill else None, extra=pruned.meta.extra,
+                    stats={"prune": p, "macs": pruned.meta.metrics["macs"]}, force=True)
         m = a.meta.metrics
         row = {"epochs": epochs, "lr": lr, "seconds": round(time.time() - t1, 1), "artifact": str(a.path),
                "test_accuracy": m["test"]["accuracy"], "test_balanced_accuracy": m["test"]["balanced_accuracy"],
                "drop_pp": round(100 * (doc["parent_test_accuracy"] - m["test"]["accuracy"]), 2),
                "best_epoch": m.get("best_epoch"),
-               "val_accuracy_by_epoch": [round(h.get("val_accuracy", float("nan")), 4) for h in a.meta.extra.get("history", [])]}
+               "val_accuracy_by_epoch": [round(h["val_accuracy"], 4) for h in a.meta.extra.get("history", [])]}
         doc["runs"].append(row)
         print(json.dumps(row), flush=True)
         (out / "results.json").write_text(json.dumps(doc, indent=1))

@@ -15,8 +15,9 @@ from edgeft import artifact  # noqa: E402
 from edgeft.finetune import FinetuneConfig, finetune  # noqa: E402
 from edgeft.runtime import Predictor  # noqa: E402
 
-TINY = dict(model="test_efficientnet", weights=None, trainable_blocks=2, image_size=32, resize="stretch", batch_size=8,
-            lr=3e-3, device="cuda")
+from tests.test_finetune import TINY as CPU_TINY  # noqa: E402
+
+TINY = {**CPU_TINY, "device": "cuda"}
 FRAMES = [np.full((32, 32), v, np.uint8) for v in (20, 90, 160, 240)]
 
 

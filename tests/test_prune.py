@@ -65,7 +65,7 @@ def test_taylor_and_distillation_run(tiny_data, tmp_path):
     assert lat["parent"]["p50_ms"] > 0 and lat["pruned"]["p50_ms"] > 0
 
 
-def test_partial_recovery_trains_only_the_parents_trained_blocks(tiny_data, tmp_path):
+def test_partial_recovery_trains_only_the_parents_trained_blocks(tiny_data, tmp_path, monkeypatch):
     """recover_mode=partial: the pruned prefix stays as pruning left it (features cached, recover_views of them)."""
     from edgeft.finetune import FinetuneConfig, finetune
 
@@ -85,7 +85,17 @@ def test_partial_recovery_trains_only_the_parents_trained_blocks(tiny_data, tmp_
     torch.testing.assert_close(after["conv_stem.weight"], before["conv_stem.weight"])
     assert not torch.equal(after["conv_head.weight"], before["conv_head.weight"])
     with pytest.raises(ConfigError, match="recover_views must be 1, 2, 4 or 8"):
-        PruneConfig(recover_views=3)
+        PruneConfig(recover_mode="partial", recover_views=3)
+    with pytest.raises(ConfigError, match="recover_views applies to recover_mode partial"):
+        PruneConfig(recover_views=2)
+    # a parent without a partial fine-tuning has no "blocks its fine-tuning trained": refused before pruning
+    from edgeft.prune import pruner
+
+    monkeypatch.setattr(pruner, "_tp", lambda: pytest.fail("pruned before checking the recovery"))
+    with pytest.raises(ConfigError, match="fine-tuned in an unknown mode; use full mode"):
+        prune(make_artifact(tmp_path / "untuned").path, tiny_data, tmp_path / "p3",
+              PruneConfig(**common, recover_epochs=1, recover_mode="partial"), measure_latency=False)
+    assert not (tmp_path / "p3").exists()
 
 
 def test_unreachable_target(tiny_data, tmp_path):

@@ -140,14 +140,23 @@ class FinetuneConfig:
 
 
 def config_from_parent(parent, mode: str, epochs: int, lr: float, threads: int | None = None,
-                       seed: int = 0) -> FinetuneConfig:
+                       seed: int = 0, cache_views: int | None = None) -> FinetuneConfig:
     """Training settings for a later stage (pruning recovery, QAT): the parent's own fine-tuning settings
-    (augmentation, class balance, batch size, ...) with the stage's mode, epochs and learning rate."""
+    (augmentation, class balance, batch size, ...) with the stage's mode, epochs and learning rate.
+
+    ``partial`` retrains only the blocks the parent's fine-tuning trained, so it needs a parent fine-tuned in
+    partial mode: for any other, which blocks those are is not defined.
+    """
     base: dict[str, Any] = {}
     for entry in parent.meta.lineage:
         if entry.get("stage") == "finetune":
             known = {f.name for f in fields(FinetuneConfig)}
             base = {k: v for k, v in entry.get("params", {}).items() if k in known}
+    if mode == "partial" and base.get("mode") != "partial":
+        raise ConfigError(f"partial mode retrains the blocks the parent's fine-tuning trained, but {parent.path} was "
+                          f"fine-tuned in {base.get('mode', 'an unknown')} mode; use full mode")
+    if cache_views is not None:
+        base["cache_views"] = cache_views
     base.update(model=parent.meta.arch, weights=None, mode=mode, epochs=max(1, epochs), lr=lr, backbone_lr_mult=1.0,
                 warmup_epochs=min(0.5, epochs / 4), patience=max(1, epochs), seed=seed, tta_views=1, image_size=None,
                 resize=None)

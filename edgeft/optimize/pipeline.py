@@ -3,7 +3,8 @@
 The plan is a list of steps, each one stage call writing one artifact. Every fine-tuned or pruned
 PyTorch model is also exported, so the report can show what pruning and INT8 each bought on the same
 backend. ``RUN/pipeline.json`` records, per finished step, a hash of its settings, of the data folder's
-files (names, sizes, times) and of its parent's model file; ``--resume`` reuses a step only when both still match and its artifact loads, so a stage
+files (names, sizes, times) and of its parent's model file; ``--resume`` reuses a step only when all three
+still match and its artifact loads, so a stage
 that was interrupted (its artifact never appeared: stages write to a temp dir and rename) or whose
 input changed runs again. An interrupted fine-tuning continues from its last finished epoch.
 """

@@ -65,6 +65,8 @@ class PruneConfig:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
         if self.recover_views is not None and self.recover_views not in (1, 2, 4, 8):
             raise ConfigError(f"recover_views must be 1, 2, 4 or 8, got {self.recover_views!r}")
+        if self.recover_views is not None and self.recover_mode != "partial":
+            raise ConfigError("recover_views applies to recover_mode partial (full recovery caches nothing)")
         if not self.recover_lr > 0:
             raise ConfigError(f"recover_lr must be positive, got {self.recover_lr}")
 

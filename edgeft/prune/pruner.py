@@ -9,7 +9,6 @@ distilling from the unpruned parent), and stores the result as architecture + sh
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import statistics
 import tempfile
@@ -92,6 +91,8 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
     if parent.meta.kind != "torch" or parent.meta.extra.get("quantized"):
         raise ArtifactError(f"{parent.path} is already {'quantized' if parent.meta.extra.get('quantized') else parent.meta.kind}; "
                             "prune the fine-tuned PyTorch artifact, then quantize")
+    if cfg.recover_epochs:
+        recovery_config(parent, cfg)  # a recovery the parent cannot have fails now, not after pruning
     tp = _tp()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -180,13 +181,26 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
                         metrics={**stats, eval_set.name: after_prune}, extra=extra)
         return save_artifact(model, out, meta, force=force)
 
+    return recover(parent, model, data, out, cfg, teacher=reference if cfg.distill else None, extra=extra,
+                   stats=stats, force=force)
+
+
+def recovery_config(parent: art.Artifact, cfg: PruneConfig):
+    """The recovery's training settings: the parent's fine-tuning settings with ``cfg``'s mode, epochs, lr, views."""
     from edgeft.finetune.config import config_from_parent
+
+    return config_from_parent(parent, cfg.recover_mode, cfg.recover_epochs, cfg.recover_lr, cfg.threads, cfg.seed,
+                              cache_views=cfg.recover_views)
+
+
+def recover(parent: art.Artifact, model: nn.Module, data: str | os.PathLike, out: str | os.PathLike,
+            cfg: PruneConfig, *, teacher: nn.Module | None = None, extra: dict[str, Any] | None = None,
+            stats: dict[str, Any] | None = None, force: bool = False) -> art.Artifact:
+    """Recovery fine-tuning of ``model``, pruned from ``parent``, through the fine-tuning loop (distilled from
+    ``teacher`` when given); writes the pruned artifact at ``out``. ``extra`` must carry its ``pruned_spec``."""
     from edgeft.finetune.trainer import finetune
 
-    teacher = reference if cfg.distill else None
-    rcfg = config_from_parent(parent, cfg.recover_mode, cfg.recover_epochs, cfg.recover_lr, cfg.threads, cfg.seed)
-    if cfg.recover_views is not None:
-        rcfg = dataclasses.replace(rcfg, cache_views=cfg.recover_views)
+    rcfg = recovery_config(parent, cfg)
     return finetune(rcfg, data, out, force=force, parent=parent, model=model, teacher=teacher, stage="prune",
                     extra_meta=extra, extra_metrics=stats,
                     lineage_params={"prune": cfg.to_dict(), "recover": rcfg.to_dict()})

@@ -155,10 +155,6 @@ def qat(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg, calib: st
 
     if mode not in ("full", "partial"):
         raise ConfigError(f"QAT mode must be full or partial, got {mode!r}")
-    tuned = next((e["params"] for e in reversed(parent.meta.lineage) if e.get("stage") == "finetune"), {})
-    if mode == "partial" and tuned.get("mode") != "partial":
-        raise ConfigError(f"--qat-mode partial trains the blocks the parent's fine-tuning trained, but {parent.path} "
-                          f"was fine-tuned in {tuned.get('mode', 'an unknown')} mode; use --qat-mode full")
     rcfg = config_from_parent(parent, mode, epochs, lr, cfg.threads)
     with tempfile.TemporaryDirectory(prefix="edgeft-qat-", dir=out.parent if out.parent.exists() else None) as d:
         trained = finetune(rcfg, data, Path(d) / "qat-weights", parent=parent, model=model, teacher=teacher,
