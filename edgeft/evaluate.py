@@ -32,13 +32,30 @@ def normalize(x, contract: InputContract):
     return (x - mean) / std
 
 
-def torch_logits(model, images: np.ndarray, contract: InputContract, batch_size: int = 64, tta_views: int = 1,
-                 device: str = "cpu", channels_last: bool = True, desc: str = "eval") -> np.ndarray:
-    """Logits for prepared images; with ``tta_views`` > 1, softmax-averaged over flip/rotation views (as log-probs)."""
+CPU_INFERENCE_BATCH = 8
+GPU_INFERENCE_BATCH = 64
+
+
+def inference_batch(device: Any = "cpu") -> int:
+    """Images per forward pass when only inference runs (evaluation, feature caching).
+
+    Small on CPUs: the early high-resolution activations of a few images stay in the CPU's caches. On the 2-core
+    Xeon here (channels-last), batch 8 ran EfficientNet-Lite0 1.5x faster per image than batch 64, and its first
+    8 blocks (the frozen prefix whose outputs fine-tuning caches) 2.2x faster. GPUs want large batches."""
+    return GPU_INFERENCE_BATCH if str(device).startswith("cuda") else CPU_INFERENCE_BATCH
+
+
+def torch_logits(model, images: np.ndarray, contract: InputContract, batch_size: int | None = None,
+                 tta_views: int = 1, device: str = "cpu", channels_last: bool = True,
+                 desc: str = "eval") -> np.ndarray:
+    """Logits for prepared images; with ``tta_views`` > 1, softmax-averaged over flip/rotation views (as log-probs).
+
+    ``batch_size`` None picks :func:`inference_batch` for ``device``."""
     import torch
 
     from edgeft.data.augment import dihedral_views
 
+    batch_size = batch_size or inference_batch(device)
     model.eval()
     out = []
     with torch.no_grad():
@@ -84,7 +101,7 @@ def onnx_logits(path: str | os.PathLike, images: np.ndarray, contract: InputCont
     return np.concatenate(out)
 
 
-def evaluate(artifact: Artifact, split: ImageSet, tta_views: int | None = None, batch_size: int = 64,
+def evaluate(artifact: Artifact, split: ImageSet, tta_views: int | None = None, batch_size: int | None = None,
              device: str = "cpu") -> dict[str, Any]:
     """Metrics of a PyTorch or ONNX artifact on a decoded split (class names must match the artifact's)."""
     from edgeft.errors import ArtifactError, DataError

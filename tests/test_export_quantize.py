@@ -164,3 +164,57 @@ def test_fake_quant_weight_commutes_with_batchnorm_folding():
     w = torch.randn(8, 4, 3, 3)
     k = torch.rand(8).add(0.1) * torch.tensor([1, -1] * 4)
     torch.testing.assert_close(_fq_weight(w * k.view(-1, 1, 1, 1)), _fq_weight(w) * k.view(-1, 1, 1, 1))
+
+
+
+def _modeled_exclusion(monkeypatch, tmp_path, groups: list[str], latency_ms):
+    """Run the ort-cpu exclusion search with quantization and timing replaced by a model: ``latency_ms`` maps the
+    set of groups a graph keeps in FP32, and the number of side-by-side measurements so far, to its latency."""
+    from edgeft.quantize import ptq
+
+    nodes = {g: [f"{g}/node{i}" for i in range(2)] for g in groups}
+    monkeypatch.setattr(ptq, "_conv_groups", lambda pre: nodes)
+    monkeypatch.setattr(ptq, "_quantize_file",
+                        lambda pre, out, x, cfg, exclude, cache: out.write_text(json.dumps(exclude)))
+
+    measured = []
+
+    def latency(path):
+        excluded = set(json.loads(path.read_text()))
+        return latency_ms(frozenset(g for g in groups if set(nodes[g]) <= excluded), len(measured))
+
+    def side_by_side(paths, shape, threads, rounds=3):
+        measured.append({k: latency(p) for k, p in paths.items()})
+        return measured[-1]
+
+    monkeypatch.setattr(ptq, "side_by_side", side_by_side)
+    int8 = tmp_path / "int8.onnx"
+    int8.write_text("[]")
+    exclude, kept, check = ptq._exclude_slow_groups(tmp_path / "pre.onnx", int8, tmp_path, None, QuantizeConfig(),
+                                                    [], tmp_path / "cache", (1, 3, 32, 32))
+    assert json.loads(int8.read_text()) == exclude  # the file left behind is the graph that was chosen
+    assert exclude == [n for g in kept for n in nodes[g["group"]]]
+    return [g["group"] for g in kept], check
+
+
+def test_ort_cpu_exclusion_keeps_clear_wins_only(monkeypatch, tmp_path):
+    saving = {"conv": 1.5, "depthwise_conv": -2.0, "gemm": 0.2}  # ms saved by keeping the group in FP32
+    kept, check = _modeled_exclusion(monkeypatch, tmp_path, list(saving),
+                                     lambda fp32, _: 10.0 - sum(saving[g] for g in fp32))
+    assert kept == ["conv"] and check["kept"]  # 15% faster is kept; 2% is noise; slower never
+    kept, check = _modeled_exclusion(monkeypatch, tmp_path, ["pointwise_conv"], lambda fp32, _: 10.0 + 3 * len(fp32))
+    assert kept == [] and check is None
+
+
+def test_ort_cpu_exclusion_falls_back_to_the_best_single_group(monkeypatch, tmp_path):
+    # conv wins; add seems to win too, but only in its own measurement (noise: measurement 1); together they are
+    # not clearly faster than all-INT8, so the best single group is tested alone against all-INT8, and kept.
+    def latency(fp32, n):
+        return {frozenset(): 10.0, frozenset({"conv"}): 8.0}.get(fp32, 7.0 if n == 1 else 9.9)
+
+    kept, check = _modeled_exclusion(monkeypatch, tmp_path, ["conv", "add"], latency)
+    assert kept == ["conv"] and check["groups"] == ["conv", "add"] and not check["kept"] and check["single"]["kept"]
+    # Neither the combination nor the best single group holds up: everything stays INT8.
+    kept, check = _modeled_exclusion(monkeypatch, tmp_path, ["conv", "add"],
+                                     lambda fp32, n: 10.0 - (len(fp32) if n < 2 else 0))
+    assert kept == [] and not check["single"]["kept"]

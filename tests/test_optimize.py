@@ -59,6 +59,7 @@ def test_run_folder_report_and_gates(finished_run):
     assert "torch@1" in rows["01-finetune"].latency and "ort-cpu@1" not in rows["01-finetune"].latency
     md = (run / "report.md").read_text()
     assert "| 05-quantize |" in md and "## Confusion matrices" in md and "## Lineage" in md
+    assert f"Stage time: {sum(s.get('seconds', 0) for s in state['steps'].values()) / 60:.1f} min." in md
     html = (run / "report.html").read_text()
     assert "<svg" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained
     assert "06-build" in html and "skipped" in html

@@ -35,7 +35,7 @@ from edgeft.contract import InputContract
 from edgeft.data import augment as aug
 from edgeft.data.imagefolder import Dataset, load_dataset
 from edgeft.errors import ConfigError, TrainingError
-from edgeft.evaluate import normalize, to_tensor, torch_logits
+from edgeft.evaluate import inference_batch, normalize, to_tensor, torch_logits
 from edgeft.finetune.config import FinetuneConfig
 from edgeft.finetune.split import freeze_for, set_train_mode, split
 from edgeft.metrics import classification_metrics
@@ -131,9 +131,10 @@ class FeatureCache:
     """Outputs of the frozen prefix for every image (and symmetry view), stored in half precision."""
 
     def __init__(self, prefix: nn.Module, images: np.ndarray, contract: InputContract, views: int,
-                 device: torch.device, channels_last: bool, batch_size: int = 64, desc: str = "cache",
+                 device: torch.device, channels_last: bool, batch_size: int | None = None, desc: str = "cache",
                  teacher: nn.Module | None = None):
         prefix.eval()
+        batch_size = batch_size or inference_batch(device)
         chunks: list[torch.Tensor] = []
         teacher_chunks: list[torch.Tensor] = []
         with torch.no_grad():
@@ -322,8 +323,8 @@ def finetune(cfg: FinetuneConfig, data: str | os.PathLike, out: str | os.PathLik
                 logits = torch.cat([suffix(val_cache.batch(np.arange(i, min(i + 256, len(ds.val))), None)[0].to(device))
                                     .float().cpu() for i in range(0, len(ds.val), 256)])
             else:
-                logits = torch.from_numpy(torch_logits(model, ds.val.images, contract, 64, 1, str(device),
-                                                       channels_last, desc="val"))
+                logits = torch.from_numpy(torch_logits(model, ds.val.images, contract, device=str(device),
+                                                       channels_last=channels_last, desc="val"))
         labels = torch.from_numpy(ds.val.labels)
         loss = float(F.cross_entropy(logits, labels))
         return classification_metrics(ds.val.labels, logits.argmax(1).numpy(), classes), loss
@@ -414,11 +415,11 @@ def finetune(cfg: FinetuneConfig, data: str | os.PathLike, out: str | os.PathLik
     for name, s in (("val", ds.val), ("test", ds.test)):
         if s is None:
             continue
-        logits = torch_logits(model, s.images, contract, 64, 1, str(device), channels_last, desc=name)
+        logits = torch_logits(model, s.images, contract, device=str(device), channels_last=channels_last, desc=name)
         result_metrics[name] = classification_metrics(s.labels, logits.argmax(1), classes)
         if cfg.tta_views > 1:
-            logits = torch_logits(model, s.images, contract, 64, cfg.tta_views, str(device), channels_last,
-                                  desc=f"{name} tta")
+            logits = torch_logits(model, s.images, contract, tta_views=cfg.tta_views, device=str(device),
+                                  channels_last=channels_last, desc=f"{name} tta")
             result_metrics[f"{name}_tta"] = classification_metrics(s.labels, logits.argmax(1), classes)
     result_metrics.update(extra_metrics or {})
     result_metrics["total_seconds"] = round(time.time() - t_start, 1)

@@ -161,7 +161,8 @@ def _run_prune(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
     cfg = recipe.sections["prune"]
     if recipe.threads and not cfg.threads:
         cfg = replace(cfg, threads=recipe.threads)
-    prune(parent, recipe.data, out, cfg, force=True)
+    # The bench stage times the fine-tuned and pruned models side by side; without one, prune times them itself.
+    prune(parent, recipe.data, out, cfg, force=True, measure_latency="bench" not in recipe.stages)
 
 
 def _run_export(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:

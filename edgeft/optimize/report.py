@@ -218,6 +218,14 @@ def headline(rows: list[Row], gates: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def stage_time(results) -> str:
+    """The run's wall time, summed over its stages; stages reused from an earlier run count with their first time."""
+    ran = sum(r.seconds for r in results.values() if r.status == "done")
+    reused = sum(r.seconds for r in results.values() if r.status == "reused")
+    return (f"Stage time: {(ran + reused) / 60:.1f} min" + (f" ({ran / 60:.1f} min in this run, {reused / 60:.1f} min "
+                                                            "reused from earlier runs)" if reused else "") + ".")
+
+
 def pareto_svg(rows: list[Row], width: int = 640, height: int = 380) -> str:
     """Accuracy against p50 latency for every (model, backend) at batch 1; the Pareto front joined."""
     pts = []
@@ -299,7 +307,7 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
         raise EdgeftError(f"no stage in {run} produced a model to report on")
     classes = art.load(run / rows[0].step).meta.class_names
     header, body = table(rows)
-    lines = headline(rows, gates)
+    lines = headline(rows, gates) + [stage_time(results)]
     svg = pareto_svg(rows)
     device = (doc or {}).get("device") or {}
     gate_header = ["gate", "limit", "value", "model", "status", "detail"]

@@ -114,7 +114,7 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
     eval_set = ds.test if ds.test is not None else ds.val
 
     def accuracy(m: nn.Module) -> dict[str, Any]:
-        logits = torch_logits(m, eval_set.images, contract, 64, 1, "cpu", channels_last=False, desc="eval")
+        logits = torch_logits(m, eval_set.images, contract, desc="eval")
         return classification_metrics(eval_set.labels, logits.argmax(1), ds.classes)
 
     before = accuracy(model)
@@ -221,8 +221,8 @@ def recalibrate_batchnorm(model: nn.Module, train, contract, n_images: int, rng:
     for m in bns:
         m.train()
     idx = rng.permutation(len(train))[:n_images]
-    for i in range(0, len(idx), 64):
-        model(normalize(to_tensor(train.images[idx[i:i + 64]]), contract))
+    for i in range(0, len(idx), 64):  # batch statistics: the batch size matters here, the memory format does not
+        model(normalize(to_tensor(train.images[idx[i:i + 64]]), contract).contiguous(memory_format=torch.channels_last))
     for m, (momentum, training) in zip(bns, saved):
         m.momentum = momentum
         m.train(training)
@@ -235,6 +235,6 @@ def _accumulate_gradients(model: nn.Module, train, contract, batches: int, rng: 
     model.zero_grad(set_to_none=True)
     for _ in range(batches):
         idx = rng.choice(len(train), size=min(32, len(train)), replace=False)
-        x = normalize(to_tensor(train.images[idx]), contract)
+        x = normalize(to_tensor(train.images[idx]), contract).contiguous(memory_format=torch.channels_last)
         loss = F.cross_entropy(model(x), torch.from_numpy(train.labels[idx]))
         loss.backward()

@@ -146,7 +146,7 @@ def qat(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg, calib: st
     split = "test" if "test" in find_splits(data) else "val"
     eval_set = load_split(data, split, contract, classes=parent.meta.class_names)
     fp32_parent = classification_metrics(
-        eval_set.labels, torch_logits(teacher, eval_set.images, contract, 64, 1, "cpu", False, desc="eval fp32").argmax(1),
+        eval_set.labels, torch_logits(teacher, eval_set.images, contract, desc="eval fp32").argmax(1),
         parent.meta.class_names)
     ranges = input_ranges(model, calib_set.images, contract, percentile=cfg.percentile)
     n = prepare(model, ranges, symmetric=cfg.target == "tensorrt")
