@@ -41,9 +41,10 @@ def check(run: Path, wall_s: float | None = None) -> dict:
     steps = state["steps"]
     bench = json.loads(next(run.glob("*-bench/results.json")).read_text())
     results = bench["results"]
-    finetune = next(s for s in steps if s.endswith("-finetune") and not s.startswith(("03", "04")))
-    final = next(s for s in reversed(list(steps)) if s.endswith("-quantize"))
-    fp32_onnx = next(s for s in steps if s.endswith("-export-finetune"))
+    stage = {s: s.split("-", 1)[1] for s in steps}  # "03-export-finetune" -> "export-finetune"
+    finetune = next(s for s in steps if stage[s] == "finetune")
+    final = next(s for s in reversed(list(steps)) if stage[s] == "quantize")
+    fp32_onnx = next(s for s in steps if stage[s] == "export-finetune")
 
     def accuracy(step: str) -> float:
         m = art.load(run / step).meta.metrics
@@ -63,7 +64,7 @@ def check(run: Path, wall_s: float | None = None) -> dict:
         "speedup": {"vs_fp32_ort": round(fp32 / int8, 3) if int8 and fp32 else None,
                     "vs_eager": round(eager / int8, 3) if int8 and eager else None},
         "macs_ratio": next((art.load(run / s).meta.metrics["prune"]["macs_ratio"] for s in steps
-                            if s.endswith("-prune") and "export" not in s), None),
+                            if stage[s] == "prune"), None),
         "device": bench.get("device", {}).get("cpu"),
     }
     out["targets"] = {
@@ -88,7 +89,8 @@ def main() -> None:
         if a.fresh.exists():
             sys.exit(f"{a.fresh} exists; --fresh times a run from nothing: pass a new folder")
         t0 = time.time()
-        rc = subprocess.call([sys.executable, "-m", "edgeft", "--quiet", "optimize", a.recipe, "--out", str(a.fresh)])
+        rc = subprocess.call([sys.executable, "-m", "edgeft", "--quiet", "optimize", a.recipe, "--out", str(a.fresh)],
+                             stdout=sys.stderr)  # stdout is this script's JSON only
         wall = time.time() - t0
         if rc not in (0, 1):  # 1: finished, a gate failed; the targets below still say what was measured
             sys.exit(f"edgeft optimize exited {rc}")

@@ -65,6 +65,27 @@ def test_run_folder_report_and_gates(finished_run):
     assert "06-build" in html and "skipped" in html
 
 
+def test_demo_bars_benchmark_reads_a_finished_run(finished_run):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("demo_bars", Path(__file__).parents[1] / "benchmarks" / "demo_bars.py")
+    bars = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bars)
+    run, result = finished_run
+    out = bars.check(run)
+    rows = {r.step: r for r in result.rows}
+    p50 = {k: rows[s].latency[b]["latency_ms"]["p50"] for k, s, b in (("int8", "05-quantize", "ort-cpu@1"),
+                                                                     ("fp32", "03-export-finetune", "ort-cpu@1"),
+                                                                     ("eager", "01-finetune", "torch@1"))}
+    assert out["speedup"] == {"vs_fp32_ort": round(p50["fp32"] / p50["int8"], 3),
+                              "vs_eager": round(p50["eager"] / p50["int8"], 3)}
+    drop = (rows["01-finetune"].accuracy["accuracy"] - rows["05-quantize"].accuracy["accuracy"]) * 100
+    assert out["accuracy"]["drop_pp"] == round(drop, 2)
+    assert out["targets"]["accuracy_drop_le_1pp"] == (round(drop, 2) <= 1.0)
+    assert out["macs_ratio"] == round(rows["02-prune"].macs / rows["01-finetune"].macs, 4)
+
+
 def test_failed_gate_exits_1_after_writing_the_report(cli, finished_run, tiny_data, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(finished_run[0], run)
