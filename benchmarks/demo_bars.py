@@ -28,44 +28,38 @@ MIN_SPEEDUP_EAGER = 12.0
 MAX_ACCURACY_DROP_PP = 1.0
 
 
-def _p50(results: list[dict], step: str, backend: str) -> float | None:
-    row = next((r for r in results if Path(r["model"]).name == step and r["backend"] == backend and r["batch"] == 1
-                and r["status"] == "ok"), None)
-    return row["latency_ms"]["p50"] if row else None
-
-
 def check(run: Path, wall_s: float | None = None) -> dict:
-    from edgeft import artifact as art
+    """The targets on a finished run, from the rows its report is made of (``edgeft.optimize.report.collect``)."""
+    from edgeft.optimize.pipeline import StepResult, plan
+    from edgeft.optimize.recipe import parse
+    from edgeft.optimize.report import collect
 
     state = json.loads((run / "pipeline.json").read_text())
-    steps = state["steps"]
-    bench = json.loads(next(run.glob("*-bench/results.json")).read_text())
-    results = bench["results"]
-    stage = {s: s.split("-", 1)[1] for s in steps}  # "03-export-finetune" -> "export-finetune"
-    finetune = next(s for s in steps if stage[s] == "finetune")
-    final = next(s for s in reversed(list(steps)) if stage[s] == "quantize")
-    fp32_onnx = next(s for s in steps if stage[s] == "export-finetune")
+    steps = plan(parse(state["recipe"]))
+    results = {s.name: StepResult(s, state["steps"][s.name]["status"], state["steps"][s.name].get("seconds") or 0.0)
+               for s in steps if s.name in state["steps"]}
+    rows, doc = collect(run, steps, results)
+    by_stage = {r.step.split("-", 1)[1]: r for r in rows}  # "03-export-finetune" -> "export-finetune"
+    finetune, fp32_onnx, final = by_stage["finetune"], by_stage["export-finetune"], by_stage["quantize"]
 
-    def accuracy(step: str) -> float:
-        m = art.load(run / step).meta.metrics
-        return m[m.get("eval_split") or "test"]["accuracy"]
+    def p50(row, key: str) -> float | None:
+        b = row.latency.get(key)
+        return b["latency_ms"]["p50"] if b and b["status"] == "ok" else None
 
-    acc_ft, acc_final = accuracy(finetune), accuracy(final)
-    int8, fp32, eager = _p50(results, final, "ort-cpu"), _p50(results, fp32_onnx, "ort-cpu"), _p50(results, finetune,
-                                                                                                    "torch")
-    wall = wall_s if wall_s is not None else sum(s.get("seconds") or 0.0 for s in steps.values())
+    int8, fp32, eager = p50(final, "ort-cpu@1"), p50(fp32_onnx, "ort-cpu@1"), p50(finetune, "torch@1")
+    acc_ft, acc_final = finetune.accuracy["accuracy"], final.accuracy["accuracy"]
+    wall = wall_s if wall_s is not None else sum(r.seconds for r in results.values())
     out = {
         "run": str(run),
-        "stage_seconds": {k: s.get("seconds") for k, s in steps.items()},
+        "stage_seconds": {k: r.seconds for k, r in results.items()},
         "wall_s": round(wall, 1), "wall_source": "process" if wall_s is not None else "sum of stage times",
         "accuracy": {"finetuned_fp32": acc_ft, "final_int8": acc_final,
                      "drop_pp": round((acc_ft - acc_final) * 100, 2)},
         "p50_ms": {"final_int8_ort_cpu": int8, "finetuned_fp32_ort_cpu": fp32, "finetuned_fp32_torch_eager": eager},
         "speedup": {"vs_fp32_ort": round(fp32 / int8, 3) if int8 and fp32 else None,
                     "vs_eager": round(eager / int8, 3) if int8 and eager else None},
-        "macs_ratio": next((art.load(run / s).meta.metrics["prune"]["macs_ratio"] for s in steps
-                            if stage[s] == "prune"), None),
-        "device": bench.get("device", {}).get("cpu"),
+        "macs_ratio": round(final.macs / finetune.macs, 4) if final.macs and finetune.macs else None,
+        "device": ((doc or {}).get("device") or {}).get("cpu"),
     }
     out["targets"] = {
         "wall_le_20_min": out["wall_s"] <= MAX_WALL_S,

@@ -167,9 +167,10 @@ def test_fake_quant_weight_commutes_with_batchnorm_folding():
 
 
 
-def _modeled_exclusion(monkeypatch, tmp_path, groups: list[str], latency_ms):
+def _modeled_exclusion(monkeypatch, tmp_path, groups: list[str], latency_ms, inert: tuple[str, ...] = ()):
     """Run the ort-cpu exclusion search with quantization and timing replaced by a model: ``latency_ms`` maps the
-    set of groups a graph keeps in FP32, and the number of side-by-side measurements so far, to its latency."""
+    set of groups a graph keeps in FP32, and the number of side-by-side measurements so far, to its latency.
+    Excluding an ``inert`` group leaves the quantized graph as it was (as for ORT's residual Adds)."""
     from edgeft.quantize import ptq
 
     nodes = {g: [f"{g}/node{i}" for i in range(2)] for g in groups}
@@ -177,11 +178,15 @@ def _modeled_exclusion(monkeypatch, tmp_path, groups: list[str], latency_ms):
     monkeypatch.setattr(ptq, "_quantize_file",
                         lambda pre, out, x, cfg, exclude, cache: out.write_text(json.dumps(exclude)))
 
+    def in_fp32(path, with_inert=False):
+        excluded = set(json.loads(path.read_text()))
+        return frozenset(g for g in groups if set(nodes[g]) <= excluded and (with_inert or g not in inert))
+
+    monkeypatch.setattr(ptq, "_graph_ops", in_fp32)
     measured = []
 
-    def latency(path):
-        excluded = set(json.loads(path.read_text()))
-        return latency_ms(frozenset(g for g in groups if set(nodes[g]) <= excluded), len(measured))
+    def latency(path):  # sees the inert groups too: timing an unchanged graph is noise, modelled as a "win"
+        return latency_ms(in_fp32(path, with_inert=True), len(measured))
 
     def side_by_side(paths, shape, threads, rounds=3):
         measured.append({k: latency(p) for k, p in paths.items()})
@@ -218,3 +223,12 @@ def test_ort_cpu_exclusion_falls_back_to_the_best_single_group(monkeypatch, tmp_
     kept, check = _modeled_exclusion(monkeypatch, tmp_path, ["conv", "add"],
                                      lambda fp32, n: 10.0 - (len(fp32) if n < 2 else 0))
     assert kept == [] and not check["single"]["kept"]
+
+
+def test_ort_cpu_exclusion_skips_groups_that_leave_the_graph_unchanged(monkeypatch, tmp_path):
+    # Excluding "add" changes nothing in the graph: it is neither timed (a noisy "win" cannot slip in) nor recorded.
+    kept, check = _modeled_exclusion(monkeypatch, tmp_path, ["add", "conv"],
+                                     lambda fp32, n: 10.0 - 1.5 * ("conv" in fp32) - 1.0 * ("add" in fp32),
+                                     inert=("add",))
+    assert kept == ["conv"] and check["groups"] == ["conv"]
+

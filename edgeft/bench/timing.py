@@ -49,12 +49,17 @@ def ort_session(onnx_path: str, threads: int = 2, providers: tuple[str, ...] = (
     return sess
 
 
-def ort_latency(onnx_path: str, shape: tuple[int, ...], threads: int = 2, warmup: int = 10, iters: int = 100,
-                min_seconds: float = 1.0) -> dict[str, Any]:
-    """Median ONNX Runtime CPU latency of a model for one input of ``shape``."""
+def ort_rounds(paths: dict[str, Any], shape: tuple[int, ...], threads: int = 2, rounds: int = 3,
+               iters: int = 40, min_seconds: float = 0.5) -> dict[str, list[float]]:
+    """p50 ONNX Runtime CPU latency of several models per round, the models interleaved within each round so
+    machine noise hits all alike. Each session is created once and reused across rounds."""
     import numpy as np
 
-    sess = ort_session(onnx_path, threads)
-    name = sess.get_inputs()[0].name
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    return time_calls(lambda: sess.run(None, {name: x}), warmup, iters, min_seconds)
+    sessions = {k: ort_session(str(p), threads) for k, p in paths.items()}
+    calls = {k: (lambda s=s, feed={s.get_inputs()[0].name: x}: s.run(None, feed)) for k, s in sessions.items()}
+    p50s: dict[str, list[float]] = {k: [] for k in paths}
+    for _ in range(rounds):
+        for k, call in calls.items():
+            p50s[k].append(time_calls(call, warmup=5, iters=iters, min_seconds=min_seconds)["p50_ms"])
+    return p50s

@@ -69,17 +69,13 @@ def count(tp, model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
 def onnx_latency_side_by_side(models: dict[str, nn.Module], contract, threads: int = 2,
                               rounds: int = 3) -> dict[str, dict[str, float]]:
     """ONNX Runtime CPU batch-1 latency of several models, measured interleaved in one run (medians)."""
-    from edgeft.bench.timing import ort_latency
+    from edgeft.bench.timing import ort_rounds
     from edgeft.export.onnx_export import export_onnx
 
     with tempfile.TemporaryDirectory() as d:
         paths = {name: export_onnx(copy.deepcopy(m).cpu(), contract, Path(d) / f"{name}.onnx")
                  for name, m in models.items()}
-        p50s: dict[str, list[float]] = {name: [] for name in models}
-        for _ in range(rounds):
-            for name, p in paths.items():
-                p50s[name].append(ort_latency(str(p), (1, contract.channels, *contract.size), threads,
-                                              warmup=5, iters=30, min_seconds=0.5)["p50_ms"])
+        p50s = ort_rounds(paths, (1, contract.channels, *contract.size), threads, rounds, iters=30)
     return {name: {"p50_ms": round(statistics.median(v), 3), "rounds": v} for name, v in p50s.items()}
 
 

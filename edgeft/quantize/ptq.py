@@ -133,6 +133,13 @@ def graph_summary(path: Path) -> dict[str, Any]:
             "int8_inputs_by_op": dict(int8_ops), "ops": dict(ops)}
 
 
+def _graph_ops(path: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """The graph's nodes as (op type, inputs): equal for two files that run the same computation."""
+    import onnx
+
+    return [(n.op_type, tuple(n.input)) for n in onnx.load(str(path)).graph.node]
+
+
 def _conv_groups(path: Path) -> dict[str, list[str]]:
     """Node names by kind (depthwise conv, pointwise conv, other conv, gemm, add): the units of exclusion."""
     import onnx
@@ -158,19 +165,11 @@ def _conv_groups(path: Path) -> dict[str, list[str]]:
     return {k: v for k, v in groups.items() if v}
 
 
-def _p50(path: Path, shape: tuple[int, ...], threads: int) -> float:
-    from edgeft.bench.timing import ort_latency
-
-    return ort_latency(str(path), shape, threads, warmup=5, iters=40, min_seconds=0.5)["p50_ms"]
-
-
 def side_by_side(paths: dict[str, Path], shape: tuple[int, ...], threads: int, rounds: int = 3) -> dict[str, float]:
     """Median p50 latency of several ONNX files, interleaved over ``rounds`` so machine noise hits all alike."""
-    runs: dict[str, list[float]] = {k: [] for k in paths}
-    for _ in range(rounds):
-        for k, p in paths.items():
-            runs[k].append(_p50(p, shape, threads))
-    return {k: statistics.median(v) for k, v in runs.items()}
+    from edgeft.bench.timing import ort_rounds
+
+    return {k: statistics.median(v) for k, v in ort_rounds(paths, shape, threads, rounds).items()}
 
 
 def _exclude_slow_groups(pre: Path, int8: Path, tmp: Path, x_calib: np.ndarray, cfg: QuantizeConfig,
@@ -185,14 +184,17 @@ def _exclude_slow_groups(pre: Path, int8: Path, tmp: Path, x_calib: np.ndarray, 
     all_int8.write_bytes(int8.read_bytes())
     base_exclude = list(exclude)
     excluded: list[dict[str, Any]] = []
-    nodes_of: dict[str, list[str]] = {}
-    for group, nodes in _conv_groups(pre).items():
+    groups = _conv_groups(pre)
+    for group, nodes in groups.items():
         trial = tmp / f"try-{group}.onnx"
         _quantize_file(pre, trial, x_calib, cfg, exclude + nodes, cache)
+        if _graph_ops(trial) == _graph_ops(int8):
+            # The quantizer kept the Q/DQ around these nodes anyway (residual Adds between quantized convs: ONNX
+            # Runtime still fuses them into QLinearAdd), so there is nothing to time and nothing to record.
+            continue
         t = side_by_side({"base": int8, "trial": trial}, shape, cfg.threads, rounds=3)
         if t["trial"] < 0.95 * t["base"]:  # a clear win only: machine noise must not decide
             exclude = exclude + nodes
-            nodes_of[group] = nodes
             os.replace(trial, int8)
             excluded.append({"group": group, "nodes": len(nodes), "int8_ms": round(t["base"], 3),
                              "without_ms": round(t["trial"], 3)})
@@ -210,13 +212,13 @@ def _exclude_slow_groups(pre: Path, int8: Path, tmp: Path, x_calib: np.ndarray, 
     if len(excluded) > 1:
         best = max(excluded, key=lambda g: 1 - g["without_ms"] / g["int8_ms"])
         single = tmp / "single.onnx"
-        _quantize_file(pre, single, x_calib, cfg, base_exclude + nodes_of[best["group"]], cache)
+        _quantize_file(pre, single, x_calib, cfg, base_exclude + groups[best["group"]], cache)
         t = side_by_side({"all": all_int8, "single": single}, shape, cfg.threads, rounds=5)
         check["single"] = {"group": best["group"], "all_int8_ms": round(t["all"], 3),
                            "with_exclusion_ms": round(t["single"], 3), "kept": t["single"] < 0.97 * t["all"]}
         if check["single"]["kept"]:
             os.replace(single, int8)
-            return base_exclude + nodes_of[best["group"]], [best], check
+            return base_exclude + groups[best["group"]], [best], check
     os.replace(all_int8, int8)
     return base_exclude, [], check
 
