@@ -464,17 +464,19 @@ def _int_list(value: str, option: str) -> list[int]:
 @click.option("--cuda-graph", is_flag=True, help="GPU backends: also time CUDA-graph replay.")
 @click.option("--rounds", type=int, default=1, show_default=True,
               help="Repeat the whole plan this many times, interleaved; p50 is the median of the rounds' p50s.")
+@click.option("--memory/--no-memory", default=True, show_default=True,
+              help="CPU backends: measure each model's resident memory in a process of its own.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), help="Write the results JSON here.")
 def bench_cmd(models: tuple[str, ...], backends: tuple[str, ...], batches: str, warmup_s: float, duration_s: float,
               iters: int | None, threads: int | None, input_shape: str | None, cuda_graph: bool, rounds: int,
-              out_path: Path | None) -> None:
+              memory: bool, out_path: Path | None) -> None:
     """Latency percentiles, throughput and memory of MODELS (artifacts or .onnx files) per backend and batch."""
     from edgeft.bench.harness import BenchConfig, bench, table
 
     cfg = BenchConfig(backends=list(backends), batches=_int_list(batches, "--batch"), warmup_s=warmup_s,
                       duration_s=None if iters else duration_s, iters=iters, threads=threads,
                       input_shape=tuple(_int_list(input_shape, "--input-shape")) if input_shape else None,
-                      cuda_graph=cuda_graph, rounds=rounds)
+                      cuda_graph=cuda_graph, rounds=rounds, memory=memory)
     doc = bench(list(models), cfg)
     click.echo(table(doc))
     if out_path:

@@ -121,6 +121,32 @@ def test_bench_rows_and_schema(onnx_model, tmp_path):
         assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
         assert r["model_sha256"] and r["input_shape"][0] == r["batch"]
     assert all(r["status"] == "skipped" for r in rows if "missing" in r["model"])
+    assert all(r["memory"]["footprint"]["model_mb"] > 0 for r in ok if r["backend"] == "ort-cpu")
+
+
+def _matmul_onnx(path, n_out):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((1024, n_out)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1024])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n_out])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_memory_is_the_models_own_measured_in_a_fresh_process(tmp_path):
+    """A 64 MB weight shows up as >= 50 MB more than a 64 kB one; the runtime's own memory is not counted."""
+    from edgeft.bench.footprint import footprints
+
+    small, big, other = footprints([(str(_matmul_onnx(tmp_path / "small.onnx", 16)), "ort-cpu", (1, 1024)),
+                                    (str(_matmul_onnx(tmp_path / "big.onnx", 16384)), "ort-cpu", (1, 1024)),
+                                    (str(tmp_path / "small.onnx"), "ort-cuda", (1, 1024))], 1)
+    assert small is not None and big is not None and other is None  # GPU backends: device memory instead
+    assert small["model_mb"] < 30 < small["runtime_baseline_mb"]
+    assert big["model_mb"] - small["model_mb"] >= 50
 
 
 def _doc(samples_by_key, reference=1.0, cpu="cpu-A"):

@@ -175,7 +175,7 @@ def _modeled_exclusion(monkeypatch, tmp_path, groups: list[str], latency_ms, ine
 
     nodes = {g: [f"{g}/node{i}" for i in range(2)] for g in groups}
     monkeypatch.setattr(ptq, "_conv_groups", lambda pre: nodes)
-    monkeypatch.setattr(ptq, "_quantize_file",
+    monkeypatch.setattr(ptq, "quantize_file",
                         lambda pre, out, x, cfg, exclude, cache: out.write_text(json.dumps(exclude)))
 
     def in_fp32(path, with_inert=False):
@@ -188,11 +188,11 @@ def _modeled_exclusion(monkeypatch, tmp_path, groups: list[str], latency_ms, ine
     def latency(path):  # sees the inert groups too: timing an unchanged graph is noise, modelled as a "win"
         return latency_ms(in_fp32(path, with_inert=True), len(measured))
 
-    def side_by_side(paths, shape, threads, rounds=3):
-        measured.append({k: latency(p) for k, p in paths.items()})
-        return measured[-1]
+    def paired_ratio(base, trial, shape, threads, rounds=7):
+        measured.append({"base": latency(base), "trial": latency(trial)})
+        return {**measured[-1], "ratio": measured[-1]["trial"] / measured[-1]["base"]}
 
-    monkeypatch.setattr(ptq, "side_by_side", side_by_side)
+    monkeypatch.setattr(ptq, "paired_ratio", paired_ratio)
     int8 = tmp_path / "int8.onnx"
     int8.write_text("[]")
     exclude, kept, check = ptq._exclude_slow_groups(tmp_path / "pre.onnx", int8, tmp_path, None, QuantizeConfig(),

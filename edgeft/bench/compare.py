@@ -39,8 +39,9 @@ def _key(r: dict[str, Any]) -> tuple[str, str, int]:
 
 
 def _value(r: dict[str, Any], metric: str) -> float:
-    if metric == "memory":
-        return float(r["memory"]["peak_rss_mb"])
+    if metric == "memory":  # the model's own resident memory where measured in a process of its own
+        own = (r["memory"].get("footprint") or {}).get("model_mb")
+        return float(own if own is not None else r["memory"]["peak_rss_mb"])
     if metric == "throughput":
         return float(r["latency_ms"]["throughput_ips"])
     return float(r["latency_ms"][metric])

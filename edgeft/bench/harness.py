@@ -43,6 +43,7 @@ class BenchConfig:
     input_shape: tuple[int, ...] | None = None  # C,H,W for models whose input has free dimensions
     cuda_graph: bool = False  # GPU backends: also time CUDA-graph replay
     rounds: int = 1  # the whole plan is run this many times, interleaved; per-round p50s are kept
+    memory: bool = True  # CPU backends: each model's resident memory, in a process of its own (edgeft.bench.footprint)
 
     def __post_init__(self) -> None:
         if not self.backends:
@@ -282,6 +283,15 @@ def bench(models: list[str], cfg: BenchConfig, pairs: list[tuple[str, str]] | No
             row = bench_one(m, b, n, cfg)
         measured[i].append(row)
     rows = [_merge_rounds(rs) for rs in measured]
+    if cfg.memory:
+        from edgeft.bench.footprint import RUNTIME_MODULES, footprints
+
+        ok = [r for r in rows if r["status"] == "ok" and r["backend"] in RUNTIME_MODULES]
+        if ok:
+            progress.info(f"measuring the resident memory of {len(ok)} model(s), each in a process of its own")
+        for row, fp_row in zip(ok, footprints([(r["model"], r["backend"], tuple(r["input_shape"])) for r in ok],
+                                              cfg.threads)):
+            row["memory"]["footprint"] = fp_row
     fp["reference_ms"] = round(statistics.median([ref_before, reference_workload_ms()]), 5)
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -306,7 +316,7 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
 
 def table(doc: dict[str, Any]) -> str:
     lines = [f"{'model':<40} {'backend':<9} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'img/s':>9} "
-             f"{'RSS MB':>8}  status"]
+             f"{'model MB':>8}  status"]
     for r in doc["results"]:
         name = Path(r["model"]).name or r["model"]
         if r["status"] != "ok":
@@ -314,6 +324,8 @@ def table(doc: dict[str, Any]) -> str:
                          f"{r['status']}: {r['reason'][:80]}")
             continue
         lat = r["latency_ms"]
+        own = (r["memory"].get("footprint") or {}).get("model_mb")  # resident memory of the model alone (CPU)
+        mem = f"{own:>8.0f}" if own is not None else f"{'':>8}"
         lines.append(f"{name:<40} {r['backend']:<9} {r['batch']:>5} {lat['p50']:>9.3f} {lat['p90']:>9.3f} "
-                     f"{lat['p99']:>9.3f} {lat['throughput_ips']:>9.1f} {r['memory']['peak_rss_mb']:>8.0f}  ok")
+                     f"{lat['p99']:>9.3f} {lat['throughput_ips']:>9.1f} {mem}  ok")
     return "\n".join(lines)

@@ -217,7 +217,7 @@ def _run_bench(recipe: Recipe, step: Step, out: Path, run: Path, done: dict[str,
         model_file = art.load(run / name).meta.model_file  # each backend runs one kind of model file
         pairs += [(str(run / name), backend) for backend in b.backends if BACKENDS[backend].model_file == model_file]
     cfg = BenchConfig(backends=list(b.backends), batches=list(b.batches), warmup_s=b.warmup_s, duration_s=b.duration_s,
-                      threads=b.threads or recipe.threads, rounds=b.rounds)
+                      threads=b.threads or recipe.threads, rounds=b.rounds, memory=b.memory)
     doc = bench([], cfg, pairs=pairs)
     with art.staging_dir(out, force=True) as tmp:
         (tmp / "results.json").write_text(json.dumps(doc, indent=1) + "\n")

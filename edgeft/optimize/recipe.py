@@ -62,6 +62,7 @@ class BenchSection:
     duration_s: float = 3.0
     rounds: int = 3  # models measured interleaved, this many times: ratios come from one run, side by side
     threads: int | None = None
+    memory: bool = True  # CPU backends: each model's resident memory, in a process of its own
 
 
 @dataclass
@@ -200,6 +201,8 @@ def _check_stage_sections(sections: dict[str, Any]) -> None:
                 raise ConfigError(f"bench.backends: unknown backend {b!r}; choose from {', '.join(BACKENDS)}"
                                   f"{close_matches(str(b), BACKENDS)}")
         s.batches = _int_list(s.batches, "bench.batches")
+        if not isinstance(s.memory, bool):
+            raise ConfigError(f"bench.memory must be true or false, got {s.memory!r}")
         if s.rounds < 1 or s.duration_s <= 0 or s.warmup_s < 0:
             raise ConfigError("bench.rounds must be >= 1, bench.duration_s positive and bench.warmup_s >= 0")
         sections["bench"] = s

@@ -178,8 +178,9 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
                 p50 = b["latency_ms"]["p50"]
                 speed = ref.latency[k]["latency_ms"]["p50"] / p50 if ref is not None and ref is not r else None
                 line.append(f"{p50:.2f}" + (f" ({speed:.2f}x)" if speed else ""))
-        # memory: resident-set growth when the model's session/module was loaded and run (largest over backends)
-        mem = [b["memory"]["rss_delta_mb"] for b in r.latency.values() if b["status"] == "ok" and "memory" in b]
+        # memory: the model's resident memory in a process of its own, above the runtime's (largest over backends)
+        mem = [b["memory"]["footprint"]["model_mb"] for b in r.latency.values()
+               if b["status"] == "ok" and (b.get("memory") or {}).get("footprint")]
         line.append(f"{max(mem):.0f}" if mem else "")
         if r.status == "skipped":
             line[2] = "skipped"
@@ -331,7 +332,8 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
         bench_note = (f"Latency: batch {', '.join(map(str, c['batches']))}, {c.get('threads') or 'default'} threads, "
                       f"{c.get('rounds', 1)} interleaved rounds of {c.get('duration_s')} s per model and backend; "
                       "p50 = median of the rounds' p50s; (Nx) = speed-up over the first model measured on that backend; "
-                      "memory = growth of the process's resident set while the model was loaded and run.")
+                      "memory = peak resident memory of a process that loads and runs only that model, above the same "
+                      "process's resident memory with the runtime imported (CPU backends).")
 
     md = [f"# edgeft optimize: {recipe.name}", "", f"Recipe `{recipe.source}`, data `{recipe.data}`, written {created}.", ""]
     md += [f"- {line}" for line in lines] + [""]

@@ -96,8 +96,10 @@ def minmax_chunk(n: int) -> int:
     return next(c for c in range(16, 64) if n % c)
 
 
-def _quantize_file(fp32: Path, out: Path, x: np.ndarray, cfg: QuantizeConfig, exclude: list[str],
-                   cache: Path) -> None:
+def quantize_file(fp32: Path, out: Path, x: np.ndarray, cfg: QuantizeConfig, exclude: list[str],
+                  cache: Path) -> None:
+    """ONNX Runtime's static QDQ quantization of ``fp32`` to ``out`` for ``cfg.target``, calibrated on ``x``,
+    ``exclude`` (node names) left in FP32."""
     q = _ort_quant()
     import onnx
 
@@ -114,6 +116,13 @@ def _quantize_file(fp32: Path, out: Path, x: np.ndarray, cfg: QuantizeConfig, ex
             per_channel=cfg.per_channel, activation_type=q.QuantType.QInt8 if trt else q.QuantType.QUInt8,
             weight_type=q.QuantType.QInt8, nodes_to_exclude=exclude or None, calibrate_method=method,
             extra_options=extra, calibration_cache_path=str(cache))
+
+
+def pre_process(fp32: Path, out: Path) -> None:
+    """ONNX Runtime's pre-quantization pass (shape inference, graph optimization), its own printing silenced."""
+    q = _ort_quant()
+    with contextlib.redirect_stdout(io.StringIO()):
+        q.quant_pre_process(str(fp32), str(out), skip_symbolic_shape=True)
 
 
 def graph_summary(path: Path) -> dict[str, Any]:
@@ -172,6 +181,17 @@ def side_by_side(paths: dict[str, Path], shape: tuple[int, ...], threads: int, r
     return {k: statistics.median(v) for k, v in ort_rounds(paths, shape, threads, rounds).items()}
 
 
+def paired_ratio(base: Path, trial: Path, shape: tuple[int, ...], threads: int, rounds: int = 7) -> dict[str, float]:
+    """Latency of ``trial`` relative to ``base``: the median over interleaved rounds of each round's trial/base
+    ratio (a burst of machine noise slows both files of a round alike, so the paired ratio is steadier than a
+    ratio of medians), with the median p50 of each."""
+    from edgeft.bench.timing import ort_rounds
+
+    r = ort_rounds({"base": base, "trial": trial}, shape, threads, rounds, iters=30, min_seconds=0.25)
+    return {"base": statistics.median(r["base"]), "trial": statistics.median(r["trial"]),
+            "ratio": statistics.median(t / b for t, b in zip(r["trial"], r["base"]))}
+
+
 def _exclude_slow_groups(pre: Path, int8: Path, tmp: Path, x_calib: np.ndarray, cfg: QuantizeConfig,
                          exclude: list[str], cache: Path, shape: tuple[int, ...]
                          ) -> tuple[list[str], list[dict[str, Any]], dict[str, Any] | None]:
@@ -187,35 +207,37 @@ def _exclude_slow_groups(pre: Path, int8: Path, tmp: Path, x_calib: np.ndarray, 
     groups = _conv_groups(pre)
     for group, nodes in groups.items():
         trial = tmp / f"try-{group}.onnx"
-        _quantize_file(pre, trial, x_calib, cfg, exclude + nodes, cache)
+        quantize_file(pre, trial, x_calib, cfg, exclude + nodes, cache)
         if _graph_ops(trial) == _graph_ops(int8):
             # The quantizer kept the Q/DQ around these nodes anyway (residual Adds between quantized convs: ONNX
             # Runtime still fuses them into QLinearAdd), so there is nothing to time and nothing to record.
             continue
-        t = side_by_side({"base": int8, "trial": trial}, shape, cfg.threads, rounds=3)
-        if t["trial"] < 0.95 * t["base"]:  # a clear win only: machine noise must not decide
+        t = paired_ratio(int8, trial, shape, cfg.threads)
+        if t["ratio"] < 0.95:  # a clear win only: machine noise must not decide
             exclude = exclude + nodes
             os.replace(trial, int8)
             excluded.append({"group": group, "nodes": len(nodes), "int8_ms": round(t["base"], 3),
-                             "without_ms": round(t["trial"], 3)})
+                             "without_ms": round(t["trial"], 3), "ratio": round(t["ratio"], 3)})
     if not excluded:
         return exclude, [], None
-    # Each decision above compared two graphs once, in sequence; a noisy win can slip in and add up to a slower
-    # graph (un-fused Q/DQ around kept-FP32 layers). The result must be clearly faster than the all-INT8 graph,
-    # side by side; if it is not, the single group with the largest win gets the same test.
-    t = side_by_side({"all": all_int8, "excluded": int8}, shape, cfg.threads, rounds=5)
-    check: dict[str, Any] = {"all_int8_ms": round(t["all"], 3), "with_exclusions_ms": round(t["excluded"], 3),
-                             "groups": [g["group"] for g in excluded], "kept": t["excluded"] < 0.97 * t["all"]}
+    # Each decision above compared two graphs, in sequence; a noisy win can slip in and add up to a slower graph
+    # (un-fused Q/DQ around kept-FP32 layers). The result must be clearly faster than the all-INT8 graph, side by
+    # side; if it is not, the single group with the largest win gets the same test.
+    t = paired_ratio(all_int8, int8, shape, cfg.threads)
+    check: dict[str, Any] = {"all_int8_ms": round(t["base"], 3), "with_exclusions_ms": round(t["trial"], 3),
+                             "ratio": round(t["ratio"], 3), "groups": [g["group"] for g in excluded],
+                             "kept": t["ratio"] < 0.97}
     if check["kept"]:
         return exclude, excluded, check
-    progress.info(f"exclusions not kept: {t['excluded']:.2f} ms with them vs {t['all']:.2f} ms without")
+    progress.info(f"exclusions not kept: {t['trial']:.2f} ms with them vs {t['base']:.2f} ms without")
     if len(excluded) > 1:
-        best = max(excluded, key=lambda g: 1 - g["without_ms"] / g["int8_ms"])
+        best = min(excluded, key=lambda g: g["ratio"])
         single = tmp / "single.onnx"
-        _quantize_file(pre, single, x_calib, cfg, base_exclude + groups[best["group"]], cache)
-        t = side_by_side({"all": all_int8, "single": single}, shape, cfg.threads, rounds=5)
-        check["single"] = {"group": best["group"], "all_int8_ms": round(t["all"], 3),
-                           "with_exclusion_ms": round(t["single"], 3), "kept": t["single"] < 0.97 * t["all"]}
+        quantize_file(pre, single, x_calib, cfg, base_exclude + groups[best["group"]], cache)
+        t = paired_ratio(all_int8, single, shape, cfg.threads)
+        check["single"] = {"group": best["group"], "all_int8_ms": round(t["base"], 3),
+                           "with_exclusion_ms": round(t["trial"], 3), "ratio": round(t["ratio"], 3),
+                           "kept": t["ratio"] < 0.97}
         if check["single"]["kept"]:
             os.replace(single, int8)
             return base_exclude + groups[best["group"]], [best], check
@@ -275,15 +297,13 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
             simplify(fp32)  # folds BatchNorm into the convolutions before quantization
         else:
             fp32.write_bytes(parent.model_path.read_bytes())
-        q = _ort_quant()
         pre = tmp / "pre.onnx"
-        with contextlib.redirect_stdout(io.StringIO()):
-            q.quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        pre_process(fp32, pre)
         cache = tmp / "calibration-cache.json"
         progress.info(f"calibrating ({cfg.calib_method}) on {len(x_calib)} images from {calib}")
         int8 = tmp / "int8.onnx"
         exclude = list(cfg.exclude)
-        _quantize_file(pre, int8, x_calib, cfg, exclude, cache)
+        quantize_file(pre, int8, x_calib, cfg, exclude, cache)
 
         excluded_groups: list[dict[str, Any]] = []
         exclusion_check: dict[str, Any] | None = None
