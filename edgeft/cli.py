@@ -304,14 +304,16 @@ def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, 
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim.")
 @click.option("--data", type=click.Path(path_type=Path), help="ImageFolder for the parity check on real images.")
 @click.option("--n", "n_images", type=int, default=64, show_default=True, help="Images for the parity check.")
+@click.option("--gray-input", is_flag=True,
+              help="Monochrome cameras: a 1-channel model, the stem folded (exact; parity on --data proves it).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def export_cmd(artifact: Path, out: Path, opset: int, dynamic_batch: bool, no_simplify: bool, data: Path | None,
-               n_images: int, force: bool) -> None:
+               n_images: int, gray_input: bool, force: bool) -> None:
     """Export a PyTorch artifact to ONNX: checked, simplified, parity-tested against PyTorch."""
     from edgeft.export.stage import export
 
     art = export(artifact, out, opset=opset, dynamic_batch=dynamic_batch, do_simplify=not no_simplify, data=data,
-                 n=n_images, force=force)
+                 n=n_images, force=force, gray_input=gray_input)
     o = art.meta.metrics["onnx"]
     click.echo(f"opset {o['opset']}, {o['nodes']} nodes, {o['size_bytes'] / 1e6:.2f} MB")
     p = art.meta.metrics.get("parity")

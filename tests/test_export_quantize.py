@@ -232,3 +232,76 @@ def test_ort_cpu_exclusion_skips_groups_that_leave_the_graph_unchanged(monkeypat
                                      inert=("add",))
     assert kept == ["conv"] and check["groups"] == ["conv"]
 
+
+
+def _gray_ready_artifact(path):
+    """A tiny model whose three input channels share mean and std (as EfficientNet-Lite's 0.5 / 0.5)."""
+    from edgeft import artifact
+    from edgeft.contract import InputContract
+    from edgeft.models import create, save_artifact
+
+    contract = InputContract(size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, resize="stretch")
+    model, _ = create("test_efficientnet", num_classes=2)
+    return save_artifact(model, path, artifact.Meta(kind="torch", arch="test_efficientnet",
+                                                    class_names=["bad", "good"], input=contract))
+
+
+def test_gray_input_export_is_exact_on_grayscale_images_and_flows_downstream(tiny_data, manifest, tmp_path):
+    import numpy as np
+
+    from edgeft.bench.harness import BenchConfig, bench
+    from edgeft.data import load_split
+    from edgeft.evaluate import onnx_logits
+
+    parent = _gray_ready_artifact(tmp_path / "ft")
+    rgb = export(parent.path, tmp_path / "rgb", data=tiny_data)
+    gray = export(parent.path, tmp_path / "gray", data=tiny_data, gray_input=True)
+    assert gray.meta.input.color == "GRAY" and gray.meta.input.channels == 1
+    assert gray.meta.metrics["parity"]["max_abs_diff"] <= 1e-4
+    dims = [d.dim_value for d in onnx.load(str(gray.model_path)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 1, 32, 32]
+    gray_images, rgb_images = (load_split(tiny_data, "test", a.meta.input).images for a in (gray, rgb))
+    assert gray_images.shape[-1] == 1 and rgb_images.shape[-1] == 3
+    np.testing.assert_allclose(onnx_logits(gray.model_path, gray_images, gray.meta.input),
+                               onnx_logits(rgb.model_path, rgb_images, rgb.meta.input), atol=1e-4)
+    # INT8 and bench take the one-channel contract from the artifact
+    q = quantize(gray.path, tmp_path / "int8", QuantizeConfig(auto_exclude=False), manifest, tiny_data)
+    assert q.meta.input.color == "GRAY" and q.meta.metrics["test"]["accuracy"] >= 0
+    row = bench([str(q.path)], BenchConfig(backends=["ort-cpu"], duration_s=None, iters=5, warmup_s=0.01,
+                                           memory=False))["results"][0]
+    assert row["status"] == "ok" and row["input_shape"] == [1, 1, 32, 32]
+
+
+def test_gray_input_refuses_colour_images_and_unequal_normalisation(tmp_path):
+    import cv2
+    import numpy as np
+
+    from edgeft.errors import EdgeftError
+    from edgeft.models import save_artifact
+
+    rng = np.random.default_rng(0)
+    colour = tmp_path / "colour"
+    for split in ("train", "test"):
+        for name in ("bad", "good"):
+            (colour / split / name).mkdir(parents=True)
+            for i in range(4):  # independent colour planes: what a colour camera gives
+                cv2.imwrite(str(colour / split / name / f"{i}.png"), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    parent = _gray_ready_artifact(tmp_path / "ft")
+    with pytest.raises(EdgeftError, match="not grayscale"):
+        export(parent.path, tmp_path / "out", data=colour, gray_input=True)
+    assert not (tmp_path / "out").exists()
+    from edgeft import artifact
+    from edgeft.models import from_artifact
+
+    meta = artifact.load(parent.path).meta
+    meta.input = meta.input.replace(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    imagenet = save_artifact(from_artifact(parent), tmp_path / "imagenet", meta)
+    with pytest.raises(ConfigError, match="share mean and std"):
+        export(imagenet.path, tmp_path / "out", data=colour, gray_input=True)
+    with pytest.raises(ConfigError, match="needs --data"):
+        export(parent.path, tmp_path / "out", gray_input=True)
+
+
+def test_export_cli_gray_input_error_is_one_line(cli, tiny_data, tmp_path):
+    parent = _gray_ready_artifact(tmp_path / "ft")
+    assert_one_line_error(cli("export", parent.path, "--out", tmp_path / "o", "--gray-input"), "needs --data")

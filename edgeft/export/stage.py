@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeft import artifact as art
 from edgeft import progress
-from edgeft.errors import ArtifactError, DependencyError, EdgeftError
+from edgeft.errors import ArtifactError, ConfigError, DependencyError, EdgeftError
 from edgeft.runtime.predictor import ONNX_META_KEY
 
 FP32_TOLERANCE = 1e-4  # max abs logit difference accepted between PyTorch and ONNX Runtime in FP32
@@ -42,8 +42,10 @@ def simplify(path: Path) -> None:
     onnx.save(slim, str(path))
 
 
-def parity(model, onnx_path: Path, images: np.ndarray, contract, threads: int = 2) -> dict[str, Any]:
-    """PyTorch vs ONNX Runtime logits on the same prepared images: max abs diff and top-1 agreement."""
+def parity(model, onnx_path: Path, images: np.ndarray, contract, threads: int = 2, onnx_images: np.ndarray | None = None,
+           onnx_contract=None) -> dict[str, Any]:
+    """PyTorch vs ONNX Runtime logits on the same real images: max abs diff and top-1 agreement. ``onnx_images`` /
+    ``onnx_contract``: the same images prepared for an ONNX model whose input contract differs (gray_input)."""
     from edgeft.bench.timing import ort_session
     from edgeft.evaluate import torch_logits
 
@@ -51,7 +53,7 @@ def parity(model, onnx_path: Path, images: np.ndarray, contract, threads: int = 
     sess = ort_session(str(onnx_path), threads)
     name = sess.get_inputs()[0].name
     batch = sess.get_inputs()[0].shape[0]
-    x = contract.normalize(images)
+    x = (onnx_contract or contract).normalize(images if onnx_images is None else onnx_images)
     step = batch if isinstance(batch, int) and batch > 0 else 32
     got = np.concatenate([sess.run(None, {name: x[i:i + step]})[0] for i in range(0, len(x), step)])
     diff = np.abs(ref - got)
@@ -61,8 +63,12 @@ def parity(model, onnx_path: Path, images: np.ndarray, contract, threads: int = 
 
 def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int = 17, dynamic_batch: bool = False,
            do_simplify: bool = True, data: str | os.PathLike | None = None, n: int = 64,
-           force: bool = False) -> art.Artifact:
-    """Export a PyTorch artifact to an ONNX artifact; with ``data``, check parity on ``n`` real images."""
+           force: bool = False, gray_input: bool = False) -> art.Artifact:
+    """Export a PyTorch artifact to an ONNX artifact; with ``data``, check parity on ``n`` real images.
+
+    ``gray_input``: the ONNX model takes one channel, the stem's weights summed over its three identical input
+    channels (``edgeft.export.gray_input``); needs ``data``, whose parity check proves the images are grayscale."""
+    from edgeft.export.gray_input import fold_gray_input, gray_contract
     from edgeft.export.onnx_export import export_onnx
     from edgeft.models import from_artifact
 
@@ -70,18 +76,28 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
     parent = art.load(artifact_path)
     if parent.meta.kind != "torch":
         raise ArtifactError(f"{parent.path} already holds a {parent.meta.kind} model; export a PyTorch artifact")
+    if gray_input:
+        gray_contract(parent.meta.input)  # refuse a contract that cannot be folded before exporting anything
+        if data is None:
+            raise ConfigError("gray_input needs --data: the parity check on real images is what shows they are "
+                              "grayscale")
     import onnx
 
     model = from_artifact(parent)
+    params: dict[str, Any] = {"opset": opset, "dynamic_batch": dynamic_batch, "simplify": do_simplify}
+    if gray_input:
+        params["gray_input"] = True
     meta = art.Meta(kind="onnx", arch=parent.meta.arch, class_names=parent.meta.class_names, input=parent.meta.input,
-                    lineage=parent.stage_record("export", {"opset": opset, "dynamic_batch": dynamic_batch,
-                                                           "simplify": do_simplify}),
+                    lineage=parent.stage_record("export", params),
                     extra={k: v for k, v in parent.meta.extra.items() if k in ("tta_views",)})
 
     def write(path: Path) -> None:
         export_onnx(model, parent.meta.input, path, opset=opset, dynamic_batch=dynamic_batch)
         if do_simplify:
             simplify(path)
+        if gray_input:
+            meta.input = fold_gray_input(path, parent.meta.input)
+            meta.extra["gray_input"] = {"folded_from": parent.meta.input.color}
         m = onnx.load(str(path))
         del m.metadata_props[:]
         m.metadata_props.add(key=ONNX_META_KEY, value=onnx_metadata(meta))
@@ -95,10 +111,16 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
 
             split = "test" if "test" in find_splits(data) else "val"
             images = load_split(data, split, parent.meta.input, classes=parent.meta.class_names).images[:n]
-            check = parity(model, path, images, parent.meta.input)
+            onnx_images = images if not gray_input else \
+                load_split(data, split, meta.input, classes=parent.meta.class_names).images[:n]
+            check = parity(model, path, images, parent.meta.input, onnx_images=onnx_images, onnx_contract=meta.input)
             check["split"] = split
             meta.metrics["parity"] = check
             if check["max_abs_diff"] > FP32_TOLERANCE:
+                if gray_input:
+                    raise EdgeftError(f"with gray_input the model's logits move by {check['max_abs_diff']:.2e} "
+                                      f"(tolerance {FP32_TOLERANCE:g}) on {check['n']} real images of {data}: they "
+                                      "are not grayscale; export without gray_input")
                 raise EdgeftError(f"ONNX Runtime differs from PyTorch by {check['max_abs_diff']:.2e} (tolerance "
                                   f"{FP32_TOLERANCE:g}) on {check['n']} real images; try another --opset, or report "
                                   "the architecture")

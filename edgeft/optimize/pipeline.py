@@ -59,16 +59,17 @@ def plan(recipe: Recipe) -> list[Step]:
     if "prune" in recipe.stages:
         torch_steps.append(add("prune", torch_steps[-1], label="pruned FP32"))
     onnx_fp32: Step | None = None
+    gray = ", gray input" if "export" in recipe.stages and recipe.sections["export"].gray_input else ""
     if "export" in recipe.stages:
         for t in torch_steps:
             src = t.stage if len(torch_steps) > 1 else ""
-            onnx_fp32 = add("export", t, suffix=src, label=f"{t.label} ONNX")
+            onnx_fp32 = add("export", t, suffix=src, label=f"{t.label} ONNX{gray}")
     quantized: Step | None = None
     if "quantize" in recipe.stages:
         q = recipe.sections["quantize"]
         parent = torch_steps[-1] if q.method == "qat" or onnx_fp32 is None else onnx_fp32
         quantized = add("quantize", parent, label=f"{'pruned ' if len(torch_steps) > 1 else ''}INT8 {q.method.upper()} "
-                                                  f"({q.target})")
+                                                  f"({q.target}{gray if parent is onnx_fp32 else ''})")
     if "build" in recipe.stages:
         b = recipe.sections["build"]
         parent = quantized if b.precision == "int8" else onnx_fp32
@@ -172,7 +173,7 @@ def _run_export(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
 
     e = recipe.sections["export"]
     a = export(parent, out, opset=e.opset, dynamic_batch=e.dynamic_batch, do_simplify=e.simplify, data=recipe.data,
-               n=e.parity_images, force=True)
+               n=e.parity_images, force=True, gray_input=e.gray_input)
     split = eval_split(recipe.data)
     s = load_split(recipe.data, split, a.meta.input, classes=a.meta.class_names)
     art.update_metrics(a, {split: evaluate(a, s, tta_views=1), "eval_split": split})

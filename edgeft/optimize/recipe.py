@@ -29,6 +29,7 @@ class ExportSection:
     dynamic_batch: bool = False
     simplify: bool = True
     parity_images: int = 64
+    gray_input: bool = False  # 1-channel ONNX models for monochrome cameras (exact; see edgeft.export.gray_input)
 
 
 @dataclass
@@ -201,8 +202,6 @@ def _check_stage_sections(sections: dict[str, Any]) -> None:
                 raise ConfigError(f"bench.backends: unknown backend {b!r}; choose from {', '.join(BACKENDS)}"
                                   f"{close_matches(str(b), BACKENDS)}")
         s.batches = _int_list(s.batches, "bench.batches")
-        if not isinstance(s.memory, bool):
-            raise ConfigError(f"bench.memory must be true or false, got {s.memory!r}")
         if s.rounds < 1 or s.duration_s <= 0 or s.warmup_s < 0:
             raise ConfigError("bench.rounds must be >= 1, bench.duration_s positive and bench.warmup_s >= 0")
         sections["bench"] = s
