@@ -4,7 +4,7 @@ Inside the benchmark process, the growth of the resident set when a model loads 
 pays for the runtime's own start-up and the allocator reuses pages the previous model freed (the INT8 model read
 0 MB). A fresh process per model that imports the runtime first, notes its resident set, then loads and runs the
 model, gives the number a camera process pays for the model: peak resident set minus the runtime's baseline.
-Run as ``python -m edgeft.bench.footprint SPEC BACKEND C,H,W BATCH THREADS``; prints one JSON line.
+Run as ``python -m edgeft.bench.footprint SPEC BACKEND N,C,H,W THREADS``; prints one JSON line.
 """
 
 from __future__ import annotations
