@@ -188,6 +188,21 @@ def test_gate_divides_out_a_slower_machine():
     assert cmp.compare(base, slower_machine, normalize=False)[1]["failed"]
 
 
+def test_memory_gate_compares_like_with_like():
+    """A baseline from before per-model memory (process peak only) against a newer result: process peaks on both
+    sides, not the newer file's 20 MB model against the older file's 700 MB process."""
+    key = ("m", "ort-cpu", 1)
+    old, new = _doc({key: _noisy(10.0)}), _doc({key: _noisy(10.0)})
+    old["results"][0]["memory"] = {"peak_rss_mb": 700.0}
+    new["results"][0]["memory"] = {"peak_rss_mb": 700.0, "footprint": {"model_mb": 20.0}}
+    rows, _ = cmp.compare(old, new, metric="memory")
+    assert rows[0].verdict == "ok" and (rows[0].baseline, rows[0].current) == (700.0, 700.0)
+    grown = _doc({key: _noisy(10.0)})
+    grown["results"][0]["memory"] = {"peak_rss_mb": 700.0, "footprint": {"model_mb": 30.0}}
+    rows, s = cmp.compare(new, grown, metric="memory")
+    assert rows[0].verdict == "regression" and s["failed"] and (rows[0].baseline, rows[0].current) == (20.0, 30.0)
+
+
 def test_gate_needs_evidence_beyond_noise():
     key = ("m", "ort-cpu", 1)
     base = _doc({key: [10.0, 30.0, 10.0, 30.0, 10.0]})

@@ -266,7 +266,13 @@ def test_gray_input_export_is_exact_on_grayscale_images_and_flows_downstream(tin
                                onnx_logits(rgb.model_path, rgb_images, rgb.meta.input), atol=1e-4)
     # INT8 and bench take the one-channel contract from the artifact
     q = quantize(gray.path, tmp_path / "int8", QuantizeConfig(auto_exclude=False), manifest, tiny_data)
-    assert q.meta.input.color == "GRAY" and q.meta.metrics["test"]["accuracy"] >= 0
+    assert q.meta.input.color == "GRAY"
+    dims = [d.dim_value for d in onnx.load(str(q.model_path)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 1, 32, 32]
+    # quantize's FP32 accuracy (the gray graph on GRAY-prepared images) is the RGB export's on RGB-prepared ones
+    labels = load_split(tiny_data, "test", rgb.meta.input).labels
+    rgb_accuracy = float((onnx_logits(rgb.model_path, rgb_images, rgb.meta.input).argmax(1) == labels).mean())
+    assert q.meta.metrics["test_fp32"]["accuracy"] == pytest.approx(rgb_accuracy)
     row = bench([str(q.path)], BenchConfig(backends=["ort-cpu"], duration_s=None, iters=5, warmup_s=0.01,
                                            memory=False))["results"][0]
     assert row["status"] == "ok" and row["input_shape"] == [1, 1, 32, 32]

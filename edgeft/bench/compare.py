@@ -38,10 +38,14 @@ def _key(r: dict[str, Any]) -> tuple[str, str, int]:
     return (Path(r["model"]).name or r["model"], r["backend"], int(r["batch"]))
 
 
-def _value(r: dict[str, Any], metric: str) -> float:
-    if metric == "memory":  # the model's own resident memory where measured in a process of its own
-        own = (r["memory"].get("footprint") or {}).get("model_mb")
-        return float(own if own is not None else r["memory"]["peak_rss_mb"])
+def _own_memory(r: dict[str, Any]) -> float | None:
+    """The model's own resident memory, measured in a process of its own (CPU backends, newer results)."""
+    return (r["memory"].get("footprint") or {}).get("model_mb")
+
+
+def _value(r: dict[str, Any], metric: str, own_memory: bool = False) -> float:
+    if metric == "memory":  # like with like: the model's own memory when both sides have it, else process peaks
+        return float(_own_memory(r) if own_memory else r["memory"]["peak_rss_mb"])
     if metric == "throughput":
         return float(r["latency_ms"]["throughput_ips"])
     return float(r["latency_ms"][metric])
@@ -112,7 +116,8 @@ def compare(baseline: dict[str, Any], current: dict[str, Any], metric: str = "p5
         if b["status"] != "ok" or c["status"] != "ok":
             rows.append(Row(key, "skipped", note=(c if c["status"] != "ok" else b).get("reason", "")[:80]))
             continue
-        vb, vc = _value(b, metric), _value(c, metric)
+        own = _own_memory(b) is not None and _own_memory(c) is not None
+        vb, vc = _value(b, metric, own), _value(c, metric, own)
         worse = vb / vc if metric == "throughput" else vc / vb
         ci = None
         if metric in ("p50", "p90", "throughput") and b.get("samples_ms") and c.get("samples_ms"):

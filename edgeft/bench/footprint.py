@@ -36,10 +36,10 @@ def measure(spec: str, backend: str, shape: tuple[int, ...], threads: int | None
 
     for module in RUNTIME_MODULES[backend]:
         importlib.import_module(module)
-    from edgeft.bench.harness import _model_files
+    from edgeft.bench.harness import model_files
     from edgeft.runtime.backends import choose
 
-    files, artifact_dir, _ = _model_files(spec)
+    files, artifact_dir, _ = model_files(spec)
     b = choose(backend, files)
     runner = b.make(files[b.model_file], artifact_dir, threads)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)

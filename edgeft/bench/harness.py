@@ -143,18 +143,9 @@ def device_key(fp: dict[str, Any]) -> tuple:
     return tuple(fp.get(k) for k in ("cpu", "cpu_count", "gpu", "jetson"))
 
 
-def _rss_mb() -> tuple[float, float]:
-    """(current RSS, peak RSS) of this process in MB."""
-    cur = peak = 0.0
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                cur = int(line.split()[1]) / 1024
-            elif line.startswith("VmHWM:"):
-                peak = int(line.split()[1]) / 1024
-    except OSError:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return cur, peak
+def _peak_rss_mb() -> float:
+    """Peak RSS of this (benchmark) process in MB. A model's own memory is ``edgeft.bench.footprint``'s."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _stats(samples: list[float], batch: int) -> dict[str, float]:
@@ -165,7 +156,7 @@ def _stats(samples: list[float], batch: int) -> dict[str, float]:
             "throughput_ips": float(batch * 1000.0 / statistics.fmean(samples))}
 
 
-def _model_files(spec: str) -> tuple[dict[str, Path], Path | None, tuple[int, ...] | None]:
+def model_files(spec: str) -> tuple[dict[str, Path], Path | None, tuple[int, ...] | None]:
     """Model files of an artifact directory or a bare .onnx file, its directory, and its C,H,W when known."""
     p = Path(spec)
     if p.is_dir():
@@ -203,7 +194,7 @@ def bench_one(spec: str, backend: str, batch: int, cfg: BenchConfig) -> dict[str
 
     row: dict[str, Any] = {"model": spec, "backend": backend, "batch": batch}
     try:
-        files, artifact_dir, chw = _model_files(spec)
+        files, artifact_dir, chw = model_files(spec)
         b = choose(backend, files)
     except EdgeftError as e:
         return {**row, "status": "skipped", "reason": str(e)}
@@ -213,14 +204,13 @@ def bench_one(spec: str, backend: str, batch: int, cfg: BenchConfig) -> dict[str
     row["model_sha256"] = sha256_file(model_file)
     try:
         runner = b.make(model_file, artifact_dir, cfg.threads)
-        rss_before, _ = _rss_mb()
         runner.activate()
         shape = _input_shape(runner, chw, cfg, batch)
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         time_calls(lambda: runner.infer(x), warmup=cfg.warmup_iters, iters=1, min_seconds=cfg.warmup_s)  # warm-up
         timing = time_calls(lambda: runner.infer(x), warmup=0, iters=cfg.iters or 20,
                             min_seconds=0.0 if cfg.iters else (cfg.duration_s or 0.0))
-        rss_after, peak = _rss_mb()
+        peak = _peak_rss_mb()
         gpu: dict[str, Any] = {}
         if hasattr(runner, "gpu_times_ms") and getattr(runner, "device", "cpu") != "cpu":
             n = max(20, min(timing["n"], 1000))
@@ -235,7 +225,7 @@ def bench_one(spec: str, backend: str, batch: int, cfg: BenchConfig) -> dict[str
         return {**row, "status": "failed", "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
     return {**row, "status": "ok", "input_shape": list(shape), "iters": timing["n"],
             "latency_ms": _stats(timing["samples_ms"], batch), "samples_ms": [round(v, 4) for v in timing["samples_ms"]],
-            "memory": {"rss_delta_mb": round(rss_after - rss_before, 1), "peak_rss_mb": round(peak, 1),
+            "memory": {"peak_rss_mb": round(peak, 1),
                        **({"device": gpu.pop("device_memory")} if "device_memory" in gpu else {})}, **gpu}
 
 

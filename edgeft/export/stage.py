@@ -97,7 +97,6 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
             simplify(path)
         if gray_input:
             meta.input = fold_gray_input(path, parent.meta.input)
-            meta.extra["gray_input"] = {"folded_from": parent.meta.input.color}
         m = onnx.load(str(path))
         del m.metadata_props[:]
         m.metadata_props.add(key=ONNX_META_KEY, value=onnx_metadata(meta))
