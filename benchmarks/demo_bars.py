@@ -32,7 +32,7 @@ def check(run: Path, wall_s: float | None = None) -> dict:
     """The targets on a finished run, from the rows its report is made of (``edgeft.optimize.report.collect``)."""
     from edgeft.optimize.pipeline import StepResult, plan
     from edgeft.optimize.recipe import parse
-    from edgeft.optimize.report import collect
+    from edgeft.optimize.report import collect, round_ratios
 
     state = json.loads((run / "pipeline.json").read_text())
     steps = plan(parse(state["recipe"]))
@@ -58,6 +58,12 @@ def check(run: Path, wall_s: float | None = None) -> dict:
         "p50_ms": {"final_int8_ort_cpu": int8, "finetuned_fp32_ort_cpu": fp32, "finetuned_fp32_torch_eager": eager},
         "speedup": {"vs_fp32_ort": round(fp32 / int8, 3) if int8 and fp32 else None,
                     "vs_eager": round(eager / int8, 3) if int8 and eager else None},
+        # the same ratios per interleaved bench round: how much the ratios of medians above owe to the host's moment
+        "speedup_per_round": {
+            "vs_fp32_ort": [round(v, 2) for v in round_ratios(fp32_onnx.latency.get("ort-cpu@1", {}),
+                                                              final.latency.get("ort-cpu@1", {}))],
+            "vs_eager": [round(v, 2) for v in round_ratios(finetune.latency.get("torch@1", {}),
+                                                           final.latency.get("ort-cpu@1", {}))]},
         "macs_ratio": round(final.macs / finetune.macs, 4) if final.macs and finetune.macs else None,
         "device": ((doc or {}).get("device") or {}).get("cpu"),
     }

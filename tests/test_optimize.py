@@ -60,6 +60,10 @@ def test_run_folder_report_and_gates(finished_run):
     md = (run / "report.md").read_text()
     assert "| 05-quantize |" in md and "## Confusion matrices" in md and "## Lineage" in md
     assert f"Stage time: {sum(s.get('seconds', 0) for s in state['steps'].values()) / 60:.1f} min." in md
+    # the headline's speed-up over eager shows its spread over the bench's interleaved rounds, from those rounds
+    eager, int8 = rows["01-finetune"].latency["torch@1"], rows["05-quantize"].latency["ort-cpu@1"]
+    per_round = [e / i for e, i in zip(eager["round_p50_ms"], int8["round_p50_ms"])]
+    assert f"(per round {min(per_round):.1f}-{max(per_round):.1f}x over 2 interleaved rounds)" in md
     html = (run / "report.html").read_text()
     assert "<svg" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained
     assert "06-build" in html and "skipped" in html
@@ -83,7 +87,21 @@ def test_demo_bars_benchmark_reads_a_finished_run(finished_run):
     drop = (rows["01-finetune"].accuracy["accuracy"] - rows["05-quantize"].accuracy["accuracy"]) * 100
     assert out["accuracy"]["drop_pp"] == round(drop, 2)
     assert out["targets"]["accuracy_drop_le_1pp"] == (round(drop, 2) <= 1.0)
+    assert out["speedup_per_round"]["vs_eager"] == [
+        round(e / i, 2) for e, i in zip(rows["01-finetune"].latency["torch@1"]["round_p50_ms"],
+                                        rows["05-quantize"].latency["ort-cpu@1"]["round_p50_ms"])]
+    assert len(out["speedup_per_round"]["vs_fp32_ort"]) == 2
     assert out["macs_ratio"] == round(rows["02-prune"].macs / rows["01-finetune"].macs, 4)
+
+
+def test_round_ratios_need_rows_measured_in_the_same_rounds():
+    from edgeft.optimize.report import round_ratios
+
+    ok = lambda rounds: {"status": "ok", "round_p50_ms": rounds}  # noqa: E731
+    assert round_ratios(ok([30.0, 24.0, 36.0]), ok([3.0, 2.0, 3.0])) == [10.0, 12.0, 12.0]
+    assert round_ratios(ok([30.0, 24.0]), ok([3.0, 2.0, 3.0])) == []  # not the same rounds
+    assert round_ratios(ok([30.0]), ok([3.0])) == []  # one round: no spread to show
+    assert round_ratios({"status": "skipped"}, ok([3.0, 2.0])) == []
 
 
 def test_failed_gate_exits_1_after_writing_the_report(cli, finished_run, tiny_data, tmp_path):

@@ -156,6 +156,23 @@ def _reference(rows: list[Row], key: str) -> Row | None:
     return next((r for r in rows if key in r.latency and r.latency[key]["status"] == "ok"), None)
 
 
+def round_ratios(slow: dict[str, Any], fast: dict[str, Any]) -> list[float]:
+    """How many times faster ``fast`` ran than ``slow`` in each interleaved bench round (two bench rows of one run).
+
+    Round r of every row is measured in the same pass over the models, seconds apart, so each ratio sees one machine
+    state; their spread shows how much a ratio of medians owes to the moment on a shared host. Empty when the rows
+    were not measured in the same rounds."""
+    a, b = slow.get("round_p50_ms") or [], fast.get("round_p50_ms") or []
+    if len(a) < 2 or len(a) != len(b) or slow.get("status") != "ok" or fast.get("status") != "ok":
+        return []
+    return [x / y for x, y in zip(a, b)]
+
+
+def _ratio_text(slow: dict[str, Any], fast: dict[str, Any]) -> str:
+    r = round_ratios(slow, fast)
+    return f" (per round {min(r):.1f}-{max(r):.1f}x over {len(r)} interleaved rounds)" if r else ""
+
+
 def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     keys = _latency_keys(rows)
     header = ["stage", "model", "precision", "accuracy", "balanced acc.", "size MB", "params M", "MMACs"]
@@ -205,12 +222,13 @@ def headline(rows: list[Row], gates: list[dict[str, Any]]) -> list[str]:
             ref = _reference(rows, k)
             if b["status"] == "ok" and ref is not None and ref is not final:
                 out.append(f"On {k}: {b['latency_ms']['p50']:.2f} ms p50, {ref.latency[k]['latency_ms']['p50'] / b['latency_ms']['p50']:.2f}x "
-                           f"faster than {ref.label} ({ref.latency[k]['latency_ms']['p50']:.2f} ms).")
+                           f"faster than {ref.label} ({ref.latency[k]['latency_ms']['p50']:.2f} ms)"
+                           f"{_ratio_text(ref.latency[k], b)}.")
         eager = base.latency.get("torch@1")
         fk = next((k for k in final.latency if k.endswith("@1") and final.latency[k]["status"] == "ok"), None)
         if eager and eager["status"] == "ok" and fk and fk != "torch@1":
             out.append(f"Against PyTorch eager FP32 (batch 1): {eager['latency_ms']['p50'] / final.latency[fk]['latency_ms']['p50']:.1f}x "
-                       f"faster on {fk}.")
+                       f"faster on {fk}{_ratio_text(eager, final.latency[fk])}.")
     if gates:
         failed = [g for g in gates if g["status"] == "fail"]
         out.append("Gates: " + ("FAILED — " + "; ".join(f"{g['gate']} = {g['value']} (limit {g['limit']})" for g in failed)
