@@ -170,7 +170,7 @@ def round_ratios(slow: dict[str, Any], fast: dict[str, Any]) -> list[float]:
 
 def _ratio_text(slow: dict[str, Any], fast: dict[str, Any]) -> str:
     r = round_ratios(slow, fast)
-    return f" (per round {min(r):.1f}-{max(r):.1f}x over {len(r)} interleaved rounds)" if r else ""
+    return f"per round {min(r):.1f}-{max(r):.1f}x over {len(r)} interleaved rounds" if r else ""
 
 
 def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
@@ -221,14 +221,16 @@ def headline(rows: list[Row], gates: list[dict[str, Any]]) -> list[str]:
             b = final.latency[k]
             ref = _reference(rows, k)
             if b["status"] == "ok" and ref is not None and ref is not final:
-                out.append(f"On {k}: {b['latency_ms']['p50']:.2f} ms p50, {ref.latency[k]['latency_ms']['p50'] / b['latency_ms']['p50']:.2f}x "
-                           f"faster than {ref.label} ({ref.latency[k]['latency_ms']['p50']:.2f} ms)"
-                           f"{_ratio_text(ref.latency[k], b)}.")
+                ref_ms = ref.latency[k]["latency_ms"]["p50"]
+                spread = _ratio_text(ref.latency[k], b)
+                out.append(f"On {k}: {b['latency_ms']['p50']:.2f} ms p50, {ref_ms / b['latency_ms']['p50']:.2f}x faster "
+                           f"than {ref.label} ({ref_ms:.2f} ms" + (f"; {spread}" if spread else "") + ").")
         eager = base.latency.get("torch@1")
         fk = next((k for k in final.latency if k.endswith("@1") and final.latency[k]["status"] == "ok"), None)
         if eager and eager["status"] == "ok" and fk and fk != "torch@1":
+            spread = _ratio_text(eager, final.latency[fk])
             out.append(f"Against PyTorch eager FP32 (batch 1): {eager['latency_ms']['p50'] / final.latency[fk]['latency_ms']['p50']:.1f}x "
-                       f"faster on {fk}{_ratio_text(eager, final.latency[fk])}.")
+                       f"faster on {fk}" + (f" ({spread})" if spread else "") + ".")
     if gates:
         failed = [g for g in gates if g["status"] == "fail"]
         out.append("Gates: " + ("FAILED — " + "; ".join(f"{g['gate']} = {g['value']} (limit {g['limit']})" for g in failed)
