@@ -64,6 +64,12 @@ def test_run_folder_report_and_gates(finished_run):
     eager, int8 = rows["01-finetune"].latency["torch@1"], rows["05-quantize"].latency["ort-cpu@1"]
     per_round = [e / i for e, i in zip(eager["round_p50_ms"], int8["round_p50_ms"])]
     assert f"(per round {min(per_round):.1f}-{max(per_round):.1f}x over 2 interleaved rounds)" in md
+    # the memory column is the model's own memory, measured by bench in a process of its own
+    from edgeft.optimize.report import table
+
+    header, body = table(result.rows)
+    own = rows["05-quantize"].latency["ort-cpu@1"]["memory"]["footprint"]["model_mb"]
+    assert body[[b[0] for b in body].index("05-quantize")][header.index("memory MB")] == f"{own:.0f}"
     html = (run / "report.html").read_text()
     assert "<svg" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained
     assert "06-build" in html and "skipped" in html

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeft.bench.footprint import model_mb
 from edgeft.bench.harness import device_key
 from edgeft.errors import ConfigError, EdgeftError
 
@@ -38,14 +39,9 @@ def _key(r: dict[str, Any]) -> tuple[str, str, int]:
     return (Path(r["model"]).name or r["model"], r["backend"], int(r["batch"]))
 
 
-def _own_memory(r: dict[str, Any]) -> float | None:
-    """The model's own resident memory, measured in a process of its own (CPU backends, newer results)."""
-    return (r["memory"].get("footprint") or {}).get("model_mb")
-
-
 def _value(r: dict[str, Any], metric: str, own_memory: bool = False) -> float:
     if metric == "memory":  # like with like: the model's own memory when both sides have it, else process peaks
-        return float(_own_memory(r) if own_memory else r["memory"]["peak_rss_mb"])
+        return float(model_mb(r) if own_memory else r["memory"]["peak_rss_mb"])
     if metric == "throughput":
         return float(r["latency_ms"]["throughput_ips"])
     return float(r["latency_ms"][metric])
@@ -116,7 +112,7 @@ def compare(baseline: dict[str, Any], current: dict[str, Any], metric: str = "p5
         if b["status"] != "ok" or c["status"] != "ok":
             rows.append(Row(key, "skipped", note=(c if c["status"] != "ok" else b).get("reason", "")[:80]))
             continue
-        own = _own_memory(b) is not None and _own_memory(c) is not None
+        own = model_mb(b) is not None and model_mb(c) is not None
         vb, vc = _value(b, metric, own), _value(c, metric, own)
         worse = vb / vc if metric == "throughput" else vc / vb
         ci = None

@@ -20,6 +20,11 @@ from typing import Any
 RUNTIME_MODULES = {"ort-cpu": ("numpy", "onnxruntime"), "torch": ("numpy", "torch", "timm", "edgeft.models")}
 
 
+def model_mb(row: dict[str, Any]) -> float | None:
+    """The model's own resident memory from a bench result row, when it was measured (CPU backends)."""
+    return ((row.get("memory") or {}).get("footprint") or {}).get("model_mb")
+
+
 def _status_mb() -> tuple[float, float]:
     """(VmRSS, VmHWM) of this process in MB (Linux)."""
     fields = {}

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgeft import __version__, progress
 from edgeft.artifact import sha256_file
+from edgeft.bench.footprint import model_mb
 from edgeft.bench.timing import time_calls
 from edgeft.doctor import cpu_model
 from edgeft.errors import ConfigError, EdgeftError
@@ -314,7 +315,7 @@ def table(doc: dict[str, Any]) -> str:
                          f"{r['status']}: {r['reason'][:80]}")
             continue
         lat = r["latency_ms"]
-        own = (r["memory"].get("footprint") or {}).get("model_mb")  # resident memory of the model alone (CPU)
+        own = model_mb(r)  # resident memory of the model alone (CPU backends)
         mem = f"{own:>8.0f}" if own is not None else f"{'':>8}"
         lines.append(f"{name:<40} {r['backend']:<9} {r['batch']:>5} {lat['p50']:>9.3f} {lat['p90']:>9.3f} "
                      f"{lat['p99']:>9.3f} {lat['throughput_ips']:>9.1f} {mem}  ok")

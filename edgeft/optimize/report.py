@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeft import artifact as art
+from edgeft.bench.footprint import model_mb
 from edgeft.errors import DependencyError, EdgeftError
 
 
@@ -196,8 +197,7 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
                 speed = ref.latency[k]["latency_ms"]["p50"] / p50 if ref is not None and ref is not r else None
                 line.append(f"{p50:.2f}" + (f" ({speed:.2f}x)" if speed else ""))
         # memory: the model's resident memory in a process of its own, above the runtime's (largest over backends)
-        mem = [b["memory"]["footprint"]["model_mb"] for b in r.latency.values()
-               if b["status"] == "ok" and (b.get("memory") or {}).get("footprint")]
+        mem = [m for b in r.latency.values() if b["status"] == "ok" and (m := model_mb(b)) is not None]
         line.append(f"{max(mem):.0f}" if mem else "")
         if r.status == "skipped":
             line[2] = "skipped"
