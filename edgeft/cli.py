@@ -388,7 +388,8 @@ def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str
                f"INT8 {lat['int8_p50_ms']:.2f} ms ({lat['speedup']:.2f}x); size {m['size']['ratio']:.1f}x smaller")
     groups = art.meta.extra["excluded_groups"]
     if groups:
-        click.echo("kept in FP32 (measured slower in INT8): " + ", ".join(f"{g['group']} ({g['nodes']})" for g in groups))
+        click.echo("kept in FP32: " + ", ".join(
+            f"{g['group']} ({g['nodes']} nodes, INT8 took {1 / g['ratio']:.2f}x the time; {g['rule']})" for g in groups))
     click.echo(f"wrote {art.path}")
 
 

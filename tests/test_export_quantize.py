@@ -225,6 +225,31 @@ def test_ort_cpu_exclusion_falls_back_to_the_best_single_group(monkeypatch, tmp_
     assert kept == [] and not check["single"]["kept"]
 
 
+def test_ort_cpu_exclusion_keeps_the_stem_in_fp32_unless_fp32_is_clearly_slower(monkeypatch, tmp_path):
+    # A 2% loss for the stem in FP32 is within this host's noise, so the stem stays FP32 where a conv would not.
+    kept, check = _modeled_exclusion(monkeypatch, tmp_path, ["input_conv", "conv"],
+                                     lambda fp32, _: 10.0 + 0.2 * len(fp32))
+    assert kept == ["input_conv"] and check["kept"] and check["groups"] == ["input_conv"]
+    # A clear loss (8%) keeps it in INT8, as on a CPU whose INT8 kernels handle a short im2col dimension well.
+    kept, check = _modeled_exclusion(monkeypatch, tmp_path, ["input_conv"], lambda fp32, _: 10.0 + 0.8 * len(fp32))
+    assert kept == [] and check is None
+
+
+def test_conv_groups_put_the_short_stem_apart(tmp_path):
+    from torch import nn
+
+    from edgeft.contract import InputContract
+    from edgeft.export.onnx_export import export_onnx
+    from edgeft.quantize.ptq import _conv_groups
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8),
+                          nn.Conv2d(8, 16, 1), nn.Conv2d(16, 16, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(16, 2))
+    path = export_onnx(model, InputContract(size=(32, 32)), tmp_path / "m.onnx")
+    groups = {k: len(v) for k, v in _conv_groups(path).items()}
+    assert groups == {"input_conv": 1, "depthwise_conv": 1, "pointwise_conv": 1, "conv": 1, "gemm": 1}
+
+
 def test_ort_cpu_exclusion_skips_groups_that_leave_the_graph_unchanged(monkeypatch, tmp_path):
     # Excluding "add" changes nothing in the graph: it is neither timed (a noisy "win" cannot slip in) nor recorded.
     kept, check = _modeled_exclusion(monkeypatch, tmp_path, ["add", "conv"],
