@@ -9,8 +9,8 @@ accurate *and* faster on the target:
   into the INT8 convolution (explicit quantization; TensorRT 10 deprecated and 11 removed calibrators).
 - ``target=ort-cpu``: uint8 activations with int8 per-channel weights (U8S8), which ONNX Runtime's x86
   kernels run fast (the S8S8 form ran *slower* than FP32 here); then groups of layers whose INT8
-  kernels are slower than FP32 on this CPU are measured and left in FP32, and the result is never
-  slower than FP32.
+  kernels are slower than FP32 on this CPU are measured and left in FP32 (the stem unless FP32 is
+  clearly slower: its short dot products lose in INT8 on x86), and the result is never slower than FP32.
 
 Weights are stored as int8 initializers behind DequantizeLinear, so the file is about 4x smaller.
 """
@@ -157,7 +157,7 @@ SHORT_CONV_K = 32
 
 # Groups kept in FP32 unless FP32 is measured clearly slower, instead of only when it is measured clearly faster.
 # On this project's x86 hosts the stem was slower in INT8 in every measurement (ORT's profiler: 0.83 vs 0.42 ms for
-# the gray stem with its FP32 reorder and quantize; whole graph 0.84-0.94x with it in FP32), yet a 7-round paired
+# the gray stem with its FP32 reorder and quantize; whole graph 0.82-0.94x with it in FP32), yet a 7-round paired
 # ratio on a shared host ranges 0.89-1.05, so a "clear win" rule left it in INT8 in some runs: a coin flip worth
 # ~10% of the final latency. The measurement still runs, so a CPU whose INT8 kernels do better keeps it in INT8.
 FP32_BY_DEFAULT = ("input_conv",)
