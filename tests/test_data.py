@@ -112,3 +112,19 @@ def test_elpv_build_is_stratified_deterministic_and_byte_for_byte(tmp_path, cli)
     assert hashlib.sha256(src.read_bytes()).digest() == hashlib.sha256((a / files_a[0]).read_bytes()).digest()
     assert "CC BY-NC-SA 4.0" in (a / "LICENSE-DATA.txt").read_text()
     assert_one_line_error(cli("data", "elpv", a), "output exists", "--force")
+
+
+def test_load_split_limit_decodes_an_even_spread_of_every_class(tiny_data):
+    from edgeft.errors import ConfigError
+
+    contract = InputContract(size=(32, 32), resize="stretch")
+    full = load_split(tiny_data, "test", contract)
+    few = load_split(tiny_data, "test", contract, limit=4)
+    assert len(few) == 4 and set(few.labels.tolist()) == set(full.labels.tolist())  # files are sorted by class
+    picked = [full.paths.index(p) for p in few.paths]
+    assert picked == sorted(set(picked)) and picked[0] == 0 and picked[-1] == len(full) - 1
+    np.testing.assert_array_equal(few.images, full.images[picked])
+    np.testing.assert_array_equal(few.labels, full.labels[picked])
+    assert len(load_split(tiny_data, "test", contract, limit=10_000)) == len(full)
+    with pytest.raises(ConfigError, match=">= 1"):
+        load_split(tiny_data, "test", contract, limit=0)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from edgeft import progress
 from edgeft.contract import InputContract
-from edgeft.errors import DataError
+from edgeft.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
@@ -228,9 +228,17 @@ def load_dataset(root: str | os.PathLike, contract: InputContract, splits: tuple
 
 
 def load_split(root: str | os.PathLike, split: str, contract: InputContract,
-               classes: list[str] | None = None) -> ImageSet:
-    """Decode one split of a data folder (for evaluation and calibration)."""
+               classes: list[str] | None = None, limit: int | None = None) -> ImageSet:
+    """Decode one split of a data folder (for evaluation and calibration). ``limit``: decode at most that many
+    images, evenly spread over the split's files (which are sorted by class), so a check on a few images sees every
+    class and does not pay for decoding the rest."""
     found = find_splits(root)
     if split not in found:
         raise DataError(f"data folder {root} has no {split}/ split; available: {', '.join(found)}")
-    return decode_split(scan_split(found[split], classes), contract)
+    files = scan_split(found[split], classes)
+    if limit is not None and limit < len(files.paths):
+        if limit < 1:
+            raise ConfigError(f"the number of images to check must be >= 1, got {limit}")
+        idx = np.linspace(0, len(files.paths) - 1, limit).round().astype(int)
+        files = replace(files, paths=[files.paths[i] for i in idx], labels=[files.labels[i] for i in idx])
+    return decode_split(files, contract)

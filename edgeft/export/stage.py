@@ -109,9 +109,9 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
             from edgeft.data.imagefolder import find_splits
 
             split = "test" if "test" in find_splits(data) else "val"
-            images = load_split(data, split, parent.meta.input, classes=parent.meta.class_names).images[:n]
+            images = load_split(data, split, parent.meta.input, classes=parent.meta.class_names, limit=n).images
             onnx_images = images if not gray_input else \
-                load_split(data, split, meta.input, classes=parent.meta.class_names).images[:n]
+                load_split(data, split, meta.input, classes=parent.meta.class_names, limit=n).images
             check = parity(model, path, images, parent.meta.input, onnx_images=onnx_images, onnx_contract=meta.input)
             check["split"] = split
             meta.metrics["parity"] = check
