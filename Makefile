@@ -1,4 +1,6 @@
 # Two entry points: `make demo` and `make test`. Each creates or reuses .venv and installs the pinned set.
+# --no-cache-dir: the venv is ~6 GB (x86_64 torch is a CUDA build); a wheel cache would add ~3 GB more on a
+# CI machine that installs once and never reuses it (a CI run failed once with 'No space left on device').
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 EDGEFT := $(VENV)/bin/edgeft
@@ -10,7 +12,7 @@ RUNS   ?= runs
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e '.[train,onnx,prune,demo,dev]'
+	$(PY) -m pip install -q --no-cache-dir --disable-pip-version-check -c requirements/constraints.txt -e '.[train,onnx,prune,demo,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
