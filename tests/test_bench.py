@@ -108,11 +108,11 @@ def onnx_model(tmp_path_factory):
 
 
 def test_bench_rows_and_schema(onnx_model, tmp_path):
-    doc = bench([str(onnx_model.path), str(tmp_path / "missing")],
+    doc = bench([str(onnx_model.path)],
                 BenchConfig(backends=["ort-cpu", "ort-cuda"], batches=[1, 4], warmup_s=0.05, duration_s=None, iters=15))
     assert doc["schema"] == SCHEMA and doc["device"]["reference_ms"] > 0 and doc["device"]["cpu"]
     rows = doc["results"]
-    assert len(rows) == 8
+    assert len(rows) == 4
     ok = [r for r in rows if r["status"] == "ok"]
     assert {(r["backend"], r["batch"]) for r in ok} >= {("ort-cpu", 1), ("ort-cpu", 4)}
     for r in ok:
@@ -120,8 +120,20 @@ def test_bench_rows_and_schema(onnx_model, tmp_path):
         assert len(r["samples_ms"]) == r["iters"] >= 15
         assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
         assert r["model_sha256"] and r["input_shape"][0] == r["batch"]
-    assert all(r["status"] == "skipped" for r in rows if "missing" in r["model"])
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert {r["status"] for r in rows if r["backend"] == "ort-cuda"} == {"skipped"}  # the other rows still ran
     assert all(r["memory"]["footprint"]["model_mb"] > 0 for r in ok if r["backend"] == "ort-cpu")
+
+
+def test_bench_refuses_a_path_that_is_not_a_model_before_measuring(cli, onnx_model, tmp_path):
+    out = tmp_path / "r.json"
+    r = cli("bench", onnx_model.path, tmp_path / "typo", "--backend", "ort-cpu", "--iters", "10", "--out", out)
+    assert_one_line_error(r, "model not found")
+    (tmp_path / "not-an-artifact").mkdir()
+    assert_one_line_error(cli("bench", tmp_path / "not-an-artifact", "--iters", "10", "--out", out), "not-an-artifact")
+    assert not out.exists() and "p50" not in r.output  # nothing measured, nothing written
 
 
 def _matmul_onnx(path, n_out):

@@ -190,7 +190,8 @@ def _input_shape(runner, chw: tuple[int, ...] | None, cfg: BenchConfig, batch: i
 
 def bench_one(spec: str, backend: str, batch: int, cfg: BenchConfig) -> dict[str, Any]:
     """One row: a model on a backend at a batch size. A backend that is missing gives a 'skipped' row, and
-    one that fails at run time a 'failed' row, so the other rows still run."""
+    one that fails at run time a 'failed' row, so the other rows still run (``bench`` has already refused a
+    model path that is not a model)."""
     from edgeft.runtime.backends import choose
 
     row: dict[str, Any] = {"model": spec, "backend": backend, "batch": batch}
@@ -253,10 +254,12 @@ def bench(models: list[str], cfg: BenchConfig, pairs: list[tuple[str, str]] | No
     interleaved, so models compared with each other see the same machine state; returns the results document."""
     from edgeft.bench.tegrastats import TegrastatsSampler
 
-    fp = fingerprint()
-    ref_before = reference_workload_ms()
     if pairs is None:
         pairs = [(m, b) for m in models for b in cfg.backends]
+    for spec in dict.fromkeys(m for m, _ in pairs):
+        model_files(spec)  # a mistyped path or a broken artifact is the user's to fix: say so before measuring
+    fp = fingerprint()
+    ref_before = reference_workload_ms()
     plan = [(m, b, n) for m, b in pairs for n in cfg.batches]
     measured: list[list[dict[str, Any]]] = [[] for _ in plan]
     runs = [(r, i) for r in range(cfg.rounds) for i in range(len(plan))]
