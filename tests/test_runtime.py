@@ -112,6 +112,16 @@ def test_infer_on_a_folder_reports_unreadable_files(cli, onnx_art, tiny_data, tm
     assert len(lines) == 9 and sum("error" in x for x in lines) == 1
 
 
+def test_infer_fails_when_no_image_could_be_read(cli, onnx_art, tmp_path):
+    (tmp_path / "imgs").mkdir()
+    for name in ("a.png", "b.jpg"):
+        (tmp_path / "imgs" / name).write_bytes(b"junk")
+    r = cli("infer", onnx_art.path, tmp_path / "imgs")
+    assert_one_line_error(r, "none of the 2 image(s) could be read")
+    assert [("error" in json.loads(x)) for x in r.stdout.splitlines()] == [True, True]  # each file's own line
+    assert_one_line_error(cli("infer", onnx_art.path, tmp_path / "imgs" / "a.png"), "none of the 1 image(s)")
+
+
 def test_infer_bad_sources(cli, onnx_art, tmp_path):
     assert_one_line_error(cli("infer", onnx_art.path, tmp_path / "missing.png"), "source not found")
     (tmp_path / "notes.txt").write_text("x")

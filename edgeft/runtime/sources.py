@@ -87,6 +87,9 @@ def _files(paths: list[Path], stats: SourceStats) -> Iterator[Frame]:
         except DataError as e:
             stats.unreadable += 1
             yield Frame(str(p), i, time.time(), None, str(e))
+    if stats.frames and stats.unreadable == stats.frames:  # as for a video with no readable frame: a failed run
+        raise DataError(f"none of the {stats.frames} image(s) could be read (each has its error line); the first: "
+                        f"{paths[0]}")
 
 
 def _open_capture(spec: str):
