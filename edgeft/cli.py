@@ -600,9 +600,10 @@ def optimize_cmd(recipe_path: Path, overrides: tuple[str, ...], out: Path | None
     Exit 1 when a gate fails (after the report is written), 2 on a user error.
     """
     from edgeft.optimize import recipe as recipe_mod
-    from edgeft.optimize.pipeline import describe, optimize
+    from edgeft.optimize.pipeline import check_only, describe, optimize
 
     recipe = recipe_mod.load(recipe_path, overrides=parse_overrides(overrides))
+    check_only(recipe, list(only))
     run_dir = out or Path("runs") / recipe.name
     if dry_run:
         import yaml

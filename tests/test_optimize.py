@@ -193,6 +193,9 @@ def test_dry_run_prints_the_plan(cli, tiny_data, tmp_path):
                  "07-bench"):
         assert step in r.stdout
     assert not (tmp_path / "runs").exists()
+    r = cli("optimize", tmp_path / "r.yaml", "--dry-run", "--only", "quantise")
+    assert_one_line_error(r, "--only quantise: not a stage", "did you mean: quantize?")
+    assert r.stdout == ""  # refused before the plan, not after printing it
 
 
 @pytest.mark.parametrize("change, fragments", [

@@ -21,7 +21,7 @@ from typing import Any
 
 from edgeft import artifact as art
 from edgeft import progress
-from edgeft.errors import ConfigError, DataError, DependencyError, EdgeftError
+from edgeft.errors import ConfigError, DataError, DependencyError, EdgeftError, close_matches
 from edgeft.optimize.recipe import Recipe, config_hash
 
 STATE_FILE = "pipeline.json"
@@ -266,8 +266,17 @@ class RunResult:
         return any(g["status"] == "fail" for g in self.gates)
 
 
+def check_only(recipe: Recipe, only: list[str] | None) -> None:
+    """Refuse an ``--only`` stage the recipe does not have (a typo would otherwise rerun nothing)."""
+    for s in only or []:
+        if s not in recipe.stages:
+            raise ConfigError(f"--only {s}: not a stage of this recipe ({', '.join(recipe.stages)})"
+                              f"{close_matches(s, recipe.stages)}")
+
+
 def describe(recipe: Recipe, run: Path, resume: bool = False, only: list[str] | None = None) -> str:
     """The plan as text: each step, what it reads, and whether it would run or be reused."""
+    check_only(recipe, only)
     state = _read_state(run) if run.exists() else {"steps": {}}
     lines = [f"run {run}  (data {recipe.data}, stages {' -> '.join(recipe.stages)})"]
     for s in plan(recipe):
@@ -289,9 +298,7 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
     from edgeft.optimize.report import collect, evaluate_gates, write_report
 
     run = Path(out) if out else Path("runs") / recipe.name
-    for s in only or []:
-        if s not in recipe.stages:
-            raise ConfigError(f"--only {s}: not a stage of this recipe ({', '.join(recipe.stages)})")
+    check_only(recipe, only)
     if run.exists() and any(run.iterdir()) and not (resume or force or only):
         raise EdgeftError(f"{run} exists; pass --resume to continue it, --force to start over, or another --out")
     prepare(recipe)
