@@ -127,13 +127,16 @@ def test_bench_rows_and_schema(onnx_model, tmp_path):
     assert all(r["memory"]["footprint"]["model_mb"] > 0 for r in ok if r["backend"] == "ort-cpu")
 
 
-def test_bench_refuses_a_path_that_is_not_a_model_before_measuring(cli, onnx_model, tmp_path):
+def test_bench_refuses_a_wrong_model_path_or_backend_name_before_measuring(cli, onnx_model, tmp_path):
     out = tmp_path / "r.json"
     r = cli("bench", onnx_model.path, tmp_path / "typo", "--backend", "ort-cpu", "--iters", "10", "--out", out)
     assert_one_line_error(r, "model not found")
     (tmp_path / "not-an-artifact").mkdir()
     assert_one_line_error(cli("bench", tmp_path / "not-an-artifact", "--iters", "10", "--out", out), "not-an-artifact")
     assert not out.exists() and "p50" not in r.output  # nothing measured, nothing written
+    r = cli("bench", onnx_model.path, "--backend", "ort-gpu", "--iters", "10", "--out", out)
+    assert_one_line_error(r, "unknown backend 'ort-gpu'", "did you mean: ort-cpu")
+    assert not out.exists()
 
 
 def _matmul_onnx(path, n_out):

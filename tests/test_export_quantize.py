@@ -1,6 +1,7 @@
 """Export and INT8 post-training quantization on a tiny model trained on 32x32 images."""
 
 import json
+import shutil
 
 import onnx
 import pytest
@@ -44,14 +45,16 @@ def test_eval_of_onnx_artifact_matches_torch(cli, trained, tiny_data, tmp_path):
     r = cli("eval", out.path, "--data", tiny_data, "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["confusion"] == trained.meta.metrics["test"]["confusion"]
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data, other)
+    (other / "test" / "good").rename(other / "test" / "scratch")
+    assert_one_line_error(cli("eval", out.path, "--data", other), "['scratch'] that the model does not have")
 
 
 def test_calibration_manifest_is_balanced_and_detects_changes(tiny_data, tmp_path):
     m = calibration.create(tiny_data, n=10)
     assert sorted(e["label"] for e in m.entries) == ["bad"] * 5 + ["good"] * 5
     copy_root = tmp_path / "copy"
-    import shutil
-
     shutil.copytree(tiny_data, copy_root)
     victim = copy_root / m.entries[0]["path"]
     victim.write_bytes(victim.read_bytes()[:-1] + b"\x00")

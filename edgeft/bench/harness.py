@@ -256,8 +256,13 @@ def bench(models: list[str], cfg: BenchConfig, pairs: list[tuple[str, str]] | No
 
     if pairs is None:
         pairs = [(m, b) for m in models for b in cfg.backends]
+    from edgeft.runtime.backends import lookup
+
     for spec in dict.fromkeys(m for m, _ in pairs):
         model_files(spec)  # a mistyped path or a broken artifact is the user's to fix: say so before measuring
+    for name in dict.fromkeys(b for _, b in pairs):
+        if name != "auto":
+            lookup(name)  # so is a mistyped backend; one that is known but missing here gives a skipped row
     fp = fingerprint()
     ref_before = reference_workload_ms()
     plan = [(m, b, n) for m, b in pairs for n in cfg.batches]

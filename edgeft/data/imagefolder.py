@@ -108,8 +108,9 @@ def find_splits(root: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def scan_split(split_dir: Path, classes: list[str] | None = None) -> SplitFiles:
-    """List a split's images by class folder; ``classes`` (from train) fixes names and label order."""
+def scan_split(split_dir: Path, classes: list[str] | None = None, classes_from: str = "train/") -> SplitFiles:
+    """List a split's images by class folder; ``classes`` (from train, or the model: say which in
+    ``classes_from``) fixes names and label order."""
     if not split_dir.is_dir():
         raise DataError(f"split folder not found: {split_dir}")
     class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -123,8 +124,9 @@ def scan_split(split_dir: Path, classes: list[str] | None = None) -> SplitFiles:
     else:
         extra = sorted(set(names) - set(classes))
         if extra:
-            raise DataError(f"{split_dir} has class folder(s) {extra} that train/ does not have ({classes}); "
-                            "every split must use the training classes")
+            raise DataError(f"{split_dir} has class folder(s) {extra} that {classes_from} does not have ({classes}); "
+                            + ("every split must use the training classes" if classes_from == "train/" else
+                               f"use data with the classes {classes_from} was trained on"))
     paths: list[Path] = []
     labels: list[int] = []
     for d in class_dirs:
@@ -235,7 +237,7 @@ def load_split(root: str | os.PathLike, split: str, contract: InputContract,
     found = find_splits(root)
     if split not in found:
         raise DataError(f"data folder {root} has no {split}/ split; available: {', '.join(found)}")
-    files = scan_split(found[split], classes)
+    files = scan_split(found[split], classes, classes_from="the model")
     if limit is not None and limit < len(files.paths):
         if limit < 1:
             raise ConfigError(f"the number of images to check must be >= 1, got {limit}")
