@@ -331,11 +331,16 @@ def export_cmd(artifact: Path, out: Path, opset: int, dynamic_batch: bool, no_si
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--artifact", "artifact_path", type=click.Path(path_type=Path),
               help="Pin the manifest to this artifact's input contract.")
-def calibrate_cmd(data: Path, out: Path, n_images: int, split: str, seed: int, artifact_path: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def calibrate_cmd(data: Path, out: Path, n_images: int, split: str, seed: int, artifact_path: Path | None,
+                  force: bool) -> None:
     """Write a class-balanced calibration manifest (paths + content hashes) for reproducible INT8 builds."""
     from edgeft import artifact as art_mod
+    from edgeft.errors import ConfigError
     from edgeft.quantize import calibration
 
+    if out.exists() and not force:  # a manifest pins INT8 builds: replacing one is a decision, not a side effect
+        raise ConfigError(f"output exists: {out}; choose another --out or pass --force to replace it")
     contract = art_mod.load(artifact_path).meta.input if artifact_path else None
     m = calibration.create(data, n=n_images, split=split, seed=seed, contract=contract)
     calibration.save(m, out)

@@ -97,6 +97,11 @@ def test_quantize_cli(cli, trained, manifest, tiny_data, tmp_path):
 def test_calibrate_cli(cli, tiny_data, tmp_path):
     r = cli("calibrate", tiny_data, "--out", tmp_path / "c.json", "--n", "8")
     assert r.exit_code == 0 and "bad=4, good=4" in r.output
+    before = (tmp_path / "c.json").read_bytes()
+    assert_one_line_error(cli("calibrate", tiny_data, "--out", tmp_path / "c.json", "--seed", "1"), "output exists")
+    assert (tmp_path / "c.json").read_bytes() == before
+    r = cli("calibrate", tiny_data, "--out", tmp_path / "c.json", "--n", "8", "--split", "test", "--force")
+    assert r.exit_code == 0 and (tmp_path / "c.json").read_bytes() != before
 
 
 def test_tensorrt_target_quantizes_both_inputs_of_residual_adds(manifest, tiny_data, tmp_path):
