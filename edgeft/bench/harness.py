@@ -253,11 +253,10 @@ def bench(models: list[str], cfg: BenchConfig, pairs: list[tuple[str, str]] | No
     """Every model x backend x batch (or the given (model, backend) ``pairs`` x batch), ``cfg.rounds`` times
     interleaved, so models compared with each other see the same machine state; returns the results document."""
     from edgeft.bench.tegrastats import TegrastatsSampler
+    from edgeft.runtime.backends import lookup
 
     if pairs is None:
         pairs = [(m, b) for m in models for b in cfg.backends]
-    from edgeft.runtime.backends import lookup
-
     for spec in dict.fromkeys(m for m, _ in pairs):
         model_files(spec)  # a mistyped path or a broken artifact is the user's to fix: say so before measuring
     for name in dict.fromkeys(b for _, b in pairs):
