@@ -261,6 +261,20 @@ def test_gate_refuses_other_devices_and_reports_missing_rows():
     assert [r.verdict for r in rows] == ["missing", "missing"] and not s["failed"]
 
 
+def test_gate_fails_a_model_that_ran_before_and_fails_now():
+    key = ("m", "ort-cpu", 1)
+    base = _doc({key: _noisy(10)})
+    crashed = _doc({key: _noisy(10)})
+    crashed["results"][0].update(status="failed", reason="RuntimeException: unsupported op")
+    rows, s = cmp.compare(base, crashed)
+    assert rows[0].verdict == "failed" and s["failed"] and s["counts"]["failed"] == 1
+    assert "FAILED (RuntimeException: unsupported op)" in cmp.render(rows, s) and "FAIL" in cmp.render(rows, s)
+    missing_backend = _doc({key: _noisy(10)})
+    missing_backend["results"][0].update(status="skipped", reason="backend ort-cuda is not available here")
+    rows, s = cmp.compare(base, missing_backend)
+    assert rows[0].verdict == "skipped" and not s["failed"]
+
+
 def test_compare_cli(cli, tmp_path):
     key = ("m", "ort-cpu", 1)
     (tmp_path / "base.json").write_text(json.dumps(_doc({key: _noisy(10.0, seed=1)})))

@@ -27,7 +27,7 @@ METRICS = ("p50", "p90", "throughput", "memory")
 @dataclass
 class Row:
     key: tuple[str, str, int]
-    verdict: str  # ok | regression | improvement | noise | missing | skipped
+    verdict: str  # ok | regression | failed | improvement | noise | missing | skipped
     baseline: float | None = None
     current: float | None = None
     ratio: float | None = None  # > 1 means worse, whatever the metric
@@ -109,7 +109,10 @@ def compare(baseline: dict[str, Any], current: dict[str, Any], metric: str = "p5
         if b is None or c is None:
             rows.append(Row(key, "missing", note="only in " + ("current" if b is None else "baseline")))
             continue
-        if b["status"] != "ok" or c["status"] != "ok":
+        if b["status"] == "ok" and c["status"] == "failed":  # it ran before and crashes now: the worst slowdown
+            rows.append(Row(key, "failed", note=c.get("reason", "")[:80]))
+            continue
+        if b["status"] != "ok" or c["status"] != "ok":  # e.g. a backend missing on this runner: nothing to judge
             rows.append(Row(key, "skipped", note=(c if c["status"] != "ok" else b).get("reason", "")[:80]))
             continue
         own = model_mb(b) is not None and model_mb(c) is not None
@@ -134,9 +137,9 @@ def compare(baseline: dict[str, Any], current: dict[str, Any], metric: str = "p5
                    else "noise" if beyond or better else "ok")
         rows.append(Row(key, verdict, vb, vc, worse, ci))
     summary = {"metric": metric, "max_regression": max_regression, "machine_scale": round(scale, 4),
-               "normalized": scale != 1.0, "failed": any(r.verdict == "regression" for r in rows),
+               "normalized": scale != 1.0, "failed": any(r.verdict in ("regression", "failed") for r in rows),
                "counts": {v: sum(r.verdict == v for r in rows) for v in
-                          ("ok", "regression", "improvement", "noise", "missing", "skipped")}}
+                          ("ok", "regression", "failed", "improvement", "noise", "missing", "skipped")}}
     return rows, summary
 
 
@@ -149,7 +152,8 @@ def render(rows: list[Row], summary: dict[str, Any], markdown: bool = False) -> 
         ci = f"{(r.ci[0] - 1) * 100:+.1f}%..{(r.ci[1] - 1) * 100:+.1f}%" if r.ci else ""
         body.append([r.key[0], r.key[1], str(r.key[2]), f"{r.baseline:.3f}" if r.baseline is not None else "",
                      f"{r.current:.3f}" if r.current is not None else "", change, ci,
-                     r.verdict.upper() if r.verdict == "regression" else r.verdict + (f" ({r.note})" if r.note else "")])
+                     (r.verdict.upper() if r.verdict in ("regression", "failed") else r.verdict)
+                     + (f" ({r.note})" if r.note else "")])
     foot = (f"metric {summary['metric']}, threshold +{summary['max_regression'] * 100:.0f}%"
             + (f", machine speed factor {summary['machine_scale']:.3f} divided out" if summary["normalized"] else "")
             + f": {'FAIL' if summary['failed'] else 'pass'} (change > 0 is worse)")
