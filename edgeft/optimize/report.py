@@ -127,8 +127,9 @@ def evaluate_gates(recipe, rows: list[Row]) -> list[dict[str, Any]]:
             gates.append({**entry, "status": "not evaluated", "detail": f"no model was benched on {k}"})
             continue
         r = final.latency[k]
-        if r["status"] != "ok":
-            gates.append({**entry, "model": final.step, "status": "not evaluated",
+        if r["status"] != "ok":  # a model that fails on the gated backend fails the gate; a backend missing here
+            gates.append({**entry, "model": final.step,  # (a TensorRT gate on a CPU machine) cannot judge it
+                          "status": "fail" if r["status"] == "failed" else "not evaluated",
                           "detail": f"{backend} {r['status']}: {r.get('reason', '')[:160]}"})
             continue
         p50 = r["latency_ms"]["p50"]
