@@ -113,16 +113,19 @@ def test_round_ratios_need_rows_measured_in_the_same_rounds():
 def test_latency_gate_fails_a_final_model_that_fails_to_run():
     from types import SimpleNamespace
 
-    from edgeft.optimize.report import Row, evaluate_gates
+    from edgeft.optimize.report import Row, evaluate_gates, headline
 
     gates = SimpleNamespace(max_accuracy_drop_pp=None, max_p50_ms={"ort-cpu": 5.0, "tensorrt": 2.0})
     recipe = SimpleNamespace(gates=gates)
     final = Row("05-quantize", "quantize", "INT8", "INT8", "done", latency={
         "ort-cpu@1": {"status": "failed", "reason": "RuntimeException: unsupported op"},
         "tensorrt@1": {"status": "skipped", "reason": "TensorRT is not installed"}})
-    gates = {g["gate"]: g for g in evaluate_gates(recipe, [final])}
+    evaluated = evaluate_gates(recipe, [final])
+    gates = {g["gate"]: g for g in evaluated}
     assert gates["max_p50_ms.ort-cpu"]["status"] == "fail" and "unsupported op" in gates["max_p50_ms.ort-cpu"]["detail"]
     assert gates["max_p50_ms.tensorrt"]["status"] == "not evaluated"
+    assert headline([final], evaluated)[-1] == ("Gates: FAILED — max_p50_ms.ort-cpu: ort-cpu failed: "
+                                                "RuntimeException: unsupported op")
 
 
 def test_failed_gate_exits_1_after_writing_the_report(cli, finished_run, tiny_data, tmp_path):

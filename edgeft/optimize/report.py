@@ -234,7 +234,9 @@ def headline(rows: list[Row], gates: list[dict[str, Any]]) -> list[str]:
                        f"faster on {fk}" + (f" ({spread})" if spread else "") + ".")
     if gates:
         failed = [g for g in gates if g["status"] == "fail"]
-        out.append("Gates: " + ("FAILED — " + "; ".join(f"{g['gate']} = {g['value']} (limit {g['limit']})" for g in failed)
+        out.append("Gates: " + ("FAILED — " + "; ".join(f"{g['gate']} = {g['value']} (limit {g['limit']})"
+                                                         if g["value"] is not None else f"{g['gate']}: {g['detail']}"
+                                                         for g in failed)
                                 if failed else "all passed" if all(g["status"] == "pass" for g in gates)
                                 else "passed where evaluated"))
     return out
