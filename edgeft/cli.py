@@ -1,12 +1,13 @@
 """The ``edgeft`` command line: a thin shell over the stage functions.
 
 Every command imports its stage lazily, so ``edgeft --help`` loads neither torch nor onnxruntime nor
-tensorrt. A user error (:class:`~edgeft.errors.EdgeftError`) prints one line and exits 2; ``--debug``
-shows the traceback instead.
+tensorrt. A user error (:class:`~edgeft.errors.EdgeftError`, or a path that cannot be read or written)
+prints one line and exits 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -42,6 +43,13 @@ class _Group(click.Group):
                 raise
             click.echo(f"error: this command needs {top}, which is not installed here: pip install "
                        f"'edgeft[{EXTRAS[top]}]' (the runtime-only install has no training stack)", err=True)
+            ctx.exit(2)
+        except OSError as e:  # a path the user gave that cannot be read or written, or a full disk
+            if debug() or not (e.filename or e.errno == errno.ENOSPC):
+                raise
+            where = f": {e.filename}" if e.filename else ""
+            click.echo(f"error: {e.strerror or e}{where}; check the path, its permissions and the free disk space",
+                       err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; no partial artifact was written (fine-tuning keeps its last finished epoch in "
@@ -438,6 +446,8 @@ def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path
     predictor = Predictor(model, backend=backend, threads=threads, contract=contract,
                           class_names=classes.split(",") if classes else None)
     progress.info(f"backend: {predictor.backend_name}")
+    if out_path:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
     out = open(out_path, "w") if out_path else sys.stdout
     try:
         stats = run(predictor, source, out, batch=batch, queue_size=queue_size, max_reconnects=reconnects,
@@ -485,11 +495,12 @@ def bench_cmd(models: tuple[str, ...], backends: tuple[str, ...], batches: str, 
                       duration_s=None if iters else duration_s, iters=iters, threads=threads,
                       input_shape=tuple(_int_list(input_shape, "--input-shape")) if input_shape else None,
                       cuda_graph=cuda_graph, rounds=rounds, memory=memory)
+    if out_path:
+        out_path.parent.mkdir(parents=True, exist_ok=True)  # a bad --out fails now, not after the measuring
     doc = bench(list(models), cfg)
     click.echo(table(doc))
     if out_path:
         tmp = out_path.with_suffix(out_path.suffix + ".tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
         os.replace(tmp, out_path)
         click.echo(f"wrote {out_path}")

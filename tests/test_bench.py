@@ -296,6 +296,11 @@ def test_bench_cli_writes_json(cli, onnx_model, tmp_path):
     r = cli("bench", onnx_model.path, "--backend", "ort-cpu", "--iters", "10", "--warmup-s", "0.05", "--out", out)
     assert r.exit_code == 0 and "p50 ms" in r.output
     assert load_results(out)["results"][0]["status"] == "ok"
+    (tmp_path / "a-file").write_text("")  # --out under a file: one line, no traceback
+    r = cli("bench", onnx_model.path, "--backend", "ort-cpu", "--iters", "5", "--warmup-s", "0", "--no-memory",
+            "--out", tmp_path / "a-file" / "r.json")
+    assert_one_line_error(r, str(tmp_path / "a-file"), "check the path")
+    assert "p50" not in r.output  # refused before measuring
 
 
 @pytest.mark.cuda

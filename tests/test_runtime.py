@@ -112,6 +112,13 @@ def test_infer_on_a_folder_reports_unreadable_files(cli, onnx_art, tiny_data, tm
     assert len(lines) == 9 and sum("error" in x for x in lines) == 1
 
 
+def test_infer_out_creates_its_folder(cli, onnx_art, tiny_data, tmp_path):
+    out = tmp_path / "results" / "today" / "preds.jsonl"
+    r = cli("infer", onnx_art.path, tiny_data / "test" / "bad", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert len(out.read_text().splitlines()) == len(list((tiny_data / "test" / "bad").iterdir()))
+
+
 def test_infer_fails_when_no_image_could_be_read(cli, onnx_art, tmp_path):
     (tmp_path / "imgs").mkdir()
     for name in ("a.png", "b.jpg"):
