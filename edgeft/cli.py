@@ -344,11 +344,9 @@ def calibrate_cmd(data: Path, out: Path, n_images: int, split: str, seed: int, a
                   force: bool) -> None:
     """Write a class-balanced calibration manifest (paths + content hashes) for reproducible INT8 builds."""
     from edgeft import artifact as art_mod
-    from edgeft.errors import ConfigError
     from edgeft.quantize import calibration
 
-    if out.exists() and not force:  # a manifest pins INT8 builds: replacing one is a decision, not a side effect
-        raise ConfigError(f"output exists: {out}; choose another --out or pass --force to replace it")
+    art_mod.refuse_existing(out, force)  # a manifest pins INT8 builds: replacing one is a decision, not a side effect
     contract = art_mod.load(artifact_path).meta.input if artifact_path else None
     m = calibration.create(data, n=n_images, split=split, seed=seed, contract=contract)
     calibration.save(m, out)

@@ -115,15 +115,15 @@ def test_latency_gate_fails_a_final_model_that_fails_to_run():
 
     from edgeft.optimize.report import Row, evaluate_gates, headline
 
-    gates = SimpleNamespace(max_accuracy_drop_pp=None, max_p50_ms={"ort-cpu": 5.0, "tensorrt": 2.0})
-    recipe = SimpleNamespace(gates=gates)
+    recipe = SimpleNamespace(gates=SimpleNamespace(max_accuracy_drop_pp=None,
+                                                   max_p50_ms={"ort-cpu": 5.0, "tensorrt": 2.0}))
     final = Row("05-quantize", "quantize", "INT8", "INT8", "done", latency={
         "ort-cpu@1": {"status": "failed", "reason": "RuntimeException: unsupported op"},
         "tensorrt@1": {"status": "skipped", "reason": "TensorRT is not installed"}})
     evaluated = evaluate_gates(recipe, [final])
-    gates = {g["gate"]: g for g in evaluated}
-    assert gates["max_p50_ms.ort-cpu"]["status"] == "fail" and "unsupported op" in gates["max_p50_ms.ort-cpu"]["detail"]
-    assert gates["max_p50_ms.tensorrt"]["status"] == "not evaluated"
+    by_name = {g["gate"]: g for g in evaluated}
+    assert by_name["max_p50_ms.ort-cpu"]["status"] == "fail" and "unsupported op" in by_name["max_p50_ms.ort-cpu"]["detail"]
+    assert by_name["max_p50_ms.tensorrt"]["status"] == "not evaluated"
     assert headline([final], evaluated)[-1] == ("Gates: FAILED — max_p50_ms.ort-cpu: ort-cpu failed: "
                                                 "RuntimeException: unsupported op")
 

@@ -188,22 +188,24 @@ def _input_shape(runner, chw: tuple[int, ...] | None, cfg: BenchConfig, batch: i
     raise ConfigError("the model's input has free dimensions; pass --input-shape C,H,W")
 
 
-def bench_one(spec: str, backend: str, batch: int, cfg: BenchConfig) -> dict[str, Any]:
-    """One row: a model on a backend at a batch size. A backend that is missing gives a 'skipped' row, and
-    one that fails at run time a 'failed' row, so the other rows still run (``bench`` has already refused a
-    model path that is not a model)."""
+def bench_one(spec: str, backend: str, batch: int, cfg: BenchConfig,
+              resolved: tuple[dict[str, Path], Path | None, tuple[int, ...] | None],
+              hashes: dict[Path, str]) -> dict[str, Any]:
+    """One row: a model (``resolved`` by ``model_files``; ``hashes``: SHA-256 of its files) on a backend at a batch size.
+    A backend that is missing gives a 'skipped' row, and one that fails at run time a 'failed' row, so the
+    other rows still run."""
     from edgeft.runtime.backends import choose
 
+    files, artifact_dir, chw = resolved
     row: dict[str, Any] = {"model": spec, "backend": backend, "batch": batch}
     try:
-        files, artifact_dir, chw = model_files(spec)
         b = choose(backend, files)
     except EdgeftError as e:
         return {**row, "status": "skipped", "reason": str(e)}
     row["backend"] = b.name
     model_file = files[b.model_file]
     row["model_file"] = str(model_file)
-    row["model_sha256"] = sha256_file(model_file)
+    row["model_sha256"] = hashes[model_file]
     try:
         runner = b.make(model_file, artifact_dir, cfg.threads)
         runner.activate()
@@ -257,8 +259,10 @@ def bench(models: list[str], cfg: BenchConfig, pairs: list[tuple[str, str]] | No
 
     if pairs is None:
         pairs = [(m, b) for m in models for b in cfg.backends]
-    for spec in dict.fromkeys(m for m, _ in pairs):
-        model_files(spec)  # a mistyped path or a broken artifact is the user's to fix: say so before measuring
+    # resolved once, before measuring: a mistyped path or a broken artifact is the user's to fix, and every round
+    # of a row reads the same files
+    resolved = {spec: model_files(spec) for spec in dict.fromkeys(m for m, _ in pairs)}
+    hashes = {f: sha256_file(f) for files, _, _ in resolved.values() for f in files.values()}
     for name in dict.fromkeys(b for _, b in pairs):
         if name != "auto":
             lookup(name)  # so is a mistyped backend; one that is known but missing here gives a skipped row
@@ -275,10 +279,10 @@ def bench(models: list[str], cfg: BenchConfig, pairs: list[tuple[str, str]] | No
         # are fixed at session creation and are part of the run-to-run spread the rounds exist to measure.
         if TegrastatsSampler.available():
             with TegrastatsSampler() as sampler:
-                row = bench_one(m, b, n, cfg)
+                row = bench_one(m, b, n, cfg, resolved[m], hashes)
             row.setdefault("memory", {})["tegrastats"] = sampler.summary()
         else:
-            row = bench_one(m, b, n, cfg)
+            row = bench_one(m, b, n, cfg, resolved[m], hashes)
         measured[i].append(row)
     rows = [_merge_rounds(rs) for rs in measured]
     if cfg.memory:

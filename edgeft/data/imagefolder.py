@@ -125,8 +125,7 @@ def scan_split(split_dir: Path, classes: list[str] | None = None, classes_from: 
         extra = sorted(set(names) - set(classes))
         if extra:
             raise DataError(f"{split_dir} has class folder(s) {extra} that {classes_from} does not have ({classes}); "
-                            + ("every split must use the training classes" if classes_from == "train/" else
-                               f"use data with the classes {classes_from} was trained on"))
+                            f"every split must use the classes of {classes_from}")
     paths: list[Path] = []
     labels: list[int] = []
     for d in class_dirs:

@@ -275,8 +275,8 @@ def check_only(recipe: Recipe, only: list[str] | None) -> None:
 
 
 def describe(recipe: Recipe, run: Path, resume: bool = False, only: list[str] | None = None) -> str:
-    """The plan as text: each step, what it reads, and whether it would run or be reused."""
-    check_only(recipe, only)
+    """The plan as text: each step, what it reads, and whether it would run or be reused (``only`` checked by
+    the caller with ``check_only``)."""
     state = _read_state(run) if run.exists() else {"steps": {}}
     lines = [f"run {run}  (data {recipe.data}, stages {' -> '.join(recipe.stages)})"]
     for s in plan(recipe):
