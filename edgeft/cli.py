@@ -326,8 +326,8 @@ def export_cmd(artifact: Path, out: Path, opset: int, dynamic_batch: bool, no_si
     click.echo(f"opset {o['opset']}, {o['nodes']} nodes, {o['size_bytes'] / 1e6:.2f} MB")
     p = art.meta.metrics.get("parity")
     if p:
-        click.echo(f"parity vs PyTorch on {p['n']} {p['split']} images: max abs diff {p['max_abs_diff']:.2e}, "
-                   f"top-1 agreement {p['top1_agreement'] * 100:.1f}%")
+        click.echo(f"parity vs PyTorch on {p['n']} {p['split']} images: max abs diff {p['max_abs_diff']:.2e} "
+                   f"({p.get('max_rel_diff', 0):.1e} of the logit scale), top-1 agreement {p['top1_agreement'] * 100:.1f}%")
     click.echo(f"wrote {art.path}")
 
 

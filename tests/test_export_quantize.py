@@ -3,10 +3,11 @@
 import json
 import shutil
 
+import numpy as np
 import onnx
 import pytest
 
-from edgeft.errors import ArtifactError, ConfigError, DataError
+from edgeft.errors import ArtifactError, ConfigError, DataError, EdgeftError
 from edgeft.export.stage import ONNX_META_KEY, export
 from edgeft.finetune import FinetuneConfig, finetune
 from edgeft.quantize import calibration
@@ -38,6 +39,40 @@ def test_export_checks_parity_and_carries_the_contract(trained, tiny_data, tmp_p
     meta = json.loads({p.key: p.value for p in m.metadata_props}[ONNX_META_KEY])
     assert meta["class_names"] == ["bad", "good"] and meta["input"] == trained.meta.input.to_dict()
     assert not any(n.op_type == "BatchNormalization" for n in m.graph.node)  # folded by onnxslim
+
+
+def test_a_confident_model_passes_parity_and_a_broken_export_names_its_images(trained, tiny_data, tmp_path,
+                                                                               monkeypatch):
+    """The custom recipe died here: a model that scores ~100% has large logits, and float32 rounding between
+    PyTorch and ONNX Runtime grows with them past the old fixed 1e-4, while the user was told the architecture
+    may be broken. Parity is now judged relative to each image's logit scale, and a real mismatch names images."""
+    import torch
+
+    from edgeft.models import from_artifact, save_artifact
+
+    model = from_artifact(trained)
+    with torch.no_grad():
+        head = model.get_classifier()
+        head.weight.mul_(3000.0)
+        head.bias.mul_(3000.0)
+    confident = save_artifact(model, tmp_path / "confident", trained.meta)
+    out = export(confident.path, tmp_path / "onnx", data=tiny_data)
+    p = out.meta.metrics["parity"]
+    assert p["passed"] and p["top1_agreement"] == 1.0
+    assert p["max_abs_diff"] > 1e-4  # the old absolute rule refused exactly this export
+
+    import edgeft.export.stage as stage
+
+    def broken(*args, **kwargs):  # an export that is really wrong on one image: 1% of its logit scale
+        ref = np.tile([[1.0, 0.0]], (16, 1))
+        got = ref.copy()
+        got[3, 1] += 0.01
+        return stage.compare_logits(ref, got, "fp32")
+
+    monkeypatch.setattr(stage, "parity", broken)
+    with pytest.raises(EdgeftError, match=r"1 of 16 images differ by more than 0.001 .*worst: test/bad/bad_003\.png \(1\.0e-02\)"):
+        export(confident.path, tmp_path / "onnx2", data=tiny_data)
+    assert not (tmp_path / "onnx2").exists()
 
 
 def test_eval_of_onnx_artifact_matches_torch(cli, trained, tiny_data, tmp_path):

@@ -3,7 +3,8 @@
 The ONNX file carries the class names and the input contract in its metadata, so a camera process
 that only has the ``.onnx`` file still preprocesses exactly as in training. The export is compared
 numerically with PyTorch on real images from the data folder (random inputs hide real mismatches
-and raise false alarms), and a mismatch beyond the FP32 tolerance fails the stage.
+and raise false alarms), judged by the one parity rule of ``edgeft.parity`` (a tolerance relative to each
+image's logit scale, top-1 agreement and cosine); a mismatch fails the stage and names the images.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import numpy as np
 from edgeft import artifact as art
 from edgeft import progress
 from edgeft.errors import ArtifactError, ConfigError, DependencyError, EdgeftError
+from edgeft.parity import Parity
+from edgeft.parity import compare as compare_logits
 from edgeft.runtime.predictor import ONNX_META_KEY
-
-FP32_TOLERANCE = 1e-4  # max abs logit difference accepted between PyTorch and ONNX Runtime in FP32
-
 
 def onnx_metadata(meta: art.Meta) -> str:
     return json.dumps({"arch": meta.arch, "class_names": meta.class_names, "input": meta.input.to_dict(),
@@ -43,9 +43,10 @@ def simplify(path: Path) -> None:
 
 
 def parity(model, onnx_path: Path, images: np.ndarray, contract, threads: int = 2, onnx_images: np.ndarray | None = None,
-           onnx_contract=None) -> dict[str, Any]:
-    """PyTorch vs ONNX Runtime logits on the same real images: max abs diff and top-1 agreement. ``onnx_images`` /
-    ``onnx_contract``: the same images prepared for an ONNX model whose input contract differs (gray_input)."""
+           onnx_contract=None) -> Parity:
+    """PyTorch vs ONNX Runtime logits on the same real images, judged by the FP32 rule of ``edgeft.parity``.
+    ``onnx_images`` / ``onnx_contract``: the same images prepared for an ONNX model whose input contract differs
+    (gray_input)."""
     from edgeft.bench.timing import ort_session
     from edgeft.evaluate import torch_logits
 
@@ -56,9 +57,7 @@ def parity(model, onnx_path: Path, images: np.ndarray, contract, threads: int = 
     x = (onnx_contract or contract).normalize(images if onnx_images is None else onnx_images)
     step = batch if isinstance(batch, int) and batch > 0 else 32
     got = np.concatenate([sess.run(None, {name: x[i:i + step]})[0] for i in range(0, len(x), step)])
-    diff = np.abs(ref - got)
-    return {"n": int(len(images)), "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
-            "top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean())}
+    return compare_logits(ref, got, "fp32")
 
 
 def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int = 17, dynamic_batch: bool = False,
@@ -109,21 +108,22 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
             from edgeft.data.imagefolder import find_splits
 
             split = "test" if "test" in find_splits(data) else "val"
-            images = load_split(data, split, parent.meta.input, classes=parent.meta.class_names, limit=n).images
-            onnx_images = images if not gray_input else \
+            found = load_split(data, split, parent.meta.input, classes=parent.meta.class_names, limit=n)
+            onnx_images = found.images if not gray_input else \
                 load_split(data, split, meta.input, classes=parent.meta.class_names, limit=n).images
-            check = parity(model, path, images, parent.meta.input, onnx_images=onnx_images, onnx_contract=meta.input)
-            check["split"] = split
-            meta.metrics["parity"] = check
-            if check["max_abs_diff"] > FP32_TOLERANCE:
+            check = parity(model, path, found.images, parent.meta.input, onnx_images=onnx_images,
+                           onnx_contract=meta.input)
+            meta.metrics["parity"] = {**check.to_dict(), "split": split}
+            if not check.passed:
+                names = [f"{split}/{Path(p).parent.name}/{Path(p).name}" for p in found.paths]
                 if gray_input:
-                    raise EdgeftError(f"with gray_input the model's logits move by {check['max_abs_diff']:.2e} "
-                                      f"(tolerance {FP32_TOLERANCE:g}) on {check['n']} real images of {data}: they "
-                                      "are not grayscale; export without gray_input")
-                raise EdgeftError(f"ONNX Runtime differs from PyTorch by {check['max_abs_diff']:.2e} (tolerance "
-                                  f"{FP32_TOLERANCE:g}) on {check['n']} real images; try another --opset, or report "
-                                  "the architecture")
-            progress.info(f"parity on {check['n']} {split} images: max abs diff {check['max_abs_diff']:.2e}, "
-                          f"top-1 agreement {check['top1_agreement'] * 100:.1f}%")
+                    raise EdgeftError(f"with gray_input the ONNX model's logits differ from the RGB model's on "
+                                      f"{check.n} real {split} images of {data}: {check.explain(names)}; the images "
+                                      "are not grayscale: export without gray_input")
+                raise EdgeftError(f"ONNX Runtime differs from PyTorch on {check.n} real {split} images: "
+                                  f"{check.explain(names)}; try another --opset, or report the architecture")
+            progress.info(f"parity on {check.n} {split} images: max abs diff {check.max_abs_diff:.2e} "
+                          f"({check.max_rel_diff:.1e} of the logit scale), top-1 agreement "
+                          f"{check.agreement * 100:.1f}%")
 
     return art.save(out, meta, write, force=force)

@@ -1,8 +1,9 @@
 """``edgeft compare-backends``: the same real images through every available backend and the PyTorch reference.
 
 Per backend: top-1 agreement, max abs logit difference and cosine similarity against the reference,
-judged by the tolerance of the model's precision: FP32 must match tightly; FP16 and INT8 are judged
-by agreement and cosine, since their logits legitimately move.
+judged by ``edgeft.parity``'s rule for the model's precision (the same rule as the export's check): FP32
+must match within a tolerance relative to each image's logit scale; FP16 and INT8 are judged by agreement
+and cosine, since their logits legitimately move.
 """
 
 from __future__ import annotations
@@ -13,13 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeft.parity import compare
 from edgeft.runtime.backends import BACKENDS
-
-TOLERANCES = {  # precision: (max abs diff, min top-1 agreement, min cosine)
-    "fp32": (1e-4, 1.0, 0.99999),
-    "fp16": (None, 0.99, 0.999),
-    "int8": (None, 0.97, 0.99),
-}
 
 
 @dataclass
@@ -30,22 +26,6 @@ class BackendCheck:
     max_abs_diff: float | None = None
     cosine: float | None = None
     reason: str = ""
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    num = (a * b).sum(1)
-    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12
-    return float((num / den).min())
-
-
-def check(reference: np.ndarray, got: np.ndarray, precision: str) -> tuple[bool, dict[str, float]]:
-    max_diff, min_agree, min_cos = TOLERANCES[precision]
-    stats = {"agreement": float((reference.argmax(1) == got.argmax(1)).mean()),
-             "max_abs_diff": float(np.abs(reference - got).max()), "cosine": _cosine(reference, got)}
-    ok = stats["agreement"] >= min_agree and stats["cosine"] >= min_cos
-    if max_diff is not None:
-        ok = ok and stats["max_abs_diff"] <= max_diff
-    return ok, stats
 
 
 def compare_backends(model_dirs: list[Path], images: np.ndarray, contract, reference_logits: np.ndarray,
@@ -71,8 +51,9 @@ def compare_backends(model_dirs: list[Path], images: np.ndarray, contract, refer
         except (EdgeftError, RuntimeError) as e:
             out.append(BackendCheck(name, "fail", reason=str(e).splitlines()[0][:200]))
             continue
-        ok, stats = check(reference_logits, got, precision)
-        out.append(BackendCheck(name, "pass" if ok else "fail", **stats))
+        p = compare(reference_logits, got, precision)
+        out.append(BackendCheck(name, "pass" if p.passed else "fail", agreement=p.agreement,
+                                max_abs_diff=p.max_abs_diff, cosine=p.cosine, reason=p.explain()))
     return out
 
 

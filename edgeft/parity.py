@@ -1,0 +1,112 @@
+"""Do two runtimes compute the same model? One rule for every parity check (export, compare-backends).
+
+Two float32 implementations of one network never agree bit for bit: kernels sum in different orders, and
+the rounding grows with the logits. A fixed absolute tolerance on logits therefore fails a confident model
+(logits of 20 carry errors near 1e-4) while it would pass a broken export of an unsure one. The rule here
+is the field's: the difference is judged relative to each image's logit scale (``max |logit|``, at least 1,
+as ``numpy.allclose`` does with rtol and atol of the same size), the top-1 class must agree on every image
+whose top two classes are further apart than that tolerance (a near-tie may flip legitimately), and the
+logit vectors must point the same way (cosine). FP16 and INT8 move logits legitimately, so they are judged
+by agreement and cosine only. Numpy only, so the camera runtime and every stage can use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What a precision may differ by: ``rtol`` of each image's logit scale (None: not checked), the share of
+    decisive images whose top-1 class must agree, and the least cosine similarity of any image's logits."""
+
+    rtol: float | None
+    min_agreement: float
+    min_cosine: float
+
+
+TOLERANCES = {
+    "fp32": Tolerance(rtol=1e-3, min_agreement=1.0, min_cosine=0.9999),
+    "fp16": Tolerance(rtol=None, min_agreement=0.99, min_cosine=0.999),
+    "int8": Tolerance(rtol=None, min_agreement=0.97, min_cosine=0.99),
+}
+
+
+@dataclass
+class Parity:
+    """The outcome of one comparison; ``worst`` lists (image index, relative difference) of the images that
+    broke the rule, worst first (at most 5)."""
+
+    precision: str
+    n: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    max_rel_diff: float
+    agreement: float
+    cosine: float
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    worst: list[tuple[int, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "n": self.n, "max_abs_diff": self.max_abs_diff,
+                "mean_abs_diff": self.mean_abs_diff, "max_rel_diff": self.max_rel_diff,
+                "top1_agreement": self.agreement, "min_cosine": self.cosine, "passed": self.passed,
+                "rule": rule_text(self.precision)}
+
+    def explain(self, names: list[str] | None = None) -> str:
+        """One clause saying what failed and on which images, e.g. for an error line."""
+        where = ""
+        if self.worst:
+            shown = [f"{names[i] if names else f'image {i}'} ({rel:.1e})" for i, rel in self.worst]
+            where = f"; worst: {', '.join(shown)}"
+        return "; ".join(self.reasons) + where
+
+
+def rule_text(precision: str) -> str:
+    t = TOLERANCES[precision]
+    parts = [f"|diff| <= {t.rtol:g} x the image's max |logit| (at least 1)"] if t.rtol is not None else []
+    parts.append(f"top-1 agreement >= {t.min_agreement * 100:g}%" + (" on images without a near-tie"
+                                                                      if t.rtol is not None else ""))
+    parts.append(f"cosine >= {t.min_cosine:g}")
+    return ", ".join(parts)
+
+
+def compare(reference: np.ndarray, got: np.ndarray, precision: str = "fp32") -> Parity:
+    """Judge ``got`` (N x K logits of the runtime under test) against ``reference`` (N x K, e.g. PyTorch FP32)."""
+    if precision not in TOLERANCES:
+        raise ValueError(f"precision must be one of {', '.join(TOLERANCES)}, got {precision!r}")
+    ref = np.asarray(reference, dtype=np.float64)
+    out = np.asarray(got, dtype=np.float64)
+    if ref.shape != out.shape or ref.ndim != 2 or len(ref) == 0:
+        raise ValueError(f"parity needs two N x K arrays of the same shape, got {ref.shape} and {out.shape}")
+    tol = TOLERANCES[precision]
+    diff = np.abs(ref - out)
+    scale = np.maximum(1.0, np.abs(ref).max(1))
+    rel = diff.max(1) / scale
+    cos = (ref * out).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1) + 1e-12)
+    top2 = np.sort(ref, axis=1)[:, -2:] if ref.shape[1] > 1 else np.concatenate([ref - np.inf, ref], 1)
+    margin = top2[:, 1] - top2[:, 0]
+    # a near-tie (top two closer than twice the allowed deviation) may flip without anything being wrong
+    decisive = margin > 2 * (tol.rtol or 0.0) * scale
+    flipped = decisive & (ref.argmax(1) != out.argmax(1))
+    agreement = float(1.0 - flipped.sum() / max(1, decisive.sum()))
+    bad = flipped | (cos < tol.min_cosine)
+    reasons = []
+    if tol.rtol is not None and rel.max() > tol.rtol:
+        bad |= rel > tol.rtol
+        reasons.append(f"{int((rel > tol.rtol).sum())} of {len(ref)} images differ by more than {tol.rtol:g} of "
+                       f"their logit scale (max {rel.max():.1e}, {diff.max():.2e} absolute)")
+    if agreement < tol.min_agreement:
+        reasons.append(f"top-1 class differs on {int(flipped.sum())} of {int(decisive.sum())} images "
+                       f"(agreement {agreement * 100:.1f}% < {tol.min_agreement * 100:g}%)")
+    if cos.min() < tol.min_cosine:
+        reasons.append(f"logits point another way on {int((cos < tol.min_cosine).sum())} images (min cosine "
+                       f"{cos.min():.6f} < {tol.min_cosine:g})")
+    order = [int(i) for i in np.argsort(-rel) if bad[i]][:5]
+    return Parity(precision=precision, n=int(len(ref)), max_abs_diff=float(diff.max()),
+                  mean_abs_diff=float(diff.mean()), max_rel_diff=float(rel.max()), agreement=agreement,
+                  cosine=float(cos.min()), passed=not reasons, reasons=reasons,
+                  worst=[(i, float(rel[i])) for i in order] if reasons else [])
