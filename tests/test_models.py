@@ -73,6 +73,21 @@ def test_checkpoint_with_code_is_refused(tmp_path):
         models.create("test_efficientnet", weights=tmp_path / "evil.pth")
 
 
+@pytest.mark.parametrize("content, suffix, message", [
+    (b"layer1.weight 0.1 0.2\n", ".pth", "is a text file (it starts with 'layer1.weight 0.'"),
+    (b"", ".pt", "the file is empty"),
+    (b"\x00\x01garbage" * 4, ".bin", "neither a zip archive written by torch.save nor a pickle"),
+    (b"{}", ".safetensors", "it has no safetensors header"),
+])
+def test_a_file_that_is_no_checkpoint_says_what_it_is_not(tmp_path, content, suffix, message):
+    """A text file given as --weights said 'pop from empty list', torch's internal error."""
+    path = tmp_path / f"w{suffix}"
+    path.write_bytes(content)
+    with pytest.raises(ModelError, match="is not a checkpoint") as e:
+        models.create("test_efficientnet", weights=path)
+    assert message in str(e.value) and "pop from" not in str(e.value)
+
+
 @pytest.mark.parametrize("weights, message", [
     ("missing.pth", "--weights path not found"),
     ("package:resnet9000", "unknown packaged weights"),

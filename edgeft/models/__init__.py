@@ -39,6 +39,10 @@ def read_state_dict(path: str | os.PathLike) -> dict:
         raise ModelError(f"--weights path not found: {p}; {WEIGHTS_HELP}")
     if p.suffix not in WEIGHT_SUFFIXES:
         raise ModelError(f"--weights {p} has suffix {p.suffix!r}; {WEIGHTS_HELP}")
+    problem = _not_a_checkpoint(p)
+    if problem:
+        raise ModelError(f"--weights {p} is not a checkpoint: {problem}; {WEIGHTS_HELP} (a state dict saved with "
+                         "torch.save(model.state_dict()) or safetensors)")
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -57,6 +61,23 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     if not isinstance(sd, dict) or not all(hasattr(v, "shape") for v in sd.values()):
         raise ModelError(f"checkpoint {p} is not a state dict of tensors; save it with torch.save(model.state_dict())")
     return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
+
+
+def _not_a_checkpoint(path: Path) -> str:
+    """Why ``path`` cannot be a checkpoint, judged from its first bytes ('' when it may be one): torch.save writes
+    a zip archive (legacy: a pickle, first byte 0x80), safetensors an 8-byte header length and a JSON header."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return "the file is empty"
+    if path.suffix == ".safetensors":
+        size = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+        return "" if head[8:9] == b"{" and 0 < size < path.stat().st_size else "it has no safetensors header"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return ""
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return f"it is a text file (it starts with {head.decode('ascii', 'replace').strip()[:16]!r})"
+    return "it is neither a zip archive written by torch.save nor a pickle"
 
 
 def load_state_dict_strict(model: "nn.Module", state_dict: dict, source: str) -> None:
