@@ -294,3 +294,25 @@ def test_data_fingerprint_sees_a_changed_image(tiny_data, tmp_path):
     img = next((data / "train" / "good").glob("*.png"))
     img.write_bytes(img.read_bytes() + b"\0")  # same name, different content and size
     assert pipeline.data_fingerprint(data) != before
+
+
+def test_plot_labels_stay_inside_the_plot():
+    """The rightmost point's label ran past the SVG's right edge ('01-finetune to...' in report.html)."""
+    import re
+
+    from edgeft.optimize.report import LABEL_CHAR_PX, Row, pareto_svg
+
+    bench = lambda ms: {"status": "ok", "latency_ms": {"p50": ms}}  # noqa: E731
+    rows = [Row("01-finetune", "finetune", "fine-tuned", "fp32", "done", accuracy={"accuracy": 0.88},
+                latency={"ort-cpu@1": bench(8.0), "torch@1": bench(35.0)}),
+            Row("05-quantize", "quantize", "INT8", "int8", "done", accuracy={"accuracy": 0.87},
+                latency={"ort-cpu@1": bench(2.5)})]
+    width = 640
+    svg = pareto_svg(rows, width=width)
+    labels = re.findall(r'<text x="([\d.]+)" y="[\d.]+"( text-anchor="end")?>(\d\d-[^<]+)</text>', svg)
+    assert len(labels) == 3
+    for x, end, text in labels:
+        left, right = (float(x) - len(text) * LABEL_CHAR_PX, float(x)) if end else \
+            (float(x), float(x) + len(text) * LABEL_CHAR_PX)
+        assert 0 <= left and right <= width, (text, left, right)
+    assert any(end and text == "01-finetune torch" for _, end, text in labels)

@@ -290,9 +290,19 @@ def pareto_svg(rows: list[Row], width: int = 640, height: int = 380) -> str:
     for x, y, label in pts:
         on_front = any(p[2] == label for p in front)
         parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{"#2a7" if on_front else "#888"}"/>')
-        parts.append(f'<text x="{sx(x) + 6:.1f}" y="{sy(y) - 6:.1f}">{html.escape(label)}</text>')
+        parts.append(_point_label(sx(x), sy(y), label, width))
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+LABEL_CHAR_PX = 6.5  # a generous width of one character at font-size 11 in a sans-serif font
+
+
+def _point_label(x: float, y: float, label: str, width: int) -> str:
+    """A point's label to its right, or to its left where it would run past the plot's right edge."""
+    if x + 6 + len(label) * LABEL_CHAR_PX > width - 2:
+        return f'<text x="{x - 6:.1f}" y="{y - 6:.1f}" text-anchor="end">{html.escape(label)}</text>'
+    return f'<text x="{x + 6:.1f}" y="{y - 6:.1f}">{html.escape(label)}</text>'
 
 
 def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
