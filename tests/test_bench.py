@@ -317,3 +317,35 @@ def test_torch_cuda_rows_time_the_device(tmp_path):
         assert r["status"] == "ok", r
         assert 0 < r["gpu_compute_ms"]["p50"] <= r["latency_ms"]["p50"]
         assert r["cuda_graph_ms"]["p50"] > 0 and r["memory"]["device"]["device_total_mb"] > 0
+
+
+def test_latency_gate_workflow_runs_as_written(cli, onnx_model, tmp_path):
+    """The example workflow gated against a baseline that did not exist; its gate step now makes the baseline on
+    the first run and gates against it on the next, run here exactly as GitHub Actions runs a step."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    workflow = yaml.safe_load((Path(__file__).parents[1] / "benchmarks/ci/latency-gate.yml").read_text())
+    gate = next(s["run"] for s in workflow["jobs"]["gate"]["steps"] if s.get("name", "").startswith("Gate"))
+    r = cli("bench", onnx_model.path, "--backend", "ort-cpu", "--iters", "20", "--rounds", "2", "--no-memory",
+            "--out", tmp_path / "bench.json")
+    assert r.exit_code == 0, r.output
+    env = {**os.environ, "BASELINE": workflow["env"]["BASELINE"],
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def step() -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", gate], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    first = step()
+    baseline = tmp_path / workflow["env"]["BASELINE"]
+    assert first.returncode == 0, first.stderr
+    assert baseline.read_bytes() == (tmp_path / "bench.json").read_bytes()
+    assert "No baseline for this device yet" in (tmp_path / "gate.md").read_text()
+    second = step()
+    assert second.returncode == 0, second.stderr + second.stdout
+    assert "ort-cpu" in (tmp_path / "gate.md").read_text() and "No baseline" not in (tmp_path / "gate.md").read_text()
