@@ -256,6 +256,8 @@ def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, as_j
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")
 @click.option("--target-macs", type=float, default=None, help="Fraction of MACs to keep  [default: 0.5]")
 @click.option("--target-params", type=float, default=None, help="Fraction of parameters to keep (instead of MACs).")
+@click.option("--target-tolerance", type=float, default=0.02, show_default=True,
+              help="Landing further below the target than this fraction of the parent's is reported, with why.")
 @click.option("--importance", type=click.Choice(["l2", "taylor", "bn-scale"]), default="l2", show_default=True)
 @click.option("--steps", type=int, default=40, show_default=True, help="Pruning steps; importance re-estimated between.")
 @click.option("--round-to", type=int, default=8, show_default=True, help="Keep channel counts multiples of this.")
@@ -274,23 +276,25 @@ def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, as_j
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, target_params: float | None,
-              importance: str, steps: int, round_to: int, max_layer_ratio: float, ignore: tuple[str, ...],
+              target_tolerance: float, importance: str, steps: int, round_to: int, max_layer_ratio: float, ignore: tuple[str, ...],
               recover_epochs: int, recover_lr: float, recover_mode: str, recover_views: str | None, distill: bool,
               threads: int | None, seed: int, force: bool) -> None:
     """Structured channel pruning to a MACs target, then recovery fine-tuning (torch-pruning)."""
+    from edgeft.metrics import landing_text
     from edgeft.prune import PruneConfig, prune
 
     if target_macs is None and target_params is None:
         target_macs = 0.5
-    cfg = PruneConfig(target_macs=target_macs, target_params=target_params, importance=importance, steps=steps,
+    cfg = PruneConfig(target_macs=target_macs, target_params=target_params, target_tolerance=target_tolerance,
+                      importance=importance, steps=steps,
                       round_to=round_to, max_layer_ratio=max_layer_ratio, ignore=list(ignore),
                       recover_epochs=recover_epochs, recover_lr=recover_lr, recover_mode=recover_mode,
                       recover_views=int(recover_views) if recover_views else None, distill=distill, seed=seed,
                       threads=threads)
     art = prune(artifact, data, out, cfg, force=force)
     p = art.meta.metrics["prune"]
-    click.echo(f"MACs {p['macs_before'] / 1e6:.1f}M -> {p['macs_after'] / 1e6:.1f}M ({p['macs_ratio']:.2f}x), "
-               f"params {p['params_before'] / 1e6:.2f}M -> {p['params_after'] / 1e6:.2f}M")
+    click.echo(f"MACs {p['macs_before'] / 1e6:.1f}M -> {p['macs_after'] / 1e6:.1f}M, "
+               f"params {p['params_before'] / 1e6:.2f}M -> {p['params_after'] / 1e6:.2f}M: {landing_text(p['target'])}")
     line = (f"{p['eval_split']} accuracy: before {p['accuracy_before']['accuracy'] * 100:.2f}%, "
             f"after pruning {p['accuracy_after_prune']['accuracy'] * 100:.2f}%")
     split_metrics = art.meta.metrics.get(p["eval_split"])

@@ -57,3 +57,14 @@ def format_metrics(m: dict[str, Any], class_names: list[str], title: str = "") -
     for c, row in zip(class_names, m["confusion"]):
         lines.append(f"  {c:<{w}}  " + "  ".join(f"{v:>10d}" for v in row))
     return "\n".join(lines)
+
+
+def landing_text(target: dict[str, Any]) -> str:
+    """Where pruning landed against its target (``metrics["prune"]["target"]``), in words, with the reason when
+    it landed further below the target than its tolerance."""
+    kind = "MACs" if target["kind"] == "macs" else "parameters"
+    text = (f"kept {target['reached']:.3f} of the {kind} for a target of {target['fraction']:g} "
+            f"(tolerance {target['tolerance']:g})")
+    if not target["within_tolerance"]:
+        text += f"; {target['fraction'] - target['reached']:.3f} below the target: {target['why']}"
+    return text

@@ -59,6 +59,9 @@ def test_run_folder_report_and_gates(finished_run):
     assert "torch@1" in rows["01-finetune"].latency and "ort-cpu@1" not in rows["01-finetune"].latency
     md = (run / "report.md").read_text()
     assert "| 05-quantize |" in md and "## Confusion matrices" in md and "## Lineage" in md
+    landed = rows["02-prune"].pruning
+    assert landed["reached"] == round(rows["02-prune"].macs / rows["01-finetune"].macs, 4)
+    assert f"Pruning (02-prune) kept {landed['reached']:.3f} of the MACs for a target of" in md
     assert f"Stage time: {sum(s.get('seconds', 0) for s in state['steps'].values()) / 60:.1f} min." in md
     # the headline's speed-up over eager shows its spread over the bench's interleaved rounds, from those rounds
     eager, int8 = rows["01-finetune"].latency["torch@1"], rows["05-quantize"].latency["ort-cpu@1"]

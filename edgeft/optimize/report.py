@@ -18,6 +18,7 @@ from typing import Any
 from edgeft import artifact as art
 from edgeft.bench.footprint import model_mb
 from edgeft.errors import DependencyError, EdgeftError
+from edgeft.metrics import landing_text
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Row:
     sha256: str = ""
     seconds: float = 0.0
     reason: str = ""
+    pruning: dict[str, Any] | None = None  # where pruning landed against its target (metrics["prune"]["target"])
 
 
 def _bench_doc(run: Path, steps) -> dict[str, Any] | None:
@@ -99,6 +101,7 @@ def collect(run: Path, steps, results) -> tuple[list[Row], dict[str, Any] | None
         counts[s.name] = _count(a) if a.meta.kind == "torch" else counts.get(s.parent, (None, None))
         row.params, row.macs = counts[s.name]
         row.latency = by_model.get(s.name, {})
+        row.pruning = a.meta.metrics.get("prune", {}).get("target")
     return rows, doc
 
 
@@ -232,6 +235,9 @@ def headline(rows: list[Row], gates: list[dict[str, Any]]) -> list[str]:
             spread = _ratio_text(eager, final.latency[fk])
             out.append(f"Against PyTorch eager FP32 (batch 1): {eager['latency_ms']['p50'] / final.latency[fk]['latency_ms']['p50']:.1f}x "
                        f"faster on {fk}" + (f" ({spread})" if spread else "") + ".")
+    for r in rows:
+        if r.pruning:
+            out.append(f"Pruning ({r.step}) {landing_text(r.pruning)}.")
     if gates:
         failed = [g for g in gates if g["status"] == "fail"]
         out.append("Gates: " + ("FAILED — " + "; ".join(f"{g['gate']} = {g['value']} (limit {g['limit']})"

@@ -19,7 +19,9 @@ class PruneConfig:
     fraction of parameters. ``steps``: the channels go in this many small steps, importance re-estimated
     between steps. ``max_layer_ratio`` caps the fraction of any one layer's channels removed, so no layer
     collapses (global pruning alone took Lite0's stem from 32 to 8 channels). ``round_to`` keeps channel
-    counts multiples of 8 for tensor cores. The classifier is never pruned; ``ignore`` protects more layers.
+    counts multiples of 8 for tensor cores. The step that reaches the target stops at the first layer group
+that reaches it (a whole step at coarse ``round_to`` overshot: 0.445 of the MACs for 0.5); landing more than
+``target_tolerance`` (of the parent's MACs) below the target is reported with the reason. The classifier is never pruned; ``ignore`` protects more layers.
     Recovery re-uses the fine-tuning loop, with knowledge distillation from the unpruned parent when
     ``distill``. ``recover_mode="partial"`` trains only the blocks the parent's fine-tuning trained, on
     features (and teacher logits) of ``recover_views`` augmented views cached once: on a CPU an epoch then
@@ -30,6 +32,7 @@ class PruneConfig:
     target_params: float | None = None
     importance: str = "l2"
     steps: int = 40
+    target_tolerance: float = 0.02  # landing further below the target than this is reported (with why)
     round_to: int = 8
     max_layer_ratio: float = 0.7
     ignore: list[str] = field(default_factory=list)
@@ -53,6 +56,8 @@ class PruneConfig:
             v = getattr(self, name)
             if v is not None and not 0 < float(v) < 1:
                 raise ConfigError(f"{name} must be a fraction in (0, 1) of the parent's, got {v}")
+        if not 0 <= self.target_tolerance < 0.5:
+            raise ConfigError(f"target_tolerance must be in [0, 0.5), got {self.target_tolerance}")
         if not 0 < self.max_layer_ratio < 1:
             raise ConfigError(f"max_layer_ratio must be in (0, 1), got {self.max_layer_ratio}")
         if self.importance not in IMPORTANCES:

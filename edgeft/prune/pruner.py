@@ -127,26 +127,12 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
 
     kind, fraction = cfg.target
     base = base_macs if kind == "macs" else base_params
-    macs, params = base_macs, base_params
     rng = np.random.default_rng(cfg.seed)
-    reached = False
-    for _ in progress.bar(range(cfg.steps), desc="prune", unit="step"):
-        if cfg.importance == "taylor":
-            _accumulate_gradients(model, ds.train, contract, cfg.taylor_batches, rng)
-        pruner.step()
-        model.zero_grad(set_to_none=True)
-        macs, params = count(tp, model, example)
-        if (macs if kind == "macs" else params) <= fraction * base:
-            reached = True
-            break
-    if not reached:
-        got = (macs if kind == "macs" else params) / base
-        raise PruneError(f"target {kind} {fraction:g} is unreachable with max_layer_ratio {cfg.max_layer_ratio:g}: "
-                         f"stopped at {got:.2f} of the original after {cfg.steps} steps; raise --max-layer-ratio, "
-                         f"protect fewer layers, or relax the target")
+    model, macs, params = _prune_to_target(tp, model, pruner, example, cfg, ds.train, contract, rng, base)
     with torch.no_grad():
         model.eval()(example)  # the pruned graph must still run
 
+    landing = _landing(kind, fraction, (macs if kind == "macs" else params) / base, cfg)
     from edgeft.models.shapes import shape_spec
 
     spec = shape_spec(model, reference)
@@ -159,6 +145,7 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
     stats: dict[str, Any] = {
         "prune": {"macs_before": base_macs, "macs_after": macs, "params_before": base_params, "params_after": params,
                   "macs_ratio": round(macs / base_macs, 4), "params_ratio": round(params / base_params, 4),
+                  "target": landing,
                   "prune_seconds": round(prune_seconds, 1), "eval_split": eval_set.name,
                   "accuracy_before": before, "accuracy_after_prune": after_prune},
         "macs": macs,
@@ -179,6 +166,56 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
 
     return recover(parent, model, data, out, cfg, teacher=reference if cfg.distill else None, extra=extra,
                    stats=stats, force=force)
+
+
+def _prune_to_target(tp, model: nn.Module, pruner, example: torch.Tensor, cfg: PruneConfig, train, contract,
+                     rng: np.random.Generator, base: int) -> tuple[nn.Module, int, int]:
+    """Prune in ``cfg.steps`` steps until the target is reached, stopping inside the step that reaches it.
+
+    A step removes channels one dependency group (a layer and what must shrink with it) at a time; a whole last
+    step at a coarse ``round_to`` overshot the target (0.445 of the MACs for 0.5). In a step that may reach the
+    target (the first, or one whose predecessor's drop, doubled, would reach it) the MACs are counted after each
+    group and the step ends at the first group that reaches the target, so the overshoot is at most one group's
+    share. Other steps prune all their groups and count once (a count costs a forward pass).
+    Returns the model and its MACs and parameters."""
+    kind, fraction = cfg.target
+    macs, params = count(tp, model, example)
+    value = float(macs if kind == "macs" else params)
+    drop: float | None = None
+    for _ in progress.bar(range(cfg.steps), desc="prune", unit="step"):
+        if cfg.importance == "taylor":
+            _accumulate_gradients(model, train, contract, cfg.taylor_batches, rng)
+        careful = drop is None or value - 2 * drop <= fraction * base
+        before = value
+        for group in pruner.step(interactive=True):
+            group.prune()
+            if careful:
+                macs, params = count(tp, model, example)
+                if (macs if kind == "macs" else params) <= fraction * base:
+                    break
+        model.zero_grad(set_to_none=True)
+        if not careful:
+            macs, params = count(tp, model, example)
+        value = float(macs if kind == "macs" else params)
+        drop = before - value
+        if value <= fraction * base:
+            return model, macs, params
+    raise PruneError(f"target {kind} {fraction:g} is unreachable with max_layer_ratio {cfg.max_layer_ratio:g}: "
+                     f"stopped at {value / base:.2f} of the original after {cfg.steps} steps; raise "
+                     "--max-layer-ratio, protect fewer layers, or relax the target")
+
+
+def _landing(kind: str, fraction: float, got: float, cfg: PruneConfig) -> dict[str, Any]:
+    """Where the pruning landed against its target, and why when it is outside the tolerance."""
+    within = got >= fraction - cfg.target_tolerance
+    out = {"kind": kind, "fraction": fraction, "tolerance": cfg.target_tolerance, "reached": round(got, 4),
+           "within_tolerance": within}
+    if not within:
+        out["why"] = (f"channels go in groups of round_to {cfg.round_to}, and the one layer group whose removal "
+                      "reached the target removed more (a lower round_to lands closer)")
+        progress.warn(f"pruning kept {got:.3f} of the {kind}, below the target {fraction:g} - {cfg.target_tolerance:g}: "
+                      f"{out['why']}")
+    return out
 
 
 def recovery_config(parent: art.Artifact, cfg: PruneConfig):
