@@ -18,6 +18,7 @@ import click
 
 from edgeft import __version__, progress
 from edgeft.errors import EdgeftError
+from edgeft.redact import redact_text
 
 
 # Optional dependencies and the extra that installs each (the base install is the camera runtime's core).
@@ -35,7 +36,7 @@ class _Group(click.Group):
         except EdgeftError as e:
             if debug():
                 raise
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {redact_text(str(e))}", err=True)
             ctx.exit(e.exit_code)
         except ModuleNotFoundError as e:
             top = (e.name or "").split(".")[0]
@@ -425,14 +426,27 @@ def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str
 @click.option("--mean", default=None, help="Bare ONNX: per-channel mean, e.g. 0.485,0.456,0.406.")
 @click.option("--std", default=None, help="Bare ONNX: per-channel std.")
 @click.option("--classes", default=None, help="Bare ONNX: class names, comma-separated.")
+@click.option("--source-name", default=None,
+              help="The name results, logs and metrics give the source (default: the URL without credentials).")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus metrics (frames, classes, latency) at http://HOST:PORT/metrics; 0: a free port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address the metrics endpoint binds to (0.0.0.0: every interface).")
 def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path | None, threads: int | None,
               queue_size: int, reconnects: int, max_frames: int | None, input_size: int | None, mean: str | None,
-              std: str | None, classes: str | None) -> None:
-    """Run MODEL (artifact directory or .onnx) on SOURCE: image, folder, glob, video, camera index or URL."""
+              std: str | None, classes: str | None, source_name: str | None, metrics_port: int | None,
+              metrics_host: str) -> None:
+    """Run MODEL (artifact directory or .onnx) on SOURCE: image, folder, glob, video, camera index or URL.
+
+    Credentials in a URL are never written: results and logs name the source rtsp://***@host/path (or
+    --source-name). Keep them out of shell history with ${VAR} in the URL, or EDGEFT_RTSP_PASSWORD for a URL
+    that names only the user (rtsp://admin@camera/stream)."""
     from edgeft.contract import InputContract
     from edgeft.errors import ConfigError
+    from edgeft.redact import resolve
     from edgeft.runtime import Predictor
     from edgeft.runtime.infer import run
+    from edgeft.runtime.monitor import LineMetrics, MetricsServer
 
     contract = None
     if input_size or mean or std:
@@ -445,19 +459,27 @@ def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path
         contract = InputContract(size=(input_size, input_size), mean=m, std=s, color="GRAY" if len(m) == 1 else "RGB")
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}")
+    src = resolve(source, source_name)
     predictor = Predictor(model, backend=backend, threads=threads, contract=contract,
                           class_names=classes.split(",") if classes else None)
     progress.info(f"backend: {predictor.backend_name}")
+    metrics = server = None
+    if metrics_port is not None:
+        metrics = LineMetrics(src.name, predictor.backend_name, predictor.class_names)
+        server = MetricsServer(metrics, metrics_host, metrics_port)
+        progress.info(f"metrics: {server.url}")
     if out_path:
         out_path.parent.mkdir(parents=True, exist_ok=True)
     out = open(out_path, "w") if out_path else sys.stdout
     try:
-        stats = run(predictor, source, out, batch=batch, queue_size=queue_size, max_reconnects=reconnects,
-                    max_frames=max_frames)
+        stats = run(predictor, src, out, batch=batch, queue_size=queue_size, max_reconnects=reconnects,
+                    max_frames=max_frames, metrics=metrics)
     finally:
         if out_path:
             out.close()
         predictor.close()
+        if server is not None:
+            server.close()
     progress.info(f"{stats.frames} frames, {stats.unreadable} unreadable, {stats.dropped} dropped, "
                   f"{stats.reconnects} reconnects")
 

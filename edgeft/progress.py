@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any, Iterable, Iterator, TypeVar
 
+from edgeft.redact import redact_text
+
 T = TypeVar("T")
 
 _quiet = os.environ.get("EDGEFT_QUIET", "") not in ("", "0")
@@ -97,11 +99,11 @@ class LineBar:
 
 
 def info(message: str) -> None:
-    """A status line on stderr, suppressed in quiet mode."""
+    """A status line on stderr, suppressed in quiet mode; URL credentials in it are redacted."""
     if not _quiet:
-        print(message, file=sys.stderr, flush=True)
+        print(redact_text(message), file=sys.stderr, flush=True)
 
 
 def warn(message: str) -> None:
     """A warning line on stderr; always shown, since it may explain a result."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    print(f"warning: {redact_text(message)}", file=sys.stderr, flush=True)

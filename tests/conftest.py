@@ -67,3 +67,22 @@ def assert_one_line_error(result, *fragments: str) -> None:
     assert "Traceback" not in result.output
     for f in fragments:
         assert f in err, (f, err)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory):
+    """An ONNX artifact of timm's tiny test_efficientnet (random weights, 32x32 RGB, classes bad/good)."""
+    import torch
+
+    from edgeft import artifact
+    from edgeft.contract import InputContract
+    from edgeft.export.stage import export
+    from edgeft.models import create, save_artifact
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("tiny-onnx")
+    model, _ = create("test_efficientnet", num_classes=2)
+    contract = InputContract(size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, resize="stretch")
+    parent = save_artifact(model, root / "torch", artifact.Meta(kind="torch", arch="test_efficientnet",
+                                                                class_names=["bad", "good"], input=contract))
+    return export(parent.path, root / "onnx", dynamic_batch=True)

@@ -12,6 +12,7 @@ import pytest
 from edgeft.contract import InputContract
 from edgeft.errors import ArtifactError, ConfigError, DependencyError
 from edgeft.export.stage import export
+from edgeft.redact import resolve
 from edgeft.runtime import Predictor
 from edgeft.runtime.sources import SourceStats, _live
 from tests.conftest import assert_one_line_error, make_image
@@ -143,7 +144,7 @@ def test_live_source_drops_oldest_and_reconnects(tmp_path):
     _write_video(video, n=20)
     stats = SourceStats()
     got = []
-    for frame in _live(str(video), stats, queue_size=2, max_reconnects=3, stop=threading.Event(), backoff_s=0.01):
+    for frame in _live(resolve(str(video)), stats, queue_size=2, max_reconnects=3, stop=threading.Event(), backoff_s=0.01):
         got.append(frame.index)
         threading.Event().wait(0.01)  # slower than the reader
         if frame.index >= 30:
@@ -156,7 +157,7 @@ def test_live_source_that_never_opens(tmp_path):
     from edgeft.errors import DataError
 
     with pytest.raises(DataError, match="cannot open stream"):
-        list(_live("rtsp://127.0.0.1:9/none", SourceStats(), 2, 0, threading.Event()))
+        list(_live(resolve("rtsp://127.0.0.1:9/none"), SourceStats(), 2, 0, threading.Event()))
 
 
 def test_compare_backends_on_real_images(cli, onnx_art, tiny_data):

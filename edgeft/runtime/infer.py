@@ -1,4 +1,7 @@
-"""``edgeft infer``: a model over a source of frames, one JSON line per frame."""
+"""``edgeft infer``: a model over a source of frames, one JSON line per frame.
+
+Each line names the source by its redacted name (``edgeft.redact``), never by a URL with credentials; with
+``metrics``, every frame is also counted for the line supervisor's endpoint (``edgeft.runtime.monitor``)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import threading
 import time
 from typing import IO, Iterable
 
+from edgeft.redact import Source
+from edgeft.runtime.monitor import LineMetrics
 from edgeft.runtime.predictor import Predictor
 from edgeft.runtime.sources import Frame, SourceStats, frames
 
@@ -23,8 +28,9 @@ def _batches(it: Iterable[Frame], size: int) -> Iterable[list[Frame]]:
         yield batch
 
 
-def run(predictor: Predictor, source: str, out: IO[str], batch: int = 1, queue_size: int = 8,
-        max_reconnects: int = 10, max_frames: int | None = None, stop: threading.Event | None = None) -> SourceStats:
+def run(predictor: Predictor, source: str | Source, out: IO[str], batch: int = 1, queue_size: int = 8,
+        max_reconnects: int = 10, max_frames: int | None = None, stop: threading.Event | None = None,
+        metrics: LineMetrics | None = None) -> SourceStats:
     """Write one JSON line per frame to ``out``; unreadable frames get a line with ``error``. Returns counts."""
     stats = SourceStats()
     stop = stop or threading.Event()
@@ -40,17 +46,23 @@ def run(predictor: Predictor, source: str, out: IO[str], batch: int = 1, queue_s
                 line = {"source": f.source, "frame": f.index, "timestamp": round(f.timestamp, 6)}
                 if f.image is None:
                     line["error"] = f.error
+                    if metrics is not None:
+                        metrics.record(None, None)
                 else:
                     p = by_id[id(f)]
                     line.update(label=p.label, score=round(p.score, 6), probabilities=[round(v, 6) for v in
                                                                                       p.probabilities],
                                 latency_ms=round(per_frame_ms, 3), backend=predictor.backend_name)
+                    if metrics is not None:
+                        metrics.record(p.label, per_frame_ms)
                 out.write(json.dumps(line) + "\n")
                 written += 1
                 if max_frames is not None and written >= max_frames:
                     stop.set()
                     return stats
             out.flush()
+            if metrics is not None:
+                metrics.set_source_counts(stats.dropped, stats.reconnects)
     except KeyboardInterrupt:
         stop.set()
         print("interrupted: stopped cleanly", file=sys.stderr)

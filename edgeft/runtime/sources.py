@@ -3,6 +3,9 @@
 Files are read completely, frame by frame. Live sources (a camera index, an RTSP/HTTP URL, or a GStreamer
 pipeline ending in ``appsink``, e.g. with Jetson's hardware decoder) are read by a thread into a bounded queue: when inference falls behind, the oldest frames are dropped (and counted)
 so results stay current; when the stream drops, it is reopened with exponential back-off.
+
+A source is opened with its real spec and written under its name (``edgeft.redact``): a stream URL's
+credentials appear in no frame, error line or result.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 
 from edgeft.data.imagefolder import IMAGE_SUFFIXES, read_image
 from edgeft.errors import DataError
+from edgeft.redact import Source, redact_text, resolve
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
@@ -73,9 +77,9 @@ def describe(spec: str) -> str:
             return "video"
         if p.suffix.lower() in IMAGE_SUFFIXES:
             return "image"
-        raise DataError(f"{spec} is neither an image ({', '.join(IMAGE_SUFFIXES)}) nor a video "
+        raise DataError(f"{redact_text(spec)} is neither an image ({', '.join(IMAGE_SUFFIXES)}) nor a video "
                         f"({', '.join(VIDEO_SUFFIXES)})")
-    raise DataError(f"source not found: {spec}; pass an image, a folder, a glob, a video file, a camera index "
+    raise DataError(f"source not found: {redact_text(spec)}; pass an image, a folder, a glob, a video file, a camera index "
                     "or a stream URL")
 
 
@@ -105,10 +109,10 @@ def _open_capture(spec: str):
     return cap
 
 
-def _video(spec: str, stats: SourceStats) -> Iterator[Frame]:
-    cap = _open_capture(spec)
+def _video(src: Source, stats: SourceStats) -> Iterator[Frame]:
+    cap = _open_capture(src.spec)
     if cap is None:
-        raise DataError(f"cannot open video {spec}: OpenCV has no decoder for it or the file is corrupt")
+        raise DataError(f"cannot open video {src.name}: OpenCV has no decoder for it or the file is corrupt")
     try:
         i = 0
         while True:
@@ -116,20 +120,21 @@ def _video(spec: str, stats: SourceStats) -> Iterator[Frame]:
             if not ok:
                 break
             stats.frames += 1
-            yield Frame(spec, i, time.time(), img)
+            yield Frame(src.name, i, time.time(), img)
             i += 1
     finally:
         cap.release()
     if stats.frames == 0:
-        raise DataError(f"video {spec} has no readable frames")
+        raise DataError(f"video {src.name} has no readable frames")
 
 
-def _live(spec: str, stats: SourceStats, queue_size: int, max_reconnects: int, stop: threading.Event,
+def _live(src: Source, stats: SourceStats, queue_size: int, max_reconnects: int, stop: threading.Event,
           backoff_s: float = 0.5) -> Iterator[Frame]:
+    spec = src.spec
     cap = _open_capture(spec)
     if cap is None:
         what = "camera" if spec.isdigit() else "GStreamer pipeline" if is_gstreamer(spec) else "stream"
-        raise DataError(f"cannot open {what} {spec}; check the index/URL/pipeline and that nothing else holds the "
+        raise DataError(f"cannot open {what} {src.name}; check the index/URL/pipeline and that nothing else holds the "
                         "device")
     queue: collections.deque[Frame] = collections.deque()
     lock = threading.Condition()
@@ -156,7 +161,7 @@ def _live(spec: str, stats: SourceStats, queue_size: int, max_reconnects: int, s
                     if len(queue) >= queue_size:
                         queue.popleft()
                         stats.dropped += 1
-                    queue.append(Frame(spec, index, time.time(), img))
+                    queue.append(Frame(src.name, index, time.time(), img))
                     stats.frames += 1
                     lock.notify()
                 index += 1
@@ -183,25 +188,27 @@ def _live(spec: str, stats: SourceStats, queue_size: int, max_reconnects: int, s
         t.join(timeout=5)
 
 
-def frames(spec: str, stats: SourceStats, queue_size: int = 8, max_reconnects: int = 10,
+def frames(source: str | Source, stats: SourceStats, queue_size: int = 8, max_reconnects: int = 10,
            stop: threading.Event | None = None) -> Iterator[Frame]:
-    """Frames of ``spec`` in order; see the module doc for how live sources behave."""
+    """Frames of ``source`` in order, each carrying the source's name; see the module doc for live sources."""
+    src = source if isinstance(source, Source) else resolve(source)
+    spec = src.spec
     kind = describe(spec)
     if kind == "image":
         return _files([Path(spec)], stats)
     if kind == "folder":
         paths = sorted(p for p in Path(spec).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
-            raise DataError(f"folder {spec} has no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise DataError(f"folder {src.name} has no images ({', '.join(IMAGE_SUFFIXES)})")
         return _files(paths, stats)
     if kind == "glob":
         paths = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
-            raise DataError(f"no images match {spec}")
+            raise DataError(f"no images match {src.name}")
         return _files(paths, stats)
     if kind == "video":
-        return _video(spec, stats)
+        return _video(src, stats)
     if kind == "gstreamer" and not gstreamer_supported():
         raise DataError("this OpenCV build has no GStreamer support (pip's opencv-python wheels do not); use "
                         "JetPack's OpenCV (python3-opencv) for GStreamer pipelines, or pass the rtsp:// URL instead")
-    return _live(spec, stats, queue_size, max_reconnects, stop or threading.Event())
+    return _live(src, stats, queue_size, max_reconnects, stop or threading.Event())

@@ -1,0 +1,115 @@
+"""What a line supervisor watches while the camera process runs: counters and latency, as Prometheus text.
+
+``edgeft infer --metrics-port N`` serves ``GET /metrics`` (Prometheus' text format 0.0.4) from a thread of
+the camera process. It binds to 127.0.0.1 unless an address is given (``--metrics-host``): a camera's
+metrics are for the box's own agent, and reaching them from the network is a decision the user makes.
+It serves metrics only: no other path, no file names, and the source under its redacted name, never a
+URL with credentials. Standard library only, since it runs in the slim camera image.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from edgeft.errors import ConfigError
+from edgeft.redact import redact_text
+
+LATENCY_WINDOW = 1024  # the latency quantiles are over the last this many frames
+
+
+def _label(value: str) -> str:
+    return redact_text(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class LineMetrics:
+    """Thread-safe counters of one running source: frames, unreadable, dropped, reconnects, predictions per
+    class, and per-frame latency quantiles over a sliding window."""
+
+    def __init__(self, source_name: str, backend: str, classes: list[str]) -> None:
+        self.source, self.backend = _label(source_name), _label(backend)
+        self._lock = threading.Lock()
+        self._counts = {"frames": 0, "unreadable": 0, "dropped": 0, "reconnects": 0}
+        self._labels: dict[str, int] = {c: 0 for c in classes}
+        self._latency: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+
+    def record(self, label: str | None, latency_ms: float | None) -> None:
+        """One frame: its predicted class (None when it could not be read) and its inference time."""
+        with self._lock:
+            self._counts["frames"] += 1
+            if label is None:
+                self._counts["unreadable"] += 1
+                return
+            self._labels[label] = self._labels.get(label, 0) + 1
+            if latency_ms is not None:
+                self._latency.append(latency_ms)
+
+    def set_source_counts(self, dropped: int, reconnects: int) -> None:
+        with self._lock:
+            self._counts["dropped"], self._counts["reconnects"] = dropped, reconnects
+
+    def prometheus(self) -> str:
+        """The metrics in Prometheus' text exposition format."""
+        with self._lock:
+            counts, labels, window = dict(self._counts), dict(self._labels), sorted(self._latency)
+        base = f'source="{self.source}",backend="{self.backend}"'
+        out = []
+        for name, help_text in (("frames", "frames taken from the source"),
+                                ("unreadable", "frames that could not be decoded"),
+                                ("dropped", "frames dropped because inference fell behind"),
+                                ("reconnects", "times the stream was reopened")):
+            out += [f"# HELP edgeft_{name}_total {help_text}", f"# TYPE edgeft_{name}_total counter",
+                    f"edgeft_{name}_total{{{base}}} {counts[name]}"]
+        out += ["# HELP edgeft_predictions_total frames predicted as each class",
+                "# TYPE edgeft_predictions_total counter"]
+        out += [f'edgeft_predictions_total{{{base},class="{_label(c)}"}} {n}' for c, n in labels.items()]
+        out += [f"# HELP edgeft_latency_ms per-frame inference time over the last {LATENCY_WINDOW} frames",
+                "# TYPE edgeft_latency_ms summary"]
+        for q in (0.5, 0.9, 0.99):
+            value = window[min(len(window) - 1, int(q * len(window)))] if window else float("nan")
+            out.append(f'edgeft_latency_ms{{{base},quantile="{q}"}} {value:.3f}')
+        out += [f"edgeft_latency_ms_count{{{base}}} {len(window)}",
+                f"edgeft_latency_ms_sum{{{base}}} {sum(window):.3f}"]
+        return "\n".join(out) + "\n"
+
+
+class MetricsServer:
+    """``GET /metrics`` over HTTP from a daemon thread; ``close()`` stops it. ``port`` 0 takes a free port."""
+
+    def __init__(self, metrics: LineMetrics, host: str = "127.0.0.1", port: int = 0) -> None:
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"--metrics-port must be in 0..65535, got {port}")
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the http.server interface)
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404)
+                    return
+                body = metrics.prometheus().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:  # no access log on the camera's stderr
+                pass
+
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as e:
+            raise ConfigError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}; pick another "
+                              "--metrics-port or --metrics-host") from None
+        self._server.daemon_threads = True
+        self.host, self.port = self._server.server_address[:2]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="edgeft-metrics")
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
