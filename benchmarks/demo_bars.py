@@ -32,7 +32,7 @@ def check(run: Path, wall_s: float | None = None) -> dict:
     """The targets on a finished run, from the rows its report is made of (``edgeft.optimize.report.collect``)."""
     from edgeft.optimize.pipeline import StepResult, plan
     from edgeft.optimize.recipe import parse
-    from edgeft.optimize.report import collect, round_ratios
+    from edgeft.optimize.report import collect, p50_ms, round_ratios
 
     state = json.loads((run / "pipeline.json").read_text())
     steps = plan(parse(state["recipe"]))
@@ -44,10 +44,10 @@ def check(run: Path, wall_s: float | None = None) -> dict:
 
     def p50(row, key: str) -> float | None:
         b = row.latency.get(key)
-        return b["latency_ms"]["p50"] if b and b["status"] == "ok" else None
+        return p50_ms(b) if b and b["status"] == "ok" else None
 
     int8, fp32, eager = p50(final, "ort-cpu@1"), p50(fp32_onnx, "ort-cpu@1"), p50(finetune, "torch@1")
-    acc_ft, acc_final = finetune.accuracy["accuracy"], final.accuracy["accuracy"]
+    acc_ft, acc_final = finetune.accuracy.accuracy, final.accuracy.accuracy
     wall = wall_s if wall_s is not None else sum(r.seconds for r in results.values())
     out = {
         "run": str(run),

@@ -26,7 +26,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("EDGEFT_QUIET", "1")
 
-    from edgeft.bench.timing import time_calls
+    from edgeft.runtime.timing import time_calls
     from edgeft.data.imagefolder import find_splits, read_image, scan_split
     from edgeft.runtime import Predictor
 

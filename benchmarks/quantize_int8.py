@@ -37,12 +37,12 @@ def main() -> None:
 
     from edgeft import artifact
     from edgeft.data import load_split
-    from edgeft.evaluate import onnx_logits
-    from edgeft.export.onnx_export import export_onnx
-    from edgeft.export.stage import simplify
+    from edgeft.runtime.logits import onnx_logits
+    from edgeft.models.onnx import export_onnx
+    from edgeft.models.onnx import simplify
     from edgeft.metrics import classification_metrics
     from edgeft.models import create, from_artifact, save_artifact
-    from edgeft.quantize import calibration
+    from edgeft.data import calibration
     from edgeft.quantize.ptq import QuantizeConfig, _Reader, minmax_chunk, quantize, side_by_side
 
     torch.set_num_threads(args.threads)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 from edgeft import __version__
 from edgeft.contract import InputContract
 from edgeft.errors import ArtifactError
+from edgeft.metrics import METRICS_SCHEMA, upgrade
 
 SCHEMA_VERSION = 1
 META_FILE = "meta.json"
@@ -42,6 +43,7 @@ class Meta:
     versions: dict[str, str] = field(default_factory=dict)
     model_sha256: str = ""
     schema_version: int = SCHEMA_VERSION
+    metrics_schema: int = METRICS_SCHEMA  # edgeft.metrics' schema; older ones are upgraded when read
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_FILES:
@@ -58,6 +60,7 @@ class Meta:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
+            "metrics_schema": self.metrics_schema,
             "edgeft_version": __version__,
             "kind": self.kind,
             "model_file": self.model_file,
@@ -81,7 +84,8 @@ class Meta:
         try:
             return cls(kind=d["kind"], arch=d["arch"], class_names=list(d["class_names"]),
                        input=InputContract.from_dict(d["input"]), lineage=list(d.get("lineage", [])),
-                       metrics=dict(d.get("metrics", {})), extra=dict(d.get("extra", {})),
+                       metrics=upgrade(dict(d.get("metrics", {})), d.get("metrics_schema")),
+                       extra=dict(d.get("extra", {})),
                        versions=dict(d.get("versions", {})), model_sha256=d.get("model_sha256", ""))
         except KeyError as e:
             raise ArtifactError(f"{where} lacks the field {e.args[0]!r}; it is not an edgeft artifact") from None

@@ -17,6 +17,8 @@ from pathlib import Path
 import click
 
 from edgeft import __version__, progress
+from edgeft.bench.harness import BenchConfig
+from edgeft.engine.config import CLASS_BALANCE, DEVICES, MODES, FinetuneConfig
 from edgeft.errors import EdgeftError
 from edgeft.redact import redact_text
 
@@ -24,6 +26,12 @@ from edgeft.redact import redact_text
 # Optional dependencies and the extra that installs each (the base install is the camera runtime's core).
 EXTRAS = {"torch": "train", "torchvision": "train", "timm": "train", "safetensors": "train", "onnx": "onnx",
           "onnxslim": "onnx", "onnxruntime": "runtime", "torch_pruning": "prune", "elpv_dataset": "demo"}
+
+
+def _default(config, name: str) -> str:
+    """An option's "[default: X]" from its stage config, where the option itself defaults to None so that a
+    config file or recipe can set it: the default is declared once, in the config."""
+    return f"  [default: {getattr(config, name)}]"
 
 
 class _Group(click.Group):
@@ -142,28 +150,31 @@ def _load_config(path: Path | None) -> dict:
 
 
 @cli.command()
-@click.option("--model", "model", default=None, help="timm architecture  [default: efficientnet_lite0]")
+@click.option("--model", "model", default=None, help=f"timm architecture{_default(FinetuneConfig, 'model')}")
 @click.option("--weights", default=None,
-              help="Pretrained weights: a .pth/.pt/.safetensors file, 'package:efficientnet_lite0', or 'none'.  "
-                   "[default: package:efficientnet_lite0]")
+              help="Pretrained weights: a .pth/.pt/.safetensors file, 'package:efficientnet_lite0', 'none' (random "
+                   "initialisation), or 'auto' (the weights a package ships for --model)"
+                   f"{_default(FinetuneConfig, 'weights')}")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="ImageFolder: train/ val/ [test/].")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="YAML with FinetuneConfig fields (a top-level 'finetune:' mapping or plain fields).")
-@click.option("--mode", type=click.Choice(["full", "partial", "linear"]), default=None,
-              help="What trains  [default: partial]")
-@click.option("--trainable-blocks", type=int, default=None, help="partial: last N blocks train  [default: 8]")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--lr", type=float, default=None)
+@click.option("--mode", type=click.Choice(MODES), default=None, help=f"What trains{_default(FinetuneConfig, 'mode')}")
+@click.option("--trainable-blocks", type=int, default=None,
+              help="partial: last N blocks train  [default: half of the model's blocks]")
+@click.option("--epochs", type=int, default=None, help=_default(FinetuneConfig, "epochs"))
+@click.option("--batch-size", type=int, default=None, help=_default(FinetuneConfig, "batch_size"))
+@click.option("--lr", type=float, default=None, help=_default(FinetuneConfig, "lr"))
 @click.option("--image-size", type=int, default=None, help="Square input size (overrides the weights' default).")
 @click.option("--resize", type=click.Choice(["shorter_side_center_crop", "stretch"]), default=None)
 @click.option("--tta-views", type=click.Choice(["1", "2", "4", "8"]), default=None,
-              help="Flip/rotation views averaged at evaluation; recorded in the artifact.")
-@click.option("--class-balance", type=click.Choice(["weighted_loss", "sampler", "none"]), default=None)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+              help="Flip/rotation views averaged at evaluation; recorded in the artifact."
+                   + _default(FinetuneConfig, "tta_views"))
+@click.option("--class-balance", type=click.Choice(CLASS_BALANCE), default=None,
+              help=_default(FinetuneConfig, "class_balance"))
+@click.option("--device", type=click.Choice(DEVICES), default=None, help=_default(FinetuneConfig, "device"))
 @click.option("--threads", type=int, default=None, help="CPU threads for torch.")
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=int, default=None, help=_default(FinetuneConfig, "seed"))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Any other FinetuneConfig field, e.g. --set label_smoothing=0.05 --set augment.rotate_deg=10.")
 @click.option("--resume", is_flag=True, help="Continue from OUT.work/last.pt (kept after Ctrl-C or a crash).")
@@ -173,7 +184,7 @@ def finetune(data: Path, out: Path, config_path: Path | None, overrides: tuple[s
     """Fine-tune a pretrained model on an ImageFolder and write a PyTorch artifact with its metrics."""
     from edgeft.finetune import FinetuneConfig
     from edgeft.finetune import finetune as run
-    from edgeft.metrics import format_metrics
+    from edgeft.metrics import format_metrics, split_metrics
 
     d = _load_config(config_path)
     d.update(parse_overrides(overrides))
@@ -193,7 +204,7 @@ def finetune(data: Path, out: Path, config_path: Path | None, overrides: tuple[s
     m = art.meta.metrics
     for split in ("val", "test", "test_tta"):
         if split in m:
-            click.echo(format_metrics(m[split], art.meta.class_names, title=f"{split}:"))
+            click.echo(format_metrics(split_metrics(m, split), art.meta.class_names, title=f"{split}:"))
     click.echo(f"trained {m['epochs_run']} epochs (best {m['best_epoch']}) in {m['train_seconds']:.0f}s, "
                f"total {m['total_seconds']:.0f}s, peak memory {m['peak_rss_mb']:.0f} MB")
     click.echo(f"wrote {art.path}")
@@ -233,9 +244,14 @@ def parse_overrides(items: tuple[str, ...]) -> dict:
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--tta-views", type=click.Choice(["1", "2", "4", "8"]), default=None,
               help="Override the artifact's recorded test-time views.")
+@click.option("--backend", default=None,
+              help="Runtime backend that runs the model (auto, ort-cpu, ort-cuda, ort-trt, tensorrt, torch, torch-cuda)"
+                   "  [default: torch for PyTorch artifacts, ort-cpu for ONNX, tensorrt for engines]")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
-def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, as_json: bool) -> None:
-    """Accuracy, balanced accuracy, per-class precision/recall/F1 and confusion matrix of an artifact."""
+def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, backend: str | None,
+             as_json: bool) -> None:
+    """Accuracy, balanced accuracy, per-class precision/recall/F1 and confusion matrix of any artifact a backend of
+    the runtime can run (PyTorch, ONNX, a TensorRT engine where TensorRT exists)."""
     from edgeft import artifact as art_mod
     from edgeft.data import load_split
     from edgeft.evaluate import evaluate
@@ -243,12 +259,12 @@ def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, as_j
 
     art = art_mod.load(artifact)
     s = load_split(data, split, art.meta.input, classes=art.meta.class_names)
-    m = evaluate(art, s, tta_views=int(tta_views) if tta_views else None)
+    m = evaluate(art, s, tta_views=int(tta_views) if tta_views else None, backend=backend)
     if as_json:
-        click.echo(json.dumps(m, indent=2))
+        click.echo(json.dumps(m.to_dict(), indent=2))
     else:
         click.echo(format_metrics(m, art.meta.class_names, title=f"{artifact} on {data}/{split} "
-                                                                 f"(tta views {m['tta_views']}):"))
+                                                                 f"(tta views {m.tta_views}):"))
 
 
 @cli.command("prune")
@@ -281,7 +297,7 @@ def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, 
               recover_epochs: int, recover_lr: float, recover_mode: str, recover_views: str | None, distill: bool,
               threads: int | None, seed: int, force: bool) -> None:
     """Structured channel pruning to a MACs target, then recovery fine-tuning (torch-pruning)."""
-    from edgeft.metrics import landing_text
+    from edgeft.metrics import landing_text, read, split_metrics
     from edgeft.prune import PruneConfig, prune
 
     if target_macs is None and target_params is None:
@@ -293,16 +309,16 @@ def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, 
                       recover_views=int(recover_views) if recover_views else None, distill=distill, seed=seed,
                       threads=threads)
     art = prune(artifact, data, out, cfg, force=force)
-    p = art.meta.metrics["prune"]
-    click.echo(f"MACs {p['macs_before'] / 1e6:.1f}M -> {p['macs_after'] / 1e6:.1f}M, "
-               f"params {p['params_before'] / 1e6:.2f}M -> {p['params_after'] / 1e6:.2f}M: {landing_text(p['target'])}")
-    line = (f"{p['eval_split']} accuracy: before {p['accuracy_before']['accuracy'] * 100:.2f}%, "
-            f"after pruning {p['accuracy_after_prune']['accuracy'] * 100:.2f}%")
-    split_metrics = art.meta.metrics.get(p["eval_split"])
-    if split_metrics and recover_epochs:
-        line += f", after recovery {split_metrics['accuracy'] * 100:.2f}%"
+    p = read(art.meta.metrics, "prune")
+    click.echo(f"MACs {p.macs_before / 1e6:.1f}M -> {p.macs_after / 1e6:.1f}M, "
+               f"params {p.params_before / 1e6:.2f}M -> {p.params_after / 1e6:.2f}M: {landing_text(p.target)}")
+    line = (f"{p.eval_split} accuracy: before {p.accuracy_before.accuracy * 100:.2f}%, "
+            f"after pruning {p.accuracy_after_prune.accuracy * 100:.2f}%")
+    recovered = split_metrics(art.meta.metrics, p.eval_split)
+    if recovered and recover_epochs:
+        line += f", after recovery {recovered.accuracy * 100:.2f}%"
     click.echo(line)
-    lat = p.get("ort_cpu_latency")
+    lat = p.ort_cpu_latency
     if lat:
         click.echo(f"ONNX Runtime CPU latency (batch 1, {lat['threads']} threads, p50): parent "
                    f"{lat['parent']['p50_ms']:.2f} ms, pruned {lat['pruned']['p50_ms']:.2f} ms ({lat['speedup']:.2f}x)")
@@ -324,15 +340,16 @@ def export_cmd(artifact: Path, out: Path, opset: int, dynamic_batch: bool, no_si
                n_images: int, gray_input: bool, force: bool) -> None:
     """Export a PyTorch artifact to ONNX: checked, simplified, parity-tested against PyTorch."""
     from edgeft.export.stage import export
+    from edgeft.metrics import read
 
     art = export(artifact, out, opset=opset, dynamic_batch=dynamic_batch, do_simplify=not no_simplify, data=data,
                  n=n_images, force=force, gray_input=gray_input)
-    o = art.meta.metrics["onnx"]
-    click.echo(f"opset {o['opset']}, {o['nodes']} nodes, {o['size_bytes'] / 1e6:.2f} MB")
-    p = art.meta.metrics.get("parity")
+    o = read(art.meta.metrics, "onnx")
+    click.echo(f"opset {o.opset}, {o.nodes} nodes, {o.size_bytes / 1e6:.2f} MB")
+    p = read(art.meta.metrics, "parity")
     if p:
-        click.echo(f"parity vs PyTorch on {p['n']} {p['split']} images: max abs diff {p['max_abs_diff']:.2e} "
-                   f"({p.get('max_rel_diff', 0):.1e} of the logit scale), top-1 agreement {p['top1_agreement'] * 100:.1f}%")
+        click.echo(f"parity vs PyTorch on {p.n} {p.split} images: max abs diff {p.max_abs_diff:.2e} "
+                   f"({p.max_rel_diff:.1e} of the logit scale), top-1 agreement {p.top1_agreement * 100:.1f}%")
     click.echo(f"wrote {art.path}")
 
 
@@ -349,7 +366,7 @@ def calibrate_cmd(data: Path, out: Path, n_images: int, split: str, seed: int, a
                   force: bool) -> None:
     """Write a class-balanced calibration manifest (paths + content hashes) for reproducible INT8 builds."""
     from edgeft import artifact as art_mod
-    from edgeft.quantize import calibration
+    from edgeft.data import calibration
 
     art_mod.refuse_existing(out, force)  # a manifest pins INT8 builds: replacing one is a decision, not a side effect
     contract = art_mod.load(artifact_path).meta.input if artifact_path else None
@@ -382,6 +399,7 @@ def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str
                  target: str, calib_method: str, exclude: tuple[str, ...], no_auto_exclude: bool, threads: int,
                  force: bool) -> None:
     """INT8 post-training quantization to a QDQ ONNX artifact, target-aware (ONNX Runtime CPU or TensorRT)."""
+    from edgeft.metrics import read, split_metrics
     from edgeft.quantize.ptq import QuantizeConfig, quantize
 
     cfg = QuantizeConfig(method=method, target=target, calib_method=calib_method, exclude=list(exclude),
@@ -394,14 +412,15 @@ def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str
         art = quantize(artifact, out, cfg, calib, data, force=force)
     m = art.meta.metrics
     s = m["eval_split"]
+    int8, fp32 = split_metrics(m, s), split_metrics(m, f"{s}_fp32")
     if f"{s}_fp32_parent" in m:
-        click.echo(f"{s} accuracy of the FP32 parent: {m[s + '_fp32_parent']['accuracy'] * 100:.2f}%; after QAT + INT8 "
-                   f"{m[s]['accuracy'] * 100:.2f}% (drop {m['accuracy_drop_vs_parent_pp']:.2f} pp)")
-    click.echo(f"{s} accuracy: FP32 {m[s + '_fp32']['accuracy'] * 100:.2f}%, INT8 {m[s]['accuracy'] * 100:.2f}% "
-               f"(drop {m['accuracy_drop_pp']:.2f} pp; balanced {m[s]['balanced_accuracy'] * 100:.2f}%)")
+        click.echo(f"{s} accuracy of the FP32 parent: {split_metrics(m, s + '_fp32_parent').accuracy * 100:.2f}%; "
+                   f"after QAT + INT8 {int8.accuracy * 100:.2f}% (drop {m['accuracy_drop_vs_parent_pp']:.2f} pp)")
+    click.echo(f"{s} accuracy: FP32 {fp32.accuracy * 100:.2f}%, INT8 {int8.accuracy * 100:.2f}% "
+               f"(drop {m['accuracy_drop_pp']:.2f} pp; balanced {int8.balanced_accuracy * 100:.2f}%)")
     lat = m["ort_cpu_latency"]
     click.echo(f"ONNX Runtime CPU p50 (batch 1, {lat['threads']} threads): FP32 {lat['fp32_p50_ms']:.2f} ms, "
-               f"INT8 {lat['int8_p50_ms']:.2f} ms ({lat['speedup']:.2f}x); size {m['size']['ratio']:.1f}x smaller")
+               f"INT8 {lat['int8_p50_ms']:.2f} ms ({lat['speedup']:.2f}x); size {read(m, 'size').ratio:.1f}x smaller")
     groups = art.meta.extra["excluded_groups"]
     if groups:
         click.echo("kept in FP32: " + ", ".join(
@@ -495,16 +514,18 @@ def _int_list(value: str, option: str) -> list[int]:
 
 @cli.command("bench")
 @click.argument("models", nargs=-1, required=True)
-@click.option("--backend", "backends", multiple=True, default=["auto"], show_default=True,
+@click.option("--backend", "backends", multiple=True, default=BenchConfig().backends, show_default=True,
               help="auto, ort-cpu, ort-cuda, ort-trt, torch, torch-cuda (repeatable).")
-@click.option("--batch", "batches", default="1", show_default=True, help="Batch sizes, e.g. 1,8.")
-@click.option("--warmup-s", type=float, default=1.0, show_default=True)
-@click.option("--duration-s", type=float, default=5.0, show_default=True, help="Timed seconds per row.")
+@click.option("--batch", "batches", default=",".join(map(str, BenchConfig().batches)), show_default=True,
+              help="Batch sizes, e.g. 1,8.")
+@click.option("--warmup-s", type=float, default=BenchConfig.warmup_s, show_default=True)
+@click.option("--duration-s", type=float, default=BenchConfig.duration_s, show_default=True,
+              help="Timed seconds per row and round.")
 @click.option("--iters", type=int, default=None, help="Timed iterations per row (instead of --duration-s).")
 @click.option("--threads", type=int, default=None, help="CPU threads for the backend.")
 @click.option("--input-shape", default=None, help="C,H,W for models with free input dimensions.")
 @click.option("--cuda-graph", is_flag=True, help="GPU backends: also time CUDA-graph replay.")
-@click.option("--rounds", type=int, default=1, show_default=True,
+@click.option("--rounds", type=int, default=BenchConfig.rounds, show_default=True,
               help="Repeat the whole plan this many times, interleaved; p50 is the median of the rounds' p50s.")
 @click.option("--memory/--no-memory", default=True, show_default=True,
               help="CPU backends: measure each model's resident memory in a process of its own.")
@@ -569,7 +590,7 @@ def compare_backends_cmd(artifacts: tuple[Path, ...], data: Path, reference_dir:
     from edgeft.data import load_split
     from edgeft.data.imagefolder import find_splits
     from edgeft.errors import ArtifactError
-    from edgeft.evaluate import torch_logits
+    from edgeft.models.inference import torch_logits
     from edgeft.models import from_artifact
     from edgeft.runtime.compare_backends import compare_backends, precision_of, render
 

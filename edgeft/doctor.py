@@ -7,11 +7,11 @@ cannot load is reported as CPU-only), so it is slower than ``import edgeft``, wh
 from __future__ import annotations
 
 import importlib
-import os
-import platform
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
+
+from edgeft.host import machine
 
 
 @dataclass
@@ -139,22 +139,6 @@ def run_checks() -> list[Check]:
     if jet:
         checks.append(jet)
     return checks
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (platform.processor() is often empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or ""
-
-
-def machine() -> dict[str, str]:
-    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_model(),
-            "cpu_count": str(os.cpu_count())}
 
 
 def report(checks: list[Check]) -> str:

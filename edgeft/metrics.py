@@ -1,21 +1,260 @@
-"""Classification metrics computed from labels and predictions (numpy only, so any backend can use them).
+"""Typed metrics (ground floor: numpy only, so any backend can use them): what stages write and every reader reads.
 
 Accuracy alone hides the failure that matters in inspection (a model that calls everything "OK"), so
 every report carries balanced accuracy, per-class recall and the confusion matrix next to it.
+
+Stages store metrics in ``meta.json`` as plain JSON (``to_dict``); every reader (the CLI's summaries, the
+report, compare-backends, the optimize gates) turns them back into these dataclasses (``from_dict`` /
+:func:`read`), so a renamed or missing field fails loudly at the reader instead of printing nothing.
+``METRICS_SCHEMA`` is stored in ``meta.json``; :func:`upgrade` reads the previous schema (1: artifacts from
+before typed metrics, which lack where pruning landed and the parity rule's verdict).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
+from edgeft.errors import ArtifactError
 
-def classification_metrics(labels: np.ndarray, preds: np.ndarray, class_names: list[str]) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, per-class precision/recall/F1/support and the confusion matrix.
+METRICS_SCHEMA = 2
+T = TypeVar("T")
 
-    ``confusion[i][j]`` counts images of true class i predicted as class j.
-    """
+
+class MetricsError(ArtifactError):
+    """An artifact's metrics lack a field a reader needs (written by another version, or edited by hand)."""
+
+
+def _from_dict(cls: type[T], d: Any, where: str) -> T:
+    """``cls`` from a JSON mapping: every field without a default must be there (extra keys are kept aside)."""
+    if not isinstance(d, dict):
+        raise MetricsError(f"{where} must be a mapping, got {type(d).__name__}; re-create the artifact")
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in d:
+            values[f.name] = d[f.name]
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            raise MetricsError(f"{where} has no field {f.name!r} (it has {', '.join(sorted(d)) or 'none'}); the "
+                               "artifact was written by another edgeft version: re-create it")
+    return cls(**values)  # type: ignore[call-arg]
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Metrics of a classifier on one labelled split. ``confusion[i][j]`` counts images of true class i predicted
+    as class j."""
+
+    n: int
+    accuracy: float
+    balanced_accuracy: float
+    per_class: dict[str, ClassMetrics]
+    confusion: list[list[int]]
+    tta_views: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if self.tta_views is None:
+            d.pop("tta_views")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "metrics") -> "Classification":
+        c = _from_dict(cls, d, where)
+        per_class = {k: _from_dict(ClassMetrics, v, f"{where}.per_class.{k}") for k, v in c.per_class.items()}
+        return dataclasses.replace(c, per_class=per_class)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Per-iteration latency statistics of one bench row, milliseconds (``throughput_ips``: images per second)."""
+
+    mean: float
+    std: float
+    min: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+    throughput_ips: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "latency_ms") -> "Latency":
+        return _from_dict(cls, d, where)
+
+
+@dataclass(frozen=True)
+class Landing:
+    """Where pruning landed against its target: ``reached`` is the fraction of the parent's MACs (or parameters)
+    kept, and ``why`` explains a landing further below the target than ``tolerance``."""
+
+    kind: str
+    fraction: float
+    tolerance: float
+    reached: float
+    within_tolerance: bool
+    why: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if not self.why:
+            d.pop("why")
+        return d
+
+
+@dataclass(frozen=True)
+class PruneStats:
+    """What pruning did: MACs and parameters before and after, where it landed, accuracy before and right after
+    pruning (before recovery), and the ONNX Runtime latency of both measured side by side."""
+
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    macs_ratio: float
+    params_ratio: float
+    prune_seconds: float
+    eval_split: str
+    accuracy_before: Classification
+    accuracy_after_prune: Classification
+    target: Landing | None = None  # None in schema 1
+    ort_cpu_latency: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["accuracy_before"] = self.accuracy_before.to_dict()
+        d["accuracy_after_prune"] = self.accuracy_after_prune.to_dict()
+        d["target"] = self.target.to_dict() if self.target else None
+        if self.ort_cpu_latency is None:
+            d.pop("ort_cpu_latency")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "metrics.prune") -> "PruneStats":
+        p = _from_dict(cls, d, where)
+        return dataclasses.replace(
+            p, accuracy_before=Classification.from_dict(p.accuracy_before, f"{where}.accuracy_before"),
+            accuracy_after_prune=Classification.from_dict(p.accuracy_after_prune, f"{where}.accuracy_after_prune"),
+            target=_from_dict(Landing, p.target, f"{where}.target") if p.target is not None else None)
+
+
+@dataclass(frozen=True)
+class OnnxGraph:
+    """An exported ONNX file: opset, node count, size on disk, whether the batch dimension is dynamic."""
+
+    opset: int
+    nodes: int
+    size_bytes: int
+    dynamic_batch: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "metrics.onnx") -> "OnnxGraph":
+        return _from_dict(cls, d, where)
+
+
+@dataclass(frozen=True)
+class QuantGraph:
+    """An INT8 QDQ graph: Q/DQ node counts, the op types that take INT8 inputs, and all op counts."""
+
+    quantize_linear: int
+    dequantize_linear: int
+    int8_inputs_by_op: dict[str, int]
+    ops: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "metrics.graph") -> "QuantGraph":
+        return _from_dict(cls, d, where)
+
+
+@dataclass(frozen=True)
+class Size:
+    """Model file sizes before and after a stage that shrinks them, and their ratio."""
+
+    fp32_bytes: int
+    int8_bytes: int
+    ratio: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "metrics.size") -> "Size":
+        return _from_dict(cls, d, where)
+
+
+@dataclass(frozen=True)
+class ParityCheck:
+    """The export's parity check against PyTorch on real images (``edgeft.parity``'s rule); ``max_rel_diff``
+    and ``passed`` are None in schema 1, which judged an absolute difference only."""
+
+    n: int
+    split: str
+    max_abs_diff: float
+    top1_agreement: float
+    max_rel_diff: float | None = None
+    passed: bool | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "metrics.parity") -> "ParityCheck":
+        return _from_dict(cls, d, where)
+
+
+# the typed entries of an artifact's metrics, by key; split metrics ("val", "test", "test_fp32", ...) are
+# Classification and found by :func:`split_metrics`
+TYPED: dict[str, Any] = {"prune": PruneStats, "onnx": OnnxGraph, "graph": QuantGraph, "size": Size,
+                         "parity": ParityCheck}
+
+
+def upgrade(metrics: dict[str, Any], schema: int | None) -> dict[str, Any]:
+    """An artifact's metrics in the current schema. Schema 1 (no ``metrics_schema`` in meta.json) lacks where
+    pruning landed (``prune.target``: None) and the parity rule's verdict, which stay absent."""
+    if schema is None or schema == 1:
+        m = dict(metrics)
+        if isinstance(m.get("prune"), dict):
+            m["prune"] = {**m["prune"], "target": m["prune"].get("target")}
+        return m
+    if schema == METRICS_SCHEMA:
+        return metrics
+    raise MetricsError(f"metrics schema {schema} is newer than this edgeft reads ({METRICS_SCHEMA}); upgrade edgeft")
+
+
+def read(metrics: dict[str, Any], key: str, schema: int | None = METRICS_SCHEMA):
+    """The typed entry ``key`` of an artifact's metrics (None when the artifact has none)."""
+    m = upgrade(metrics, schema)
+    if key not in m or m[key] is None:
+        return None
+    cls = TYPED.get(key, Classification)
+    return cls.from_dict(m[key], f"metrics.{key}")
+
+
+def split_metrics(metrics: dict[str, Any], split: str, schema: int | None = METRICS_SCHEMA) -> Classification | None:
+    """The classification metrics of ``split`` (``val``, ``test``, ``test_fp32``, ...), or None."""
+    d = upgrade(metrics, schema).get(split)
+    return None if d is None else Classification.from_dict(d, f"metrics.{split}")
+
+
+def classification_metrics(labels: np.ndarray, preds: np.ndarray, class_names: list[str]) -> Classification:
+    """Accuracy, balanced accuracy, per-class precision/recall/F1/support and the confusion matrix."""
     labels = np.asarray(labels, dtype=np.int64)
     preds = np.asarray(preds, dtype=np.int64)
     k = len(class_names)
@@ -29,42 +268,39 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray, class_names: l
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
     present = support > 0
     n = int(cm.sum())
-    return {
-        "n": n,
-        "accuracy": float(tp.sum() / n) if n else 0.0,
-        "balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,
-        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                             "support": int(support[i])} for i, name in enumerate(class_names)},
-        "confusion": cm.tolist(),
-    }
+    return Classification(
+        n=n, accuracy=float(tp.sum() / n) if n else 0.0,
+        balanced_accuracy=float(recall[present].mean()) if present.any() else 0.0,
+        per_class={name: ClassMetrics(precision=float(precision[i]), recall=float(recall[i]), f1=float(f1[i]),
+                                      support=int(support[i])) for i, name in enumerate(class_names)},
+        confusion=cm.tolist())
 
 
-def format_metrics(m: dict[str, Any], class_names: list[str], title: str = "") -> str:
+def format_metrics(m: Classification, class_names: list[str], title: str = "") -> str:
     """A small human table: headline numbers, per-class recall/precision, confusion matrix."""
     lines = []
     if title:
         lines.append(title)
-    lines.append(f"  accuracy {m['accuracy'] * 100:.2f}%  balanced accuracy {m['balanced_accuracy'] * 100:.2f}%  "
-                 f"(n={m['n']})")
+    lines.append(f"  accuracy {m.accuracy * 100:.2f}%  balanced accuracy {m.balanced_accuracy * 100:.2f}%  "
+                 f"(n={m.n})")
     w = max(8, max(len(c) for c in class_names))
     lines.append(f"  {'class':<{w}}  precision  recall     f1  support")
     for c in class_names:
-        pc = m["per_class"][c]
-        lines.append(f"  {c:<{w}}  {pc['precision'] * 100:8.1f}%  {pc['recall'] * 100:5.1f}%  "
-                     f"{pc['f1'] * 100:5.1f}%  {pc['support']:7d}")
+        pc = m.per_class[c]
+        lines.append(f"  {c:<{w}}  {pc.precision * 100:8.1f}%  {pc.recall * 100:5.1f}%  "
+                     f"{pc.f1 * 100:5.1f}%  {pc.support:7d}")
     lines.append("  confusion (rows: true, columns: predicted)")
     lines.append("  " + " " * w + "  " + "  ".join(f"{c[:10]:>10}" for c in class_names))
-    for c, row in zip(class_names, m["confusion"]):
+    for c, row in zip(class_names, m.confusion):
         lines.append(f"  {c:<{w}}  " + "  ".join(f"{v:>10d}" for v in row))
     return "\n".join(lines)
 
 
-def landing_text(target: dict[str, Any]) -> str:
-    """Where pruning landed against its target (``metrics["prune"]["target"]``), in words, with the reason when
-    it landed further below the target than its tolerance."""
-    kind = "MACs" if target["kind"] == "macs" else "parameters"
-    text = (f"kept {target['reached']:.3f} of the {kind} for a target of {target['fraction']:g} "
-            f"(tolerance {target['tolerance']:g})")
-    if not target["within_tolerance"]:
-        text += f"; {target['fraction'] - target['reached']:.3f} below the target: {target['why']}"
+def landing_text(target: Landing) -> str:
+    """Where pruning landed against its target, in words, with the reason when it landed further below the
+    target than its tolerance."""
+    kind = "MACs" if target.kind == "macs" else "parameters"
+    text = f"kept {target.reached:.3f} of the {kind} for a target of {target.fraction:g} (tolerance {target.tolerance:g})"
+    if not target.within_tolerance:
+        text += f"; {target.fraction - target.reached:.3f} below the target: {target.why}"
     return text

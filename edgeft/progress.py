@@ -63,8 +63,8 @@ class LineBar:
     def __iter__(self) -> Iterator[T]:
         try:
             for item in self.iterable or ():
+                self.n += 1  # counted when handed out: a consumer may stop after the last item without asking again
                 yield item
-                self.n += 1
         finally:
             self.close()
 

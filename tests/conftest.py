@@ -69,20 +69,34 @@ def assert_one_line_error(result, *fragments: str) -> None:
         assert f in err, (f, err)
 
 
+# A tiny contract and training settings shared by the unit tests: 32x32 RGB, timm's test models.
+TINY = dict(model="test_efficientnet", weights=None, trainable_blocks=2, image_size=32, resize="stretch", batch_size=8,
+            lr=3e-3, threads=2)
+
+
+def tiny_contract():
+    from edgeft.contract import InputContract
+
+    return InputContract(size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, resize="stretch")
+
+
+def make_artifact(path, arch: str = "test_efficientnet"):
+    """A PyTorch artifact of ``arch`` with random weights, two classes (bad, good) and the tiny contract."""
+    from edgeft import artifact
+    from edgeft.models import create, save_artifact
+
+    model, _ = create(arch, weights=None, num_classes=2)
+    meta = artifact.Meta(kind="torch", arch=arch, class_names=["bad", "good"], input=tiny_contract())
+    return save_artifact(model, path, meta)
+
+
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory):
     """An ONNX artifact of timm's tiny test_efficientnet (random weights, 32x32 RGB, classes bad/good)."""
     import torch
 
-    from edgeft import artifact
-    from edgeft.contract import InputContract
     from edgeft.export.stage import export
-    from edgeft.models import create, save_artifact
 
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("tiny-onnx")
-    model, _ = create("test_efficientnet", num_classes=2)
-    contract = InputContract(size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, resize="stretch")
-    parent = save_artifact(model, root / "torch", artifact.Meta(kind="torch", arch="test_efficientnet",
-                                                                class_names=["bad", "good"], input=contract))
-    return export(parent.path, root / "onnx", dynamic_batch=True)
+    return export(make_artifact(root / "torch").path, root / "onnx", dynamic_batch=True)

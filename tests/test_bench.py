@@ -101,7 +101,7 @@ def test_clocks_locked_reads_cpufreq_and_devfreq(tmp_path):
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory):
     from edgeft.export.stage import export
-    from tests.test_prune import make_artifact
+    from tests.conftest import make_artifact
 
     root = tmp_path_factory.mktemp("bench")
     return export(make_artifact(root / "t").path, root / "onnx", dynamic_batch=True)
@@ -167,12 +167,10 @@ def test_memory_is_the_models_own_measured_in_a_fresh_process(tmp_path):
 def _doc(samples_by_key, reference=1.0, cpu="cpu-A"):
     results = []
     for (model, backend, batch), samples in samples_by_key.items():
-        import numpy as np
+        from edgeft.bench.harness import latency_stats
 
-        s = np.asarray(samples)
         results.append({"model": model, "backend": backend, "batch": batch, "status": "ok", "samples_ms": samples,
-                        "latency_ms": {"p50": float(np.median(s)), "p90": float(np.percentile(s, 90)),
-                                       "throughput_ips": 1000 * batch / float(s.mean())},
+                        "latency_ms": latency_stats(samples, batch),
                         "memory": {"peak_rss_mb": 100.0}})
     return {"schema": SCHEMA, "schema_version": 1, "device": {"cpu": cpu, "cpu_count": 2, "reference_ms": reference},
             "results": results}
@@ -308,7 +306,7 @@ def test_torch_cuda_rows_time_the_device(tmp_path):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU on this machine")
-    from tests.test_prune import make_artifact
+    from tests.conftest import make_artifact
 
     a = make_artifact(tmp_path / "t")
     doc = bench([str(a.path)], BenchConfig(backends=["torch-cuda"], batches=[1, 8], warmup_s=0.2, duration_s=None,

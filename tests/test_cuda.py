@@ -15,7 +15,7 @@ from edgeft import artifact  # noqa: E402
 from edgeft.finetune import FinetuneConfig, finetune  # noqa: E402
 from edgeft.runtime import Predictor  # noqa: E402
 
-from tests.test_finetune import TINY as CPU_TINY  # noqa: E402
+from tests.conftest import TINY as CPU_TINY  # noqa: E402
 
 TINY = {**CPU_TINY, "device": "cuda"}
 FRAMES = [np.full((32, 32), v, np.uint8) for v in (20, 90, 160, 240)]
@@ -33,14 +33,14 @@ def test_finetune_on_the_gpu_gives_an_artifact_the_cpu_runs(tiny_data, tmp_path,
 
 
 def test_auto_backend_picks_the_gpu_for_a_torch_artifact(tmp_path):
-    from tests.test_prune import make_artifact
+    from tests.conftest import make_artifact
 
     assert Predictor(make_artifact(tmp_path / "t").path).backend_name == "torch-cuda"
 
 
 def test_pruning_recovers_on_the_gpu(tiny_data, tmp_path):
     from edgeft.prune import PruneConfig, prune
-    from tests.test_prune import make_artifact
+    from tests.conftest import make_artifact
 
     parent = make_artifact(tmp_path / "parent")
     a = prune(parent.path, tiny_data, tmp_path / "pruned",
@@ -54,7 +54,7 @@ def test_pruning_recovers_on_the_gpu(tiny_data, tmp_path):
 
 
 def test_infer_cli_on_the_gpu(cli, tiny_data, tmp_path):
-    from tests.test_prune import make_artifact
+    from tests.conftest import make_artifact
 
     a = make_artifact(tmp_path / "t")
     out = tmp_path / "p.jsonl"

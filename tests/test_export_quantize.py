@@ -8,9 +8,10 @@ import onnx
 import pytest
 
 from edgeft.errors import ArtifactError, ConfigError, DataError, EdgeftError
-from edgeft.export.stage import ONNX_META_KEY, export
+from edgeft.export.stage import export
+from edgeft.models.onnx import ONNX_META_KEY
 from edgeft.finetune import FinetuneConfig, finetune
-from edgeft.quantize import calibration
+from edgeft.data import calibration
 from edgeft.quantize.ptq import QuantizeConfig, quantize
 from tests.conftest import assert_one_line_error
 
@@ -86,6 +87,31 @@ def test_eval_of_onnx_artifact_matches_torch(cli, trained, tiny_data, tmp_path):
     assert_one_line_error(cli("eval", out.path, "--data", other), "['scratch'] that the model does not have")
 
 
+def test_eval_goes_through_the_runtimes_backend_table(cli, trained, tiny_data, tmp_path, monkeypatch):
+    """Any backend of the runtime's table evaluates the model file it runs (a TensorRT engine like an ONNX model):
+    a backend added to the table is used as it is, and a backend for another model file is refused in one line."""
+    from dataclasses import replace
+
+    from edgeft.runtime import backends
+
+    out = export(trained.path, tmp_path / "onnx")
+    calls = []
+
+    class Counting(backends.OrtRunner):
+        def infer(self, x):
+            calls.append(len(x))
+            return super().infer(x)
+
+    test_backend = replace(backends.BACKENDS["ort-cpu"], name="test-counting",
+                           make=lambda f, a, t: Counting(f, "CPUExecutionProvider", t))
+    monkeypatch.setitem(backends.BACKENDS, "test-counting", test_backend)
+    r = cli("eval", out.path, "--data", tiny_data, "--backend", "test-counting", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["confusion"] == trained.meta.metrics["test"]["confusion"] and sum(calls) == 16
+    assert_one_line_error(cli("eval", out.path, "--data", tiny_data, "--backend", "tensorrt"),
+                          "backend tensorrt runs model.engine, which this artifact does not have")
+
+
 def test_calibration_manifest_is_balanced_and_detects_changes(tiny_data, tmp_path):
     m = calibration.create(tiny_data, n=10)
     assert sorted(e["label"] for e in m.entries) == ["bad"] * 5 + ["good"] * 5
@@ -141,7 +167,7 @@ def test_calibrate_cli(cli, tiny_data, tmp_path):
 
 def test_tensorrt_target_quantizes_both_inputs_of_residual_adds(manifest, tiny_data, tmp_path):
     """TensorRT fuses a residual Add into the INT8 conv only when both Add inputs come through Q/DQ."""
-    from tests.test_prune import make_artifact
+    from tests.conftest import make_artifact
 
     parent = make_artifact(tmp_path / "resnet", "test_resnet")
     q = quantize(parent.path, tmp_path / "int8", QuantizeConfig(target="tensorrt", calib_method="minmax",
@@ -282,7 +308,7 @@ def test_conv_groups_put_the_short_stem_apart(tmp_path):
     from torch import nn
 
     from edgeft.contract import InputContract
-    from edgeft.export.onnx_export import export_onnx
+    from edgeft.models.onnx import export_onnx
     from edgeft.quantize.ptq import _conv_groups
 
     model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8),
@@ -319,7 +345,7 @@ def test_gray_input_export_is_exact_on_grayscale_images_and_flows_downstream(tin
 
     from edgeft.bench.harness import BenchConfig, bench
     from edgeft.data import load_split
-    from edgeft.evaluate import onnx_logits
+    from edgeft.runtime.logits import onnx_logits
 
     parent = _gray_ready_artifact(tmp_path / "ft")
     rgb = export(parent.path, tmp_path / "rgb", data=tiny_data)

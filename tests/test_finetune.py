@@ -8,12 +8,10 @@ import torch
 from edgeft import artifact
 from edgeft.errors import ConfigError, TrainingError
 from edgeft.finetune import FinetuneConfig, finetune
-from edgeft.finetune.split import check_equivalent, split
+from edgeft.engine.split import check_equivalent, split
 from edgeft.models import create
-from tests.conftest import assert_one_line_error, write_folder
+from tests.conftest import TINY, assert_one_line_error, write_folder
 
-TINY = dict(model="test_efficientnet", weights=None, trainable_blocks=2, image_size=32, resize="stretch", batch_size=8, lr=3e-3,
-            threads=2)
 
 
 def cfg(**kw):
@@ -197,7 +195,7 @@ def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
 
 def test_partial_mode_on_a_family_without_a_known_layout_freezes_by_parameter_groups():
     """ConvNeXt has no cut point edgeft knows: no prefix to cache, but only the last groups and the head train."""
-    from edgeft.finetune.split import freeze_for
+    from edgeft.engine.split import freeze_for
 
     model, _ = create("test_convnext", num_classes=2)
     assert split(model, "partial", 2)[0] is None

@@ -60,8 +60,8 @@ def test_run_folder_report_and_gates(finished_run):
     md = (run / "report.md").read_text()
     assert "| 05-quantize |" in md and "## Confusion matrices" in md and "## Lineage" in md
     landed = rows["02-prune"].pruning
-    assert landed["reached"] == round(rows["02-prune"].macs / rows["01-finetune"].macs, 4)
-    assert f"Pruning (02-prune) kept {landed['reached']:.3f} of the MACs for a target of" in md
+    assert landed.reached == round(rows["02-prune"].macs / rows["01-finetune"].macs, 4)
+    assert f"Pruning (02-prune) kept {landed.reached:.3f} of the MACs for a target of" in md
     assert f"Stage time: {sum(s.get('seconds', 0) for s in state['steps'].values()) / 60:.1f} min." in md
     # the headline's speed-up over eager shows its spread over the bench's interleaved rounds, from those rounds
     eager, int8 = rows["01-finetune"].latency["torch@1"], rows["05-quantize"].latency["ort-cpu@1"]
@@ -93,7 +93,7 @@ def test_demo_bars_benchmark_reads_a_finished_run(finished_run):
                                                                      ("eager", "01-finetune", "torch@1"))}
     assert out["speedup"] == {"vs_fp32_ort": round(p50["fp32"] / p50["int8"], 3),
                               "vs_eager": round(p50["eager"] / p50["int8"], 3)}
-    drop = (rows["01-finetune"].accuracy["accuracy"] - rows["05-quantize"].accuracy["accuracy"]) * 100
+    drop = (rows["01-finetune"].accuracy.accuracy - rows["05-quantize"].accuracy.accuracy) * 100
     assert out["accuracy"]["drop_pp"] == round(drop, 2)
     assert out["targets"]["accuracy_drop_le_1pp"] == (round(drop, 2) <= 1.0)
     assert out["speedup_per_round"]["vs_eager"] == [

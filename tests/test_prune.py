@@ -7,20 +7,13 @@ import pytest
 import torch
 
 from edgeft import artifact
-from edgeft.contract import InputContract
 from edgeft.errors import ArtifactError, ConfigError
-from edgeft.models import create, from_artifact, save_artifact
+from edgeft.models import from_artifact
 from edgeft.prune import PruneConfig, prune
 from edgeft.prune.pruner import PruneError
-from tests.conftest import assert_one_line_error
+from tests.conftest import assert_one_line_error, make_artifact, tiny_contract
 
-CONTRACT = InputContract(size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, resize="stretch")
-
-
-def make_artifact(path, arch="test_efficientnet"):
-    model, _ = create(arch, num_classes=2)
-    meta = artifact.Meta(kind="torch", arch=arch, class_names=["bad", "good"], input=CONTRACT)
-    return save_artifact(model, path, meta)
+CONTRACT = tiny_contract()
 
 
 # The three families the demo cares about plus ConvNeXt and RegNet; real architectures, random weights, 32x32.
@@ -37,7 +30,7 @@ def test_family_prunes_reloads_and_exports(tiny_data, tmp_path, arch):
     assert art.meta.extra["pruned_spec"]
     # reload in a fresh process, from the artifact alone, and export to ONNX
     code = ("import sys, torch; from edgeft import artifact; from edgeft.models import from_artifact;"
-            "from edgeft.export.onnx_export import export_onnx; a = artifact.load(sys.argv[1]); m = from_artifact(a);"
+            "from edgeft.models.onnx import export_onnx; a = artifact.load(sys.argv[1]); m = from_artifact(a);"
             "m(torch.zeros(1, 3, 32, 32)); export_onnx(m, a.meta.input, sys.argv[2]); print('ok')")
     r = subprocess.run([sys.executable, "-c", code, str(art.path), str(tmp_path / "m.onnx")], capture_output=True,
                        text=True)
@@ -91,7 +84,7 @@ def test_partial_recovery_trains_only_the_parents_trained_blocks(tiny_data, tmp_
     # a parent without a partial fine-tuning has no "blocks its fine-tuning trained": refused before pruning
     from edgeft.prune import pruner
 
-    monkeypatch.setattr(pruner, "_tp", lambda: pytest.fail("pruned before checking the recovery"))
+    monkeypatch.setattr(pruner, "torch_pruning", lambda: pytest.fail("pruned before checking the recovery"))
     with pytest.raises(ConfigError, match="fine-tuned in an unknown mode; use full mode"):
         prune(make_artifact(tmp_path / "untuned").path, tiny_data, tmp_path / "p3",
               PruneConfig(**common, recover_epochs=1, recover_mode="partial"), measure_latency=False)
@@ -143,7 +136,7 @@ def test_batchnorm_recalibration_matches_the_data(tiny_data):
     import numpy as np
 
     from edgeft.data import load_dataset
-    from edgeft.evaluate import normalize, to_tensor
+    from edgeft.models.inference import normalize, to_tensor
     from edgeft.prune.pruner import recalibrate_batchnorm
 
     ds = load_dataset(tiny_data, CONTRACT)

@@ -16,7 +16,7 @@ from edgeft.redact import resolve
 from edgeft.runtime import Predictor
 from edgeft.runtime.sources import SourceStats, _live
 from tests.conftest import assert_one_line_error, make_image
-from tests.test_prune import make_artifact
+from tests.conftest import make_artifact
 
 
 @pytest.fixture(scope="module")

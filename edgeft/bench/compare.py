@@ -20,6 +20,7 @@ import numpy as np
 from edgeft.bench.footprint import model_mb
 from edgeft.bench.harness import device_key
 from edgeft.errors import ConfigError, EdgeftError
+from edgeft.metrics import Latency
 
 METRICS = ("p50", "p90", "throughput", "memory")
 
@@ -43,8 +44,8 @@ def _value(r: dict[str, Any], metric: str, own_memory: bool = False) -> float:
     if metric == "memory":  # like with like: the model's own memory when both sides have it, else process peaks
         return float(model_mb(r) if own_memory else r["memory"]["peak_rss_mb"])
     if metric == "throughput":
-        return float(r["latency_ms"]["throughput_ips"])
-    return float(r["latency_ms"][metric])
+        return Latency.from_dict(r["latency_ms"]).throughput_ips
+    return float(getattr(Latency.from_dict(r["latency_ms"]), metric))
 
 
 def _bootstrap_ratio(base: np.ndarray, cur: np.ndarray, q: float, n: int, level: float,

@@ -41,8 +41,7 @@ def measure(spec: str, backend: str, shape: tuple[int, ...], threads: int | None
 
     for module in RUNTIME_MODULES[backend]:
         importlib.import_module(module)
-    from edgeft.bench.harness import model_files
-    from edgeft.runtime.backends import choose
+    from edgeft.runtime.backends import choose, model_files
 
     files, artifact_dir, _ = model_files(spec)
     b = choose(backend, files)

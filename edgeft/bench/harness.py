@@ -24,9 +24,11 @@ import numpy as np
 from edgeft import __version__, progress
 from edgeft.artifact import sha256_file
 from edgeft.bench.footprint import model_mb
-from edgeft.bench.timing import time_calls
-from edgeft.doctor import cpu_model
 from edgeft.errors import ConfigError, EdgeftError
+from edgeft.host import cpu_model
+from edgeft.metrics import Latency
+from edgeft.runtime.backends import model_files
+from edgeft.runtime.timing import time_calls
 
 SCHEMA = "edgeft.bench"
 SCHEMA_VERSION = 1
@@ -38,12 +40,12 @@ class BenchConfig:
     batches: list[int] = field(default_factory=lambda: [1])
     warmup_s: float = 1.0
     warmup_iters: int = 10
-    duration_s: float | None = 5.0
+    duration_s: float | None = 3.0
     iters: int | None = None
     threads: int | None = None
     input_shape: tuple[int, ...] | None = None  # C,H,W for models whose input has free dimensions
     cuda_graph: bool = False  # GPU backends: also time CUDA-graph replay
-    rounds: int = 1  # the whole plan is run this many times, interleaved; per-round p50s are kept
+    rounds: int = 3  # the whole plan is run this many times, interleaved; per-round p50s are kept (paired ratios)
     memory: bool = True  # CPU backends: each model's resident memory, in a process of its own (edgeft.bench.footprint)
 
     def __post_init__(self) -> None:
@@ -149,27 +151,13 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _stats(samples: list[float], batch: int) -> dict[str, float]:
+def latency_stats(samples: list[float], batch: int) -> dict[str, float]:
+    """A bench row's ``latency_ms``: :class:`edgeft.metrics.Latency` of per-iteration samples, as JSON."""
     s = np.asarray(samples)
     p = np.percentile(s, [50, 90, 95, 99])
-    return {"mean": float(s.mean()), "std": float(s.std(ddof=1)) if len(s) > 1 else 0.0, "min": float(s.min()),
-            "p50": float(p[0]), "p90": float(p[1]), "p95": float(p[2]), "p99": float(p[3]), "max": float(s.max()),
-            "throughput_ips": float(batch * 1000.0 / statistics.fmean(samples))}
-
-
-def model_files(spec: str) -> tuple[dict[str, Path], Path | None, tuple[int, ...] | None]:
-    """Model files of an artifact directory or a bare .onnx file, its directory, and its C,H,W when known."""
-    p = Path(spec)
-    if p.is_dir():
-        from edgeft import artifact
-
-        a = artifact.load(p)
-        return {a.meta.model_file: a.model_path}, p, (a.meta.input.channels, *a.meta.input.size)
-    if p.is_file() and p.suffix == ".onnx":
-        return {"model.onnx": p}, None, None
-    if p.is_file() and p.suffix in (".engine", ".plan"):
-        return {"model.engine": p}, None, None
-    raise EdgeftError(f"model not found: {p}; pass an artifact directory or a .onnx file")
+    return Latency(mean=float(s.mean()), std=float(s.std(ddof=1)) if len(s) > 1 else 0.0, min=float(s.min()),
+                   p50=float(p[0]), p90=float(p[1]), p95=float(p[2]), p99=float(p[3]), max=float(s.max()),
+                   throughput_ips=float(batch * 1000.0 / statistics.fmean(samples))).to_dict()
 
 
 def _input_shape(runner, chw: tuple[int, ...] | None, cfg: BenchConfig, batch: int) -> tuple[int, ...]:
@@ -218,9 +206,9 @@ def bench_one(spec: str, backend: str, batch: int, cfg: BenchConfig,
         gpu: dict[str, Any] = {}
         if hasattr(runner, "gpu_times_ms") and getattr(runner, "device", "cpu") != "cpu":
             n = max(20, min(timing["n"], 1000))
-            gpu["gpu_compute_ms"] = _stats(runner.gpu_times_ms(x, n), batch)
+            gpu["gpu_compute_ms"] = latency_stats(runner.gpu_times_ms(x, n), batch)
             if cfg.cuda_graph:
-                gpu["cuda_graph_ms"] = _stats(runner.gpu_times_ms(x, n, cuda_graph=True), batch)
+                gpu["cuda_graph_ms"] = latency_stats(runner.gpu_times_ms(x, n, cuda_graph=True), batch)
             gpu["device_memory"] = runner.device_memory_mb()
         runner.deactivate()
     except EdgeftError as e:
@@ -228,7 +216,8 @@ def bench_one(spec: str, backend: str, batch: int, cfg: BenchConfig,
     except Exception as e:  # a model that fails at run time: mark the row, keep the others
         return {**row, "status": "failed", "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
     return {**row, "status": "ok", "input_shape": list(shape), "iters": timing["n"],
-            "latency_ms": _stats(timing["samples_ms"], batch), "samples_ms": [round(v, 4) for v in timing["samples_ms"]],
+            "latency_ms": latency_stats(timing["samples_ms"], batch),
+            "samples_ms": [round(v, 4) for v in timing["samples_ms"]],
             "memory": {"peak_rss_mb": round(peak, 1),
                        **({"device": gpu.pop("device_memory")} if "device_memory" in gpu else {})}, **gpu}
 
@@ -243,7 +232,7 @@ def _merge_rounds(rows: list[dict[str, Any]]) -> dict[str, Any]:
     samples = [v for r in rows for v in r["samples_ms"]]
     merged = dict(rows[0])
     round_p50 = [r["latency_ms"]["p50"] for r in rows]
-    latency = _stats(samples, rows[0]["batch"])
+    latency = latency_stats(samples, rows[0]["batch"])
     latency["p50"] = float(statistics.median(round_p50))  # one disturbed round cannot move it
     merged.update(iters=sum(r["iters"] for r in rows), samples_ms=samples, latency_ms=latency,
                   round_p50_ms=[round(v, 4) for v in round_p50], round_n=[len(r["samples_ms"]) for r in rows])
@@ -325,9 +314,9 @@ def table(doc: dict[str, Any]) -> str:
             lines.append(f"{name:<40} {r['backend']:<9} {r['batch']:>5} {'':>9} {'':>9} {'':>9} {'':>9} {'':>8}  "
                          f"{r['status']}: {r['reason'][:80]}")
             continue
-        lat = r["latency_ms"]
+        lat = Latency.from_dict(r["latency_ms"])
         own = model_mb(r)  # resident memory of the model alone (CPU backends)
         mem = f"{own:>8.0f}" if own is not None else f"{'':>8}"
-        lines.append(f"{name:<40} {r['backend']:<9} {r['batch']:>5} {lat['p50']:>9.3f} {lat['p90']:>9.3f} "
-                     f"{lat['p99']:>9.3f} {lat['throughput_ips']:>9.1f} {mem}  ok")
+        lines.append(f"{name:<40} {r['backend']:<9} {r['batch']:>5} {lat.p50:>9.3f} {lat.p90:>9.3f} "
+                     f"{lat.p99:>9.3f} {lat.throughput_ips:>9.1f} {mem}  ok")
     return "\n".join(lines)

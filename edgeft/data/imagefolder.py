@@ -18,48 +18,9 @@ import numpy as np
 from edgeft import progress
 from edgeft.contract import InputContract
 from edgeft.errors import ConfigError, DataError
+from edgeft.images import IMAGE_SUFFIXES, is_image, read_image  # noqa: F401 (part of this module's interface)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
-
-
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file as OpenCV does (BGR/BGRA/GRAY, 8- or 16-bit kept). Raises DataError if unreadable."""
-    import cv2
-
-    p = Path(path)
-    try:
-        buf = np.fromfile(p, dtype=np.uint8)
-    except OSError as e:
-        raise DataError(f"cannot read image {p}: {e.strerror}") from None
-    if buf.size == 0:
-        raise DataError(f"image file is empty: {p}")
-    if _truncated(p, buf):
-        raise DataError(f"image file is truncated: {p}")
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise DataError(f"cannot decode image {p}: not a valid PNG/JPEG/BMP/TIFF file")
-    if image.dtype not in (np.uint8, np.uint16):
-        if image.dtype.kind == "f":
-            image = np.clip(image, 0.0, 1.0).astype(np.float32)
-        else:
-            raise DataError(f"unsupported pixel type {image.dtype} in {p}; use 8- or 16-bit images")
-    return image
-
-
-def _truncated(path: Path, buf: np.ndarray) -> bool:
-    """Cheap end-of-file checks: OpenCV decodes a cut-off JPEG or PNG without an error, padding it with grey."""
-    suffix = path.suffix.lower()
-    tail = buf[-12:].tobytes()
-    if suffix in (".jpg", ".jpeg"):
-        return b"\xff\xd9" not in buf[-64:].tobytes()
-    if suffix == ".png":
-        return not tail.endswith(b"IEND\xaeB`\x82")
-    return False
 
 
 @dataclass

@@ -9,7 +9,6 @@ image's logit scale, top-1 agreement and cosine); a mismatch fails the stage and
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,37 +17,19 @@ import numpy as np
 
 from edgeft import artifact as art
 from edgeft import progress
-from edgeft.errors import ArtifactError, ConfigError, DependencyError, EdgeftError
+from edgeft.errors import ArtifactError, ConfigError, EdgeftError
 from edgeft.parity import Parity
 from edgeft.parity import compare as compare_logits
-from edgeft.runtime.predictor import ONNX_META_KEY
-
-def onnx_metadata(meta: art.Meta) -> str:
-    return json.dumps({"arch": meta.arch, "class_names": meta.class_names, "input": meta.input.to_dict(),
-                       "schema_version": art.SCHEMA_VERSION})
-
-
-def simplify(path: Path) -> None:
-    """Fold constants and fuse (Conv+BN, ...) with onnxslim, in place; the file is left unchanged on failure."""
-    try:
-        import onnx
-        import onnxslim
-    except ImportError:
-        raise DependencyError("simplification needs onnxslim: pip install 'edgeft[onnx]', or pass --no-simplify") from None
-    slim = onnxslim.slim(onnx.load(str(path)))
-    if slim is None:
-        raise EdgeftError(f"onnxslim could not simplify {path}; pass --no-simplify")
-    onnx.checker.check_model(slim)
-    onnx.save(slim, str(path))
-
+from edgeft.metrics import OnnxGraph
+from edgeft.models.onnx import ONNX_META_KEY, onnx_metadata, simplify
 
 def parity(model, onnx_path: Path, images: np.ndarray, contract, threads: int = 2, onnx_images: np.ndarray | None = None,
            onnx_contract=None) -> Parity:
     """PyTorch vs ONNX Runtime logits on the same real images, judged by the FP32 rule of ``edgeft.parity``.
     ``onnx_images`` / ``onnx_contract``: the same images prepared for an ONNX model whose input contract differs
     (gray_input)."""
-    from edgeft.bench.timing import ort_session
-    from edgeft.evaluate import torch_logits
+    from edgeft.runtime.timing import ort_session
+    from edgeft.models.inference import torch_logits
 
     ref = torch_logits(model, images, contract, 32, 1, "cpu", channels_last=False, desc="parity torch")
     sess = ort_session(str(onnx_path), threads)
@@ -68,7 +49,7 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
     ``gray_input``: the ONNX model takes one channel, the stem's weights summed over its three identical input
     channels (``edgeft.export.gray_input``); needs ``data``, whose parity check proves the images are grayscale."""
     from edgeft.export.gray_input import fold_gray_input, gray_contract
-    from edgeft.export.onnx_export import export_onnx
+    from edgeft.models.onnx import export_onnx
     from edgeft.models import from_artifact
 
     out = art.refuse_existing(out, force)
@@ -101,8 +82,8 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
         m.metadata_props.add(key=ONNX_META_KEY, value=onnx_metadata(meta))
         m.producer_name = "edgeft"
         onnx.save(m, str(path))
-        meta.metrics["onnx"] = {"opset": opset, "nodes": len(m.graph.node), "size_bytes": path.stat().st_size,
-                                "dynamic_batch": dynamic_batch}
+        meta.metrics["onnx"] = OnnxGraph(opset=opset, nodes=len(m.graph.node), size_bytes=path.stat().st_size,
+                                         dynamic_batch=dynamic_batch).to_dict()
         if data is not None:
             from edgeft.data import load_split
             from edgeft.data.imagefolder import find_splits

@@ -1,12 +1,12 @@
 """Fine-tuning: adapt a pretrained model to the customer's classes (full, partial, or linear probe)."""
 
-from edgeft.finetune.config import FinetuneConfig
+from edgeft.engine.config import FinetuneConfig
 
 __all__ = ["FinetuneConfig", "finetune"]
 
 
 def finetune(*args, **kwargs):
-    """See :func:`edgeft.finetune.trainer.finetune` (imported lazily: it needs torch)."""
-    from edgeft.finetune.trainer import finetune as _finetune
+    """See :func:`edgeft.finetune.stage.finetune` (imported lazily: it needs torch)."""
+    from edgeft.finetune.stage import finetune as _finetune
 
     return _finetune(*args, **kwargs)

@@ -12,22 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeft.contract import InputContract
-from edgeft.errors import ModelError, close_matches
+from edgeft.errors import DependencyError, ModelError
 from edgeft.models import packaged
+from edgeft.runtime.torch_model import check_arch, from_artifact, load_state_dict_strict  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 WEIGHTS_HELP = "pass a .pth/.pt/.safetensors file or 'package:efficientnet_lite0'"
-
-
-def check_arch(arch: str) -> None:
-    import timm
-
-    if not timm.is_model(arch):
-        raise ModelError(f"unknown architecture {arch!r}{close_matches(arch, timm.list_models())}; "
-                         "any timm model name works (timm.list_models())")
 
 
 def read_state_dict(path: str | os.PathLike) -> dict:
@@ -80,24 +73,6 @@ def _not_a_checkpoint(path: Path) -> str:
     return "it is neither a zip archive written by torch.save nor a pickle"
 
 
-def load_state_dict_strict(model: "nn.Module", state_dict: dict, source: str) -> None:
-    """Load with a strict check whose error names missing and unexpected keys and shape conflicts."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    conflicts = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-                 for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or conflicts:
-        def few(items: list[str]) -> str:
-            return ", ".join(items[:4]) + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
-
-        parts = [f"{label} {len(items)}: {few(items)}" for label, items in
-                 (("missing", missing), ("unexpected", unexpected), ("shape conflicts", conflicts)) if items]
-        raise ModelError(f"checkpoint {source} does not match {type(model).__name__}: " + "; ".join(parts)
-                         + "; check --model matches the checkpoint's architecture")
-    model.load_state_dict(state_dict, strict=True)
-
-
 def _classifier_outputs(arch: str, state_dict: dict) -> int | None:
     """The class count of a checkpoint's classifier, found from timm's pretrained config for ``arch``."""
     import timm
@@ -124,16 +99,29 @@ def default_contract(arch: str) -> InputContract:
                          interpolation=interp)
 
 
+def resolve_weights(arch: str, weights: str | os.PathLike | None) -> str | os.PathLike | None:
+    """``auto`` becomes the weights an installed package ships for ``arch``; an architecture without them must
+    name its weights, and is told so before anything is loaded or decoded."""
+    if weights is None or str(weights) != "auto":
+        return weights
+    if arch in packaged.PACKAGED:
+        return f"package:{arch}"
+    raise ModelError(f"no pretrained weights ship for {arch} (packaged: {', '.join(packaged.PACKAGED)}); pass "
+                     f"--weights FILE (a .pth/.pt/.safetensors state dict for {arch}) or --weights none to train "
+                     "from random initialisation")
+
+
 def create(arch: str, weights: str | os.PathLike | None = None, num_classes: int | None = None,
            **timm_kwargs: Any) -> tuple["nn.Module", InputContract]:
     """Build ``arch`` with ``weights`` and a head of ``num_classes``; return the model and its input contract.
 
-    ``weights``: None (random init), ``package:NAME`` (a checkpoint shipped by an installed package), or a
-    local .pth/.pt/.safetensors state dict. The contract is the preprocessing the weights were trained with.
+    ``weights``: None (random init), ``package:NAME`` (a checkpoint shipped by an installed package), ``auto``
+    (the package's weights for ``arch``, see :func:`resolve_weights`), or a local .pth/.pt/.safetensors state dict. The contract is the preprocessing the weights were trained with.
     """
     import timm
 
     check_arch(arch)
+    weights = resolve_weights(arch, weights)
     if num_classes is not None and num_classes < 1:
         raise ModelError(f"num_classes must be at least 1, got {num_classes}")
     if weights is None:
@@ -144,7 +132,9 @@ def create(arch: str, weights: str | os.PathLike | None = None, num_classes: int
     if weights.startswith("package:"):
         pw = packaged.lookup(weights.split(":", 1)[1])
         if pw.arch != arch:
-            raise ModelError(f"weights {weights} are for {pw.arch}, not {arch!r}; pass --model {pw.arch}")
+            raise ModelError(f"weights {weights} are for {pw.arch}, not {arch!r}; pass --model {pw.arch} to use "
+                             f"them, or for {arch} --weights FILE (a .pth/.pt/.safetensors state dict) or --weights "
+                             "none (random initialisation)")
         sd = pw.remap(read_state_dict(pw.file()))
         source_classes, contract = pw.num_classes, pw.contract
     else:
@@ -162,26 +152,19 @@ def count_params(model: "nn.Module") -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def from_artifact(artifact) -> "nn.Module":
-    """Rebuild the PyTorch model of a ``torch`` artifact from its architecture and state dict (eval mode)."""
-    import timm
-    import torch
+def torch_pruning():
+    """torch-pruning, the dependency graph pruning and MAC counting use, with an actionable error."""
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        raise DependencyError("pruning and MAC counts need torch-pruning: pip install 'edgeft[prune]'") from None
+    return tp
 
-    from edgeft.errors import ArtifactError
 
-    meta = artifact.meta
-    if meta.kind != "torch":
-        raise ArtifactError(f"{artifact.path} holds a {meta.kind} model; a PyTorch (model.pt) artifact is needed")
-    check_arch(meta.arch)
-    model = timm.create_model(meta.arch, pretrained=False, num_classes=meta.num_classes)
-    sd = torch.load(artifact.model_path, map_location="cpu", weights_only=True)
-    spec = meta.extra.get("pruned_spec")
-    if spec:
-        from edgeft.models.shapes import apply_spec
-
-        apply_spec(model, spec, sd)
-    load_state_dict_strict(model, sd, str(artifact.model_path))
-    return model.eval()
+def count_macs(model: "nn.Module", example) -> tuple[int, int]:
+    """(MACs, parameters) of one forward pass of ``model`` on ``example``, counted by torch-pruning."""
+    macs, params = torch_pruning().utils.count_ops_and_params(model, example)
+    return int(macs), int(params)
 
 
 def save_artifact(model: "nn.Module", out, meta, force: bool = False, extra_files: dict[str, str] | None = None):

@@ -146,7 +146,7 @@ def _reusable(run: Path, step: Step, state: dict[str, Any], h: str) -> bool:
 def _run_finetune(recipe: Recipe, step: Step, out: Path, resume: bool) -> None:
     from dataclasses import replace
 
-    from edgeft.finetune.trainer import finetune
+    from edgeft.finetune.stage import finetune
 
     cfg = recipe.sections["finetune"]
     if recipe.threads and not cfg.threads:
@@ -176,11 +176,11 @@ def _run_export(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
                n=e.parity_images, force=True, gray_input=e.gray_input)
     split = eval_split(recipe.data)
     s = load_split(recipe.data, split, a.meta.input, classes=a.meta.class_names)
-    art.update_metrics(a, {split: evaluate(a, s, tta_views=1), "eval_split": split})
+    art.update_metrics(a, {split: evaluate(a, s, tta_views=1).to_dict(), "eval_split": split})
 
 
 def _run_quantize(recipe: Recipe, step: Step, out: Path, parent: Path, run: Path) -> None:
-    from edgeft.quantize import calibration
+    from edgeft.data import calibration
     from edgeft.quantize.ptq import QuantizeConfig, quantize
 
     q = recipe.sections["quantize"]

@@ -138,7 +138,7 @@ def _int_list(value: Any, where: str, length: int | None = None) -> list[int]:
 
 def _check_stage_sections(sections: dict[str, Any]) -> None:
     """Turn each section into the stage's own validated config; errors name the section."""
-    from edgeft.finetune.config import FinetuneConfig
+    from edgeft.engine.config import FinetuneConfig
     from edgeft.prune.config import PruneConfig
     from edgeft.quantize.ptq import QuantizeConfig
 

@@ -18,7 +18,7 @@ from typing import Any
 from edgeft import artifact as art
 from edgeft.bench.footprint import model_mb
 from edgeft.errors import DependencyError, EdgeftError
-from edgeft.metrics import landing_text
+from edgeft.metrics import Classification, Landing, Latency, landing_text, read, split_metrics
 
 
 @dataclass
@@ -28,7 +28,8 @@ class Row:
     label: str
     precision: str
     status: str
-    accuracy: dict[str, Any] | None = None
+    accuracy: Classification | None = None
+    split: str = ""  # the split ``accuracy`` was measured on
     size_bytes: int | None = None
     params: int | None = None
     macs: int | None = None
@@ -36,7 +37,12 @@ class Row:
     sha256: str = ""
     seconds: float = 0.0
     reason: str = ""
-    pruning: dict[str, Any] | None = None  # where pruning landed against its target (metrics["prune"]["target"])
+    pruning: Landing | None = None  # where pruning landed against its target
+
+
+def p50_ms(bench_row: dict[str, Any]) -> float:
+    """The p50 latency of an ok bench row, read through the typed latency statistics."""
+    return Latency.from_dict(bench_row["latency_ms"], f"bench row {bench_row.get('model', '')}").p50
 
 
 def _bench_doc(run: Path, steps) -> dict[str, Any] | None:
@@ -56,18 +62,16 @@ def _precision(meta: art.Meta) -> str:
 
 def _count(a: art.Artifact) -> tuple[int | None, int | None]:
     """(params, MACs) of a PyTorch artifact: torch-pruning's counter when installed, else parameters only."""
-    p = a.meta.metrics.get("prune")
+    p = read(a.meta.metrics, "prune")
     if p:
-        return p["params_after"], p["macs_after"]
-    from edgeft.models import count_params, from_artifact
+        return p.params_after, p.macs_after
+    from edgeft.models import count_macs, count_params, from_artifact
 
     model = from_artifact(a)
     try:
         import torch
 
-        from edgeft.prune.pruner import _tp, count
-
-        macs, params = count(_tp(), model, torch.zeros(1, a.meta.input.channels, *a.meta.input.size))
+        macs, params = count_macs(model, torch.zeros(1, a.meta.input.channels, *a.meta.input.size))
         return params, macs
     except DependencyError:  # torch-pruning not installed: parameters only
         return count_params(model), None
@@ -93,15 +97,14 @@ def collect(run: Path, steps, results) -> tuple[list[Row], dict[str, Any] | None
         a = art.load(run / s.name)
         row.precision = _precision(a.meta)
         split = a.meta.metrics.get("eval_split") or ("test" if "test" in a.meta.metrics else "val")
-        row.accuracy = a.meta.metrics.get(split)
-        if row.accuracy is not None:
-            row.accuracy = {**row.accuracy, "split": split}
+        row.accuracy, row.split = split_metrics(a.meta.metrics, split), split
         row.size_bytes = a.model_path.stat().st_size
         row.sha256 = a.meta.model_sha256
         counts[s.name] = _count(a) if a.meta.kind == "torch" else counts.get(s.parent, (None, None))
         row.params, row.macs = counts[s.name]
         row.latency = by_model.get(s.name, {})
-        row.pruning = a.meta.metrics.get("prune", {}).get("target")
+        prune = read(a.meta.metrics, "prune")
+        row.pruning = prune.target if prune else None
     return rows, doc
 
 
@@ -114,13 +117,13 @@ def evaluate_gates(recipe, rows: list[Row]) -> list[dict[str, Any]]:
     gates: list[dict[str, Any]] = []
     g = recipe.gates
     if g.max_accuracy_drop_pp is not None:
-        base = rows[0].accuracy
+        base = rows[0]
         final = _final(rows, lambda r: r.accuracy is not None)
-        drop = (base["accuracy"] - final.accuracy["accuracy"]) * 100
+        drop = (base.accuracy.accuracy - final.accuracy.accuracy) * 100
         gates.append({"gate": "max_accuracy_drop_pp", "limit": g.max_accuracy_drop_pp, "value": round(drop, 2),
                       "model": final.step, "status": "pass" if drop <= g.max_accuracy_drop_pp else "fail",
-                      "detail": f"{final.label} {final.accuracy['accuracy'] * 100:.2f}% vs fine-tuned "
-                                f"{base['accuracy'] * 100:.2f}% on {base['split']}"})
+                      "detail": f"{final.label} {final.accuracy.accuracy * 100:.2f}% vs fine-tuned "
+                                f"{base.accuracy.accuracy * 100:.2f}% on {base.split}"})
     for key, limit in g.max_p50_ms.items():
         backend, _, batch = str(key).partition("@")
         k = f"{backend}@{batch or 1}"
@@ -135,7 +138,7 @@ def evaluate_gates(recipe, rows: list[Row]) -> list[dict[str, Any]]:
                           "status": "fail" if r["status"] == "failed" else "not evaluated",
                           "detail": f"{backend} {r['status']}: {r.get('reason', '')[:160]}"})
             continue
-        p50 = r["latency_ms"]["p50"]
+        p50 = p50_ms(r)
         gates.append({**entry, "value": round(p50, 3), "model": final.step,
                       "status": "pass" if p50 <= float(limit) else "fail", "detail": f"{final.label} on {k}"})
     return gates
@@ -186,8 +189,8 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     for r in rows:
         acc = r.accuracy
         line = [r.step, r.label, r.precision or r.status,
-                _fmt(acc and acc["accuracy"], ".2f", 100) + ("%" if acc else ""),
-                _fmt(acc and acc["balanced_accuracy"], ".2f", 100) + ("%" if acc else ""),
+                _fmt(acc and acc.accuracy, ".2f", 100) + ("%" if acc else ""),
+                _fmt(acc and acc.balanced_accuracy, ".2f", 100) + ("%" if acc else ""),
                 _fmt(r.size_bytes, ".2f", 1e-6), _fmt(r.params, ".2f", 1e-6), _fmt(r.macs, ".0f", 1e-6)]
         for k in keys:
             b = r.latency.get(k)
@@ -197,8 +200,8 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
             elif b["status"] != "ok":
                 line.append(b["status"])
             else:
-                p50 = b["latency_ms"]["p50"]
-                speed = ref.latency[k]["latency_ms"]["p50"] / p50 if ref is not None and ref is not r else None
+                p50 = p50_ms(b)
+                speed = p50_ms(ref.latency[k]) / p50 if ref is not None and ref is not r else None
                 line.append(f"{p50:.2f}" + (f" ({speed:.2f}x)" if speed else ""))
         # memory: the model's resident memory in a process of its own, above the runtime's (largest over backends)
         mem = [m for b in r.latency.values() if b["status"] == "ok" and (m := model_mb(b)) is not None]
@@ -215,25 +218,25 @@ def headline(rows: list[Row], gates: list[dict[str, Any]]) -> list[str]:
     final = _final(rows, lambda r: r.accuracy is not None)
     base = rows[0]
     if final is not None and final is not base and base.accuracy:
-        out.append(f"Final model {final.step} ({final.label}): accuracy {final.accuracy['accuracy'] * 100:.2f}% vs "
-                   f"{base.accuracy['accuracy'] * 100:.2f}% fine-tuned "
-                   f"({(final.accuracy['accuracy'] - base.accuracy['accuracy']) * 100:+.2f} pp), balanced "
-                   f"{final.accuracy['balanced_accuracy'] * 100:.2f}% vs {base.accuracy['balanced_accuracy'] * 100:.2f}%"
+        out.append(f"Final model {final.step} ({final.label}): accuracy {final.accuracy.accuracy * 100:.2f}% vs "
+                   f"{base.accuracy.accuracy * 100:.2f}% fine-tuned "
+                   f"({(final.accuracy.accuracy - base.accuracy.accuracy) * 100:+.2f} pp), balanced "
+                   f"{final.accuracy.balanced_accuracy * 100:.2f}% vs {base.accuracy.balanced_accuracy * 100:.2f}%"
                    + (f"; {base.size_bytes / final.size_bytes:.1f}x smaller" if final.size_bytes and base.size_bytes else "")
                    + ".")
         for k in final.latency:
             b = final.latency[k]
             ref = _reference(rows, k)
             if b["status"] == "ok" and ref is not None and ref is not final:
-                ref_ms = ref.latency[k]["latency_ms"]["p50"]
+                ref_ms = p50_ms(ref.latency[k])
                 spread = _ratio_text(ref.latency[k], b)
-                out.append(f"On {k}: {b['latency_ms']['p50']:.2f} ms p50, {ref_ms / b['latency_ms']['p50']:.2f}x faster "
+                out.append(f"On {k}: {p50_ms(b):.2f} ms p50, {ref_ms / p50_ms(b):.2f}x faster "
                            f"than {ref.label} ({ref_ms:.2f} ms" + (f"; {spread}" if spread else "") + ").")
         eager = base.latency.get("torch@1")
         fk = next((k for k in final.latency if k.endswith("@1") and final.latency[k]["status"] == "ok"), None)
         if eager and eager["status"] == "ok" and fk and fk != "torch@1":
             spread = _ratio_text(eager, final.latency[fk])
-            out.append(f"Against PyTorch eager FP32 (batch 1): {eager['latency_ms']['p50'] / final.latency[fk]['latency_ms']['p50']:.1f}x "
+            out.append(f"Against PyTorch eager FP32 (batch 1): {p50_ms(eager) / p50_ms(final.latency[fk]):.1f}x "
                        f"faster on {fk}" + (f" ({spread})" if spread else "") + ".")
     for r in rows:
         if r.pruning:
@@ -264,7 +267,7 @@ def pareto_svg(rows: list[Row], width: int = 640, height: int = 380) -> str:
             continue
         for k, b in r.latency.items():
             if k.endswith("@1") and b["status"] == "ok":
-                pts.append((b["latency_ms"]["p50"], r.accuracy["accuracy"] * 100, f"{r.step} {k[:-2]}"))
+                pts.append((p50_ms(b), r.accuracy.accuracy * 100, f"{r.step} {k[:-2]}"))
     if not pts:
         return ""
     ml, mr, mt, mb = 60, 20, 20, 45
@@ -324,11 +327,11 @@ def _html_table(header: list[str], body: list[list[str]]) -> str:
 def _confusion(rows: list[Row], classes: list[str]) -> list[tuple[str, list[str], list[list[str]]]]:
     out = []
     for r in rows:
-        if r.accuracy and "confusion" in r.accuracy:
+        if r.accuracy:
             header = ["true \\ predicted", *classes, "recall"]
-            body = [[c, *[str(v) for v in line], f"{r.accuracy['per_class'][c]['recall'] * 100:.1f}%"]
-                    for c, line in zip(classes, r.accuracy["confusion"])]
-            out.append((f"{r.step} — {r.label} ({r.accuracy['split']}, n={r.accuracy['n']})", header, body))
+            body = [[c, *[str(v) for v in line], f"{r.accuracy.per_class[c].recall * 100:.1f}%"]
+                    for c, line in zip(classes, r.accuracy.confusion)]
+            out.append((f"{r.step} — {r.label} ({r.split}, n={r.accuracy.n})", header, body))
     return out
 
 

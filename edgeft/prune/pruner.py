@@ -23,23 +23,16 @@ import torch.nn.functional as F
 
 from edgeft import artifact as art
 from edgeft import progress
-from edgeft.errors import ArtifactError, ConfigError, DependencyError, EdgeftError, close_matches
-from edgeft.evaluate import normalize, to_tensor, torch_logits
-from edgeft.metrics import classification_metrics
-from edgeft.models import from_artifact
+from edgeft.engine import loop
+from edgeft.errors import ArtifactError, ConfigError, EdgeftError, close_matches
+from edgeft.models.inference import normalize, to_tensor, torch_logits
+from edgeft.metrics import Classification, Landing, PruneStats, classification_metrics
+from edgeft.models import count_macs, from_artifact, torch_pruning
 from edgeft.prune.config import PruneConfig
 
 
 class PruneError(EdgeftError):
     """The model cannot be pruned as asked."""
-
-
-def _tp():
-    try:
-        import torch_pruning as tp
-    except ImportError:
-        raise DependencyError("pruning needs torch-pruning: pip install 'edgeft[prune]'") from None
-    return tp
 
 
 def _importance(tp, name: str):
@@ -60,17 +53,11 @@ def _ignored_layers(model: nn.Module, names: list[str]) -> list[nn.Module]:
     return out
 
 
-def count(tp, model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
-    """(MACs, parameters) of one forward pass on ``example``."""
-    macs, params = tp.utils.count_ops_and_params(model, example)
-    return int(macs), int(params)
-
-
 def onnx_latency_side_by_side(models: dict[str, nn.Module], contract, threads: int = 2,
                               rounds: int = 3) -> dict[str, dict[str, float]]:
     """ONNX Runtime CPU batch-1 latency of several models, measured interleaved in one run (medians)."""
-    from edgeft.bench.timing import ort_rounds
-    from edgeft.export.onnx_export import export_onnx
+    from edgeft.runtime.timing import ort_rounds
+    from edgeft.models.onnx import export_onnx
 
     with tempfile.TemporaryDirectory() as d:
         paths = {name: export_onnx(copy.deepcopy(m).cpu(), contract, Path(d) / f"{name}.onnx")
@@ -89,7 +76,7 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
                             "prune the fine-tuned PyTorch artifact, then quantize")
     if cfg.recover_epochs:
         recovery_config(parent, cfg)  # a recovery the parent cannot have fails now, not after pruning
-    tp = _tp()
+    tp = torch_pruning()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -98,7 +85,7 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
     model = from_artifact(parent)
     reference = copy.deepcopy(model)
     example = torch.zeros(1, contract.channels, *contract.size)
-    base_macs, base_params = count(tp, model, example)
+    base_macs, base_params = count_macs(model, example)
 
     from edgeft.data import load_dataset
 
@@ -109,66 +96,71 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
         raise DataError(f"the data's classes {ds.classes} differ from the model's {parent.meta.class_names}")
     eval_set = ds.test if ds.test is not None else ds.val
 
-    def accuracy(m: nn.Module) -> dict[str, Any]:
+    def accuracy(m: nn.Module) -> Classification:
         logits = torch_logits(m, eval_set.images, contract, desc="eval")
         return classification_metrics(eval_set.labels, logits.argmax(1), ds.classes)
 
     before = accuracy(model)
-    ignored = _ignored_layers(model, cfg.ignore)
-    try:
-        pruner = tp.pruner.MetaPruner(model, example, importance=_importance(tp, cfg.importance),
-                                      global_pruning=cfg.global_pruning, pruning_ratio=cfg.max_layer_ratio,
-                                      max_pruning_ratio=cfg.max_layer_ratio, iterative_steps=cfg.steps,
-                                      round_to=cfg.round_to, ignored_layers=ignored)
-    except Exception as e:  # torch-pruning cannot trace some custom ops
-        raise PruneError(f"torch-pruning cannot build the dependency graph of {parent.meta.arch}: "
-                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}; add the layers it names to --ignore "
-                         "or prune another architecture") from None
-
+    pruner = _pruner(tp, model, example, cfg, parent.meta.arch)
     kind, fraction = cfg.target
     base = base_macs if kind == "macs" else base_params
     rng = np.random.default_rng(cfg.seed)
-    model, macs, params = _prune_to_target(tp, model, pruner, example, cfg, ds.train, contract, rng, base)
+    model, macs, params = _prune_to_target(model, pruner, example, cfg, ds.train, contract, rng, base)
     with torch.no_grad():
         model.eval()(example)  # the pruned graph must still run
 
     landing = _landing(kind, fraction, (macs if kind == "macs" else params) / base, cfg)
-    from edgeft.models.shapes import shape_spec
+    from edgeft.runtime.torch_shapes import shape_spec
 
     spec = shape_spec(model, reference)
     recalibrate_batchnorm(model, ds.train, contract, cfg.bn_images, rng)
     after_prune = accuracy(model)
     prune_seconds = time.time() - t0
     progress.info(f"pruned {parent.meta.arch}: MACs {base_macs / 1e6:.0f}M → {macs / 1e6:.0f}M, params "
-                  f"{base_params / 1e6:.2f}M → {params / 1e6:.2f}M; accuracy {before['accuracy']:.3f} → "
-                  f"{after_prune['accuracy']:.3f} before recovery")
-    stats: dict[str, Any] = {
-        "prune": {"macs_before": base_macs, "macs_after": macs, "params_before": base_params, "params_after": params,
-                  "macs_ratio": round(macs / base_macs, 4), "params_ratio": round(params / base_params, 4),
-                  "target": landing,
-                  "prune_seconds": round(prune_seconds, 1), "eval_split": eval_set.name,
-                  "accuracy_before": before, "accuracy_after_prune": after_prune},
-        "macs": macs,
-    }
-    if measure_latency:
-        lat = onnx_latency_side_by_side({"parent": reference, "pruned": model}, contract,
-                                        threads=cfg.threads or torch.get_num_threads())
-        stats["prune"]["ort_cpu_latency"] = {**lat, "speedup": round(lat["parent"]["p50_ms"] / lat["pruned"]["p50_ms"], 3),
-                                             "threads": cfg.threads or torch.get_num_threads(), "batch": 1}
+                  f"{base_params / 1e6:.2f}M → {params / 1e6:.2f}M; accuracy {before.accuracy:.3f} → "
+                  f"{after_prune.accuracy:.3f} before recovery")
+    latency = _latency(reference, model, contract, cfg) if measure_latency else None
+    pstats = PruneStats(macs_before=base_macs, macs_after=macs, params_before=base_params, params_after=params,
+                        macs_ratio=round(macs / base_macs, 4), params_ratio=round(params / base_params, 4),
+                        prune_seconds=round(prune_seconds, 1), eval_split=eval_set.name, accuracy_before=before,
+                        accuracy_after_prune=after_prune, target=landing, ort_cpu_latency=latency)
+    stats: dict[str, Any] = {"prune": pstats.to_dict(), "macs": macs}
     extra = {"pruned_spec": spec}
     if cfg.recover_epochs == 0:
         from edgeft.models import save_artifact
 
         meta = art.Meta(kind="torch", arch=parent.meta.arch, class_names=parent.meta.class_names, input=contract,
                         lineage=parent.stage_record("prune", cfg.to_dict()),
-                        metrics={**stats, eval_set.name: after_prune}, extra=extra)
+                        metrics={**stats, eval_set.name: after_prune.to_dict()}, extra=extra)
         return save_artifact(model, out, meta, force=force)
 
     return recover(parent, model, data, out, cfg, teacher=reference if cfg.distill else None, extra=extra,
                    stats=stats, force=force)
 
 
-def _prune_to_target(tp, model: nn.Module, pruner, example: torch.Tensor, cfg: PruneConfig, train, contract,
+def _pruner(tp, model: nn.Module, example: torch.Tensor, cfg: PruneConfig, arch: str):
+    """torch-pruning's MetaPruner over ``model`` with ``cfg``'s importance, caps, schedule and protected layers."""
+    ignored = _ignored_layers(model, cfg.ignore)
+    try:
+        return tp.pruner.MetaPruner(model, example, importance=_importance(tp, cfg.importance),
+                                    global_pruning=cfg.global_pruning, pruning_ratio=cfg.max_layer_ratio,
+                                    max_pruning_ratio=cfg.max_layer_ratio, iterative_steps=cfg.steps,
+                                    round_to=cfg.round_to, ignored_layers=ignored)
+    except Exception as e:  # torch-pruning cannot trace some custom ops
+        raise PruneError(f"torch-pruning cannot build the dependency graph of {arch}: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}; add the layers it names to --ignore "
+                         "or prune another architecture") from None
+
+
+def _latency(reference: nn.Module, pruned: nn.Module, contract, cfg: PruneConfig) -> dict[str, Any]:
+    """ONNX Runtime CPU latency of the parent and the pruned model, measured side by side."""
+    threads = cfg.threads or torch.get_num_threads()
+    lat = onnx_latency_side_by_side({"parent": reference, "pruned": pruned}, contract, threads=threads)
+    return {**lat, "speedup": round(lat["parent"]["p50_ms"] / lat["pruned"]["p50_ms"], 3), "threads": threads,
+            "batch": 1}
+
+
+def _prune_to_target(model: nn.Module, pruner, example: torch.Tensor, cfg: PruneConfig, train, contract,
                      rng: np.random.Generator, base: int) -> tuple[nn.Module, int, int]:
     """Prune in ``cfg.steps`` steps until the target is reached, stopping inside the step that reaches it.
 
@@ -179,7 +171,7 @@ def _prune_to_target(tp, model: nn.Module, pruner, example: torch.Tensor, cfg: P
     share. Other steps prune all their groups and count once (a count costs a forward pass).
     Returns the model and its MACs and parameters."""
     kind, fraction = cfg.target
-    macs, params = count(tp, model, example)
+    macs, params = count_macs(model, example)
     value = float(macs if kind == "macs" else params)
     drop: float | None = None
     for _ in progress.bar(range(cfg.steps), desc="prune", unit="step"):
@@ -190,12 +182,12 @@ def _prune_to_target(tp, model: nn.Module, pruner, example: torch.Tensor, cfg: P
         for group in pruner.step(interactive=True):
             group.prune()
             if careful:
-                macs, params = count(tp, model, example)
+                macs, params = count_macs(model, example)
                 if (macs if kind == "macs" else params) <= fraction * base:
                     break
         model.zero_grad(set_to_none=True)
         if not careful:
-            macs, params = count(tp, model, example)
+            macs, params = count_macs(model, example)
         value = float(macs if kind == "macs" else params)
         drop = before - value
         if value <= fraction * base:
@@ -205,22 +197,21 @@ def _prune_to_target(tp, model: nn.Module, pruner, example: torch.Tensor, cfg: P
                      "--max-layer-ratio, protect fewer layers, or relax the target")
 
 
-def _landing(kind: str, fraction: float, got: float, cfg: PruneConfig) -> dict[str, Any]:
+def _landing(kind: str, fraction: float, got: float, cfg: PruneConfig) -> Landing:
     """Where the pruning landed against its target, and why when it is outside the tolerance."""
     within = got >= fraction - cfg.target_tolerance
-    out = {"kind": kind, "fraction": fraction, "tolerance": cfg.target_tolerance, "reached": round(got, 4),
-           "within_tolerance": within}
+    why = "" if within else (f"channels go in groups of round_to {cfg.round_to}, and the one layer group whose "
+                             "removal reached the target removed more (a lower round_to lands closer)")
     if not within:
-        out["why"] = (f"channels go in groups of round_to {cfg.round_to}, and the one layer group whose removal "
-                      "reached the target removed more (a lower round_to lands closer)")
-        progress.warn(f"pruning kept {got:.3f} of the {kind}, below the target {fraction:g} - {cfg.target_tolerance:g}: "
-                      f"{out['why']}")
-    return out
+        progress.warn(f"pruning kept {got:.3f} of the {kind}, below the target {fraction:g} - "
+                      f"{cfg.target_tolerance:g}: {why}")
+    return Landing(kind=kind, fraction=fraction, tolerance=cfg.target_tolerance, reached=round(got, 4),
+                   within_tolerance=within, why=why)
 
 
 def recovery_config(parent: art.Artifact, cfg: PruneConfig):
     """The recovery's training settings: the parent's fine-tuning settings with ``cfg``'s mode, epochs, lr, views."""
-    from edgeft.finetune.config import config_from_parent
+    from edgeft.engine.config import config_from_parent
 
     return config_from_parent(parent, cfg.recover_mode, cfg.recover_epochs, cfg.recover_lr, cfg.threads, cfg.seed,
                               cache_views=cfg.recover_views)
@@ -229,14 +220,12 @@ def recovery_config(parent: art.Artifact, cfg: PruneConfig):
 def recover(parent: art.Artifact, model: nn.Module, data: str | os.PathLike, out: str | os.PathLike,
             cfg: PruneConfig, *, teacher: nn.Module | None = None, extra: dict[str, Any] | None = None,
             stats: dict[str, Any] | None = None, force: bool = False) -> art.Artifact:
-    """Recovery fine-tuning of ``model``, pruned from ``parent``, through the fine-tuning loop (distilled from
+    """Recovery fine-tuning of ``model``, pruned from ``parent``, through the engine's training loop (distilled from
     ``teacher`` when given); writes the pruned artifact at ``out``. ``extra`` must carry its ``pruned_spec``."""
-    from edgeft.finetune.trainer import finetune
-
     rcfg = recovery_config(parent, cfg)
-    return finetune(rcfg, data, out, force=force, parent=parent, model=model, teacher=teacher, stage="prune",
-                    extra_meta=extra, extra_metrics=stats,
-                    lineage_params={"prune": cfg.to_dict(), "recover": rcfg.to_dict()})
+    return loop.retrain(parent, model, rcfg, data, art.refuse_existing(out, force), stage="prune", teacher=teacher,
+                        lineage_params={"prune": cfg.to_dict(), "recover": rcfg.to_dict()}, extra_meta=extra,
+                        extra_metrics=stats, force=force)
 
 
 @torch.no_grad()

@@ -198,7 +198,7 @@ def _conv_groups(path: Path) -> dict[str, list[str]]:
 
 def side_by_side(paths: dict[str, Path], shape: tuple[int, ...], threads: int, rounds: int = 3) -> dict[str, float]:
     """Median p50 latency of several ONNX files, interleaved over ``rounds`` so machine noise hits all alike."""
-    from edgeft.bench.timing import ort_rounds
+    from edgeft.runtime.timing import ort_rounds
 
     return {k: statistics.median(v) for k, v in ort_rounds(paths, shape, threads, rounds).items()}
 
@@ -207,7 +207,7 @@ def paired_ratio(base: Path, trial: Path, shape: tuple[int, ...], threads: int, 
     """Latency of ``trial`` relative to ``base``: the median over interleaved rounds of each round's trial/base
     ratio (a burst of machine noise slows both files of a round alike, so the paired ratio is steadier than a
     ratio of medians), with the median p50 of each."""
-    from edgeft.bench.timing import ort_rounds
+    from edgeft.runtime.timing import ort_rounds
 
     r = ort_rounds({"base": base, "trial": trial}, shape, threads, rounds, iters=30, min_seconds=0.25)
     return {"base": statistics.median(r["base"]), "trial": statistics.median(r["trial"]),
@@ -275,27 +275,10 @@ def _exclude_slow_groups(pre: Path, int8: Path, tmp: Path, x_calib: np.ndarray, 
     return base_exclude, [], check
 
 
-def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: QuantizeConfig,
-             calib: str | os.PathLike, data: str | os.PathLike, force: bool = False,
-             extra_metrics: dict[str, Any] | None = None) -> art.Artifact:
-    """Quantize a PyTorch or FP32 ONNX artifact to an INT8 QDQ ONNX artifact for ``cfg.target``.
+def _calibration_inputs(calib, data, parent: art.Artifact, cfg: QuantizeConfig) -> np.ndarray:
+    """The manifest's images, prepared and normalized per the parent's input contract (a subset for histograms)."""
+    from edgeft.data import calibration
 
-    Accuracy (FP32 and INT8, on the test split of ``data`` or val), size, Q/DQ counts, the op types
-    running in INT8, what was kept in FP32 and why, and side-by-side latency go into the artifact.
-    """
-    from edgeft.data.imagefolder import find_splits, load_split
-    from edgeft.evaluate import onnx_logits
-    from edgeft.export.stage import ONNX_META_KEY, onnx_metadata, simplify
-    from edgeft.metrics import classification_metrics
-    from edgeft.quantize import calibration
-
-    out = art.refuse_existing(out, force)
-    parent = art.load(artifact_path)
-    if parent.meta.extra.get("quantized"):
-        raise ArtifactError(f"{parent.path} is already quantized ({parent.meta.extra['quantized']}); quantize the "
-                            "FP32 artifact it came from")
-    if parent.meta.kind not in ("torch", "onnx"):
-        raise ArtifactError(f"{parent.path} holds a {parent.meta.kind} model; quantize a PyTorch or ONNX artifact")
     contract = parent.meta.input
     manifest = calibration.load(calib)
     if manifest.classes != parent.meta.class_names:
@@ -311,6 +294,76 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
         x_calib = x_calib[::step]
         progress.info(f"{cfg.calib_method} calibration on {len(x_calib)} of the manifest's {len(calib_set)} images "
                       "(memory bound of ONNX Runtime's histogram calibrators)")
+    return x_calib
+
+
+def _fp32_onnx(parent: art.Artifact, path: Path) -> Path:
+    """The parent as an FP32 ONNX file: exported and simplified (BatchNorm folded) from PyTorch, or copied."""
+    if parent.meta.kind == "torch":
+        from edgeft.models import from_artifact
+        from edgeft.models.onnx import export_onnx, simplify
+
+        export_onnx(from_artifact(parent), parent.meta.input, path)
+        simplify(path)  # folds BatchNorm into the convolutions before quantization
+    else:
+        path.write_bytes(parent.model_path.read_bytes())
+    return path
+
+
+def _int8_metrics(fp32: Path, int8: Path, eval_set, parent: art.Artifact, cfg: QuantizeConfig,
+                  lat: dict[str, float], fallback: bool) -> dict[str, Any]:
+    """Accuracy of both graphs on the evaluation split, their agreement, sizes, the INT8 graph and the latency."""
+    from edgeft.metrics import QuantGraph, Size, classification_metrics
+    from edgeft.runtime.logits import onnx_logits
+
+    split, contract, classes = eval_set.name, parent.meta.input, parent.meta.class_names
+    fp32_logits = onnx_logits(fp32, eval_set.images, contract, threads=cfg.threads)
+    int8_logits = onnx_logits(int8, eval_set.images, contract, threads=cfg.threads)
+    acc_fp32 = classification_metrics(eval_set.labels, fp32_logits.argmax(1), classes)
+    acc_int8 = classification_metrics(eval_set.labels, int8_logits.argmax(1), classes)
+    sizes = {"fp32_bytes": fp32.stat().st_size, "int8_bytes": int8.stat().st_size}
+    return {
+        split: acc_int8.to_dict(), f"{split}_fp32": acc_fp32.to_dict(), "eval_split": split,
+        "accuracy_drop_pp": round((acc_fp32.accuracy - acc_int8.accuracy) * 100, 2),
+        "top1_agreement_with_fp32": float((fp32_logits.argmax(1) == int8_logits.argmax(1)).mean()),
+        "size": Size(**sizes, ratio=round(sizes["fp32_bytes"] / sizes["int8_bytes"], 2)).to_dict(),
+        "graph": QuantGraph(**graph_summary(int8)).to_dict(),
+        "ort_cpu_latency": {"fp32_p50_ms": round(lat["fp32"], 3), "int8_p50_ms": round(lat["int8"], 3),
+                            "speedup": round(lat["fp32"] / lat["int8"], 3), "threads": cfg.threads, "batch": 1,
+                            "int8_not_faster": fallback},
+    }
+
+
+def _int8_extra(parent: art.Artifact, cfg: QuantizeConfig, excluded_groups: list[dict[str, Any]],
+                exclude: list[str], exclusion_check: dict[str, Any] | None) -> dict[str, Any]:
+    """What the INT8 artifact records about its quantization: format, types, and what stayed in FP32 and why."""
+    return {"quantized": "int8", "target": cfg.target, "format": "QDQ",
+            "activations": "int8 symmetric" if cfg.target == "tensorrt" else "uint8 asymmetric",
+            "weights": "int8 symmetric per-channel" if cfg.per_channel else "int8 symmetric",
+            "excluded_groups": excluded_groups, "excluded_nodes": exclude, "exclusion_check": exclusion_check,
+            "pruned_spec": parent.meta.extra.get("pruned_spec")}
+
+
+def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: QuantizeConfig,
+             calib: str | os.PathLike, data: str | os.PathLike, force: bool = False,
+             extra_metrics: dict[str, Any] | None = None) -> art.Artifact:
+    """Quantize a PyTorch or FP32 ONNX artifact to an INT8 QDQ ONNX artifact for ``cfg.target``.
+
+    Accuracy (FP32 and INT8, on the test split of ``data`` or val), size, Q/DQ counts, the op types
+    running in INT8, what was kept in FP32 and why, and side-by-side latency go into the artifact.
+    """
+    from edgeft.data.imagefolder import find_splits, load_split
+    from edgeft.models.onnx import ONNX_META_KEY, onnx_metadata
+
+    out = art.refuse_existing(out, force)
+    parent = art.load(artifact_path)
+    if parent.meta.extra.get("quantized"):
+        raise ArtifactError(f"{parent.path} is already quantized ({parent.meta.extra['quantized']}); quantize the "
+                            "FP32 artifact it came from")
+    if parent.meta.kind not in ("torch", "onnx"):
+        raise ArtifactError(f"{parent.path} holds a {parent.meta.kind} model; quantize a PyTorch or ONNX artifact")
+    contract = parent.meta.input
+    x_calib = _calibration_inputs(calib, data, parent, cfg)
     split = "test" if "test" in find_splits(data) else "val"
     eval_set = load_split(data, split, contract, classes=parent.meta.class_names)
     shape = (1, contract.channels, *contract.size)
@@ -318,15 +371,7 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
 
     with tempfile.TemporaryDirectory(prefix="edgeft-quant-") as d:
         tmp = Path(d)
-        fp32 = tmp / "fp32.onnx"
-        if parent.meta.kind == "torch":
-            from edgeft.export.onnx_export import export_onnx
-            from edgeft.models import from_artifact
-
-            export_onnx(from_artifact(parent), contract, fp32)
-            simplify(fp32)  # folds BatchNorm into the convolutions before quantization
-        else:
-            fp32.write_bytes(parent.model_path.read_bytes())
+        fp32 = _fp32_onnx(parent, tmp / "fp32.onnx")
         pre = tmp / "pre.onnx"
         pre_process(fp32, pre)
         cache = tmp / "calibration-cache.json"
@@ -348,32 +393,11 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
             progress.warn(f"INT8 ({lat['int8']:.2f} ms) is not faster than FP32 ({lat['fp32']:.2f} ms) on this CPU "
                           "even after exclusions; the artifact keeps the INT8 graph but says so in its metrics")
 
-        fp32_logits = onnx_logits(fp32, eval_set.images, contract, threads=cfg.threads)
-        int8_logits = onnx_logits(int8, eval_set.images, contract, threads=cfg.threads)
-        acc_fp32 = classification_metrics(eval_set.labels, fp32_logits.argmax(1), parent.meta.class_names)
-        acc_int8 = classification_metrics(eval_set.labels, int8_logits.argmax(1), parent.meta.class_names)
-        summary = graph_summary(int8)
-        sizes = {"fp32_bytes": fp32.stat().st_size, "int8_bytes": int8.stat().st_size}
-
         meta = art.Meta(kind="onnx", arch=parent.meta.arch, class_names=parent.meta.class_names, input=contract,
                         lineage=parent.stage_record("quantize", {**cfg.to_dict(), "calibration": str(calib),
                                                                  "calibration_images": len(x_calib)}),
-                        extra={"quantized": "int8", "target": cfg.target, "format": "QDQ",
-                               "activations": "int8 symmetric" if cfg.target == "tensorrt" else "uint8 asymmetric",
-                               "weights": "int8 symmetric per-channel" if cfg.per_channel else "int8 symmetric",
-                               "excluded_groups": excluded_groups, "excluded_nodes": exclude,
-                               "exclusion_check": exclusion_check,
-                               "pruned_spec": parent.meta.extra.get("pruned_spec")})
-        meta.metrics = {
-            split: acc_int8, f"{split}_fp32": acc_fp32, "eval_split": split,
-            "accuracy_drop_pp": round((acc_fp32["accuracy"] - acc_int8["accuracy"]) * 100, 2),
-            "top1_agreement_with_fp32": float((fp32_logits.argmax(1) == int8_logits.argmax(1)).mean()),
-            "size": {**sizes, "ratio": round(sizes["fp32_bytes"] / sizes["int8_bytes"], 2)},
-            "graph": summary,
-            "ort_cpu_latency": {"fp32_p50_ms": round(lat["fp32"], 3), "int8_p50_ms": round(lat["int8"], 3),
-                                "speedup": round(lat["fp32"] / lat["int8"], 3), "threads": cfg.threads, "batch": 1,
-                                "int8_not_faster": fallback},
-        }
+                        extra=_int8_extra(parent, cfg, excluded_groups, exclude, exclusion_check))
+        meta.metrics = _int8_metrics(fp32, int8, eval_set, parent, cfg, lat, fallback)
         for k in ("macs", "prune"):
             if k in parent.meta.metrics:
                 meta.metrics[k] = parent.meta.metrics[k]

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from edgeft import artifact as art
 from edgeft import progress
-from edgeft.evaluate import normalize, to_tensor
+from edgeft.models.inference import normalize, to_tensor
 
 
 def _act_qparams(lo: float, hi: float, symmetric: bool) -> tuple[float, int, int, int]:
@@ -126,12 +126,12 @@ def qat(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg, calib: st
     """
     from edgeft.data.imagefolder import find_splits, load_split
     from edgeft.errors import ArtifactError
-    from edgeft.finetune.trainer import finetune
-    from edgeft.metrics import classification_metrics
-    from edgeft.evaluate import torch_logits
+    from edgeft.engine import loop
+    from edgeft.metrics import classification_metrics, split_metrics
+    from edgeft.models.inference import torch_logits
     from edgeft.models import from_artifact
-    from edgeft.finetune.config import config_from_parent
-    from edgeft.quantize import calibration
+    from edgeft.engine.config import config_from_parent
+    from edgeft.data import calibration
     from edgeft.quantize.ptq import quantize
 
     out = art.refuse_existing(out, force)
@@ -157,14 +157,15 @@ def qat(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg, calib: st
         raise ConfigError(f"QAT mode must be full or partial, got {mode!r}")
     rcfg = config_from_parent(parent, mode, epochs, lr, cfg.threads)
     with tempfile.TemporaryDirectory(prefix="edgeft-qat-", dir=out.parent if out.parent.exists() else None) as d:
-        trained = finetune(rcfg, data, Path(d) / "qat-weights", parent=parent, model=model, teacher=teacher,
-                           stage="qat", lineage_params={"qat": {"epochs": epochs, "lr": lr, "mode": mode, "target": cfg.target,
-                                                                 "fake_quantized_layers": n}, "train": rcfg.to_dict()})
+        trained = loop.retrain(parent, model, rcfg, data, Path(d) / "qat-weights", stage="qat", teacher=teacher,
+                               lineage_params={"qat": {"epochs": epochs, "lr": lr, "mode": mode, "target": cfg.target,
+                                                       "fake_quantized_layers": n}, "train": rcfg.to_dict()})
         convert_back(model)
         result = quantize(trained.path, out, cfg, calib, data, force=force,
-                          extra_metrics={f"{split}_fp32_parent": fp32_parent, "qat_simulated": trained.meta.metrics.get(split)})
+                          extra_metrics={f"{split}_fp32_parent": fp32_parent.to_dict(),
+                                         "qat_simulated": trained.meta.metrics.get(split)})
         m = result.meta.metrics
-        m["accuracy_drop_vs_parent_pp"] = round((fp32_parent["accuracy"] - m[split]["accuracy"]) * 100, 2)
+        m["accuracy_drop_vs_parent_pp"] = round((fp32_parent.accuracy - split_metrics(m, split).accuracy) * 100, 2)
         result.meta.lineage[-1]["parent"] = f"{parent.path} (QAT weights, not kept)"
         result.meta.extra["method"] = "qat"
         art.update_metrics(result, {})

@@ -16,29 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-from edgeft.errors import ConfigError, DependencyError, close_matches
-
-
-class Runner:
-    """The protocol every backend implements."""
-
-    name = "runner"
-
-    def activate(self) -> None:
-        raise NotImplementedError
-
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def deactivate(self) -> None:
-        pass
-
-    def __enter__(self) -> "Runner":
-        self.activate()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.deactivate()
+from edgeft.errors import ArtifactError, ConfigError, DependencyError, close_matches
+from edgeft.runtime.runner import Runner
 
 
 class OrtRunner(Runner):
@@ -49,7 +28,7 @@ class OrtRunner(Runner):
         self.session = None
 
     def activate(self) -> None:
-        from edgeft.bench.timing import ort_session
+        from edgeft.runtime.timing import ort_session
 
         self.session = ort_session(str(self.path), self.threads or os.cpu_count() or 1, (self.provider,))
         inp = self.session.get_inputs()[0]
@@ -77,7 +56,7 @@ class TorchRunner(Runner):
         import torch
 
         from edgeft import artifact
-        from edgeft.models import from_artifact
+        from edgeft.runtime.torch_model import from_artifact
 
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -140,7 +119,7 @@ def _tensorrt() -> bool:
 
 
 def _tensorrt_runner(f: Path, a: Path | None, t: int | None) -> Runner:
-    from edgeft.tensorrt.runner import TensorRTRunner
+    from edgeft.runtime.tensorrt import TensorRTRunner
 
     return TensorRTRunner(f, a)
 
@@ -202,3 +181,18 @@ def choose(name: str, files: dict[str, Path]) -> Backend:
             return b
     raise DependencyError(f"no backend can run {', '.join(files) or 'this artifact'} here: install onnxruntime "
                           "(pip install 'edgeft[onnx]') or run `edgeft doctor`")
+
+
+def model_files(spec: str) -> tuple[dict[str, Path], Path | None, tuple[int, ...] | None]:
+    """Model files of an artifact directory or a bare .onnx file, its directory, and its C,H,W when known."""
+    p = Path(spec)
+    if p.is_dir():
+        from edgeft import artifact
+
+        a = artifact.load(p)
+        return {a.meta.model_file: a.model_path}, p, (a.meta.input.channels, *a.meta.input.size)
+    if p.is_file() and p.suffix == ".onnx":
+        return {"model.onnx": p}, None, None
+    if p.is_file() and p.suffix in (".engine", ".plan"):
+        return {"model.engine": p}, None, None
+    raise ArtifactError(f"model not found: {p}; pass an artifact directory or a .onnx file")

@@ -20,8 +20,8 @@ from typing import Iterator
 
 import numpy as np
 
-from edgeft.data.imagefolder import IMAGE_SUFFIXES, read_image
 from edgeft.errors import DataError
+from edgeft.images import IMAGE_SUFFIXES, read_image
 from edgeft.redact import Source, redact_text, resolve
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")

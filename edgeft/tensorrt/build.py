@@ -8,91 +8,23 @@
 - The engine is tied to one GPU and one TensorRT version: both are stored with it, and loading it
   anywhere else is refused with a message to rebuild, instead of failing obscurely or mis-running.
 
-``tensorrt`` is imported here and in the runner only, never by ``import edgeft``.
+``tensorrt`` is imported here and in the runtime's engine runner (``edgeft.runtime.tensorrt``) only, never by
+``import edgeft``.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgeft import artifact as art
 from edgeft import progress
-from edgeft.errors import ArtifactError, ConfigError, DependencyError, EdgeftError
+from edgeft.errors import ConfigError, DependencyError, EdgeftError
+from edgeft.runtime.tensorrt import current_device, trt_module, version_tuple
 
-MIN_VERSION = (8, 6)
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def trt_module():
-    """Import tensorrt, with a version floor and an actionable error."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise DependencyError("TensorRT is not installed: it comes with JetPack on Jetson and from NVIDIA's "
-                              "containers or index on x86 GPU machines; `edgeft doctor` shows what is here") from None
-    if version_tuple(trt.__version__) < MIN_VERSION:
-        raise DependencyError(f"TensorRT {trt.__version__} is older than {'.'.join(map(str, MIN_VERSION))}, "
-                              "the oldest this edgeft builds with")
-    return trt
-
-
-def version_tuple(v: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in v.split(".")[:3] if p.isdigit())
-
-
-@dataclass(frozen=True)
-class Device:
-    gpu: str
-    compute_capability: str
-    tensorrt: str
-    l4t: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def current_device(tensorrt_version: str) -> Device:
-    """The GPU (name, compute capability) this process would run an engine on."""
-    name = cc = ""
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-        if out.returncode == 0 and out.stdout.strip():
-            name, cc = [s.strip() for s in out.stdout.strip().splitlines()[0].split(",")[:2]]
-    except (OSError, subprocess.SubprocessError, ValueError):
-        pass
-    if not name:  # Jetson has no nvidia-smi with these fields; torch knows the integrated GPU
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                name = torch.cuda.get_device_name(0)
-                cc = "%d.%d" % torch.cuda.get_device_capability(0)
-        except ImportError:
-            pass
-    tegra = Path("/etc/nv_tegra_release")
-    l4t = tegra.read_text(errors="ignore").splitlines()[0].strip() if tegra.exists() else None
-    if not name:
-        raise DependencyError("no NVIDIA GPU found (nvidia-smi and torch.cuda see none); TensorRT engines are built "
-                              "and run on the target GPU")
-    return Device(gpu=name, compute_capability=cc, tensorrt=tensorrt_version, l4t=l4t)
-
-
-def check_compatible(built_for: dict[str, Any], here: Device) -> None:
-    """Refuse an engine built for another GPU or TensorRT version (engines are not portable)."""
-    problems = []
-    if built_for.get("tensorrt") != here.tensorrt:
-        problems.append(f"TensorRT {built_for.get('tensorrt')} (here {here.tensorrt})")
-    if built_for.get("compute_capability") != here.compute_capability or built_for.get("gpu") != here.gpu:
-        problems.append(f"GPU {built_for.get('gpu')} sm {built_for.get('compute_capability')} "
-                        f"(here {here.gpu} sm {here.compute_capability})")
-    if problems:
-        raise ArtifactError("this engine was built for " + " and ".join(problems) + "; rebuild it on this device with "
-                            "`edgeft build` from the ONNX artifact in its lineage")
 
 
 def unquantized_residual_adds(onnx_path: str | os.PathLike) -> list[str]:
@@ -160,6 +92,33 @@ def build(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: BuildCo
         raise EdgeftError(f"TensorRT cannot parse {parent.model_path}: {errors[:400]}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mb << 20)
+    notes = _precision_flags(trt, config, cfg, parent, quantized, calib, data, out)
+    _batch_profile(builder, config, network.get_input(0), cfg, parent)
+    cache_path = Path(cfg.timing_cache) if cfg.timing_cache else None
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.exists() else b"")
+    config.set_timing_cache(cache, False)
+    progress.info(f"building a {cfg.precision} TensorRT {trt.__version__} engine for {here.gpu} (may take minutes)")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EdgeftError("TensorRT failed to build the engine; rerun with --debug and see the TensorRT log above")
+    if cache_path:
+        tmp = cache_path.with_suffix(".tmp")
+        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+        os.replace(tmp, cache_path)
+    meta = art.Meta(kind="engine", arch=parent.meta.arch, class_names=parent.meta.class_names, input=parent.meta.input,
+                    lineage=parent.stage_record("build", {"precision": cfg.precision, "batch": list(cfg.batch),
+                                                          "workspace_mb": cfg.workspace_mb}),
+                    metrics={k: v for k, v in parent.meta.metrics.items() if k in ("test", "val", "eval_split")},
+                    extra={"precision": cfg.precision, "engine": {**here.to_dict(), "batch": list(cfg.batch), **notes},
+                           "quantized": parent.meta.extra.get("quantized")})
+    return art.save(out, meta, lambda p: p.write_bytes(bytes(serialized)), force=force)
+
+
+def _precision_flags(trt, config, cfg: BuildConfig, parent: art.Artifact, quantized: bool, calib, data,
+                     out: Path) -> dict[str, Any]:
+    """Set the builder flags for ``cfg.precision`` (INT8 from Q/DQ, or the legacy calibrator on TensorRT < 10);
+    return notes for the engine's metadata (residual adds left unquantized)."""
+    major = version_tuple(trt.__version__)[0]
     if cfg.precision in ("fp16", "int8"):
         if hasattr(trt.BuilderFlag, "FP16"):
             config.set_flag(trt.BuilderFlag.FP16)  # layers left unquantized run in FP16 rather than FP32
@@ -184,7 +143,11 @@ def build(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: BuildCo
 
             config.set_flag(trt.BuilderFlag.INT8)
             config.int8_calibrator = legacy_calibrator(trt, parent, calib, data, out.parent / f"{out.name}.calib.cache")
-    inp = network.get_input(0)
+    return notes
+
+
+def _batch_profile(builder, config, inp, cfg: BuildConfig, parent: art.Artifact) -> None:
+    """The optimisation profile for a dynamic batch dimension, or a check that a fixed batch is the one asked."""
     lo, opt, hi = cfg.batch
     chw = tuple(inp.shape[1:])
     if any(d < 0 for d in chw):
@@ -197,21 +160,3 @@ def build(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: BuildCo
     elif cfg.batch != (inp.shape[0],) * 3:
         raise ConfigError(f"the ONNX model has a fixed batch of {inp.shape[0]}; export with --dynamic-batch to build "
                           f"for batch {cfg.batch}")
-    cache_path = Path(cfg.timing_cache) if cfg.timing_cache else None
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path and cache_path.exists() else b"")
-    config.set_timing_cache(cache, False)
-    progress.info(f"building a {cfg.precision} TensorRT {trt.__version__} engine for {here.gpu} (may take minutes)")
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise EdgeftError("TensorRT failed to build the engine; rerun with --debug and see the TensorRT log above")
-    if cache_path:
-        tmp = cache_path.with_suffix(".tmp")
-        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-        os.replace(tmp, cache_path)
-    meta = art.Meta(kind="engine", arch=parent.meta.arch, class_names=parent.meta.class_names, input=parent.meta.input,
-                    lineage=parent.stage_record("build", {"precision": cfg.precision, "batch": list(cfg.batch),
-                                                          "workspace_mb": cfg.workspace_mb}),
-                    metrics={k: v for k, v in parent.meta.metrics.items() if k in ("test", "val", "eval_split")},
-                    extra={"precision": cfg.precision, "engine": {**here.to_dict(), "batch": list(cfg.batch), **notes},
-                           "quantized": parent.meta.extra.get("quantized")})
-    return art.save(out, meta, lambda p: p.write_bytes(bytes(serialized)), force=force)

@@ -16,7 +16,7 @@ def legacy_calibrator(trt, parent, calib: str | os.PathLike, data: str | os.Path
     import torch  # device buffers come from torch's CUDA allocator
 
     from edgeft.errors import ConfigError
-    from edgeft.quantize import calibration
+    from edgeft.data import calibration
 
     if data is None:
         raise ConfigError("--calib needs --data: the folder the manifest's image paths are relative to")

@@ -1,4 +1,5 @@
-"""Latency of one callable: warm-up, then timed iterations; statistics from per-iteration samples."""
+"""Latency of one callable (warm-up, then timed iterations) and ONNX Runtime sessions: the runtime floor's timing
+primitives, used by bench and by the stages that measure a choice (pruning's side-by-side latency, INT8 exclusions)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""PyTorch → ONNX with the legacy (TorchScript) exporter at a stated opset.
+"""PyTorch → ONNX (engine floor): the legacy (TorchScript) exporter at a stated opset, simplification, and the
+metadata that carries the class names and input contract inside the file.
 
 The legacy exporter is used on purpose: the dynamo exporter asked for opset 17 silently returns opset 18
 (its down-conversion fails and is only logged, FINDINGS), and edge runtimes pin opsets. The opset of the
@@ -7,13 +8,16 @@ written file is checked, not assumed.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import warnings
 from pathlib import Path
 
+from edgeft import artifact as art
 from edgeft.contract import InputContract
 from edgeft.errors import DependencyError, EdgeftError
+from edgeft.runtime.predictor import ONNX_META_KEY  # noqa: F401 (the key the runtime reads)
 
 
 def export_onnx(model, contract: InputContract, path: str | os.PathLike, opset: int = 17,
@@ -47,3 +51,22 @@ def export_onnx(model, contract: InputContract, path: str | os.PathLike, opset: 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def onnx_metadata(meta: art.Meta) -> str:
+    return json.dumps({"arch": meta.arch, "class_names": meta.class_names, "input": meta.input.to_dict(),
+                       "schema_version": art.SCHEMA_VERSION})
+
+
+def simplify(path: Path) -> None:
+    """Fold constants and fuse (Conv+BN, ...) with onnxslim, in place; the file is left unchanged on failure."""
+    try:
+        import onnx
+        import onnxslim
+    except ImportError:
+        raise DependencyError("simplification needs onnxslim: pip install 'edgeft[onnx]', or pass --no-simplify") from None
+    slim = onnxslim.slim(onnx.load(str(path)))
+    if slim is None:
+        raise EdgeftError(f"onnxslim could not simplify {path}; pass --no-simplify")
+    onnx.checker.check_model(slim)
+    onnx.save(slim, str(path))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from edgeft.contract import RESIZE_POLICIES
@@ -23,16 +23,19 @@ class FinetuneConfig:
     """How to adapt a pretrained model to a labelled ImageFolder.
 
     ``mode``: ``full`` trains everything; ``linear`` trains only the classifier on frozen features;
-    ``partial`` trains the last ``trainable_blocks`` blocks and the head. In ``partial``/``linear`` the
+    ``partial`` trains the last ``trainable_blocks`` blocks and the head (default: half of the model's blocks,
+resolved from the model by :func:`for_model`). ``weights`` ``auto`` takes the ImageNet weights an installed
+package ships for ``model`` (``package:efficientnet_lite0``), and a model without them must name its weights
+(a file) or ``None``. In ``partial``/``linear`` the
     frozen part's outputs are cached once (``cache_features``), so epochs cost only the trainable part.
     ``backbone_lr_mult`` scales the learning rate of pretrained layers relative to the new head.
     ``tta_views`` (1, 2, 4 or 8 flip/rotation views) is recorded in the artifact for evaluation.
     """
 
     model: str = "efficientnet_lite0"
-    weights: str | None = "package:efficientnet_lite0"
+    weights: str | None = "auto"  # auto: the weights a package ships for ``model``; None: random initialisation
     mode: str = "partial"
-    trainable_blocks: int = 8
+    trainable_blocks: int | None = None  # None: half of the model's blocks (8 of Lite0's 16)
     epochs: int = 15
     batch_size: int = 32
     lr: float = 2e-3
@@ -80,7 +83,8 @@ class FinetuneConfig:
         self._at_least("batch_size", 1)
         self._at_least("accum_steps", 1)
         self._at_least("patience", 1)
-        self._at_least("trainable_blocks", 0)
+        if self.trainable_blocks is not None:
+            self._at_least("trainable_blocks", 0)
         if self.image_size is not None:
             self._at_least("image_size", 16)
         if not self.lr > 0:
@@ -131,6 +135,22 @@ class FinetuneConfig:
             if key not in known:
                 raise ConfigError(f"unknown field {key!r}{close_matches(key, known)}")
         return cls(**d)
+
+    def for_model(self, model) -> "FinetuneConfig":
+        """These settings with the model-dependent defaults resolved and checked against ``model`` (before any
+        image is decoded): ``trainable_blocks`` None becomes half of its blocks, and a count the model does not
+        have is refused with the fix."""
+        from edgeft.engine.split import block_count
+
+        if self.mode != "partial":
+            return self
+        n = block_count(model, self.model)
+        if self.trainable_blocks is None:
+            return replace(self, trainable_blocks=n // 2)
+        if self.trainable_blocks > n:
+            raise ConfigError(f"trainable_blocks {self.trainable_blocks} is more than the {n} blocks {self.model} has; "
+                              f"pass --trainable-blocks N with N <= {n}, or leave it unset for half of them ({n // 2})")
+        return self
 
     def fingerprint(self) -> str:
         """A hash of everything that changes the result (used to refuse resuming a different run)."""

@@ -45,6 +45,20 @@ def layout(model: nn.Module) -> Layout | None:
     return None
 
 
+def block_count(model: nn.Module, arch: str = "") -> int:
+    """How many blocks ``partial`` mode can train: the block layout's, or timm's parameter groups for other
+    families (stem, blocks..., head)."""
+    lay = layout(model)
+    if lay is not None:
+        return len(lay.blocks)
+    from timm.models import group_modules
+
+    matcher = model.group_matcher(coarse=False) if hasattr(model, "group_matcher") else None
+    if matcher is None:
+        raise ConfigError(f"mode partial is not supported for {arch or type(model).__name__}; use full or linear")
+    return len(group_modules(model, matcher, reverse=False))
+
+
 class _Run(nn.Module):
     def __init__(self, parts: list[nn.Module], head: nn.Module | None = None):
         super().__init__()

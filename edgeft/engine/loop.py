@@ -1,0 +1,509 @@
+"""The one training loop: fine-tuning, pruning recovery and QAT all train through :func:`train`.
+
+What makes it fast and sound on a small CPU as well as on GPUs:
+- the frozen part of the backbone runs once per image and symmetry view, and its outputs are cached
+  (``partial``/``linear`` modes); an epoch then costs only the trainable blocks;
+- images are decoded once into memory and augmented in batches on tensors;
+- AdamW without weight decay on norms and biases, a lower learning rate for pretrained layers than for
+  the new head, linear warm-up then cosine decay, label smoothing, gradient clipping and accumulation;
+- class imbalance handled by a class-weighted loss or a balanced sampler;
+- knowledge distillation from a teacher's logits (cached with the features in partial mode);
+- early stopping on a validation metric with the best weights restored;
+- a checkpoint after every epoch next to the output (``OUT.work/``), so Ctrl-C keeps the last good
+  epoch and ``resume=True`` continues from it; the artifact itself appears only when training ends;
+- mixed precision and channels-last on CUDA, DDP when launched by ``torchrun``.
+
+A stage calls :func:`setup` (device, threads, seeds), builds its model, calls :func:`train`, and writes its
+artifact with :func:`save`; what differs between stages (the model, its lineage) stays in the stage.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from edgeft import progress
+from edgeft.artifact import Artifact, Meta
+from edgeft.contract import InputContract
+from edgeft.data import augment as aug
+from edgeft.data.imagefolder import Dataset, load_dataset
+from edgeft.engine.config import FinetuneConfig
+from edgeft.engine.split import freeze_for, set_train_mode, split
+from edgeft.errors import ConfigError, DataError, DependencyError, TrainingError
+from edgeft.metrics import Classification, classification_metrics
+from edgeft.models import save_artifact
+from edgeft.models.inference import inference_batch, normalize, to_tensor, torch_logits
+
+
+@dataclass
+class Dist:
+    """Where this process sits in a torchrun launch (world 1 when run plainly)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _device(cfg: FinetuneConfig) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise DependencyError("--device cuda asked for, but torch sees no CUDA GPU here; "
+                                  "use --device cpu or run `edgeft doctor`")
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise DependencyError(f"process {local_rank} of this node has no GPU of its own: the machine has {gpus}; "
+                                  f"start at most {gpus} (torchrun --nproc_per_node {gpus}) or pass --device cpu")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _param_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict[str, Any]]:
+    """Head at ``lr``, pretrained layers at ``lr * backbone_lr_mult``; no weight decay on norms and biases."""
+    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = (id(p) in head_ids, p.ndim <= 1)
+        groups.setdefault(key, []).append(p)
+    out = []
+    for (is_head, no_decay), params in groups.items():
+        lr = cfg.lr if is_head or cfg.weights is None else cfg.lr * cfg.backbone_lr_mult
+        out.append({"params": params, "lr": lr, "initial_lr": lr, "weight_decay": 0.0 if no_decay else cfg.weight_decay})
+    return out
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int):
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return f
+
+
+def _views_for(cfg: FinetuneConfig, square: bool) -> int:
+    """How many exact symmetry views of each training image to cache (they replace flip/rot90 augmentation)."""
+    if cfg.augment.rot90 and square:
+        return cfg.cache_views
+    if cfg.augment.hflip:
+        return min(cfg.cache_views, 2)
+    return 1
+
+
+class FeatureCache:
+    """Outputs of the frozen prefix for every image (and symmetry view), stored in half precision."""
+
+    def __init__(self, prefix: nn.Module, images: np.ndarray, contract: InputContract, views: int,
+                 device: torch.device, channels_last: bool, batch_size: int | None = None, desc: str = "cache",
+                 teacher: nn.Module | None = None):
+        prefix.eval()
+        batch_size = batch_size or inference_batch(device)
+        chunks: list[torch.Tensor] = []
+        teacher_chunks: list[torch.Tensor] = []
+        with torch.no_grad():
+            for i in progress.bar(range(0, len(images), batch_size), desc=desc, unit="batch"):
+                x = normalize(to_tensor(images[i:i + batch_size]).to(device), contract)
+                per_view = []
+                for v in aug.dihedral_views(x, views):
+                    if channels_last and v.ndim == 4:
+                        v = v.contiguous(memory_format=torch.channels_last)
+                    per_view.append(prefix(v).to(torch.float16).cpu())
+                    if teacher is not None:
+                        teacher_chunks.append(teacher(v).float().cpu())
+                chunks.append(torch.stack(per_view, 1))  # B x V x ...
+        self.features = torch.cat(chunks)
+        self.views = views
+        self.teacher_logits = None
+        if teacher is not None:  # B x V x classes, in the same (batch, view) order as the features
+            per_batch = [torch.stack(teacher_chunks[i:i + views], 1) for i in range(0, len(teacher_chunks), views)]
+            self.teacher_logits = torch.cat(per_batch)
+
+    def batch(self, idx: np.ndarray, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features of one random cached view per image (view 0 without a generator), and teacher logits."""
+        if self.views == 1 or generator is None:
+            v = torch.zeros(len(idx), dtype=torch.long)
+        else:
+            v = torch.randint(0, self.views, (len(idx),), generator=generator)
+        i = torch.as_tensor(idx)
+        return self.features[i, v].float(), (self.teacher_logits[i, v] if self.teacher_logits is not None else None)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs finished
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _work_dir(out: Path) -> Path:
+    return out.parent / f"{out.name}.work"
+
+
+def _save_checkpoint(path: Path, model: nn.Module, opt, sched, state: TrainState, fingerprint: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "epoch": state.epoch, "best_score": state.best_score, "best_epoch": state.best_epoch,
+                "best_state": state.best_state, "history": state.history, "fingerprint": fingerprint}, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, model: nn.Module, opt, sched, fingerprint: str) -> TrainState:
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if ck.get("fingerprint") != fingerprint:
+        raise ConfigError(f"{path} was written by a run with different settings; resume with the same options, "
+                          "or delete it to start afresh")
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    return TrainState(epoch=ck["epoch"], best_score=ck["best_score"], best_epoch=ck["best_epoch"],
+                      best_state=ck["best_state"], history=ck["history"])
+
+
+def _score(metrics: Classification, loss: float, monitor: str) -> float:
+    return -loss if monitor == "loss" else float(getattr(metrics, monitor))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened logits, scaled by T² (Hinton et al. 2015)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
+                    reduction="batchmean") * (t * t)
+
+
+def setup(cfg: FinetuneConfig) -> tuple[torch.device, Dist]:
+    """The device, the torchrun rank, threads and seeds, set before the stage builds its model (a model's random
+    initialisation draws from the seeded generator)."""
+    device = _device(cfg)
+    dist = _init_distributed(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    if not dist.main:
+        progress.set_quiet(True)
+    return device, dist
+
+
+@dataclass
+class Trained:
+    """A trained model with what the stage needs to write its artifact."""
+
+    model: nn.Module
+    contract: InputContract
+    data: Dataset
+    metrics: dict[str, Any]
+    state: TrainState
+    device: torch.device
+    dist: Dist
+    work: Path
+
+
+def train(cfg: FinetuneConfig, data: str | os.PathLike, out: Path, model: nn.Module, contract: InputContract,
+          device: torch.device, dist: Dist, *, classes: list[str] | None = None, teacher: nn.Module | None = None,
+          resume: bool = False) -> Trained:
+    """Train ``model`` on the ImageFolder at ``data`` per ``cfg``; checkpoints go to ``OUT.work/``.
+
+    ``classes`` None gives the model a new head for the data's classes; else the data must have exactly these.
+    With ``teacher``, the loss adds distillation from its logits (``distill_alpha``). Metrics on val and test
+    (when the folder has one) are measured after training with the best epoch's weights."""
+    cfg = cfg.for_model(model)  # refused before any image is decoded
+    ds = load_dataset(data, contract, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    if classes is None:
+        model.reset_classifier(len(ds.classes))
+    elif ds.classes != classes:
+        raise DataError(f"the data's classes {ds.classes} differ from the model's {classes}; "
+                        "use the data folder the model was fine-tuned on")
+    model.to(device)
+    if teacher is not None:
+        teacher.eval().to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    prefix, suffix = split(model, cfg.mode, cfg.trainable_blocks)
+    trainable = freeze_for(model, cfg.mode, cfg.trainable_blocks)
+    use_cache = prefix is not None and cfg.cache_features != "off"
+    if cfg.cache_features == "on" and prefix is None:
+        raise ConfigError(f"cache_features=on needs mode partial or linear on a supported family; "
+                          f"{cfg.model} in mode {cfg.mode} has no frozen prefix to cache")
+    progress.info(f"finetune {cfg.model} ({cfg.mode}, {len(trainable)} trainable tensors) on {len(ds.train)} train / "
+                  f"{len(ds.val)} val images, classes {ds.classes} {ds.train.class_counts()}, input "
+                  f"{contract.size[0]}x{contract.size[1]} {contract.resize}, device {device}")
+    t_train = time.time()  # training time includes computing the feature cache
+    caches = _caches(cfg, prefix, ds, contract, device, teacher) if use_cache else None
+    loop = _Loop(cfg, model, prefix, suffix, ds, contract, device, dist, teacher, caches, _work_dir(out))
+    state, stopped_early = loop.run(resume, t_train)
+    train_seconds = time.time() - t_train
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    model.eval()
+    loop.caches = caches = None  # free the cached features before the final evaluation
+    metrics: dict[str, Any] = {
+        "best_epoch": state.best_epoch, "epochs_run": state.epoch, "stopped_early": stopped_early,
+        "train_seconds": round(train_seconds, 1), "total_seconds": None, "peak_rss_mb": None,
+        "params": sum(p.numel() for p in model.parameters()),
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+    }
+    metrics.update(_final_metrics(cfg, model, ds, contract, device))
+    return Trained(model, contract, ds, metrics, state, device, dist, loop.work)
+
+
+def _caches(cfg: FinetuneConfig, prefix: nn.Module, ds: Dataset, contract: InputContract, device: torch.device,
+            teacher: nn.Module | None) -> tuple[FeatureCache, FeatureCache]:
+    views = _views_for(cfg, contract.size[0] == contract.size[1])
+    t0 = time.time()
+    train_cache = FeatureCache(prefix, ds.train.images, contract, views, device, cfg.channels_last, desc="cache train",
+                               teacher=teacher)
+    val_cache = FeatureCache(prefix, ds.val.images, contract, 1, device, cfg.channels_last, desc="cache val")
+    progress.info(f"cached frozen-prefix outputs for {len(ds.train)} images x {views} views in "
+                  f"{time.time() - t0:.0f}s ({train_cache.features.numel() * 2 / 1e6:.0f} MB)")
+    return train_cache, val_cache
+
+
+def _final_metrics(cfg: FinetuneConfig, model: nn.Module, ds: Dataset, contract: InputContract,
+                   device: torch.device) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, s in (("val", ds.val), ("test", ds.test)):
+        if s is None:
+            continue
+        logits = torch_logits(model, s.images, contract, device=str(device), channels_last=cfg.channels_last,
+                              desc=name)
+        out[name] = classification_metrics(s.labels, logits.argmax(1), ds.classes).to_dict()
+        if cfg.tta_views > 1:
+            logits = torch_logits(model, s.images, contract, tta_views=cfg.tta_views, device=str(device),
+                                  channels_last=cfg.channels_last, desc=f"{name} tta")
+            out[f"{name}_tta"] = classification_metrics(s.labels, logits.argmax(1), ds.classes).to_dict()
+    return out
+
+
+class _Loop:
+    """The epoch loop over one model: optimizer and schedule, checkpoints and resume, early stopping."""
+
+    def __init__(self, cfg: FinetuneConfig, model: nn.Module, prefix: nn.Module | None, suffix: nn.Module | None,
+                 ds: Dataset, contract: InputContract, device: torch.device, dist: Dist, teacher: nn.Module | None,
+                 caches: tuple[FeatureCache, FeatureCache] | None, work: Path) -> None:
+        self.cfg, self.model, self.prefix, self.suffix, self.ds = cfg, model, prefix, suffix, ds
+        self.contract, self.device, self.dist, self.teacher, self.caches, self.work = (contract, device, dist,
+                                                                                        teacher, caches, work)
+        module = suffix if caches is not None else model
+        self.module = module
+        if dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.module = DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
+        self.counts = np.bincount(ds.train.labels, minlength=len(ds.classes)).astype(np.float64)
+        self.weight = None
+        if cfg.class_balance == "weighted_loss":
+            self.weight = torch.tensor(self.counts.sum() / (len(ds.classes) * np.maximum(self.counts, 1)),
+                                       dtype=torch.float32, device=device)
+        per_rank = math.ceil(len(ds.train) / dist.world)
+        steps_per_epoch = max(1, math.ceil(per_rank / (cfg.batch_size * cfg.accum_steps)))
+        self.opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, _lr_lambda(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)))
+        self.amp_dtype = None
+        if device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.grayscale = _grayscale(ds)
+
+    def run(self, resume: bool, t_train: float) -> tuple[TrainState, bool]:
+        """Train to ``cfg.epochs`` or early stop; (the state with the best weights, whether it stopped early)."""
+        cfg = self.cfg
+        ckpt, fingerprint = self.work / "last.pt", cfg.fingerprint()
+        state = TrainState()
+        if resume and ckpt.is_file():
+            state = _load_checkpoint(ckpt, self.model, self.opt, self.sched, fingerprint)
+            progress.info(f"resuming from {ckpt} after epoch {state.epoch}")
+        elif self.dist.main:
+            if self.work.exists():
+                shutil.rmtree(self.work)
+            self.work.mkdir(parents=True)
+        stopped_early = False
+        epoch_bar = progress.bar(total=cfg.epochs, desc="epochs", unit="epoch", leave=True)
+        epoch_bar.update(state.epoch)
+        for epoch in range(state.epoch, cfg.epochs):
+            running, seen = self.epoch(epoch, state, ckpt)
+            metrics, val_loss = self.val_pass()
+            score = _score(metrics, val_loss, cfg.monitor)
+            state.epoch = epoch + 1
+            state.history.append({"epoch": epoch + 1, "train_loss": running / max(seen, 1), "val_loss": val_loss,
+                                  "val_accuracy": metrics.accuracy,
+                                  "val_balanced_accuracy": metrics.balanced_accuracy,
+                                  "lr": self.opt.param_groups[0]["lr"], "seconds": time.time() - t_train})
+            if score > state.best_score:
+                state.best_score, state.best_epoch = score, epoch + 1
+                state.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            epoch_bar.update(1)
+            epoch_bar.set_postfix(loss=f"{running / max(seen, 1):.3f}", val_acc=f"{metrics.accuracy:.3f}",
+                                  val_bal=f"{metrics.balanced_accuracy:.3f}")
+            if self.dist.main:
+                _save_checkpoint(ckpt, self.model, self.opt, self.sched, state, fingerprint)
+            if epoch + 1 - state.best_epoch >= cfg.patience:
+                stopped_early = True
+                progress.info(f"early stop: val {cfg.monitor} has not improved for {cfg.patience} epochs")
+                break
+        epoch_bar.close()
+        return state, stopped_early
+
+    def epoch(self, epoch: int, state: TrainState, ckpt: Path) -> tuple[float, int]:
+        """One pass over the training images; (summed loss, images seen)."""
+        cfg, ds, dist = self.cfg, self.ds, self.dist
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        if cfg.class_balance == "sampler":
+            p = (1.0 / self.counts)[ds.train.labels]
+            order = torch.multinomial(torch.from_numpy(p / p.sum()), len(p), replacement=True, generator=gen).numpy()
+        else:
+            order = torch.randperm(len(ds.train), generator=gen).numpy()
+        order = order[dist.rank::dist.world]
+        set_train_mode(self.model, cfg.mode, cfg.trainable_blocks)
+        if self.prefix is not None:
+            self.prefix.eval()
+        running, seen = 0.0, 0
+        self.opt.zero_grad(set_to_none=True)
+        batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        for step, idx in enumerate(progress.bar(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")):
+            loss = self.loss(idx, gen)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr "
+                                    f"{self.opt.param_groups[0]['lr']:.3g}); lower --lr (now {cfg.lr:g})"
+                                    + (f"; the last good epoch is kept in {ckpt}" if state.epoch else ""))
+            self.scaler.scale(loss / cfg.accum_steps).backward()
+            if (step + 1) % cfg.accum_steps == 0 or step + 1 == len(batches):
+                if cfg.grad_clip:
+                    self.scaler.unscale_(self.opt)
+                    torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                                   cfg.grad_clip)
+                self.scaler.step(self.opt)
+                self.scaler.update()
+                self.opt.zero_grad(set_to_none=True)
+                self.sched.step()
+            running += loss.item() * len(idx)
+            seen += len(idx)
+        return running, seen
+
+    def loss(self, idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
+        """The batch's loss: cross-entropy (class weights, label smoothing), plus distillation with a teacher."""
+        cfg, device = self.cfg, self.device
+        y = torch.from_numpy(self.ds.train.labels[idx]).to(device)
+        soft = None
+        if self.caches is not None:
+            x, soft = self.caches[0].batch(idx, gen)
+            x = x.to(device)
+        else:
+            x = aug.apply(to_tensor(self.ds.train.images[idx]), cfg.augment, gen, grayscale=self.grayscale).to(device)
+            x = normalize(x, self.contract)
+        if cfg.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            if self.teacher is not None and soft is None:
+                with torch.no_grad():
+                    soft = self.teacher(x).float()
+            logits = self.module(x)
+            loss = F.cross_entropy(logits.float(), y, weight=self.weight, label_smoothing=cfg.label_smoothing)
+            if soft is not None:
+                loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * distillation_loss(
+                    logits.float(), soft.to(device), cfg.distill_temperature)
+        return loss
+
+    def val_pass(self) -> tuple[Classification, float]:
+        model, ds, device = self.model, self.ds, self.device
+        model.eval()
+        with torch.no_grad():
+            if self.caches is not None:
+                val_cache = self.caches[1]
+                logits = torch.cat([self.suffix(val_cache.batch(np.arange(i, min(i + 256, len(ds.val))), None)[0]
+                                                .to(device)).float().cpu() for i in range(0, len(ds.val), 256)])
+            else:
+                logits = torch.from_numpy(torch_logits(model, ds.val.images, self.contract, device=str(device),
+                                                       channels_last=self.cfg.channels_last, desc="val"))
+        labels = torch.from_numpy(ds.val.labels)
+        loss = float(F.cross_entropy(logits, labels))
+        return classification_metrics(ds.val.labels, logits.argmax(1).numpy(), ds.classes), loss
+
+
+def save(trained: Trained, out: Path, meta: Meta, force: bool = False) -> Artifact:
+    """Write the trained model as a torch artifact (the main process of a torchrun launch only) and remove the
+    checkpoints; the other processes wait for it and get the artifact's description."""
+    if trained.dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+    if not trained.dist.main:
+        return Artifact(path=out, meta=meta)
+    trained.model.to("cpu", memory_format=torch.contiguous_format)
+    artifact = save_artifact(trained.model, out, meta, force=force)
+    shutil.rmtree(trained.work, ignore_errors=True)
+    return artifact
+
+
+def data_extra(trained: Trained, cfg: FinetuneConfig) -> dict[str, Any]:
+    """What every trained artifact records beside its metrics: TTA views, the epoch history, the data's counts."""
+    ds = trained.data
+    return {"tta_views": cfg.tta_views, "history": trained.state.history,
+            "data_counts": {s.name: s.class_counts() for s in (ds.train, ds.val, ds.test) if s is not None}}
+
+
+def finish_metrics(trained: Trained, t_start: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The trained metrics with a stage's own, the stage's total time and the process's peak memory."""
+    metrics = {**trained.metrics, **(extra or {})}
+    metrics["total_seconds"] = round(time.time() - t_start, 1)
+    metrics["peak_rss_mb"] = round(peak_rss_mb(), 0)
+    return metrics
+
+
+def retrain(parent: Artifact, model: nn.Module, cfg: FinetuneConfig, data: str | os.PathLike, out: Path, *,
+            stage: str, lineage_params: dict[str, Any], teacher: nn.Module | None = None,
+            extra_meta: dict[str, Any] | None = None, extra_metrics: dict[str, Any] | None = None,
+            force: bool = False) -> Artifact:
+    """Train ``model``, derived from ``parent`` (pruned, fake-quantized), on the parent's classes and input
+    contract, and write it at ``out`` as stage ``stage`` of the parent's lineage: pruning recovery and QAT."""
+    t_start = time.time()
+    device, dist = setup(cfg)
+    trained = train(cfg, data, out, model, parent.meta.input, device, dist, classes=parent.meta.class_names,
+                    teacher=teacher)
+    extra = data_extra(trained, cfg)
+    if "pruned_spec" in parent.meta.extra:  # the architecture's shape travels on
+        extra["pruned_spec"] = parent.meta.extra["pruned_spec"]
+    extra.update(extra_meta or {})
+    meta = Meta(kind="torch", arch=parent.meta.arch, class_names=trained.data.classes, input=parent.meta.input,
+                lineage=parent.stage_record(stage, {**lineage_params, "data": str(data)}),
+                metrics=finish_metrics(trained, t_start, extra_metrics), extra=extra)
+    return save(trained, out, meta, force=force)
+
+
+def _grayscale(ds: Dataset) -> bool:
+    """True when the source images carry no colour (all channels equal), so colour jitter stays off."""
+    sample = ds.train.images[: min(16, len(ds.train.images))]
+    return sample.shape[-1] == 1 or bool(np.all(sample[..., :1] == sample))
