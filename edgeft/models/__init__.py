@@ -102,7 +102,9 @@ def default_contract(arch: str) -> InputContract:
 def resolve_weights(arch: str, weights: str | os.PathLike | None) -> str | os.PathLike | None:
     """``auto`` becomes the weights an installed package ships for ``arch``; an architecture without them must
     name its weights, and is told so before anything is loaded or decoded."""
-    if weights is None or str(weights) != "auto":
+    if weights is None or str(weights).lower() == "none":
+        return None
+    if str(weights) != "auto":
         return weights
     if arch in packaged.PACKAGED:
         return f"package:{arch}"
