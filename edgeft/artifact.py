@@ -211,9 +211,10 @@ def save(out: str | os.PathLike, meta: Meta, write_model: Callable[[Path], None]
     return Artifact(path=Path(out), meta=meta)
 
 
-def update_metrics(artifact: Artifact, metrics: dict[str, Any]) -> None:
-    """Merge ``metrics`` into an existing artifact's meta.json, atomically (write temp file, rename)."""
+def update_metrics(artifact: Artifact, metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    """Merge ``metrics`` (and ``extra``) into an existing artifact's meta.json, atomically (temp file, rename)."""
     artifact.meta.metrics.update(metrics)
+    artifact.meta.extra.update(extra or {})
     target = artifact.path / META_FILE
     fd, tmp = tempfile.mkstemp(prefix=".meta.", suffix=".json", dir=artifact.path)
     try:

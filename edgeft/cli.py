@@ -432,7 +432,8 @@ def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("source")
 @click.option("--backend", default="auto", show_default=True,
-              help="auto (the fastest that runs here) or one of tensorrt, ort-trt, ort-cuda, ort-cpu, torch-cuda, torch.")
+              help="auto (the fastest that runs here; on a CPU the runtime `edgeft bench` measured fastest for this model "
+                   "on this machine) or one of tensorrt, ort-trt, ort-cuda, ort-cpu, ov-cpu, ov-gpu, torch-cuda, torch.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Frames per inference call.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), help="JSON lines file (default: stdout).")
 @click.option("--threads", type=int, default=None, help="CPU threads for the backend.")
@@ -481,7 +482,7 @@ def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path
     src = resolve(source, source_name)
     predictor = Predictor(model, backend=backend, threads=threads, contract=contract,
                           class_names=classes.split(",") if classes else None)
-    progress.info(f"backend: {predictor.backend_name}")
+    progress.info(f"backend: {predictor.backend_name} ({predictor.backend_reason})")
     metrics = server = None
     if metrics_port is not None:
         metrics = LineMetrics(src.name, predictor.backend_name, predictor.class_names)
@@ -515,7 +516,8 @@ def _int_list(value: str, option: str) -> list[int]:
 @cli.command("bench")
 @click.argument("models", nargs=-1, required=True)
 @click.option("--backend", "backends", multiple=True, default=BenchConfig().backends, show_default=True,
-              help="auto, ort-cpu, ort-cuda, ort-trt, torch, torch-cuda (repeatable).")
+              help="auto, ort-cpu, ov-cpu, ov-gpu, ort-cuda, ort-trt, tensorrt, torch, torch-cuda (repeatable). "
+                   "An artifact measured on ort-cpu and ov-cpu keeps which ran it faster on this machine.")
 @click.option("--batch", "batches", default=",".join(map(str, BenchConfig().batches)), show_default=True,
               help="Batch sizes, e.g. 1,8.")
 @click.option("--warmup-s", type=float, default=BenchConfig.warmup_s, show_default=True)

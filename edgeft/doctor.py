@@ -81,6 +81,19 @@ def check_onnxruntime() -> Check:
     return Check("onnxruntime", True, ort.__version__, detail)
 
 
+def check_openvino() -> Check:
+    ov, err = _import("openvino")
+    if ov is None:
+        return Check("openvino", False, detail="not installed: pip install 'edgeft[openvino]'",
+                     disables=["--backend ov-cpu / ov-gpu (OpenVINO)"])
+    try:
+        devices = list(ov.Core().available_devices)
+    except RuntimeError as e:
+        return Check("openvino", False, ov.__version__, f"installed but cannot start: {str(e).splitlines()[0][:120]}",
+                     disables=["--backend ov-cpu / ov-gpu (OpenVINO)"])
+    return Check("openvino", True, ov.__version__.split("-")[0], f"devices: {', '.join(devices) or 'none'}")
+
+
 # A one-node ONNX model (Identity, opset 17), serialized: probing a provider must not need the onnx package,
 # which the runtime-only install does not have.
 _PROBE_MODEL = "CAg6OwoQCgF4EgF5IghJZGVudGl0eRIFcHJvYmVaDwoBeBIKCggIARIECgIIAWIPCgF5EgoKCAgBEgQKAggBQgQKABAR"
@@ -127,6 +140,7 @@ def run_checks() -> list[Check]:
     checks.append(check_module("onnx", "onnx", "onnx", ["export", "quantize"],
                                hint="not installed: pip install 'edgeft[onnx]'"))
     checks.append(check_onnxruntime())
+    checks.append(check_openvino())
     checks.append(check_module("torch-pruning", "torch_pruning", "torch-pruning", ["prune"],
                                hint="not installed: pip install 'edgeft[prune]'"))
     checks.append(check_tensorrt())

@@ -53,14 +53,14 @@ def test_dockerignore_keeps_the_build_context_small():
 
 @pytest.fixture(scope="module")
 def runtime_venv(tmp_path_factory):
-    """A fresh venv with `pip install edgeft[runtime]` (exact versions from the constraints file)."""
+    """A fresh venv with `pip install edgeft[runtime,openvino]` (exact versions from the constraints file)."""
     venv = tmp_path_factory.mktemp("runtime") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     src = tmp_path_factory.mktemp("src")  # a copy, so the build leaves nothing in the working tree
     for item in ("pyproject.toml", "README.md", "edgeft", "requirements"):
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, src / item)
     r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-                        "-c", str(src / "requirements" / "constraints.txt"), f"{src}[runtime]"],
+                        "-c", str(src / "requirements" / "constraints.txt"), f"{src}[runtime,openvino]"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     return venv
@@ -109,3 +109,10 @@ print(json.dumps({{"backend": p.backend_name, "label": out[0].label, "torch": "t
     assert r.returncode == 2 and "pip install 'edgeft[train]'" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = subprocess.run([edgeft, "doctor", "--require", "ort-cpu"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+    # OpenVINO runs the same artifact without torch too
+    r = subprocess.run([edgeft, "-q", "infer", str(exported.path), str(tiny_data / "test" / "bad"), "--backend",
+                        "ov-cpu"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    assert {line["backend"] for line in lines} == {"ov-cpu"} and len(lines) == len(list((tiny_data / "test" /
+                                                                                          "bad").glob("*.png")))

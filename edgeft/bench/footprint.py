@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 # What each CPU backend imports before a model is loaded: the baseline the model's memory is counted above.
-RUNTIME_MODULES = {"ort-cpu": ("numpy", "onnxruntime"), "torch": ("numpy", "torch", "timm", "edgeft.models")}
+RUNTIME_MODULES = {"ort-cpu": ("numpy", "onnxruntime"), "ov-cpu": ("numpy", "openvino"),
+                   "torch": ("numpy", "torch", "timm", "edgeft.models")}
 
 
 def model_mb(row: dict[str, Any]) -> float | None:

@@ -240,9 +240,11 @@ def _merge_rounds(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def bench(models: list[str], cfg: BenchConfig, pairs: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+def bench(models: list[str], cfg: BenchConfig, pairs: list[tuple[str, str]] | None = None,
+          record: bool = True) -> dict[str, Any]:
     """Every model x backend x batch (or the given (model, backend) ``pairs`` x batch), ``cfg.rounds`` times
-    interleaved, so models compared with each other see the same machine state; returns the results document."""
+    interleaved, so models compared with each other see the same machine state; returns the results document.
+    With ``record``, an artifact measured on both CPU runtimes keeps which was faster on this machine."""
     from edgeft.bench.tegrastats import TegrastatsSampler
     from edgeft.runtime.backends import lookup
 
@@ -284,9 +286,52 @@ def bench(models: list[str], cfg: BenchConfig, pairs: list[tuple[str, str]] | No
                                               cfg.threads)):
             row["memory"]["footprint"] = fp_row
     fp["reference_ms"] = round(statistics.median([ref_before, reference_workload_ms()]), 5)
-    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "device": fp, "config": asdict(cfg), "results": rows}
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    fastest = fastest_cpu_runtimes(rows, created)
+    if record:
+        _record_cpu_runtimes(fastest, resolved)
+    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": created, "device": fp,
+            "config": asdict(cfg), "results": rows, "cpu_runtime": fastest}
+
+
+def fastest_cpu_runtimes(rows: list[dict[str, Any]], when: str) -> dict[str, dict[str, Any]]:
+    """Per model measured on more than one CPU runtime (ONNX Runtime, OpenVINO) at batch 1: which ran it faster,
+    by the median of the per-round paired ratios (each round's rows measured seconds apart, one machine state)."""
+    from edgeft.runtime.backends import CPU_BACKENDS, machine_key
+
+    out: dict[str, dict[str, Any]] = {}
+    for model in dict.fromkeys(r["model"] for r in rows):
+        ok = {r["backend"]: r for r in rows if r["model"] == model and r["batch"] == 1 and r["status"] == "ok"
+              and r["backend"] in CPU_BACKENDS and r.get("round_p50_ms")}
+        if len(ok) < 2:
+            continue
+        (a, ra), (b, rb) = sorted(ok.items())[:2]
+        if len(ra["round_p50_ms"]) != len(rb["round_p50_ms"]):
+            continue
+        ratios = [x / y for x, y in zip(ra["round_p50_ms"], rb["round_p50_ms"])]  # > 1: b is faster
+        median = statistics.median(ratios)
+        fast, slow, ratio = (b, a, median) if median > 1 else (a, b, 1 / median)
+        spread = sorted(ratios) if fast == b else sorted(1 / r for r in ratios)
+        out[model] = {"machine": machine_key(), "fastest": fast, "other": slow, "ratio": round(ratio, 3),
+                      "range": [round(spread[0], 3), round(spread[-1], 3)], "rounds": len(ratios),
+                      "p50_ms": {k: round(Latency.from_dict(v["latency_ms"]).p50, 4) for k, v in ok.items()},
+                      "measured": when}
+    return out
+
+
+def _record_cpu_runtimes(fastest: dict[str, dict[str, Any]], resolved: dict[str, Any]) -> None:
+    """Write each artifact's measured fastest CPU runtime into its meta.json (per machine), where
+    ``Predictor(backend="auto")`` finds it; bare .onnx files have nowhere to keep it."""
+    from edgeft import artifact
+
+    for model, record in fastest.items():
+        artifact_dir = resolved[model][1]
+        if artifact_dir is None:
+            continue
+        a = artifact.load(artifact_dir)
+        runtimes = dict(a.meta.extra.get("cpu_runtime") or {})
+        runtimes[record["machine"]] = {k: v for k, v in record.items() if k != "machine"}
+        artifact.update_metrics(a, {}, extra={"cpu_runtime": runtimes})
 
 
 def load_results(path: str | os.PathLike) -> dict[str, Any]:
@@ -319,4 +364,13 @@ def table(doc: dict[str, Any]) -> str:
         mem = f"{own:>8.0f}" if own is not None else f"{'':>8}"
         lines.append(f"{name:<40} {r['backend']:<9} {r['batch']:>5} {lat.p50:>9.3f} {lat.p90:>9.3f} "
                      f"{lat.p99:>9.3f} {lat.throughput_ips:>9.1f} {mem}  ok")
+    for model, f in (doc.get("cpu_runtime") or {}).items():
+        lines.append(cpu_runtime_text(Path(model).name or model, f))
     return "\n".join(lines)
+
+
+def cpu_runtime_text(name: str, record: dict[str, Any]) -> str:
+    """One sentence: which CPU runtime ran a model faster here, by how much, over how many paired rounds."""
+    return (f"fastest CPU runtime for {name} on this machine: {record['fastest']}, {record['ratio']:.2f}x over "
+            f"{record['other']} (median of {record['rounds']} paired rounds, range {record['range'][0]:.2f}-"
+            f"{record['range'][1]:.2f})")

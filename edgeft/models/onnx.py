@@ -17,7 +17,7 @@ from pathlib import Path
 from edgeft import artifact as art
 from edgeft.contract import InputContract
 from edgeft.errors import DependencyError, EdgeftError
-from edgeft.runtime.predictor import ONNX_META_KEY  # noqa: F401 (the key the runtime reads)
+from edgeft.runtime.runner import ONNX_META_KEY  # noqa: F401 (the key the runtime reads)
 
 
 def export_onnx(model, contract: InputContract, path: str | os.PathLike, opset: int = 17,

@@ -17,6 +17,7 @@ from typing import Any
 
 from edgeft import artifact as art
 from edgeft.bench.footprint import model_mb
+from edgeft.bench.harness import cpu_runtime_text
 from edgeft.errors import DependencyError, EdgeftError
 from edgeft.metrics import Classification, Landing, Latency, landing_text, read, split_metrics
 
@@ -212,7 +213,8 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def headline(rows: list[Row], gates: list[dict[str, Any]]) -> list[str]:
+def headline(rows: list[Row], gates: list[dict[str, Any]],
+             cpu_runtimes: dict[str, Any] | None = None) -> list[str]:
     """Plain sentences: what the final model gained over the fine-tuned one, and the gates."""
     out = []
     final = _final(rows, lambda r: r.accuracy is not None)
@@ -241,6 +243,9 @@ def headline(rows: list[Row], gates: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         if r.pruning:
             out.append(f"Pruning ({r.step}) {landing_text(r.pruning)}.")
+    for model, record in (cpu_runtimes or {}).items():
+        text = cpu_runtime_text(Path(model).name, record)
+        out.append(text[0].upper() + text[1:] + ".")
     if gates:
         failed = [g for g in gates if g["status"] == "fail"]
         out.append("Gates: " + ("FAILED — " + "; ".join(f"{g['gate']} = {g['value']} (limit {g['limit']})"
@@ -350,7 +355,7 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
         raise EdgeftError(f"no stage in {run} produced a model to report on")
     classes = art.load(run / rows[0].step).meta.class_names
     header, body = table(rows)
-    lines = headline(rows, gates) + [stage_time(results)]
+    lines = headline(rows, gates, (doc or {}).get("cpu_runtime")) + [stage_time(results)]
     svg = pareto_svg(rows)
     device = (doc or {}).get("device") or {}
     gate_header = ["gate", "limit", "value", "model", "status", "detail"]

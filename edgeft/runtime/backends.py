@@ -12,12 +12,12 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from edgeft.errors import ArtifactError, ConfigError, DependencyError, close_matches
-from edgeft.runtime.runner import Runner
+from edgeft.runtime.runner import ONNX_META_KEY, Runner
 
 
 class OrtRunner(Runner):
@@ -43,6 +43,12 @@ class OrtRunner(Runner):
 
     def deactivate(self) -> None:
         self.session = None
+
+    def metadata(self) -> dict | None:
+        import json
+
+        raw = self.session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY) if self.session else None
+        return json.loads(raw) if raw else None
 
 
 class TorchRunner(Runner):
@@ -124,6 +130,22 @@ def _tensorrt_runner(f: Path, a: Path | None, t: int | None) -> Runner:
     return TensorRTRunner(f, a)
 
 
+def _openvino_runner(device: str):
+    def make(f: Path, a: Path | None, t: int | None) -> Runner:
+        from edgeft.runtime.openvino import OpenVINORunner
+
+        return OpenVINORunner(f, device, t)
+    return make
+
+
+def _openvino(device: str) -> Callable[[], bool]:
+    def available() -> bool:
+        from edgeft.runtime.openvino import available_devices
+
+        return any(d.split(".")[0] == device for d in available_devices())
+    return available
+
+
 def _ort_providers() -> list[str]:
     if importlib.util.find_spec("onnxruntime") is None:
         return []
@@ -149,13 +171,19 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             lambda f, a, t: OrtRunner(f, "TensorrtExecutionProvider", t), "ONNX Runtime, TensorRT provider"),
     Backend("ort-cpu", "model.onnx", lambda: "CPUExecutionProvider" in _ort_providers(),
             lambda f, a, t: OrtRunner(f, "CPUExecutionProvider", t), "ONNX Runtime on the CPU"),
+    Backend("ov-cpu", "model.onnx", _openvino("CPU"), _openvino_runner("CPU"),
+            "OpenVINO on the CPU (pip install 'edgeft[openvino]')"),
+    Backend("ov-gpu", "model.onnx", _openvino("GPU"), _openvino_runner("GPU"),
+            "OpenVINO on an Intel GPU (openvino and the GPU's driver)"),
     Backend("torch", "model.pt", lambda: importlib.util.find_spec("torch") is not None,
             lambda f, a, t: TorchRunner(a, t), "PyTorch eager (reference; needs torch and timm)"),
     Backend("torch-cuda", "model.pt", _torch_cuda, lambda f, a, t: TorchRunner(a, t, device="cuda"),
             "PyTorch eager on an NVIDIA GPU"),
 )}
-# "auto" tries these in order: the GPU providers first, then ONNX Runtime on the CPU, then PyTorch.
-AUTO_ORDER = ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu", "torch-cuda", "torch")
+# "auto" tries these in order: the NVIDIA GPU runtimes first, then the CPU runtimes (ONNX Runtime, OpenVINO: the one
+# measured fastest for the model on this machine, when a measurement exists), OpenVINO on an Intel GPU, PyTorch.
+AUTO_ORDER = ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu", "ov-cpu", "ov-gpu", "torch-cuda", "torch")
+CPU_BACKENDS = ("ort-cpu", "ov-cpu")
 
 
 def lookup(name: str) -> Backend:
@@ -165,8 +193,15 @@ def lookup(name: str) -> Backend:
     return BACKENDS[name]
 
 
-def choose(name: str, files: dict[str, Path]) -> Backend:
-    """The backend to use for the model files present; ``auto`` picks the first available in AUTO_ORDER."""
+def choose(name: str, files: dict[str, Path], measured: dict[str, Any] | None = None) -> Backend:
+    """The backend to use for the model files present; ``auto`` picks the first available in AUTO_ORDER, and on
+    the CPU the runtime ``measured`` fastest for this model on this machine (:func:`fastest_cpu_runtime`)."""
+    return choose_with_reason(name, files, measured)[0]
+
+
+def choose_with_reason(name: str, files: dict[str, Path],
+                       measured: dict[str, Any] | None = None) -> tuple[Backend, str]:
+    """:func:`choose`, and in words why that backend (for ``auto``)."""
     if name != "auto":
         b = lookup(name)
         if b.model_file not in files:
@@ -174,13 +209,30 @@ def choose(name: str, files: dict[str, Path]) -> Backend:
                               f"(it has {', '.join(files) or 'no model file'})")
         if not b.available():
             raise DependencyError(f"backend {name} is not available here ({b.description}); run `edgeft doctor`")
-        return b
-    for candidate in AUTO_ORDER:
-        b = BACKENDS[candidate]
-        if b.model_file in files and b.available():
-            return b
-    raise DependencyError(f"no backend can run {', '.join(files) or 'this artifact'} here: install onnxruntime "
-                          "(pip install 'edgeft[onnx]') or run `edgeft doctor`")
+        return b, "asked for"
+    first = next((BACKENDS[c] for c in AUTO_ORDER if BACKENDS[c].model_file in files and BACKENDS[c].available()),
+                 None)
+    if first is None:
+        raise DependencyError(f"no backend can run {', '.join(files) or 'this artifact'} here: install onnxruntime "
+                              "(pip install 'edgeft[onnx]') or run `edgeft doctor`")
+    if first.name not in CPU_BACKENDS:
+        return first, "the first of the automatic order available here"
+    record = (measured or {}).get(machine_key())
+    if not record:
+        why = "no CPU runtime measurement for this machine" if measured else "no CPU runtime measured for this model"
+        return first, f"{why} (edgeft bench with --backend ort-cpu --backend ov-cpu records one); default order"
+    fastest = BACKENDS.get(record["fastest"])
+    if fastest is None or not fastest.available() or fastest.model_file not in files:
+        return first, f"measured fastest here was {record['fastest']}, which is not available now; default order"
+    return fastest, (f"measured fastest on this machine: {record['fastest']}, median of {record['rounds']} paired "
+                     f"rounds {record['ratio']:.2f}x ({record['measured']})")
+
+
+def machine_key() -> str:
+    """The machine a CPU runtime measurement belongs to: its CPU model and core count."""
+    from edgeft.host import cpu_model
+
+    return f"{cpu_model() or 'unknown CPU'} x{os.cpu_count()}"
 
 
 def model_files(spec: str) -> tuple[dict[str, Path], Path | None, tuple[int, ...] | None]:

@@ -7,7 +7,6 @@ the ``torch`` backend is asked for.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,8 @@ import numpy as np
 
 from edgeft.contract import InputContract
 from edgeft.errors import ArtifactError, ConfigError
-from edgeft.runtime.backends import Runner, choose
-
-ONNX_META_KEY = "edgeft"
+from edgeft.runtime.backends import choose_with_reason
+from edgeft.runtime.runner import ONNX_META_KEY, Runner  # noqa: F401 (ONNX_META_KEY: where readers find it)
 
 
 @dataclass
@@ -31,14 +29,6 @@ class Prediction:
 
     def to_dict(self) -> dict:
         return {"label": self.label, "index": self.index, "score": self.score, "probabilities": self.probabilities}
-
-
-def _onnx_metadata(session) -> dict | None:
-    """The edgeft metadata stored in an ONNX file, read from the ONNX Runtime session that runs it."""
-    if session is None:
-        return None
-    raw = session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
-    return json.loads(raw) if raw else None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -70,11 +60,12 @@ class Predictor:
             files["model.onnx"] = p
         else:
             raise ArtifactError(f"model not found: {p}; pass an artifact directory or a .onnx file")
-        self.backend = choose(backend, files)
+        measured = a.meta.extra.get("cpu_runtime") if artifact_dir is not None else None
+        self.backend, self.backend_reason = choose_with_reason(backend, files, measured)
         self.runner: Runner = self.backend.make(files[self.backend.model_file], artifact_dir, threads)
         self.runner.activate()
-        if artifact_dir is None:  # a bare .onnx: its metadata comes from the session that runs it
-            meta = _onnx_metadata(getattr(self.runner, "session", None))
+        if artifact_dir is None:  # a bare .onnx: its metadata comes from the runtime that reads it
+            meta = self.runner.metadata()
             if meta is None and (contract is None or class_names is None):
                 self.runner.deactivate()
                 raise ArtifactError(f"{p} carries no edgeft metadata; pass the input contract (--input-size, --mean, "

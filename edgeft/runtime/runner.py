@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+ONNX_META_KEY = "edgeft"  # the metadata_props key of an ONNX file that holds its class names and input contract
+
 
 class Runner:
     """The protocol every backend implements."""
@@ -20,6 +22,10 @@ class Runner:
 
     def deactivate(self) -> None:
         pass
+
+    def metadata(self) -> dict | None:
+        """The edgeft metadata (class names, input contract) the model file carries, where the runtime reads it."""
+        return None
 
     def __enter__(self) -> "Runner":
         self.activate()

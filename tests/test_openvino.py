@@ -1,0 +1,126 @@
+"""OpenVINO as a CPU backend: the same ONNX artifacts (FP32 and INT8 QDQ) through ov-cpu, measured side by side
+with ONNX Runtime, and auto choosing the runtime measured fastest for the model on this machine."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgeft.runtime import Predictor
+from edgeft.runtime import backends as backends_mod
+from tests.conftest import assert_one_line_error
+
+pytest.importorskip("openvino", reason="OpenVINO is not installed here (pip install 'edgeft[openvino]')")
+
+
+def _frames(n=4):
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (32, 32), dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    """A tiny model trained on the bar images, FP32 ONNX and INT8 QDQ (real logits, not a random model's ~0)."""
+    from edgeft.data import calibration
+    from edgeft.export.stage import export
+    from edgeft.finetune import FinetuneConfig, finetune
+    from edgeft.quantize.ptq import QuantizeConfig, quantize
+
+    root = tmp_path_factory.mktemp("ov")
+    ft = finetune(FinetuneConfig(model="test_efficientnet", weights=None, mode="full", image_size=32,
+                                 resize="stretch", batch_size=8, epochs=6, lr=3e-3, threads=2), tiny_data, root / "ft")
+    onnx_art = export(ft.path, root / "onnx", dynamic_batch=True)
+    calibration.save(calibration.create(tiny_data, n=16), root / "calib.json")
+    int8 = quantize(onnx_art.path, root / "int8", QuantizeConfig(auto_exclude=False), root / "calib.json", tiny_data)
+    return ft, onnx_art, int8
+
+
+def test_ov_cpu_agrees_with_pytorch_and_onnx_runtime_on_fp32_and_int8(cli, trained, tiny_data):
+    """compare-backends runs ov-cpu as one row of the table, on real images, by the precision's parity rule."""
+    from edgeft.data import load_split
+    from edgeft.parity import compare
+
+    ft, onnx_art, int8 = trained
+    r = cli("compare-backends", onnx_art.path, "--data", tiny_data, "--reference", ft.path)
+    rows = {line.split()[0]: line for line in r.output.splitlines()[1:]}
+    assert r.exit_code == 0 and "precision fp32" in r.output, r.output
+    assert rows["ov-cpu"].split()[1] == "pass" and rows["ort-cpu"].split()[1] == "pass", r.output
+    # the INT8 QDQ graph: OpenVINO computes what ONNX Runtime computes (PyTorch FP32 is no reference for INT8)
+    images = load_split(tiny_data, "test", int8.meta.input).images
+    ov = Predictor(int8.path, backend="ov-cpu")
+    assert ov.backend_name == "ov-cpu" and ov.backend_reason == "asked for"
+    x = int8.meta.input.normalize(images)
+    p = compare(Predictor(int8.path, backend="ort-cpu").runner.infer(x), ov.runner.infer(x), "int8")
+    # the two runtimes round INT8 differently; the decisions agree and the logits within 10% of their scale
+    assert p.agreement == 1.0 and p.max_rel_diff < 0.1, p.explain()
+
+
+def test_a_bare_onnx_file_keeps_its_metadata_under_openvino(tiny_onnx):
+    p = Predictor(tiny_onnx.model_path, backend="ov-cpu")
+    assert p.class_names == ["bad", "good"] and p.contract == tiny_onnx.meta.input
+    assert p.predict(_frames(1))[0].label in ("bad", "good")
+
+
+def test_bench_records_the_fastest_cpu_runtime_and_auto_uses_it(cli, tiny_onnx, tmp_path, monkeypatch):
+    import shutil
+
+    art = tmp_path / "model"
+    shutil.copytree(tiny_onnx.path, art)
+    r = cli("bench", art, "--backend", "ort-cpu", "--backend", "ov-cpu", "--iters", "20", "--warmup-s", "0.05",
+            "--rounds", "3", "--no-memory", "--out", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "r.json").read_text())
+    record = doc["cpu_runtime"][str(art)]
+    assert record["fastest"] in ("ort-cpu", "ov-cpu") and record["rounds"] == 3 and record["ratio"] >= 1
+    assert "fastest CPU runtime for model on this machine" in r.output
+    stored = json.loads((art / "meta.json").read_text())["extra"]["cpu_runtime"]
+    assert stored[backends_mod.machine_key()]["fastest"] == record["fastest"]
+    p = Predictor(art)
+    assert p.backend_name == record["fastest"] and "measured fastest on this machine" in p.backend_reason
+    # a measurement from another machine is not this one's: default order, and it says why
+    monkeypatch.setattr(backends_mod, "machine_key", lambda: "another CPU x64")
+    p = Predictor(art)
+    assert p.backend_name == "ort-cpu" and "no CPU runtime measurement for this machine" in p.backend_reason
+
+
+def test_openvino_missing_falls_back_with_a_reason(cli, tiny_onnx, tmp_path, monkeypatch):
+    import shutil
+
+    from edgeft import artifact
+
+    art = tmp_path / "model"
+    shutil.copytree(tiny_onnx.path, art)
+    a = artifact.load(art)
+    artifact.update_metrics(a, {}, extra={"cpu_runtime": {backends_mod.machine_key(): {
+        "fastest": "ov-cpu", "other": "ort-cpu", "ratio": 1.2, "range": [1.1, 1.3], "rounds": 15,
+        "measured": "2026-12-01"}}})
+    monkeypatch.setitem(backends_mod.BACKENDS, "ov-cpu",
+                        backends_mod.Backend("ov-cpu", "model.onnx", lambda: False, lambda f, a, t: None, "OpenVINO"))
+    p = Predictor(art)
+    assert p.backend_name == "ort-cpu" and "ov-cpu, which is not available now" in p.backend_reason
+    assert_one_line_error(cli("infer", art, "x.png", "--backend", "ov-cpu"), "backend ov-cpu is not available here")
+    r = cli("bench", art, "--backend", "ov-cpu", "--iters", "5", "--no-memory")
+    assert r.exit_code == 0 and "skipped" in r.output
+
+
+def test_bad_input_is_one_line(cli, tiny_onnx, tmp_path):
+    import onnx
+    from onnx import helper
+
+    from edgeft.errors import ConfigError
+    from edgeft.runtime.openvino import OpenVINORunner
+
+    with pytest.raises(ConfigError, match="OpenVINO has no device 'NPU7' here"):
+        OpenVINORunner(tiny_onnx.model_path, "NPU7").activate()
+    # a model with an op OpenVINO cannot read
+    node = helper.make_node("Frobnicate", ["input"], ["logits"], domain="com.example")
+    tensor = helper.make_tensor_value_info
+    graph = helper.make_graph([node], "g", [tensor("input", onnx.TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [tensor("logits", onnx.TensorProto.FLOAT, [1, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    onnx.save(model, tmp_path / "odd.onnx")
+    r = cli("infer", tmp_path / "odd.onnx", "x.png", "--backend", "ov-cpu", "--input-size", "32", "--mean",
+            "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--classes", "a,b")
+    assert_one_line_error(r, "OpenVINO cannot read", "run it on ort-cpu instead")
