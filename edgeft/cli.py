@@ -608,10 +608,18 @@ def compare_backends_cmd(artifacts: tuple[Path, ...], data: Path, reference_dir:
         raise ArtifactError("no PyTorch reference found; pass --reference with the fine-tuned artifact")
     ref = art_mod.load(reference_dir, kind="torch")
     split = "test" if "test" in find_splits(data) else "val"
-    images = load_split(data, split, ref.meta.input, classes=ref.meta.class_names, limit=n_images).images
+    prepared: dict[str, object] = {}
+
+    def images_for(contract):  # the same files, prepared per each model's contract (gray input, other sizes)
+        key = json.dumps(contract.to_dict(), sort_keys=True)
+        if key not in prepared:
+            prepared[key] = load_split(data, split, contract, classes=ref.meta.class_names, limit=n_images).images
+        return prepared[key]
+
+    images = images_for(ref.meta.input)
     reference = torch_logits(from_artifact(ref), images, ref.meta.input, 32, 1, "cpu", False, desc="reference")
     precision = max((precision_of(a.meta) for a in loaded), key=["fp32", "fp16", "int8"].index)
-    rows = compare_backends([a.path for a in loaded], images, ref.meta.input, reference, precision)
+    rows = compare_backends([a.path for a in loaded], images_for, reference, precision)
     click.echo(render(rows, precision))
     if any(r.status == "fail" for r in rows):
         sys.exit(1)

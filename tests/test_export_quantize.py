@@ -372,6 +372,16 @@ def test_gray_input_export_is_exact_on_grayscale_images_and_flows_downstream(tin
     assert row["status"] == "ok" and row["input_shape"] == [1, 1, 32, 32]
 
 
+def test_compare_backends_feeds_a_gray_input_model_gray_images(cli, tiny_data, tmp_path):
+    """Against the RGB PyTorch reference, a 1-channel ONNX model gets the images prepared per its own contract
+    (it was fed the reference's 3-channel batch and failed on every backend)."""
+    parent = _gray_ready_artifact(tmp_path / "ft")
+    gray = export(parent.path, tmp_path / "gray", data=tiny_data, gray_input=True)
+    r = cli("compare-backends", gray.path, "--data", tiny_data, "--reference", parent.path)
+    rows = {line.split()[0]: line.split()[1] for line in r.output.splitlines()[1:]}
+    assert r.exit_code == 0 and rows["ort-cpu"] == "pass", r.output
+
+
 def test_gray_input_refuses_colour_images_and_unequal_normalisation(tmp_path):
     import cv2
     import numpy as np

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -28,13 +28,14 @@ class BackendCheck:
     reason: str = ""
 
 
-def compare_backends(model_dirs: list[Path], images: np.ndarray, contract, reference_logits: np.ndarray,
+def compare_backends(model_dirs: list[Path], images_for: Callable[[Any], np.ndarray], reference_logits: np.ndarray,
                      precision: str) -> list[BackendCheck]:
-    """Run ``images`` (prepared, NHWC) through every backend that can run one of ``model_dirs``."""
+    """Run the same real images through every backend that can run one of ``model_dirs``. ``images_for(contract)``
+    gives them prepared (NHWC) per a model's own input contract, in one order: a gray-input ONNX model gets the
+    images prepared as its camera would deliver them, not the RGB reference's."""
     from edgeft import artifact
     from edgeft.errors import EdgeftError
 
-    x = contract.normalize(images)
     out: list[BackendCheck] = []
     for name, backend in BACKENDS.items():
         art_dir = next((d for d in model_dirs if artifact.load(d).meta.model_file == backend.model_file), None)
@@ -46,6 +47,7 @@ def compare_backends(model_dirs: list[Path], images: np.ndarray, contract, refer
             continue
         try:
             a = artifact.load(art_dir)
+            x = a.meta.input.normalize(images_for(a.meta.input))
             with backend.make(a.model_path, art_dir, None) as runner:
                 got = np.concatenate([runner.infer(x[i:i + 16]) for i in range(0, len(x), 16)])
         except (EdgeftError, RuntimeError) as e:
