@@ -245,7 +245,8 @@ def parse_overrides(items: tuple[str, ...]) -> dict:
 @click.option("--tta-views", type=click.Choice(["1", "2", "4", "8"]), default=None,
               help="Override the artifact's recorded test-time views.")
 @click.option("--backend", default=None,
-              help="Runtime backend that runs the model (auto, ort-cpu, ort-cuda, ort-trt, tensorrt, torch, torch-cuda)"
+              help="Runtime backend that runs the model (auto, ort-cpu, ov-cpu, ov-gpu, ort-cuda, ort-trt, tensorrt, "
+                   "torch, torch-cuda)"
                    "  [default: torch for PyTorch artifacts, ort-cpu for ONNX, tensorrt for engines]")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
 def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, backend: str | None,
@@ -293,8 +294,9 @@ def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, back
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, target_params: float | None,
-              target_tolerance: float, importance: str, steps: int, round_to: int, max_layer_ratio: float, ignore: tuple[str, ...],
-              recover_epochs: int, recover_lr: float, recover_mode: str, recover_views: str | None, distill: bool,
+              target_tolerance: float, importance: str, steps: int, round_to: int, max_layer_ratio: float,
+              ignore: tuple[str, ...], recover_epochs: int, recover_lr: float, recover_mode: str,
+              recover_views: str | None, distill: bool,
               threads: int | None, seed: int, force: bool) -> None:
     """Structured channel pruning to a MACs target, then recovery fine-tuning (torch-pruning)."""
     from edgeft.metrics import landing_text, read, split_metrics
@@ -432,8 +434,9 @@ def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("source")
 @click.option("--backend", default="auto", show_default=True,
-              help="auto (the fastest that runs here; on a CPU the runtime `edgeft bench` measured fastest for this model "
-                   "on this machine) or one of tensorrt, ort-trt, ort-cuda, ort-cpu, ov-cpu, ov-gpu, torch-cuda, torch.")
+              help="auto (the fastest that runs here; on a CPU the runtime `edgeft bench` measured fastest for this "
+                   "model on this machine) or one of tensorrt, ort-trt, ort-cuda, ort-cpu, ov-cpu, ov-gpu, torch-cuda, "
+                   "torch.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Frames per inference call.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), help="JSON lines file (default: stdout).")
 @click.option("--threads", type=int, default=None, help="CPU threads for the backend.")
