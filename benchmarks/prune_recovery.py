@@ -48,6 +48,7 @@ def main() -> None:
     import torch
 
     from edgeft import artifact
+    from edgeft.metrics import read, split_metrics
     from edgeft.models import from_artifact
     from edgeft.prune import PruneConfig, prune
     from edgeft.prune.pruner import recover
@@ -60,12 +61,12 @@ def main() -> None:
                        recover_mode=args.mode, distill=not args.no_distill, threads=args.threads)
     t0 = time.time()
     pruned = prune(parent.path, args.data, out / "pruned", pcfg, force=True, measure_latency=False)
-    p = pruned.meta.metrics["prune"]
+    p = read(pruned.meta.metrics, "prune")
     doc: dict = {"artifact": str(parent.path), "data": args.data, "prune": pcfg.to_dict(),
-                 "prune_seconds": round(time.time() - t0, 1), "macs_ratio": p["macs_ratio"],
+                 "prune_seconds": round(time.time() - t0, 1), "macs_ratio": p.macs_ratio,
                  "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-                 "parent_test_accuracy": p["accuracy_before"]["accuracy"],
-                 "after_prune_test_accuracy": p["accuracy_after_prune"]["accuracy"], "runs": []}
+                 "parent_test_accuracy": p.accuracy_before.accuracy,
+                 "after_prune_test_accuracy": p.accuracy_after_prune.accuracy, "runs": []}
     print(json.dumps({k: v for k, v in doc.items() if k != "runs"}), flush=True)
     for spec in args.runs:
         epochs, lr = int(spec.split(":")[0]), float(spec.split(":")[1])
@@ -73,12 +74,12 @@ def main() -> None:
         a = recover(parent, from_artifact(pruned), args.data, out / f"recover-{epochs}e-{lr:g}",
                     dataclasses.replace(pcfg, recover_epochs=epochs, recover_lr=lr),
                     teacher=from_artifact(parent) if pcfg.distill else None, extra=pruned.meta.extra,
-                    stats={"prune": p, "macs": pruned.meta.metrics["macs"]}, force=True)
-        m = a.meta.metrics
+                    stats={"prune": p.to_dict(), "macs": pruned.meta.metrics["macs"]}, force=True)
+        test = split_metrics(a.meta.metrics, "test")
         row = {"epochs": epochs, "lr": lr, "seconds": round(time.time() - t1, 1), "artifact": str(a.path),
-               "test_accuracy": m["test"]["accuracy"], "test_balanced_accuracy": m["test"]["balanced_accuracy"],
-               "drop_pp": round(100 * (doc["parent_test_accuracy"] - m["test"]["accuracy"]), 2),
-               "best_epoch": m.get("best_epoch"),
+               "test_accuracy": test.accuracy, "test_balanced_accuracy": test.balanced_accuracy,
+               "drop_pp": round(100 * (doc["parent_test_accuracy"] - test.accuracy), 2),
+               "best_epoch": a.meta.metrics.get("best_epoch"),
                "val_accuracy_by_epoch": [round(h["val_accuracy"], 4) for h in a.meta.extra.get("history", [])]}
         doc["runs"].append(row)
         print(json.dumps(row), flush=True)

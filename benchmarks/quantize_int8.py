@@ -59,7 +59,7 @@ def main() -> None:
         def acc(path: Path) -> dict:
             logits = onnx_logits(path, test.images, contract, threads=args.threads)
             m = classification_metrics(test.labels, logits.argmax(1), parent.meta.class_names)
-            return {"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"], "confusion": m["confusion"]}
+            return {"accuracy": m.accuracy, "balanced_accuracy": m.balanced_accuracy, "confusion": m.confusion}
 
         fp32 = tmp / "fp32.onnx"
         export_onnx(from_artifact(parent), contract, fp32)
