@@ -248,24 +248,29 @@ def parse_overrides(items: tuple[str, ...]) -> dict:
               help="Runtime backend that runs the model (auto, ort-cpu, ov-cpu, ov-gpu, ort-cuda, ort-trt, tensorrt, "
                    "torch, torch-cuda)"
                    "  [default: torch for PyTorch artifacts, ort-cpu for ONNX, tensorrt for engines]")
+@click.option("--positive", multiple=True, metavar="CLASS",
+              help="A 'not OK' class (repeatable): AUROC, average precision and operating points (recall at fixed "
+                   "false-reject rates, false rejects at fixed recalls) for it.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
 def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, backend: str | None,
-             as_json: bool) -> None:
+             positive: tuple[str, ...], as_json: bool) -> None:
     """Accuracy, balanced accuracy, per-class precision/recall/F1 and confusion matrix of any artifact a backend of
     the runtime can run (PyTorch, ONNX, a TensorRT engine where TensorRT exists)."""
     from edgeft import artifact as art_mod
     from edgeft.data import load_split
     from edgeft.evaluate import evaluate
-    from edgeft.metrics import format_metrics
+    from edgeft.metrics import format_decisions, format_metrics
 
     art = art_mod.load(artifact)
     s = load_split(data, split, art.meta.input, classes=art.meta.class_names)
-    m = evaluate(art, s, tta_views=int(tta_views) if tta_views else None, backend=backend)
+    m = evaluate(art, s, tta_views=int(tta_views) if tta_views else None, backend=backend, positive=list(positive))
     if as_json:
         click.echo(json.dumps(m.to_dict(), indent=2))
     else:
         click.echo(format_metrics(m, art.meta.class_names, title=f"{artifact} on {data}/{split} "
                                                                  f"(tta views {m.tta_views}):"))
+        if m.decisions:
+            click.echo(format_decisions(m.decisions))
 
 
 @cli.command("prune")

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from edgeft.artifact import Artifact
 from edgeft.data.imagefolder import ImageSet
-from edgeft.metrics import Classification, classification_metrics
+from edgeft.metrics import Classification, classification_metrics, decision_metrics
 
 DEFAULT_BACKEND = {"torch": "torch", "onnx": "ort-cpu", "engine": "tensorrt"}
 
 
 def evaluate(artifact: Artifact, split: ImageSet, tta_views: int | None = None, batch_size: int | None = None,
-             device: str = "cpu", backend: str | None = None) -> Classification:
+             device: str = "cpu", backend: str | None = None, positive: list[str] | None = None) -> Classification:
     """Metrics of an artifact on a decoded split (class names must match the artifact's). ``backend``: a name
-    from the runtime's table that runs this artifact's model file (default: torch, ort-cpu or tensorrt)."""
+    from the runtime's table that runs this artifact's model file (default: torch, ort-cpu or tensorrt).
+    ``positive``: the "not OK" classes, for AUROC and operating points (:func:`edgeft.metrics.decision_metrics`)."""
     from edgeft.errors import DataError
 
     if list(split.classes) != list(artifact.meta.class_names):
@@ -41,4 +44,10 @@ def evaluate(artifact: Artifact, split: ImageSet, tta_views: int | None = None, 
             logits = runner_logits(runner, split.images, artifact.meta.input, batch_size or 32, views,
                                    desc=f"eval {chosen.name}")
     m = classification_metrics(split.labels, logits.argmax(1), artifact.meta.class_names)
-    return replace(m, tta_views=views)
+    decisions = None
+    if positive:
+        from edgeft.runtime.predictor import softmax
+
+        decisions = decision_metrics(split.labels, softmax(logits.astype(np.float64)), artifact.meta.class_names,
+                                     positive)
+    return replace(m, tta_views=views, decisions=decisions)

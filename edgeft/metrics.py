@@ -61,18 +61,21 @@ class Classification:
     per_class: dict[str, ClassMetrics]
     confusion: list[list[int]]
     tta_views: int | None = None
+    decisions: "Decisions | None" = None  # with a positive ("not OK") class: AUROC and operating points
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if self.tta_views is None:
-            d.pop("tta_views")
+        for key in ("tta_views", "decisions"):
+            if d[key] is None:
+                d.pop(key)
         return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "metrics") -> "Classification":
         c = _from_dict(cls, d, where)
         per_class = {k: _from_dict(ClassMetrics, v, f"{where}.per_class.{k}") for k, v in c.per_class.items()}
-        return dataclasses.replace(c, per_class=per_class)
+        decisions = Decisions.from_dict(c.decisions, f"{where}.decisions") if c.decisions is not None else None
+        return dataclasses.replace(c, per_class=per_class, decisions=decisions)
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,99 @@ class ParityCheck:
         return _from_dict(cls, d, where)
 
 
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A decision threshold on the "not OK" score and what it does on one split: the share of defective parts
+    caught (recall; 1 - recall escapes) and the share of good parts rejected (false reject)."""
+
+    threshold: float
+    recall: float
+    false_reject: float
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """How well a classifier separates the ``positive`` classes ("not OK": their total probability is the score)
+    from the rest: AUROC, average precision, and operating points at fixed false-reject rates and recalls."""
+
+    positive: list[str]
+    n_positive: int
+    n_negative: int
+    auroc: float
+    average_precision: float
+    recall_at_false_reject: dict[str, OperatingPoint]  # "0.05" -> the best recall rejecting at most 5% of good parts
+    false_reject_at_recall: dict[str, OperatingPoint]  # "0.95" -> the least false reject catching >= 95% of defects
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "metrics.decisions") -> "Decisions":
+        c = _from_dict(cls, d, where)
+        points = {name: {k: _from_dict(OperatingPoint, v, f"{where}.{name}.{k}") for k, v in getattr(c, name).items()}
+                  for name in ("recall_at_false_reject", "false_reject_at_recall")}
+        return dataclasses.replace(c, **points)
+
+
+def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false-reject rates, recalls, thresholds), thresholds descending: rejecting every part with a score >= the
+    threshold gives that recall and false-reject rate (computed once; any operating point is then a lookup)."""
+    positive = np.asarray(positive, dtype=bool)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
+    s, y = np.asarray(scores, dtype=np.float64)[order], positive[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # the last index of each distinct score
+    tp, fp = np.cumsum(y)[last], np.cumsum(~y)[last]
+    recall = np.r_[0.0, tp / max(1, y.sum())]
+    false_reject = np.r_[0.0, fp / max(1, (~y).sum())]
+    return false_reject, recall, np.r_[np.inf, s[last]]
+
+
+def decision_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], positive: list[str],
+                     false_rejects: tuple[float, ...] = (0.01, 0.05, 0.10, 0.25),
+                     recalls: tuple[float, ...] = (0.90, 0.95, 0.99)) -> Decisions:
+    """:class:`Decisions` of softmax ``probabilities`` (N x classes) against integer ``labels``."""
+    from edgeft.errors import ConfigError, DataError
+
+    unknown = [c for c in positive if c not in class_names]
+    if unknown or not positive:
+        raise ConfigError(f"positive class {unknown[0] if unknown else '(none)'!r} is not a class of the model "
+                          f"({', '.join(class_names)}); name one or more of them")
+    idx = [class_names.index(c) for c in positive]
+    y = np.isin(np.asarray(labels), idx)
+    if y.all() or not y.any():
+        raise DataError(f"the split has {'no' if not y.any() else 'only'} {'/'.join(positive)} images: AUROC and "
+                        "operating points are undefined on it; use a split with both kinds of parts")
+    score = np.asarray(probabilities, dtype=np.float64)[:, idx].sum(1)
+    fr, rec, thr = roc_curve(y, score)
+    auroc = float(np.sum(np.diff(fr) * (rec[1:] + rec[:-1]) / 2))  # trapezoids under the ROC curve
+    ranked = y[np.argsort(-score, kind="mergesort")]
+    precision = np.cumsum(ranked) / np.arange(1, len(y) + 1)
+    ap = float((precision * ranked).sum() / ranked.sum())  # mean precision at each defective part's rank
+    at_fr = {f"{f:g}": _point(thr, rec, fr, np.nonzero(fr <= f + 1e-12)[0][-1]) for f in false_rejects}
+    at_rec = {f"{r:g}": _point(thr, rec, fr, np.nonzero(rec >= r - 1e-12)[0][0]) for r in recalls}
+    return Decisions(positive=list(positive), n_positive=int(y.sum()), n_negative=int((~y).sum()), auroc=auroc,
+                     average_precision=ap, recall_at_false_reject=at_fr, false_reject_at_recall=at_rec)
+
+
+def _point(thresholds: np.ndarray, recall: np.ndarray, false_reject: np.ndarray, i: int) -> OperatingPoint:
+    # the first point rejects nothing: its threshold is just above the highest score (JSON has no infinity)
+    t = thresholds[i] if np.isfinite(thresholds[i]) else np.nextafter(thresholds[1], np.inf)
+    return OperatingPoint(threshold=float(t), recall=float(recall[i]), false_reject=float(false_reject[i]))
+
+
+def format_decisions(d: Decisions) -> str:
+    """AUROC, AP and the operating points, as lines for a terminal."""
+    lines = [f"  not OK = {' + '.join(d.positive)} ({d.n_positive} of {d.n_positive + d.n_negative} images): AUROC "
+             f"{d.auroc:.3f}, average precision {d.average_precision:.3f}"]
+    for k, p in d.recall_at_false_reject.items():
+        lines.append(f"  at most {float(k) * 100:g}% false rejects: recall {p.recall * 100:.1f}% "
+                     f"(threshold {p.threshold:.3f})")
+    for k, p in d.false_reject_at_recall.items():
+        lines.append(f"  recall >= {float(k) * 100:g}%: false rejects {p.false_reject * 100:.1f}% "
+                     f"(threshold {p.threshold:.3f})")
+    return "\n".join(lines)
+
+
 # the typed entries of an artifact's metrics, by key; split metrics ("val", "test", "test_fp32", ...) are
 # Classification and found by :func:`split_metrics`
 TYPED: dict[str, Any] = {"prune": PruneStats, "onnx": OnnxGraph, "graph": QuantGraph, "size": Size,
@@ -300,7 +396,8 @@ def landing_text(target: Landing) -> str:
     """Where pruning landed against its target, in words, with the reason when it landed further below the
     target than its tolerance."""
     kind = "MACs" if target.kind == "macs" else "parameters"
-    text = f"kept {target.reached:.3f} of the {kind} for a target of {target.fraction:g} (tolerance {target.tolerance:g})"
+    text = (f"kept {target.reached:.3f} of the {kind} for a target of {target.fraction:g} "
+            f"(tolerance {target.tolerance:g})")
     if not target.within_tolerance:
         text += f"; {target.fraction - target.reached:.3f} below the target: {target.why}"
     return text

@@ -10,6 +10,7 @@ import pytest
 
 from edgeft import artifact
 from edgeft.contract import InputContract
+from tests.conftest import assert_one_line_error
 from edgeft.metrics import (METRICS_SCHEMA, Classification, Landing, MetricsError, PruneStats,
                             classification_metrics, read, split_metrics)
 
@@ -80,3 +81,63 @@ def test_the_previous_schema_is_read(tmp_path):
 def test_a_newer_schema_is_refused(tmp_path):
     with pytest.raises(MetricsError, match="metrics schema 99 is newer than this edgeft reads"):
         artifact.load(_artifact(tmp_path, {}, schema=99))
+
+
+def _mann_whitney_auroc(y, s):
+    pos, neg = s[y], s[~y]
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return wins / (len(pos) * len(neg))
+
+
+def test_decision_metrics_against_independent_computations():
+    from edgeft.metrics import decision_metrics
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    p_bad = np.clip(rng.normal(0.3 + 0.4 * (labels == 0), 0.2), 0, 1).round(2)  # ties on purpose
+    d = decision_metrics(labels, np.stack([p_bad, 1 - p_bad], 1), CLASSES, ["bad"])
+    y = labels == 0
+    assert d.auroc == pytest.approx(_mann_whitney_auroc(y, p_bad)) and d.n_positive == y.sum()
+    for k, point in d.recall_at_false_reject.items():  # the best recall rejecting at most k of the good parts
+        rejected = p_bad >= point.threshold
+        assert point.recall == pytest.approx(rejected[y].mean()) and point.false_reject == rejected[~y].mean()
+        feasible = [(p_bad[y] >= t).mean() for t in np.unique(p_bad) if (p_bad[~y] >= t).mean() <= float(k)]
+        assert point.false_reject <= float(k) and point.recall == pytest.approx(max(feasible, default=0.0))
+    for k, point in d.false_reject_at_recall.items():  # the least false reject catching at least k of the defects
+        feasible = [(p_bad[~y] >= t).mean() for t in np.unique(p_bad) if (p_bad[y] >= t).mean() >= float(k)]
+        assert point.recall >= float(k) and point.false_reject == pytest.approx(min(feasible))
+
+
+def test_average_precision_and_typed_round_trip():
+    from edgeft.metrics import Classification, decision_metrics
+
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.1, 0.9]])
+    d = decision_metrics(np.array([0, 1, 0, 1]), probs, CLASSES, ["bad"])
+    assert d.average_precision == pytest.approx((1 + 2 / 3) / 2) and d.auroc == pytest.approx(0.75)
+    m = classification_metrics(np.array([0, 1, 0, 1]), probs.argmax(1), CLASSES)
+    import dataclasses
+
+    m = dataclasses.replace(m, decisions=d)
+    assert Classification.from_dict(json.loads(json.dumps(m.to_dict()))) == m
+
+
+def test_undefined_decisions_are_refused_not_printed_as_half():
+    from edgeft.errors import ConfigError, DataError
+    from edgeft.metrics import decision_metrics
+
+    probs = np.array([[0.9, 0.1], [0.2, 0.8]])
+    with pytest.raises(DataError, match="the split has no bad images: AUROC and operating points are undefined"):
+        decision_metrics(np.array([1, 1]), probs, CLASSES, ["bad"])
+    with pytest.raises(ConfigError, match="positive class 'scratch' is not a class of the model"):
+        decision_metrics(np.array([0, 1]), probs, CLASSES, ["scratch"])
+
+
+def test_eval_prints_auroc_and_operating_points(cli, tiny_onnx, tiny_data):
+    r = cli("eval", tiny_onnx.path, "--data", tiny_data, "--positive", "bad")
+    assert r.exit_code == 0, r.output
+    assert "not OK = bad (8 of 16 images): AUROC" in r.output and "at most 5% false rejects: recall" in r.output
+    d = json.loads(cli("eval", tiny_onnx.path, "--data", tiny_data, "--positive", "bad", "--json").output)
+    assert 0 <= d["decisions"]["auroc"] <= 1
+    assert set(d["decisions"]["false_reject_at_recall"]) == {"0.9", "0.95", "0.99"}
+    assert_one_line_error(cli("eval", tiny_onnx.path, "--data", tiny_data, "--positive", "scratch"),
+                          "positive class 'scratch' is not a class of the model")
