@@ -61,7 +61,8 @@ def resolve(spec: str, name: str | None = None, environ: os._Environ | dict | No
     if m is None:
         return Source(expanded, name or expanded)
     scheme, authority, rest = m.groups()
-    if "@" not in authority and "@" in rest.split("?")[0].split("#")[0] and ":" in authority:
+    if "@" not in authority and "@" in rest.split("?")[0].split("#")[0] and ":" in authority \
+            and not authority.rsplit(":", 1)[1].isdigit():  # host:port/path@x is a path with an '@', not a password
         # rtsp://user:pa/ss@host: an unencoded '/' in the password ended the host part early
         raise ConfigError(f"the credentials in source {redact_text(expanded)} contain an unencoded '/'; write it "
                           f"as %2F (and '@' as %40, ':' in the user as %3A), or put the password in {PASSWORD_ENV}")

@@ -45,6 +45,7 @@ def test_credentials_from_the_environment_are_encoded_and_never_named():
     src = resolve("rtsp://admin@cam/s1", environ=env)  # a user and no password: EDGEFT_RTSP_PASSWORD
     assert src.spec == "rtsp://admin:x%40y@cam/s1" and src.name == "rtsp://***@cam/s1"
     assert resolve("rtsp://admin@cam/s1", "line 3 camera", environ={}).name == "line 3 camera"
+    assert resolve("rtsp://10.0.0.7:554/stream@main", environ={}).spec == "rtsp://10.0.0.7:554/stream@main"
     assert "p@ss" not in repr(resolve("rtsp://admin:${CAM_PASSWORD}@cam/s1", environ=env))
 
 

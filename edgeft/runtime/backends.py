@@ -195,7 +195,8 @@ def lookup(name: str) -> Backend:
 
 def choose(name: str, files: dict[str, Path], measured: dict[str, Any] | None = None) -> Backend:
     """The backend to use for the model files present; ``auto`` picks the first available in AUTO_ORDER, and on
-    the CPU the runtime ``measured`` fastest for this model on this machine (:func:`fastest_cpu_runtime`)."""
+    the CPU the runtime ``measured`` fastest for this model on this machine (an artifact's ``cpu_runtime`` record,
+    written by ``edgeft bench``: :func:`edgeft.bench.harness.fastest_cpu_runtimes`)."""
     return choose_with_reason(name, files, measured)[0]
 
 
