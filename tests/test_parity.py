@@ -55,3 +55,26 @@ def test_tolerances_per_precision():
     assert not compare(ref, flipped, "int8").passed
     with pytest.raises(ValueError, match="same shape"):
         compare(ref, ref[:2], "fp32")
+
+
+def test_logits_shifted_by_a_constant_mean_the_same():
+    """Softmax ignores a constant added to an image's logits, and INT8 shifts them so: [1, 0] and [0, -1] are the
+    same decision and the same probabilities, though their raw cosine is 0 (compare-backends failed the demo's
+    INT8 model so, at 100% agreement)."""
+    from edgeft.parity import compare
+
+    ref = np.array([[1.0, 0.0], [0.2, 1.4], [3.0, -1.0]])
+    p = compare(ref, ref - np.array([[1.0], [0.3], [-2.0]]), "int8")
+    assert p.passed and p.cosine == pytest.approx(1.0), p.explain()
+
+
+def test_an_output_tie_is_no_decision():
+    from edgeft.parity import compare
+
+    ref = np.array([[1.0, 0.0]] * 40)
+    got = ref.copy()
+    got[0] = [0.4, 0.4]  # the first class wins a tie by index, but no decision was made
+    p = compare(ref, got, "int8")
+    assert p.agreement == pytest.approx(39 / 40) and p.passed  # 97.5% >= 97%
+    got[1] = [0.4, 0.4]
+    assert not compare(ref, got, "int8").passed
