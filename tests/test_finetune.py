@@ -71,10 +71,10 @@ def test_nan_loss_stops_with_a_clear_message(tiny_data, tmp_path):
 
 def test_interrupt_keeps_last_checkpoint_and_resume_finishes(tiny_data, tmp_path, monkeypatch):
     """Resumed = uninterrupted, exactly, on the CPU (cuDNN's kernels are not bit-for-bit repeatable)."""
-    from edgeft.finetune import trainer
+    from edgeft.engine import loop
 
     out = tmp_path / "a"
-    real = trainer._save_checkpoint
+    real = loop._save_checkpoint
     calls = {"n": 0}
 
     def save_then_interrupt(*args, **kwargs):
@@ -83,11 +83,11 @@ def test_interrupt_keeps_last_checkpoint_and_resume_finishes(tiny_data, tmp_path
         if calls["n"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer, "_save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(loop, "_save_checkpoint", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg(mode="full", epochs=4, device="cpu"), tiny_data, out)
     assert not out.exists() and (tmp_path / "a.work" / "last.pt").is_file()
-    monkeypatch.setattr(trainer, "_save_checkpoint", real)
+    monkeypatch.setattr(loop, "_save_checkpoint", real)
     art = finetune(cfg(mode="full", epochs=4, device="cpu"), tiny_data, out, resume=True)
     assert art.meta.metrics["epochs_run"] == 4
     assert [h["epoch"] for h in art.meta.extra["history"]] == [1, 2, 3, 4]
@@ -96,14 +96,14 @@ def test_interrupt_keeps_last_checkpoint_and_resume_finishes(tiny_data, tmp_path
 
 
 def test_resume_with_other_settings_is_refused(tiny_data, tmp_path, monkeypatch):
-    from edgeft.finetune import trainer
+    from edgeft.engine import loop
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
     (tmp_path / "a.work").mkdir()
-    real = trainer._save_checkpoint
-    monkeypatch.setattr(trainer, "_save_checkpoint", lambda *a, **k: (real(*a, **k), interrupt()))
+    real = loop._save_checkpoint
+    monkeypatch.setattr(loop, "_save_checkpoint", lambda *a, **k: (real(*a, **k), interrupt()))
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg(mode="full", epochs=2), tiny_data, tmp_path / "a")
     with pytest.raises(ConfigError, match="different settings"):
@@ -181,16 +181,16 @@ def test_torchrun_two_processes_train_one_artifact(tiny_data, tmp_path):
 def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
     """torchrun --nproc_per_node 2 on a one-GPU machine: say so, instead of CUDA's 'invalid device ordinal'."""
     from edgeft.errors import DependencyError
-    from edgeft.finetune import trainer
+    from edgeft.engine import loop
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(DependencyError, match="the machine has 1; start at most 1"):
-        trainer._device(cfg())
+        loop._device(cfg())
     monkeypatch.setenv("LOCAL_RANK", "0")
-    assert trainer._device(cfg()) == torch.device("cuda", 0)
-    assert trainer._device(cfg(device="cpu")) == torch.device("cpu")
+    assert loop._device(cfg()) == torch.device("cuda", 0)
+    assert loop._device(cfg(device="cpu")) == torch.device("cpu")
 
 
 def test_partial_mode_on_a_family_without_a_known_layout_freezes_by_parameter_groups():

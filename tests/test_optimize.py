@@ -305,10 +305,15 @@ def test_plot_labels_stay_inside_the_plot():
 
     from edgeft.optimize.report import LABEL_CHAR_PX, Row, pareto_svg
 
-    bench = lambda ms: {"status": "ok", "latency_ms": {"p50": ms}}  # noqa: E731
-    rows = [Row("01-finetune", "finetune", "fine-tuned", "fp32", "done", accuracy={"accuracy": 0.88},
+    from edgeft.bench.harness import latency_stats
+
+    bench = lambda ms: {"status": "ok", "latency_ms": latency_stats([ms, ms], 1)}  # noqa: E731
+    from edgeft.metrics import classification_metrics
+
+    acc = classification_metrics([0, 1], [0, 1], ["bad", "good"])
+    rows = [Row("01-finetune", "finetune", "fine-tuned", "fp32", "done", accuracy=acc,
                 latency={"ort-cpu@1": bench(8.0), "torch@1": bench(35.0)}),
-            Row("05-quantize", "quantize", "INT8", "int8", "done", accuracy={"accuracy": 0.87},
+            Row("05-quantize", "quantize", "INT8", "int8", "done", accuracy=acc,
                 latency={"ort-cpu@1": bench(2.5)})]
     width = 640
     svg = pareto_svg(rows, width=width)
