@@ -42,6 +42,19 @@ def _from_dict(cls: type[T], d: Any, where: str) -> T:
     return cls(**values)  # type: ignore[call-arg]
 
 
+class _Record:
+    """JSON in and out for a flat metrics dataclass; ``WHERE`` names it in a reader's error."""
+
+    WHERE = "metrics"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str | None = None):
+        return _from_dict(cls, d, where or cls.WHERE)
+
+
 @dataclass(frozen=True)
 class ClassMetrics:
     precision: float
@@ -79,8 +92,10 @@ class Classification:
 
 
 @dataclass(frozen=True)
-class Latency:
+class Latency(_Record):
     """Per-iteration latency statistics of one bench row, milliseconds (``throughput_ips``: images per second)."""
+
+    WHERE = "latency_ms"
 
     mean: float
     std: float
@@ -91,13 +106,6 @@ class Latency:
     p99: float
     max: float
     throughput_ips: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Any, where: str = "latency_ms") -> "Latency":
-        return _from_dict(cls, d, where)
 
 
 @dataclass(frozen=True)
@@ -156,59 +164,46 @@ class PruneStats:
 
 
 @dataclass(frozen=True)
-class OnnxGraph:
+class OnnxGraph(_Record):
     """An exported ONNX file: opset, node count, size on disk, whether the batch dimension is dynamic."""
+
+    WHERE = "metrics.onnx"
 
     opset: int
     nodes: int
     size_bytes: int
     dynamic_batch: bool
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Any, where: str = "metrics.onnx") -> "OnnxGraph":
-        return _from_dict(cls, d, where)
-
 
 @dataclass(frozen=True)
-class QuantGraph:
+class QuantGraph(_Record):
     """An INT8 QDQ graph: Q/DQ node counts, the op types that take INT8 inputs, and all op counts."""
+
+    WHERE = "metrics.graph"
 
     quantize_linear: int
     dequantize_linear: int
     int8_inputs_by_op: dict[str, int]
     ops: dict[str, int]
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Any, where: str = "metrics.graph") -> "QuantGraph":
-        return _from_dict(cls, d, where)
-
 
 @dataclass(frozen=True)
-class Size:
+class Size(_Record):
     """Model file sizes before and after a stage that shrinks them, and their ratio."""
+
+    WHERE = "metrics.size"
 
     fp32_bytes: int
     int8_bytes: int
     ratio: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Any, where: str = "metrics.size") -> "Size":
-        return _from_dict(cls, d, where)
-
 
 @dataclass(frozen=True)
-class ParityCheck:
+class ParityCheck(_Record):
     """The export's parity check against PyTorch on real images (``edgeft.parity``'s rule); ``max_rel_diff``
     and ``passed`` are None in schema 1, which judged an absolute difference only."""
+
+    WHERE = "metrics.parity"
 
     n: int
     split: str
@@ -216,10 +211,6 @@ class ParityCheck:
     top1_agreement: float
     max_rel_diff: float | None = None
     passed: bool | None = None
-
-    @classmethod
-    def from_dict(cls, d: Any, where: str = "metrics.parity") -> "ParityCheck":
-        return _from_dict(cls, d, where)
 
 
 @dataclass(frozen=True)
