@@ -58,8 +58,8 @@ def resolve(spec: str, name: str | None = None, environ: os._Environ | dict | No
                           f"it (e.g. {missing[0]}=... in the service's environment file) or write the value in the URL")
     expanded = _VAR.sub(lambda m: quote(env[m.group(1)], safe=""), spec)
     m = re.match(r"(?i)([a-z][a-z0-9+.\-]*://)([^/?#]*)(.*)$", expanded, flags=re.S)
-    if m is None:
-        return Source(expanded, name or expanded)
+    if m is None:  # a file, a camera index, or a GStreamer pipeline (whose location= may hold a credentialed URL)
+        return Source(expanded, name or redact_text(expanded))
     scheme, authority, rest = m.groups()
     if "@" not in authority and "@" in rest.split("?")[0].split("#")[0] and ":" in authority \
             and not authority.rsplit(":", 1)[1].isdigit():  # host:port/path@x is a path with an '@', not a password

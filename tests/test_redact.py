@@ -46,6 +46,9 @@ def test_credentials_from_the_environment_are_encoded_and_never_named():
     assert src.spec == "rtsp://admin:x%40y@cam/s1" and src.name == "rtsp://***@cam/s1"
     assert resolve("rtsp://admin@cam/s1", "line 3 camera", environ={}).name == "line 3 camera"
     assert resolve("rtsp://10.0.0.7:554/stream@main", environ={}).spec == "rtsp://10.0.0.7:554/stream@main"
+    pipeline = resolve("rtspsrc location=rtsp://admin:${CAM_PASSWORD}@cam/s1 latency=0 ! decodebin ! appsink",
+                       environ=env)
+    assert "p%40ss" in pipeline.spec and pipeline.name.startswith("rtspsrc location=rtsp://***@cam/s1 latency=0")
     assert "p@ss" not in repr(resolve("rtsp://admin:${CAM_PASSWORD}@cam/s1", environ=env))
 
 
