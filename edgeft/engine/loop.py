@@ -222,7 +222,6 @@ class Trained:
     """A trained model with what the stage needs to write its artifact."""
 
     model: nn.Module
-    contract: InputContract
     data: Dataset
     metrics: dict[str, Any]
     state: TrainState
@@ -276,7 +275,7 @@ def train(cfg: FinetuneConfig, data: str | os.PathLike, out: Path, model: nn.Mod
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
     }
     metrics.update(_final_metrics(cfg, model, ds, contract, device))
-    return Trained(model, contract, ds, metrics, state, device, dist, loop.work)
+    return Trained(model, ds, metrics, state, device, dist, loop.work)
 
 
 def _caches(cfg: FinetuneConfig, prefix: nn.Module, ds: Dataset, contract: InputContract, device: torch.device,
