@@ -8,6 +8,7 @@ is imported only when a runner activates, never by ``import edgeft``.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -29,16 +30,18 @@ def ov_module():
     return openvino
 
 
-def available_devices() -> list[str]:
-    """OpenVINO's devices here (CPU, GPU, NPU, ...); empty when OpenVINO is not installed or cannot start."""
+@functools.lru_cache(maxsize=1)
+def available_devices() -> tuple[str, ...]:
+    """OpenVINO's devices here (CPU, GPU, NPU, ...); empty when OpenVINO is not installed or cannot start.
+    Asked once per process: starting an OpenVINO Core costs ~60 ms here, and bench asks before every row and round."""
     import importlib.util
 
     if importlib.util.find_spec("openvino") is None:
-        return []
+        return ()
     try:
-        return list(ov_module().Core().available_devices)
+        return tuple(ov_module().Core().available_devices)
     except RuntimeError:
-        return []
+        return ()
 
 
 class OpenVINORunner(Runner):
