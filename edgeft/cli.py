@@ -271,6 +271,52 @@ def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, back
                                                                  f"(tta views {m.tta_views}):"))
         if m.decisions:
             click.echo(format_decisions(m.decisions))
+        if m.policy:
+            from edgeft.decision import format_outcome, read_policy
+
+            click.echo(f"  policy: {read_policy(art.meta.extra).text()}")
+            click.echo(f"  on {split}: {format_outcome(m.policy)}")
+
+
+@cli.command("decide")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="ImageFolder with a val/ split: the policy is chosen there, never on test.")
+@click.option("--positive", multiple=True, required=True, metavar="CLASS",
+              help="A 'not OK' class (repeatable); the score is their total probability.")
+@click.option("--target-recall", type=float, default=None, help="Catch at least this share of val's defective "
+              "parts (0.95) with the fewest false rejects.")
+@click.option("--max-false-reject", type=float, default=None, help="Reject at most this share of val's good parts "
+              "(0.05) and catch the most defects; with --target-recall, both must hold.")
+@click.option("--escape-cost", type=float, default=None, help="The cost of a missed defect, against "
+              "--false-reject-cost: the threshold of least total cost on val.")
+@click.option("--false-reject-cost", type=float, default=1.0, show_default=True)
+@click.option("--review-budget", type=float, default=None, help="A review band: at most this share of parts (0.05) "
+              "goes to a person, the least certain of those not passed.")
+@click.option("--backend", default=None, help="Runtime backend that scores val (default: as `edgeft eval`).")
+def decide_cmd(artifact: Path, data: Path, positive: tuple[str, ...], target_recall: float | None,
+               max_false_reject: float | None, escape_cost: float | None, false_reject_cost: float,
+               review_budget: float | None, backend: str | None) -> None:
+    """Choose ARTIFACT's decision policy (pass / review / reject) on the val split and write it into the artifact,
+    where `edgeft infer` and Predictor apply it. With a test/ split, prints what it does there."""
+    from edgeft import artifact as art_mod
+    from edgeft.data import load_split
+    from edgeft.data.imagefolder import find_splits
+    from edgeft.decision import Rule, format_outcome
+    from edgeft.errors import DataError
+    from edgeft.evaluate import choose_policy, evaluate
+
+    rule = Rule(target_recall=target_recall, max_false_reject=max_false_reject, escape_cost=escape_cost,
+                false_reject_cost=false_reject_cost, review_budget=review_budget)
+    art = art_mod.load(artifact)
+    if "val" not in find_splits(data):
+        raise DataError(f"{data} has no val/ split: a policy is chosen on val, never on test; add one")
+    val = load_split(data, "val", art.meta.input, classes=art.meta.class_names)
+    policy = choose_policy(art, val, rule, list(positive), backend=backend)
+    click.echo(f"{artifact}: {policy.text()}")
+    if "test" in find_splits(data):
+        m = evaluate(art, load_split(data, "test", art.meta.input, classes=art.meta.class_names), backend=backend)
+        click.echo(f"  on test: {format_outcome(m.policy)}; AUROC {m.decisions.auroc:.3f}")
 
 
 @cli.command("prune")
@@ -460,10 +506,16 @@ def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str
               help="Serve Prometheus metrics (frames, classes, latency) at http://HOST:PORT/metrics; 0: a free port.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Address the metrics endpoint binds to (0.0.0.0: every interface).")
+@click.option("--stats-every", type=int, default=None, metavar="N",
+              help="Write the counters (decisions, rates, score drift, latency) as a JSON line to stderr every N "
+                   "frames and at the end.")
+@click.option("--require-policy", is_flag=True,
+              help="Refuse a model without a decision policy (`edgeft decide`): a line that must decide should not "
+                   "start without one.")
 def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path | None, threads: int | None,
               queue_size: int, reconnects: int, max_frames: int | None, input_size: int | None, mean: str | None,
               std: str | None, classes: str | None, source_name: str | None, metrics_port: int | None,
-              metrics_host: str) -> None:
+              metrics_host: str, stats_every: int | None, require_policy: bool) -> None:
     """Run MODEL (artifact directory or .onnx) on SOURCE: image, folder, glob, video, camera index or URL.
 
     Credentials in a URL are never written: results and logs name the source rtsp://***@host/path (or
@@ -488,12 +540,17 @@ def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}")
     src = resolve(source, source_name)
+    if stats_every is not None and stats_every < 1:
+        raise ConfigError(f"--stats-every must be >= 1 frames, got {stats_every}")
     predictor = Predictor(model, backend=backend, threads=threads, contract=contract,
-                          class_names=classes.split(",") if classes else None)
+                          class_names=classes.split(",") if classes else None, require_policy=require_policy)
     progress.info(f"backend: {predictor.backend_name} ({predictor.backend_reason})")
+    if predictor.policy is not None:
+        progress.info(f"decisions: {predictor.policy.text()}")
     metrics = server = None
+    if metrics_port is not None or stats_every:
+        metrics = LineMetrics(src.name, predictor.backend_name, predictor.class_names, predictor.policy)
     if metrics_port is not None:
-        metrics = LineMetrics(src.name, predictor.backend_name, predictor.class_names)
         server = MetricsServer(metrics, metrics_host, metrics_port)
         progress.info(f"metrics: {server.url}")
     if out_path:
@@ -501,7 +558,7 @@ def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path
     out = open(out_path, "w") if out_path else sys.stdout
     try:
         stats = run(predictor, src, out, batch=batch, queue_size=queue_size, max_reconnects=reconnects,
-                    max_frames=max_frames, metrics=metrics)
+                    max_frames=max_frames, metrics=metrics, stats_every=stats_every)
     finally:
         if out_path:
             out.close()

@@ -12,16 +12,16 @@ import numpy as np
 
 from edgeft.artifact import Artifact
 from edgeft.data.imagefolder import ImageSet
-from edgeft.metrics import Classification, classification_metrics, decision_metrics
+from edgeft.decision import Policy, Rule
+from edgeft.errors import ConfigError
+from edgeft.metrics import Classification, classification_metrics, decision_metrics, positive_mask
 
 DEFAULT_BACKEND = {"torch": "torch", "onnx": "ort-cpu", "engine": "tensorrt"}
 
 
-def evaluate(artifact: Artifact, split: ImageSet, tta_views: int | None = None, batch_size: int | None = None,
-             device: str = "cpu", backend: str | None = None, positive: list[str] | None = None) -> Classification:
-    """Metrics of an artifact on a decoded split (class names must match the artifact's). ``backend``: a name
-    from the runtime's table that runs this artifact's model file (default: torch, ort-cpu or tensorrt).
-    ``positive``: the "not OK" classes, for AUROC and operating points (:func:`edgeft.metrics.decision_metrics`)."""
+def logits(artifact: Artifact, split: ImageSet, tta_views: int | None = None, batch_size: int | None = None,
+           device: str = "cpu", backend: str | None = None) -> tuple[np.ndarray, int]:
+    """(logits N x classes, test-time views used) of an artifact on a decoded split, through ``backend``."""
     from edgeft.errors import DataError
 
     if list(split.classes) != list(artifact.meta.class_names):
@@ -33,21 +33,53 @@ def evaluate(artifact: Artifact, split: ImageSet, tta_views: int | None = None, 
         from edgeft.runtime.torch_model import from_artifact
 
         dev = "cuda" if name == "torch-cuda" else device
-        logits = torch_logits(from_artifact(artifact).to(dev), split.images, artifact.meta.input, batch_size, views,
-                              dev)
-    else:
-        from edgeft.runtime.backends import choose
-        from edgeft.runtime.logits import runner_logits
+        return torch_logits(from_artifact(artifact).to(dev), split.images, artifact.meta.input, batch_size, views,
+                            dev), views
+    from edgeft.runtime.backends import choose
+    from edgeft.runtime.logits import runner_logits
 
-        chosen = choose(name, {artifact.meta.model_file: artifact.model_path})
-        with chosen.make(artifact.model_path, artifact.path, None) as runner:
-            logits = runner_logits(runner, split.images, artifact.meta.input, batch_size or 32, views,
-                                   desc=f"eval {chosen.name}")
-    m = classification_metrics(split.labels, logits.argmax(1), artifact.meta.class_names)
-    decisions = None
+    chosen = choose(name, {artifact.meta.model_file: artifact.model_path})
+    with chosen.make(artifact.model_path, artifact.path, None) as runner:
+        return runner_logits(runner, split.images, artifact.meta.input, batch_size or 32, views,
+                             desc=f"eval {chosen.name}"), views
+
+
+def evaluate(artifact: Artifact, split: ImageSet, tta_views: int | None = None, batch_size: int | None = None,
+             device: str = "cpu", backend: str | None = None, positive: list[str] | None = None) -> Classification:
+    """Metrics of an artifact on a decoded split (class names must match the artifact's). ``backend``: a name
+    from the runtime's table that runs this artifact's model file (default: torch, ort-cpu or tensorrt).
+    ``positive``: the "not OK" classes, for AUROC and operating points (:func:`edgeft.metrics.decision_metrics`);
+    by default those of the artifact's decision policy, whose outcome on the split is then reported too."""
+    from edgeft.decision import read_policy
+    from edgeft.runtime.predictor import softmax
+
+    out, views = logits(artifact, split, tta_views, batch_size, device, backend)
+    m = classification_metrics(split.labels, out.argmax(1), artifact.meta.class_names)
+    policy = read_policy(artifact.meta.extra, f"{artifact.path}/meta.json extra.decision")
+    positive = list(positive or (policy.positive if policy else []))
+    decisions = outcome = None
     if positive:
-        from edgeft.runtime.predictor import softmax
+        probs = softmax(out.astype(np.float64))
+        decisions = decision_metrics(split.labels, probs, artifact.meta.class_names, positive)
+        if policy is not None:
+            outcome = policy.outcome(positive_mask(split.labels, policy.class_names, policy.positive),
+                                     policy.score(probs))
+    return replace(m, tta_views=views, decisions=decisions, policy=outcome)
 
-        decisions = decision_metrics(split.labels, softmax(logits.astype(np.float64)), artifact.meta.class_names,
-                                     positive)
-    return replace(m, tta_views=views, decisions=decisions)
+
+def choose_policy(artifact: Artifact, val: ImageSet, rule: Rule, positive: list[str], backend: str | None = None,
+                  batch_size: int | None = None) -> Policy:
+    """Choose ``artifact``'s decision policy on the validation split ``val`` and write it into its meta.json
+    (``extra.decision``), atomically. Each model gets its own: pruning and INT8 move scores, and a threshold
+    carried over from another model silently changes the escape rate."""
+    from edgeft import artifact as art
+    from edgeft.decision import choose
+    from edgeft.runtime.predictor import softmax
+
+    if val.name != "val":
+        raise ConfigError(f"a decision policy is chosen on the val split, not on {val.name}: test must stay unseen")
+    out, _ = logits(artifact, val, None, batch_size, "cpu", backend)
+    policy = choose(rule, val.labels, softmax(out.astype(np.float64)), list(artifact.meta.class_names), positive,
+                    split=val.name)
+    art.update_metrics(artifact, {}, extra={"decision": policy.to_dict()})
+    return policy

@@ -75,10 +75,11 @@ class Classification:
     confusion: list[list[int]]
     tta_views: int | None = None
     decisions: "Decisions | None" = None  # with a positive ("not OK") class: AUROC and operating points
+    policy: "Outcome | None" = None  # with the artifact's decision policy: what it does on this split
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for key in ("tta_views", "decisions"):
+        for key in ("tta_views", "decisions", "policy"):
             if d[key] is None:
                 d.pop(key)
         return d
@@ -88,7 +89,8 @@ class Classification:
         c = _from_dict(cls, d, where)
         per_class = {k: _from_dict(ClassMetrics, v, f"{where}.per_class.{k}") for k, v in c.per_class.items()}
         decisions = Decisions.from_dict(c.decisions, f"{where}.decisions") if c.decisions is not None else None
-        return dataclasses.replace(c, per_class=per_class, decisions=decisions)
+        policy = Outcome.from_dict(c.policy, f"{where}.policy") if c.policy is not None else None
+        return dataclasses.replace(c, per_class=per_class, decisions=decisions, policy=policy)
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,23 @@ class Decisions:
         return dataclasses.replace(c, **points)
 
 
+@dataclass(frozen=True)
+class Outcome(_Record):
+    """What a policy does on a labelled split: defective parts caught (rejected or sent to review), good parts
+    rejected without review, and the share of all parts a person reviews."""
+
+    WHERE = "metrics.policy"
+
+    n_positive: int
+    n_negative: int
+    recall: float
+    false_reject: float
+    review_rate: float
+    escapes: int
+    false_rejects: int
+    reviewed: int
+
+
 def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(false-reject rates, recalls, thresholds), thresholds descending: rejecting every part with a score >= the
     threshold gives that recall and false-reject rate (computed once; any operating point is then a lookup)."""
@@ -260,18 +279,25 @@ def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
     return false_reject, recall, np.r_[np.inf, s[last]]
 
 
-def decision_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], positive: list[str],
-                     false_rejects: tuple[float, ...] = (0.01, 0.05, 0.10, 0.25),
-                     recalls: tuple[float, ...] = (0.90, 0.95, 0.99)) -> Decisions:
-    """:class:`Decisions` of softmax ``probabilities`` (N x classes) against integer ``labels``."""
-    from edgeft.errors import ConfigError, DataError
+def positive_mask(labels: np.ndarray, class_names: list[str], positive: list[str]) -> np.ndarray:
+    """Which labelled parts are "not OK" (their class is one of ``positive``); refuses a class the model lacks."""
+    from edgeft.errors import ConfigError
 
     unknown = [c for c in positive if c not in class_names]
     if unknown or not positive:
         raise ConfigError(f"positive class {unknown[0] if unknown else '(none)'!r} is not a class of the model "
                           f"({', '.join(class_names)}); name one or more of them")
+    return np.isin(np.asarray(labels), [class_names.index(c) for c in positive])
+
+
+def decision_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], positive: list[str],
+                     false_rejects: tuple[float, ...] = (0.01, 0.05, 0.10, 0.25),
+                     recalls: tuple[float, ...] = (0.90, 0.95, 0.99)) -> Decisions:
+    """:class:`Decisions` of softmax ``probabilities`` (N x classes) against integer ``labels``."""
+    from edgeft.errors import DataError
+
+    y = positive_mask(labels, class_names, positive)
     idx = [class_names.index(c) for c in positive]
-    y = np.isin(np.asarray(labels), idx)
     if y.all() or not y.any():
         raise DataError(f"the split has {'no' if not y.any() else 'only'} {'/'.join(positive)} images: AUROC and "
                         "operating points are undefined on it; use a split with both kinds of parts")

@@ -30,10 +30,24 @@ def _batches(it: Iterable[Frame], size: int) -> Iterable[list[Frame]]:
 
 def run(predictor: Predictor, source: str | Source, out: IO[str], batch: int = 1, queue_size: int = 8,
         max_reconnects: int = 10, max_frames: int | None = None, stop: threading.Event | None = None,
-        metrics: LineMetrics | None = None) -> SourceStats:
-    """Write one JSON line per frame to ``out``; unreadable frames get a line with ``error``. Returns counts."""
+        metrics: LineMetrics | None = None, stats_every: int | None = None,
+        stats_out: IO[str] | None = None) -> SourceStats:
+    """Write one JSON line per frame to ``out``; unreadable frames get a line with ``error``. Returns counts.
+    With ``metrics`` and ``stats_every`` N, a JSON line of the counters goes to ``stats_out`` (stderr) every N
+    frames and at the end: the periodic alternative to the Prometheus endpoint."""
     stats = SourceStats()
     stop = stop or threading.Event()
+    try:
+        return _run(predictor, source, out, batch, queue_size, max_reconnects, max_frames, stop, metrics, stats,
+                    stats_every, stats_out)
+    finally:
+        if metrics is not None and stats_every:
+            print(json.dumps({"stats": metrics.snapshot()}), file=stats_out or sys.stderr, flush=True)
+
+
+def _run(predictor: Predictor, source: str | Source, out: IO[str], batch: int, queue_size: int, max_reconnects: int,
+         max_frames: int | None, stop: threading.Event, metrics: LineMetrics | None, stats: SourceStats,
+         stats_every: int | None, stats_out: IO[str] | None = None) -> SourceStats:
     written = 0
     try:
         for group in _batches(frames(source, stats, queue_size, max_reconnects, stop), batch):
@@ -53,10 +67,14 @@ def run(predictor: Predictor, source: str | Source, out: IO[str], batch: int = 1
                     line.update(label=p.label, score=round(p.score, 6), probabilities=[round(v, 6) for v in
                                                                                       p.probabilities],
                                 latency_ms=round(per_frame_ms, 3), backend=predictor.backend_name)
+                    if p.decision is not None:
+                        line.update(decision=p.decision, not_ok=round(p.not_ok, 6))
                     if metrics is not None:
-                        metrics.record(p.label, per_frame_ms)
+                        metrics.record(p.label, per_frame_ms, p.decision, p.not_ok)
                 out.write(json.dumps(line) + "\n")
                 written += 1
+                if metrics is not None and stats_every and written % stats_every == 0:
+                    print(json.dumps({"stats": metrics.snapshot()}), file=stats_out or sys.stderr, flush=True)
                 if max_frames is not None and written >= max_frames:
                     stop.set()
                     return stats

@@ -1,5 +1,11 @@
 """What a line supervisor watches while the camera process runs: counters and latency, as Prometheus text.
 
+With a decision policy in the model, also the decisions per kind (pass, review, reject), the reject and
+review rates over the last frames, and the drift of the "not OK" score against the validation split's
+scores the policy was chosen on (population stability index over a sliding window; above 0.25 the
+population has shifted: the camera, the light or the product changed). A reject-rate or drift alarm is
+what tells a plant to look.
+
 ``edgeft infer --metrics-port N`` serves ``GET /metrics`` (Prometheus' text format 0.0.4) from a thread of
 the camera process. It binds to 127.0.0.1 unless an address is given (``--metrics-host``): a camera's
 metrics are for the box's own agent, and reaching them from the network is a decision the user makes.
@@ -13,10 +19,15 @@ import collections
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
+
+from edgeft.decision import DECISIONS, Policy, psi
 from edgeft.errors import ConfigError
 from edgeft.redact import redact_text
 
 LATENCY_WINDOW = 1024  # the latency quantiles are over the last this many frames
+DRIFT_WINDOW = 500  # rates and score drift are over the last this many decided frames
+DRIFT_MIN_FRAMES = 100  # fewer frames than this give no drift value (NaN): a PSI of a handful of frames is noise
 
 
 def _label(value: str) -> str:
@@ -27,15 +38,20 @@ class LineMetrics:
     """Thread-safe counters of one running source: frames, unreadable, dropped, reconnects, predictions per
     class, and per-frame latency quantiles over a sliding window."""
 
-    def __init__(self, source_name: str, backend: str, classes: list[str]) -> None:
+    def __init__(self, source_name: str, backend: str, classes: list[str], policy: Policy | None = None) -> None:
         self.source, self.backend = _label(source_name), _label(backend)
+        self.policy = policy
         self._lock = threading.Lock()
         self._counts = {"frames": 0, "unreadable": 0, "dropped": 0, "reconnects": 0}
         self._labels: dict[str, int] = {c: 0 for c in classes}
+        self._decisions: dict[str, int] = {d: 0 for d in DECISIONS}
         self._latency: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self._recent: collections.deque[tuple[str, float]] = collections.deque(maxlen=DRIFT_WINDOW)
 
-    def record(self, label: str | None, latency_ms: float | None) -> None:
-        """One frame: its predicted class (None when it could not be read) and its inference time."""
+    def record(self, label: str | None, latency_ms: float | None, decision: str | None = None,
+               not_ok: float | None = None) -> None:
+        """One frame: its predicted class (None when it could not be read), its inference time, and with a
+        policy its decision and "not OK" score."""
         with self._lock:
             self._counts["frames"] += 1
             if label is None:
@@ -44,6 +60,40 @@ class LineMetrics:
             self._labels[label] = self._labels.get(label, 0) + 1
             if latency_ms is not None:
                 self._latency.append(latency_ms)
+            if decision is not None and not_ok is not None:
+                self._decisions[decision] = self._decisions.get(decision, 0) + 1
+                self._recent.append((decision, not_ok))
+
+    def window(self) -> dict[str, float]:
+        """Over the last decided frames: their number, the reject and review rates, and the score drift (PSI
+        against the policy's val scores; NaN below ``DRIFT_MIN_FRAMES`` frames)."""
+        with self._lock:
+            recent = list(self._recent)
+        n = len(recent)
+        out = {"frames": float(n), "reject_rate": float("nan"), "review_rate": float("nan"), "psi": float("nan")}
+        if n and self.policy is not None:
+            kinds = [d for d, _ in recent]
+            out["reject_rate"] = kinds.count("reject") / n
+            out["review_rate"] = kinds.count("review") / n
+            if n >= DRIFT_MIN_FRAMES:
+                scores = np.array([s for _, s in recent])
+                counts = np.bincount(np.searchsorted(self.policy.drift_edges, scores, side="right"),
+                                     minlength=len(self.policy.drift_expected))
+                out["psi"] = psi(self.policy.drift_expected, counts)
+        return out
+
+    def snapshot(self) -> dict:
+        """Everything as one JSON-ready mapping (``edgeft infer --stats-every``)."""
+        with self._lock:
+            counts, labels, decisions = dict(self._counts), dict(self._labels), dict(self._decisions)
+            window = sorted(self._latency)
+        d = {"source": self.source, "backend": self.backend, **counts, "predictions": labels,
+             "latency_ms": {f"p{int(q * 100)}": round(window[min(len(window) - 1, int(q * len(window)))], 3)
+                            for q in (0.5, 0.9, 0.99)} if window else {}}
+        if self.policy is not None:
+            w = self.window()
+            d.update(decisions=decisions, window={k: (round(v, 4) if v == v else None) for k, v in w.items()})
+        return d
 
     def set_source_counts(self, dropped: int, reconnects: int) -> None:
         with self._lock:
@@ -71,7 +121,27 @@ class LineMetrics:
             out.append(f'edgeft_latency_ms{{{base},quantile="{q}"}} {value:.3f}')
         out += [f"edgeft_latency_ms_count{{{base}}} {len(window)}",
                 f"edgeft_latency_ms_sum{{{base}}} {sum(window):.3f}"]
+        if self.policy is not None:
+            out += self._decision_lines(base)
         return "\n".join(out) + "\n"
+
+    def _decision_lines(self, base: str) -> list[str]:
+        with self._lock:
+            decisions = dict(self._decisions)
+        w = self.window()
+        out = ["# HELP edgeft_decisions_total frames per decision of the model's policy (pass, review, reject)",
+               "# TYPE edgeft_decisions_total counter"]
+        out += [f'edgeft_decisions_total{{{base},decision="{d}"}} {n}' for d, n in decisions.items()]
+        for name, help_text in (("reject_rate", "share of rejected frames"),
+                                ("review_rate", "share of frames sent to review"),
+                                ("score_psi", "population stability index of the not-OK score against the val "
+                                              "scores the policy was chosen on (>0.25: shifted)")):
+            key = "psi" if name == "score_psi" else name
+            out += [f"# HELP edgeft_{name} {help_text}, over the last {DRIFT_WINDOW} decided frames",
+                    f"# TYPE edgeft_{name} gauge", f"edgeft_{name}{{{base}}} {w[key]:.4f}"]
+        out += ["# HELP edgeft_window_frames decided frames in the rate and drift window",
+                "# TYPE edgeft_window_frames gauge", f"edgeft_window_frames{{{base}}} {int(w['frames'])}"]
+        return out
 
 
 class MetricsServer:

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from edgeft.contract import InputContract
+from edgeft.decision import Policy, read_policy
 from edgeft.errors import ArtifactError, ConfigError
 from edgeft.runtime.backends import choose_with_reason
 from edgeft.runtime.runner import ONNX_META_KEY, Runner  # noqa: F401 (ONNX_META_KEY: where readers find it)
@@ -22,13 +23,21 @@ from edgeft.runtime.runner import ONNX_META_KEY, Runner  # noqa: F401 (ONNX_META
 
 @dataclass
 class Prediction:
+    """One frame's class (``label``, ``index``, its probability ``score``) and, where the model carries a decision
+    policy, the line's ``decision`` (pass, review or reject) on its ``not_ok`` score."""
+
     label: str
     index: int
     score: float
     probabilities: list[float]
+    decision: str | None = None
+    not_ok: float | None = None
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "index": self.index, "score": self.score, "probabilities": self.probabilities}
+        d = {"label": self.label, "index": self.index, "score": self.score, "probabilities": self.probabilities}
+        if self.decision is not None:
+            d.update(decision=self.decision, not_ok=self.not_ok)
+        return d
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -42,13 +51,18 @@ class Predictor:
 
     For an ONNX file without edgeft metadata pass ``contract`` (input size, mean, std, ...) and
     ``class_names`` explicitly; guessing preprocessing is how deployments silently lose accuracy.
+
+    An artifact's decision policy (``edgeft decide``; every stage of ``edgeft optimize`` with a ``decision:``
+    section) makes each prediction carry pass / review / reject; ``require_policy`` refuses a model without one.
     """
 
     def __init__(self, source: str | os.PathLike, backend: str = "auto", threads: int | None = None,
-                 contract: InputContract | None = None, class_names: Sequence[str] | None = None):
+                 contract: InputContract | None = None, class_names: Sequence[str] | None = None,
+                 require_policy: bool = False):
         p = Path(source)
         files: dict[str, Path] = {}
         artifact_dir = None
+        self.policy: Policy | None = None
         if p.is_dir():
             from edgeft import artifact
 
@@ -56,10 +70,15 @@ class Predictor:
             artifact_dir = p
             files[a.meta.model_file] = a.model_path
             self.contract, self.class_names = a.meta.input, list(a.meta.class_names)
+            self.policy = read_policy(a.meta.extra, f"{p}/meta.json extra.decision")
         elif p.is_file() and p.suffix == ".onnx":
             files["model.onnx"] = p
         else:
             raise ArtifactError(f"model not found: {p}; pass an artifact directory or a .onnx file")
+        if require_policy and self.policy is None:
+            raise ArtifactError(f"{p} carries no decision policy; choose one on val with `edgeft decide {p} --data "
+                                "DATA --positive CLASS --target-recall 0.95` (a bare .onnx file cannot carry one: "
+                                "pass its artifact directory)")
         measured = a.meta.extra.get("cpu_runtime") if artifact_dir is not None else None
         self.backend, self.backend_reason = choose_with_reason(backend, files, measured)
         self.runner: Runner = self.backend.make(files[self.backend.model_file], artifact_dir, threads)
@@ -95,11 +114,15 @@ class Predictor:
         if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
             frames = [frames]
         probs = softmax(self.logits(frames, source).astype(np.float64))
+        not_ok = self.policy.score(probs) if self.policy is not None else None
+        decisions = self.policy.decide(not_ok) if self.policy is not None else None
         out = []
-        for row in probs:
+        for k, row in enumerate(probs):
             i = int(row.argmax())
             out.append(Prediction(self.class_names[i] if i < len(self.class_names) else str(i), i, float(row[i]),
-                                  [float(v) for v in row]))
+                                  [float(v) for v in row],
+                                  decision=str(decisions[k]) if decisions is not None else None,
+                                  not_ok=float(not_ok[k]) if not_ok is not None else None))
         return out
 
     def close(self) -> None:
