@@ -237,6 +237,7 @@ class Decisions:
     average_precision: float
     recall_at_false_reject: dict[str, OperatingPoint]  # "0.05" -> the best recall rejecting at most 5% of good parts
     false_reject_at_recall: dict[str, OperatingPoint]  # "0.95" -> the least false reject catching >= 95% of defects
+    roc: list[list[float]] | None = None  # the ROC curve's corners, [false reject, recall], for the report's plot
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -310,7 +311,8 @@ def decision_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names:
     at_fr = {f"{f:g}": _point(thr, rec, fr, np.nonzero(fr <= f + 1e-12)[0][-1]) for f in false_rejects}
     at_rec = {f"{r:g}": _point(thr, rec, fr, np.nonzero(rec >= r - 1e-12)[0][0]) for r in recalls}
     return Decisions(positive=list(positive), n_positive=int(y.sum()), n_negative=int((~y).sum()), auroc=auroc,
-                     average_precision=ap, recall_at_false_reject=at_fr, false_reject_at_recall=at_rec)
+                     average_precision=ap, recall_at_false_reject=at_fr, false_reject_at_recall=at_rec,
+                     roc=[[round(float(f), 5), round(float(r), 5)] for f, r in zip(fr, rec)])
 
 
 def _point(thresholds: np.ndarray, recall: np.ndarray, false_reject: np.ndarray, i: int) -> OperatingPoint:

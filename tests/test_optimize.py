@@ -24,7 +24,9 @@ def tiny_recipe(data) -> dict:
         "quantize": {"calib_images": 16, "auto_exclude": False},
         "build": {"precision": "fp16"},
         "bench": {"backends": ["ort-cpu", "torch"], "duration_s": 0.1, "warmup_s": 0.05, "rounds": 2},
-        "gates": {"max_accuracy_drop_pp": 100, "max_p50_ms": {"ort-cpu": 10000}},
+        "decision": {"positive": ["bad"], "target_recall": 0.9, "review_budget": 0.1},
+        "gates": {"max_accuracy_drop_pp": 100, "max_p50_ms": {"ort-cpu": 10000}, "max_recall_drop_pp": 100,
+                  "max_false_reject_rise_pp": 100, "max_auroc_drop": 1.0},
     }
 
 
@@ -49,7 +51,9 @@ def test_run_folder_report_and_gates(finished_run):
     state = json.loads((run / "pipeline.json").read_text())
     assert state["steps"]["06-build"]["status"] == "skipped"  # no TensorRT here: skipped with the reason
     assert "TensorRT" in state["steps"]["06-build"]["reason"]
-    assert [g["status"] for g in result.gates] == ["pass", "pass"]
+    assert [g["gate"] for g in result.gates] == ["max_accuracy_drop_pp", "max_recall_drop_pp",
+                                                 "max_false_reject_rise_pp", "max_auroc_drop", "max_p50_ms.ort-cpu"]
+    assert {g["status"] for g in result.gates} == {"pass"}
     rows = {r.step: r for r in result.rows}
     assert rows["05-quantize"].precision == "INT8 (ort-cpu)"
     assert rows["02-prune"].macs < rows["01-finetune"].macs
@@ -76,6 +80,57 @@ def test_run_folder_report_and_gates(finished_run):
     html = (run / "report.html").read_text()
     assert "<svg" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained
     assert "06-build" in html and "skipped" in html
+
+
+def test_every_model_gets_its_own_policy_chosen_on_val_and_is_reported_at_it(finished_run, tiny_data):
+    from edgeft import artifact
+    from edgeft.data import load_split
+    from edgeft.decision import read_policy
+    from edgeft.evaluate import logits
+    from edgeft.metrics import positive_mask
+    from edgeft.optimize.report import table
+    from edgeft.runtime.predictor import softmax
+
+    run, result = finished_run
+    rows = {r.step: r for r in result.rows}
+    for step in ("01-finetune", "02-prune", "03-export-finetune", "04-export-prune", "05-quantize"):
+        a = artifact.load(run / step)
+        p = read_policy(a.meta.extra)
+        assert p.positive == ["bad"] and p.chosen_on == "val" and p.rule.review_budget == 0.1
+        # the policy reproduces on val what it says, from this model's own val scores
+        val = load_split(tiny_data, "val", a.meta.input, classes=a.meta.class_names)
+        out, _ = logits(a, val)
+        y = positive_mask(val.labels, a.meta.class_names, ["bad"])
+        assert p.outcome(y, p.score(softmax(out.astype(float)))) == p.val and p.val.recall >= 0.9
+        # and the report row is the held-out split at that policy
+        test = rows[step].accuracy
+        assert rows[step].split == "test" and test.policy.n_positive + test.policy.n_negative == test.n
+        assert test.decisions.roc[0] == [0.0, 0.0] and test.decisions.roc[-1] == [1.0, 1.0]
+    header, body = table(result.rows)
+    assert header[5:9] == ["AUROC", "recall", "false reject", "review"] or header[5:8] == ["AUROC", "recall",
+                                                                                          "false reject"]
+    q = body[[b[0] for b in body].index("05-quantize")]
+    assert q[header.index("AUROC")] == f"{rows['05-quantize'].accuracy.decisions.auroc:.3f}"
+    roc = (run / "roc.svg").read_text()
+    assert roc.count("<polyline") == 5 and "05-quantize AUROC" in roc
+    md = (run / "report.md").read_text()
+    assert "Decisions on test (not OK = bad; each model's threshold chosen on val)" in md
+
+
+def test_a_changed_decision_section_rechooses_policies_without_rerunning_stages(finished_run, tiny_data, tmp_path):
+    from edgeft import artifact
+    from edgeft.decision import read_policy
+
+    run, _ = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    d = tiny_recipe(tiny_data)
+    d["decision"] = {"positive": ["bad"], "max_false_reject": 0.25}
+    result = pipeline.optimize(parse(d, source="tiny.yaml"), copy, resume=True)
+    assert {r.status for r in result.steps if r.step.stage != "build"} == {"reused"}
+    for step in ("01-finetune", "05-quantize"):
+        p = read_policy(artifact.load(copy / step).meta.extra)
+        assert p.rule.max_false_reject == 0.25 and p.rule.target_recall is None and p.val.false_reject <= 0.25
 
 
 def test_demo_bars_benchmark_reads_a_finished_run(finished_run):
@@ -118,8 +173,9 @@ def test_latency_gate_fails_a_final_model_that_fails_to_run():
 
     from edgeft.optimize.report import Row, evaluate_gates, headline
 
-    recipe = SimpleNamespace(gates=SimpleNamespace(max_accuracy_drop_pp=None,
-                                                   max_p50_ms={"ort-cpu": 5.0, "tensorrt": 2.0}))
+    from edgeft.optimize.recipe import Gates
+
+    recipe = SimpleNamespace(gates=Gates(max_p50_ms={"ort-cpu": 5.0, "tensorrt": 2.0}))
     final = Row("05-quantize", "quantize", "INT8", "INT8", "done", latency={
         "ort-cpu@1": {"status": "failed", "reason": "RuntimeException: unsupported op"},
         "tensorrt@1": {"status": "skipped", "reason": "TensorRT is not installed"}})
@@ -235,6 +291,11 @@ def test_dry_run_prints_the_plan(cli, tiny_data, tmp_path):
     ({"stages": ["prune"]}, ["must start with finetune"]),
     ({"stages": ["finetune", "export"]}, ["section prune: is given"]),
     ({"data": None}, ["data: is required"]),
+    ({"decision": {"positive": ["bad"]}}, ["decision: name a rule", "target_recall"]),
+    ({"decision": {"positive": [], "target_recall": 0.95}}, ["decision.positive must name"]),
+    ({"decision": {"positive": ["bad"], "target_recal": 0.95}}, ["decision.target_recal", "target_recall"]),
+    ({"decision": {"positive": ["bad"], "target_recall": 0.9, "review_budget": 0}}, ["decision.review_budget"]),
+    ({"decision": None, "gates": {"max_recall_drop_pp": 1}}, ["gates.max_recall_drop_pp", "add a decision:"]),
 ])
 def test_recipe_errors_name_the_field(tiny_data, change, fragments):
     d = tiny_recipe(tiny_data)
@@ -277,6 +338,10 @@ def test_cli_errors_are_one_line(cli, tiny_data, tmp_path):
                           "--resume", "--force")
     assert_one_line_error(cli("optimize", write_recipe(tmp_path / "r.yaml", d), "--set", "prune.steps"),
                           "KEY=VALUE")
+    d["decision"]["positive"] = ["bda"]  # checked against the data's classes before any stage runs
+    assert_one_line_error(cli("optimize", write_recipe(tmp_path / "r.yaml", d), "--out", tmp_path / "run3"),
+                          "decision.positive: 'bda' is not a class", "did you mean: bad")
+    assert not (tmp_path / "run3").exists()
 
 
 def test_demo_recipes_validate():

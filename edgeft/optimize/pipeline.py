@@ -174,9 +174,36 @@ def _run_export(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
     e = recipe.sections["export"]
     a = export(parent, out, opset=e.opset, dynamic_batch=e.dynamic_batch, do_simplify=e.simplify, data=recipe.data,
                n=e.parity_images, force=True, gray_input=e.gray_input)
+    if recipe.decision is None:  # with a policy, _decide measures the held-out split together with it
+        split = eval_split(recipe.data)
+        s = load_split(recipe.data, split, a.meta.input, classes=a.meta.class_names)
+        art.update_metrics(a, {split: evaluate(a, s, tta_views=1).to_dict(), "eval_split": split})
+
+
+def _policy_current(recipe: Recipe, out: Path) -> bool:
+    """Whether a reused model's policy is the one the recipe asks for (none asked: nothing to redo)."""
+    from edgeft.decision import read_policy
+
+    if recipe.decision is None:
+        return True
+    p = read_policy(art.load(out).meta.extra)
+    return p is not None and p.rule == recipe.decision.rule() and p.positive == list(recipe.decision.positive)
+
+
+def _decide(recipe: Recipe, out: Path) -> None:
+    """Choose this model's own decision policy on val, then measure it on the held-out split with the policy
+    applied: pruning and INT8 move scores, so a threshold carried over from another model would silently change
+    the escape rate."""
+    from edgeft.data import load_split
+    from edgeft.evaluate import choose_policy, evaluate
+
+    a = art.load(out)
+    d = recipe.decision
+    choose_policy(a, load_split(recipe.data, "val", a.meta.input, classes=a.meta.class_names), d.rule(),
+                  list(d.positive))
     split = eval_split(recipe.data)
-    s = load_split(recipe.data, split, a.meta.input, classes=a.meta.class_names)
-    art.update_metrics(a, {split: evaluate(a, s, tta_views=1).to_dict(), "eval_split": split})
+    m = evaluate(a, load_split(recipe.data, split, a.meta.input, classes=a.meta.class_names))
+    art.update_metrics(a, {split: m.to_dict(), "eval_split": split})
 
 
 def _run_quantize(recipe: Recipe, step: Step, out: Path, parent: Path, run: Path) -> None:
@@ -251,6 +278,16 @@ def prepare(recipe: Recipe) -> None:
     if recipe.gates.max_accuracy_drop_pp is not None and "test" not in splits:
         raise DataError(f"gates.max_accuracy_drop_pp needs a test/ split in {recipe.data} that no stage trains or "
                         "selects on; add one, or remove the gate")
+    if recipe.decision is not None:
+        from edgeft.data.imagefolder import scan_split
+
+        if "val" not in splits:
+            raise DataError(f"decision: the policy is chosen on the val split, and {recipe.data} has none; add val/")
+        classes = scan_split(splits["train"]).classes
+        unknown = [c for c in recipe.decision.positive if c not in classes]
+        if unknown:
+            raise ConfigError(f"decision.positive: {unknown[0]!r} is not a class of {recipe.data} ({', '.join(classes)})"
+                              f"{close_matches(unknown[0], classes)}")
 
 
 @dataclass
@@ -325,6 +362,9 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
             results[step.name] = StepResult(step, "reused" if rec["status"] == "done" else "skipped",
                                             rec.get("seconds", 0.0), rec.get("reason", ""))
             progress.info(f"[{step.name}] reused ({rec['status']})")
+            if rec["status"] == "done" and step.stage != "bench" and not _policy_current(recipe, out_dir):
+                progress.info(f"[{step.name}] the decision section changed: choosing its policy again")
+                _decide(recipe, out_dir)
             continue
         if only and not forced:
             raise EdgeftError(f"{step.name} has not run in {run}; run the whole recipe once before --only")
@@ -353,6 +393,8 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
                 _run_build(recipe, step, out_dir, parent)
             elif step.stage == "bench":
                 _run_bench(recipe, step, out_dir, run, results)
+            if recipe.decision is not None and step.stage != "bench" and status == "done":
+                _decide(recipe, out_dir)
         except DependencyError as e:
             if step.stage != "build":
                 raise

@@ -19,7 +19,7 @@ from typing import Any
 from edgeft.errors import ConfigError, close_matches
 
 STAGES = ("finetune", "prune", "export", "quantize", "build", "bench")
-TOP_LEVEL = {"name", "data", "prepare_data", "threads", "stages", "gates", *STAGES}
+TOP_LEVEL = {"name", "data", "prepare_data", "threads", "stages", "gates", "decision", *STAGES}
 PREPARERS = ("elpv",)
 
 
@@ -67,11 +67,37 @@ class BenchSection:
 
 
 @dataclass
+class DecisionSection:
+    """The line's decision policy (``edgeft.decision``), named once: every model of the run gets its own threshold,
+    chosen on val by this rule, and is reported at it on test."""
+
+    positive: list[str] = field(default_factory=list)  # the "not OK" classes
+    target_recall: float | None = None
+    max_false_reject: float | None = None
+    escape_cost: float | None = None
+    false_reject_cost: float = 1.0
+    review_budget: float | None = None
+
+    def rule(self):
+        from edgeft.decision import Rule
+
+        return Rule(target_recall=self.target_recall, max_false_reject=self.max_false_reject,
+                    escape_cost=self.escape_cost, false_reject_cost=self.false_reject_cost,
+                    review_budget=self.review_budget)
+
+
+@dataclass
 class Gates:
-    """Checked on the last model of the run. ``max_p50_ms`` keys are ``backend`` (batch 1) or ``backend@batch``."""
+    """Checked on the last model of the run. ``max_p50_ms`` keys are ``backend`` (batch 1) or ``backend@batch``.
+    The decision gates compare the final model with the fine-tuned one, each at its own operating point on test."""
 
     max_accuracy_drop_pp: float | None = None
     max_p50_ms: dict[str, float] = field(default_factory=dict)
+    max_recall_drop_pp: float | None = None
+    max_false_reject_rise_pp: float | None = None
+    max_auroc_drop: float | None = None
+
+    DECISION_GATES = ("max_recall_drop_pp", "max_false_reject_rise_pp", "max_auroc_drop")
 
 
 @dataclass
@@ -84,6 +110,7 @@ class Recipe:
     prepare_data: str | None = None
     threads: int | None = None
     source: str = ""
+    decision: DecisionSection | None = None
 
     def stage_config(self, stage: str) -> dict[str, Any]:
         """A stage's settings as plain data (for hashing, the plan and the report)."""
@@ -92,7 +119,8 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "data": str(self.data), "prepare_data": self.prepare_data, "threads": self.threads,
-                "stages": self.stages, **{s: self.stage_config(s) for s in self.stages}, "gates": asdict(self.gates)}
+                "stages": self.stages, **{s: self.stage_config(s) for s in self.stages}, "gates": asdict(self.gates),
+                **({"decision": asdict(self.decision)} if self.decision else {})}
 
 
 def config_hash(value: Any) -> str:
@@ -207,10 +235,27 @@ def _check_stage_sections(sections: dict[str, Any]) -> None:
         sections["bench"] = s
 
 
-def _gates(d: Any, stages: list[str]) -> Gates:
+def _decision(d: Any) -> DecisionSection | None:
+    if d is None:
+        return None
+    s = _section(DecisionSection, d, "decision")
+    if isinstance(s.positive, str):
+        s.positive = [s.positive]
+    if not isinstance(s.positive, list) or not s.positive or not all(isinstance(c, str) and c for c in s.positive):
+        raise ConfigError(f"decision.positive must name the 'not OK' class(es), e.g. [defective], got {s.positive!r}")
+    s.rule()  # a rule that cannot be chosen fails now, not after the fine-tuning
+    return s
+
+
+def _gates(d: Any, stages: list[str], decision: DecisionSection | None) -> Gates:
     g = _section(Gates, d, "gates")
-    if g.max_accuracy_drop_pp is not None and g.max_accuracy_drop_pp < 0:
-        raise ConfigError(f"gates.max_accuracy_drop_pp must be >= 0, got {g.max_accuracy_drop_pp}")
+    for name in ("max_accuracy_drop_pp", *Gates.DECISION_GATES):
+        value = getattr(g, name)
+        if value is not None and value < 0:
+            raise ConfigError(f"gates.{name} must be >= 0, got {value}")
+        if value is not None and name in Gates.DECISION_GATES and decision is None:
+            raise ConfigError(f"gates.{name} compares models at their operating points: add a decision: section "
+                              "(positive: [CLASS] and a rule such as target_recall: 0.95)")
     if not isinstance(g.max_p50_ms, dict):
         raise ConfigError("gates.max_p50_ms must map backend (or backend@batch) to milliseconds, e.g. {ort-cpu: 5}")
     if g.max_p50_ms and "bench" not in stages:
@@ -273,8 +318,10 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
     name = str(d.get("name") or re.sub(r"[^\w.-]", "_", Path(source).stem).strip("_") or "run")
     if not re.fullmatch(r"[\w.-]+", name):
         raise ConfigError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
+    decision = _decision(d.get("decision"))
     return Recipe(name=name, data=Path(os.path.expanduser(str(d["data"]))), stages=stages, sections=sections,
-                  gates=_gates(d.get("gates"), stages), prepare_data=prepare, threads=threads, source=source)
+                  gates=_gates(d.get("gates"), stages, decision), prepare_data=prepare, threads=threads, source=source,
+                  decision=decision)
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -125,6 +125,7 @@ def evaluate_gates(recipe, rows: list[Row]) -> list[dict[str, Any]]:
                       "model": final.step, "status": "pass" if drop <= g.max_accuracy_drop_pp else "fail",
                       "detail": f"{final.label} {final.accuracy.accuracy * 100:.2f}% vs fine-tuned "
                                 f"{base.accuracy.accuracy * 100:.2f}% on {base.split}"})
+    gates += _decision_gates(g, rows)
     for key, limit in g.max_p50_ms.items():
         backend, _, batch = str(key).partition("@")
         k = f"{backend}@{batch or 1}"
@@ -143,6 +144,34 @@ def evaluate_gates(recipe, rows: list[Row]) -> list[dict[str, Any]]:
         gates.append({**entry, "value": round(p50, 3), "model": final.step,
                       "status": "pass" if p50 <= float(limit) else "fail", "detail": f"{final.label} on {k}"})
     return gates
+
+
+def _decision_gates(g, rows: list[Row]) -> list[dict[str, Any]]:
+    """The final model against the fine-tuned one, each at its own policy's operating point on the held-out split."""
+    asked = [(name, getattr(g, name)) for name in g.DECISION_GATES if getattr(g, name) is not None]
+    if not asked:
+        return []
+    base = rows[0]
+    final = _final(rows, lambda r: r.accuracy is not None and r.accuracy.policy is not None)
+    out = []
+    for name, limit in asked:
+        entry = {"gate": name, "limit": limit, "value": None, "model": final.step if final else None}
+        if final is None or base.accuracy is None or base.accuracy.policy is None:
+            out.append({**entry, "status": "not evaluated", "detail": "no model was measured at a decision policy"})
+            continue
+        b, f = base.accuracy, final.accuracy
+        if name == "max_auroc_drop":
+            value, text = b.decisions.auroc - f.decisions.auroc, f"AUROC {f.decisions.auroc:.3f} vs {b.decisions.auroc:.3f}"
+        elif name == "max_recall_drop_pp":
+            value = (b.policy.recall - f.policy.recall) * 100
+            text = f"recall {f.policy.recall * 100:.1f}% vs {b.policy.recall * 100:.1f}%"
+        else:
+            value = (f.policy.false_reject - b.policy.false_reject) * 100
+            text = f"false reject {f.policy.false_reject * 100:.1f}% vs {b.policy.false_reject * 100:.1f}%"
+        out.append({**entry, "value": round(value, 4 if name == "max_auroc_drop" else 2),
+                    "status": "pass" if value <= limit + 1e-12 else "fail",
+                    "detail": f"{final.label} {text} fine-tuned, on {base.split}, each at its own val-chosen policy"})
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- rendering
@@ -184,15 +213,24 @@ def _ratio_text(slow: dict[str, Any], fast: dict[str, Any]) -> str:
 
 def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     keys = _latency_keys(rows)
-    header = ["stage", "model", "precision", "accuracy", "balanced acc.", "size MB", "params M", "MMACs"]
-    header += [f"{k} p50 ms" for k in keys] + ["memory MB"]
+    decided = any(r.accuracy and r.accuracy.policy for r in rows)
+    review = any(r.accuracy and r.accuracy.policy and r.accuracy.policy.reviewed for r in rows)
+    header = ["stage", "model", "precision", "accuracy", "balanced acc."]
+    header += ["AUROC", "recall", "false reject"] + (["review"] if review else []) if decided else []
+    header += ["size MB", "params M", "MMACs"] + [f"{k} p50 ms" for k in keys] + ["memory MB"]
     body = []
     for r in rows:
         acc = r.accuracy
         line = [r.step, r.label, r.precision or r.status,
                 _fmt(acc and acc.accuracy, ".2f", 100) + ("%" if acc else ""),
-                _fmt(acc and acc.balanced_accuracy, ".2f", 100) + ("%" if acc else ""),
-                _fmt(r.size_bytes, ".2f", 1e-6), _fmt(r.params, ".2f", 1e-6), _fmt(r.macs, ".0f", 1e-6)]
+                _fmt(acc and acc.balanced_accuracy, ".2f", 100) + ("%" if acc else "")]
+        if decided:
+            pol = acc.policy if acc else None
+            line += [_fmt(acc.decisions.auroc if acc and acc.decisions else None, ".3f"),
+                     _fmt(pol and pol.recall, ".1f", 100) + ("%" if pol else ""),
+                     _fmt(pol and pol.false_reject, ".1f", 100) + ("%" if pol else "")]
+            line += [_fmt(pol and pol.review_rate, ".1f", 100) + ("%" if pol else "")] if review else []
+        line += [_fmt(r.size_bytes, ".2f", 1e-6), _fmt(r.params, ".2f", 1e-6), _fmt(r.macs, ".0f", 1e-6)]
         for k in keys:
             b = r.latency.get(k)
             ref = _reference(rows, k)
@@ -240,6 +278,13 @@ def headline(rows: list[Row], gates: list[dict[str, Any]],
             spread = _ratio_text(eager, final.latency[fk])
             out.append(f"Against PyTorch eager FP32 (batch 1): {p50_ms(eager) / p50_ms(final.latency[fk]):.1f}x "
                        f"faster on {fk}" + (f" ({spread})" if spread else "") + ".")
+    if final is not None and final.accuracy.policy and base.accuracy and base.accuracy.policy:
+        f, b = final.accuracy, base.accuracy
+        out.append(f"Decisions on {final.split} (not OK = {' + '.join(f.decisions.positive)}; each model's threshold "
+                   f"chosen on val): final recall {f.policy.recall * 100:.1f}% at {f.policy.false_reject * 100:.1f}% "
+                   f"false rejects" + (f", {f.policy.review_rate * 100:.1f}% reviewed" if f.policy.reviewed else "")
+                   + f", AUROC {f.decisions.auroc:.3f}; fine-tuned {b.policy.recall * 100:.1f}% at "
+                   f"{b.policy.false_reject * 100:.1f}%, AUROC {b.decisions.auroc:.3f}.")
     for r in rows:
         if r.pruning:
             out.append(f"Pruning ({r.step}) {landing_text(r.pruning)}.")
@@ -309,6 +354,45 @@ def pareto_svg(rows: list[Row], width: int = 640, height: int = 380) -> str:
     return "\n".join(parts)
 
 
+ROC_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
+
+
+def roc_svg(rows: list[Row], size: int = 380) -> str:
+    """The ROC curve of every model on the held-out split, overlaid, each model's operating point (its policy's
+    recall and false reject there) marked with a dot."""
+    curves = [r for r in rows if r.accuracy and r.accuracy.decisions and r.accuracy.decisions.roc]
+    if not curves:
+        return ""
+    m, legend_w = 45, 260
+    w = size - m - 10
+    sx = lambda v: m + v * w  # noqa: E731
+    sy = lambda v: size - m - v * w  # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size + legend_w}" height="{size}" '
+             'font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>',
+             f'<rect x="{m}" y="{size - m - w}" width="{w}" height="{w}" fill="none" stroke="#333"/>',
+             f'<line x1="{sx(0)}" y1="{sy(0)}" x2="{sx(1)}" y2="{sy(1)}" stroke="#ddd" stroke-dasharray="3 3"/>']
+    for i in range(6):
+        v = i / 5
+        parts.append(f'<text x="{sx(v):.1f}" y="{size - m + 14}" text-anchor="middle">{v:.1f}</text>')
+        parts.append(f'<text x="{m - 5}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.1f}</text>')
+    parts.append(f'<text x="{m + w / 2}" y="{size - 8}" text-anchor="middle">false-reject rate (good parts)</text>')
+    parts.append(f'<text x="12" y="{size / 2}" text-anchor="middle" transform="rotate(-90 12 {size / 2})">'
+                 'recall (defective parts caught)</text>')
+    for i, r in enumerate(curves):
+        c = ROC_COLOURS[i % len(ROC_COLOURS)]
+        d = r.accuracy.decisions
+        parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="'
+                     + " ".join(f"{sx(f):.1f},{sy(t):.1f}" for f, t in d.roc) + '"/>')
+        pol = r.accuracy.policy
+        if pol:
+            parts.append(f'<circle cx="{sx(pol.false_reject):.1f}" cy="{sy(pol.recall):.1f}" r="4" fill="{c}"/>')
+        y = 20 + i * 16
+        parts.append(f'<rect x="{size + 5}" y="{y - 9}" width="10" height="10" fill="{c}"/>')
+        parts.append(f'<text x="{size + 20}" y="{y}">{html.escape(f"{r.step} AUROC {d.auroc:.3f}")}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
 LABEL_CHAR_PX = 6.5  # a generous width of one character at font-size 11 in a sans-serif font
 
 
@@ -357,6 +441,7 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
     header, body = table(rows)
     lines = headline(rows, gates, (doc or {}).get("cpu_runtime")) + [stage_time(results)]
     svg = pareto_svg(rows)
+    roc = roc_svg(rows)
     device = (doc or {}).get("device") or {}
     gate_header = ["gate", "limit", "value", "model", "status", "detail"]
     gate_body = [[g["gate"], str(g["limit"]), "—" if g["value"] is None else str(g["value"]), g["model"] or "—",
@@ -387,6 +472,8 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
     md += ["## Stages", ""] + _md_table(header, body) + ["", bench_note, ""]
     if svg:
         md += ["![accuracy vs latency](pareto.svg)", ""]
+    if roc:
+        md += ["![ROC of every model, each operating point marked](roc.svg)", ""]
     if gates:
         md += ["## Gates", ""] + _md_table(gate_header, gate_body) + [""]
     md += ["## Confusion matrices", ""]
@@ -409,6 +496,9 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
          "<h2>Stages</h2>", _html_table(header, body), f"<p>{html.escape(bench_note)}</p>"]
     if svg:
         h += ["<h2>Accuracy vs latency</h2>", svg]
+    if roc:
+        h += ["<h2>ROC on the held-out split</h2><p>Each model's operating point (its own threshold, chosen on val) is "
+              "the dot on its curve.</p>", roc]
     if gates:
         gt = _html_table(gate_header, gate_body)
         for g in gates:
@@ -420,7 +510,8 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
     h += ["</div>", "<h2>Lineage</h2>", _html_table(lineage_header, lineage_body),
           "<h2>Device</h2>", f"<pre>{html.escape(json.dumps(device, indent=1))}</pre>",
           "<h2>Recipe (resolved)</h2>", f"<pre>{html.escape(recipe_yaml)}</pre>", "</body></html>"]
-    for name, text in (("report.md", "\n".join(md)), ("report.html", "\n".join(h)), ("pareto.svg", svg)):
+    for name, text in (("report.md", "\n".join(md)), ("report.html", "\n".join(h)), ("pareto.svg", svg),
+                       ("roc.svg", roc)):
         if not text:
             continue
         tmp = run / f".{name}.tmp"
