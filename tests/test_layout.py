@@ -1,6 +1,6 @@
 """The house: edgeft's modules stand on floors, and a module imports only from its own floor or below.
 
-ground   errors, contract, artifact, metrics, parity, redact, progress, images, host
+ground   errors, contract, artifact, metrics, parity, decision, redact, progress, images, host
 runtime  runners, Predictor, sources, infer, metrics endpoint: what the camera runs
 engine   models, data, the one training loop
 stages   finetune, prune, export, quantize, tensorrt (build): side by side, never importing each other
@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edgeft"
 
 FLOORS = [
     ("ground", ["edgeft", "edgeft.__init__", "edgeft.errors", "edgeft.contract", "edgeft.artifact", "edgeft.metrics",
-                "edgeft.parity", "edgeft.redact", "edgeft.progress", "edgeft.images", "edgeft.host"]),
+                "edgeft.parity", "edgeft.decision", "edgeft.redact", "edgeft.progress", "edgeft.images", "edgeft.host"]),
     ("runtime", ["edgeft.runtime"]),
     ("engine", ["edgeft.models", "edgeft.data", "edgeft.engine"]),
     ("stages", ["edgeft.finetune", "edgeft.prune", "edgeft.export", "edgeft.quantize", "edgeft.tensorrt"]),
