@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from edgeft import __version__, progress
+from edgeft.bench.gate import GateConfig
 from edgeft.bench.harness import BenchConfig
 from edgeft.engine.config import CLASS_BALANCE, DEVICES, MODES, FinetuneConfig
 from edgeft.errors import EdgeftError
@@ -612,10 +613,27 @@ def bench_cmd(models: tuple[str, ...], backends: tuple[str, ...], batches: str, 
     doc = bench(list(models), cfg)
     click.echo(table(doc))
     if out_path:
-        tmp = out_path.with_suffix(out_path.suffix + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
-        os.replace(tmp, out_path)
+        _write_json(out_path, doc)
         click.echo(f"wrote {out_path}")
+
+
+def _fraction(value: str, option: str) -> float:
+    """A share given as a percentage (10%) or a fraction (0.1)."""
+    from edgeft.errors import ConfigError
+
+    text = value.strip()
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ConfigError(f"{option} takes a percentage like 10% or a fraction like 0.1, got {text!r}") from None
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    """``doc`` as JSON at ``path``, atomically (a temp file renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 @cli.command("compare")
@@ -631,18 +649,45 @@ def compare_cmd(baseline: Path, current: Path, metric: str, max_regression: str,
     """Fail (exit 1) when CURRENT is slower than BASELINE beyond the threshold and beyond the measured noise."""
     from edgeft.bench.compare import compare, render
     from edgeft.bench.harness import load_results
-    from edgeft.errors import ConfigError
 
-    text = max_regression.strip()
-    try:
-        threshold = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise ConfigError(f"--max-regression takes a percentage like 10% or a fraction like 0.1, got {text!r}") from None
+    threshold = _fraction(max_regression, "--max-regression")
     rows, summary = compare(load_results(baseline), load_results(current), metric=metric, max_regression=threshold,
                             allow_different_device=allow_different_device, normalize=not no_normalize)
     click.echo(render(rows, summary, markdown=markdown))
     if summary["failed"]:
         sys.exit(1)
+
+
+@cli.command("gate")
+@click.argument("baseline")
+@click.argument("candidate")
+@click.option("--max-regression", default="10%", show_default=True,
+              help="Fail when the candidate is slower than this (median of paired per-round ratios): 10% or 0.10.")
+@click.option("--backend", default=GateConfig.backend, show_default=True, help="Runtime backend both run on.")
+@click.option("--batch", type=int, default=GateConfig.batch, show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads for the backend (both sides).")
+@click.option("--time-cap-s", type=float, default=GateConfig.time_cap_s, show_default=True,
+              help="Measure at most this long; an interval still straddling the threshold then is 'inconclusive'.")
+@click.option("--block-s", type=float, default=GateConfig.block_s, show_default=True,
+              help="Timed seconds per model and round.")
+@click.option("--min-rounds", type=int, default=GateConfig.min_rounds, show_default=True)
+@click.option("--out", "out_path", type=click.Path(path_type=Path), help="Write the verdict with every round as JSON.")
+@click.option("--markdown", is_flag=True, help="Print the verdict as Markdown (a CI job summary).")
+def gate_cmd(baseline: str, candidate: str, max_regression: str, backend: str, batch: int, threads: int | None,
+             time_cap_s: float, block_s: float, min_rounds: int, out_path: Path | None, markdown: bool) -> None:
+    """The latency gate for a shared CI runner: BASELINE (e.g. the model built from the target branch) and
+    CANDIDATE measured in one process, interleaved round by round (ABBA), until the median paired ratio's interval
+    is clearly below or above the threshold. Exit 0 no regression, 1 regression (or a candidate that does not
+    run), 3 inconclusive within the time cap, 2 bad input."""
+    from edgeft.bench.gate import gate, render
+
+    cfg = GateConfig(max_regression=_fraction(max_regression, "--max-regression"), backend=backend, batch=batch,
+                     threads=threads, time_cap_s=time_cap_s, block_s=block_s, min_rounds=min_rounds)
+    result = gate(baseline, candidate, cfg)
+    if out_path:
+        _write_json(out_path, result.to_dict())
+    click.echo(render(result, markdown))
+    sys.exit(result.exit_code)
 
 
 @cli.command("compare-backends")
