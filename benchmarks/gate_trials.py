@@ -1,12 +1,19 @@
-"""How often the latency gate is right on this machine; prints JSON.
+"""How often the paired latency gate (`edgeft gate`) is right on this machine; prints JSON.
 
-  python benchmarks/gate_trials.py MODEL [--trials 20] [--rounds 5] [--duration-s 0.6]
+  python benchmarks/gate_trials.py MODEL [--trials 20] [--time-cap-s 60] [--hog-trials 10]
 
-Each trial benches MODEL (artifact or .onnx) on ort-cpu three times: a baseline and an unchanged rerun
-with 2 threads, and a planted slowdown with 1 thread; then asks `compare` about the rerun (must say
-"no regression") and about the slowdown (must be flagged). Also reports the p50 coefficient of
-variation over the unchanged runs. Each run benches in ``--rounds`` interleaved rounds of ``--duration-s``
-(the gate's p50 is the median of the rounds' p50s, and its interval comes from a bootstrap over rounds).
+MODEL: an artifact or .onnx file (the demo's final INT8 model: runs/elpv/05-quantize). Each trial runs the gate
+as `edgeft gate` does (one process, ABBA rounds, sequential stopping) on ort-cpu with 2 threads, against:
+
+- ``unchanged``: the same model (must say "pass"; "inconclusive" is allowed rarely);
+- ``slow25``: the same model with 25% more time per call (after each inference the candidate computes for a
+  quarter of the time the inference took, so the slowdown scales with the machine's load like more MACs would),
+  threshold 10% (must be flagged);
+- ``slow10_at5``: 10% more time per call, threshold 5% (flagged or inconclusive, never passed);
+- ``threads1``: the same model on 1 thread instead of 2 (a real planted slowdown, threshold 10%);
+
+then, with a CPU hog (a busy loop in another process) beside the gate, ``unchanged`` and ``slow25`` again
+(``--hog-trials``): no more false alarms than without it. Conditions are interleaved trial by trial.
 """
 
 from __future__ import annotations
@@ -15,51 +22,95 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def slowed(call, factor: float):
+    """``call`` plus ``factor`` of its own time in busy work: a candidate that does that much more compute."""
+    def run() -> None:
+        t0 = time.perf_counter()
+        call()
+        end = time.perf_counter() + (time.perf_counter() - t0) * factor
+        while time.perf_counter() < end:
+            pass
+    return run
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
     ap.add_argument("--trials", type=int, default=20)
-    ap.add_argument("--duration-s", type=float, default=0.6)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--max-regression", type=float, default=0.10)
+    ap.add_argument("--hog-trials", type=int, default=10)
+    ap.add_argument("--time-cap-s", type=float, default=60.0)
     args = ap.parse_args()
     os.environ.setdefault("EDGEFT_QUIET", "1")
-    from edgeft.bench.compare import compare
-    from edgeft.bench.harness import BenchConfig, bench
+    import numpy as np
 
-    def run(threads: int) -> dict:
-        return bench([args.model], BenchConfig(backends=["ort-cpu"], batches=[1], warmup_s=0.5,
-                                               duration_s=args.duration_s, threads=threads, rounds=args.rounds))
+    from edgeft.bench.gate import GateConfig, measure
+    from edgeft.bench.harness import fingerprint, reference_workload_ms
+    from edgeft.runtime.backends import choose, model_files
 
-    same_ok = slow_flagged = 0
-    p50s, ratios_same, ratios_slow, raw_same = [], [], [], []
+    files, artifact_dir, chw = model_files(args.model)
+    backend = choose("ort-cpu", files)
+    x = np.random.default_rng(0).standard_normal((1, *chw)).astype(np.float32)
+    runners = {t: backend.make(files[backend.model_file], artifact_dir, t) for t in (1, 2)}
+    for r in runners.values():
+        r.activate()
+    base = lambda: runners[2].infer(x)  # noqa: E731
+    conditions = {  # name: (candidate, threshold, what counts as right)
+        "unchanged": (base, 0.10, {"pass"}),
+        "slow25": (slowed(base, 0.25), 0.10, {"regression"}),
+        "slow10_at5": (slowed(base, 0.10), 0.05, {"regression", "inconclusive"}),
+        "threads1": (lambda: runners[1].infer(x), 0.10, {"regression"}),
+    }
+    results: dict[str, list] = {k: [] for k in conditions}
+    results.update({"hog_unchanged": [], "hog_slow25": []})
+    ref = [reference_workload_ms()]
+
+    def trial(name: str, key: str) -> None:
+        cand, thr, _ = conditions[name]
+        r = measure(base, cand, GateConfig(max_regression=thr, time_cap_s=args.time_cap_s))
+        results[key].append({"verdict": r.verdict, "ratio": r.ratio, "interval": r.interval, "rounds": r.rounds,
+                             "seconds": r.seconds})
+        print(f"{key}: {r.verdict} ratio {r.ratio:.3f} [{r.interval[0]:.3f}, {r.interval[1]:.3f}] "
+              f"{r.rounds} rounds {r.seconds:.0f} s", file=sys.stderr, flush=True)
+
     for _ in range(args.trials):
-        base, again, slow = run(2), run(2), run(1)
-        rows, s = compare(base, again, max_regression=args.max_regression)
-        same_ok += not s["failed"]
-        ratios_same.append(rows[0].ratio)
-        raw_same.append(again["results"][0]["latency_ms"]["p50"] / base["results"][0]["latency_ms"]["p50"])
-        rows, s = compare(base, slow, max_regression=args.max_regression)
-        slow_flagged += s["failed"]
-        ratios_slow.append(rows[0].ratio)
-        p50s += [base["results"][0]["latency_ms"]["p50"], again["results"][0]["latency_ms"]["p50"]]
-    cv = statistics.stdev(p50s) / statistics.fmean(p50s)
-    print(json.dumps({
-        "model": args.model, "trials": args.trials, "rounds": args.rounds, "duration_s_per_round": args.duration_s,
-        "max_regression": args.max_regression,
-        "unchanged_no_regression": f"{same_ok}/{args.trials}", "planted_slowdown_flagged": f"{slow_flagged}/{args.trials}",
-        "unchanged_ratio_normalized": {"min": min(ratios_same), "median": statistics.median(ratios_same),
-                                       "max": max(ratios_same)},
-        "unchanged_ratio_raw": {"min": min(raw_same), "median": statistics.median(raw_same), "max": max(raw_same)},
-        "planted_ratio_normalized": {"min": min(ratios_slow), "median": statistics.median(ratios_slow)},
-        "p50_ms_runs": len(p50s), "p50_ms_median": statistics.median(p50s), "p50_cv": round(cv, 4),
-    }, indent=2))
+        for name in conditions:
+            trial(name, name)
+    ref.append(reference_workload_ms())
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        for _ in range(args.hog_trials):
+            trial("unchanged", "hog_unchanged")
+            trial("slow25", "hog_slow25")
+    finally:
+        hog.kill()
+    for r in runners.values():
+        r.deactivate()
+    right = {"unchanged": {"pass"}, "slow25": {"regression"}, "slow10_at5": {"regression", "inconclusive"},
+             "threads1": {"regression"}, "hog_unchanged": {"pass", "inconclusive"}, "hog_slow25": {"regression"}}
+    summary = {}
+    for key, rows in results.items():
+        if not rows:
+            continue
+        verdicts = Counter(r["verdict"] for r in rows)
+        summary[key] = {"right": f"{sum(verdicts[v] for v in right[key])}/{len(rows)}", "verdicts": dict(verdicts),
+                        "median_seconds": statistics.median(r["seconds"] for r in rows),
+                        "max_seconds": max(r["seconds"] for r in rows),
+                        "median_ratio": statistics.median(r["ratio"] for r in rows),
+                        "ratio_range": [min(r["ratio"] for r in rows), max(r["ratio"] for r in rows)],
+                        "median_rounds": statistics.median(r["rounds"] for r in rows)}
+    print(json.dumps({"model": args.model, "device": fingerprint()["cpu"], "cpu_count": os.cpu_count(),
+                      "reference_workload_ms_before_after": [round(v, 4) for v in ref],
+                      "time_cap_s": args.time_cap_s, "trials": args.trials, "hog_trials": args.hog_trials,
+                      "summary": summary, "trials_detail": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -57,10 +57,12 @@ FAST = dict(block_s=0.02, min_block_calls=3, min_rounds=10, warmup_s=0.0)
 
 def test_unchanged_passes_and_a_planted_slowdown_is_flagged_despite_load_bursts():
     m = Machine(seed=1)
-    same = measure(m.model(2), m.model(2), GateConfig(time_cap_s=60, **FAST), clock=m.clock)
+    model = m.model(2)
+    same = measure(model, model, GateConfig(time_cap_s=60, **FAST), clock=m.clock)  # one callable on both sides
     assert same.verdict == "pass" and same.rounds >= 10 and same.interval[1] < 1.10
     # the bursts doubled some blocks' times: unpaired, they would look like +100% changes
     assert max(same.baseline_ms) / min(same.baseline_ms) > 1.5
+    assert same.baseline_ms != same.candidate_ms  # each side timed in its own block, even with one callable
     m = Machine(seed=2)
     slow = measure(m.model(2), m.model(2.5), GateConfig(time_cap_s=60, **FAST), clock=m.clock)
     assert slow.verdict == "regression" and slow.interval[0] > 1.10 and slow.ratio == pytest.approx(1.25, rel=0.05)

@@ -145,10 +145,14 @@ def measure(baseline: Callable[[], Any], candidate: Callable[[], Any], cfg: Gate
     ratios: list[float] = []
     verdict, med, interval = None, None, None
     while True:
-        order = (baseline, candidate) if len(ratios) % 2 == 0 else (candidate, baseline)
-        times = {id(fn): _block(fn, cfg.block_s, cfg.min_block_calls, clock) for fn in order}
-        base_ms.append(times[id(baseline)])
-        cand_ms.append(times[id(candidate)])
+        if len(ratios) % 2 == 0:  # ABBA: who goes first alternates, so a trend within a round cancels
+            b = _block(baseline, cfg.block_s, cfg.min_block_calls, clock)
+            c = _block(candidate, cfg.block_s, cfg.min_block_calls, clock)
+        else:
+            c = _block(candidate, cfg.block_s, cfg.min_block_calls, clock)
+            b = _block(baseline, cfg.block_s, cfg.min_block_calls, clock)
+        base_ms.append(b)
+        cand_ms.append(c)
         ratios.append(cand_ms[-1] / base_ms[-1])
         if len(ratios) >= cfg.min_rounds:
             verdict, med, interval = judge(ratios, limit, cfg.level)
