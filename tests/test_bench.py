@@ -259,6 +259,16 @@ def test_gate_refuses_other_devices_and_reports_missing_rows():
     assert [r.verdict for r in rows] == ["missing", "missing"] and not s["failed"]
 
 
+def test_gate_warns_when_the_runtime_version_changed(capsys, monkeypatch):
+    monkeypatch.delenv("EDGEFT_QUIET", raising=False)
+    a = _doc({("m", "ort-cpu", 1): _noisy(10)})
+    b = _doc({("m", "ort-cpu", 1): _noisy(10)})
+    a["device"]["onnxruntime"], b["device"]["onnxruntime"] = "1.31.0", "1.32.0"
+    _, s = cmp.compare(a, b)
+    assert s["runtime_changed"] == ["onnxruntime 1.31.0 -> 1.32.0"]
+    assert "different runtime versions (onnxruntime 1.31.0 -> 1.32.0)" in capsys.readouterr().err
+
+
 def test_gate_fails_a_model_that_ran_before_and_fails_now():
     key = ("m", "ort-cpu", 1)
     base = _doc({key: _noisy(10)})

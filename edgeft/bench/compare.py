@@ -23,6 +23,7 @@ from edgeft.errors import ConfigError, EdgeftError
 from edgeft.metrics import Latency
 
 METRICS = ("p50", "p90", "throughput", "memory")
+RUNTIME_VERSIONS = ("onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "torch", "driver", "l4t")
 
 
 @dataclass
@@ -97,6 +98,13 @@ def compare(baseline: dict[str, Any], current: dict[str, Any], metric: str = "p5
         raise EdgeftError(f"baseline and current were measured on different devices ({baseline['device'].get('cpu')}"
                           f"{' / ' + str(baseline['device'].get('gpu')) if baseline['device'].get('gpu') else ''} vs "
                           f"{current['device'].get('cpu')}); compare like with like, or pass --allow-different-device")
+    changed = [f"{k} {baseline['device'].get(k)} -> {current['device'].get(k)}" for k in RUNTIME_VERSIONS
+               if baseline["device"].get(k) != current["device"].get(k)]
+    if changed:  # a runtime upgrade moves latency by itself: say so next to the verdict
+        from edgeft import progress
+
+        progress.warn(f"baseline and current ran on different runtime versions ({'; '.join(changed)}): a change may be "
+                      "the runtime's, not the model's; refresh the baseline after an upgrade")
     scale = 1.0
     ref_b, ref_c = baseline["device"].get("reference_ms"), current["device"].get("reference_ms")
     if normalize and metric != "memory" and ref_b and ref_c:
@@ -138,7 +146,7 @@ def compare(baseline: dict[str, Any], current: dict[str, Any], metric: str = "p5
                    else "noise" if beyond or better else "ok")
         rows.append(Row(key, verdict, vb, vc, worse, ci))
     summary = {"metric": metric, "max_regression": max_regression, "machine_scale": round(scale, 4),
-               "normalized": scale != 1.0, "failed": any(r.verdict in ("regression", "failed") for r in rows),
+               "normalized": scale != 1.0, "runtime_changed": changed, "failed": any(r.verdict in ("regression", "failed") for r in rows),
                "counts": {v: sum(r.verdict == v for r in rows) for v in
                           ("ok", "regression", "failed", "improvement", "noise", "missing", "skipped")}}
     return rows, summary

@@ -79,7 +79,7 @@ def fingerprint() -> dict[str, Any]:
     """Where the numbers were measured: CPU, GPU, drivers and library versions (no imports of heavy libraries)."""
     fp: dict[str, Any] = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
                           "system": platform.system(), "python": platform.python_version(), "edgeft": __version__}
-    for dist in ("onnxruntime", "onnxruntime-gpu", "torch", "tensorrt", "numpy"):
+    for dist in ("onnxruntime", "onnxruntime-gpu", "openvino", "torch", "tensorrt", "numpy"):
         v = _dist_version(dist)
         if v:
             fp[dist] = v
