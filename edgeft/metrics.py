@@ -280,6 +280,23 @@ def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
     return false_reject, recall, np.r_[np.inf, s[last]]
 
 
+def _area(false_reject: np.ndarray, recall: np.ndarray) -> float:
+    """The area under a ROC curve, by trapezoids (ties count half, as in the Mann-Whitney statistic)."""
+    return float(np.sum(np.diff(false_reject) * (recall[1:] + recall[:-1]) / 2))
+
+
+def macro_auroc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean one-vs-rest AUROC over the classes present with both kinds of parts (for two classes, the AUROC);
+    NaN when no class has both. How well scores rank, whatever threshold a line later picks."""
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities, dtype=np.float64)
+    values = []
+    for k in range(probabilities.shape[1]):
+        y = labels == k
+        if y.any() and not y.all():
+            values.append(_area(*roc_curve(y, probabilities[:, k])[:2]))
+    return float(np.mean(values)) if values else float("nan")
+
+
 def positive_mask(labels: np.ndarray, class_names: list[str], positive: list[str]) -> np.ndarray:
     """Which labelled parts are "not OK" (their class is one of ``positive``); refuses a class the model lacks."""
     from edgeft.errors import ConfigError
@@ -304,7 +321,7 @@ def decision_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names:
                         "operating points are undefined on it; use a split with both kinds of parts")
     score = np.asarray(probabilities, dtype=np.float64)[:, idx].sum(1)
     fr, rec, thr = roc_curve(y, score)
-    auroc = float(np.sum(np.diff(fr) * (rec[1:] + rec[:-1]) / 2))  # trapezoids under the ROC curve
+    auroc = _area(fr, rec)
     ranked = y[np.argsort(-score, kind="mergesort")]
     precision = np.cumsum(ranked) / np.arange(1, len(y) + 1)
     ap = float((precision * ranked).sum() / ranked.sum())  # mean precision at each defective part's rank

@@ -202,3 +202,63 @@ def test_partial_mode_on_a_family_without_a_known_layout_freezes_by_parameter_gr
     trainable = freeze_for(model, "partial", 2)
     assert 0 < len(trainable) < len(list(model.parameters()))
     assert any(n.startswith("head.fc") for n in trainable) and not any(n.startswith("stem") for n in trainable)
+
+
+def _graded(tiny_data, tmp_path, grade):
+    """A copy of tiny_data with a split.csv grading every image: ``grade(class name, index)``."""
+    import csv
+    import shutil
+
+    root = tmp_path / "graded"
+    shutil.copytree(tiny_data, root)
+    rows = [("split", "class", "file", "p_bad")]
+    for p in sorted(root.glob("*/*/*.png")):
+        rows.append((p.parent.parent.name, p.parent.name, p.name, f"{grade(p.parent.name, len(rows)):.3f}"))
+    with open(root / "split.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return root
+
+
+def test_expert_grades_are_the_training_targets(tiny_data, tmp_path):
+    """Grades replace the hard labels: graded 'bad' as certain as the folders say, the model learns the task; graded
+    with the folders' meaning inverted, it learns the inverse (so the grades, not the folders, were trained on)."""
+    import numpy as np
+
+    from edgeft.data.imagefolder import load_dataset
+    from edgeft.engine.loop import _soft_targets
+
+    root = _graded(tiny_data, tmp_path, lambda c, i: 0.95 if c == "bad" else 0.05)
+    c = cfg(mode="full", epochs=8, patience=8, grades="split.csv:p_bad:bad", monitor="auroc")
+    ds = load_dataset(root, finetune(c, root, tmp_path / "a").meta.input)
+    t = _soft_targets(c, ds)
+    assert t.shape == (len(ds.train), 2) and np.allclose(t.sum(1), 1)
+    assert np.allclose(t[ds.train.labels == 0, 0], 0.95) and np.allclose(t[ds.train.labels == 1, 0], 0.05)
+    learned = artifact.load(tmp_path / "a").meta.metrics
+    learned_history = artifact.load(tmp_path / "a").meta.extra["history"]
+    assert learned["val"]["accuracy"] >= 0.75 and learned["best_epoch"] >= 1
+    inverted = _graded(tiny_data, tmp_path / "inv", lambda c, i: 0.05 if c == "bad" else 0.95)
+    a = finetune(cfg(mode="full", epochs=8, patience=8, grades="split.csv:p_bad:bad"), inverted, tmp_path / "b")
+    # the best epoch is chosen on val's folder labels, so read the last epochs: the inverted grades were learned
+    late = [h["val_auroc"] for h in a.meta.extra["history"][-4:]]
+    assert sum(late) / 4 < 0.5 < sum(h["val_auroc"] for h in learned_history[-4:]) / 4
+
+
+def test_bad_grades_say_what_to_fix(tiny_data, tmp_path):
+    from edgeft.data.imagefolder import read_grades, load_split
+    from edgeft.errors import DataError
+    from tests.conftest import tiny_contract
+
+    with pytest.raises(ConfigError, match="FILE.csv:COLUMN:CLASS"):
+        cfg(grades="split.csv")
+    root = _graded(tiny_data, tmp_path, lambda c, i: 1.0 if c == "bad" else 0.0)
+    s = load_split(root, "train", tiny_contract())
+    with pytest.raises(DataError, match="no 'defect' column"):
+        read_grades(root, "split.csv", "defect", s)
+    with pytest.raises(DataError, match="not found"):
+        read_grades(root, "nope.csv", "p_bad", s)
+    lines = (root / "split.csv").read_text().splitlines()
+    (root / "split.csv").write_text("\n".join(line for line in lines if not line.startswith("train,bad,bad_000")))
+    with pytest.raises(DataError, match="images are not in"):
+        read_grades(root, "split.csv", "p_bad", s)
+    with pytest.raises(ConfigError, match="'cracked' is not one of bad, good"):
+        finetune(cfg(epochs=1, grades="split.csv:p_bad:cracked"), root, tmp_path / "x")

@@ -98,6 +98,10 @@ def test_decision_metrics_against_independent_computations():
     d = decision_metrics(labels, np.stack([p_bad, 1 - p_bad], 1), CLASSES, ["bad"])
     y = labels == 0
     assert d.auroc == pytest.approx(_mann_whitney_auroc(y, p_bad)) and d.n_positive == y.sum()
+    from edgeft.metrics import macro_auroc  # the fine-tuning's "auroc" monitor: for two classes, the same number
+
+    assert macro_auroc(labels, np.stack([p_bad, 1 - p_bad], 1)) == pytest.approx(d.auroc)
+    assert np.isnan(macro_auroc(np.zeros(5, int), np.full((5, 2), 0.5)))  # one class only: undefined, not 0.5
     for k, point in d.recall_at_false_reject.items():  # the best recall rejecting at most k of the good parts
         rejected = p_bad >= point.threshold
         assert point.recall == pytest.approx(rejected[y].mean()) and point.false_reject == rejected[~y].mean()

@@ -204,3 +204,36 @@ def load_split(root: str | os.PathLike, split: str, contract: InputContract,
         idx = np.linspace(0, len(files.paths) - 1, limit).round().astype(int)
         files = replace(files, paths=[files.paths[i] for i in idx], labels=[files.labels[i] for i in idx])
     return decode_split(files, contract)
+
+
+def read_grades(root: str | os.PathLike, csv_name: str, column: str, s: ImageSet) -> np.ndarray:
+    """An expert's probability (``column`` of ``root/csv_name``) for every image of split ``s``, found by the CSV's
+    ``split``, ``class`` and ``file`` columns (as ``edgeft data elpv`` writes ``split.csv``)."""
+    import csv
+
+    path = Path(root) / csv_name
+    if not path.is_file():
+        raise DataError(f"grades: {path} not found; give a CSV in the data folder with split, class, file and "
+                        f"{column} columns")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("split", "class", "file", column) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"grades: {path} has no {missing[0]!r} column (it has {', '.join(reader.fieldnames or [])})")
+        table = {}
+        for row in reader:
+            try:
+                table[(row["split"], row["class"], row["file"])] = float(row[column])
+            except ValueError:
+                raise DataError(f"grades: {path} row {row['file']!r}: {column} must be a number, got "
+                                f"{row[column]!r}") from None
+    keys = [(s.name, p.parent.name, p.name) for p in s.paths]
+    absent = [k for k in keys if k not in table]
+    if absent:
+        raise DataError(f"grades: {len(absent)} of {len(keys)} {s.name} images are not in {path} (first: "
+                        f"{'/'.join(absent[0])}); grade every image or leave grades out")
+    values = np.array([table[k] for k in keys], dtype=np.float32)
+    if values.min() < 0 or values.max() > 1:
+        raise DataError(f"grades: {column} in {path} must be probabilities in [0, 1], found {values.min():g}.."
+                        f"{values.max():g}")
+    return values

@@ -12,7 +12,7 @@ from edgeft.data.augment import Augmentation
 from edgeft.errors import ConfigError, close_matches
 
 MODES = ("full", "partial", "linear")
-MONITORS = ("accuracy", "balanced_accuracy", "loss")
+MONITORS = ("accuracy", "balanced_accuracy", "auroc", "loss")  # auroc: mean one-vs-rest, how well scores rank
 CLASS_BALANCE = ("weighted_loss", "sampler", "none")
 CACHE = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda")
@@ -62,6 +62,17 @@ package ships for ``model`` (``package:efficientnet_lite0``), and a model withou
     channels_last: bool = True
     threads: int | None = None
     val_fraction: float = 0.15
+    grades: str | None = None  # "FILE.csv:COLUMN:CLASS": train on an expert's probability of CLASS per image
+
+    def grades_spec(self) -> tuple[str, str, str] | None:
+        """(csv file relative to the data folder, its probability column, the class it is the probability of)."""
+        if self.grades is None:
+            return None
+        parts = str(self.grades).split(":")
+        if len(parts) != 3 or not all(parts):
+            raise ConfigError(f"grades must be FILE.csv:COLUMN:CLASS (e.g. split.csv:defect_probability:defective, "
+                              f"what `edgeft data elpv` writes), got {self.grades!r}")
+        return parts[0], parts[1], parts[2]
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
@@ -104,6 +115,7 @@ package ships for ``model`` (``package:efficientnet_lite0``), and a model withou
             raise ConfigError(f"cache_views must be 1, 2, 4 or 8, got {self.cache_views}")
         if not 0 < self.val_fraction < 0.5:
             raise ConfigError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        self.grades_spec()
 
     def _coerce_numbers(self) -> None:
         """YAML reads ``1e-3`` as a string and ``1`` as an int; accept both for float fields, refuse the rest."""

@@ -41,7 +41,7 @@ from edgeft.data.imagefolder import Dataset, load_dataset
 from edgeft.engine.config import FinetuneConfig
 from edgeft.engine.split import freeze_for, set_train_mode, split
 from edgeft.errors import ConfigError, DataError, DependencyError, TrainingError
-from edgeft.metrics import Classification, classification_metrics
+from edgeft.metrics import Classification, classification_metrics, macro_auroc
 from edgeft.models import save_artifact
 from edgeft.models.inference import inference_batch, normalize, to_tensor, torch_logits
 
@@ -188,7 +188,9 @@ def _load_checkpoint(path: Path, model: nn.Module, opt, sched, fingerprint: str)
                       best_state=ck["best_state"], history=ck["history"])
 
 
-def _score(metrics: Classification, loss: float, monitor: str) -> float:
+def _score(metrics: Classification, loss: float, auroc: float, monitor: str) -> float:
+    if monitor == "auroc":
+        return auroc if auroc == auroc else -1.0  # NaN (val lacks a class): never the best
     return -loss if monitor == "loss" else float(getattr(metrics, monitor))
 
 
@@ -278,6 +280,29 @@ def train(cfg: FinetuneConfig, data: str | os.PathLike, out: Path, model: nn.Mod
     return Trained(model, ds, metrics, state, device, dist, loop.work)
 
 
+def _soft_targets(cfg: FinetuneConfig, ds: Dataset) -> np.ndarray | None:
+    """Per-image class probabilities from an expert's grades (``cfg.grades``) for the train split, or None.
+
+    A binary label thresholds the expert's doubt away: a cell graded 0.67 defective and one graded 1.0 become
+    the same target, and one graded 0.33 the same as a clean one. Training on the grade keeps that order, which
+    is what a threshold chosen later at a line's operating point ranks by."""
+    spec = cfg.grades_spec()
+    if spec is None:
+        return None
+    from edgeft.data.imagefolder import read_grades
+
+    csv_name, column, cls = spec
+    if len(ds.classes) != 2 or cls not in ds.classes:
+        raise ConfigError(f"grades give the probability of one class of a two-class task; {cls!r} is not one of "
+                          f"{', '.join(ds.classes)}" if cls not in ds.classes else
+                          f"grades need a two-class task; this one has {len(ds.classes)} classes")
+    p = read_grades(ds.root, csv_name, column, ds.train)
+    k = ds.classes.index(cls)
+    targets = np.zeros((len(p), 2), dtype=np.float32)
+    targets[:, k], targets[:, 1 - k] = p, 1 - p
+    return targets
+
+
 def _caches(cfg: FinetuneConfig, prefix: nn.Module, ds: Dataset, contract: InputContract, device: torch.device,
             teacher: nn.Module | None) -> tuple[FeatureCache, FeatureCache]:
     views = _views_for(cfg, contract.size[0] == contract.size[1])
@@ -322,6 +347,7 @@ class _Loop:
 
             self.module = DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
         self.counts = np.bincount(ds.train.labels, minlength=len(ds.classes)).astype(np.float64)
+        self.targets = _soft_targets(cfg, ds)  # None: the hard labels
         self.weight = None
         if cfg.class_balance == "weighted_loss":
             self.weight = torch.tensor(self.counts.sum() / (len(ds.classes) * np.maximum(self.counts, 1)),
@@ -354,12 +380,12 @@ class _Loop:
         epoch_bar.update(state.epoch)
         for epoch in range(state.epoch, cfg.epochs):
             running, seen = self.epoch(epoch, state, ckpt)
-            metrics, val_loss = self.val_pass()
-            score = _score(metrics, val_loss, cfg.monitor)
+            metrics, val_loss, val_auroc = self.val_pass()
+            score = _score(metrics, val_loss, val_auroc, cfg.monitor)
             state.epoch = epoch + 1
             state.history.append({"epoch": epoch + 1, "train_loss": running / max(seen, 1), "val_loss": val_loss,
                                   "val_accuracy": metrics.accuracy,
-                                  "val_balanced_accuracy": metrics.balanced_accuracy,
+                                  "val_balanced_accuracy": metrics.balanced_accuracy, "val_auroc": val_auroc,
                                   "lr": self.opt.param_groups[0]["lr"], "seconds": time.time() - t_train})
             if score > state.best_score:
                 state.best_score, state.best_epoch = score, epoch + 1
@@ -415,7 +441,7 @@ class _Loop:
     def loss(self, idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
         """The batch's loss: cross-entropy (class weights, label smoothing), plus distillation with a teacher."""
         cfg, device = self.cfg, self.device
-        y = torch.from_numpy(self.ds.train.labels[idx]).to(device)
+        y = torch.from_numpy((self.targets if self.targets is not None else self.ds.train.labels)[idx]).to(device)
         soft = None
         if self.caches is not None:
             x, soft = self.caches[0].batch(idx, gen)
@@ -436,7 +462,8 @@ class _Loop:
                     logits.float(), soft.to(device), cfg.distill_temperature)
         return loss
 
-    def val_pass(self) -> tuple[Classification, float]:
+    def val_pass(self) -> tuple[Classification, float, float]:
+        """Val metrics, loss and mean one-vs-rest AUROC of the current weights."""
         model, ds, device = self.model, self.ds, self.device
         model.eval()
         with torch.no_grad():
@@ -449,7 +476,8 @@ class _Loop:
                                                        channels_last=self.cfg.channels_last, desc="val"))
         labels = torch.from_numpy(ds.val.labels)
         loss = float(F.cross_entropy(logits, labels))
-        return classification_metrics(ds.val.labels, logits.argmax(1).numpy(), ds.classes), loss
+        auroc = macro_auroc(ds.val.labels, torch.softmax(logits.float(), 1).numpy())
+        return classification_metrics(ds.val.labels, logits.argmax(1).numpy(), ds.classes), loss, auroc
 
 
 def save(trained: Trained, out: Path, meta: Meta, force: bool = False) -> Artifact:
