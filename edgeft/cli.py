@@ -316,7 +316,8 @@ def decide_cmd(artifact: Path, data: Path, positive: tuple[str, ...], target_rec
     policy = choose_policy(art, val, rule, list(positive), backend=backend)
     click.echo(f"{artifact}: {policy.text()}")
     if "test" in find_splits(data):
-        m = evaluate(art, load_split(data, "test", art.meta.input, classes=art.meta.class_names), backend=backend)
+        m = evaluate(art, load_split(data, "test", art.meta.input, classes=art.meta.class_names), tta_views=1,
+                     backend=backend)
         click.echo(f"  on test: {format_outcome(m.policy)}; AUROC {m.decisions.auroc:.3f}")
 
 

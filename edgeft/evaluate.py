@@ -68,17 +68,18 @@ def evaluate(artifact: Artifact, split: ImageSet, tta_views: int | None = None, 
 
 
 def choose_policy(artifact: Artifact, val: ImageSet, rule: Rule, positive: list[str], backend: str | None = None,
-                  batch_size: int | None = None) -> Policy:
+                  batch_size: int | None = None, tta_views: int | None = 1) -> Policy:
     """Choose ``artifact``'s decision policy on the validation split ``val`` and write it into its meta.json
     (``extra.decision``), atomically. Each model gets its own: pruning and INT8 move scores, and a threshold
-    carried over from another model silently changes the escape rate."""
+    carried over from another model silently changes the escape rate. Scored on one view by default, as the
+    camera's Predictor runs it (test-time views would move the scores the threshold is set on)."""
     from edgeft import artifact as art
     from edgeft.decision import choose
     from edgeft.runtime.predictor import softmax
 
     if val.name != "val":
         raise ConfigError(f"a decision policy is chosen on the val split, not on {val.name}: test must stay unseen")
-    out, _ = logits(artifact, val, None, batch_size, "cpu", backend)
+    out, _ = logits(artifact, val, tta_views, batch_size, "cpu", backend)
     policy = choose(rule, val.labels, softmax(out.astype(np.float64)), list(artifact.meta.class_names), positive,
                     split=val.name)
     art.update_metrics(artifact, {}, extra={"decision": policy.to_dict()})

@@ -238,6 +238,7 @@ class Decisions:
     recall_at_false_reject: dict[str, OperatingPoint]  # "0.05" -> the best recall rejecting at most 5% of good parts
     false_reject_at_recall: dict[str, OperatingPoint]  # "0.95" -> the least false reject catching >= 95% of defects
     roc: list[list[float]] | None = None  # the ROC curve's corners, [false reject, recall], for the report's plot
+    per_class: dict[str, dict[str, float]] | None = None  # each class one-vs-rest: {"auroc": ..., "ap": ...}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -319,17 +320,25 @@ def decision_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names:
     if y.all() or not y.any():
         raise DataError(f"the split has {'no' if not y.any() else 'only'} {'/'.join(positive)} images: AUROC and "
                         "operating points are undefined on it; use a split with both kinds of parts")
-    score = np.asarray(probabilities, dtype=np.float64)[:, idx].sum(1)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    score = probabilities[:, idx].sum(1)
     fr, rec, thr = roc_curve(y, score)
-    auroc = _area(fr, rec)
-    ranked = y[np.argsort(-score, kind="mergesort")]
-    precision = np.cumsum(ranked) / np.arange(1, len(y) + 1)
-    ap = float((precision * ranked).sum() / ranked.sum())  # mean precision at each defective part's rank
+    auroc, ap = _area(fr, rec), _average_precision(y, score)
+    per_class = {c: {"auroc": _area(*roc_curve(np.asarray(labels) == k, probabilities[:, k])[:2]),
+                     "ap": _average_precision(np.asarray(labels) == k, probabilities[:, k])}
+                 for k, c in enumerate(class_names) if 0 < int(np.sum(np.asarray(labels) == k)) < len(labels)}
     at_fr = {f"{f:g}": _point(thr, rec, fr, np.nonzero(fr <= f + 1e-12)[0][-1]) for f in false_rejects}
     at_rec = {f"{r:g}": _point(thr, rec, fr, np.nonzero(rec >= r - 1e-12)[0][0]) for r in recalls}
     return Decisions(positive=list(positive), n_positive=int(y.sum()), n_negative=int((~y).sum()), auroc=auroc,
                      average_precision=ap, recall_at_false_reject=at_fr, false_reject_at_recall=at_rec,
-                     roc=[[round(float(f), 5), round(float(r), 5)] for f, r in zip(fr, rec)])
+                     roc=[[round(float(f), 5), round(float(r), 5)] for f, r in zip(fr, rec)], per_class=per_class)
+
+
+def _average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """The mean precision at each positive part's rank, scores descending."""
+    ranked = np.asarray(y, dtype=bool)[np.argsort(-np.asarray(score), kind="mergesort")]
+    precision = np.cumsum(ranked) / np.arange(1, len(ranked) + 1)
+    return float((precision * ranked).sum() / ranked.sum())
 
 
 def _point(thresholds: np.ndarray, recall: np.ndarray, false_reject: np.ndarray, i: int) -> OperatingPoint:
@@ -342,6 +351,9 @@ def format_decisions(d: Decisions) -> str:
     """AUROC, AP and the operating points, as lines for a terminal."""
     lines = [f"  not OK = {' + '.join(d.positive)} ({d.n_positive} of {d.n_positive + d.n_negative} images): AUROC "
              f"{d.auroc:.3f}, average precision {d.average_precision:.3f}"]
+    if d.per_class and len(d.per_class) > 2:  # with two classes each one-vs-rest AUROC is the one above
+        lines.append("  one-vs-rest: " + ", ".join(f"{c} AUROC {v['auroc']:.3f} AP {v['ap']:.3f}"
+                                                 for c, v in d.per_class.items()))
     for k, p in d.recall_at_false_reject.items():
         lines.append(f"  at most {float(k) * 100:g}% false rejects: recall {p.recall * 100:.1f}% "
                      f"(threshold {p.threshold:.3f})")

@@ -211,3 +211,28 @@ def test_bad_decision_input_gets_one_line(tiny_onnx, tiny_data, tmp_path, cli):
     assert (path / "meta.json").read_text() == before  # nothing written by a refused policy
     assert_one_line_error(cli("infer", path, str(tiny_data / "test"), "--require-policy"),
                           "carries no decision policy", "edgeft decide")
+
+
+def test_the_policy_is_chosen_on_one_view_as_the_camera_runs_it(tiny_onnx, tiny_data, tmp_path, cli):
+    """An artifact that records test-time views for evaluation still gets its threshold from single-view scores:
+    the camera's Predictor runs one view, and averaged views would move the scores the threshold sits on."""
+    from edgeft import artifact
+    from edgeft.data import load_split
+    from edgeft.decision import read_policy
+    from edgeft.evaluate import logits
+    from edgeft.metrics import positive_mask
+    from edgeft.runtime.predictor import softmax
+
+    path = tmp_path / "model"
+    shutil.copytree(tiny_onnx.path, path)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["extra"]["tta_views"] = 4
+    (path / "meta.json").write_text(json.dumps(meta))
+    assert cli("decide", path, "--data", tiny_data, "--positive", "bad", "--target-recall", "0.9").exit_code == 0
+    a = artifact.load(path)
+    p = read_policy(a.meta.extra)
+    val = load_split(tiny_data, "val", a.meta.input, classes=a.meta.class_names)
+    one, views = logits(a, val, tta_views=1)
+    assert views == 1
+    y = positive_mask(val.labels, a.meta.class_names, ["bad"])
+    assert p.outcome(y, p.score(softmax(one.astype(float)))) == p.val

@@ -90,7 +90,7 @@ def _mann_whitney_auroc(y, s):
 
 
 def test_decision_metrics_against_independent_computations():
-    from edgeft.metrics import decision_metrics
+    from edgeft.metrics import decision_metrics, macro_auroc
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 300)
@@ -98,8 +98,7 @@ def test_decision_metrics_against_independent_computations():
     d = decision_metrics(labels, np.stack([p_bad, 1 - p_bad], 1), CLASSES, ["bad"])
     y = labels == 0
     assert d.auroc == pytest.approx(_mann_whitney_auroc(y, p_bad)) and d.n_positive == y.sum()
-    from edgeft.metrics import macro_auroc  # the fine-tuning's "auroc" monitor: for two classes, the same number
-
+    # the fine-tuning's "auroc" monitor: for two classes, the same number
     assert macro_auroc(labels, np.stack([p_bad, 1 - p_bad], 1)) == pytest.approx(d.auroc)
     assert np.isnan(macro_auroc(np.zeros(5, int), np.full((5, 2), 0.5)))  # one class only: undefined, not 0.5
     for k, point in d.recall_at_false_reject.items():  # the best recall rejecting at most k of the good parts
@@ -110,6 +109,22 @@ def test_decision_metrics_against_independent_computations():
     for k, point in d.false_reject_at_recall.items():  # the least false reject catching at least k of the defects
         feasible = [(p_bad[~y] >= t).mean() for t in np.unique(p_bad) if (p_bad[y] >= t).mean() >= float(k)]
         assert point.recall >= float(k) and point.false_reject == pytest.approx(min(feasible))
+
+
+def test_per_class_one_vs_rest_auroc_of_a_three_class_model():
+    from edgeft.metrics import Decisions, decision_metrics, format_decisions
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 240)
+    logits = rng.normal(0, 1, (240, 3)) + 1.5 * np.eye(3)[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    names = ["crack", "ok", "scratch"]
+    d = decision_metrics(labels, probs, names, ["crack", "scratch"])
+    for k, c in enumerate(names):
+        assert d.per_class[c]["auroc"] == pytest.approx(_mann_whitney_auroc(labels == k, probs[:, k]))
+    assert d.auroc == pytest.approx(_mann_whitney_auroc(labels != 1, probs[:, [0, 2]].sum(1)))
+    assert "one-vs-rest: crack AUROC" in format_decisions(d)
+    assert Decisions.from_dict(d.to_dict()) == d
 
 
 def test_average_precision_and_typed_round_trip():

@@ -193,7 +193,7 @@ def _policy_current(recipe: Recipe, out: Path) -> bool:
 def _decide(recipe: Recipe, out: Path) -> None:
     """Choose this model's own decision policy on val, then measure it on the held-out split with the policy
     applied: pruning and INT8 move scores, so a threshold carried over from another model would silently change
-    the escape rate."""
+    the escape rate. One view, as the camera runs the model."""
     from edgeft.data import load_split
     from edgeft.evaluate import choose_policy, evaluate
 
@@ -202,7 +202,7 @@ def _decide(recipe: Recipe, out: Path) -> None:
     choose_policy(a, load_split(recipe.data, "val", a.meta.input, classes=a.meta.class_names), d.rule(),
                   list(d.positive))
     split = eval_split(recipe.data)
-    m = evaluate(a, load_split(recipe.data, split, a.meta.input, classes=a.meta.class_names))
+    m = evaluate(a, load_split(recipe.data, split, a.meta.input, classes=a.meta.class_names), tta_views=1)
     art.update_metrics(a, {split: m.to_dict(), "eval_split": split})
 
 

@@ -138,7 +138,8 @@ class LineMetrics:
                                               "scores the policy was chosen on (>0.25: shifted)")):
             key = "psi" if name == "score_psi" else name
             out += [f"# HELP edgeft_{name} {help_text}, over the last {DRIFT_WINDOW} decided frames",
-                    f"# TYPE edgeft_{name} gauge", f"edgeft_{name}{{{base}}} {w[key]:.4f}"]
+                    f"# TYPE edgeft_{name} gauge",
+                    f"edgeft_{name}{{{base}}} {w[key]:.4f}" if w[key] == w[key] else f"edgeft_{name}{{{base}}} NaN"]
         out += ["# HELP edgeft_window_frames decided frames in the rate and drift window",
                 "# TYPE edgeft_window_frames gauge", f"edgeft_window_frames{{{base}}} {int(w['frames'])}"]
         return out
