@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgeft.errors import ConfigError, DataError
-from edgeft.metrics import Outcome, _from_dict, _Record, positive_mask, roc_curve
+from edgeft.metrics import Outcome, _from_dict, _Record, labelled_not_ok, not_ok_score, roc_curve
 
 DECISIONS = ("pass", "review", "reject")
 DRIFT_BINS = 10
@@ -100,12 +100,15 @@ class Policy:
 
     def score(self, probabilities: np.ndarray) -> np.ndarray:
         """The "not OK" score of softmax rows (N x classes): the positive classes' total probability."""
-        idx = [self.class_names.index(c) for c in self.positive]
-        return np.asarray(probabilities, dtype=np.float64)[..., idx].sum(-1)
+        return not_ok_score(probabilities, self.class_names, self.positive)
 
     def decide(self, scores: np.ndarray | float) -> np.ndarray:
         """'pass', 'review' or 'reject' for each score."""
         return _decide(scores, self.pass_below, self.reject_at)
+
+    def drift(self, scores: np.ndarray) -> float:
+        """Population stability index of ``scores`` against the val scores the policy was chosen on."""
+        return psi(self.drift_expected, bin_counts(self.drift_edges, scores))
 
     def outcome(self, positive: np.ndarray, scores: np.ndarray) -> Outcome:
         return outcome(np.asarray(positive, dtype=bool), self.decide(scores))
@@ -126,9 +129,9 @@ class Policy:
 
         p = _from_dict(cls, d, where)
         try:
-            p = dataclasses.replace(p, rule=Rule(**p.rule) if isinstance(p.rule, dict) else p.rule,
+            p = dataclasses.replace(p, rule=Rule.from_dict(p.rule, f"{where}.rule"),
                                     val=Outcome.from_dict(p.val, f"{where}.val"))
-        except (TypeError, ConfigError) as e:
+        except ConfigError as e:
             raise ArtifactError(f"{where} is not a decision policy this edgeft reads ({e}); choose it again with "
                                 "`edgeft decide`") from None
         unknown = [c for c in p.positive if c not in p.class_names]
@@ -165,11 +168,7 @@ def choose(rule: Rule, labels: np.ndarray, probabilities: np.ndarray, class_name
            split: str = "val") -> Policy:
     """The policy ``rule`` asks for, chosen on one labelled split (val): softmax ``probabilities`` (N x classes)
     and integer ``labels``. Refuses a split without both kinds of parts and a rule no threshold meets."""
-    y = positive_mask(labels, class_names, positive)
-    if y.all() or not y.any():
-        raise DataError(f"the {split} split has {'no' if not y.any() else 'only'} {'/'.join(positive)} images: a "
-                        "threshold cannot be chosen on it; give it both kinds of parts")
-    score = np.asarray(probabilities, dtype=np.float64)[:, [class_names.index(c) for c in positive]].sum(1)
+    y, score = labelled_not_ok(labels, probabilities, class_names, positive, f"the {split} split")
     fr, rec, thr = roc_curve(y, score)  # thr descending; point i rejects every score >= thr[i]
     distinct = np.r_[thr[1:], -np.inf]  # the next lower score after each point, for a threshold between the two
     if rule.escape_cost is not None:
@@ -197,7 +196,7 @@ def choose(rule: Rule, labels: np.ndarray, probabilities: np.ndarray, class_name
             lower = above[k - 1]
             reject_at = _between(upper, lower) if upper > lower else float(lower)
     edges = np.unique(np.quantile(score, np.linspace(0, 1, DRIFT_BINS + 1)[1:-1]))
-    expected = np.bincount(np.searchsorted(edges, score, side="right"), minlength=len(edges) + 1) / len(score)
+    expected = bin_counts(edges, score) / len(score)
     reject_at = max(reject_at, pass_below)
     decisions = _decide(score, pass_below, reject_at)
     return Policy(positive=list(positive), class_names=list(class_names), pass_below=pass_below, reject_at=reject_at,
@@ -210,6 +209,12 @@ def format_outcome(o: Outcome) -> str:
     text = (f"recall {o.recall * 100:.1f}% ({o.escapes} of {o.n_positive} defective parts escape), false reject "
             f"{o.false_reject * 100:.1f}% ({o.false_rejects} of {o.n_negative} good parts)")
     return text + (f", review {o.review_rate * 100:.1f}% ({o.reviewed} parts)" if o.reviewed else "")
+
+
+def bin_counts(edges: list[float] | np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """How many scores fall in each bin of the inner ``edges`` (len(edges) + 1 bins; an edge opens its bin)."""
+    return np.bincount(np.searchsorted(edges, np.asarray(scores, dtype=np.float64), side="right"),
+                       minlength=len(edges) + 1)
 
 
 def psi(expected: list[float] | np.ndarray, observed_counts: np.ndarray, floor: float = 1e-4) -> float:

@@ -286,16 +286,24 @@ def _area(false_reject: np.ndarray, recall: np.ndarray) -> float:
     return float(np.sum(np.diff(false_reject) * (recall[1:] + recall[:-1]) / 2))
 
 
+def one_vs_rest(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> dict[str, dict[str, float]]:
+    """AUROC and average precision of each class against the rest, for the classes the split has with both kinds
+    of parts (a class alone, or absent, has neither)."""
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities, dtype=np.float64)
+    out = {}
+    for k, c in enumerate(class_names):
+        y = labels == k
+        if y.any() and not y.all():
+            out[c] = {"auroc": _area(*roc_curve(y, probabilities[:, k])[:2]),
+                      "ap": _average_precision(y, probabilities[:, k])}
+    return out
+
+
 def macro_auroc(labels: np.ndarray, probabilities: np.ndarray) -> float:
     """Mean one-vs-rest AUROC over the classes present with both kinds of parts (for two classes, the AUROC);
     NaN when no class has both. How well scores rank, whatever threshold a line later picks."""
-    labels, probabilities = np.asarray(labels), np.asarray(probabilities, dtype=np.float64)
-    values = []
-    for k in range(probabilities.shape[1]):
-        y = labels == k
-        if y.any() and not y.all():
-            values.append(_area(*roc_curve(y, probabilities[:, k])[:2]))
-    return float(np.mean(values)) if values else float("nan")
+    per_class = one_vs_rest(labels, probabilities, [str(k) for k in range(np.shape(probabilities)[1])])
+    return float(np.mean([v["auroc"] for v in per_class.values()])) if per_class else float("nan")
 
 
 def positive_mask(labels: np.ndarray, class_names: list[str], positive: list[str]) -> np.ndarray:
@@ -309,29 +317,37 @@ def positive_mask(labels: np.ndarray, class_names: list[str], positive: list[str
     return np.isin(np.asarray(labels), [class_names.index(c) for c in positive])
 
 
+def not_ok_score(probabilities: np.ndarray, class_names: list[str], positive: list[str]) -> np.ndarray:
+    """The "not OK" score of softmax rows (... x classes): the positive classes' total probability."""
+    return np.asarray(probabilities, dtype=np.float64)[..., [class_names.index(c) for c in positive]].sum(-1)
+
+
+def labelled_not_ok(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], positive: list[str],
+                    split: str = "the split") -> tuple[np.ndarray, np.ndarray]:
+    """(which parts are "not OK", their scores) on a labelled split; refuses a split without both kinds of parts,
+    on which AUROC, operating points and thresholds are undefined."""
+    from edgeft.errors import DataError
+
+    y = positive_mask(labels, class_names, positive)
+    if y.all() or not y.any():
+        raise DataError(f"{split} has {'no' if not y.any() else 'only'} {'/'.join(positive)} images: AUROC, "
+                        "operating points and thresholds are undefined on it; use a split with both kinds of parts")
+    return y, not_ok_score(probabilities, class_names, positive)
+
+
 def decision_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], positive: list[str],
                      false_rejects: tuple[float, ...] = (0.01, 0.05, 0.10, 0.25),
                      recalls: tuple[float, ...] = (0.90, 0.95, 0.99)) -> Decisions:
     """:class:`Decisions` of softmax ``probabilities`` (N x classes) against integer ``labels``."""
-    from edgeft.errors import DataError
-
-    y = positive_mask(labels, class_names, positive)
-    idx = [class_names.index(c) for c in positive]
-    if y.all() or not y.any():
-        raise DataError(f"the split has {'no' if not y.any() else 'only'} {'/'.join(positive)} images: AUROC and "
-                        "operating points are undefined on it; use a split with both kinds of parts")
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    score = probabilities[:, idx].sum(1)
+    y, score = labelled_not_ok(labels, probabilities, class_names, positive)
     fr, rec, thr = roc_curve(y, score)
-    auroc, ap = _area(fr, rec), _average_precision(y, score)
-    per_class = {c: {"auroc": _area(*roc_curve(np.asarray(labels) == k, probabilities[:, k])[:2]),
-                     "ap": _average_precision(np.asarray(labels) == k, probabilities[:, k])}
-                 for k, c in enumerate(class_names) if 0 < int(np.sum(np.asarray(labels) == k)) < len(labels)}
     at_fr = {f"{f:g}": _point(thr, rec, fr, np.nonzero(fr <= f + 1e-12)[0][-1]) for f in false_rejects}
     at_rec = {f"{r:g}": _point(thr, rec, fr, np.nonzero(rec >= r - 1e-12)[0][0]) for r in recalls}
-    return Decisions(positive=list(positive), n_positive=int(y.sum()), n_negative=int((~y).sum()), auroc=auroc,
-                     average_precision=ap, recall_at_false_reject=at_fr, false_reject_at_recall=at_rec,
-                     roc=[[round(float(f), 5), round(float(r), 5)] for f, r in zip(fr, rec)], per_class=per_class)
+    return Decisions(positive=list(positive), n_positive=int(y.sum()), n_negative=int((~y).sum()),
+                     auroc=_area(fr, rec), average_precision=_average_precision(y, score),
+                     recall_at_false_reject=at_fr, false_reject_at_recall=at_rec,
+                     roc=[[round(float(f), 5), round(float(r), 5)] for f, r in zip(fr, rec)],
+                     per_class=one_vs_rest(labels, probabilities, class_names))
 
 
 def _average_precision(y: np.ndarray, score: np.ndarray) -> float:

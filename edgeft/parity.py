@@ -76,6 +76,14 @@ def rule_text(precision: str) -> str:
     return ", ".join(parts)
 
 
+def _top2_margin(logits: np.ndarray) -> np.ndarray:
+    """How far each row's largest value lies above its second (infinite for a single column)."""
+    if logits.shape[1] < 2:
+        return np.full(len(logits), np.inf)
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
 def compare(reference: np.ndarray, got: np.ndarray, precision: str = "fp32") -> Parity:
     """Judge ``got`` (N x K logits of the runtime under test) against ``reference`` (N x K, e.g. PyTorch FP32)."""
     if precision not in TOLERANCES:
@@ -91,14 +99,11 @@ def compare(reference: np.ndarray, got: np.ndarray, precision: str = "fp32") -> 
     # logits mean the same up to a constant per image (softmax ignores it, and INT8 shifts it), so the direction
     # is compared on centred logits
     refc, outc = ref - ref.mean(1, keepdims=True), out - out.mean(1, keepdims=True)
-    top2 = np.sort(ref, axis=1)[:, -2:] if ref.shape[1] > 1 else np.concatenate([ref - np.inf, ref], 1)
-    margin = top2[:, 1] - top2[:, 0]
     # a near-tie (the top two closer than the precision's tie band) may flip without anything being wrong
-    decisive = margin > tol.tie * scale
+    decisive = _top2_margin(ref) > tol.tie * scale
     # an output whose top two are exactly equal (INT8 logits sit on a grid) made no decision: it counts as a flip,
     # and its direction is undefined
-    out_top2 = np.sort(out, axis=1)[:, -2:] if out.shape[1] > 1 else np.concatenate([out - np.inf, out], 1)
-    undecided = out_top2[:, 1] - out_top2[:, 0] <= 0
+    undecided = _top2_margin(out) <= 0
     norms = np.linalg.norm(refc, axis=1) * np.linalg.norm(outc, axis=1)
     cos = np.where(decisive & ~undecided, (refc * outc).sum(1) / np.maximum(norms, 1e-300), 1.0)
     flipped = decisive & ((ref.argmax(1) != out.argmax(1)) | undecided)

@@ -145,7 +145,7 @@ def test_undefined_decisions_are_refused_not_printed_as_half():
     from edgeft.metrics import decision_metrics
 
     probs = np.array([[0.9, 0.1], [0.2, 0.8]])
-    with pytest.raises(DataError, match="the split has no bad images: AUROC and operating points are undefined"):
+    with pytest.raises(DataError, match="the split has no bad images: AUROC, operating points and thresholds are undefined"):
         decision_metrics(np.array([1, 1]), probs, CLASSES, ["bad"])
     with pytest.raises(ConfigError, match="positive class 'scratch' is not a class of the model"):
         decision_metrics(np.array([0, 1]), probs, CLASSES, ["scratch"])

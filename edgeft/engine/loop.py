@@ -292,10 +292,10 @@ def _soft_targets(cfg: FinetuneConfig, ds: Dataset) -> np.ndarray | None:
     from edgeft.data.imagefolder import read_grades
 
     csv_name, column, cls = spec
-    if len(ds.classes) != 2 or cls not in ds.classes:
-        raise ConfigError(f"grades give the probability of one class of a two-class task; {cls!r} is not one of "
-                          f"{', '.join(ds.classes)}" if cls not in ds.classes else
-                          f"grades need a two-class task; this one has {len(ds.classes)} classes")
+    if cls not in ds.classes:
+        raise ConfigError(f"grades give the probability of one class; {cls!r} is not one of {', '.join(ds.classes)}")
+    if len(ds.classes) != 2:
+        raise ConfigError(f"grades need a two-class task; this one has {len(ds.classes)} classes")
     p = read_grades(ds.root, csv_name, column, ds.train)
     k = ds.classes.index(cls)
     targets = np.zeros((len(p), 2), dtype=np.float32)

@@ -167,17 +167,11 @@ def _run_prune(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
 
 
 def _run_export(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
-    from edgeft.evaluate import evaluate
     from edgeft.export.stage import export
-    from edgeft.data import load_split
 
     e = recipe.sections["export"]
-    a = export(parent, out, opset=e.opset, dynamic_batch=e.dynamic_batch, do_simplify=e.simplify, data=recipe.data,
-               n=e.parity_images, force=True, gray_input=e.gray_input)
-    if recipe.decision is None:  # with a policy, _decide measures the held-out split together with it
-        split = eval_split(recipe.data)
-        s = load_split(recipe.data, split, a.meta.input, classes=a.meta.class_names)
-        art.update_metrics(a, {split: evaluate(a, s, tta_views=1).to_dict(), "eval_split": split})
+    export(parent, out, opset=e.opset, dynamic_batch=e.dynamic_batch, do_simplify=e.simplify, data=recipe.data,
+           n=e.parity_images, force=True, gray_input=e.gray_input)
 
 
 def _policy_current(recipe: Recipe, out: Path) -> bool:
@@ -190,17 +184,21 @@ def _policy_current(recipe: Recipe, out: Path) -> bool:
     return p is not None and p.rule == recipe.decision.rule() and p.positive == list(recipe.decision.positive)
 
 
-def _decide(recipe: Recipe, out: Path) -> None:
-    """Choose this model's own decision policy on val, then measure it on the held-out split with the policy
-    applied: pruning and INT8 move scores, so a threshold carried over from another model would silently change
-    the escape rate. One view, as the camera runs the model."""
+def _measure(recipe: Recipe, step: Step, out: Path) -> None:
+    """After a model step: with a decision section, choose this model's own policy on val, then measure it on the
+    held-out split with the policy applied (pruning and INT8 move scores, so a threshold carried over from another
+    model would silently change the escape rate); without one, measure exported models there (the other stages
+    measure their models themselves). One view, as the camera runs the model."""
     from edgeft.data import load_split
     from edgeft.evaluate import choose_policy, evaluate
 
+    if recipe.decision is None and step.stage != "export":
+        return
     a = art.load(out)
     d = recipe.decision
-    choose_policy(a, load_split(recipe.data, "val", a.meta.input, classes=a.meta.class_names), d.rule(),
-                  list(d.positive))
+    if d is not None:
+        choose_policy(a, load_split(recipe.data, "val", a.meta.input, classes=a.meta.class_names), d.rule(),
+                      list(d.positive))
     split = eval_split(recipe.data)
     m = evaluate(a, load_split(recipe.data, split, a.meta.input, classes=a.meta.class_names), tta_views=1)
     art.update_metrics(a, {split: m.to_dict(), "eval_split": split})
@@ -364,7 +362,7 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
             progress.info(f"[{step.name}] reused ({rec['status']})")
             if rec["status"] == "done" and step.stage != "bench" and not _policy_current(recipe, out_dir):
                 progress.info(f"[{step.name}] the decision section changed: choosing its policy again")
-                _decide(recipe, out_dir)
+                _measure(recipe, step, out_dir)
             continue
         if only and not forced:
             raise EdgeftError(f"{step.name} has not run in {run}; run the whole recipe once before --only")
@@ -393,8 +391,8 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
                 _run_build(recipe, step, out_dir, parent)
             elif step.stage == "bench":
                 _run_bench(recipe, step, out_dir, run, results)
-            if recipe.decision is not None and step.stage != "bench" and status == "done":
-                _decide(recipe, out_dir)
+            if step.stage != "bench" and status == "done":
+                _measure(recipe, step, out_dir)
         except DependencyError as e:
             if step.stage != "build":
                 raise

@@ -21,13 +21,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from edgeft.decision import DECISIONS, Policy, psi
+from edgeft.decision import DECISIONS, PSI_ALARM, PSI_WARN, Policy
 from edgeft.errors import ConfigError
 from edgeft.redact import redact_text
 
 LATENCY_WINDOW = 1024  # the latency quantiles are over the last this many frames
 DRIFT_WINDOW = 500  # rates and score drift are over the last this many decided frames
 DRIFT_MIN_FRAMES = 100  # fewer frames than this give no drift value (NaN): a PSI of a handful of frames is noise
+
+
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """The q-quantile of sorted values (NaN for none)."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def _label(value: str) -> str:
@@ -39,7 +47,8 @@ class LineMetrics:
     class, and per-frame latency quantiles over a sliding window."""
 
     def __init__(self, source_name: str, backend: str, classes: list[str], policy: Policy | None = None) -> None:
-        self.source, self.backend = _label(source_name), _label(backend)
+        self.name, self.backend_name = redact_text(source_name), backend  # as JSON gives them
+        self.source, self.backend = _label(source_name), _label(backend)  # as Prometheus label values
         self.policy = policy
         self._lock = threading.Lock()
         self._counts = {"frames": 0, "unreadable": 0, "dropped": 0, "reconnects": 0}
@@ -76,10 +85,7 @@ class LineMetrics:
             out["reject_rate"] = kinds.count("reject") / n
             out["review_rate"] = kinds.count("review") / n
             if n >= DRIFT_MIN_FRAMES:
-                scores = np.array([s for _, s in recent])
-                counts = np.bincount(np.searchsorted(self.policy.drift_edges, scores, side="right"),
-                                     minlength=len(self.policy.drift_expected))
-                out["psi"] = psi(self.policy.drift_expected, counts)
+                out["psi"] = self.policy.drift(np.array([s for _, s in recent]))
         return out
 
     def snapshot(self) -> dict:
@@ -87,9 +93,8 @@ class LineMetrics:
         with self._lock:
             counts, labels, decisions = dict(self._counts), dict(self._labels), dict(self._decisions)
             window = sorted(self._latency)
-        d = {"source": self.source, "backend": self.backend, **counts, "predictions": labels,
-             "latency_ms": {f"p{int(q * 100)}": round(window[min(len(window) - 1, int(q * len(window)))], 3)
-                            for q in (0.5, 0.9, 0.99)} if window else {}}
+        d = {"source": self.name, "backend": self.backend_name, **counts, "predictions": labels,
+             "latency_ms": {f"p{int(q * 100)}": round(_quantile(window, q), 3) for q in QUANTILES} if window else {}}
         if self.policy is not None:
             w = self.window()
             d.update(decisions=decisions, window={k: (round(v, 4) if v == v else None) for k, v in w.items()})
@@ -116,9 +121,8 @@ class LineMetrics:
         out += [f'edgeft_predictions_total{{{base},class="{_label(c)}"}} {n}' for c, n in labels.items()]
         out += [f"# HELP edgeft_latency_ms per-frame inference time over the last {LATENCY_WINDOW} frames",
                 "# TYPE edgeft_latency_ms summary"]
-        for q in (0.5, 0.9, 0.99):
-            value = window[min(len(window) - 1, int(q * len(window)))] if window else float("nan")
-            out.append(f'edgeft_latency_ms{{{base},quantile="{q}"}} {value:.3f}')
+        for q in QUANTILES:
+            out.append(f'edgeft_latency_ms{{{base},quantile="{q}"}} {_quantile(window, q):.3f}')
         out += [f"edgeft_latency_ms_count{{{base}}} {len(window)}",
                 f"edgeft_latency_ms_sum{{{base}}} {sum(window):.3f}"]
         if self.policy is not None:
@@ -135,7 +139,8 @@ class LineMetrics:
         for name, help_text in (("reject_rate", "share of rejected frames"),
                                 ("review_rate", "share of frames sent to review"),
                                 ("score_psi", "population stability index of the not-OK score against the val "
-                                              "scores the policy was chosen on (>0.25: shifted)")):
+                                              f"scores the policy was chosen on (>{PSI_WARN:g}: watch, "
+                                              f">{PSI_ALARM:g}: shifted)")):
             key = "psi" if name == "score_psi" else name
             out += [f"# HELP edgeft_{name} {help_text}, over the last {DRIFT_WINDOW} decided frames",
                     f"# TYPE edgeft_{name} gauge",
