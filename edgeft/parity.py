@@ -125,3 +125,55 @@ def compare(reference: np.ndarray, got: np.ndarray, precision: str = "fp32") -> 
                   mean_abs_diff=float(diff.mean()), max_rel_diff=float(rel.max()), agreement=agreement,
                   cosine=float(cos.min()), passed=not reasons, reasons=reasons,
                   worst=[(i, float(rel[i])) for i in order] if reasons else [])
+
+
+MAP_RTOL = 1e-3  # an FP32 anomaly score may differ by this share of its value (at least 1)
+MAP_MIN_CORRELATION = 0.99  # and each heatmap must correlate at least this well with the reference
+
+
+@dataclass
+class MapParity:
+    """Two runtimes' anomaly graphs on the same images: scores (relative to each, at least 1) and heatmaps
+    (Pearson correlation per image; a flat map correlates with nothing and counts as 1 when both are flat)."""
+
+    n: int
+    max_abs_diff: float
+    max_rel_diff: float
+    min_map_correlation: float
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "max_abs_diff": self.max_abs_diff, "max_rel_diff": self.max_rel_diff,
+                "min_map_correlation": self.min_map_correlation, "passed": self.passed,
+                "rule": f"|score diff| <= {MAP_RTOL:g} x max(1, |score|), heatmap correlation >= "
+                        f"{MAP_MIN_CORRELATION:g} on every image"}
+
+    def explain(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def compare_maps(ref_scores: np.ndarray, got_scores: np.ndarray, ref_maps: np.ndarray,
+                 got_maps: np.ndarray) -> MapParity:
+    """Judge an anomaly graph's (scores, heatmaps) against a reference's (FP32 rule)."""
+    rs, gs = np.asarray(ref_scores, np.float64).ravel(), np.asarray(got_scores, np.float64).ravel()
+    rm = np.asarray(ref_maps, np.float64).reshape(len(rs), -1)
+    gm = np.asarray(got_maps, np.float64).reshape(len(gs), -1)
+    if rs.shape != gs.shape or rm.shape != gm.shape or len(rs) == 0:
+        raise ValueError(f"map parity needs scores and maps of the same shapes, got {rs.shape}/{gs.shape} and "
+                         f"{rm.shape}/{gm.shape}")
+    diff = np.abs(rs - gs)
+    rel = diff / np.maximum(1.0, np.abs(rs))
+    rc, gc = rm - rm.mean(1, keepdims=True), gm - gm.mean(1, keepdims=True)
+    norms = np.linalg.norm(rc, axis=1) * np.linalg.norm(gc, axis=1)
+    flat = norms <= 1e-300
+    corr = np.where(flat, 1.0, (rc * gc).sum(1) / np.maximum(norms, 1e-300))
+    reasons = []
+    if rel.max() > MAP_RTOL:
+        reasons.append(f"{int((rel > MAP_RTOL).sum())} of {len(rs)} scores differ by more than {MAP_RTOL:g} of "
+                       f"their value (max {rel.max():.1e}, {diff.max():.2e} absolute)")
+    if corr.min() < MAP_MIN_CORRELATION:
+        reasons.append(f"{int((corr < MAP_MIN_CORRELATION).sum())} heatmaps correlate less than "
+                       f"{MAP_MIN_CORRELATION:g} with the reference (min {corr.min():.4f})")
+    return MapParity(n=len(rs), max_abs_diff=float(diff.max()), max_rel_diff=float(rel.max()),
+                     min_map_correlation=float(corr.min()), passed=not reasons, reasons=reasons)

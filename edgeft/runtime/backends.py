@@ -41,6 +41,13 @@ class OrtRunner(Runner):
                                    for i in range(0, len(x), self.fixed_batch)])
         return self.session.run(None, {self.input_name: x})[0]
 
+    def infer_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        if self.fixed_batch and len(x) != self.fixed_batch:
+            runs = [self.session.run(None, {self.input_name: x[i:i + self.fixed_batch]})
+                    for i in range(0, len(x), self.fixed_batch)]
+            return [np.concatenate(parts) for parts in zip(*runs)]
+        return self.session.run(None, {self.input_name: x})
+
     def deactivate(self) -> None:
         self.session = None
 
@@ -71,10 +78,14 @@ class TorchRunner(Runner):
             self.model = self.model.to(memory_format=torch.channels_last)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
+        return self.infer_outputs(x)[0]
+
+    def infer_outputs(self, x: np.ndarray) -> list[np.ndarray]:
         import torch
 
         with torch.no_grad():
-            return self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+            out = self.model(torch.from_numpy(x).to(self.device))
+        return [o.float().cpu().numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
 
     def gpu_times_ms(self, x: np.ndarray, iters: int, cuda_graph: bool = False) -> list[float]:
         """Device time per forward pass from CUDA events (host overhead excluded); replayed as a CUDA graph if asked."""

@@ -6,11 +6,16 @@ Each line names the source by its redacted name (``edgeft.redact``), never by a 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import IO, Iterable
 
+from edgeft.runtime import heatmap
+from edgeft.runtime.heatmap import hot_spot
 from edgeft.redact import Source
 from edgeft.runtime.monitor import LineMetrics
 from edgeft.runtime.predictor import Predictor
@@ -28,18 +33,29 @@ def _batches(it: Iterable[Frame], size: int) -> Iterable[list[Frame]]:
         yield batch
 
 
+def _write_heatmap(predictor: Predictor, f: Frame, p, folder: Path) -> Path:
+    """The frame's overlay, named after its source and frame number (``cell0001-000000.png``)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(f.source.split("?")[0]).stem or "frame")[:80]
+    floor, ceiling = predictor.heatmap_scale
+    return heatmap.write(folder / f"{stem}-{f.index:06d}.png", heatmap.overlay(f.image, p.heatmap, floor, ceiling))
+
+
 def run(predictor: Predictor, source: str | Source, out: IO[str], batch: int = 1, queue_size: int = 8,
         max_reconnects: int = 10, max_frames: int | None = None, stop: threading.Event | None = None,
         metrics: LineMetrics | None = None, stats_every: int | None = None,
-        stats_out: IO[str] | None = None) -> SourceStats:
+        stats_out: IO[str] | None = None, heatmaps: str | os.PathLike | None = None) -> SourceStats:
     """Write one JSON line per frame to ``out``; unreadable frames get a line with ``error``. Returns counts.
     With ``metrics`` and ``stats_every`` N, a JSON line of the counters goes to ``stats_out`` (stderr) every N
-    frames and at the end: the periodic alternative to the Prometheus endpoint."""
+    frames and at the end: the periodic alternative to the Prometheus endpoint. With ``heatmaps`` (a folder; an
+    anomaly model only), each frame's heatmap over the frame is written there and named in its line."""
     stats = SourceStats()
     stop = stop or threading.Event()
+    if heatmaps is not None:
+        predictor.heatmap_scale  # a classifier is refused before any frame is read
+        Path(heatmaps).mkdir(parents=True, exist_ok=True)
     try:
         return _run(predictor, source, out, batch, queue_size, max_reconnects, max_frames, stop, metrics, stats,
-                    stats_every, stats_out)
+                    stats_every, stats_out, heatmaps)
     finally:
         if metrics is not None and stats_every:
             print(json.dumps({"stats": metrics.snapshot()}), file=stats_out or sys.stderr, flush=True)
@@ -47,7 +63,8 @@ def run(predictor: Predictor, source: str | Source, out: IO[str], batch: int = 1
 
 def _run(predictor: Predictor, source: str | Source, out: IO[str], batch: int, queue_size: int, max_reconnects: int,
          max_frames: int | None, stop: threading.Event, metrics: LineMetrics | None, stats: SourceStats,
-         stats_every: int | None, stats_out: IO[str] | None = None) -> SourceStats:
+         stats_every: int | None, stats_out: IO[str] | None = None,
+         heatmaps: str | os.PathLike | None = None) -> SourceStats:
     written = 0
     try:
         for group in _batches(frames(source, stats, queue_size, max_reconnects, stop), batch):
@@ -69,6 +86,10 @@ def _run(predictor: Predictor, source: str | Source, out: IO[str], batch: int, q
                                 latency_ms=round(per_frame_ms, 3), backend=predictor.backend_name)
                     if p.decision is not None:
                         line.update(decision=p.decision, not_ok=round(p.not_ok, 6))
+                    if p.heatmap is not None:
+                        line["hot_spot"] = hot_spot(p.heatmap)
+                        if heatmaps is not None:
+                            line["heatmap"] = str(_write_heatmap(predictor, f, p, Path(heatmaps)))
                     if metrics is not None:
                         metrics.record(p.label, per_frame_ms, p.decision, p.not_ok)
                 out.write(json.dumps(line) + "\n")

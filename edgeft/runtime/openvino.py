@@ -82,6 +82,14 @@ class OpenVINORunner(Runner):
         self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
         return np.array(self.request.get_output_tensor(0).data, copy=True)
 
+    def infer_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        if self.fixed_batch and len(x) != self.fixed_batch:
+            runs = [self.infer_outputs(x[i:i + self.fixed_batch]) for i in range(0, len(x), self.fixed_batch)]
+            return [np.concatenate(parts) for parts in zip(*runs)]
+        self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return [np.array(self.request.get_output_tensor(k).data, copy=True)
+                for k in range(len(self.request.model_outputs))]
+
     def metadata(self) -> dict[str, Any] | None:
         """The edgeft metadata (class names, input contract) the ONNX file carries, as OpenVINO read it."""
         key = ["framework", ONNX_META_KEY]

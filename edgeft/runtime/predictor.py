@@ -17,6 +17,7 @@ import numpy as np
 from edgeft.contract import InputContract
 from edgeft.decision import Policy, read_policy
 from edgeft.errors import ArtifactError, ConfigError
+from edgeft.runtime.anomaly_graph import ANOMALOUS, AnomalySpec, is_anomaly
 from edgeft.runtime.backends import choose_with_reason
 from edgeft.runtime.runner import ONNX_META_KEY, Runner  # noqa: F401 (ONNX_META_KEY: where readers find it)
 
@@ -24,7 +25,12 @@ from edgeft.runtime.runner import ONNX_META_KEY, Runner  # noqa: F401 (ONNX_META
 @dataclass
 class Prediction:
     """One frame's class (``label``, ``index``, its probability ``score``) and, where the model carries a decision
-    policy, the line's ``decision`` (pass, review or reject) on its ``not_ok`` score."""
+    policy, the line's ``decision`` (pass, review or reject) on its ``not_ok`` score.
+
+    From an anomaly model: ``score`` and ``not_ok`` are the anomaly score (the heatmap's peak; larger is less like
+    the good parts), ``probabilities`` is empty, ``heatmap`` the grid of patch distances (``edgeft.runtime.heatmap``
+    draws it over the frame) and the label the good class or ``anomalous`` by the decision (``unknown`` for a model
+    fitted without a threshold)."""
 
     label: str
     index: int
@@ -32,11 +38,16 @@ class Prediction:
     probabilities: list[float]
     decision: str | None = None
     not_ok: float | None = None
+    heatmap: np.ndarray | None = None
 
     def to_dict(self) -> dict:
         d = {"label": self.label, "index": self.index, "score": self.score, "probabilities": self.probabilities}
         if self.decision is not None:
             d.update(decision=self.decision, not_ok=self.not_ok)
+        if self.heatmap is not None:
+            from edgeft.runtime.heatmap import hot_spot
+
+            d["hot_spot"] = hot_spot(self.heatmap)
         return d
 
 
@@ -63,6 +74,7 @@ class Predictor:
         files: dict[str, Path] = {}
         artifact_dir = None
         self.policy: Policy | None = None
+        self.anomaly: AnomalySpec | None = None
         if p.is_dir():
             from edgeft import artifact
 
@@ -71,6 +83,8 @@ class Predictor:
             files[a.meta.model_file] = a.model_path
             self.contract, self.class_names = a.meta.input, list(a.meta.class_names)
             self.policy = read_policy(a.meta.extra, f"{p}/meta.json extra.decision")
+            if is_anomaly(a.meta.extra):
+                self.anomaly = AnomalySpec.from_dict(a.meta.extra.get("anomaly"), f"{p}/meta.json extra.anomaly")
         elif p.is_file() and p.suffix == ".onnx":
             files["model.onnx"] = p
         else:
@@ -91,6 +105,8 @@ class Predictor:
                                     "--std) and class names explicitly, or export it with `edgeft export`")
             self.contract = InputContract.from_dict(meta["input"]) if meta else contract
             self.class_names = list(meta["class_names"]) if meta else list(class_names or [])
+            if meta and is_anomaly(meta):
+                self.anomaly = AnomalySpec.from_dict(meta.get("anomaly"), f"{p} metadata")
         if contract is not None:
             self.contract = contract
         if class_names is not None:
@@ -109,10 +125,35 @@ class Predictor:
     def logits(self, frames: Sequence[np.ndarray], source: str = "BGR") -> np.ndarray:
         return self.runner.infer(self.preprocess(frames, source))
 
+    @property
+    def heatmap_scale(self) -> tuple[float, float]:
+        """(floor, ceiling) of an anomaly model's heatmap colours: a typical good patch, and the reject threshold
+        (without a policy: the fit's highest good val score)."""
+        if self.anomaly is None:
+            raise ConfigError("heatmaps come from anomaly models (`edgeft anomaly`); this model is a classifier")
+        ceiling = self.policy.reject_at if self.policy is not None else self.anomaly.map_ceiling
+        return self.anomaly.map_floor, ceiling
+
+    def _predict_anomaly(self, frames: Sequence[np.ndarray], source: str) -> list[Prediction]:
+        scores, maps = self.runner.infer_outputs(self.preprocess(frames, source))[:2]
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        decisions = self.policy.decide(scores) if self.policy is not None else None
+        good = self.class_names[0]
+        out = []
+        for k, s in enumerate(scores):
+            d = str(decisions[k]) if decisions is not None else None
+            label = "unknown" if d is None else (good if d == "pass" else ANOMALOUS)
+            out.append(Prediction(label, self.class_names.index(label) if label in self.class_names else -1,
+                                  float(s), [], decision=d, not_ok=float(s) if d is not None else None,
+                                  heatmap=np.asarray(maps[k], dtype=np.float32).reshape(np.shape(maps)[-2:])))
+        return out
+
     def predict(self, frames: Sequence[np.ndarray] | np.ndarray, source: str = "BGR") -> list[Prediction]:
         """Predictions for a list of frames (a single HxW[xC] array is one frame)."""
         if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
             frames = [frames]
+        if self.anomaly is not None:
+            return self._predict_anomaly(frames, source)
         probs = softmax(self.logits(frames, source).astype(np.float64))
         not_ok = self.policy.score(probs) if self.policy is not None else None
         decisions = self.policy.decide(not_ok) if self.policy is not None else None

@@ -1,6 +1,7 @@
 """The protocol every backend's runner implements (Polygraphy's runner shape): a context manager whose
-``activate()`` loads the model, ``infer(x)`` maps a float32 NCHW batch to logits, and ``deactivate()``
-releases it."""
+``activate()`` loads the model, ``infer(x)`` maps a float32 NCHW batch to logits (the first output),
+``infer_outputs(x)`` to every output (a model with several: an anomaly graph's score and heatmap), and
+``deactivate()`` releases it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ class Runner:
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def infer_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output of the model, in the graph's order (an anomaly graph: score, heatmap)."""
+        return [self.infer(x)]
 
     def deactivate(self) -> None:
         pass

@@ -109,23 +109,29 @@ class TensorRTRunner(Runner):
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.output = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        # every output is bound (an anomaly graph has two: score and heatmap), in the engine's order
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self.stream = torch.cuda.Stream()
 
     def infer(self, x: np.ndarray) -> np.ndarray:
+        return self.infer_outputs(x)[0]
+
+    def infer_outputs(self, x: np.ndarray) -> list[np.ndarray]:
         torch = self.torch
         xd = torch.from_numpy(np.ascontiguousarray(x)).to("cuda")
         self.context.set_input_shape(self.input, tuple(xd.shape))
-        out_shape = tuple(self.context.get_tensor_shape(self.output))
-        yd = torch.empty(out_shape, dtype=torch.float32, device="cuda")
         self.context.set_tensor_address(self.input, int(xd.data_ptr()))
-        self.context.set_tensor_address(self.output, int(yd.data_ptr()))
+        outs = []
+        for name in self.outputs:
+            yd = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
+            self.context.set_tensor_address(name, int(yd.data_ptr()))
+            outs.append(yd)
         with torch.cuda.stream(self.stream):
             ok = self.context.execute_async_v3(self.stream.cuda_stream)
         self.stream.synchronize()
         if not ok:
             raise RuntimeError("TensorRT execution failed")
-        return yd.cpu().numpy()
+        return [y.cpu().numpy() for y in outs]
 
     def deactivate(self) -> None:
         self.context = self.engine = None
