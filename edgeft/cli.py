@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from edgeft import __version__, progress
+from edgeft.anomaly.config import AnomalyConfig as AnomalyDefaults
 from edgeft.bench.gate import GateConfig
 from edgeft.bench.harness import BenchConfig
 from edgeft.engine.config import CLASS_BALANCE, DEVICES, MODES, FinetuneConfig
@@ -239,6 +240,71 @@ def parse_overrides(items: tuple[str, ...]) -> dict:
     return out
 
 
+@cli.command("anomaly")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")
+@click.option("--good", required=True, help="The class folder of good parts in train/ (the only one fitted on).")
+@click.option("--model", default=AnomalyDefaults.model, show_default=True, help="timm backbone.")
+@click.option("--weights", default="auto", show_default=True,
+              help="auto (the weights a package ships), package:NAME, or a .pth/.safetensors file.")
+@click.option("--method", type=click.Choice(["padim", "patchcore"]), default=AnomalyDefaults.method,
+              show_default=True, help="padim: a Gaussian per position (parts in a fixture); patchcore: nearest good "
+                                      "patch anywhere (a coreset bank).")
+@click.option("--layers", default=",".join(map(str, AnomalyDefaults().layers)), show_default=True,
+              help="timm feature levels of the backbone, comma-separated (Lite0: 2 = stride 8, 3 = stride 16).")
+@click.option("--image-size", type=int, default=AnomalyDefaults.image_size, show_default=True)
+@click.option("--resize", type=click.Choice(["stretch", "shorter_side_center_crop"]), default="stretch",
+              show_default=True)
+@click.option("--pool", type=int, default=AnomalyDefaults.pool, show_default=True,
+              help="Neighbourhood averaged around each patch.")
+@click.option("--grid", type=int, default=None, help="Heatmap side  [default: the deepest level's map]")
+@click.option("--dims", type=int, default=None,
+              help="Keep this many feature channels (a seeded random subset): smaller statistics  [default: all]")
+@click.option("--coreset", type=float, default=AnomalyDefaults.coreset, show_default=True,
+              help="patchcore: bank size as a fraction of all good patches.")
+@click.option("--max-bank", type=int, default=AnomalyDefaults.max_bank, show_default=True)
+@click.option("--target-recall", type=float, default=None,
+              help="Threshold on val catching this share of anomalous parts  [default: 0.95 unless another rule]")
+@click.option("--max-false-reject", type=float, default=None)
+@click.option("--escape-cost", type=float, default=None)
+@click.option("--false-reject-cost", type=float, default=1.0, show_default=True)
+@click.option("--review-budget", type=float, default=None)
+@click.option("--threads", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def anomaly_cmd(data: Path, out: Path, good: str, model: str, weights: str, method: str, layers: str,
+                image_size: int, resize: str, pool: int, grid: int | None, dims: int | None, coreset: float,
+                max_bank: int,
+                target_recall: float | None, max_false_reject: float | None, escape_cost: float | None,
+                false_reject_cost: float, review_budget: float | None, threads: int | None, seed: int,
+                force: bool) -> None:
+    """Fit an anomaly model from DATA/train/GOOD alone (no defect labels): a score and a heatmap per image.
+    The threshold is chosen on val (good and anomalous images); test, if present, is scored once at the end."""
+    from edgeft.anomaly import AnomalyConfig, fit
+    from edgeft.metrics import read
+
+    if target_recall is None and max_false_reject is None and escape_cost is None:
+        target_recall = 0.95
+    cfg = AnomalyConfig(good=good, model=model, weights=weights, method=method, layers=_int_list(layers, "--layers"),
+                        image_size=image_size, resize=resize, pool=pool, grid=grid, dims=dims, coreset=coreset,
+                        max_bank=max_bank, target_recall=target_recall, max_false_reject=max_false_reject,
+                        escape_cost=escape_cost, false_reject_cost=false_reject_cost, review_budget=review_budget,
+                        threads=threads, seed=seed)
+    art = fit(cfg, data, out, force=force)
+    m = read(art.meta.metrics, "anomaly")
+    click.echo(f"{m.method} on {m.good_images} good images in {m.fit_s:.0f} s, {m.bank_bytes / 1e6:.1f} MB of "
+               "statistics")
+    for split, d in (("val", m.val), ("test", m.test)):
+        if d is not None:
+            click.echo(f"{split}: image AUROC {d.auroc:.3f}, AP {d.average_precision:.3f} ({d.n_positive} anomalous, "
+                       f"{d.n_negative} good)")
+    if m.test_policy is not None:
+        from edgeft.decision import format_outcome
+
+        click.echo(f"test at the val threshold: {format_outcome(m.test_policy)}")
+    click.echo(f"wrote {art.path}")
+
+
 @cli.command("eval")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="ImageFolder with the split.")
@@ -402,7 +468,10 @@ def export_cmd(artifact: Path, out: Path, opset: int, dynamic_batch: bool, no_si
     o = read(art.meta.metrics, "onnx")
     click.echo(f"opset {o.opset}, {o.nodes} nodes, {o.size_bytes / 1e6:.2f} MB")
     p = read(art.meta.metrics, "parity")
-    if p:
+    if p and p.min_map_correlation is not None:
+        click.echo(f"parity vs PyTorch on {p.n} {p.split} images: scores within {p.max_rel_diff:.1e} relative, "
+                   f"heatmaps correlated >= {p.min_map_correlation:.5f}")
+    elif p:
         click.echo(f"parity vs PyTorch on {p.n} {p.split} images: max abs diff {p.max_abs_diff:.2e} "
                    f"({p.max_rel_diff:.1e} of the logit scale), top-1 agreement {p.top1_agreement * 100:.1f}%")
     click.echo(f"wrote {art.path}")
@@ -514,10 +583,13 @@ def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str
 @click.option("--require-policy", is_flag=True,
               help="Refuse a model without a decision policy (`edgeft decide`): a line that must decide should not "
                    "start without one.")
+@click.option("--heatmaps", "heatmaps_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Anomaly models: write each frame's heatmap over the part to DIR (PNG; blue = a typical good "
+                   "patch, red = the reject threshold).")
 def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path | None, threads: int | None,
               queue_size: int, reconnects: int, max_frames: int | None, input_size: int | None, mean: str | None,
               std: str | None, classes: str | None, source_name: str | None, metrics_port: int | None,
-              metrics_host: str, stats_every: int | None, require_policy: bool) -> None:
+              metrics_host: str, stats_every: int | None, require_policy: bool, heatmaps_dir: Path | None) -> None:
     """Run MODEL (artifact directory or .onnx) on SOURCE: image, folder, glob, video, camera index or URL.
 
     Credentials in a URL are never written: results and logs name the source rtsp://***@host/path (or
@@ -546,6 +618,9 @@ def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path
         raise ConfigError(f"--stats-every must be >= 1 frames, got {stats_every}")
     predictor = Predictor(model, backend=backend, threads=threads, contract=contract,
                           class_names=classes.split(",") if classes else None, require_policy=require_policy)
+    if heatmaps_dir is not None and predictor.anomaly is None:
+        predictor.close()
+        raise ConfigError(f"--heatmaps needs an anomaly model (`edgeft anomaly`); {model} is a classifier")
     progress.info(f"backend: {predictor.backend_name} ({predictor.backend_reason})")
     if predictor.policy is not None:
         progress.info(f"decisions: {predictor.policy.text()}")
@@ -560,7 +635,7 @@ def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path
     out = open(out_path, "w") if out_path else sys.stdout
     try:
         stats = run(predictor, src, out, batch=batch, queue_size=queue_size, max_reconnects=reconnects,
-                    max_frames=max_frames, metrics=metrics, stats_every=stats_every)
+                    max_frames=max_frames, metrics=metrics, stats_every=stats_every, heatmaps=heatmaps_dir)
     finally:
         if out_path:
             out.close()

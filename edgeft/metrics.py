@@ -203,16 +203,18 @@ class Size(_Record):
 @dataclass(frozen=True)
 class ParityCheck(_Record):
     """The export's parity check against PyTorch on real images (``edgeft.parity``'s rule); ``max_rel_diff``
-    and ``passed`` are None in schema 1, which judged an absolute difference only."""
+    and ``passed`` are None in schema 1, which judged an absolute difference only. A classifier has
+    ``top1_agreement``; an anomaly graph has its scores' differences and ``min_map_correlation`` instead."""
 
     WHERE = "metrics.parity"
 
     n: int
     split: str
     max_abs_diff: float
-    top1_agreement: float
+    top1_agreement: float | None = None
     max_rel_diff: float | None = None
     passed: bool | None = None
+    min_map_correlation: float | None = None
 
 
 @dataclass(frozen=True)
@@ -379,10 +381,37 @@ def format_decisions(d: Decisions) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class AnomalyFit:
+    """An anomaly model's fit (``edgeft anomaly``): from how many good images, in how long, how large its
+    statistics are (the bank the graph carries), and how well its score separates good from anomalous parts on val
+    (where the policy was chosen) and test (touched once, at the end). ``val``/``test`` are None for a split
+    without both kinds of parts, on which AUROC is undefined."""
+
+    method: str
+    good_images: int
+    fit_s: float
+    bank_bytes: int
+    val: "Decisions | None" = None
+    test: "Decisions | None" = None
+    test_policy: "Outcome | None" = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "metrics.anomaly") -> "AnomalyFit":
+        c = _from_dict(cls, d, where)
+        return dataclasses.replace(
+            c, val=Decisions.from_dict(c.val, f"{where}.val") if c.val is not None else None,
+            test=Decisions.from_dict(c.test, f"{where}.test") if c.test is not None else None,
+            test_policy=Outcome.from_dict(c.test_policy, f"{where}.test_policy") if c.test_policy is not None else None)
+
+
 # the typed entries of an artifact's metrics, by key; split metrics ("val", "test", "test_fp32", ...) are
 # Classification and found by :func:`split_metrics`
 TYPED: dict[str, Any] = {"prune": PruneStats, "onnx": OnnxGraph, "graph": QuantGraph, "size": Size,
-                         "parity": ParityCheck}
+                         "parity": ParityCheck, "anomaly": AnomalyFit}
 
 
 def upgrade(metrics: dict[str, Any], schema: int | None) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 ground   errors, contract, artifact, metrics, parity, decision, redact, progress, images, host
 runtime  runners, Predictor, sources, infer, metrics endpoint: what the camera runs
 engine   models, data, the one training loop
-stages   finetune, prune, export, quantize, tensorrt (build): side by side, never importing each other
+stages   finetune, anomaly (fit), prune, export, quantize, tensorrt (build): side by side, never importing each other
 measure  evaluate, bench
 top      optimize, cli, doctor
 
@@ -23,7 +23,8 @@ FLOORS = [
                 "edgeft.parity", "edgeft.decision", "edgeft.redact", "edgeft.progress", "edgeft.images", "edgeft.host"]),
     ("runtime", ["edgeft.runtime"]),
     ("engine", ["edgeft.models", "edgeft.data", "edgeft.engine"]),
-    ("stages", ["edgeft.finetune", "edgeft.prune", "edgeft.export", "edgeft.quantize", "edgeft.tensorrt"]),
+    ("stages", ["edgeft.finetune", "edgeft.anomaly", "edgeft.prune", "edgeft.export", "edgeft.quantize",
+                "edgeft.tensorrt"]),
     ("measure", ["edgeft.evaluate", "edgeft.bench"]),
     ("top", ["edgeft.optimize", "edgeft.cli", "edgeft.doctor", "edgeft.__main__"]),
 ]

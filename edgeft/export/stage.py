@@ -41,6 +41,37 @@ def parity(model, onnx_path: Path, images: np.ndarray, contract, threads: int = 
     return compare_logits(ref, got, "fp32")
 
 
+def map_parity(model, onnx_path: Path, images: np.ndarray, contract, threads: int = 2,
+               onnx_images: np.ndarray | None = None, onnx_contract=None):
+    """An anomaly graph's (score, heatmap) from PyTorch and from ONNX Runtime on the same real images
+    (``edgeft.parity.compare_maps``)."""
+    from edgeft.models.inference import torch_outputs
+    from edgeft.parity import compare_maps
+    from edgeft.runtime.timing import ort_session
+
+    ref_scores, ref_maps = torch_outputs(model, images, contract, 8, desc="parity torch")
+    sess = ort_session(str(onnx_path), threads)
+    name = sess.get_inputs()[0].name
+    batch = sess.get_inputs()[0].shape[0]
+    x = (onnx_contract or contract).normalize(images if onnx_images is None else onnx_images)
+    step = batch if isinstance(batch, int) and batch > 0 else 8
+    runs = [sess.run(None, {name: x[i:i + step]}) for i in range(0, len(x), step)]
+    return compare_maps(ref_scores, np.concatenate([r[0] for r in runs]), ref_maps,
+                        np.concatenate([r[1] for r in runs]))
+
+
+def _checked_map_parity(model, path: Path, images: np.ndarray, onnx_images: np.ndarray, contract, onnx_contract,
+                        split: str) -> dict[str, Any]:
+    """The anomaly graph's parity as the artifact records it; a mismatch fails the export."""
+    mp = map_parity(model, path, images, contract, onnx_images=onnx_images, onnx_contract=onnx_contract)
+    if not mp.passed:
+        raise EdgeftError(f"ONNX Runtime's anomaly scores or heatmaps differ from PyTorch's on {mp.n} real {split} "
+                          f"images: {mp.explain()}; try another --opset, or report it")
+    progress.info(f"parity on {mp.n} {split} images: scores within {mp.max_rel_diff:.1e} relative, heatmaps "
+                  f"correlated >= {mp.min_map_correlation:.5f}")
+    return {**mp.to_dict(), "split": split}
+
+
 def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int = 17, dynamic_batch: bool = False,
            do_simplify: bool = True, data: str | os.PathLike | None = None, n: int = 64,
            force: bool = False, gray_input: bool = False) -> art.Artifact:
@@ -63,16 +94,22 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
                               "grayscale")
     import onnx
 
+    from edgeft.runtime.anomaly_graph import OUTPUTS, is_anomaly
+
     model = from_artifact(parent)
+    anomaly = is_anomaly(parent.meta.extra)
     params: dict[str, Any] = {"opset": opset, "dynamic_batch": dynamic_batch, "simplify": do_simplify}
     if gray_input:
         params["gray_input"] = True
+    # an anomaly graph keeps what it is, and its threshold: its FP32 scores are the PyTorch ones (parity below)
+    carried = ("tta_views",) + (("task", "anomaly", "decision") if anomaly else ())
     meta = art.Meta(kind="onnx", arch=parent.meta.arch, class_names=parent.meta.class_names, input=parent.meta.input,
                     lineage=parent.stage_record("export", params),
-                    extra={k: v for k, v in parent.meta.extra.items() if k in ("tta_views",)})
+                    extra={k: v for k, v in parent.meta.extra.items() if k in carried})
 
     def write(path: Path) -> None:
-        export_onnx(model, parent.meta.input, path, opset=opset, dynamic_batch=dynamic_batch)
+        export_onnx(model, parent.meta.input, path, opset=opset, dynamic_batch=dynamic_batch,
+                    outputs=OUTPUTS if anomaly else ("logits",))
         if do_simplify:
             simplify(path)
         if gray_input:
@@ -89,9 +126,14 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
             from edgeft.data.imagefolder import find_splits
 
             split = "test" if "test" in find_splits(data) else "val"
-            found = load_split(data, split, parent.meta.input, classes=parent.meta.class_names, limit=n)
+            classes = None if anomaly else parent.meta.class_names  # an anomaly model's data has any defect folders
+            found = load_split(data, split, parent.meta.input, classes=classes, limit=n)
             onnx_images = found.images if not gray_input else \
-                load_split(data, split, meta.input, classes=parent.meta.class_names, limit=n).images
+                load_split(data, split, meta.input, classes=classes, limit=n).images
+            if anomaly:
+                meta.metrics["parity"] = _checked_map_parity(model, path, found.images, onnx_images,
+                                                             parent.meta.input, meta.input, split)
+                return
             check = parity(model, path, found.images, parent.meta.input, onnx_images=onnx_images,
                            onnx_contract=meta.input)
             meta.metrics["parity"] = {**check.to_dict(), "split": split}

@@ -67,3 +67,23 @@ def torch_logits(model, images: np.ndarray, contract: InputContract, batch_size:
                 probs = torch.stack([model(v).float().softmax(1) for v in dihedral_views(x, tta_views)]).mean(0)
                 out.append(probs.clamp_min(1e-12).log().cpu())
     return torch.cat(out).numpy()
+
+
+def torch_outputs(model, images: np.ndarray, contract: InputContract, batch_size: int | None = None,
+                  device: str = "cpu", desc: str = "eval") -> list[np.ndarray]:
+    """Every output of a model with several (an anomaly graph's score and heatmap) for prepared images, each
+    concatenated over batches; contiguous memory as exported."""
+    import torch
+
+    batch_size = batch_size or inference_batch(device)
+    model.eval()
+    parts: list[list[np.ndarray]] = []
+    with torch.no_grad():
+        for i in progress.bar(range(0, len(images), batch_size), desc=desc, unit="batch"):
+            out = model(normalize(to_tensor(images[i:i + batch_size]).to(device), contract))
+            out = out if isinstance(out, (tuple, list)) else (out,)
+            if not parts:
+                parts = [[] for _ in out]
+            for k, o in enumerate(out):
+                parts[k].append(o.float().cpu().numpy())
+    return [np.concatenate(p) for p in parts]

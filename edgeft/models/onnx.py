@@ -21,8 +21,10 @@ from edgeft.runtime.runner import ONNX_META_KEY  # noqa: F401 (the key the runti
 
 
 def export_onnx(model, contract: InputContract, path: str | os.PathLike, opset: int = 17,
-                dynamic_batch: bool = False, batch: int = 1) -> Path:
-    """Write ``model`` (eval mode, CPU) as ONNX with input ``input`` (N, C, H, W) and output ``logits``."""
+                dynamic_batch: bool = False, batch: int = 1, outputs: tuple[str, ...] = ("logits",)) -> Path:
+    """Write ``model`` (eval mode, CPU) as ONNX with input ``input`` (N, C, H, W) and ``outputs`` (a classifier:
+    ``logits``; an anomaly graph: ``score`` and ``heatmap``), the batch dimension of each free with
+    ``dynamic_batch``."""
     import torch
 
     try:
@@ -37,8 +39,9 @@ def export_onnx(model, contract: InputContract, path: str | os.PathLike, opset: 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (x,), tmp, opset_version=opset, input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None,
+            torch.onnx.export(model, (x,), tmp, opset_version=opset, input_names=["input"], output_names=list(outputs),
+                              dynamic_axes={name: {0: "batch"} for name in ("input", *outputs)} if dynamic_batch
+                              else None,
                               do_constant_folding=True, dynamo=False)
         m = onnx.load(tmp)
         onnx.checker.check_model(m)
@@ -54,8 +57,13 @@ def export_onnx(model, contract: InputContract, path: str | os.PathLike, opset: 
 
 
 def onnx_metadata(meta: art.Meta) -> str:
-    return json.dumps({"arch": meta.arch, "class_names": meta.class_names, "input": meta.input.to_dict(),
-                       "schema_version": art.SCHEMA_VERSION})
+    """What a bare .onnx file says of itself: class names and input contract; an anomaly graph also its spec (the
+    heatmap's grid and colour scale)."""
+    d = {"arch": meta.arch, "class_names": meta.class_names, "input": meta.input.to_dict(),
+         "schema_version": art.SCHEMA_VERSION}
+    if meta.extra.get("task") == "anomaly":
+        d.update(task="anomaly", anomaly=meta.extra.get("anomaly"))
+    return json.dumps(d)
 
 
 def simplify(path: Path) -> None:

@@ -1,0 +1,278 @@
+"""Anomaly detection from good parts: the fit stage, the graph's distances, the export's parity, the runtime's
+score, decision and heatmap, and bad input. Tiny timm test models (random weights) on 32x32 images whose
+anomalies are bright strokes at a known place, so a test can check that the heatmap sits on them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import assert_one_line_error
+
+TINY_ANOMALY = ("--model", "test_efficientnet", "--weights", "none", "--image-size", "32", "--layers", "1,2",
+                "--threads", "2")
+
+
+def good_image(rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """A part: a textured plate with a dark frame, as every good part has it."""
+    img = rng.integers(90, 130, size=(size, size), dtype=np.uint8)
+    img[:2, :] = img[-2:, :] = img[:, :2] = img[:, -2:] = 30
+    return img
+
+
+def stroke(img: np.ndarray, quadrant: int) -> np.ndarray:
+    """A bright crack-like stroke in one quadrant (0: top left, 1: top right, 2: bottom left, 3: bottom right)."""
+    import cv2
+
+    out = img.copy()
+    h = img.shape[0] // 2
+    y0, x0 = (quadrant // 2) * h, (quadrant % 2) * h
+    cv2.line(out, (x0 + 3, y0 + 3), (x0 + h - 4, y0 + h - 5), 250, 2)
+    return out
+
+
+def write_anomaly_folder(root: Path, n_good: int = 24, n_eval: int = 8, seed: int = 0,
+                         test_defects: bool = True) -> Path:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    plan = {"train": {"good": n_good}, "val": {"good": n_eval, "crack": n_eval},
+            "test": {"good": n_eval, "crack": n_eval if test_defects else 0}}
+    for split, classes in plan.items():
+        for name, n in classes.items():
+            if n == 0:
+                continue
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = good_image(rng)
+                if name == "crack":
+                    img = stroke(img, i % 4)
+                cv2.imwrite(str(d / f"{name}_{i:03d}.png"), img)
+    return root
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory) -> Path:
+    return write_anomaly_folder(tmp_path_factory.mktemp("parts") / "data")
+
+
+@pytest.fixture(scope="module")
+def fitted(parts, tmp_path_factory):
+    """(torch artifact, exported ONNX artifact) of a PaDiM fit on the parts."""
+    from click.testing import CliRunner
+
+    from edgeft.cli import cli as entry
+
+    root = tmp_path_factory.mktemp("fitted")
+    runner = CliRunner()
+    r = runner.invoke(entry, ["-q", "anomaly", str(parts), "--good", "good", "--out", str(root / "padim"),
+                              *TINY_ANOMALY], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(entry, ["-q", "export", str(root / "padim"), "--out", str(root / "onnx"), "--data", str(parts),
+                              "--dynamic-batch"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    return root / "padim", root / "onnx"
+
+
+def test_fit_separates_strokes_from_good_parts_and_chooses_the_threshold_on_val(fitted):
+    from edgeft import artifact
+    from edgeft.metrics import read
+
+    a = artifact.load(fitted[0])
+    assert a.meta.extra["task"] == "anomaly" and a.meta.class_names == ["good", "anomalous"]
+    m = read(a.meta.metrics, "anomaly")
+    assert m.good_images == 24 and m.method == "padim"
+    # random-weight features still see a bright stroke on a plate: far from chance, on val and on unseen test parts
+    assert m.val.auroc >= 0.9 and m.test.auroc >= 0.9, (m.val.auroc, m.test.auroc)
+    policy = a.meta.extra["decision"]
+    assert policy["chosen_on"] == "val" and policy["positive"] == ["anomalous"]
+    assert m.test_policy is not None and m.test_policy.n_positive == 8
+    spec = a.meta.extra["anomaly"]
+    assert spec["grid"] == [4, 4] and spec["map_ceiling"] > spec["map_floor"]
+    # the statistics the graph carries: a mean and an inverse covariance per position of 24 + 32 channels
+    assert m.bank_bytes == 16 * 56 * 4 + 16 * 56 * 56 * 4
+
+
+def test_export_parity_and_the_runtime_score_decision_and_heatmap(fitted, parts):
+    import cv2
+
+    from edgeft import artifact
+    from edgeft.metrics import read
+    from edgeft.runtime import Predictor
+
+    onnx_art = artifact.load(fitted[1])
+    p = read(onnx_art.meta.metrics, "parity")
+    assert p.passed and p.max_rel_diff <= 1e-3 and p.min_map_correlation >= 0.99
+    frames = [cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in sorted((parts / "test" / "crack").iterdir())]
+    with Predictor(fitted[1], backend="ort-cpu") as ort, Predictor(fitted[0], backend="torch") as torch_p:
+        got, ref = ort.predict(frames), torch_p.predict(frames)
+    for g, r in zip(got, ref):
+        assert g.heatmap.shape == (4, 4) and g.probabilities == []
+        assert g.score == pytest.approx(r.score, rel=1e-3)
+        assert g.decision in ("pass", "reject") and g.label == ("good" if g.decision == "pass" else "anomalous")
+        assert g.score == pytest.approx(float(g.heatmap.max()), rel=1e-5)  # the score is the map's peak
+    # the map peaks in the quadrant of the stroke on most parts (frames alternate quadrants 0, 1, 2, 3)
+    on_stroke = 0
+    for i, g in enumerate(got):
+        row, col = g.to_dict()["hot_spot"]
+        on_stroke += (int(row >= 0.5), int(col >= 0.5)) == divmod(i % 4, 2)
+    assert on_stroke >= 6, on_stroke
+
+
+def test_bare_onnx_file_is_still_an_anomaly_model(fitted, parts):
+    import cv2
+
+    from edgeft.runtime import Predictor
+
+    frame = cv2.imread(str(next((parts / "test" / "crack").iterdir())), cv2.IMREAD_UNCHANGED)
+    with Predictor(fitted[1] / "model.onnx") as p:
+        pred = p.predict(frame)[0]
+    assert p.anomaly is not None and pred.heatmap is not None
+    assert pred.decision is None and pred.label == "unknown"  # a bare file carries no policy
+
+
+def test_infer_writes_heatmaps_over_the_frames(fitted, parts, tmp_path, cli):
+    import cv2
+
+    out = tmp_path / "maps"
+    r = cli("infer", fitted[1], parts / "test" / "crack", "--heatmaps", out, "--max-frames", "3")
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        img = cv2.imread(line["heatmap"])
+        assert img is not None and img.shape == (32, 32, 3)
+        assert line["decision"] in ("pass", "reject") and len(line["hot_spot"]) == 2
+
+
+def test_heatmap_overlay_uses_a_fixed_scale():
+    from edgeft.runtime.heatmap import overlay
+
+    frame = np.full((40, 60), 100, np.uint8)
+    cool = overlay(frame, np.full((4, 4), 1.0, np.float32), floor=1.0, ceiling=5.0)
+    hot = overlay(frame, np.full((4, 4), 9.0, np.float32), floor=1.0, ceiling=5.0)
+    assert cool.shape == hot.shape == (40, 60, 3)
+    # a map at the floor is tinted blue, one past the threshold red; never rescaled to its own range
+    assert cool[..., 0].mean() > cool[..., 2].mean() and hot[..., 2].mean() > hot[..., 0].mean()
+
+
+def test_patchcore_distances_are_the_nearest_bank_entry_in_chunks():
+    import timm
+    import torch
+
+    from edgeft.runtime.anomaly_graph import AnomalySpec, cut_backbone, graph
+
+    torch.manual_seed(0)
+    spec = AnomalySpec(method="patchcore", layers=[1, 2], channels=[24, 32], grid=[4, 4], sizes=[[8, 8], [4, 4]],
+                       bank_size=50, chunk=16)
+    g = graph(cut_backbone(timm.create_model("test_efficientnet"), [1, 2]), spec).eval()
+    g.bank.copy_(torch.randn(50, 56))
+    g.bank_sq.copy_((g.bank ** 2).sum(1))
+    f = torch.randn(3, 56, 4, 4)
+    got = g.distances(f)
+    q = f.permute(0, 2, 3, 1).reshape(-1, 56)
+    want = torch.cdist(q.double(), g.bank.double()).min(1).values.reshape(3, 1, 4, 4)
+    assert torch.allclose(got.double(), want, atol=1e-4)
+
+
+def test_padim_distances_are_mahalanobis_per_position():
+    import timm
+    import torch
+
+    from edgeft.runtime.anomaly_graph import AnomalySpec, cut_backbone, graph
+
+    torch.manual_seed(0)
+    spec = AnomalySpec(method="padim", layers=[1, 2], channels=[24, 32], grid=[2, 2], sizes=[[8, 8], [4, 4]])
+    g = graph(cut_backbone(timm.create_model("test_efficientnet"), [1, 2]), spec).eval()
+    a = torch.randn(4, 56, 56)
+    inv = a @ a.transpose(1, 2) + torch.eye(56)
+    g.mean.copy_(torch.randn(4, 56))
+    g.inv_cov.copy_(inv)
+    f = torch.randn(2, 56, 2, 2)
+    got = g.distances(f).numpy()
+    for n in range(2):
+        for p in range(4):
+            d = (f[n, :, p // 2, p % 2] - g.mean[p]).double().numpy()
+            assert got[n, 0, p // 2, p % 2] == pytest.approx(np.sqrt(d @ inv[p].double().numpy() @ d), rel=1e-4)
+
+
+def test_greedy_coreset_covers_every_point():
+    import torch
+
+    from edgeft.anomaly.fit import greedy_coreset
+
+    x = torch.arange(100, dtype=torch.float32).reshape(-1, 1)
+    idx = greedy_coreset(x, 5, seed=0)
+    assert len(set(idx.tolist())) == 5
+    radius = (x - x[idx].T).abs().min(1).values.max()
+    assert radius <= 20  # k-center greedy is within twice the best covering radius (10 for 5 centres on 0..99)
+    clusters = torch.cat([torch.randn(50, 3) * 0.1, torch.randn(50, 3) * 0.1 + 10])
+    picked = greedy_coreset(clusters, 2, seed=1).tolist()
+    assert {i < 50 for i in picked} == {True, False}  # one centre in each cluster
+
+
+def test_patchcore_fit_and_export(parts, tmp_path, cli):
+    from edgeft import artifact
+    from edgeft.metrics import read
+
+    r = cli("anomaly", parts, "--good", "good", "--out", tmp_path / "pc", "--method", "patchcore", "--coreset", "0.1",
+            *TINY_ANOMALY)
+    assert r.exit_code == 0, r.output
+    a = artifact.load(tmp_path / "pc")
+    spec = a.meta.extra["anomaly"]
+    assert spec["bank_size"] == int(np.ceil(0.1 * 24 * 16))
+    assert read(a.meta.metrics, "anomaly").test.auroc >= 0.9
+    r = cli("export", tmp_path / "pc", "--out", tmp_path / "pc-onnx", "--data", parts)
+    assert r.exit_code == 0, r.output
+    assert read(artifact.load(tmp_path / "pc-onnx").meta.metrics, "parity").passed
+
+
+def test_a_test_split_without_defects_has_no_auroc(tmp_path, cli):
+    from edgeft import artifact
+    from edgeft.metrics import read
+
+    data = write_anomaly_folder(tmp_path / "data", test_defects=False)
+    r = cli("anomaly", data, "--good", "good", "--out", tmp_path / "a", *TINY_ANOMALY)
+    assert r.exit_code == 0, r.output
+    m = read(artifact.load(tmp_path / "a").meta.metrics, "anomaly")
+    assert m.test is None and m.test_policy is None and m.val is not None  # undefined, not 0.5
+    assert "AUROC is undefined" in r.stderr
+
+
+def test_bad_input_is_one_line_and_writes_nothing(parts, tmp_path, cli, tiny_onnx):
+    few = write_anomaly_folder(tmp_path / "few", n_good=5)
+    cases = [
+        (("anomaly", few, "--good", "good", "--out", tmp_path / "o1", *TINY_ANOMALY), ("5 image(s)", "at least 10")),
+        (("anomaly", parts, "--good", "ok", "--out", tmp_path / "o2", *TINY_ANOMALY), ("'ok'", "good")),
+        (("anomaly", parts, "--good", "good", "--out", tmp_path / "o3", *TINY_ANOMALY[:-4], "--layers", "1,7",
+          "--threads", "2"), ("anomaly.layers [1, 7]", "blocks.2")),
+        (("anomaly", parts, "--good", "good", "--out", tmp_path / "o4", *TINY_ANOMALY, "--coreset", "0"),
+         ("anomaly.coreset",)),
+        (("infer", tiny_onnx.path, parts / "test" / "crack", "--heatmaps", tmp_path / "maps"),
+         ("--heatmaps needs an anomaly model",)),
+    ]
+    for args, fragments in cases:
+        assert_one_line_error(cli(*args), *fragments)
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 5)) and not (tmp_path / "maps").exists()
+
+
+def test_a_channel_subset_shrinks_the_statistics_and_exports(parts, tmp_path, cli):
+    from edgeft import artifact
+    from edgeft.metrics import read
+
+    r = cli("anomaly", parts, "--good", "good", "--out", tmp_path / "small", "--dims", "20", *TINY_ANOMALY)
+    assert r.exit_code == 0, r.output
+    a = artifact.load(tmp_path / "small")
+    keep = a.meta.extra["anomaly"]["keep"]
+    assert len(keep) == 20 and keep == sorted(set(keep)) and max(keep) < 56
+    m = read(a.meta.metrics, "anomaly")
+    assert m.bank_bytes == 16 * 20 * 4 + 16 * 20 * 20 * 4 and m.test.auroc >= 0.8
+    r = cli("export", tmp_path / "small", "--out", tmp_path / "small-onnx", "--data", parts)
+    assert r.exit_code == 0, r.output
+    assert read(artifact.load(tmp_path / "small-onnx").meta.metrics, "parity").passed
+    assert_one_line_error(cli("anomaly", parts, "--good", "good", "--out", tmp_path / "big", "--dims", "99",
+                              *TINY_ANOMALY), "anomaly.dims 99", "56 channels")
