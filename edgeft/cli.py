@@ -325,10 +325,11 @@ def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, back
     the runtime can run (PyTorch, ONNX, a TensorRT engine where TensorRT exists)."""
     from edgeft import artifact as art_mod
     from edgeft.data import load_split
-    from edgeft.evaluate import evaluate
+    from edgeft.evaluate import classifier_only, evaluate
     from edgeft.metrics import format_decisions, format_metrics
 
     art = art_mod.load(artifact)
+    classifier_only(art)
     s = load_split(data, split, art.meta.input, classes=art.meta.class_names)
     m = evaluate(art, s, tta_views=int(tta_views) if tta_views else None, backend=backend, positive=list(positive))
     if as_json:
@@ -371,11 +372,12 @@ def decide_cmd(artifact: Path, data: Path, positive: tuple[str, ...], target_rec
     from edgeft.data.imagefolder import find_splits
     from edgeft.decision import Rule, format_outcome
     from edgeft.errors import DataError
-    from edgeft.evaluate import choose_policy, evaluate
+    from edgeft.evaluate import choose_policy, classifier_only, evaluate
 
     rule = Rule(target_recall=target_recall, max_false_reject=max_false_reject, escape_cost=escape_cost,
                 false_reject_cost=false_reject_cost, review_budget=review_budget)
     art = art_mod.load(artifact)
+    classifier_only(art)
     if "val" not in find_splits(data):
         raise DataError(f"{data} has no val/ split: a policy is chosen on val, never on test; add one")
     val = load_split(data, "val", art.meta.input, classes=art.meta.class_names)
@@ -529,19 +531,38 @@ def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str
     cfg = QuantizeConfig(method=method, target=target, calib_method=calib_method, exclude=list(exclude),
                          auto_exclude=not no_auto_exclude, threads=threads)
     if method == "qat":
+        from edgeft import artifact as art_mod
+        from edgeft.errors import ConfigError
         from edgeft.quantize.qat import qat
+        from edgeft.runtime.anomaly_graph import is_anomaly
 
+        if is_anomaly(art_mod.load(artifact).meta.extra):
+            raise ConfigError(f"{artifact} is an anomaly model: QAT trains on labels it does not have; use --method ptq "
+                              "(calibrated on good parts)")
         art = qat(artifact, out, cfg, calib, data, epochs=epochs, lr=lr, force=force, mode=qat_mode)
     else:
         art = quantize(artifact, out, cfg, calib, data, force=force)
     m = art.meta.metrics
     s = m["eval_split"]
-    int8, fp32 = split_metrics(m, s), split_metrics(m, f"{s}_fp32")
-    if f"{s}_fp32_parent" in m:
-        click.echo(f"{s} accuracy of the FP32 parent: {split_metrics(m, s + '_fp32_parent').accuracy * 100:.2f}%; "
-                   f"after QAT + INT8 {int8.accuracy * 100:.2f}% (drop {m['accuracy_drop_vs_parent_pp']:.2f} pp)")
-    click.echo(f"{s} accuracy: FP32 {fp32.accuracy * 100:.2f}%, INT8 {int8.accuracy * 100:.2f}% "
-               f"(drop {m['accuracy_drop_pp']:.2f} pp; balanced {int8.balanced_accuracy * 100:.2f}%)")
+    if "anomaly_fp32" in m:
+        a = read(m, "anomaly")
+        d = a.test if s == "test" else a.val
+        if d is not None:
+            click.echo(f"{s} image AUROC: FP32 {m['anomaly_fp32']['auroc']:.4f}, INT8 {d.auroc:.4f}")
+        moved = m["int8_vs_fp32"]
+        click.echo(f"INT8 vs FP32: scores within {moved['max_rel_score_diff']:.1e} relative, heatmaps correlated "
+                   f"{moved['median_map_correlation']:.4f} (median; least {moved['min_map_correlation']:.4f})")
+        if a.test_policy is not None:
+            from edgeft.decision import format_outcome
+
+            click.echo(f"test at the INT8 model's own val threshold: {format_outcome(a.test_policy)}")
+    else:
+        int8, fp32 = split_metrics(m, s), split_metrics(m, f"{s}_fp32")
+        if f"{s}_fp32_parent" in m:
+            click.echo(f"{s} accuracy of the FP32 parent: {split_metrics(m, s + '_fp32_parent').accuracy * 100:.2f}%; "
+                       f"after QAT + INT8 {int8.accuracy * 100:.2f}% (drop {m['accuracy_drop_vs_parent_pp']:.2f} pp)")
+        click.echo(f"{s} accuracy: FP32 {fp32.accuracy * 100:.2f}%, INT8 {int8.accuracy * 100:.2f}% "
+                   f"(drop {m['accuracy_drop_pp']:.2f} pp; balanced {int8.balanced_accuracy * 100:.2f}%)")
     lat = m["ort_cpu_latency"]
     click.echo(f"ONNX Runtime CPU p50 (batch 1, {lat['threads']} threads): FP32 {lat['fp32_p50_ms']:.2f} ms, "
                f"INT8 {lat['int8_p50_ms']:.2f} ms ({lat['speedup']:.2f}x); size {read(m, 'size').ratio:.1f}x smaller")

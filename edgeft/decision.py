@@ -204,6 +204,15 @@ def choose(rule: Rule, labels: np.ndarray, probabilities: np.ndarray, class_name
                   drift_expected=[float(e) for e in expected])
 
 
+def choose_for_anomaly(rule: Rule, anomalous: np.ndarray, scores: np.ndarray, good: str,
+                       split: str = "val") -> Policy:
+    """The policy ``rule`` asks for on an anomaly model's scores (larger: less like the good parts)."""
+    from edgeft.metrics import ANOMALOUS, anomaly_columns
+
+    return choose(rule, np.asarray(anomalous).astype(np.int64), anomaly_columns(scores), [good, ANOMALOUS],
+                  [ANOMALOUS], split)
+
+
 def format_outcome(o: Outcome) -> str:
     """A policy's outcome on a split, in a line's words."""
     text = (f"recall {o.recall * 100:.1f}% ({o.escapes} of {o.n_positive} defective parts escape), false reject "

@@ -19,11 +19,22 @@ from edgeft.metrics import Classification, classification_metrics, decision_metr
 DEFAULT_BACKEND = {"torch": "torch", "onnx": "ort-cpu", "engine": "tensorrt"}
 
 
+def classifier_only(artifact: Artifact) -> None:
+    """Refuse an anomaly model where a classifier's logits are read, with where its numbers are instead."""
+    from edgeft.errors import ConfigError
+
+    if artifact.meta.extra.get("task") == "anomaly":
+        raise ConfigError(f"{artifact.path} is an anomaly model: its AUROC and decisions on val and test are measured "
+                          "by `edgeft anomaly` (and `edgeft quantize` for INT8) and stored in its meta.json; eval and "
+                          "decide read classifiers")
+
+
 def logits(artifact: Artifact, split: ImageSet, tta_views: int | None = None, batch_size: int | None = None,
            device: str = "cpu", backend: str | None = None) -> tuple[np.ndarray, int]:
     """(logits N x classes, test-time views used) of an artifact on a decoded split, through ``backend``."""
     from edgeft.errors import DataError
 
+    classifier_only(artifact)
     if list(split.classes) != list(artifact.meta.class_names):
         raise DataError(f"the data's classes {split.classes} differ from the model's {artifact.meta.class_names}")
     views = tta_views if tta_views is not None else int(artifact.meta.extra.get("tta_views", 1))

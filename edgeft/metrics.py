@@ -352,6 +352,22 @@ def decision_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names:
                      per_class=one_vs_rest(labels, probabilities, class_names))
 
 
+ANOMALOUS = "anomalous"  # the positive class of an anomaly model: its class names are [good class, ANOMALOUS]
+
+
+def anomaly_columns(scores: np.ndarray) -> np.ndarray:
+    """Anomaly scores as the (good, anomalous) columns the decision code reads: the anomalous column is the score,
+    so "not OK" = the score, and AUROC, operating points and policies work on it unchanged."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    return np.stack([-s, s], axis=1)
+
+
+def anomaly_decisions(anomalous: np.ndarray, scores: np.ndarray, good: str) -> Decisions:
+    """:class:`Decisions` of anomaly ``scores`` against which parts are ``anomalous``."""
+    return decision_metrics(np.asarray(anomalous).astype(np.int64), anomaly_columns(scores), [good, ANOMALOUS],
+                            [ANOMALOUS])
+
+
 def _average_precision(y: np.ndarray, score: np.ndarray) -> float:
     """The mean precision at each positive part's rank, scores descending."""
     ranked = np.asarray(y, dtype=bool)[np.argsort(-np.asarray(score), kind="mergesort")]

@@ -142,6 +142,7 @@ class MapParity:
     min_map_correlation: float
     passed: bool
     reasons: list[str] = field(default_factory=list)
+    median_map_correlation: float = 1.0
 
     def to_dict(self) -> dict:
         return {"n": self.n, "max_abs_diff": self.max_abs_diff, "max_rel_diff": self.max_rel_diff,
@@ -176,4 +177,5 @@ def compare_maps(ref_scores: np.ndarray, got_scores: np.ndarray, ref_maps: np.nd
         reasons.append(f"{int((corr < MAP_MIN_CORRELATION).sum())} heatmaps correlate less than "
                        f"{MAP_MIN_CORRELATION:g} with the reference (min {corr.min():.4f})")
     return MapParity(n=len(rs), max_abs_diff=float(diff.max()), max_rel_diff=float(rel.max()),
-                     min_map_correlation=float(corr.min()), passed=not reasons, reasons=reasons)
+                     min_map_correlation=float(corr.min()), passed=not reasons, reasons=reasons,
+                     median_map_correlation=float(np.median(corr)))

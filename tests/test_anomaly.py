@@ -243,7 +243,7 @@ def test_a_test_split_without_defects_has_no_auroc(tmp_path, cli):
     assert "AUROC is undefined" in r.stderr
 
 
-def test_bad_input_is_one_line_and_writes_nothing(parts, tmp_path, cli, tiny_onnx):
+def test_bad_input_is_one_line_and_writes_nothing(parts, fitted, tmp_path, cli, tiny_onnx):
     few = write_anomaly_folder(tmp_path / "few", n_good=5)
     cases = [
         (("anomaly", few, "--good", "good", "--out", tmp_path / "o1", *TINY_ANOMALY), ("5 image(s)", "at least 10")),
@@ -255,9 +255,14 @@ def test_bad_input_is_one_line_and_writes_nothing(parts, tmp_path, cli, tiny_onn
         (("infer", tiny_onnx.path, parts / "test" / "crack", "--heatmaps", tmp_path / "maps"),
          ("--heatmaps needs an anomaly model",)),
     ]
+    # eval, decide and prune say where an anomaly model's numbers are, and what to do
+    cases += [(("eval", fitted[0], "--data", parts), ("is an anomaly model",)),
+              (("decide", fitted[0], "--data", parts, "--positive", "crack", "--target-recall", "0.9"),
+               ("is an anomaly model",)),
+              (("prune", fitted[0], "--data", parts, "--out", tmp_path / "o5"), ("--dims",))]
     for args, fragments in cases:
         assert_one_line_error(cli(*args), *fragments)
-    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 5)) and not (tmp_path / "maps").exists()
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6)) and not (tmp_path / "maps").exists()
 
 
 def test_a_channel_subset_shrinks_the_statistics_and_exports(parts, tmp_path, cli):
@@ -276,3 +281,36 @@ def test_a_channel_subset_shrinks_the_statistics_and_exports(parts, tmp_path, cl
     assert read(artifact.load(tmp_path / "small-onnx").meta.metrics, "parity").passed
     assert_one_line_error(cli("anomaly", parts, "--good", "good", "--out", tmp_path / "big", "--dims", "99",
                               *TINY_ANOMALY), "anomaly.dims 99", "56 channels")
+
+
+def test_int8_backbone_keeps_the_distances_in_fp32_and_rechooses_the_threshold(fitted, parts, tmp_path, cli):
+    import onnx
+
+    from edgeft import artifact
+    from edgeft.metrics import read
+    from edgeft.runtime import Predictor
+    from edgeft.runtime.anomaly_graph import distance_nodes
+
+    r = cli("calibrate", parts, "--out", tmp_path / "cal.json", "--n", "16")
+    assert r.exit_code == 0, r.output
+    r = cli("quantize", fitted[1], "--calib", tmp_path / "cal.json", "--data", parts, "--out", tmp_path / "int8",
+            "--no-auto-exclude")
+    assert r.exit_code == 0, r.output
+    a = artifact.load(tmp_path / "int8")
+    assert a.meta.extra["task"] == "anomaly" and a.meta.extra["decision"]["chosen_on"] == "val"
+    assert a.meta.extra["refit_on_int8"]["images"] == 24  # the statistics describe the INT8 backbone's features
+    m = a.meta.metrics
+    assert m["graph"]["quantize_linear"] > 0 and read(m, "anomaly").test.auroc >= 0.6  # random weights lose more
+    assert m["anomaly_fp32"]["auroc"] >= 0.9 and -1 <= m["int8_vs_fp32"]["min_map_correlation"] <= 1
+    g = onnx.load(str(a.model_path)).graph
+    producers = {o: n for n in g.node for o in n.output}
+    # the features reach the pooling and the Mahalanobis product unrounded: no DequantizeLinear feeds them
+    kept = set(distance_nodes(a.model_path))
+    readers = [n for n in g.node if n.op_type in ("AveragePool", "Concat", "Sub", "MatMul") and n.name in kept]
+    assert readers and not any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
+                               for n in readers for i in n.input)
+    with Predictor(tmp_path / "int8") as p:
+        pred = p.predict(np.full((32, 32), 110, np.uint8))[0]
+    assert pred.heatmap.shape == (4, 4) and pred.decision in ("pass", "reject")
+    assert_one_line_error(cli("quantize", fitted[1], "--calib", tmp_path / "cal.json", "--data", parts, "--out",
+                              tmp_path / "qat", "--method", "qat"), "anomaly model", "--method ptq")

@@ -19,9 +19,9 @@ import numpy as np
 from edgeft import progress
 from edgeft.anomaly.config import MIN_GOOD_IMAGES, AnomalyConfig
 from edgeft.artifact import Artifact, Meta, lineage_entry, refuse_existing
-from edgeft.decision import Policy, Rule, choose, format_outcome
+from edgeft.decision import Policy, Rule, choose_for_anomaly, format_outcome
 from edgeft.errors import ConfigError, DataError
-from edgeft.metrics import AnomalyFit, Decisions, decision_metrics
+from edgeft.metrics import AnomalyFit, anomaly_decisions
 from edgeft.runtime.anomaly_graph import ANOMALOUS, TASK, AnomalySpec, check_layers, cut_backbone, features, graph
 
 
@@ -76,19 +76,6 @@ def score_split(model, data, split: str, contract, good: str, batch_size: int):
     anomalous = (s.labels != s.classes.index(good)) if good in s.classes else np.ones(len(s), dtype=bool)
     scores, maps = torch_outputs(model, s.images, contract, batch_size, desc=f"score {split}")
     return anomalous, scores.astype(np.float64), maps, s
-
-
-def _two_columns(scores: np.ndarray) -> np.ndarray:
-    """Scores as the (good, anomalous) columns the decision code reads: the anomalous column is the score."""
-    return np.stack([-scores, scores], axis=1)
-
-
-def decisions_of(anomalous: np.ndarray, scores: np.ndarray, good: str) -> Decisions:
-    return decision_metrics(anomalous.astype(np.int64), _two_columns(scores), [good, ANOMALOUS], [ANOMALOUS])
-
-
-def choose_threshold(rule: Rule, anomalous: np.ndarray, scores: np.ndarray, good: str) -> Policy:
-    return choose(rule, anomalous.astype(np.int64), _two_columns(scores), [good, ANOMALOUS], [ANOMALOUS], "val")
 
 
 def _statistics(feat, images: np.ndarray, contract, cfg: AnomalyConfig, spec: AnomalySpec) -> dict:
@@ -157,7 +144,7 @@ def _backbone_and_spec(cfg: AnomalyConfig):
         keep = sorted(torch.randperm(sum(channels), generator=g)[:cfg.dims].tolist())
     spec = AnomalySpec(method=cfg.method, layers=list(cfg.layers), channels=channels, grid=grid,
                        sizes=[list(f.shape[-2:]) for f in probe], keep=keep, pool=cfg.pool, chunk=cfg.chunk,
-                       good_class=cfg.good)
+                       good_class=cfg.good, extra={"eps": cfg.eps})
     return backbone, contract, spec, weights
 
 
@@ -178,9 +165,9 @@ def _choose_on_val(model, cfg: AnomalyConfig, data, found, spec: AnomalySpec, co
                           "no threshold is chosen; put anomalous images (any class folder but the good one) and good "
                           "ones in val/ to get a decision policy")
         else:
-            val_dec = decisions_of(y, s, cfg.good)
+            val_dec = anomaly_decisions(y, s, cfg.good)
             if rule is not None:
-                policy = choose_threshold(rule, y, s, cfg.good)
+                policy = choose_for_anomaly(rule, y, s, cfg.good)
                 progress.info(f"policy: {policy.text()}")
     else:
         progress.warn(f"{data} has no val/ split: no threshold is chosen (never on test); add val/ with good and "
@@ -204,7 +191,7 @@ def _score_test(model, cfg: AnomalyConfig, data, contract, policy: Policy | None
     outcome = policy.outcome(y, s) if policy is not None else None
     if outcome is not None:
         progress.info(f"test at the val threshold: {format_outcome(outcome)}")
-    return decisions_of(y, s, cfg.good), outcome
+    return anomaly_decisions(y, s, cfg.good), outcome
 
 
 def fit(cfg: AnomalyConfig, data: str | os.PathLike, out: str | os.PathLike, force: bool = False) -> Artifact:

@@ -119,6 +119,8 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
         m.metadata_props.add(key=ONNX_META_KEY, value=onnx_metadata(meta))
         m.producer_name = "edgeft"
         onnx.save(m, str(path))
+        if anomaly and "anomaly" in parent.meta.metrics:  # the fit's numbers: the FP32 graph computes the same
+            meta.metrics["anomaly"] = parent.meta.metrics["anomaly"]
         meta.metrics["onnx"] = OnnxGraph(opset=opset, nodes=len(m.graph.node), size_bytes=path.stat().st_size,
                                          dynamic_batch=dynamic_batch).to_dict()
         if data is not None:

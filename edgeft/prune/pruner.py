@@ -71,6 +71,9 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
     """Prune the PyTorch artifact at ``artifact_path`` to ``cfg``'s target and recover on ``data``."""
     out = art.refuse_existing(out, force)
     parent = art.load(artifact_path)
+    if parent.meta.extra.get("task") == "anomaly":
+        raise ArtifactError(f"{parent.path} is an anomaly model; pruning its backbone (recovered by distilling its "
+                            "own features) is not built yet: shrink it with `edgeft anomaly --dims N` and INT8")
     if parent.meta.kind != "torch" or parent.meta.extra.get("quantized"):
         raise ArtifactError(f"{parent.path} is already {'quantized' if parent.meta.extra.get('quantized') else parent.meta.kind}; "
                             "prune the fine-tuned PyTorch artifact, then quantize")

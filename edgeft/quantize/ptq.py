@@ -103,12 +103,17 @@ def quantize_file(fp32: Path, out: Path, x: np.ndarray, cfg: QuantizeConfig, exc
     q = _ort_quant()
     import onnx
 
-    input_name = onnx.load(str(fp32)).graph.input[0].name
+    from edgeft.runtime.anomaly_graph import OUTPUTS
+
+    g = onnx.load(str(fp32)).graph
+    input_name = g.input[0].name
+    # an anomaly graph: a Q/DQ pair per INT8 consumer, so the FP32 distance part reads the features unrounded
+    dedicated = tuple(o.name for o in g.output) == OUTPUTS
     method = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile,
               "entropy": q.CalibrationMethod.Entropy}[cfg.calib_method]
     trt = cfg.target == "tensorrt"
     extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": trt, "CalibPercentile": cfg.percentile,
-                             "CalibMaxIntermediateOutputs": minmax_chunk(len(x))}
+                             "CalibMaxIntermediateOutputs": minmax_chunk(len(x)), "DedicatedQDQPair": dedicated}
     with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress of their own
         q.quantize_static(
             str(fp32), str(out), _Reader(x, input_name), quant_format=q.QuantFormat.QDQ,
@@ -116,6 +121,11 @@ def quantize_file(fp32: Path, out: Path, x: np.ndarray, cfg: QuantizeConfig, exc
             per_channel=cfg.per_channel, activation_type=q.QuantType.QInt8 if trt else q.QuantType.QUInt8,
             weight_type=q.QuantType.QInt8, nodes_to_exclude=exclude or None, calibrate_method=method,
             extra_options=extra, calibration_cache_path=str(cache))
+    if dedicated:
+        from edgeft.quantize.anomaly import read_unrounded
+        from edgeft.runtime.anomaly_graph import distance_nodes
+
+        read_unrounded(out, distance_nodes(fp32))
 
 
 def pre_process(fp32: Path, out: Path) -> None:
@@ -276,16 +286,24 @@ def _exclude_slow_groups(pre: Path, int8: Path, tmp: Path, x_calib: np.ndarray, 
 
 
 def _calibration_inputs(calib, data, parent: art.Artifact, cfg: QuantizeConfig) -> np.ndarray:
-    """The manifest's images, prepared and normalized per the parent's input contract (a subset for histograms)."""
+    """The manifest's images, prepared and normalized per the parent's input contract (a subset for histograms); for
+    an anomaly model only those of its good class (the activations INT8 must represent well are the good parts')."""
     from edgeft.data import calibration
+
+    from edgeft.runtime.anomaly_graph import is_anomaly
 
     contract = parent.meta.input
     manifest = calibration.load(calib)
-    if manifest.classes != parent.meta.class_names:
+    good = parent.meta.class_names[0] if is_anomaly(parent.meta.extra) else None
+    if good is not None and good not in manifest.classes:
+        raise ConfigError(f"the calibration manifest has no images of the good class {good!r} (it has "
+                          f"{', '.join(manifest.classes)}); an anomaly model is calibrated on good parts")
+    if good is None and manifest.classes != parent.meta.class_names:
         raise ConfigError(f"the calibration manifest's classes {manifest.classes} differ from the model's "
                           f"{parent.meta.class_names}")
     calib_set = calibration.load_images(manifest, data, contract)
-    x_calib = contract.normalize(calib_set.images)
+    images = calib_set.images if good is None else calib_set.images[calib_set.labels == manifest.classes.index(good)]
+    x_calib = contract.normalize(images)
     if cfg.calib_method in ("percentile", "entropy") and len(x_calib) > HISTOGRAM_MAX_IMAGES:
         # ONNX Runtime's histogram calibrators keep every activation of every image in memory before building
         # histograms (512 Lite0 images at 224 px took over 24 GB); an evenly spaced subset of the class-balanced
@@ -303,7 +321,10 @@ def _fp32_onnx(parent: art.Artifact, path: Path) -> Path:
         from edgeft.models import from_artifact
         from edgeft.models.onnx import export_onnx, simplify
 
-        export_onnx(from_artifact(parent), parent.meta.input, path)
+        from edgeft.runtime.anomaly_graph import OUTPUTS, is_anomaly
+
+        outputs = OUTPUTS if is_anomaly(parent.meta.extra) else ("logits",)
+        export_onnx(from_artifact(parent), parent.meta.input, path, outputs=outputs)
         simplify(path)  # folds BatchNorm into the convolutions before quantization
     else:
         path.write_bytes(parent.model_path.read_bytes())
@@ -313,7 +334,7 @@ def _fp32_onnx(parent: art.Artifact, path: Path) -> Path:
 def _int8_metrics(fp32: Path, int8: Path, eval_set, parent: art.Artifact, cfg: QuantizeConfig,
                   lat: dict[str, float], fallback: bool) -> dict[str, Any]:
     """Accuracy of both graphs on the evaluation split, their agreement, sizes, the INT8 graph and the latency."""
-    from edgeft.metrics import QuantGraph, Size, classification_metrics
+    from edgeft.metrics import classification_metrics
     from edgeft.runtime.logits import onnx_logits
 
     split, contract, classes = eval_set.name, parent.meta.input, parent.meta.class_names
@@ -321,11 +342,21 @@ def _int8_metrics(fp32: Path, int8: Path, eval_set, parent: art.Artifact, cfg: Q
     int8_logits = onnx_logits(int8, eval_set.images, contract, threads=cfg.threads)
     acc_fp32 = classification_metrics(eval_set.labels, fp32_logits.argmax(1), classes)
     acc_int8 = classification_metrics(eval_set.labels, int8_logits.argmax(1), classes)
-    sizes = {"fp32_bytes": fp32.stat().st_size, "int8_bytes": int8.stat().st_size}
     return {
         split: acc_int8.to_dict(), f"{split}_fp32": acc_fp32.to_dict(), "eval_split": split,
         "accuracy_drop_pp": round((acc_fp32.accuracy - acc_int8.accuracy) * 100, 2),
         "top1_agreement_with_fp32": float((fp32_logits.argmax(1) == int8_logits.argmax(1)).mean()),
+        **graph_metrics(fp32, int8, cfg, lat, fallback),
+    }
+
+
+def graph_metrics(fp32: Path, int8: Path, cfg: QuantizeConfig, lat: dict[str, float],
+                  fallback: bool) -> dict[str, Any]:
+    """Sizes of both files, the INT8 graph's Q/DQ summary, and their latency side by side."""
+    from edgeft.metrics import QuantGraph, Size
+
+    sizes = {"fp32_bytes": fp32.stat().st_size, "int8_bytes": int8.stat().st_size}
+    return {
         "size": Size(**sizes, ratio=round(sizes["fp32_bytes"] / sizes["int8_bytes"], 2)).to_dict(),
         "graph": QuantGraph(**graph_summary(int8)).to_dict(),
         "ort_cpu_latency": {"fp32_p50_ms": round(lat["fp32"], 3), "int8_p50_ms": round(lat["int8"], 3),
@@ -354,9 +385,11 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
     """
     from edgeft.data.imagefolder import find_splits, load_split
     from edgeft.models.onnx import ONNX_META_KEY, onnx_metadata
+    from edgeft.runtime.anomaly_graph import distance_nodes, is_anomaly
 
     out = art.refuse_existing(out, force)
     parent = art.load(artifact_path)
+    anomaly = is_anomaly(parent.meta.extra)
     if parent.meta.extra.get("quantized"):
         raise ArtifactError(f"{parent.path} is already quantized ({parent.meta.extra['quantized']}); quantize the "
                             "FP32 artifact it came from")
@@ -365,7 +398,7 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
     contract = parent.meta.input
     x_calib = _calibration_inputs(calib, data, parent, cfg)
     split = "test" if "test" in find_splits(data) else "val"
-    eval_set = load_split(data, split, contract, classes=parent.meta.class_names)
+    eval_set = load_split(data, split, contract, classes=None if anomaly else parent.meta.class_names)
     shape = (1, contract.channels, *contract.size)
     import onnx
 
@@ -377,7 +410,7 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
         cache = tmp / "calibration-cache.json"
         progress.info(f"calibrating ({cfg.calib_method}) on {len(x_calib)} images from {calib}")
         int8 = tmp / "int8.onnx"
-        exclude = list(cfg.exclude)
+        exclude = list(cfg.exclude) + (distance_nodes(pre) if anomaly else [])  # distances stay FP32
         quantize_file(pre, int8, x_calib, cfg, exclude, cache)
 
         excluded_groups: list[dict[str, Any]] = []
@@ -387,6 +420,10 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
                                                                              cache, shape)
             progress.info("kept in FP32: " + (", ".join(f"{g['group']} ({g['rule']})" for g in excluded_groups)
                                               or "nothing"))
+        if anomaly:  # the statistics must describe the features the INT8 backbone computes
+            from edgeft.quantize.anomaly import refit_for_int8
+
+            refit = refit_for_int8(int8, data, parent, cfg.threads)
         lat = side_by_side({"fp32": fp32, "int8": int8}, shape, cfg.threads)
         fallback = cfg.target == "ort-cpu" and lat["int8"] >= lat["fp32"]
         if fallback:
@@ -397,7 +434,16 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
                         lineage=parent.stage_record("quantize", {**cfg.to_dict(), "calibration": str(calib),
                                                                  "calibration_images": len(x_calib)}),
                         extra=_int8_extra(parent, cfg, excluded_groups, exclude, exclusion_check))
-        meta.metrics = _int8_metrics(fp32, int8, eval_set, parent, cfg, lat, fallback)
+        if anomaly:
+            from edgeft.quantize.anomaly import int8_anomaly_metrics
+
+            meta.metrics, policy = int8_anomaly_metrics(fp32, int8, eval_set, data, parent, cfg,
+                                                        graph_metrics(fp32, int8, cfg, lat, fallback))
+            meta.extra.update(task="anomaly", anomaly=parent.meta.extra["anomaly"], refit_on_int8=refit)
+            if policy is not None:
+                meta.extra["decision"] = policy.to_dict()
+        else:
+            meta.metrics = _int8_metrics(fp32, int8, eval_set, parent, cfg, lat, fallback)
         for k in ("macs", "prune"):
             if k in parent.meta.metrics:
                 meta.metrics[k] = parent.meta.metrics[k]

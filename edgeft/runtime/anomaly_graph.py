@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edgeft.errors import ArtifactError, ConfigError
+from edgeft.metrics import ANOMALOUS  # noqa: F401 (the positive class: class_names = [good class, ANOMALOUS])
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
 
 TASK = "anomaly"  # meta.extra["task"] of an anomaly artifact
-ANOMALOUS = "anomalous"  # the positive class of an anomaly artifact: class_names = [good class, ANOMALOUS]
 METHODS = ("padim", "patchcore")
 OUTPUTS = ("score", "heatmap")  # the exported graph's output names: (N,) and (N, 1, grid_h, grid_w)
 
@@ -188,3 +188,19 @@ def features(backbone: "nn.Module", spec: AnomalySpec) -> "nn.Module":
 
 def is_anomaly(extra: dict[str, Any]) -> bool:
     return extra.get("task") == TASK
+
+
+def distance_nodes(onnx_path) -> list[str]:
+    """The exported graph's nodes that INT8 must leave in FP32: those after the backbone (feature pooling, resizing,
+    the distances, the score) and the backbone's last node of each level used, so the features reach the distances
+    unrounded (quantized to 8 bits, the level outputs moved scores by several times their spread). The exporter
+    names the backbone's nodes by module path (``/features/blocks.0/..``, ``/features/conv_stem/Conv``); the
+    patch-feature ops sit directly under ``/features/`` and the distances at the top."""
+    import onnx
+
+    nodes = list(onnx.load(str(onnx_path)).graph.node)
+    after = [n for n in nodes if not (n.name.startswith("/features/") and n.name.count("/") >= 3)]
+    producers = {o: n for n in nodes for o in n.output}
+    reads = {i for n in after for i in n.input}
+    level_outputs = [producers[i] for i in sorted(reads) if i in producers and producers[i] not in after]
+    return [n.name for n in after] + [n.name for n in level_outputs]

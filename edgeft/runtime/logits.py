@@ -48,3 +48,21 @@ def onnx_logits(path: str | os.PathLike, images: np.ndarray, contract: InputCont
 
     with OrtRunner(Path(path), "CPUExecutionProvider", threads) as runner:
         return runner_logits(runner, images, contract, batch_size, tta_views, desc="eval onnx")
+
+
+def onnx_outputs(path: str | os.PathLike, images: np.ndarray, contract: InputContract, batch_size: int = 8,
+                 threads: int | None = None, desc: str = "eval onnx") -> list[np.ndarray]:
+    """Every output of an ONNX model (an anomaly graph: score, heatmap) from ONNX Runtime on the CPU for prepared
+    images, each concatenated over batches."""
+    from pathlib import Path
+
+    from edgeft.runtime.backends import OrtRunner
+
+    parts: list[list[np.ndarray]] = []
+    with OrtRunner(Path(path), "CPUExecutionProvider", threads) as runner:
+        for i in progress.bar(range(0, len(images), batch_size), desc=desc, unit="batch"):
+            out = runner.infer_outputs(contract.normalize(images[i:i + batch_size]))
+            parts = parts or [[] for _ in out]
+            for k, o in enumerate(out):
+                parts[k].append(np.asarray(o))
+    return [np.concatenate(p) for p in parts]

@@ -1,0 +1,163 @@
+"""INT8 of an anomaly graph (``edgeft quantize`` on an ``edgeft anomaly`` artifact).
+
+The backbone runs in INT8, calibrated on good parts only; the patch-feature pooling and the distances stay in
+FP32 (``edgeft.runtime.anomaly_graph.distance_nodes``): a Mahalanobis or nearest-neighbour distance in 8 bits
+would lose the small differences that separate a fine crack from the good parts' spread. INT8 moves the scores,
+so the threshold is chosen again on val, with the FP32 model's rule; what INT8 costs is measured on the scores,
+the heatmaps and the AUROC.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeft import artifact as art
+from edgeft import progress
+from edgeft.decision import Policy, choose_for_anomaly, read_policy
+
+
+def read_unrounded(path: Path, fp32_nodes: list[str]) -> None:
+    """Rewire the FP32 nodes of a quantized anomaly graph that read a feature tensor through a Q/DQ pair (a level's
+    output that INT8 layers also read) to read the tensor itself: the distances then see the backbone's features,
+    not their 8-bit rounding. In place."""
+    import onnx
+
+    m = onnx.load(str(path))
+    producers = {o: n for n in m.graph.node for o in n.output}
+    keep = set(fp32_nodes)
+    for n in m.graph.node:
+        if n.name not in keep:
+            continue
+        for k, name in enumerate(n.input):
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                n.input[k] = q.input[0]
+    onnx.save(m, str(path))
+
+
+def refit_padim(path: Path, images: np.ndarray, contract, eps: float, threads: int) -> int:
+    """Re-estimate a PaDiM graph's per-position mean and inverse covariance from the features its (INT8) backbone
+    computes on good images, and write them into the graph; returns the images used. The statistics then describe
+    the features the camera's model produces: fitted on FP32 features, the Mahalanobis distance magnified INT8's
+    small, systematic feature shifts along low-variance directions (scores moved ~3x, heatmaps decorrelated)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeft.runtime.timing import ort_session
+
+    m = onnx.load(str(path))
+    inits = {i.name: i for i in m.graph.initializer}
+    matmul = next(n for n in m.graph.node if n.op_type == "MatMul" and n.input[1] == "inv_cov")
+    sub = next(n for n in m.graph.node if n.op_type == "Sub" and n.output[0] == matmul.input[0])
+    feat, mean_name = sub.input  # (P, N, D) features, (P, 1, D) mean
+    probe = onnx.load(str(path))
+    probe.graph.output.append(onnx.helper.make_tensor_value_info(feat, onnx.TensorProto.FLOAT, None))
+    probe_path = path.with_name("refit-probe.onnx")
+    onnx.save(probe, str(probe_path))
+    sess = ort_session(str(probe_path), threads)
+    name = sess.get_inputs()[0].name
+    s1 = s2 = None
+    n = 0
+    for i in progress.bar(range(len(images)), desc="refit on int8 features", unit="img"):  # any batch the file has
+        f = sess.run([feat], {name: contract.normalize(images[i:i + 1])})[0].astype(np.float64)  # (P, 1, D)
+        s1 = f.sum(1) if s1 is None else s1 + f.sum(1)
+        s2 = np.einsum("pnd,pne->pde", f, f) if s2 is None else s2 + np.einsum("pnd,pne->pde", f, f)
+        n += f.shape[1]
+    del sess
+    probe_path.unlink()
+    mean = s1 / n
+    cov = (s2 - n * mean[:, :, None] * mean[:, None, :]) / max(1, n - 1) + eps * np.eye(mean.shape[1])
+    inits[mean_name].CopyFrom(numpy_helper.from_array(mean[:, None, :].astype(np.float32), mean_name))
+    inits["inv_cov"].CopyFrom(numpy_helper.from_array(np.linalg.inv(cov).astype(np.float32), "inv_cov"))
+    onnx.save(m, str(path))
+    return n
+
+
+def refit_for_int8(int8: Path, data, parent: art.Artifact, threads: int) -> dict[str, Any] | None:
+    """PaDiM: re-estimate the statistics on the INT8 backbone's features of the good training images (returns what
+    was used). PatchCore keeps the FP32 bank (a coreset chosen again would be a new fit)."""
+    from edgeft.data.imagefolder import load_split
+
+    spec = parent.meta.extra["anomaly"]
+    if spec["method"] != "padim":
+        return None
+    good = parent.meta.class_names[0]
+    train = load_split(data, "train", parent.meta.input)
+    images = train.images[train.labels == train.classes.index(good)] if good in train.classes else train.images[:0]
+    if len(images) == 0:
+        from edgeft.errors import DataError
+
+        raise DataError(f"{data}/train has no {good}/ images to re-fit the anomaly statistics on the INT8 backbone; "
+                        "pass the data folder the model was fitted on")
+    eps = float(spec.get("extra", {}).get("eps", 0.01))
+    n = refit_padim(int8, images, parent.meta.input, eps, threads)
+    progress.info(f"statistics re-fitted on the INT8 backbone's features of {n} good training images")
+    return {"images": n, "eps": eps}
+
+
+def _anomalous(s, good: str) -> np.ndarray:
+    return (s.labels != s.classes.index(good)) if good in s.classes else np.ones(len(s), dtype=bool)
+
+
+def _both(y: np.ndarray) -> bool:
+    return bool(y.any() and not y.all())
+
+
+def _val_policy(int8: Path, data, parent: art.Artifact, threads: int):
+    """(the INT8 model's policy chosen on val with the parent's rule, val decisions), or (None, None)."""
+    from edgeft.data.imagefolder import find_splits, load_split
+    from edgeft.metrics import anomaly_decisions
+    from edgeft.runtime.logits import onnx_outputs
+
+    parent_policy = read_policy(parent.meta.extra, f"{parent.path}/meta.json extra.decision")
+    good = parent.meta.class_names[0]
+    if "val" not in find_splits(data):
+        return None, None
+    val = load_split(data, "val", parent.meta.input)
+    y = _anomalous(val, good)
+    if not _both(y):
+        return None, None
+    scores = onnx_outputs(int8, val.images, parent.meta.input, threads=threads, desc="int8 val")[0]
+    policy = choose_for_anomaly(parent_policy.rule, y, scores, good) if parent_policy is not None else None
+    if policy is not None:
+        progress.info(f"INT8 policy: {policy.text()}")
+    return policy, anomaly_decisions(y, scores, good)
+
+
+def int8_anomaly_metrics(fp32: Path, int8: Path, eval_set, data, parent: art.Artifact, cfg,
+                         graph: dict[str, Any]) -> tuple[dict[str, Any], Policy | None]:
+    """The INT8 graph's metrics (its own ``anomaly`` record, the FP32 graph's decisions on the same split, how far
+    scores and heatmaps moved; ``graph``: sizes, Q/DQ summary, latency) and its policy re-chosen on val."""
+    from edgeft.metrics import AnomalyFit, anomaly_decisions, read
+    from edgeft.parity import compare_maps
+    from edgeft.runtime.logits import onnx_outputs
+
+    contract, good, split = parent.meta.input, parent.meta.class_names[0], eval_set.name
+    f_scores, f_maps = onnx_outputs(fp32, eval_set.images, contract, threads=cfg.threads, desc="fp32 graph")
+    i_scores, i_maps = onnx_outputs(int8, eval_set.images, contract, threads=cfg.threads, desc="int8 graph")
+    moved = compare_maps(f_scores, i_scores, f_maps, i_maps)
+    policy, val_dec = _val_policy(int8, data, parent, cfg.threads)
+    y = _anomalous(eval_set, good)
+    dec = anomaly_decisions(y, i_scores, good) if _both(y) else None
+    dec_fp32 = anomaly_decisions(y, f_scores, good) if _both(y) else None
+    fit = read(parent.meta.metrics, "anomaly")
+    record = AnomalyFit(method=parent.meta.extra["anomaly"]["method"], good_images=fit.good_images if fit else 0,
+                        fit_s=fit.fit_s if fit else 0.0, bank_bytes=fit.bank_bytes if fit else 0, val=val_dec,
+                        test=dec if split == "test" else None,
+                        test_policy=policy.outcome(y, i_scores) if policy is not None and dec is not None
+                        and split == "test" else None)
+    metrics = {"anomaly": record.to_dict(), "eval_split": split,
+               "anomaly_fp32": dec_fp32.to_dict() if dec_fp32 else None,
+               "auroc_drop": round(dec_fp32.auroc - dec.auroc, 4) if dec else None,
+               "int8_vs_fp32": {"max_rel_score_diff": moved.max_rel_diff, "min_map_correlation":
+                                moved.min_map_correlation, "median_map_correlation": moved.median_map_correlation,
+                                "n": moved.n},
+               **graph}
+    if dec is not None:
+        progress.info(f"{split} AUROC: FP32 {dec_fp32.auroc:.4f}, INT8 {dec.auroc:.4f}; heatmaps correlated "
+                      f"{moved.median_map_correlation:.4f} (median), >= {moved.min_map_correlation:.4f}")
+    return metrics, policy
