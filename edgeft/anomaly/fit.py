@@ -36,11 +36,12 @@ def greedy_coreset(x, n: int, seed: int = 0, proj_dim: int = 128, desc: str = "c
         x = x @ (torch.randn(x.shape[1], proj_dim, generator=g) / math.sqrt(proj_dim))
     first = int(torch.randint(len(x), (1,), generator=g))
     chosen = [first]
-    dist = ((x - x[first]) ** 2).sum(1)
+    sq = (x * x).sum(1)  # |x - c|^2 = |x|^2 - 2 x.c + |c|^2: a matrix-vector product per step, no N x D temporary
+    dist = (sq - 2 * (x @ x[first]) + sq[first]).clamp_min(0)
     for _ in progress.bar(range(n - 1), desc=desc, unit="pick"):
         i = int(dist.argmax())
         chosen.append(i)
-        dist = torch.minimum(dist, ((x - x[i]) ** 2).sum(1))
+        dist = torch.minimum(dist, (sq - 2 * (x @ x[i]) + sq[i]).clamp_min(0))
     return torch.tensor(chosen, dtype=torch.long)
 
 
