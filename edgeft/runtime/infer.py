@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import IO, Iterable
 
+from edgeft.redact import Source
 from edgeft.runtime import heatmap
 from edgeft.runtime.heatmap import hot_spot
-from edgeft.redact import Source
 from edgeft.runtime.monitor import LineMetrics
 from edgeft.runtime.predictor import Predictor
 from edgeft.runtime.sources import Frame, SourceStats, frames
