@@ -107,7 +107,7 @@ def quantize_file(fp32: Path, out: Path, x: np.ndarray, cfg: QuantizeConfig, exc
 
     g = onnx.load(str(fp32)).graph
     input_name = g.input[0].name
-    # an anomaly graph: a Q/DQ pair per INT8 consumer, so the FP32 distance part reads the features unrounded
+    # an anomaly graph: a Q/DQ pair per INT8 consumer, and its FP32 distance part then rewired to the unrounded features
     dedicated = tuple(o.name for o in g.output) == OUTPUTS
     method = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile,
               "entropy": q.CalibrationMethod.Entropy}[cfg.calib_method]
