@@ -302,6 +302,8 @@ def anomaly_cmd(data: Path, out: Path, good: str, model: str, weights: str, meth
         from edgeft.decision import format_outcome
 
         click.echo(f"test at the val threshold: {format_outcome(m.test_policy)}")
+    if m.test_pixel_auroc is not None:
+        click.echo(f"test pixel AUROC {m.test_pixel_auroc:.3f} ({m.test_masks} anomalous images with a mask)")
     click.echo(f"wrote {art.path}")
 
 

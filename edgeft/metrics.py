@@ -288,6 +288,14 @@ def _area(false_reject: np.ndarray, recall: np.ndarray) -> float:
     return float(np.sum(np.diff(false_reject) * (recall[1:] + recall[:-1]) / 2))
 
 
+def auroc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """The area under the ROC curve of ``scores`` for the ``positive`` items (NaN without both kinds)."""
+    y = np.asarray(positive, dtype=bool).ravel()
+    if y.all() or not y.any():
+        return float("nan")
+    return _area(*roc_curve(y, np.asarray(scores).ravel())[:2])
+
+
 def one_vs_rest(labels: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> dict[str, dict[str, float]]:
     """AUROC and average precision of each class against the rest, for the classes the split has with both kinds
     of parts (a class alone, or absent, has neither)."""
@@ -411,6 +419,8 @@ class AnomalyFit:
     val: "Decisions | None" = None
     test: "Decisions | None" = None
     test_policy: "Outcome | None" = None
+    test_pixel_auroc: float | None = None  # heatmaps against masks/ where the data has them
+    test_masks: int = 0  # anomalous test images with a mask (good images count as all-good pixels)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -23,19 +23,20 @@ def good_image(rng: np.random.Generator, size: int = 32) -> np.ndarray:
     return img
 
 
-def stroke(img: np.ndarray, quadrant: int) -> np.ndarray:
-    """A bright crack-like stroke in one quadrant (0: top left, 1: top right, 2: bottom left, 3: bottom right)."""
+def stroke(img: np.ndarray, quadrant: int, mask: bool = False) -> np.ndarray:
+    """A bright crack-like stroke in one quadrant (0: top left, 1: top right, 2: bottom left, 3: bottom right); with
+    ``mask``, the stroke's mask (255 on it) instead of the image."""
     import cv2
 
-    out = img.copy()
+    out = np.zeros_like(img) if mask else img.copy()
     h = img.shape[0] // 2
     y0, x0 = (quadrant // 2) * h, (quadrant % 2) * h
-    cv2.line(out, (x0 + 3, y0 + 3), (x0 + h - 4, y0 + h - 5), 250, 2)
+    cv2.line(out, (x0 + 3, y0 + 3), (x0 + h - 4, y0 + h - 5), 255 if mask else 250, 2)
     return out
 
 
 def write_anomaly_folder(root: Path, n_good: int = 24, n_eval: int = 8, seed: int = 0,
-                         test_defects: bool = True) -> Path:
+                         test_defects: bool = True, masks: bool = False) -> Path:
     import cv2
 
     rng = np.random.default_rng(seed)
@@ -50,6 +51,9 @@ def write_anomaly_folder(root: Path, n_good: int = 24, n_eval: int = 8, seed: in
             for i in range(n):
                 img = good_image(rng)
                 if name == "crack":
+                    if masks and split == "test" and i % 2 == 0:  # half the test cracks have a mask
+                        (root / "masks" / split / name).mkdir(parents=True, exist_ok=True)
+                        cv2.imwrite(str(root / "masks" / split / name / f"{name}_{i:03d}.png"), stroke(img, i % 4, True))
                     img = stroke(img, i % 4)
                 cv2.imwrite(str(d / f"{name}_{i:03d}.png"), img)
     return root
@@ -229,6 +233,21 @@ def test_patchcore_fit_and_export(parts, tmp_path, cli):
     r = cli("export", tmp_path / "pc", "--out", tmp_path / "pc-onnx", "--data", parts)
     assert r.exit_code == 0, r.output
     assert read(artifact.load(tmp_path / "pc-onnx").meta.metrics, "parity").passed
+
+
+def test_pixel_auroc_from_masks_next_to_the_images(tmp_path, cli):
+    from edgeft import artifact
+    from edgeft.metrics import read
+
+    data = write_anomaly_folder(tmp_path / "data", masks=True)
+    r = cli("anomaly", data, "--good", "good", "--out", tmp_path / "a", *TINY_ANOMALY)
+    assert r.exit_code == 0, r.output
+    m = read(artifact.load(tmp_path / "a").meta.metrics, "anomaly")
+    assert m.test_masks == 4  # the 4 masked cracks; the unmasked ones are left out, the good parts are all-good pixels
+    assert m.test_pixel_auroc >= 0.8, m.test_pixel_auroc  # the maps are hot on the strokes, not only somewhere
+    r = cli("anomaly", write_anomaly_folder(tmp_path / "plain"), "--good", "good", "--out", tmp_path / "b",
+            *TINY_ANOMALY)
+    assert read(artifact.load(tmp_path / "b").meta.metrics, "anomaly").test_pixel_auroc is None  # no masks: none
 
 
 def test_a_test_split_without_defects_has_no_auroc(tmp_path, cli):

@@ -182,17 +182,54 @@ def _choose_on_val(model, cfg: AnomalyConfig, data, found, spec: AnomalySpec, co
     return policy, val_dec
 
 
+MASK_STEP = 4  # pixel AUROC reads every 4th pixel of each axis: the same curve, 1/16 of the sort
+
+
+def pixel_auroc(data, split: str, images, anomalous: np.ndarray, maps: np.ndarray) -> tuple[float | None, int]:
+    """(pixel AUROC of the heatmaps against ``masks/<split>/<class>/<stem>.*``, anomalous images with a mask):
+    each map resized to its mask; good images are all-good pixels; anomalous images without a mask are left out.
+    (None, 0) when the data has no masks for the split."""
+    import cv2
+
+    from edgeft.images import read_image
+    from edgeft.metrics import auroc
+
+    root = Path(data) / "masks" / split
+    if not root.is_dir():
+        return None, 0
+    truth, scores, with_mask = [], [], 0
+    for path, bad, heat in zip(images.paths, anomalous, maps):
+        found = sorted((root / path.parent.name).glob(f"{path.stem}.*")) if bad else []
+        if bad and not found:
+            continue
+        mask = read_image(found[0]) if found else read_image(path)
+        mask = (mask if mask.ndim == 2 else mask[..., 0]) > 0 if found else np.zeros(mask.shape[:2], bool)
+        with_mask += bool(found)
+        up = cv2.resize(np.asarray(heat, np.float32).reshape(np.shape(heat)[-2:]), mask.shape[::-1],
+                        interpolation=cv2.INTER_LINEAR)
+        truth.append(mask[::MASK_STEP, ::MASK_STEP].ravel())
+        scores.append(up[::MASK_STEP, ::MASK_STEP].ravel())
+    if not with_mask:
+        progress.warn(f"{root} holds no mask of an anomalous {split} image (masks/{split}/<class>/<image stem>.png); "
+                      "pixel AUROC is undefined")
+        return None, 0
+    return auroc(np.concatenate(truth), np.concatenate(scores)), with_mask
+
+
 def _score_test(model, cfg: AnomalyConfig, data, contract, policy: Policy | None):
-    """(test decisions, the policy's outcome on test): touched once, after every choice."""
-    y, s, _, _ = score_split(model, data, "test", contract, cfg.good, cfg.batch_size)
+    """(test decisions, the policy's outcome on test, pixel AUROC, masks used): touched once, after every choice."""
+    y, s, maps, images = score_split(model, data, "test", contract, cfg.good, cfg.batch_size)
     if y.all() or not y.any():
         progress.warn(f"test has {'no' if not y.any() else 'only'} anomalous images: AUROC is undefined there "
                       "(not reported as 0.5)")
-        return None, None
+        return None, None, None, 0
     outcome = policy.outcome(y, s) if policy is not None else None
     if outcome is not None:
         progress.info(f"test at the val threshold: {format_outcome(outcome)}")
-    return anomaly_decisions(y, s, cfg.good), outcome
+    pixel, masks = pixel_auroc(data, "test", images, y, maps)
+    if pixel is not None:
+        progress.info(f"test pixel AUROC {pixel:.3f} on {masks} masked anomalous images and the good ones")
+    return anomaly_decisions(y, s, cfg.good), outcome, pixel, masks
 
 
 def fit(cfg: AnomalyConfig, data: str | os.PathLike, out: str | os.PathLike, force: bool = False) -> Artifact:
@@ -225,9 +262,11 @@ def fit(cfg: AnomalyConfig, data: str | os.PathLike, out: str | os.PathLike, for
     progress.info(f"fitted {cfg.method} on {len(good_files.paths)} good images in {fit_s:.0f} s "
                   f"({bank_bytes / 1e6:.1f} MB of statistics, heatmap {spec.grid[0]}x{spec.grid[1]})")
     policy, val_dec = _choose_on_val(model, cfg, data, found, spec, contract, good_files)
-    test_dec, test_policy = _score_test(model, cfg, data, contract, policy) if "test" in found else (None, None)
+    test_dec, test_policy, pixel, masks = (_score_test(model, cfg, data, contract, policy) if "test" in found
+                                           else (None, None, None, 0))
     metrics = AnomalyFit(method=cfg.method, good_images=len(good_files.paths), fit_s=round(fit_s, 2),
-                         bank_bytes=bank_bytes, val=val_dec, test=test_dec, test_policy=test_policy)
+                         bank_bytes=bank_bytes, val=val_dec, test=test_dec, test_policy=test_policy,
+                         test_pixel_auroc=pixel, test_masks=masks)
     params = {**cfg.to_dict(), "weights": str(weights), "data": str(Path(data))}
     extra = {"task": TASK, "anomaly": spec.to_dict()}
     if policy is not None:
