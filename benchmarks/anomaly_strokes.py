@@ -42,17 +42,11 @@ def stroke(img: np.ndarray, rng: np.random.Generator, factor: float = 0.35,
     return out, mask > 0
 
 
-def auroc(positive: np.ndarray, scores: np.ndarray) -> float:
-    from edgeft.metrics import roc_curve
-
-    fr, rec, _ = roc_curve(positive, scores)
-    return float(np.sum(np.diff(fr) * (rec[1:] + rec[:-1]) / 2))
-
-
 def main() -> None:
     import cv2
 
     from edgeft.images import read_image
+    from edgeft.metrics import auroc
     from edgeft.runtime import Predictor
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

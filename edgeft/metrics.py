@@ -370,6 +370,12 @@ def anomaly_columns(scores: np.ndarray) -> np.ndarray:
     return np.stack([-s, s], axis=1)
 
 
+def anomalous_mask(labels: np.ndarray, classes: list[str], good: str) -> np.ndarray:
+    """Which labelled parts an anomaly model should flag: every class folder but the ``good`` one."""
+    labels = np.asarray(labels)
+    return labels != classes.index(good) if good in classes else np.ones(len(labels), dtype=bool)
+
+
 def anomaly_decisions(anomalous: np.ndarray, scores: np.ndarray, good: str) -> Decisions:
     """:class:`Decisions` of anomaly ``scores`` against which parts are ``anomalous``."""
     return decision_metrics(np.asarray(anomalous).astype(np.int64), anomaly_columns(scores), [good, ANOMALOUS],

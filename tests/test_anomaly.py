@@ -320,7 +320,9 @@ def test_int8_backbone_keeps_the_distances_in_fp32_and_rechooses_the_threshold(f
     assert a.meta.extra["refit_on_int8"]["images"] == 24  # the statistics describe the INT8 backbone's features
     m = a.meta.metrics
     assert m["graph"]["quantize_linear"] > 0 and read(m, "anomaly").test.auroc >= 0.6  # random weights lose more
-    assert m["anomaly_fp32"]["auroc"] >= 0.9 and -1 <= m["int8_vs_fp32"]["min_map_correlation"] <= 1
+    assert m["anomaly_fp32"]["auroc"] >= 0.9 and m["int8_vs_fp32"]["n"] == 16
+    # re-fitted on the INT8 features, the heatmaps keep the FP32 graph's shape
+    assert m["int8_vs_fp32"]["median_map_correlation"] >= 0.8, m["int8_vs_fp32"]
     g = onnx.load(str(a.model_path)).graph
     producers = {o: n for n in g.node for o in n.output}
     # the features reach the pooling and the Mahalanobis product unrounded: no DequantizeLinear feeds them

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgeft.contract import RESIZE_POLICIES
@@ -74,12 +74,3 @@ class AnomalyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "anomaly") -> "AnomalyConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = [k for k in d if k not in known]
-        if unknown:
-            raise ConfigError(f"{where}: unknown setting {unknown[0]!r}{close_matches(unknown[0], sorted(known))}; "
-                              f"known: {', '.join(sorted(known))}")
-        return cls(**d)

@@ -21,7 +21,7 @@ from edgeft.anomaly.config import MIN_GOOD_IMAGES, AnomalyConfig
 from edgeft.artifact import Artifact, Meta, lineage_entry, refuse_existing
 from edgeft.decision import Policy, Rule, choose_for_anomaly, format_outcome
 from edgeft.errors import ConfigError, DataError
-from edgeft.metrics import AnomalyFit, anomaly_decisions
+from edgeft.metrics import AnomalyFit, anomalous_mask, anomaly_decisions
 from edgeft.runtime.anomaly_graph import ANOMALOUS, TASK, AnomalySpec, check_layers, cut_backbone, features, graph
 
 
@@ -74,7 +74,7 @@ def score_split(model, data, split: str, contract, good: str, batch_size: int):
     from edgeft.models.inference import torch_outputs
 
     s = load_split(data, split, contract)
-    anomalous = (s.labels != s.classes.index(good)) if good in s.classes else np.ones(len(s), dtype=bool)
+    anomalous = anomalous_mask(s.labels, s.classes, good)
     scores, maps = torch_outputs(model, s.images, contract, batch_size, desc=f"score {split}")
     return anomalous, scores.astype(np.float64), maps, s
 
@@ -149,9 +149,9 @@ def _backbone_and_spec(cfg: AnomalyConfig):
     return backbone, contract, spec, weights
 
 
-def _choose_on_val(model, cfg: AnomalyConfig, data, found, spec: AnomalySpec, contract, good_files):
-    """(policy, val decisions) and the heatmap's colour scale (from val's good parts, else good training images)."""
-    from edgeft.data.imagefolder import decode_split
+def _choose_on_val(model, cfg: AnomalyConfig, data, found, spec: AnomalySpec, contract, good_sample: np.ndarray):
+    """(policy, val decisions) and the heatmap's colour scale (from val's good parts, else ``good_sample``: good
+    training images, already decoded)."""
     from edgeft.models.inference import torch_outputs
 
     policy = val_dec = None
@@ -174,21 +174,19 @@ def _choose_on_val(model, cfg: AnomalyConfig, data, found, spec: AnomalySpec, co
         progress.warn(f"{data} has no val/ split: no threshold is chosen (never on test); add val/ with good and "
                       "anomalous images")
     if good_maps is None:  # no good val images: good training images, whose distances run a little low
-        sample = decode_split(replace(good_files, paths=good_files.paths[:64], labels=good_files.labels[:64]),
-                              contract, cfg.threads).images
-        s, maps = torch_outputs(model, sample, contract, cfg.batch_size, desc="heatmap scale")
+        s, maps = torch_outputs(model, good_sample, contract, cfg.batch_size, desc="heatmap scale")
         good_maps = (maps, s)
     spec.map_floor, spec.map_ceiling = _map_scale(*good_maps)
     return policy, val_dec
 
 
-MASK_STEP = 4  # pixel AUROC reads every 4th pixel of each axis: the same curve, 1/16 of the sort
+MASK_STEP = 2  # pixel AUROC reads every 2nd pixel of each axis at the model's input size: the same curve
 
 
 def pixel_auroc(data, split: str, images, anomalous: np.ndarray, maps: np.ndarray) -> tuple[float | None, int]:
-    """(pixel AUROC of the heatmaps against ``masks/<split>/<class>/<stem>.*``, anomalous images with a mask):
-    each map resized to its mask; good images are all-good pixels; anomalous images without a mask are left out.
-    (None, 0) when the data has no masks for the split."""
+    """(pixel AUROC of the heatmaps against ``masks/<split>/<class>/<stem>.*``, anomalous images with a mask),
+    judged at the model's input size (masks resized to it, heatmaps upsampled to it): good images are all-good
+    pixels, anomalous images without a mask are left out. (None, 0) when the data has no masks for the split."""
     import cv2
 
     from edgeft.images import read_image
@@ -197,15 +195,18 @@ def pixel_auroc(data, split: str, images, anomalous: np.ndarray, maps: np.ndarra
     root = Path(data) / "masks" / split
     if not root.is_dir():
         return None, 0
+    h, w = images.images.shape[1:3]
     truth, scores, with_mask = [], [], 0
     for path, bad, heat in zip(images.paths, anomalous, maps):
         found = sorted((root / path.parent.name).glob(f"{path.stem}.*")) if bad else []
         if bad and not found:
             continue
-        mask = read_image(found[0]) if found else read_image(path)
-        mask = (mask if mask.ndim == 2 else mask[..., 0]) > 0 if found else np.zeros(mask.shape[:2], bool)
-        with_mask += bool(found)
-        up = cv2.resize(np.asarray(heat, np.float32).reshape(np.shape(heat)[-2:]), mask.shape[::-1],
+        mask = np.zeros((h, w), bool)
+        if found:
+            m = read_image(found[0])
+            mask = cv2.resize((m if m.ndim == 2 else m[..., 0]), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+            with_mask += 1
+        up = cv2.resize(np.asarray(heat, np.float32).reshape(np.shape(heat)[-2:]), (w, h),
                         interpolation=cv2.INTER_LINEAR)
         truth.append(mask[::MASK_STEP, ::MASK_STEP].ravel())
         scores.append(up[::MASK_STEP, ::MASK_STEP].ravel())
@@ -251,6 +252,7 @@ def fit(cfg: AnomalyConfig, data: str | os.PathLike, out: str | os.PathLike, for
     backbone, contract, spec, weights = _backbone_and_spec(cfg)
     images = decode_split(good_files, contract, cfg.threads).images
     buffers = _statistics(features(backbone, spec).eval(), images, contract, cfg, spec)
+    good_sample = images[:64].copy()  # the heatmap's colour scale where val has no good images
     del images
     if cfg.method == "patchcore":
         spec.bank_size = int(buffers["bank"].shape[0])
@@ -261,7 +263,7 @@ def fit(cfg: AnomalyConfig, data: str | os.PathLike, out: str | os.PathLike, for
     fit_s = time.time() - t0
     progress.info(f"fitted {cfg.method} on {len(good_files.paths)} good images in {fit_s:.0f} s "
                   f"({bank_bytes / 1e6:.1f} MB of statistics, heatmap {spec.grid[0]}x{spec.grid[1]})")
-    policy, val_dec = _choose_on_val(model, cfg, data, found, spec, contract, good_files)
+    policy, val_dec = _choose_on_val(model, cfg, data, found, spec, contract, good_sample)
     test_dec, test_policy, pixel, masks = (_score_test(model, cfg, data, contract, policy) if "test" in found
                                            else (None, None, None, 0))
     metrics = AnomalyFit(method=cfg.method, good_images=len(good_files.paths), fit_s=round(fit_s, 2),

@@ -47,17 +47,12 @@ def map_parity(model, onnx_path: Path, images: np.ndarray, contract, threads: in
     (``edgeft.parity.compare_maps``)."""
     from edgeft.models.inference import torch_outputs
     from edgeft.parity import compare_maps
-    from edgeft.runtime.timing import ort_session
+    from edgeft.runtime.logits import onnx_outputs
 
     ref_scores, ref_maps = torch_outputs(model, images, contract, 8, desc="parity torch")
-    sess = ort_session(str(onnx_path), threads)
-    name = sess.get_inputs()[0].name
-    batch = sess.get_inputs()[0].shape[0]
-    x = (onnx_contract or contract).normalize(images if onnx_images is None else onnx_images)
-    step = batch if isinstance(batch, int) and batch > 0 else 8
-    runs = [sess.run(None, {name: x[i:i + step]}) for i in range(0, len(x), step)]
-    return compare_maps(ref_scores, np.concatenate([r[0] for r in runs]), ref_maps,
-                        np.concatenate([r[1] for r in runs]))
+    got_scores, got_maps = onnx_outputs(onnx_path, images if onnx_images is None else onnx_images,
+                                        onnx_contract or contract, threads=threads, desc="parity onnx")
+    return compare_maps(ref_scores, got_scores, ref_maps, got_maps)
 
 
 def _checked_map_parity(model, path: Path, images: np.ndarray, onnx_images: np.ndarray, contract, onnx_contract,

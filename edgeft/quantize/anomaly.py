@@ -60,13 +60,24 @@ def refit_padim(path: Path, images: np.ndarray, contract, eps: float, threads: i
     onnx.save(probe, str(probe_path))
     sess = ort_session(str(probe_path), threads)
     name = sess.get_inputs()[0].name
-    s1 = s2 = None
-    n = 0
+    p, d = numpy_helper.to_array(inits[mean_name]).shape[::2]
+    s1, s2, n = np.zeros((p, d)), np.zeros((p, d, d)), 0
+    rows: list[np.ndarray] = []
+
+    def add() -> None:  # one (P, D, B) x (P, B, D) product per 64 images, not an outer product per image
+        nonlocal s1, s2
+        f = np.concatenate(rows, axis=1).astype(np.float64)  # (P, B, D)
+        s1 += f.sum(1)
+        s2 += f.transpose(0, 2, 1) @ f
+        rows.clear()
+
     for i in progress.bar(range(len(images)), desc="refit on int8 features", unit="img"):  # any batch the file has
-        f = sess.run([feat], {name: contract.normalize(images[i:i + 1])})[0].astype(np.float64)  # (P, 1, D)
-        s1 = f.sum(1) if s1 is None else s1 + f.sum(1)
-        s2 = np.einsum("pnd,pne->pde", f, f) if s2 is None else s2 + np.einsum("pnd,pne->pde", f, f)
-        n += f.shape[1]
+        rows.append(sess.run([feat], {name: contract.normalize(images[i:i + 1])})[0])  # (P, 1, D)
+        n += 1
+        if len(rows) == 64:
+            add()
+    if rows:
+        add()
     del sess
     probe_path.unlink()
     mean = s1 / n
@@ -99,10 +110,6 @@ def refit_for_int8(int8: Path, data, parent: art.Artifact, threads: int) -> dict
     return {"images": n, "eps": eps}
 
 
-def _anomalous(s, good: str) -> np.ndarray:
-    return (s.labels != s.classes.index(good)) if good in s.classes else np.ones(len(s), dtype=bool)
-
-
 def _both(y: np.ndarray) -> bool:
     return bool(y.any() and not y.all())
 
@@ -110,7 +117,7 @@ def _both(y: np.ndarray) -> bool:
 def _val_policy(int8: Path, data, parent: art.Artifact, threads: int):
     """(the INT8 model's policy chosen on val with the parent's rule, val decisions), or (None, None)."""
     from edgeft.data.imagefolder import find_splits, load_split
-    from edgeft.metrics import anomaly_decisions
+    from edgeft.metrics import anomalous_mask, anomaly_decisions
     from edgeft.runtime.logits import onnx_outputs
 
     parent_policy = read_policy(parent.meta.extra, f"{parent.path}/meta.json extra.decision")
@@ -118,7 +125,7 @@ def _val_policy(int8: Path, data, parent: art.Artifact, threads: int):
     if "val" not in find_splits(data):
         return None, None
     val = load_split(data, "val", parent.meta.input)
-    y = _anomalous(val, good)
+    y = anomalous_mask(val.labels, val.classes, good)
     if not _both(y):
         return None, None
     scores = onnx_outputs(int8, val.images, parent.meta.input, threads=threads, desc="int8 val")[0]
@@ -132,7 +139,7 @@ def int8_anomaly_metrics(fp32: Path, int8: Path, eval_set, data, parent: art.Art
                          graph: dict[str, Any]) -> tuple[dict[str, Any], Policy | None]:
     """The INT8 graph's metrics (its own ``anomaly`` record, the FP32 graph's decisions on the same split, how far
     scores and heatmaps moved; ``graph``: sizes, Q/DQ summary, latency) and its policy re-chosen on val."""
-    from edgeft.metrics import AnomalyFit, anomaly_decisions, read
+    from edgeft.metrics import AnomalyFit, anomalous_mask, anomaly_decisions, read
     from edgeft.parity import compare_maps
     from edgeft.runtime.logits import onnx_outputs
 
@@ -141,7 +148,7 @@ def int8_anomaly_metrics(fp32: Path, int8: Path, eval_set, data, parent: art.Art
     i_scores, i_maps = onnx_outputs(int8, eval_set.images, contract, threads=cfg.threads, desc="int8 graph")
     moved = compare_maps(f_scores, i_scores, f_maps, i_maps)
     policy, val_dec = _val_policy(int8, data, parent, cfg.threads)
-    y = _anomalous(eval_set, good)
+    y = anomalous_mask(eval_set.labels, eval_set.classes, good)
     dec = anomaly_decisions(y, i_scores, good) if _both(y) else None
     dec_fp32 = anomaly_decisions(y, f_scores, good) if _both(y) else None
     fit = read(parent.meta.metrics, "anomaly")
