@@ -900,6 +900,12 @@ def optimize_cmd(recipe_path: Path, overrides: tuple[str, ...], out: Path | None
         click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
     for line in headline(result.rows, result.gates):
         click.echo(line)
+    if recipe.search is not None:
+        from edgeft.optimize.report import search_lines
+        from edgeft.optimize.search import load_result
+
+        for line in search_lines((load_result(result.run) or {}).get("result") or {}):
+            click.echo(line)
     for g in result.gates:
         click.echo(f"gate {g['gate']}: {g['status']} (value {g['value']}, limit {g['limit']}; {g['detail']})")
     click.echo(f"wrote {result.report} and {result.run / 'report.md'}")

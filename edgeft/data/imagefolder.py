@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -21,6 +23,21 @@ from edgeft.errors import ConfigError, DataError
 from edgeft.images import IMAGE_SUFFIXES, is_image, read_image  # noqa: F401 (part of this module's interface)
 
 SPLITS = ("train", "val", "test")
+_SEALED: set[Path] = set()  # data folders whose test split is hidden (see sealed_test)
+
+
+@contextmanager
+def sealed_test(root: str | os.PathLike) -> Iterator[None]:
+    """Hide ``root``'s test split from every reader while inside: :func:`find_splits` does not list it, so each
+    stage measures on val, as it does for a folder without test. A search that selects models must not see the
+    split its winner is judged on; the seal makes "test is read once, at the end" a property of the data layer
+    rather than a promise of each stage."""
+    key = Path(root).resolve()
+    _SEALED.add(key)
+    try:
+        yield
+    finally:
+        _SEALED.discard(key)
 
 
 @dataclass
@@ -60,6 +77,8 @@ def find_splits(root: str | os.PathLike) -> dict[str, Path]:
     if not r.is_dir():
         raise DataError(f"data path is not a folder: {r}")
     found = {s: r / s for s in SPLITS if (r / s).is_dir()}
+    if _SEALED and r.resolve() in _SEALED:
+        found.pop("test", None)
     if "train" not in found:
         entries = sorted(p.name for p in r.iterdir())[:8]
         hint = ("it looks like class folders directly; move them into train/ (and val/, test/)"

@@ -172,7 +172,7 @@ package ships for ``model`` (``package:efficientnet_lite0``), and a model withou
 
 
 def config_from_parent(parent, mode: str, epochs: int, lr: float, threads: int | None = None,
-                       seed: int = 0, cache_views: int | None = None) -> FinetuneConfig:
+                       seed: int = 0, cache_views: int | None = None, patience: int | None = None) -> FinetuneConfig:
     """Training settings for a later stage (pruning recovery, QAT): the parent's own fine-tuning settings
     (augmentation, class balance, batch size, ...) with the stage's mode, epochs and learning rate.
 
@@ -190,7 +190,7 @@ def config_from_parent(parent, mode: str, epochs: int, lr: float, threads: int |
     if cache_views is not None:
         base["cache_views"] = cache_views
     base.update(model=parent.meta.arch, weights=None, mode=mode, epochs=max(1, epochs), lr=lr, backbone_lr_mult=1.0,
-                warmup_epochs=min(0.5, epochs / 4), patience=max(1, epochs), seed=seed, tta_views=1, image_size=None,
+                warmup_epochs=min(0.5, epochs / 4), patience=patience or max(1, epochs), seed=seed, tta_views=1, image_size=None,
                 resize=None)
     if threads:
         base["threads"] = threads

@@ -22,7 +22,7 @@ from typing import Any
 from edgeft import artifact as art
 from edgeft import progress
 from edgeft.errors import ConfigError, DataError, DependencyError, EdgeftError, close_matches
-from edgeft.optimize.recipe import Recipe, config_hash
+from edgeft.optimize.recipe import Recipe, config_hash, data_fingerprint
 
 STATE_FILE = "pipeline.json"
 STATE_VERSION = 1
@@ -57,7 +57,7 @@ def plan(recipe: Recipe) -> list[Step]:
 
     torch_steps = [add("finetune", label="fine-tuned FP32")]
     if "prune" in recipe.stages:
-        torch_steps.append(add("prune", torch_steps[-1], label="pruned FP32"))
+        torch_steps.append(add("prune", torch_steps[-1], label="searched pruned FP32" if recipe.search else "pruned FP32"))
     onnx_fp32: Step | None = None
     gray = ", gray input" if "export" in recipe.stages and recipe.sections["export"].gray_input else ""
     if "export" in recipe.stages:
@@ -68,7 +68,8 @@ def plan(recipe: Recipe) -> list[Step]:
     if "quantize" in recipe.stages:
         q = recipe.sections["quantize"]
         parent = torch_steps[-1] if q.method == "qat" or onnx_fp32 is None else onnx_fp32
-        quantized = add("quantize", parent, label=f"{'pruned ' if len(torch_steps) > 1 else ''}INT8 {q.method.upper()} "
+        method = "/".join(m.upper() for m in recipe.search.method) + ", searched" if recipe.search else q.method.upper()
+        quantized = add("quantize", parent, label=f"{'pruned ' if len(torch_steps) > 1 else ''}INT8 {method} "
                                                   f"({q.target}{gray if parent is onnx_fp32 else ''})")
     if "build" in recipe.stages:
         b = recipe.sections["build"]
@@ -115,18 +116,17 @@ def _model_sha(run: Path, step_name: str) -> str | None:
         return None
 
 
-def data_fingerprint(data: Path) -> str:
-    """A cheap fingerprint of a data folder: every file's relative path, size and modification time."""
-    entries = sorted((str(p.relative_to(data)), st.st_size, st.st_mtime_ns)
-                     for p in data.rglob("*") if p.is_file() for st in [p.stat()])
-    return config_hash(entries)
-
-
 def step_hash(recipe: Recipe, step: Step, run: Path, data_fp: str) -> str:
     """What decides a step's result: its stage settings, the data's files, and its inputs' model files."""
     settings: Any = recipe.stage_config(step.stage)
     if step.stage == "finetune":
         settings = {k: v for k, v in settings.items() if k != "threads"}
+    if recipe.search is not None and step.stage in ("prune", "quantize"):  # the search chooses these, by the gates
+        from dataclasses import asdict
+
+        from edgeft.optimize.search import space_hash
+
+        settings = {"stage": settings, "search": space_hash(recipe), "gates": asdict(recipe.gates)}
     inputs = [step.parent] if step.parent else step.inputs
     return config_hash({"stage": step.stage, "settings": settings, "data": data_fp,
                         "inputs": {n: _model_sha(run, n) for n in inputs}})
@@ -184,7 +184,7 @@ def _policy_current(recipe: Recipe, out: Path) -> bool:
     return p is not None and p.rule == recipe.decision.rule() and p.positive == list(recipe.decision.positive)
 
 
-def _measure(recipe: Recipe, step: Step, out: Path) -> None:
+def _measure(recipe: Recipe, step: Step, out: Path, always: bool = False) -> None:
     """After a model step: with a decision section, choose this model's own policy on val, then measure it on the
     held-out split with the policy applied (pruning and INT8 move scores, so a threshold carried over from another
     model would silently change the escape rate); without one, measure exported models there (the other stages
@@ -192,7 +192,7 @@ def _measure(recipe: Recipe, step: Step, out: Path) -> None:
     from edgeft.data import load_split
     from edgeft.evaluate import choose_policy, evaluate
 
-    if recipe.decision is None and step.stage != "export":
+    if recipe.decision is None and step.stage != "export" and not always:
         return
     a = art.load(out)
     d = recipe.decision
@@ -221,6 +221,19 @@ def _run_quantize(recipe: Recipe, step: Step, out: Path, parent: Path, run: Path
         qat(parent, out, cfg, calib, recipe.data, epochs=q.epochs, lr=q.lr, force=True, mode=q.qat_mode)
     else:
         quantize(parent, out, cfg, calib, recipe.data, force=True)
+
+
+def _run_searched(recipe: Recipe, step: Step, out: Path, parent: Path, run: Path, resume: bool) -> None:
+    """A step the search decides: the prune step runs the search and takes its chosen candidate's pruned model; the
+    export of that model and the quantize step take the same candidate's artifacts (made and measured on val during
+    the search, so nothing is computed twice)."""
+    from edgeft.optimize import search as srch
+
+    if step.stage == "prune":
+        result = srch.search(recipe, run, parent, resume=resume)
+        progress.info(f"[{step.name}] the search chose {result.chosen.key}"
+                      + ("" if result.passed else " (the best compromise: no candidate met every gate on val)"))
+    srch.copy_artifact(srch.chosen_dir(run, step.stage), out)
 
 
 def _run_build(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
@@ -327,27 +340,19 @@ def describe(recipe: Recipe, run: Path, resume: bool = False, only: list[str] | 
     return "\n".join(lines)
 
 
-def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = False, force: bool = False,
-             only: list[str] | None = None) -> RunResult:
-    """Run ``recipe`` into ``out`` (default ``runs/<name>``): stages, bench, gates, report."""
-    from edgeft.optimize.report import collect, evaluate_gates, write_report
+def measure_holdout(recipe: Recipe, steps: list[Step], run: Path, results: dict[str, StepResult]) -> None:
+    """After a search, with the seal lifted: the test split's one read, for the fine-tuned model and the models the
+    search shipped (each at its own policy, chosen on val), which the gates and the report then judge."""
+    progress.info("measuring the fine-tuned and the shipped models on the test split (its first read)")
+    for step in steps:
+        r = results.get(step.name)
+        if step.stage not in ("bench", "build") and r is not None and r.status in ("done", "reused"):
+            _measure(recipe, step, run / step.name, always=True)
 
-    run = Path(out) if out else Path("runs") / recipe.name
-    check_only(recipe, only)
-    if run.exists() and any(run.iterdir()) and not (resume or force or only):
-        raise EdgeftError(f"{run} exists; pass --resume to continue it, --force to start over, or another --out")
-    prepare(recipe)
-    if force and run.exists():
-        import shutil
 
-        shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
-    state = _read_state(run)
-    state["recipe"] = recipe.to_dict()
-    steps = plan(recipe)
-    results: dict[str, StepResult] = {}
-    t_run = time.time()
-    data_fp = data_fingerprint(recipe.data)
+def _run_steps(recipe: Recipe, steps: list[Step], run: Path, state: dict[str, Any], results: dict[str, StepResult],
+               data_fp: str, resume: bool, only: list[str] | None) -> None:
+    """Run (or reuse) each step in order, recording it in ``RUN/pipeline.json`` as it finishes."""
     for step in steps:
         h = step_hash(recipe, step, run, data_fp)
         out_dir = run / step.name
@@ -379,7 +384,11 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
         t0 = time.time()
         status, reason = "done", ""
         try:
-            if step.stage == "finetune":
+            searched = recipe.search is not None and (step.stage in ("prune", "quantize") or (
+                step.stage == "export" and step.parent is not None and step.parent.endswith("-prune")))
+            if searched:
+                _run_searched(recipe, step, out_dir, parent, run, resume)
+            elif step.stage == "finetune":
                 _run_finetune(recipe, step, out_dir, continue_training)
             elif step.stage == "prune":
                 _run_prune(recipe, step, out_dir, parent)
@@ -391,8 +400,8 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
                 _run_build(recipe, step, out_dir, parent)
             elif step.stage == "bench":
                 _run_bench(recipe, step, out_dir, run, results)
-            if step.stage != "bench" and status == "done":
-                _measure(recipe, step, out_dir)
+            if step.stage != "bench" and status == "done" and recipe.search is None:
+                _measure(recipe, step, out_dir)  # with a search, every model is measured after the seal lifts
         except DependencyError as e:
             if step.stage != "build":
                 raise
@@ -403,9 +412,49 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
         state["steps"][step.name] = {"status": status, "hash": h, "seconds": seconds, "reason": reason,
                                      "model_sha256": _model_sha(run, step.name) if status == "done" else None}
         _write_state(run, state)
+
+
+def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = False, force: bool = False,
+             only: list[str] | None = None) -> RunResult:
+    """Run ``recipe`` into ``out`` (default ``runs/<name>``): stages, bench, gates, report."""
+    from edgeft.optimize.report import collect, evaluate_gates, write_report
+
+    run = Path(out) if out else Path("runs") / recipe.name
+    check_only(recipe, only)
+    if run.exists() and any(run.iterdir()) and not (resume or force or only):
+        raise EdgeftError(f"{run} exists; pass --resume to continue it, --force to start over, or another --out")
+    prepare(recipe)
+    if recipe.search is not None and resume and not force:
+        from edgeft.optimize.search import check_resume
+
+        check_resume(recipe, run)
+    if force and run.exists():
+        import shutil
+
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    state = _read_state(run)
+    state["recipe"] = recipe.to_dict()
+    steps = plan(recipe)
+    results: dict[str, StepResult] = {}
+    t_run = time.time()
+    data_fp = data_fingerprint(recipe.data)
+    if recipe.search is not None:
+        from edgeft.data.imagefolder import sealed_test
+
+        with sealed_test(recipe.data):  # every stage and every search decision sees train and val only
+            _run_steps(recipe, steps, run, state, results, data_fp, resume, only)
+        measure_holdout(recipe, steps, run, results)
+    else:
+        _run_steps(recipe, steps, run, state, results, data_fp, resume, only)
     state["seconds"] = round(time.time() - t_run, 1)
     _write_state(run, state)
     rows, doc = collect(run, steps, results)
     gates = evaluate_gates(recipe, rows)
-    report = write_report(recipe, run, steps, results, rows, doc, gates)
+    search = None
+    if recipe.search is not None:
+        from edgeft.optimize.search import load_result
+
+        search = (load_result(run) or {}).get("result")
+    report = write_report(recipe, run, steps, results, rows, doc, gates, search)
     return RunResult(run, list(results.values()), gates, report, rows)

@@ -19,7 +19,7 @@ from typing import Any
 from edgeft.errors import ConfigError, close_matches
 
 STAGES = ("finetune", "prune", "export", "quantize", "build", "bench")
-TOP_LEVEL = {"name", "data", "prepare_data", "threads", "stages", "gates", "decision", *STAGES}
+TOP_LEVEL = {"name", "data", "prepare_data", "threads", "stages", "gates", "decision", "search", *STAGES}
 PREPARERS = ("elpv",)
 
 
@@ -87,6 +87,22 @@ class DecisionSection:
 
 
 @dataclass
+class SearchSection:
+    """What ``edgeft optimize`` may try to meet the gates: pruning ratios (fractions of the fine-tuned model's MACs)
+    and quantization methods; the fastest candidate that meets every gate on val ships (see
+    :mod:`edgeft.optimize.search`). ``budget_min``: minutes the search may spend after the fine-tuning."""
+
+    target_macs: list[float] = field(default_factory=lambda: [0.5, 0.6, 0.7])
+    method: list[str] = field(default_factory=lambda: ["ptq"])
+    calib_method: list[str] = field(default_factory=list)  # PTQ calibrations to try per candidate, the best on val
+                                                          # kept (cheap next to a recovery); empty: quantize's
+    budget_min: float = 20.0
+    latency_rounds: int = 5  # interleaved rounds when each candidate's INT8 model is timed against the fine-tuned one
+
+    METHODS = ("ptq", "qat")
+
+
+@dataclass
 class Gates:
     """Checked on the last model of the run. ``max_p50_ms`` keys are ``backend`` (batch 1) or ``backend@batch``.
     The decision gates compare the final model with the fine-tuned one, each at its own operating point on test."""
@@ -111,6 +127,7 @@ class Recipe:
     threads: int | None = None
     source: str = ""
     decision: DecisionSection | None = None
+    search: SearchSection | None = None
 
     def stage_config(self, stage: str) -> dict[str, Any]:
         """A stage's settings as plain data (for hashing, the plan and the report)."""
@@ -120,11 +137,19 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "data": str(self.data), "prepare_data": self.prepare_data, "threads": self.threads,
                 "stages": self.stages, **{s: self.stage_config(s) for s in self.stages}, "gates": asdict(self.gates),
-                **({"decision": asdict(self.decision)} if self.decision else {})}
+                **({"decision": asdict(self.decision)} if self.decision else {}),
+                **({"search": asdict(self.search)} if self.search else {})}
 
 
 def config_hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def data_fingerprint(data: Path) -> str:
+    """A cheap fingerprint of a data folder: every file's relative path, size and modification time."""
+    entries = sorted((str(p.relative_to(data)), st.st_size, st.st_mtime_ns)
+                     for p in data.rglob("*") if p.is_file() for st in [p.stat()])
+    return config_hash(entries)
 
 
 def _section(cls, d: Any, where: str):
@@ -247,6 +272,69 @@ def _decision(d: Any) -> DecisionSection | None:
     return s
 
 
+def _search(d: Any, stages: list[str], sections: dict[str, Any], gates: Gates) -> SearchSection | None:
+    """The search space, refused when empty or contradictory (one line naming the field and the fix)."""
+    if d is None:
+        return None
+    s = _section(SearchSection, d, "search")
+    if isinstance(s.target_macs, (int, float)) and not isinstance(s.target_macs, bool):
+        s.target_macs = [s.target_macs]
+    if isinstance(s.method, str):
+        s.method = [s.method]
+    if not isinstance(s.target_macs, list) or not s.target_macs:
+        raise ConfigError("search.target_macs is empty: list the fractions of the MACs to try, e.g. [0.5, 0.6, 0.7]")
+    for v in s.target_macs:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            raise ConfigError(f"search.target_macs: {v!r} is not a fraction in (0, 1) of the fine-tuned model's MACs")
+    if len(set(s.target_macs)) != len(s.target_macs):
+        raise ConfigError(f"search.target_macs lists a ratio twice: {s.target_macs}")
+    s.target_macs = sorted(float(v) for v in s.target_macs)
+    if not isinstance(s.method, list) or not s.method:
+        raise ConfigError("search.method is empty: list ptq, qat or both")
+    for m in s.method:
+        if m not in SearchSection.METHODS:
+            raise ConfigError(f"search.method: unknown method {m!r}; choose from ptq, qat"
+                              f"{close_matches(str(m), SearchSection.METHODS)}")
+    if len(set(s.method)) != len(s.method):
+        raise ConfigError(f"search.method lists a method twice: {s.method}")
+    from edgeft.quantize.ptq import CALIB_METHODS
+
+    if isinstance(s.calib_method, str):
+        s.calib_method = [s.calib_method]
+    if not isinstance(s.calib_method, list) or len(set(s.calib_method)) != len(s.calib_method):
+        raise ConfigError(f"search.calib_method must list distinct calibrations, got {s.calib_method!r}")
+    for m in s.calib_method:
+        if m not in CALIB_METHODS:
+            raise ConfigError(f"search.calib_method: unknown calibration {m!r}; choose from {', '.join(CALIB_METHODS)}"
+                              f"{close_matches(str(m), CALIB_METHODS)}")
+    if not s.budget_min > 0:
+        raise ConfigError(f"search.budget_min must be a positive number of minutes, got {s.budget_min}")
+    if not isinstance(s.latency_rounds, int) or s.latency_rounds < 1:
+        raise ConfigError(f"search.latency_rounds must be an integer >= 1, got {s.latency_rounds!r}")
+    missing = [st for st in ("prune", "export", "quantize") if st not in stages]
+    if missing:
+        raise ConfigError(f"search: the candidates are pruned, exported and quantized; add {', '.join(missing)} to the "
+                          "recipe (or remove search: to run the stages as written)")
+    if sections["prune"].target_params is not None:
+        raise ConfigError("search.target_macs contradicts prune.target_params: the search chooses the MACs ratio; "
+                          "remove prune.target_params")
+    if gates.max_accuracy_drop_pp is None and not gates.max_p50_ms and \
+            not any(getattr(gates, g) is not None for g in Gates.DECISION_GATES):
+        raise ConfigError("search: no gate to meet; add gates: (e.g. max_accuracy_drop_pp: 1.0 and max_p50_ms: "
+                          "{ort-cpu: 5}) so the search knows what passes")
+    from edgeft.runtime.backends import BACKENDS
+
+    for key in gates.max_p50_ms:
+        backend, _, batch = str(key).partition("@")
+        if not BACKENDS[backend].available():
+            raise ConfigError(f"gates.max_p50_ms.{key}: {backend} is not available on this machine, so the search "
+                              "cannot evaluate this gate; run where it is (`edgeft doctor`) or remove the gate")
+        if backend != "ort-cpu" or batch not in ("", "1"):
+            raise ConfigError(f"gates.max_p50_ms.{key}: the search times its candidates on ort-cpu at batch 1 only, "
+                              f"so {key} cannot be evaluated while searching; gate it in a run without search:")
+    return s
+
+
 def _gates(d: Any, stages: list[str], decision: DecisionSection | None) -> Gates:
     g = _section(Gates, d, "gates")
     for name in ("max_accuracy_drop_pp", *Gates.DECISION_GATES):
@@ -319,9 +407,10 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
     if not re.fullmatch(r"[\w.-]+", name):
         raise ConfigError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
     decision = _decision(d.get("decision"))
+    gates = _gates(d.get("gates"), stages, decision)
     return Recipe(name=name, data=Path(os.path.expanduser(str(d["data"]))), stages=stages, sections=sections,
-                  gates=_gates(d.get("gates"), stages, decision), prepare_data=prepare, threads=threads, source=source,
-                  decision=decision)
+                  gates=gates, prepare_data=prepare, threads=threads, source=source, decision=decision,
+                  search=_search(d.get("search"), stages, sections, gates))
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

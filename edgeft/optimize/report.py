@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -431,9 +432,105 @@ text-align:right}td:first-child,th:first-child,td:nth-child(2){text-align:left}t
 pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:12px}.grid{display:flex;flex-wrap:wrap;gap:1.5em}"""
 
 
+def _pct(d: dict[str, Any] | None, *keys: str) -> str:
+    for k in keys:
+        d = (d or {}).get(k)
+    return "—" if d is None else f"{d * 100:.1f}%"
+
+
+def verdict_line(v: dict[str, Any]) -> str:
+    """One line per gate: by how much it missed, and what to try."""
+    unit = {"max_accuracy_drop_pp": " pp", "max_recall_drop_pp": " pp", "max_false_reject_rise_pp": " pp",
+            "max_auroc_drop": ""}.get(v["gate"], " ms")
+    if v["status"] == "pass":
+        return f"{v['gate']}: met ({v['value']}{unit}, limit {v['limit']}{unit})"
+    if v["gate"].startswith("max_p50_ms"):
+        hint = "add smaller ratios to search.target_macs, or relax the latency gate"
+    else:
+        hint = ("add larger ratios to search.target_macs, qat to search.method, more prune.recover_epochs, or relax "
+                "the gate")
+    return (f"{v['gate']}: missed by {v['value'] - v['limit']:.4g}{unit} ({v['value']}{unit} against {v['limit']}"
+            f"{unit}, on val); try: {hint}")
+
+
+def search_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Every candidate the search considered, in the order it was paid for, with what it measured on val."""
+    base = result["baseline_val"]
+    header = ["candidate", "MACs kept", "val acc. before recovery", "val acc. (INT8)", "vs fine-tuned", "AUROC",
+              "recall / false reject", "ORT CPU p50", "speed-up (rounds)", "minutes", "status"]
+    body = []
+    for c in result["candidates"]:
+        v = c.get("val")
+        sp = c.get("speedups") or []
+        failed = [g["gate"] for g in c.get("verdicts", []) if g["status"] == "fail"]
+        status = ("**shipped** " if c["key"] == result["chosen"] else "") + (
+            c["status"] + (f" ({', '.join(failed)})" if failed else "") if v else f"not run: {c.get('reason', '')}")
+        body.append([c["key"], _fmt(c.get("macs_ratio"), ".3f"), _pct(c, "val_before_recovery"), _pct(v, "accuracy"),
+                     f"{(v['accuracy'] - base['accuracy']) * 100:+.2f} pp" if v else "—",
+                     _fmt(((v or {}).get("decisions") or {}).get("auroc"), ".3f"),
+                     f"{_pct(v, 'policy', 'recall')} / {_pct(v, 'policy', 'false_reject')}" if v and v.get("policy")
+                     else "—", _fmt(c.get("p50_ms"), ".2f") + (" ms" if c.get("p50_ms") else ""),
+                     f"{statistics.median(sp):.2f}x ({min(sp):.2f}-{max(sp):.2f})" if sp else "—",
+                     f"{c['seconds'] / 60:.1f}" if c.get("seconds") else "—", status])
+    return header, body
+
+
+def search_lines(result: dict[str, Any]) -> list[str]:
+    """What the search did and why it shipped what it shipped, in sentences."""
+    if not result.get("candidates"):
+        return []
+    chosen = next(c for c in result["candidates"] if c["key"] == result["chosen"])
+    tried = sum(1 for c in result["candidates"] if c.get("val"))
+    out = [f"Search: {tried} of {len(result['candidates'])} candidates paid for in {result['seconds'] / 60:.1f} min "
+           f"(budget {result['budget_s'] / 60:.0f} min); every decision on val, with the test split sealed until "
+           f"the shipped model was chosen; test was then read once, for the fine-tuned and the shipped models.",
+           f"Shipped {chosen['key']}: " + ("it met every gate on val, and no faster candidate did." if result["passed"]
+                                          else "no candidate met every gate on val; this is the best compromise "
+                                               "(smallest worst miss relative to its limit).")]
+    out += [f"On val, {verdict_line(v)}" for v in chosen.get("verdicts", []) if v["status"] == "fail"]
+    out += result.get("notes", [])[1 if not result["passed"] else 0:]
+    return out
+
+
+def search_svg(result: dict[str, Any], width: int = 560, height: int = 320) -> str:
+    """Val accuracy against ORT CPU p50 for every candidate paid for; the shipped one ringed."""
+    pts = [(c["p50_ms"], c["val"]["accuracy"] * 100, c["key"]) for c in result["candidates"]
+           if c.get("val") and c.get("p50_ms")]
+    if not pts:
+        return ""
+    base_acc = result["baseline_val"]["accuracy"] * 100
+    ml, mr, mt, mb = 60, 20, 20, 45
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts] + [base_acc]
+    x0, x1, y0, y1 = 0.0, max(xs) * 1.15, min(ys) - 2, max(ys) + 2
+    sx = lambda v: ml + (v - x0) / (x1 - x0) * (width - ml - mr)  # noqa: E731
+    sy = lambda v: height - mb - (v - y0) / (y1 - y0) * (height - mt - mb)  # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             f'font-size="11"><rect width="100%" height="100%" fill="white"/>',
+             f'<line x1="{ml}" y1="{height - mb}" x2="{width - mr}" y2="{height - mb}" stroke="#333"/>',
+             f'<line x1="{ml}" y1="{mt}" x2="{ml}" y2="{height - mb}" stroke="#333"/>',
+             f'<line x1="{ml}" y1="{sy(base_acc):.1f}" x2="{width - mr}" y2="{sy(base_acc):.1f}" stroke="#999" '
+             f'stroke-dasharray="4 3"/>', _point_label(width - mr - 80, sy(base_acc), "fine-tuned (val)", width)]
+    for i in range(6):
+        xv, yv = x0 + (x1 - x0) * i / 5, y0 + (y1 - y0) * i / 5
+        parts.append(f'<text x="{sx(xv):.1f}" y="{height - mb + 15}" text-anchor="middle">{xv:.1f}</text>')
+        parts.append(f'<text x="{ml - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end">{yv:.1f}</text>')
+    parts.append(f'<text x="{(width + ml) / 2}" y="{height - 8}" text-anchor="middle">ORT CPU p50, batch 1 (ms)</text>')
+    parts.append(f'<text x="14" y="{(height - mb) / 2}" text-anchor="middle" transform="rotate(-90 14 {(height - mb) / 2})">'
+                 'val accuracy, INT8 (%)</text>')
+    for x, y, label in pts:
+        shipped = label == result["chosen"]
+        parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{"#2a7" if shipped else "#888"}"/>')
+        if shipped:
+            parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="8" fill="none" stroke="#2a7" stroke-width="2"/>')
+        parts.append(_point_label(sx(x), sy(y), label + (" (shipped)" if shipped else ""), width))
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
 def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[str, Any] | None,
-                 gates: list[dict[str, Any]]) -> Path:
-    """Write ``report.md``, ``report.html`` and ``pareto.svg`` into the run folder (atomically each)."""
+                 gates: list[dict[str, Any]], search: dict[str, Any] | None = None) -> Path:
+    """Write ``report.md``, ``report.html`` and ``pareto.svg`` into the run folder (atomically each); with a search's
+    result, its candidates too (``search.svg``)."""
     first = next((r for r in rows if r.accuracy), None)
     if first is None:
         raise EdgeftError(f"no stage in {run} produced a model to report on")
@@ -476,6 +573,12 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
         md += ["![ROC of every model, each operating point marked](roc.svg)", ""]
     if gates:
         md += ["## Gates", ""] + _md_table(gate_header, gate_body) + [""]
+    ssvg = ""
+    if search:
+        sh, sb = search_table(search)
+        ssvg = search_svg(search)
+        md += ["## Search (on val)", ""] + [f"- {line}" for line in search_lines(search)] + [""] + _md_table(sh, sb)
+        md += ([""] + (["![val accuracy vs latency of every candidate](search.svg)"] if ssvg else []) + [""])
     md += ["## Confusion matrices", ""]
     for title, h, b in _confusion(rows, classes):
         md += [f"**{title}**", ""] + _md_table(h, b) + [""]
@@ -504,6 +607,9 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
         for g in gates:
             gt = gt.replace(f"<td>{html.escape(g['status'])}</td>", f"<td>{gate_cell(g['status'])}</td>", 1)
         h += ["<h2>Gates</h2>", gt]
+    if search:
+        h += ["<h2>Search (on val)</h2>", "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in search_lines(search))
+              + "</ul>", _html_table(*search_table(search)), ssvg]
     h.append("<h2>Confusion matrices</h2><div class='grid'>")
     for title, hh, b in _confusion(rows, classes):
         h += [f"<div><b>{html.escape(title)}</b>", _html_table(hh, b), "</div>"]
@@ -511,7 +617,7 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
           "<h2>Device</h2>", f"<pre>{html.escape(json.dumps(device, indent=1))}</pre>",
           "<h2>Recipe (resolved)</h2>", f"<pre>{html.escape(recipe_yaml)}</pre>", "</body></html>"]
     for name, text in (("report.md", "\n".join(md)), ("report.html", "\n".join(h)), ("pareto.svg", svg),
-                       ("roc.svg", roc)):
+                       ("roc.svg", roc), ("search.svg", ssvg)):
         if not text:
             continue
         tmp = run / f".{name}.tmp"

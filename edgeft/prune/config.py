@@ -43,6 +43,8 @@ that reaches it (a whole step at coarse ``round_to`` overshot: 0.445 of the MACs
     recover_lr: float = 5e-4
     recover_mode: str = "full"
     recover_views: int | None = None  # partial recovery: augmented views cached per image (None: the parent's)
+    recover_patience: int | None = None  # stop recovery after this many epochs without a better val score (None:
+                                         # run every epoch); the best epoch's weights are kept either way
     distill: bool = True
     seed: int = 0
     threads: int | None = None
@@ -72,6 +74,9 @@ that reaches it (a whole step at coarse ``round_to`` overshot: 0.445 of the MACs
             raise ConfigError(f"recover_views must be 1, 2, 4 or 8, got {self.recover_views!r}")
         if self.recover_views is not None and self.recover_mode != "partial":
             raise ConfigError("recover_views applies to recover_mode partial (full recovery caches nothing)")
+        if self.recover_patience is not None and (not isinstance(self.recover_patience, int)
+                                                  or isinstance(self.recover_patience, bool) or self.recover_patience < 1):
+            raise ConfigError(f"recover_patience must be an integer >= 1, got {self.recover_patience!r}")
         if not self.recover_lr > 0:
             raise ConfigError(f"recover_lr must be positive, got {self.recover_lr}")
 

@@ -164,7 +164,8 @@ def _latency(reference: nn.Module, pruned: nn.Module, contract, cfg: PruneConfig
 
 
 def _prune_to_target(model: nn.Module, pruner, example: torch.Tensor, cfg: PruneConfig, train, contract,
-                     rng: np.random.Generator, base: int) -> tuple[nn.Module, int, int]:
+                     rng: np.random.Generator, base: int, fractions: list[float] | None = None,
+                     reached=None) -> tuple[nn.Module, int, int]:
     """Prune in ``cfg.steps`` steps until the target is reached, stopping inside the step that reaches it.
 
     A step removes channels one dependency group (a layer and what must shrink with it) at a time; a whole last
@@ -172,32 +173,122 @@ def _prune_to_target(model: nn.Module, pruner, example: torch.Tensor, cfg: Prune
     target (the first, or one whose predecessor's drop, doubled, would reach it) the MACs are counted after each
     group and the step ends at the first group that reaches the target, so the overshoot is at most one group's
     share. Other steps prune all their groups and count once (a count costs a forward pass).
-    Returns the model and its MACs and parameters."""
+    ``fractions``: several targets along one schedule (the search's candidates); ``reached(fraction, model, macs,
+    params)`` is called as each is crossed, with the model as it stands then, which is the model a run to that
+    target alone would stop at. Returns the model and its MACs and parameters at the last (smallest) target."""
     kind, fraction = cfg.target
+    todo = sorted(fractions or [fraction], reverse=True)
     macs, params = count_macs(model, example)
     value = float(macs if kind == "macs" else params)
     drop: float | None = None
     for _ in progress.bar(range(cfg.steps), desc="prune", unit="step"):
         if cfg.importance == "taylor":
             _accumulate_gradients(model, train, contract, cfg.taylor_batches, rng)
-        careful = drop is None or value - 2 * drop <= fraction * base
+        careful = drop is None or value - 2 * drop <= todo[0] * base
         before = value
         for group in pruner.step(interactive=True):
             group.prune()
             if careful:
                 macs, params = count_macs(model, example)
-                if (macs if kind == "macs" else params) <= fraction * base:
+                while todo and (macs if kind == "macs" else params) <= todo[0] * base:
+                    if reached is not None:
+                        reached(todo[0], model, macs, params)
+                    todo.pop(0)
+                if not todo:
                     break
         model.zero_grad(set_to_none=True)
         if not careful:
             macs, params = count_macs(model, example)
         value = float(macs if kind == "macs" else params)
         drop = before - value
-        if value <= fraction * base:
+        while todo and value <= todo[0] * base:  # crossed in a step that counted once
+            if reached is not None:
+                reached(todo[0], model, macs, params)
+            todo.pop(0)
+        if not todo:
             return model, macs, params
-    raise PruneError(f"target {kind} {fraction:g} is unreachable with max_layer_ratio {cfg.max_layer_ratio:g}: "
+    raise PruneError(f"target {kind} {todo[0]:g} is unreachable with max_layer_ratio {cfg.max_layer_ratio:g}: "
                      f"stopped at {value / base:.2f} of the original after {cfg.steps} steps; raise "
                      "--max-layer-ratio, protect fewer layers, or relax the target")
+
+
+def prune_schedule(artifact_path: str | os.PathLike, data: str | os.PathLike, out_root: str | os.PathLike,
+                   cfg: PruneConfig, fractions: list[float]) -> dict[float, Path]:
+    """Prune the PyTorch artifact at ``artifact_path`` once along ``cfg``'s schedule and save a snapshot, not yet
+    recovered, at each of ``fractions`` of the MACs (or parameters): ``out_root/<kind><fraction>``. Each snapshot
+    has its BatchNorm statistics re-estimated and its accuracy measured on the data's evaluation split (val while
+    the test split is sealed): a cheap estimate of what each ratio costs before any recovery is paid for.
+    Pruning once and snapshotting costs one schedule instead of one per ratio."""
+    from edgeft.data import load_dataset
+    from edgeft.models import save_artifact
+    from edgeft.runtime.torch_shapes import shape_spec
+
+    parent = art.load(artifact_path)
+    if parent.meta.kind != "torch" or parent.meta.extra.get("quantized") or parent.meta.extra.get("task") == "anomaly":
+        raise ArtifactError(f"{parent.path}: the schedule prunes a fine-tuned PyTorch classifier")
+    tp = torch_pruning()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    contract = parent.meta.input
+    model = from_artifact(parent)
+    reference = copy.deepcopy(model)
+    example = torch.zeros(1, contract.channels, *contract.size)
+    base_macs, base_params = count_macs(model, example)
+    ds = load_dataset(data, contract, seed=cfg.seed)
+    eval_set = ds.test if ds.test is not None else ds.val
+    before = classification_metrics(eval_set.labels, torch_logits(model, eval_set.images, contract,
+                                                                    desc="eval").argmax(1), ds.classes)
+    kind, _ = cfg.target
+    base = base_macs if kind == "macs" else base_params
+    rng = np.random.default_rng(cfg.seed)
+    out: dict[float, Path] = {}
+    t0 = time.time()
+
+    def snapshot(fraction: float, current: nn.Module, macs: int, params: int) -> None:
+        m = copy.deepcopy(current)
+        m.zero_grad(set_to_none=True)
+        spec = shape_spec(m, reference)
+        recalibrate_batchnorm(m, ds.train, contract, cfg.bn_images, np.random.default_rng(cfg.seed))
+        acc = classification_metrics(eval_set.labels, torch_logits(m, eval_set.images, contract,
+                                                                   desc="eval").argmax(1), ds.classes)
+        scfg = PruneConfig(**{**cfg.to_dict(), f"target_{kind}": fraction, "recover_epochs": 0})
+        landing = _landing(kind, fraction, (macs if kind == "macs" else params) / base, scfg)
+        pstats = PruneStats(macs_before=base_macs, macs_after=macs, params_before=base_params, params_after=params,
+                            macs_ratio=round(macs / base_macs, 4), params_ratio=round(params / base_params, 4),
+                            prune_seconds=round(time.time() - t0, 1), eval_split=eval_set.name,
+                            accuracy_before=before, accuracy_after_prune=acc, target=landing, ort_cpu_latency=None)
+        meta = art.Meta(kind="torch", arch=parent.meta.arch, class_names=parent.meta.class_names, input=contract,
+                        lineage=parent.stage_record("prune", scfg.to_dict()),
+                        metrics={"prune": pstats.to_dict(), "macs": macs, eval_set.name: acc.to_dict(),
+                                 "eval_split": eval_set.name}, extra={"pruned_spec": spec})
+        path = Path(out_root) / f"{kind}{fraction:.2f}"
+        save_artifact(m, path, meta, force=True)
+        out[fraction] = path
+        progress.info(f"snapshot at {fraction:g} of the {kind}: reached {macs / base_macs:.3f} of the MACs, "
+                      f"{eval_set.name} accuracy {acc.accuracy * 100:.2f}% before recovery (parent "
+                      f"{before.accuracy * 100:.2f}%)")
+
+    pruner = _pruner(tp, model, example, cfg, parent.meta.arch)
+    _prune_to_target(model, pruner, example, cfg, ds.train, contract, rng, base, fractions=list(fractions),
+                     reached=snapshot)
+    return out
+
+
+def recover_snapshot(snapshot_path: str | os.PathLike, parent_path: str | os.PathLike, data: str | os.PathLike,
+                     out: str | os.PathLike, cfg: PruneConfig, force: bool = False) -> art.Artifact:
+    """Recovery fine-tuning of a pruned, not yet recovered snapshot (from :func:`prune_schedule`), distilled from
+    its unpruned parent when ``cfg.distill``; writes the recovered artifact at ``out``."""
+    parent = art.load(parent_path)
+    snap = art.load(snapshot_path)
+    model = from_artifact(snap)
+    stats = {k: snap.meta.metrics[k] for k in ("prune", "macs") if k in snap.meta.metrics}
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    teacher = from_artifact(parent) if cfg.distill else None
+    return recover(parent, model, data, out, cfg, teacher=teacher, extra={"pruned_spec": snap.meta.extra["pruned_spec"]},
+                   stats=stats, force=force)
 
 
 def _landing(kind: str, fraction: float, got: float, cfg: PruneConfig) -> Landing:
@@ -217,7 +308,7 @@ def recovery_config(parent: art.Artifact, cfg: PruneConfig):
     from edgeft.engine.config import config_from_parent
 
     return config_from_parent(parent, cfg.recover_mode, cfg.recover_epochs, cfg.recover_lr, cfg.threads, cfg.seed,
-                              cache_views=cfg.recover_views)
+                              cache_views=cfg.recover_views, patience=cfg.recover_patience)
 
 
 def recover(parent: art.Artifact, model: nn.Module, data: str | os.PathLike, out: str | os.PathLike,

@@ -1,0 +1,249 @@
+"""``edgeft optimize`` with a ``search:`` section: the fastest candidate that meets every gate on val ships, the test
+split is read only after the choice, a constraint that cannot be met is explained, and bad spaces are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from edgeft.errors import ConfigError
+from edgeft.optimize import pipeline
+from edgeft.optimize import search as srch
+from edgeft.optimize.recipe import parse
+from edgeft.optimize.report import verdict_line
+from tests.conftest import assert_one_line_error, write_folder
+from tests.test_optimize import tiny_recipe, write_recipe
+
+
+def search_recipe(data, **search) -> dict:
+    d = tiny_recipe(data)
+    d.pop("build")
+    d["prune"].update(recover_epochs=2, recover_patience=1)
+    d["search"] = {"target_macs": [0.4, 0.7], "method": ["ptq"], "budget_min": 30, "latency_rounds": 2, **search}
+    return d
+
+
+@pytest.fixture(scope="module")
+def sealed_data(tmp_path_factory):
+    """A data folder whose test images are not images until the seal lifts: any read of test during the search
+    fails the run ("no readable images in split 'test'"); ``restore()`` puts the real files back."""
+    root = write_folder(tmp_path_factory.mktemp("sealed") / "data", {"train": 24, "val": 8, "test": 8})
+    originals = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (root / "test").rglob("*.png")}
+
+    def scramble():  # with fixed times, so a run on scrambled data can be resumed on scrambled data
+        for p, (_, t) in originals.items():
+            p.write_bytes(b"not an image until the search has chosen")
+            os.utime(p, ns=(t + 1, t + 1))
+
+    def restore():  # the same bytes and times: the data's fingerprint is the one the run started with
+        for p, (b, t) in originals.items():
+            p.write_bytes(b)
+            os.utime(p, ns=(t, t))
+    return root, scramble, restore
+
+
+@pytest.fixture(scope="module")
+def searched(sealed_data, tmp_path_factory):
+    """One search run whose test split is unreadable until ``measure_holdout`` (the end) is called."""
+    data, scramble, restore = sealed_data
+    run = tmp_path_factory.mktemp("search") / "run"
+    seen = {"holdout_calls": 0}
+    real = pipeline.measure_holdout
+
+    def holdout(*a, **k):
+        seen["holdout_calls"] += 1
+        seen["search_done"] = srch.load_result(run) is not None and "result" in srch.load_result(run)
+        restore()
+        return real(*a, **k)
+
+    scramble()
+    mp = pytest.MonkeyPatch()
+    mp.setattr(pipeline, "measure_holdout", holdout)
+    try:
+        result = pipeline.optimize(parse(search_recipe(data), source="search.yaml"), run)
+    finally:
+        mp.undo()
+        restore()
+    return run, result, seen
+
+
+def test_test_split_is_read_only_after_the_search_has_chosen(searched):
+    run, result, seen = searched
+    assert seen == {"holdout_calls": 1, "search_done": True}  # the run got through every stage with test unreadable
+    rows = {r.step: r for r in result.rows}
+    assert rows["01-finetune"].split == "test" and rows["05-quantize"].split == "test"  # then judged on test
+    assert {g["status"] for g in result.gates} == {"pass"}
+    doc = srch.load_result(run)["result"]
+    for c in doc["candidates"]:  # every candidate's numbers are val numbers
+        assert c["val"] is None or c["val"]["n"] == 16
+
+
+def test_the_fastest_passing_candidate_ships_and_the_report_lists_every_candidate(searched):
+    run, result, _ = searched
+    doc = srch.load_result(run)["result"]
+    by_key = {c["key"]: c for c in doc["candidates"]}
+    assert doc["passed"] and doc["chosen"] == "macs0.40-ptq"  # the fewest MACs passed, so nothing slower was paid for
+    assert by_key["macs0.70-ptq"]["status"] == "not run" and "passed first" in by_key["macs0.70-ptq"]["reason"]
+    shipped = json.loads((run / "05-quantize" / "meta.json").read_text())
+    made = json.loads((run / "search" / "macs0.40-ptq" / "quantize" / "meta.json").read_text())
+    assert shipped["model_sha256"] == made["model_sha256"]
+    assert by_key["macs0.40-ptq"]["macs_ratio"] < by_key["macs0.70-ptq"]["macs_ratio"] <= 0.7
+    assert len(by_key["macs0.40-ptq"]["speedups"]) == 2  # the candidate timed in interleaved rounds
+    md = (run / "report.md").read_text()
+    assert "## Search (on val)" in md and "macs0.70-ptq" in md and "**shipped** pass" in md
+    assert "test split sealed" in md and (run / "search.svg").read_text().count("(shipped)") == 1
+
+
+def fake_space(monkeypatch, outcomes):
+    """Candidates whose val accuracy and latency are given (key -> (accuracy, p50 ms)), to test the choice alone;
+    the pruning schedule, the fine-tuned model's val metrics and the gates are the real ones."""
+    ran = []
+
+    def run_candidate(recipe, c, finetuned, snapshot, root):
+        ran.append(c.key)
+        return root
+
+    def measure(recipe, c, quantized, baseline_onnx):
+        acc, p50 = outcomes[c.key]
+        c.val = {"accuracy": acc, "balanced_accuracy": acc, "n": 16, "per_class": {}, "confusion": [[8, 0], [0, 8]]}
+        c.p50_ms, c.baseline_p50_ms, c.speedups = p50, 2.0, [2.0 / p50] * 2
+    monkeypatch.setattr(srch, "_run_candidate", run_candidate)
+    monkeypatch.setattr(srch, "_measure", measure)
+    return ran
+
+
+def plain_recipe(data, gates, **search):
+    d = search_recipe(data, **search)
+    d.pop("decision")
+    d["gates"] = gates
+    return parse(d, source="s.yaml")
+
+
+@pytest.fixture(scope="module")
+def finetuned(tiny_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("ft") / "run"
+    d = {k: v for k, v in search_recipe(tiny_data).items() if k in ("name", "data", "threads", "finetune")}
+    pipeline.optimize(parse(d, source="ft.yaml"), run)
+    return run / "01-finetune"
+
+
+def fresh_run(tmp_path, finetuned):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copytree(finetuned, run / "01-finetune")
+    return run
+
+
+def test_a_faster_candidate_that_misses_a_gate_is_passed_over_for_the_next_fastest(tiny_data, finetuned, tmp_path,
+                                                                                     monkeypatch):
+    base = srch._baseline  # the fine-tuned model's real val accuracy is the reference
+    recipe = plain_recipe(tiny_data, {"max_accuracy_drop_pp": 1.0, "max_p50_ms": {"ort-cpu": 1.5}},
+                          target_macs=[0.4, 0.55, 0.7])
+    run = fresh_run(tmp_path, finetuned)
+    ref = base(recipe, finetuned, run / "search")[0]["accuracy"]
+    ran = fake_space(monkeypatch, {"macs0.40-ptq": (ref - 0.05, 0.9), "macs0.55-ptq": (ref, 1.2),
+                                   "macs0.70-ptq": (ref + 0.05, 1.4)})
+    res = srch.search(recipe, run, run / "01-finetune")
+    assert ran == ["macs0.40-ptq", "macs0.55-ptq"] and res.chosen.key == "macs0.55-ptq" and res.passed
+    missed = next(v for v in res.candidates[0].verdicts if v["status"] == "fail")
+    assert missed["gate"] == "max_accuracy_drop_pp" and missed["value"] == pytest.approx(5.0)
+
+
+def test_a_constraint_no_candidate_meets_is_explained_and_the_best_compromise_ships(tiny_data, finetuned, tmp_path,
+                                                                                     monkeypatch):
+    recipe = plain_recipe(tiny_data, {"max_accuracy_drop_pp": 1.0, "max_p50_ms": {"ort-cpu": 0.5}},
+                          target_macs=[0.4, 0.7])
+    run = fresh_run(tmp_path, finetuned)
+    ref = srch._baseline(recipe, finetuned, run / "search")[0]["accuracy"]
+    ran = fake_space(monkeypatch, {"macs0.40-ptq": (ref - 0.1, 0.9), "macs0.70-ptq": (ref, 1.4)})
+    res = srch.search(recipe, run, run / "01-finetune")
+    # 0.4 misses accuracy (and latency): 0.7 is tried; it misses latency, and nothing slower could help
+    assert ran == ["macs0.40-ptq", "macs0.70-ptq"] and not res.passed
+    assert res.chosen.key == "macs0.70-ptq"  # worst miss 1.8x its latency limit, against 0.4's 10 pp over 1 pp
+    lines = [verdict_line(v) for v in res.chosen.verdicts]
+    assert any(line.startswith("max_p50_ms.ort-cpu: missed by 0.9 ms") and "try: add smaller ratios" in line
+               for line in lines)
+    assert "best compromise" in " ".join(res.notes)
+
+
+def test_resume_reuses_finished_candidates_and_rejudges_them_when_the_gates_change(searched, tmp_path, monkeypatch,
+                                                                                   sealed_data):
+    run0, _, _ = searched
+    data, scramble, restore = sealed_data
+    run = tmp_path / "run"
+    shutil.copytree(run0, run)
+
+    def must_not_run(*a, **k):
+        raise AssertionError("a finished candidate was paid for again")
+    monkeypatch.setattr(srch, "_run_candidate", must_not_run)
+    real = pipeline.measure_holdout
+    monkeypatch.setattr(pipeline, "measure_holdout", lambda *a, **k: (restore(), real(*a, **k)))
+    d = search_recipe(data)
+    d["gates"]["max_accuracy_drop_pp"] = 99.0  # a changed gate: the search re-judges its candidates
+    scramble()  # the data as the first run saw it (its fingerprint is part of what a resume compares)
+    try:
+        result = pipeline.optimize(parse(d, source="search.yaml"), run, resume=True)
+    finally:
+        restore()
+    assert not result.failed and srch.load_result(run)["result"]["chosen"] == "macs0.40-ptq"
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"target_macs": []}, ("search.target_macs is empty",)),
+    ({"method": []}, ("search.method is empty",)),
+    ({"target_macs": [0.5, 1.5]}, ("search.target_macs: 1.5", "fraction in (0, 1)")),
+    ({"target_macs": [0.5, 0.5]}, ("lists a ratio twice",)),
+    ({"method": ["ptq", "int4"]}, ("unknown method 'int4'",)),
+    ({"budget_min": 0}, ("search.budget_min must be a positive",)),
+    ({"ratios": [0.5]}, ("unknown field search.ratios",)),
+])
+def test_an_empty_or_contradictory_space_is_refused(tiny_data, change, fragments):
+    with pytest.raises(ConfigError) as e:
+        parse(search_recipe(tiny_data, **change))
+    for f in fragments:
+        assert f in str(e.value)
+
+
+def test_contradictions_with_the_recipe_and_unevaluable_gates_are_refused(tiny_data):
+    d = search_recipe(tiny_data)
+    d["prune"].pop("target_macs")
+    d["prune"]["target_params"] = 0.5
+    with pytest.raises(ConfigError, match="contradicts prune.target_params"):
+        parse(d)
+    d = search_recipe(tiny_data)
+    d.pop("quantize")
+    d["stages"] = ["finetune", "prune", "export", "bench"]
+    with pytest.raises(ConfigError, match="add quantize"):
+        parse(d)
+    d = search_recipe(tiny_data)
+    d["gates"]["max_p50_ms"] = {"tensorrt": 2.0}  # no TensorRT here: say so, do not pass it silently
+    with pytest.raises(ConfigError, match="tensorrt is not available on this machine"):
+        parse(d)
+    d["gates"]["max_p50_ms"] = {"ort-cpu@8": 2.0}
+    with pytest.raises(ConfigError, match="ort-cpu at batch 1 only"):
+        parse(d)
+
+
+def test_a_budget_smaller_than_one_candidate_is_refused_before_any_candidate(cli, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    r = cli("optimize", write_recipe(tmp_path / "r.yaml", search_recipe(tiny_data, budget_min=0.0001)), "--out",
+            str(run))
+    # the estimate comes from the fine-tuning's measured time, so the refusal follows it; nothing of the search
+    # is left behind, and the finished fine-tuning is kept for a --resume with a larger budget
+    assert_one_line_error(r, "search.budget_min 0.0001 is smaller than one candidate", "raise search.budget_min")
+    assert not (run / "02-prune").exists() and not (run / "search" / "snapshots").exists()
+    assert (run / "01-finetune" / "meta.json").is_file()
+
+
+def test_a_resumed_search_with_a_changed_space_is_refused_before_anything_runs(cli, searched, sealed_data, tmp_path):
+    run0, _, _ = searched
+    run = tmp_path / "run"
+    shutil.copytree(run0, run)
+    before = (run / "pipeline.json").read_text()
+    d = search_recipe(sealed_data[0], target_macs=[0.3, 0.7])
+    r = cli("optimize", write_recipe(tmp_path / "r.yaml", d), "--out", str(run), "--resume")
+    assert_one_line_error(r, "search: --resume with a changed space", "--force")
+    assert (run / "pipeline.json").read_text() == before
