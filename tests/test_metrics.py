@@ -160,3 +160,15 @@ def test_eval_prints_auroc_and_operating_points(cli, tiny_onnx, tiny_data):
     assert set(d["decisions"]["false_reject_at_recall"]) == {"0.9", "0.95", "0.99"}
     assert_one_line_error(cli("eval", tiny_onnx.path, "--data", tiny_data, "--positive", "scratch"),
                           "positive class 'scratch' is not a class of the model")
+
+
+def test_paired_drop_counts_only_the_images_two_models_disagree_on():
+    from edgeft.metrics import paired_drop
+
+    labels = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    base = [1, 0, 0, 0, 1, 1, 1, 1, 1, 1]  # wrong on image 0
+    cand = [0, 0, 0, 0, 0, 0, 1, 1, 1, 1]  # right on 0, wrong on 4 and 5
+    p = paired_drop(labels, base, cand)
+    assert p == {"drop_pp": 10.0, "se_pp": round(((0.3 - 0.01) ** 0.5 / 10 ** 0.5) * 100, 2), "better_on": 1,
+                 "worse_on": 2, "n": 10}
+    assert paired_drop(labels, base, base)["se_pp"] == 0.0  # the same predictions: no doubt about the difference

@@ -156,6 +156,8 @@ def test_demo_bars_benchmark_reads_a_finished_run(finished_run):
                                         rows["05-quantize"].latency["ort-cpu@1"]["round_p50_ms"])]
     assert len(out["speedup_per_round"]["vs_fp32_ort"]) == 2
     assert out["macs_ratio"] == round(rows["02-prune"].macs / rows["01-finetune"].macs, 4)
+    p = bars.paired(run, rounds=3)  # the fine-tuned FP32 and the final INT8 ONNX files, round by round
+    assert p["rounds"] == 3 and p["range"][0] <= p["median_ratio"] <= p["range"][1] and p["reference_workload_ms"] > 0
 
 
 def test_round_ratios_need_rows_measured_in_the_same_rounds():

@@ -177,3 +177,28 @@ def test_cli_summary_says_where_pruning_landed(cli, tiny_data, tmp_path):
     assert r.exit_code == 0, r.output
     reached = artifact.load(tmp_path / "p").meta.metrics["prune"]["target"]["reached"]
     assert f"kept {reached:.3f} of the MACs for a target of 0.5 (tolerance 0.02)" in r.output
+
+
+def test_one_schedule_snapshots_each_ratio_as_a_run_to_that_ratio_alone_would_stop(tiny_data, tmp_path):
+    """The search prunes once and snapshots at each ratio; each snapshot must be the model a run to that ratio alone
+    stops at (same channels everywhere, same weights), with its val accuracy measured before recovery."""
+    from edgeft.prune.pruner import prune_schedule, recover_snapshot
+
+    parent = make_artifact(tmp_path / "parent")
+    cfg = PruneConfig(target_macs=0.5, steps=5, round_to=4, recover_epochs=0, bn_images=0)
+    snaps = prune_schedule(parent.path, tiny_data, tmp_path / "snaps", cfg, [0.5, 0.75])
+    assert sorted(snaps) == [0.5, 0.75]
+    for f, path in snaps.items():
+        alone = prune(parent.path, tiny_data, tmp_path / f"alone{f}",
+                      PruneConfig(**{**cfg.to_dict(), "target_macs": f}), measure_latency=False)
+        snap = artifact.load(path)
+        assert snap.meta.extra["pruned_spec"] == alone.meta.extra["pruned_spec"]
+        a, b = from_artifact(snap).state_dict(), from_artifact(alone).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert snap.meta.metrics["prune"]["target"]["fraction"] == f and "accuracy" in snap.meta.metrics["test"]
+    m = {f: artifact.load(p).meta.metrics["macs"] for f, p in snaps.items()}
+    assert m[0.5] < m[0.75]
+    rec = recover_snapshot(snaps[0.5], parent.path, tiny_data, tmp_path / "rec",
+                           PruneConfig(**{**cfg.to_dict(), "recover_epochs": 1}))
+    assert rec.meta.extra["pruned_spec"] == artifact.load(snaps[0.5]).meta.extra["pruned_spec"]
+    assert rec.meta.metrics["prune"]["macs_after"] == m[0.5]

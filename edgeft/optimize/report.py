@@ -453,10 +453,16 @@ def verdict_line(v: dict[str, Any]) -> str:
             f"{unit}, on val); try: {hint}")
 
 
+def _drop_text(p: dict[str, Any]) -> str:
+    return f"{p['drop_pp']:+.2f} ± {p['se_pp']:.2f} pp (worse on {p['worse_on']}, better on {p['better_on']})"
+
+
 def search_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Every candidate the search considered, in the order it was paid for, with what it measured on val."""
     base = result["baseline_val"]
-    header = ["candidate", "MACs kept", "val acc. before recovery", "val acc. (INT8)", "vs fine-tuned", "AUROC",
+    from edgeft.metrics import paired_drop
+
+    header = ["candidate", "MACs kept", "val acc. before recovery", "val acc. (INT8)", "drop ± 1 SE (paired)", "AUROC",
               "recall / false reject", "ORT CPU p50", "speed-up (rounds)", "minutes", "status"]
     body = []
     for c in result["candidates"]:
@@ -466,7 +472,8 @@ def search_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         status = ("**shipped** " if c["key"] == result["chosen"] else "") + (
             c["status"] + (f" ({', '.join(failed)})" if failed else "") if v else f"not run: {c.get('reason', '')}")
         body.append([c["key"], _fmt(c.get("macs_ratio"), ".3f"), _pct(c, "val_before_recovery"), _pct(v, "accuracy"),
-                     f"{(v['accuracy'] - base['accuracy']) * 100:+.2f} pp" if v else "—",
+                     _drop_text(paired_drop(base["labels"], base["predictions"], c["val_predictions"]))
+                     if v and c.get("val_predictions") and base.get("labels") else "—",
                      _fmt(((v or {}).get("decisions") or {}).get("auroc"), ".3f"),
                      f"{_pct(v, 'policy', 'recall')} / {_pct(v, 'policy', 'false_reject')}" if v and v.get("policy")
                      else "—", _fmt(c.get("p50_ms"), ".2f") + (" ms" if c.get("p50_ms") else ""),

@@ -37,7 +37,7 @@ from typing import Any
 from edgeft import artifact as art
 from edgeft import progress
 from edgeft.errors import ConfigError
-from edgeft.metrics import Classification
+from edgeft.metrics import Classification, paired_drop
 from edgeft.optimize.recipe import Recipe, config_hash
 
 SEARCH_DIR = "search"
@@ -62,6 +62,7 @@ class Candidate:
     seconds: float = 0.0
     verdicts: list[dict[str, Any]] = field(default_factory=list)  # each gate on val
     calibration: dict[str, float] = field(default_factory=dict)  # PTQ: val accuracy per calibration tried
+    val_predictions: list[int] = field(default_factory=list)  # per val image, for the paired comparison
 
     @property
     def speedup(self) -> float | None:
@@ -138,7 +139,7 @@ def _state(recipe: Recipe, root: Path, inputs: str, resume: bool) -> dict[str, A
         raise ConfigError(f"{p} is damaged; start over with --force") from None
     if old.get("space") != space:
         if resume:
-            _refuse_changed(recipe, old)
+            _refuse_changed(recipe, root, old)
         return fresh
     if old.get("inputs") != inputs:
         progress.info("search: the fine-tuned model or the data changed since the last search; starting it again")
@@ -146,17 +147,18 @@ def _state(recipe: Recipe, root: Path, inputs: str, resume: bool) -> dict[str, A
     return old
 
 
-def _refuse_changed(recipe: Recipe, old: dict[str, Any]) -> None:
+def _refuse_changed(recipe: Recipe, root: Path, old: dict[str, Any]) -> None:
     raise ConfigError(f"search: --resume with a changed space or stage settings (search was "
                       f"{old.get('space_settings')}, now {asdict(recipe.search)}); its finished candidates answer "
-                      "another question: start over with --force, or run into another --out")
+                      f"another question: delete {root} to search again from the finished fine-tuning, start over "
+                      "with --force, or run into another --out")
 
 
 def check_resume(recipe: Recipe, run: Path) -> None:
     """Before a resumed run touches anything: refuse it when the search it would continue had another space."""
     old = load_result(run)
     if old is not None and old.get("space") != space_hash(recipe):
-        _refuse_changed(recipe, old)
+        _refuse_changed(recipe, run / SEARCH_DIR, old)
 
 
 def estimate_candidate_s(finetuned: art.Artifact, recipe: Recipe) -> float:
@@ -173,6 +175,12 @@ def estimate_candidate_s(finetuned: art.Artifact, recipe: Recipe) -> float:
     return total / epochs * (max(1, p.recover_epochs) * ratio + 1)
 
 
+def _predictions(a: art.Artifact, val) -> list[int]:
+    from edgeft.evaluate import logits
+
+    return logits(a, val, tta_views=1)[0].argmax(1).tolist()
+
+
 def _baseline(recipe: Recipe, finetuned: Path, root: Path) -> tuple[dict[str, Any], Path]:
     """The fine-tuned model on val (at its own val-chosen policy) and its FP32 ONNX file (the latency baseline,
     gray input as the shipped model's)."""
@@ -185,12 +193,14 @@ def _baseline(recipe: Recipe, finetuned: Path, root: Path) -> tuple[dict[str, An
     if recipe.decision is not None:
         choose_policy(a, val, recipe.decision.rule(), list(recipe.decision.positive))
     m = evaluate(a, val, tta_views=1)
+    d = m.to_dict()
+    d["labels"], d["predictions"] = val.labels.tolist(), _predictions(a, val)
     onnx_dir = root / "baseline-onnx"
     if not (onnx_dir / "meta.json").is_file():
         e = recipe.sections["export"]
         export(finetuned, onnx_dir, opset=e.opset, dynamic_batch=e.dynamic_batch, do_simplify=e.simplify,
                data=recipe.data, n=min(16, e.parity_images), force=True, gray_input=e.gray_input)
-    return m.to_dict(), onnx_dir / "model.onnx"
+    return d, onnx_dir / "model.onnx"
 
 
 def _run_candidate(recipe: Recipe, c: Candidate, finetuned: Path, snapshot: Path, root: Path) -> Path:
@@ -247,6 +257,7 @@ def _measure(recipe: Recipe, c: Candidate, quantized: Path, baseline_onnx: Path)
     if recipe.decision is not None:
         choose_policy(a, val, recipe.decision.rule(), list(recipe.decision.positive))
     c.val = evaluate(a, val, tta_views=1).to_dict()
+    c.val_predictions = _predictions(a, val)
     shape = (1, a.meta.input.channels, *a.meta.input.size)
     r = ort_rounds({"base": baseline_onnx, "cand": a.model_path}, shape, recipe.threads or 2,
                    recipe.search.latency_rounds, iters=30, min_seconds=0.25)
@@ -261,7 +272,9 @@ def judge(recipe: Recipe, baseline_val: dict[str, Any], c: Candidate) -> list[di
     from edgeft.optimize.report import Row, evaluate_gates
 
     rows = [Row("fine-tuned", "finetune", "fine-tuned FP32", "", "done",
-                accuracy=Classification.from_dict(baseline_val, "search baseline"), split="val"),
+                accuracy=Classification.from_dict({k: v for k, v in baseline_val.items()
+                                                   if k not in ("labels", "predictions")}, "search baseline"),
+                split="val"),
             Row(c.key, "quantize", c.key, "", "done", accuracy=c.val_metrics(), split="val")]
     verdicts = evaluate_gates(SimpleNamespace(gates=replace(recipe.gates, max_p50_ms={})), rows)
     for key, limit in recipe.gates.max_p50_ms.items():
@@ -362,7 +375,11 @@ def search(recipe: Recipe, run: Path, finetuned: Path, resume: bool = False) -> 
             if c.status == "pass" and chosen is None:
                 chosen = c
             va = c.val_metrics()
-            progress.info(f"[search] {c.key}: {c.status} on val: accuracy {va.accuracy * 100:.2f}%, "
+            pd = paired_drop(baseline_val["labels"], baseline_val["predictions"], c.val_predictions) \
+                if c.val_predictions else None
+            progress.info(f"[search] {c.key}: {c.status} on val: accuracy {va.accuracy * 100:.2f}%"
+                          + (f" (drop {pd['drop_pp']:+.2f} ± {pd['se_pp']:.2f} pp, one paired standard error)"
+                             if pd else "") + ", "
                           f"{c.p50_ms:.2f} ms ({c.speedup:.2f}x the fine-tuned FP32 ONNX model), "
                           + "; ".join(verdict_line(v) for v in c.verdicts if v["status"] == "fail"))
         elif c.reason:
