@@ -247,3 +247,19 @@ def test_a_resumed_search_with_a_changed_space_is_refused_before_anything_runs(c
     r = cli("optimize", write_recipe(tmp_path / "r.yaml", d), "--out", str(run), "--resume")
     assert_one_line_error(r, "search: --resume with a changed space", "--force")
     assert (run / "pipeline.json").read_text() == before
+
+
+def test_the_compromise_does_not_pay_speed_for_a_difference_val_cannot_resolve():
+    labels = [0] * 50 + [1] * 50
+    base = list(labels)
+
+    def cand(key, p50, wrong):  # wrong on the first `wrong` images
+        c = srch.Candidate(key, 0.5, "ptq", status="fail", p50_ms=p50,
+                           val_predictions=[1 - y if i < wrong else y for i, y in enumerate(labels)])
+        c.verdicts = [{"gate": "max_accuracy_drop_pp", "limit": 1.0, "value": wrong * 1.0, "status": "fail"}]
+        return c
+    baseline = {"labels": labels, "predictions": base}
+    fast, slow = cand("fast", 2.0, 4), cand("slow", 3.0, 3)  # 4 vs 3 points lost: one SE here is about 1.7
+    assert srch.compromise([fast, slow], baseline).key == "fast"
+    far = cand("far", 1.0, 12)  # clearly worse than the others: not chosen for its speed
+    assert srch.compromise([far, fast, slow], baseline).key == "fast"

@@ -493,7 +493,8 @@ def search_lines(result: dict[str, Any]) -> list[str]:
            f"the shipped model was chosen; test was then read once, for the fine-tuned and the shipped models.",
            f"Shipped {chosen['key']}: " + ("it met every gate on val, and no faster candidate did." if result["passed"]
                                           else "no candidate met every gate on val; this is the best compromise "
-                                               "(smallest worst miss relative to its limit).")]
+                                               "(the fastest whose worst miss, relative to its limit, is within one "
+                                               "paired standard error of the smallest).")]
     out += [f"On val, {verdict_line(v)}" for v in chosen.get("verdicts", []) if v["status"] == "fail"]
     out += result.get("notes", [])[1 if not result["passed"] else 0:]
     return out
