@@ -7,6 +7,10 @@ files (names, sizes, times) and of its parent's model file; ``--resume`` reuses 
 still match and its artifact loads, so a stage
 that was interrupted (its artifact never appeared: stages write to a temp dir and rename) or whose
 input changed runs again. An interrupted fine-tuning continues from its last finished epoch.
+
+With a ``search:`` section the prune step runs the search (:mod:`edgeft.optimize.search`) and the pruned model's
+export and the quantize step take the chosen candidate's artifacts; the whole run is then made with the test split
+sealed (:func:`edgeft.data.imagefolder.sealed_test`), and :func:`measure_holdout` reads it once at the end.
 """
 
 from __future__ import annotations
