@@ -190,8 +190,8 @@ def config_from_parent(parent, mode: str, epochs: int, lr: float, threads: int |
     if cache_views is not None:
         base["cache_views"] = cache_views
     base.update(model=parent.meta.arch, weights=None, mode=mode, epochs=max(1, epochs), lr=lr, backbone_lr_mult=1.0,
-                warmup_epochs=min(0.5, epochs / 4), patience=patience or max(1, epochs), seed=seed, tta_views=1, image_size=None,
-                resize=None)
+                warmup_epochs=min(0.5, epochs / 4), patience=patience or max(1, epochs), seed=seed, tta_views=1,
+                image_size=None, resize=None)
     if threads:
         base["threads"] = threads
     return FinetuneConfig.from_dict(base)

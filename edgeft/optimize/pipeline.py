@@ -61,7 +61,8 @@ def plan(recipe: Recipe) -> list[Step]:
 
     torch_steps = [add("finetune", label="fine-tuned FP32")]
     if "prune" in recipe.stages:
-        torch_steps.append(add("prune", torch_steps[-1], label="searched pruned FP32" if recipe.search else "pruned FP32"))
+        label = "searched pruned FP32" if recipe.search else "pruned FP32"
+        torch_steps.append(add("prune", torch_steps[-1], label=label))
     onnx_fp32: Step | None = None
     gray = ", gray input" if "export" in recipe.stages and recipe.sections["export"].gray_input else ""
     if "export" in recipe.stages:

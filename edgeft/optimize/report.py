@@ -20,7 +20,7 @@ from edgeft import artifact as art
 from edgeft.bench.footprint import model_mb
 from edgeft.bench.harness import cpu_runtime_text
 from edgeft.errors import DependencyError, EdgeftError
-from edgeft.metrics import Classification, Landing, Latency, landing_text, read, split_metrics
+from edgeft.metrics import Classification, Landing, Latency, landing_text, paired_drop, read, split_metrics
 
 
 @dataclass
@@ -460,8 +460,6 @@ def _drop_text(p: dict[str, Any]) -> str:
 def search_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Every candidate the search considered, in the order it was paid for, with what it measured on val."""
     base = result["baseline_val"]
-    from edgeft.metrics import paired_drop
-
     header = ["candidate", "MACs kept", "val acc. before recovery", "val acc. (INT8)", "drop ± 1 SE (paired)", "AUROC",
               "recall / false reject", "ORT CPU p50", "speed-up (rounds)", "minutes", "status"]
     body = []

@@ -307,7 +307,8 @@ def compromise(tried: list[Candidate], baseline_val: dict[str, Any]) -> Candidat
     best = min(tried, key=lambda c: (worst(c), c.p50_ms or 0.0))
     tolerance = 0.0
     gate = max(best.verdicts, key=excess, default=None)
-    if gate is not None and gate["gate"] == "max_accuracy_drop_pp" and best.val_predictions and baseline_val.get("labels"):
+    paired = bool(best.val_predictions and baseline_val.get("labels"))
+    if gate is not None and gate["gate"] == "max_accuracy_drop_pp" and paired:
         se = paired_drop(baseline_val["labels"], baseline_val["predictions"], best.val_predictions)["se_pp"]
         tolerance = se / max(abs(gate["limit"]), 1e-9)
     close = [c for c in tried if worst(c) <= worst(best) + tolerance]
@@ -340,8 +341,8 @@ def search(recipe: Recipe, run: Path, finetuned: Path, resume: bool = False) -> 
 
     snaps = {float(k): Path(v) for k, v in state["snapshots"].items()}
     if not snaps or any(not (p / "meta.json").is_file() for p in snaps.values()):
-        progress.info(f"[search] pruning once along the schedule, snapshots at {', '.join(f'{r:g}' for r in s.target_macs)} "
-                      "of the MACs")
+        ratios = ", ".join(f"{r:g}" for r in s.target_macs)
+        progress.info(f"[search] pruning once along the schedule, snapshots at {ratios} of the MACs")
         p = recipe.sections["prune"]
         if recipe.threads and not p.threads:
             p = replace(p, threads=recipe.threads)
