@@ -211,17 +211,23 @@ def save(out: str | os.PathLike, meta: Meta, write_model: Callable[[Path], None]
     return Artifact(path=Path(out), meta=meta)
 
 
+def write_json(path: str | os.PathLike, value: Any, indent: int = 2) -> None:
+    """Write ``value`` as JSON at ``path`` atomically (a temp file in the same folder, renamed into place): a reader
+    never sees half a file, and an interrupted write leaves the old one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(value, f, indent=indent)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def update_metrics(artifact: Artifact, metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
     """Merge ``metrics`` (and ``extra``) into an existing artifact's meta.json, atomically (temp file, rename)."""
     artifact.meta.metrics.update(metrics)
     artifact.meta.extra.update(extra or {})
-    target = artifact.path / META_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".meta.", suffix=".json", dir=artifact.path)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(artifact.meta.to_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(artifact.path / META_FILE, artifact.meta.to_dict())

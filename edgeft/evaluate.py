@@ -61,10 +61,17 @@ def evaluate(artifact: Artifact, split: ImageSet, tta_views: int | None = None, 
     from the runtime's table that runs this artifact's model file (default: torch, ort-cpu or tensorrt).
     ``positive``: the "not OK" classes, for AUROC and operating points (:func:`edgeft.metrics.decision_metrics`);
     by default those of the artifact's decision policy, whose outcome on the split is then reported too."""
+    out, views = logits(artifact, split, tta_views, batch_size, device, backend)
+    return metrics_from_logits(artifact, split, out, views, positive)
+
+
+def metrics_from_logits(artifact: Artifact, split: ImageSet, out: np.ndarray, views: int,
+                        positive: list[str] | None = None) -> Classification:
+    """:func:`evaluate`'s metrics from logits already computed (``out``, N x classes, over ``views`` views), for a
+    caller that needs the logits too: scoring a split once instead of once per use."""
     from edgeft.decision import read_policy
     from edgeft.runtime.predictor import softmax
 
-    out, views = logits(artifact, split, tta_views, batch_size, device, backend)
     m = classification_metrics(split.labels, out.argmax(1), artifact.meta.class_names)
     policy = read_policy(artifact.meta.extra, f"{artifact.path}/meta.json extra.decision")
     positive = list(positive or (policy.positive if policy else []))
@@ -79,7 +86,7 @@ def evaluate(artifact: Artifact, split: ImageSet, tta_views: int | None = None, 
 
 
 def choose_policy(artifact: Artifact, val: ImageSet, rule: Rule, positive: list[str], backend: str | None = None,
-                  batch_size: int | None = None, tta_views: int | None = 1) -> Policy:
+                  batch_size: int | None = None, tta_views: int | None = 1, out: np.ndarray | None = None) -> Policy:
     """Choose ``artifact``'s decision policy on the validation split ``val`` and write it into its meta.json
     (``extra.decision``), atomically. Each model gets its own: pruning and INT8 move scores, and a threshold
     carried over from another model silently changes the escape rate. Scored on one view by default, as the
@@ -90,7 +97,8 @@ def choose_policy(artifact: Artifact, val: ImageSet, rule: Rule, positive: list[
 
     if val.name != "val":
         raise ConfigError(f"a decision policy is chosen on the val split, not on {val.name}: test must stay unseen")
-    out, _ = logits(artifact, val, tta_views, batch_size, "cpu", backend)
+    if out is None:  # ``out``: the artifact's logits on ``val`` when the caller has them
+        out, _ = logits(artifact, val, tta_views, batch_size, "cpu", backend)
     policy = choose(rule, val.labels, softmax(out.astype(np.float64)), list(artifact.meta.class_names), positive,
                     split=val.name)
     art.update_metrics(artifact, {}, extra={"decision": policy.to_dict()})

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ class Step:
     parent: str | None = None  # the step whose artifact this one reads
     inputs: list[str] = field(default_factory=list)  # bench: the steps it measures
     label: str = ""  # what the row is called in the report
+    searched: bool = False  # made by the search (RUN/search/): the step takes the chosen candidate's artifact
 
 
 @dataclass
@@ -53,29 +53,31 @@ def plan(recipe: Recipe) -> list[Step]:
     """The steps a recipe runs, in order."""
     steps: list[Step] = []
 
-    def add(stage: str, parent: Step | None = None, suffix: str = "", label: str = "", inputs=()) -> Step:
+    def add(stage: str, parent: Step | None = None, suffix: str = "", label: str = "", inputs=(),
+            searched: bool = False) -> Step:
         s = Step(name=f"{len(steps) + 1:02d}-{stage}{'-' + suffix if suffix else ''}", stage=stage,
-                 parent=parent.name if parent else None, inputs=list(inputs), label=label or stage)
+                 parent=parent.name if parent else None, inputs=list(inputs), label=label or stage,
+                 searched=searched and recipe.search is not None)
         steps.append(s)
         return s
 
     torch_steps = [add("finetune", label="fine-tuned FP32")]
     if "prune" in recipe.stages:
         label = "searched pruned FP32" if recipe.search else "pruned FP32"
-        torch_steps.append(add("prune", torch_steps[-1], label=label))
+        torch_steps.append(add("prune", torch_steps[-1], label=label, searched=True))
     onnx_fp32: Step | None = None
     gray = ", gray input" if "export" in recipe.stages and recipe.sections["export"].gray_input else ""
     if "export" in recipe.stages:
         for t in torch_steps:
             src = t.stage if len(torch_steps) > 1 else ""
-            onnx_fp32 = add("export", t, suffix=src, label=f"{t.label} ONNX{gray}")
+            onnx_fp32 = add("export", t, suffix=src, label=f"{t.label} ONNX{gray}", searched=t.stage == "prune")
     quantized: Step | None = None
     if "quantize" in recipe.stages:
         q = recipe.sections["quantize"]
         parent = torch_steps[-1] if q.method == "qat" or onnx_fp32 is None else onnx_fp32
         method = "/".join(m.upper() for m in recipe.search.method) + ", searched" if recipe.search else q.method.upper()
         quantized = add("quantize", parent, label=f"{'pruned ' if len(torch_steps) > 1 else ''}INT8 {method} "
-                                                  f"({q.target}{gray if parent is onnx_fp32 else ''})")
+                                                  f"({q.target}{gray if parent is onnx_fp32 else ''})", searched=True)
     if "build" in recipe.stages:
         b = recipe.sections["build"]
         parent = quantized if b.precision == "int8" else onnx_fp32
@@ -103,15 +105,7 @@ def _read_state(run: Path) -> dict[str, Any]:
 
 
 def _write_state(run: Path, state: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".pipeline.", suffix=".json", dir=run)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(state, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, run / STATE_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    art.write_json(run / STATE_FILE, state, indent=1)
 
 
 def _model_sha(run: Path, step_name: str) -> str | None:
@@ -126,7 +120,7 @@ def step_hash(recipe: Recipe, step: Step, run: Path, data_fp: str) -> str:
     settings: Any = recipe.stage_config(step.stage)
     if step.stage == "finetune":
         settings = {k: v for k, v in settings.items() if k != "threads"}
-    if recipe.search is not None and step.stage in ("prune", "quantize"):  # the search chooses these, by the gates
+    if step.searched:  # the search chooses these, by the gates
         from dataclasses import asdict
 
         from edgeft.optimize.search import space_hash
@@ -389,9 +383,7 @@ def _run_steps(recipe: Recipe, steps: list[Step], run: Path, state: dict[str, An
         t0 = time.time()
         status, reason = "done", ""
         try:
-            searched = recipe.search is not None and (step.stage in ("prune", "quantize") or (
-                step.stage == "export" and step.parent is not None and step.parent.endswith("-prune")))
-            if searched:
+            if step.searched:
                 _run_searched(recipe, step, out_dir, parent, run, resume)
             elif step.stage == "finetune":
                 _run_finetune(recipe, step, out_dir, continue_training)

@@ -494,7 +494,6 @@ def search_lines(result: dict[str, Any]) -> list[str]:
                                                "(the fastest whose worst miss, relative to its limit, is within one "
                                                "paired standard error of the smallest).")]
     out += [f"On val, {verdict_line(v)}" for v in chosen.get("verdicts", []) if v["status"] == "fail"]
-    out += result.get("notes", [])[1 if not result["passed"] else 0:]
     return out
 
 

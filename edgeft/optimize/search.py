@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -80,11 +79,10 @@ class SearchResult:
     baseline_val: dict[str, Any]
     seconds: float
     budget_s: float
-    notes: list[str] = field(default_factory=list)  # budget spent, what was skipped and why
 
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": self.chosen.key, "passed": self.passed, "seconds": round(self.seconds, 1),
-                "budget_s": self.budget_s, "notes": self.notes, "baseline_val": self.baseline_val,
+                "budget_s": self.budget_s, "baseline_val": self.baseline_val,
                 "candidates": [asdict(c) for c in self.candidates]}
 
 
@@ -103,6 +101,7 @@ def candidates(recipe: Recipe) -> list[Candidate]:
 
 
 def load_result(run: Path) -> dict[str, Any] | None:
+    """The search's state file of a run (None when it has none)."""
     p = run / SEARCH_DIR / STATE_FILE
     if not p.is_file():
         return None
@@ -113,15 +112,7 @@ def load_result(run: Path) -> dict[str, Any] | None:
 
 
 def _write_state(root: Path, state: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".search.", suffix=".json", dir=root)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(state, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, root / STATE_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    art.write_json(root / STATE_FILE, state, indent=1)
 
 
 def _state(recipe: Recipe, root: Path, inputs: str, resume: bool) -> dict[str, Any]:
@@ -130,13 +121,9 @@ def _state(recipe: Recipe, root: Path, inputs: str, resume: bool) -> dict[str, A
     space = space_hash(recipe)
     fresh = {"space": space, "inputs": inputs, "space_settings": asdict(recipe.search), "candidates": {},
              "snapshots": {}}
-    p = root / STATE_FILE
-    if not p.is_file():
+    old = load_result(root.parent)
+    if old is None:
         return fresh
-    try:
-        old = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ConfigError(f"{p} is damaged; start over with --force") from None
     if old.get("space") != space:
         if resume:
             _refuse_changed(recipe, root, old)
@@ -175,26 +162,27 @@ def estimate_candidate_s(finetuned: art.Artifact, recipe: Recipe) -> float:
     return total / epochs * (max(1, p.recover_epochs) * ratio + 1)
 
 
-def _predictions(a: art.Artifact, val) -> list[int]:
-    from edgeft.evaluate import logits
+def _score_val(recipe: Recipe, a: art.Artifact, val) -> tuple[dict[str, Any], list[int]]:
+    """A model on val, scored once: its policy chosen there (with a decision section), its metrics at that policy,
+    and its prediction per image (for the paired comparison)."""
+    from edgeft.evaluate import choose_policy, logits, metrics_from_logits
 
-    return logits(a, val, tta_views=1)[0].argmax(1).tolist()
+    out, views = logits(a, val, tta_views=1)
+    if recipe.decision is not None:
+        choose_policy(a, val, recipe.decision.rule(), list(recipe.decision.positive), out=out)
+    return metrics_from_logits(a, val, out, views).to_dict(), out.argmax(1).tolist()
 
 
 def _baseline(recipe: Recipe, finetuned: Path, root: Path) -> tuple[dict[str, Any], Path]:
     """The fine-tuned model on val (at its own val-chosen policy) and its FP32 ONNX file (the latency baseline,
     gray input as the shipped model's)."""
     from edgeft.data import load_split
-    from edgeft.evaluate import choose_policy, evaluate
     from edgeft.export.stage import export
 
     a = art.load(finetuned)
     val = load_split(recipe.data, "val", a.meta.input, classes=a.meta.class_names)
-    if recipe.decision is not None:
-        choose_policy(a, val, recipe.decision.rule(), list(recipe.decision.positive))
-    m = evaluate(a, val, tta_views=1)
-    d = m.to_dict()
-    d["labels"], d["predictions"] = val.labels.tolist(), _predictions(a, val)
+    d, predictions = _score_val(recipe, a, val)
+    d["labels"], d["predictions"] = val.labels.tolist(), predictions
     onnx_dir = root / "baseline-onnx"
     if not (onnx_dir / "meta.json").is_file():
         e = recipe.sections["export"]
@@ -249,15 +237,11 @@ def _measure(recipe: Recipe, c: Candidate, quantized: Path, baseline_onnx: Path)
     """The candidate's INT8 model on val at its own val-chosen policy, and its latency against the fine-tuned FP32
     ONNX model in interleaved rounds (paired per-round ratios)."""
     from edgeft.data import load_split
-    from edgeft.evaluate import choose_policy, evaluate
     from edgeft.runtime.timing import ort_rounds
 
     a = art.load(quantized)
     val = load_split(recipe.data, "val", a.meta.input, classes=a.meta.class_names)
-    if recipe.decision is not None:
-        choose_policy(a, val, recipe.decision.rule(), list(recipe.decision.positive))
-    c.val = evaluate(a, val, tta_views=1).to_dict()
-    c.val_predictions = _predictions(a, val)
+    c.val, c.val_predictions = _score_val(recipe, a, val)
     shape = (1, a.meta.input.channels, *a.meta.input.size)
     r = ort_rounds({"base": baseline_onnx, "cand": a.model_path}, shape, recipe.threads or 2,
                    recipe.search.latency_rounds, iters=30, min_seconds=0.25)
@@ -350,7 +334,6 @@ def search(recipe: Recipe, run: Path, finetuned: Path, resume: bool = False) -> 
         state["snapshots"] = {str(k): str(v) for k, v in snaps.items()}
         _write_state(root, state)
     baseline_val, baseline_onnx = _baseline(recipe, finetuned, root)
-    notes: list[str] = []
     costs = [c.seconds for c in done.values() if c.status != "not run"]
     too_slow_at: float | None = None  # a ratio that failed on latency: no slower one can pass
     chosen: Candidate | None = None
@@ -371,8 +354,7 @@ def search(recipe: Recipe, run: Path, finetuned: Path, resume: bool = False) -> 
         else:
             spent = time.time() - t0
             need = statistics.mean(costs) if costs else estimate
-            if (costs or chosen) and spent + need > budget:  # the first candidate always runs (its cost was
-                # checked against the budget before the schedule)
+            if costs and spent + need > budget:  # the first always runs: its estimate was checked before the schedule
                 c.reason = (f"budget: {spent / 60:.1f} of {s.budget_min:g} min spent, a candidate costs about "
                             f"{need / 60:.1f} min")
             else:
@@ -411,8 +393,7 @@ def search(recipe: Recipe, run: Path, finetuned: Path, resume: bool = False) -> 
     passed = chosen is not None
     if chosen is None:
         chosen = compromise(tried, baseline_val)
-        notes.append(f"no candidate met every gate on val; shipping the best compromise {chosen.key}")
-    res = SearchResult(chosen, passed, result, baseline_val, time.time() - t0, budget, notes)
+    res = SearchResult(chosen, passed, result, baseline_val, time.time() - t0, budget)
     state["result"] = res.to_dict()
     _write_state(root, state)
     return res

@@ -79,25 +79,9 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
                             "prune the fine-tuned PyTorch artifact, then quantize")
     if cfg.recover_epochs:
         recovery_config(parent, cfg)  # a recovery the parent cannot have fails now, not after pruning
-    tp = torch_pruning()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
     t0 = time.time()
+    tp, model, reference, example, (base_macs, base_params), ds, eval_set = _start(parent, data, cfg)
     contract = parent.meta.input
-    model = from_artifact(parent)
-    reference = copy.deepcopy(model)
-    example = torch.zeros(1, contract.channels, *contract.size)
-    base_macs, base_params = count_macs(model, example)
-
-    from edgeft.data import load_dataset
-
-    ds = load_dataset(data, contract, seed=cfg.seed)
-    if ds.classes != parent.meta.class_names:
-        from edgeft.errors import DataError
-
-        raise DataError(f"the data's classes {ds.classes} differ from the model's {parent.meta.class_names}")
-    eval_set = ds.test if ds.test is not None else ds.val
 
     def accuracy(m: nn.Module) -> Classification:
         logits = torch_logits(m, eval_set.images, contract, desc="eval")
@@ -139,6 +123,28 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
 
     return recover(parent, model, data, out, cfg, teacher=reference if cfg.distill else None, extra=extra,
                    stats=stats, force=force)
+
+
+def _start(parent: art.Artifact, data: str | os.PathLike, cfg: PruneConfig):
+    """What pruning begins with, to one target or along a schedule: threads and seed set, torch-pruning, the parent's
+    model and an untouched copy of it, an example input, its MACs and parameters, the data (classes checked against
+    the model's) and the split accuracy is measured on (test, or val when test is absent or sealed)."""
+    from edgeft.data import load_dataset
+    from edgeft.errors import DataError
+
+    tp = torch_pruning()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    contract = parent.meta.input
+    model = from_artifact(parent)
+    reference = copy.deepcopy(model)
+    example = torch.zeros(1, contract.channels, *contract.size)
+    counts = count_macs(model, example)
+    ds = load_dataset(data, contract, seed=cfg.seed)
+    if ds.classes != parent.meta.class_names:
+        raise DataError(f"the data's classes {ds.classes} differ from the model's {parent.meta.class_names}")
+    return tp, model, reference, example, counts, ds, ds.test if ds.test is not None else ds.val
 
 
 def _pruner(tp, model: nn.Module, example: torch.Tensor, cfg: PruneConfig, arch: str):
@@ -219,24 +225,14 @@ def prune_schedule(artifact_path: str | os.PathLike, data: str | os.PathLike, ou
     has its BatchNorm statistics re-estimated and its accuracy measured on the data's evaluation split (val while
     the test split is sealed): a cheap estimate of what each ratio costs before any recovery is paid for.
     Pruning once and snapshotting costs one schedule instead of one per ratio."""
-    from edgeft.data import load_dataset
     from edgeft.models import save_artifact
     from edgeft.runtime.torch_shapes import shape_spec
 
     parent = art.load(artifact_path)
     if parent.meta.kind != "torch" or parent.meta.extra.get("quantized") or parent.meta.extra.get("task") == "anomaly":
         raise ArtifactError(f"{parent.path}: the schedule prunes a fine-tuned PyTorch classifier")
-    tp = torch_pruning()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    tp, model, reference, example, (base_macs, base_params), ds, eval_set = _start(parent, data, cfg)
     contract = parent.meta.input
-    model = from_artifact(parent)
-    reference = copy.deepcopy(model)
-    example = torch.zeros(1, contract.channels, *contract.size)
-    base_macs, base_params = count_macs(model, example)
-    ds = load_dataset(data, contract, seed=cfg.seed)
-    eval_set = ds.test if ds.test is not None else ds.val
     before = classification_metrics(eval_set.labels, torch_logits(model, eval_set.images, contract,
                                                                     desc="eval").argmax(1), ds.classes)
     kind, _ = cfg.target
