@@ -245,9 +245,11 @@ def test_pixel_auroc_from_masks_next_to_the_images(tmp_path, cli):
     m = read(artifact.load(tmp_path / "a").meta.metrics, "anomaly")
     assert m.test_masks == 4  # the 4 masked cracks; the unmasked ones are left out, the good parts are all-good pixels
     assert m.test_pixel_auroc >= 0.8, m.test_pixel_auroc  # the maps are hot on the strokes, not only somewhere
+    assert m.test_pixel_pro > 0.3, m.test_pixel_pro  # each stroke covered well above a map without information (0.15)
     r = cli("anomaly", write_anomaly_folder(tmp_path / "plain"), "--good", "good", "--out", tmp_path / "b",
             *TINY_ANOMALY)
-    assert read(artifact.load(tmp_path / "b").meta.metrics, "anomaly").test_pixel_auroc is None  # no masks: none
+    plain = read(artifact.load(tmp_path / "b").meta.metrics, "anomaly")
+    assert plain.test_pixel_auroc is None and plain.test_pixel_pro is None  # no masks: none
 
 
 def test_a_test_split_without_defects_has_no_auroc(tmp_path, cli):

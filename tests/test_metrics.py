@@ -172,3 +172,17 @@ def test_paired_drop_counts_only_the_images_two_models_disagree_on():
     assert p == {"drop_pp": 10.0, "se_pp": round(((0.3 - 0.01) ** 0.5 / 10 ** 0.5) * 100, 2), "better_on": 1,
                  "worse_on": 2, "n": 10}
     assert paired_drop(labels, base, base)["se_pp"] == 0.0  # the same predictions: no doubt about the difference
+
+
+def test_pro_weighs_every_defect_region_the_same_whatever_its_size():
+    from edgeft.metrics import pro_auc
+
+    rng = np.random.default_rng(0)
+    normal = rng.random(50_000)  # the heatmap on defect-free pixels
+    found, missed = rng.random(40) + 2.0, rng.random(40)  # a region the map is hot on, one it is not
+    assert pro_auc([found], normal) == pytest.approx(1.0, abs=1e-3)
+    assert pro_auc([missed], normal) == pytest.approx(0.15, abs=0.03)  # no information: about half the FPR limit
+    big_found = rng.random(4000) + 2.0
+    # one large region found and one thin one missed: PRO halves, where pixel AUROC would barely move
+    assert pro_auc([big_found, missed], normal) == pytest.approx((1.0 + 0.15) / 2, abs=0.03)
+    assert np.isnan(pro_auc([], normal))

@@ -10,7 +10,7 @@ import yaml
 
 from edgeft.errors import ConfigError
 from edgeft.optimize import pipeline
-from edgeft.optimize.recipe import load, parse
+from edgeft.optimize.recipe import TASKS, load, parse
 from tests.conftest import assert_one_line_error
 
 
@@ -362,7 +362,7 @@ def test_demo_recipes_validate():
         if path.name.startswith("elpv-finetune"):
             continue  # fine-tuning configs for `edgeft finetune --config`, not recipes
         r = load(path)
-        assert r.stages[0] == "finetune"
+        assert r.stages[0] == TASKS[r.task][0]
 
 
 def test_data_fingerprint_sees_a_changed_image(tiny_data, tmp_path):

@@ -183,20 +183,22 @@ def _choose_on_val(model, cfg: AnomalyConfig, data, found, spec: AnomalySpec, co
 MASK_STEP = 2  # pixel AUROC reads every 2nd pixel of each axis at the model's input size: the same curve
 
 
-def pixel_auroc(data, split: str, images, anomalous: np.ndarray, maps: np.ndarray) -> tuple[float | None, int]:
-    """(pixel AUROC of the heatmaps against ``masks/<split>/<class>/<stem>.*``, anomalous images with a mask),
-    judged at the model's input size (masks resized to it, heatmaps upsampled to it): good images are all-good
-    pixels, anomalous images without a mask are left out. (None, 0) when the data has no masks for the split."""
+def pixel_metrics(data, split: str, images, anomalous: np.ndarray,
+                  maps: np.ndarray) -> tuple[float | None, float | None, int]:
+    """(pixel AUROC, PRO (:func:`edgeft.metrics.pro_auc`), anomalous images with a mask) of the heatmaps against
+    ``masks/<split>/<class>/<stem>.*``, judged at the model's input size (masks resized to it, heatmaps upsampled to
+    it): good images are all-good pixels, anomalous images without a mask are left out; each connected region of a
+    mask is one defect for PRO. (None, None, 0) when the data has no masks for the split."""
     import cv2
 
     from edgeft.images import read_image
-    from edgeft.metrics import auroc
+    from edgeft.metrics import auroc, pro_auc
 
     root = Path(data) / "masks" / split
     if not root.is_dir():
-        return None, 0
+        return None, None, 0
     h, w = images.images.shape[1:3]
-    truth, scores, with_mask = [], [], 0
+    truth, scores, regions, with_mask = [], [], [], 0
     for path, bad, heat in zip(images.paths, anomalous, maps):
         found = sorted((root / path.parent.name).glob(f"{path.stem}.*")) if bad else []
         if bad and not found:
@@ -207,30 +209,37 @@ def pixel_auroc(data, split: str, images, anomalous: np.ndarray, maps: np.ndarra
             mask = cv2.resize((m if m.ndim == 2 else m[..., 0]), (w, h), interpolation=cv2.INTER_NEAREST) > 0
             with_mask += 1
         up = cv2.resize(np.asarray(heat, np.float32).reshape(np.shape(heat)[-2:]), (w, h),
-                        interpolation=cv2.INTER_LINEAR)
-        truth.append(mask[::MASK_STEP, ::MASK_STEP].ravel())
-        scores.append(up[::MASK_STEP, ::MASK_STEP].ravel())
+                        interpolation=cv2.INTER_LINEAR)[::MASK_STEP, ::MASK_STEP]
+        mask = mask[::MASK_STEP, ::MASK_STEP]
+        if mask.any():
+            count, label = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+            regions += [up[label == k] for k in range(1, count)]
+        truth.append(mask.ravel())
+        scores.append(up.ravel())
     if not with_mask:
         progress.warn(f"{root} holds no mask of an anomalous {split} image (masks/{split}/<class>/<image stem>.png); "
                       "pixel AUROC is undefined")
-        return None, 0
-    return auroc(np.concatenate(truth), np.concatenate(scores)), with_mask
+        return None, None, 0
+    truth_all, scores_all = np.concatenate(truth), np.concatenate(scores)
+    return auroc(truth_all, scores_all), pro_auc(regions, scores_all[~truth_all]), with_mask
 
 
 def _score_test(model, cfg: AnomalyConfig, data, contract, policy: Policy | None):
-    """(test decisions, the policy's outcome on test, pixel AUROC, masks used): touched once, after every choice."""
+    """(test decisions, the policy's outcome on test, pixel AUROC, PRO, masks used): touched once, after every
+    choice."""
     y, s, maps, images = score_split(model, data, "test", contract, cfg.good, cfg.batch_size)
     if y.all() or not y.any():
         progress.warn(f"test has {'no' if not y.any() else 'only'} anomalous images: AUROC is undefined there "
                       "(not reported as 0.5)")
-        return None, None, None, 0
+        return None, None, None, None, 0
     outcome = policy.outcome(y, s) if policy is not None else None
     if outcome is not None:
         progress.info(f"test at the val threshold: {format_outcome(outcome)}")
-    pixel, masks = pixel_auroc(data, "test", images, y, maps)
+    pixel, pro, masks = pixel_metrics(data, "test", images, y, maps)
     if pixel is not None:
-        progress.info(f"test pixel AUROC {pixel:.3f} on {masks} masked anomalous images and the good ones")
-    return anomaly_decisions(y, s, cfg.good), outcome, pixel, masks
+        progress.info(f"test pixel AUROC {pixel:.3f}, PRO {pro:.3f} (to 30% false-positive pixels) on {masks} masked "
+                      "anomalous images and the good ones")
+    return anomaly_decisions(y, s, cfg.good), outcome, pixel, pro, masks
 
 
 def fit(cfg: AnomalyConfig, data: str | os.PathLike, out: str | os.PathLike, force: bool = False) -> Artifact:
@@ -264,11 +273,11 @@ def fit(cfg: AnomalyConfig, data: str | os.PathLike, out: str | os.PathLike, for
     progress.info(f"fitted {cfg.method} on {len(good_files.paths)} good images in {fit_s:.0f} s "
                   f"({bank_bytes / 1e6:.1f} MB of statistics, heatmap {spec.grid[0]}x{spec.grid[1]})")
     policy, val_dec = _choose_on_val(model, cfg, data, found, spec, contract, good_sample)
-    test_dec, test_policy, pixel, masks = (_score_test(model, cfg, data, contract, policy) if "test" in found
-                                           else (None, None, None, 0))
+    test_dec, test_policy, pixel, pro, masks = (_score_test(model, cfg, data, contract, policy) if "test" in found
+                                                else (None, None, None, None, 0))
     metrics = AnomalyFit(method=cfg.method, good_images=len(good_files.paths), fit_s=round(fit_s, 2),
                          bank_bytes=bank_bytes, val=val_dec, test=test_dec, test_policy=test_policy,
-                         test_pixel_auroc=pixel, test_masks=masks)
+                         test_pixel_auroc=pixel, test_pixel_pro=pro, test_masks=masks)
     params = {**cfg.to_dict(), "weights": str(weights), "data": str(Path(data))}
     extra = {"task": TASK, "anomaly": spec.to_dict()}
     if policy is not None:

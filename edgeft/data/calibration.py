@@ -41,8 +41,9 @@ class Manifest:
 
 
 def create(data: str | os.PathLike, n: int = 512, split: str = "train", seed: int = 0,
-           contract: InputContract | None = None) -> Manifest:
-    """A class-balanced, deterministic sample of ``n`` images from a split of ``data``."""
+           contract: InputContract | None = None, only: str | None = None) -> Manifest:
+    """A class-balanced, deterministic sample of ``n`` images from a split of ``data``; with ``only``, of that one
+    class (an anomaly model is calibrated on its good parts)."""
     if n < MIN_IMAGES:
         raise ConfigError(f"--n must be at least {MIN_IMAGES} calibration images, got {n}")
     found = find_splits(data)
@@ -51,19 +52,24 @@ def create(data: str | os.PathLike, n: int = 512, split: str = "train", seed: in
     files = scan_split(found[split])
     rng = np.random.default_rng(seed)
     labels = np.asarray(files.labels)
-    per_class = max(1, n // len(files.classes))
+    if only is not None and only not in files.classes:
+        raise DataError(f"{found[split]} has no class folder {only!r} to calibrate on (it has "
+                        f"{', '.join(files.classes)})")
+    sampled = [files.classes.index(only)] if only is not None else list(range(len(files.classes)))
+    per_class = max(1, n // len(sampled))
     chosen: list[int] = []
-    for c in range(len(files.classes)):
+    for c in sampled:
         idx = np.flatnonzero(labels == c)
         chosen += rng.choice(idx, size=min(per_class, len(idx)), replace=False).tolist()
-    rest = np.setdiff1d(np.arange(len(labels)), chosen)  # top up from the larger classes if one was small
+    rest = np.setdiff1d(np.flatnonzero(np.isin(labels, sampled)), chosen)  # top up from the larger classes
     if len(chosen) < n and len(rest):
         chosen += rng.choice(rest, size=min(n - len(chosen), len(rest)), replace=False).tolist()
     root = Path(data)
     entries = [{"path": files.paths[i].relative_to(root).as_posix(), "sha256": _sha256(files.paths[i]),
                 "label": files.classes[labels[i]]} for i in sorted(chosen)]
     return Manifest(classes=files.classes, entries=entries, input=contract,
-                    source={"data": str(data), "split": split, "seed": seed, "requested": n})
+                    source={"data": str(data), "split": split, "seed": seed, "requested": n,
+                            **({"only": only} if only is not None else {})})
 
 
 def save(manifest: Manifest, out: str | os.PathLike) -> Path:

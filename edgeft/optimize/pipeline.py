@@ -11,6 +11,10 @@ input changed runs again. An interrupted fine-tuning continues from its last fin
 With a ``search:`` section the prune step runs the search (:mod:`edgeft.optimize.search`) and the pruned model's
 export and the quantize step take the chosen candidate's artifacts; the whole run is then made with the test split
 sealed (:func:`edgeft.data.imagefolder.sealed_test`), and :func:`measure_holdout` reads it once at the end.
+
+With ``task: anomaly`` the first step fits an anomaly model on the good parts (``edgeft.anomaly.fit``); its stages
+measure each model themselves (threshold chosen on val, test scored once), the INT8 step is calibrated on good parts
+only, and the report adds a gallery of test parts with the final model's heatmaps (:mod:`edgeft.optimize.gallery`).
 """
 
 from __future__ import annotations
@@ -61,7 +65,11 @@ def plan(recipe: Recipe) -> list[Step]:
         steps.append(s)
         return s
 
-    torch_steps = [add("finetune", label="fine-tuned FP32")]
+    if recipe.anomaly:
+        a = recipe.sections["anomaly"]
+        torch_steps = [add("anomaly", label=f"{a.method} FP32" + (f", {a.dims} channels" if a.dims else ""))]
+    else:
+        torch_steps = [add("finetune", label="fine-tuned FP32")]
     if "prune" in recipe.stages:
         label = "searched pruned FP32" if recipe.search else "pruned FP32"
         torch_steps.append(add("prune", torch_steps[-1], label=label, searched=True))
@@ -118,7 +126,7 @@ def _model_sha(run: Path, step_name: str) -> str | None:
 def step_hash(recipe: Recipe, step: Step, run: Path, data_fp: str) -> str:
     """What decides a step's result: its stage settings, the data's files, and its inputs' model files."""
     settings: Any = recipe.stage_config(step.stage)
-    if step.stage == "finetune":
+    if step.stage in ("finetune", "anomaly"):
         settings = {k: v for k, v in settings.items() if k != "threads"}
     if step.searched:  # the search chooses these, by the gates
         from dataclasses import asdict
@@ -151,6 +159,17 @@ def _run_finetune(recipe: Recipe, step: Step, out: Path, resume: bool) -> None:
     if recipe.threads and not cfg.threads:
         cfg = replace(cfg, threads=recipe.threads)
     finetune(cfg, recipe.data, out, force=True, resume=resume)
+
+
+def _run_anomaly(recipe: Recipe, step: Step, out: Path) -> None:
+    from dataclasses import replace
+
+    from edgeft.anomaly.fit import fit
+
+    cfg = recipe.sections["anomaly"]
+    if recipe.threads and not cfg.threads:
+        cfg = replace(cfg, threads=recipe.threads)
+    fit(cfg, recipe.data, out, force=True)
 
 
 def _run_prune(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
@@ -191,8 +210,8 @@ def _measure(recipe: Recipe, step: Step, out: Path, always: bool = False) -> Non
     from edgeft.data import load_split
     from edgeft.evaluate import choose_policy, evaluate
 
-    if recipe.decision is None and step.stage != "export" and not always:
-        return
+    if recipe.anomaly or (recipe.decision is None and step.stage != "export" and not always):
+        return  # an anomaly model's stages measure it themselves, each at its own threshold chosen on val
     a = art.load(out)
     d = recipe.decision
     if d is not None:
@@ -211,7 +230,8 @@ def _run_quantize(recipe: Recipe, step: Step, out: Path, parent: Path, run: Path
     calib = Path(q.calib) if q.calib else None
     if calib is None:  # a class-balanced manifest from the train split, kept with the run for reproducibility
         calib = run / f"{step.name}-calibration.json"
-        calibration.save(calibration.create(recipe.data, n=q.calib_images, split="train"), calib)
+        good = recipe.sections["anomaly"].good if recipe.anomaly else None  # an anomaly model: its good parts
+        calibration.save(calibration.create(recipe.data, n=q.calib_images, split="train", only=good), calib)
     cfg = QuantizeConfig(method=q.method, target=q.target, calib_method=q.calib_method, percentile=q.percentile,
                          exclude=list(q.exclude), auto_exclude=q.auto_exclude, threads=recipe.threads or 2)
     if q.method == "qat":
@@ -288,6 +308,8 @@ def prepare(recipe: Recipe) -> None:
     if recipe.gates.max_accuracy_drop_pp is not None and "test" not in splits:
         raise DataError(f"gates.max_accuracy_drop_pp needs a test/ split in {recipe.data} that no stage trains or "
                         "selects on; add one, or remove the gate")
+    if recipe.anomaly:
+        _prepare_anomaly(recipe, splits)
     if recipe.decision is not None:
         from edgeft.data.imagefolder import scan_split
 
@@ -298,6 +320,23 @@ def prepare(recipe: Recipe) -> None:
         if unknown:
             raise ConfigError(f"decision.positive: {unknown[0]!r} is not a class of {recipe.data} ({', '.join(classes)})"
                               f"{close_matches(unknown[0], classes)}")
+
+
+def _prepare_anomaly(recipe: Recipe, splits: dict[str, Path]) -> None:
+    """An anomaly recipe's data: the good class in train/, and a val/ to choose the threshold on."""
+    from edgeft.data.imagefolder import scan_split
+
+    a = recipe.sections["anomaly"]
+    classes = scan_split(splits["train"]).classes
+    if a.good not in classes:
+        raise ConfigError(f"anomaly.good: {a.good!r} is not a class folder of {splits['train']} ({', '.join(classes)})"
+                          f"{close_matches(a.good, classes)}")
+    g = recipe.gates
+    gated = any(v is not None for v in (g.max_auroc_drop, g.max_recall_drop_pp, g.max_false_reject_rise_pp))
+    if gated and ("val" not in splits or "test" not in splits):
+        raise DataError(f"the gates compare models on test/ at thresholds chosen on val/, and {recipe.data} lacks "
+                        f"{'val/' if 'val' not in splits else 'test/'}; add it with good and anomalous images, or "
+                        "remove the AUROC and operating-point gates")
 
 
 @dataclass
@@ -327,7 +366,7 @@ def describe(recipe: Recipe, run: Path, resume: bool = False, only: list[str] | 
     state = _read_state(run) if run.exists() else {"steps": {}}
     lines = [f"run {run}  (data {recipe.data}, stages {' -> '.join(recipe.stages)})"]
     for s in plan(recipe):
-        src = s.parent or (", ".join(s.inputs) if s.inputs else "pretrained " + recipe.sections["finetune"].model)
+        src = s.parent or (", ".join(s.inputs) if s.inputs else "pretrained " + recipe.sections[recipe.stages[0]].model)
         rec = state["steps"].get(s.name)
         if only and s.stage not in only:
             what = "reuse (not in --only)"
@@ -387,6 +426,8 @@ def _run_steps(recipe: Recipe, steps: list[Step], run: Path, state: dict[str, An
                 _run_searched(recipe, step, out_dir, parent, run, resume)
             elif step.stage == "finetune":
                 _run_finetune(recipe, step, out_dir, continue_training)
+            elif step.stage == "anomaly":
+                _run_anomaly(recipe, step, out_dir)
             elif step.stage == "prune":
                 _run_prune(recipe, step, out_dir, parent)
             elif step.stage == "export":
@@ -453,5 +494,12 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
         from edgeft.optimize.search import load_result
 
         search = (load_result(run) or {}).get("result")
-    report = write_report(recipe, run, steps, results, rows, doc, gates, search)
+    tiles = None
+    final = next((r for r in reversed(rows) if r.anomaly is not None and r.stage != "build"), None)  # runs here
+    if recipe.anomaly and final is not None:
+        from edgeft.optimize.gallery import gallery
+
+        progress.info(f"drawing the report's gallery: {final.step}'s heatmaps of the test parts")
+        tiles = gallery(run / final.step, recipe.data, run, threads=recipe.threads)
+    report = write_report(recipe, run, steps, results, rows, doc, gates, search, tiles)
     return RunResult(run, list(results.values()), gates, report, rows)

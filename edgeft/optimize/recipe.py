@@ -4,6 +4,11 @@ A recipe names the data, the stages with their settings, and the gates. Every se
 the stage's own typed config here (``FinetuneConfig``, ``PruneConfig``, ``QuantizeConfig``, ...), so a
 typo or an out-of-range value fails in the first second with the field's full name, not an hour later
 when the stage is reached.
+
+``task: anomaly`` makes a recipe for a model fitted on good parts alone (``edgeft.anomaly``): its first stage is
+``anomaly:`` (an ``AnomalyConfig``, whose rule chooses the threshold on val) instead of ``finetune:``, and what
+belongs to a classifier (prune, QAT, search, the accuracy gate, a ``decision:`` section) is refused with what to
+use instead.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from typing import Any
 from edgeft.errors import ConfigError, close_matches
 
 STAGES = ("finetune", "prune", "export", "quantize", "build", "bench")
-TOP_LEVEL = {"name", "data", "prepare_data", "threads", "stages", "gates", "decision", "search", *STAGES}
+ANOMALY_STAGES = ("anomaly", "export", "quantize", "build", "bench")  # task: anomaly fits on good parts, no training
+TASKS = {"classify": STAGES, "anomaly": ANOMALY_STAGES}
+TOP_LEVEL = {"name", "data", "prepare_data", "threads", "task", "stages", "gates", "decision", "search", *STAGES,
+             *ANOMALY_STAGES}
 PREPARERS = ("elpv",)
 
 
@@ -128,6 +136,11 @@ class Recipe:
     source: str = ""
     decision: DecisionSection | None = None
     search: SearchSection | None = None
+    task: str = "classify"
+
+    @property
+    def anomaly(self) -> bool:
+        return self.task == "anomaly"
 
     def stage_config(self, stage: str) -> dict[str, Any]:
         """A stage's settings as plain data (for hashing, the plan and the report)."""
@@ -135,8 +148,9 @@ class Recipe:
         return c.to_dict() if hasattr(c, "to_dict") else asdict(c)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "data": str(self.data), "prepare_data": self.prepare_data, "threads": self.threads,
-                "stages": self.stages, **{s: self.stage_config(s) for s in self.stages}, "gates": asdict(self.gates),
+        return {"name": self.name, **({"task": self.task} if self.anomaly else {}), "data": str(self.data),
+                "prepare_data": self.prepare_data, "threads": self.threads, "stages": self.stages,
+                **{s: self.stage_config(s) for s in self.stages}, "gates": asdict(self.gates),
                 **({"decision": asdict(self.decision)} if self.decision else {}),
                 **({"search": asdict(self.search)} if self.search else {})}
 
@@ -209,6 +223,19 @@ def _check_stage_sections(sections: dict[str, Any]) -> None:
 
     if "finetune" in sections:
         sections["finetune"] = wrap("finetune", lambda: FinetuneConfig.from_dict(sections["finetune"] or {}))
+    if "anomaly" in sections:
+        from edgeft.anomaly.config import AnomalyConfig
+
+        d = sections["anomaly"]
+        layers = d.get("layers") if isinstance(d, dict) else None
+        if layers is not None and (not isinstance(layers, list) or not layers or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in layers)):
+            raise ConfigError(f"anomaly.layers must be a list of the backbone's feature levels, e.g. [2, 3], got "
+                              f"{layers!r}")
+        s = _section(AnomalyConfig, d, "anomaly")  # its own errors name anomaly.<field>
+        if not isinstance(s.good, str) or not s.good:
+            raise ConfigError(f"anomaly.good must name the folder of good parts, e.g. good: functional, got {s.good!r}")
+        sections["anomaly"] = s
     if "prune" in sections:
         d = sections["prune"] or {}
         if not isinstance(d, dict):
@@ -335,13 +362,23 @@ def _search(d: Any, stages: list[str], sections: dict[str, Any], gates: Gates) -
     return s
 
 
-def _gates(d: Any, stages: list[str], decision: DecisionSection | None) -> Gates:
+def _gates(d: Any, stages: list[str], decision: DecisionSection | None, anomaly=None) -> Gates:
+    """The gates, checked against what the run will measure (``anomaly``: the anomaly section of task: anomaly)."""
     g = _section(Gates, d, "gates")
     for name in ("max_accuracy_drop_pp", *Gates.DECISION_GATES):
         value = getattr(g, name)
         if value is not None and value < 0:
             raise ConfigError(f"gates.{name} must be >= 0, got {value}")
-        if value is not None and name in Gates.DECISION_GATES and decision is None:
+        if value is None:
+            continue
+        if anomaly is not None and name == "max_accuracy_drop_pp":
+            raise ConfigError("gates.max_accuracy_drop_pp: an anomaly model has no accuracy; gate its AUROC "
+                              "(max_auroc_drop) and its operating point (max_recall_drop_pp, max_false_reject_rise_pp)")
+        if anomaly is not None and name != "max_auroc_drop" and anomaly.target_recall is None and \
+                anomaly.max_false_reject is None and anomaly.escape_cost is None:
+            raise ConfigError(f"gates.{name} compares models at their operating points: give anomaly: a rule "
+                              "(target_recall, max_false_reject or escape_cost)")
+        if anomaly is None and name in Gates.DECISION_GATES and decision is None:
             raise ConfigError(f"gates.{name} compares models at their operating points: add a decision: section "
                               "(positive: [CLASS] and a rule such as target_recall: 0.95)")
     if not isinstance(g.max_p50_ms, dict):
@@ -370,18 +407,30 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
             raise ConfigError(f"unknown field {key!r} in {source}{close_matches(str(key), TOP_LEVEL)}")
     if "data" not in d or not d["data"]:
         raise ConfigError(f"{source}: data: is required (an ImageFolder with train/ val/ [test/])")
-    present = [s for s in STAGES if s in d]
+    task = d.get("task", "classify")
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}{close_matches(str(task), TASKS)}")
+    order = TASKS[task]
+    for key in d:
+        if key in TOP_LEVEL and key not in order and key in (*STAGES, *ANOMALY_STAGES):
+            raise ConfigError(_other_task(task, key))
+    present = [s for s in order if s in d]
     stages = d.get("stages", present)
     if not isinstance(stages, list) or not stages:
-        raise ConfigError("stages must be a non-empty list, e.g. [finetune, prune, export, quantize, bench]")
+        raise ConfigError(f"stages must be a non-empty list, e.g. [{', '.join(s for s in order if s != 'build')}]")
     for s in stages:
-        if s not in STAGES:
-            raise ConfigError(f"stages: unknown stage {s!r}; stages are {', '.join(STAGES)}{close_matches(str(s), STAGES)}")
+        if s in (*STAGES, *ANOMALY_STAGES) and s not in order:
+            raise ConfigError(f"stages: {_other_task(task, s)}")
+        if s not in order:
+            raise ConfigError(f"stages: unknown stage {s!r}; stages are {', '.join(order)}"
+                              f"{close_matches(str(s), order)}")
     for a, b in zip(stages, stages[1:]):
-        if STAGES.index(a) >= STAGES.index(b):
-            raise ConfigError(f"stages: {b} cannot come after {a}; the order is {' -> '.join(STAGES)}")
-    if stages[0] != "finetune":
-        raise ConfigError("stages must start with finetune: every later stage works on the fine-tuned model")
+        if order.index(a) >= order.index(b):
+            raise ConfigError(f"stages: {b} cannot come after {a}; the order is {' -> '.join(order)}")
+    if stages[0] != order[0]:
+        raise ConfigError("stages must start with finetune: every later stage works on the fine-tuned model"
+                          if task == "classify" else "stages must start with anomaly: every later stage works on the "
+                                                     "fitted anomaly model")
     unused = [s for s in present if s not in stages]
     if unused:
         raise ConfigError(f"section {unused[0]}: is given but {unused[0]} is not in stages: {stages}")
@@ -406,11 +455,39 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
     name = str(d.get("name") or re.sub(r"[^\w.-]", "_", Path(source).stem).strip("_") or "run")
     if not re.fullmatch(r"[\w.-]+", name):
         raise ConfigError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
+    if task == "anomaly":
+        _check_anomaly(d, sections)
     decision = _decision(d.get("decision"))
-    gates = _gates(d.get("gates"), stages, decision)
+    gates = _gates(d.get("gates"), stages, decision, sections.get("anomaly"))
     return Recipe(name=name, data=Path(os.path.expanduser(str(d["data"]))), stages=stages, sections=sections,
                   gates=gates, prepare_data=prepare, threads=threads, source=source, decision=decision,
-                  search=_search(d.get("search"), stages, sections, gates))
+                  search=_search(d.get("search"), stages, sections, gates), task=task)
+
+
+def _other_task(task: str, stage: str) -> str:
+    """Why a stage of the other task is refused, and what to do instead."""
+    if task == "classify":
+        return (f"{stage} is a stage of task: anomaly (a model fitted on good parts alone); add task: anomaly at the "
+                "top of the recipe, or remove it")
+    if stage == "prune":
+        return ("prune: pruning an anomaly model's backbone is not built; shrink the graph with anomaly.dims (fewer "
+                "feature channels) and quantize: (an INT8 backbone)")
+    return (f"{stage} belongs to task: classify; an anomaly recipe starts with anomaly: (fitted on the good parts "
+            "of train/, nothing is trained)")
+
+
+def _check_anomaly(d: dict[str, Any], sections: dict[str, Any]) -> None:
+    """What a classifier recipe has and an anomaly recipe cannot: one line each, with what to use instead."""
+    if d.get("decision") is not None:
+        raise ConfigError("decision: an anomaly recipe names its rule in anomaly: (target_recall, max_false_reject or "
+                          "escape_cost, and review_budget); the parts it flags are every class but anomaly.good")
+    if d.get("search") is not None:
+        raise ConfigError("search: the search prunes and quantizes classifiers; remove it from an anomaly recipe "
+                          "(tune anomaly.dims and quantize.calib_method instead)")
+    q = sections.get("quantize")
+    if q is not None and q.method != "ptq":
+        raise ConfigError(f"quantize.method {q.method}: an anomaly model is quantized after training (ptq); its "
+                          "backbone is not trained, so there is nothing for QAT to train")
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from edgeft import artifact as art
 from edgeft.bench.footprint import model_mb
 from edgeft.bench.harness import cpu_runtime_text
 from edgeft.errors import DependencyError, EdgeftError
-from edgeft.metrics import Classification, Landing, Latency, landing_text, paired_drop, read, split_metrics
+from edgeft.metrics import (AnomalyFit, Classification, Decisions, Landing, Latency, Outcome, landing_text, paired_drop,
+                            read, split_metrics)
 
 
 @dataclass
@@ -40,6 +41,25 @@ class Row:
     seconds: float = 0.0
     reason: str = ""
     pruning: Landing | None = None  # where pruning landed against its target
+    anomaly: AnomalyFit | None = None  # an anomaly model's numbers (task: anomaly), in place of ``accuracy``
+
+    @property
+    def decisions(self) -> Decisions | None:
+        """AUROC and operating points on the held-out split, of a classifier's "not OK" score or an anomaly score."""
+        if self.accuracy is not None:
+            return self.accuracy.decisions
+        return self.anomaly.test if self.anomaly is not None else None
+
+    @property
+    def policy(self) -> Outcome | None:
+        """What the model's own policy (its threshold, chosen on val) does on the held-out split."""
+        if self.accuracy is not None:
+            return self.accuracy.policy
+        return self.anomaly.test_policy if self.anomaly is not None else None
+
+    @property
+    def measured(self) -> bool:
+        return self.accuracy is not None or self.anomaly is not None
 
 
 def p50_ms(bench_row: dict[str, Any]) -> float:
@@ -98,8 +118,12 @@ def collect(run: Path, steps, results) -> tuple[list[Row], dict[str, Any] | None
             continue
         a = art.load(run / s.name)
         row.precision = _precision(a.meta)
-        split = a.meta.metrics.get("eval_split") or ("test" if "test" in a.meta.metrics else "val")
-        row.accuracy, row.split = split_metrics(a.meta.metrics, split), split
+        row.anomaly = read(a.meta.metrics, "anomaly")
+        if row.anomaly is not None:  # scored on test once, at its own threshold chosen on val
+            row.split = "test"
+        else:
+            split = a.meta.metrics.get("eval_split") or ("test" if "test" in a.meta.metrics else "val")
+            row.accuracy, row.split = split_metrics(a.meta.metrics, split), split
         row.size_bytes = a.model_path.stat().st_size
         row.sha256 = a.meta.model_sha256
         counts[s.name] = _count(a) if a.meta.kind == "torch" else counts.get(s.parent, (None, None))
@@ -153,14 +177,17 @@ def _decision_gates(g, rows: list[Row]) -> list[dict[str, Any]]:
     if not asked:
         return []
     base = rows[0]
-    final = _final(rows, lambda r: r.accuracy is not None and r.accuracy.policy is not None)
+    final = _final(rows, lambda r: r.policy is not None or (r.anomaly is not None and r.decisions is not None))
     out = []
     for name, limit in asked:
         entry = {"gate": name, "limit": limit, "value": None, "model": final.step if final else None}
-        if final is None or base.accuracy is None or base.accuracy.policy is None:
-            out.append({**entry, "status": "not evaluated", "detail": "no model was measured at a decision policy"})
+        needs = (lambda r: r.decisions is not None) if name == "max_auroc_drop" else (lambda r: r.policy is not None)
+        if final is None or not needs(base) or not needs(final):
+            out.append({**entry, "status": "not evaluated", "detail": "no model was measured at a decision policy"
+                        if name != "max_auroc_drop" else "AUROC is undefined: the held-out split lacks good or "
+                                                          "anomalous parts"})
             continue
-        b, f = base.accuracy, final.accuracy
+        b, f = base, final
         if name == "max_auroc_drop":
             value, text = b.decisions.auroc - f.decisions.auroc, f"AUROC {f.decisions.auroc:.3f} vs {b.decisions.auroc:.3f}"
         elif name == "max_recall_drop_pp":
@@ -171,7 +198,7 @@ def _decision_gates(g, rows: list[Row]) -> list[dict[str, Any]]:
             text = f"false reject {f.policy.false_reject * 100:.1f}% vs {b.policy.false_reject * 100:.1f}%"
         out.append({**entry, "value": round(value, 4 if name == "max_auroc_drop" else 2),
                     "status": "pass" if value <= limit + 1e-12 else "fail",
-                    "detail": f"{final.label} {text} fine-tuned, on {base.split}, each at its own val-chosen policy"})
+                    "detail": f"{final.label} {text} {base.label}, on {base.split}, each at its own val-chosen policy"})
     return out
 
 
@@ -213,24 +240,33 @@ def _ratio_text(slow: dict[str, Any], fast: dict[str, Any]) -> str:
 
 
 def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """The stages table: a classifier's accuracy, or an anomaly model's AUROC, average precision and statistics, next
+    to its operating point on the held-out split (at its own threshold), size and latency."""
     keys = _latency_keys(rows)
-    decided = any(r.accuracy and r.accuracy.policy for r in rows)
-    review = any(r.accuracy and r.accuracy.policy and r.accuracy.policy.reviewed for r in rows)
-    header = ["stage", "model", "precision", "accuracy", "balanced acc."]
-    header += ["AUROC", "recall", "false reject"] + (["review"] if review else []) if decided else []
-    header += ["size MB", "params M", "MMACs"] + [f"{k} p50 ms" for k in keys] + ["memory MB"]
+    classify = any(r.accuracy for r in rows)
+    anomaly = any(r.anomaly for r in rows)
+    decided = any(r.policy for r in rows) or any(r.anomaly and r.decisions for r in rows)
+    review = any(r.policy and r.policy.reviewed for r in rows)
+    header = ["stage", "model", "precision"] + (["accuracy", "balanced acc."] if classify else [])
+    if decided:
+        header += ["AUROC"] + (["AP"] if anomaly else []) + ["recall", "false reject"] + (["review"] if review else [])
+    header += (["statistics MB"] if anomaly else []) + ["size MB", "params M", "MMACs"]
+    header += [f"{k} p50 ms" for k in keys] + ["memory MB"]
     body = []
     for r in rows:
         acc = r.accuracy
-        line = [r.step, r.label, r.precision or r.status,
-                _fmt(acc and acc.accuracy, ".2f", 100) + ("%" if acc else ""),
-                _fmt(acc and acc.balanced_accuracy, ".2f", 100) + ("%" if acc else "")]
+        line = [r.step, r.label, r.precision or r.status]
+        if classify:
+            line += [_fmt(acc and acc.accuracy, ".2f", 100) + ("%" if acc else ""),
+                     _fmt(acc and acc.balanced_accuracy, ".2f", 100) + ("%" if acc else "")]
         if decided:
-            pol = acc.policy if acc else None
-            line += [_fmt(acc.decisions.auroc if acc and acc.decisions else None, ".3f"),
-                     _fmt(pol and pol.recall, ".1f", 100) + ("%" if pol else ""),
+            d, pol = r.decisions, r.policy
+            line += [_fmt(d and d.auroc, ".3f")] + ([_fmt(d and d.average_precision, ".3f")] if anomaly else [])
+            line += [_fmt(pol and pol.recall, ".1f", 100) + ("%" if pol else ""),
                      _fmt(pol and pol.false_reject, ".1f", 100) + ("%" if pol else "")]
             line += [_fmt(pol and pol.review_rate, ".1f", 100) + ("%" if pol else "")] if review else []
+        if anomaly:
+            line.append(_fmt(r.anomaly and r.anomaly.bank_bytes, ".2f", 1e-6))
         line += [_fmt(r.size_bytes, ".2f", 1e-6), _fmt(r.params, ".2f", 1e-6), _fmt(r.macs, ".0f", 1e-6)]
         for k in keys:
             b = r.latency.get(k)
@@ -256,15 +292,20 @@ def headline(rows: list[Row], gates: list[dict[str, Any]],
              cpu_runtimes: dict[str, Any] | None = None) -> list[str]:
     """Plain sentences: what the final model gained over the fine-tuned one, and the gates."""
     out = []
-    final = _final(rows, lambda r: r.accuracy is not None)
+    final = _final(rows, lambda r: r.measured)
     base = rows[0]
-    if final is not None and final is not base and base.accuracy:
-        out.append(f"Final model {final.step} ({final.label}): accuracy {final.accuracy.accuracy * 100:.2f}% vs "
-                   f"{base.accuracy.accuracy * 100:.2f}% fine-tuned "
-                   f"({(final.accuracy.accuracy - base.accuracy.accuracy) * 100:+.2f} pp), balanced "
-                   f"{final.accuracy.balanced_accuracy * 100:.2f}% vs {base.accuracy.balanced_accuracy * 100:.2f}%"
-                   + (f"; {base.size_bytes / final.size_bytes:.1f}x smaller" if final.size_bytes and base.size_bytes else "")
-                   + ".")
+    if final is not None and final is not base and base.measured:
+        smaller = f"; {base.size_bytes / final.size_bytes:.1f}x smaller" if final.size_bytes and base.size_bytes else ""
+        if base.accuracy and final.accuracy:
+            out.append(f"Final model {final.step} ({final.label}): accuracy {final.accuracy.accuracy * 100:.2f}% vs "
+                       f"{base.accuracy.accuracy * 100:.2f}% fine-tuned "
+                       f"({(final.accuracy.accuracy - base.accuracy.accuracy) * 100:+.2f} pp), balanced "
+                       f"{final.accuracy.balanced_accuracy * 100:.2f}% vs {base.accuracy.balanced_accuracy * 100:.2f}%"
+                       + smaller + ".")
+        elif base.decisions and final.decisions:
+            f, b = final.decisions.auroc, base.decisions.auroc
+            out.append(f"Final model {final.step} ({final.label}): {final.split} AUROC {f:.3f} vs {b:.3f} for "
+                       f"{base.label} ({f - b:+.3f})" + smaller + ".")
         for k in final.latency:
             b = final.latency[k]
             ref = _reference(rows, k)
@@ -279,12 +320,12 @@ def headline(rows: list[Row], gates: list[dict[str, Any]],
             spread = _ratio_text(eager, final.latency[fk])
             out.append(f"Against PyTorch eager FP32 (batch 1): {p50_ms(eager) / p50_ms(final.latency[fk]):.1f}x "
                        f"faster on {fk}" + (f" ({spread})" if spread else "") + ".")
-    if final is not None and final.accuracy.policy and base.accuracy and base.accuracy.policy:
-        f, b = final.accuracy, base.accuracy
+    if final is not None and final.policy and base.policy:
+        f, b = final, base
         out.append(f"Decisions on {final.split} (not OK = {' + '.join(f.decisions.positive)}; each model's threshold "
                    f"chosen on val): final recall {f.policy.recall * 100:.1f}% at {f.policy.false_reject * 100:.1f}% "
                    f"false rejects" + (f", {f.policy.review_rate * 100:.1f}% reviewed" if f.policy.reviewed else "")
-                   + f", AUROC {f.decisions.auroc:.3f}; fine-tuned {b.policy.recall * 100:.1f}% at "
+                   + f", AUROC {f.decisions.auroc:.3f}; {base.label} {b.policy.recall * 100:.1f}% at "
                    f"{b.policy.false_reject * 100:.1f}%, AUROC {b.decisions.auroc:.3f}.")
     for r in rows:
         if r.pruning:
@@ -311,14 +352,17 @@ def stage_time(results) -> str:
 
 
 def pareto_svg(rows: list[Row], width: int = 640, height: int = 380) -> str:
-    """Accuracy against p50 latency for every (model, backend) at batch 1; the Pareto front joined."""
+    """Accuracy (an anomaly model: AUROC) against p50 latency for every (model, backend) at batch 1; the Pareto front
+    joined."""
     pts = []
+    quality = "accuracy (%)" if any(r.accuracy for r in rows) else "AUROC (x 100)"
     for r in rows:
-        if not r.accuracy:
+        value = r.accuracy.accuracy if r.accuracy else (r.decisions.auroc if r.anomaly and r.decisions else None)
+        if value is None:
             continue
         for k, b in r.latency.items():
             if k.endswith("@1") and b["status"] == "ok":
-                pts.append((p50_ms(b), r.accuracy.accuracy * 100, f"{r.step} {k[:-2]}"))
+                pts.append((p50_ms(b), value * 100, f"{r.step} {k[:-2]}"))
     if not pts:
         return ""
     ml, mr, mt, mb = 60, 20, 20, 45
@@ -343,7 +387,7 @@ def pareto_svg(rows: list[Row], width: int = 640, height: int = 380) -> str:
         parts.append(f'<line x1="{ml}" y1="{sy(yv):.1f}" x2="{width - mr}" y2="{sy(yv):.1f}" stroke="#eee"/>')
     parts.append(f'<text x="{(width + ml) / 2}" y="{height - 8}" text-anchor="middle">p50 latency, batch 1 (ms)</text>')
     parts.append(f'<text x="14" y="{(height - mb) / 2}" text-anchor="middle" transform="rotate(-90 14 {(height - mb) / 2})">'
-                 'accuracy (%)</text>')
+                 f'{quality}</text>')
     if len(front) > 1:
         parts.append('<polyline fill="none" stroke="#2a7" stroke-width="1.5" stroke-dasharray="4 3" points="'
                      + " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in front) + '"/>')
@@ -361,7 +405,7 @@ ROC_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
 def roc_svg(rows: list[Row], size: int = 380) -> str:
     """The ROC curve of every model on the held-out split, overlaid, each model's operating point (its policy's
     recall and false reject there) marked with a dot."""
-    curves = [r for r in rows if r.accuracy and r.accuracy.decisions and r.accuracy.decisions.roc]
+    curves = [r for r in rows if r.decisions and r.decisions.roc]
     if not curves:
         return ""
     m, legend_w = 45, 260
@@ -381,10 +425,10 @@ def roc_svg(rows: list[Row], size: int = 380) -> str:
                  'recall (defective parts caught)</text>')
     for i, r in enumerate(curves):
         c = ROC_COLOURS[i % len(ROC_COLOURS)]
-        d = r.accuracy.decisions
+        d = r.decisions
         parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="'
                      + " ".join(f"{sx(f):.1f},{sy(t):.1f}" for f, t in d.roc) + '"/>')
-        pol = r.accuracy.policy
+        pol = r.policy
         if pol:
             parts.append(f'<circle cx="{sx(pol.false_reject):.1f}" cy="{sy(pol.recall):.1f}" r="4" fill="{c}"/>')
         y = 20 + i * 16
@@ -429,7 +473,13 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;
 text-align:right}td:first-child,th:first-child,td:nth-child(2){text-align:left}th{background:#f3f3f3}
 .pass{color:#1a7f37;font-weight:600}.fail{color:#c62828;font-weight:600}.skip{color:#8a6d00}
-pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:12px}.grid{display:flex;flex-wrap:wrap;gap:1.5em}"""
+pre{background:#f6f8fa;padding:1em;overflow:auto;font-size:12px}.grid{display:flex;flex-wrap:wrap;gap:1.5em}
+figure{margin:0;width:224px;font-size:12px}figure img{width:224px;image-rendering:auto}"""
+
+
+GALLERY_NOTE = ("The final model's view of each test part (the highest anomaly scores first, then the defective parts "
+                "its policy passed, lowest score first), with its heatmap on a fixed scale: blue at a typical good "
+                "patch, red at the reject threshold, as `edgeft infer --heatmaps` draws it.")
 
 
 def _pct(d: dict[str, Any] | None, *keys: str) -> str:
@@ -533,10 +583,11 @@ def search_svg(result: dict[str, Any], width: int = 560, height: int = 320) -> s
 
 
 def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[str, Any] | None,
-                 gates: list[dict[str, Any]], search: dict[str, Any] | None = None) -> Path:
+                 gates: list[dict[str, Any]], search: dict[str, Any] | None = None, tiles: list | None = None) -> Path:
     """Write ``report.md``, ``report.html`` and ``pareto.svg`` into the run folder (atomically each); with a search's
-    result, its candidates too (``search.svg``)."""
-    first = next((r for r in rows if r.accuracy), None)
+    result, its candidates too (``search.svg``); with an anomaly model's gallery (``tiles``,
+    :func:`edgeft.optimize.gallery.gallery`), its test parts and heatmaps (embedded in the HTML)."""
+    first = next((r for r in rows if r.measured), None)
     if first is None:
         raise EdgeftError(f"no stage in {run} produced a model to report on")
     classes = art.load(run / rows[0].step).meta.class_names
@@ -572,8 +623,9 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
     md = [f"# edgeft optimize: {recipe.name}", "", f"Recipe `{recipe.source}`, data `{recipe.data}`, written {created}.", ""]
     md += [f"- {line}" for line in lines] + [""]
     md += ["## Stages", ""] + _md_table(header, body) + ["", bench_note, ""]
+    quality = "Accuracy" if any(r.accuracy for r in rows) else "AUROC"
     if svg:
-        md += ["![accuracy vs latency](pareto.svg)", ""]
+        md += [f"![{quality} vs latency](pareto.svg)", ""]
     if roc:
         md += ["![ROC of every model, each operating point marked](roc.svg)", ""]
     if gates:
@@ -584,7 +636,13 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
         ssvg = search_svg(search)
         md += ["## Search (on val)", ""] + [f"- {line}" for line in search_lines(search)] + [""] + _md_table(sh, sb)
         md += ([""] + (["![val accuracy vs latency of every candidate](search.svg)"] if ssvg else []) + [""])
-    md += ["## Confusion matrices", ""]
+    if tiles:
+        md += ["## Test parts and their heatmaps", "", GALLERY_NOTE, ""]
+        for group in ("most anomalous", "escaped"):
+            md += [f"**{group}**", ""] + [f"![{t.caption}]({t.file}) {t.caption}  " for t in tiles if t.group == group]
+            md += [""]
+    if any(r.accuracy for r in rows):
+        md += ["## Confusion matrices", ""]
     for title, h, b in _confusion(rows, classes):
         md += [f"**{title}**", ""] + _md_table(h, b) + [""]
     md += ["## Lineage", ""] + _md_table(lineage_header, lineage_body) + [""]
@@ -603,7 +661,7 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
          "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>",
          "<h2>Stages</h2>", _html_table(header, body), f"<p>{html.escape(bench_note)}</p>"]
     if svg:
-        h += ["<h2>Accuracy vs latency</h2>", svg]
+        h += [f"<h2>{quality} vs latency</h2>", svg]
     if roc:
         h += ["<h2>ROC on the held-out split</h2><p>Each model's operating point (its own threshold, chosen on val) is "
               "the dot on its curve.</p>", roc]
@@ -615,7 +673,16 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
     if search:
         h += ["<h2>Search (on val)</h2>", "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in search_lines(search))
               + "</ul>", _html_table(*search_table(search)), ssvg]
-    h.append("<h2>Confusion matrices</h2><div class='grid'>")
+    if tiles:
+        h += ["<h2>Test parts and their heatmaps</h2>", f"<p>{html.escape(GALLERY_NOTE)}</p>"]
+        for group in ("most anomalous", "escaped"):
+            shown = [t for t in tiles if t.group == group]
+            h += [f"<h3>{group} ({len(shown)})</h3><div class='grid'>"] + [
+                f"<figure><img src='{t.data_uri()}' alt='{html.escape(t.caption)}'><figcaption>"
+                f"{html.escape(t.caption)}</figcaption></figure>" for t in shown] + ["</div>"]
+    if any(r.accuracy for r in rows):
+        h.append("<h2>Confusion matrices</h2>")
+    h.append("<div class='grid'>")
     for title, hh, b in _confusion(rows, classes):
         h += [f"<div><b>{html.escape(title)}</b>", _html_table(hh, b), "</div>"]
     h += ["</div>", "<h2>Lineage</h2>", _html_table(lineage_header, lineage_body),

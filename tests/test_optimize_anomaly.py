@@ -1,0 +1,174 @@
+"""``edgeft optimize`` with ``task: anomaly``: the recipe, the run (fit -> ONNX -> INT8 -> bench), the gates at
+each model's own threshold, and the report's gallery of test parts with their heatmaps. Tiny timm model on the
+synthetic plates of tests/test_anomaly.py (bright strokes in known quadrants)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from edgeft.errors import ConfigError, DataError
+from edgeft.optimize import pipeline
+from edgeft.optimize.recipe import parse
+from tests.conftest import assert_one_line_error
+from tests.test_anomaly import write_anomaly_folder
+
+
+def anomaly_recipe(data) -> dict:
+    return {
+        "name": "tiny-anomaly", "task": "anomaly", "data": str(data), "threads": 2,
+        "anomaly": {"good": "good", "model": "test_efficientnet", "weights": None, "image_size": 32,
+                    "layers": [1, 2], "target_recall": 0.9},
+        "export": {"parity_images": 8},
+        "quantize": {"calib_images": 16, "calib_method": "minmax"},
+        "bench": {"backends": ["ort-cpu", "torch"], "duration_s": 0.1, "warmup_s": 0.05, "rounds": 2,
+                  "memory": False},
+        "gates": {"max_auroc_drop": 1.0, "max_recall_drop_pp": 100, "max_p50_ms": {"ort-cpu": 10000}},
+    }
+
+
+@pytest.fixture(scope="module")
+def plates(tmp_path_factory):
+    return write_anomaly_folder(tmp_path_factory.mktemp("plates") / "data")
+
+
+@pytest.fixture(scope="module")
+def anomaly_run(plates, tmp_path_factory):
+    run = tmp_path_factory.mktemp("opt-anomaly") / "run"
+    return run, pipeline.optimize(parse(anomaly_recipe(plates), source="a.yaml"), run)
+
+
+def test_the_run_fits_exports_quantizes_and_benches_an_anomaly_model(anomaly_run):
+    run, result = anomaly_run
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["01-anomaly", "02-export", "03-quantize",
+                                                                   "04-bench", "gallery"]
+    assert [r.status for r in result.steps] == ["done"] * 4
+    fit, onnx, int8 = result.rows
+    assert fit.anomaly.test is not None and fit.accuracy is None
+    assert fit.anomaly.test.auroc >= 0.9  # the strokes are found on unseen test plates
+    assert onnx.anomaly.test.auroc == fit.anomaly.test.auroc  # the export carries the fit's numbers (parity checked)
+    assert int8.precision.startswith("INT8") and int8.policy is not None
+    manifest = json.loads((run / "03-quantize-calibration.json").read_text())  # calibrated on good parts only
+    assert {e["label"] for e in manifest["images"]} == {"good"} and len(manifest["images"]) == 16
+    assert "ort-cpu@1" in int8.latency and "torch@1" in fit.latency
+
+
+def test_gates_compare_the_final_model_with_the_fitted_one_at_their_own_thresholds(anomaly_run):
+    run, result = anomaly_run
+    gates = {g["gate"]: g for g in result.gates}
+    assert set(gates) == {"max_auroc_drop", "max_recall_drop_pp", "max_p50_ms.ort-cpu"}
+    assert all(g["status"] == "pass" and g["model"] == "03-quantize" for g in gates.values())
+    fit = json.loads((run / "01-anomaly" / "meta.json").read_text())["metrics"]["anomaly"]
+    int8 = json.loads((run / "03-quantize" / "meta.json").read_text())["metrics"]["anomaly"]
+    assert gates["max_auroc_drop"]["value"] == round(fit["test"]["auroc"] - int8["test"]["auroc"], 4)
+    assert gates["max_recall_drop_pp"]["value"] == round(
+        (fit["test_policy"]["recall"] - int8["test_policy"]["recall"]) * 100, 2)
+
+
+def test_a_gate_the_final_model_misses_fails_the_run(plates, anomaly_run, tmp_path):
+    import shutil
+
+    run, _ = anomaly_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    d = anomaly_recipe(plates)
+    d["gates"]["max_p50_ms"] = {"ort-cpu": 1e-6}  # nothing runs in a nanosecond
+    result = pipeline.optimize(parse(d, source="a.yaml"), copy, resume=True)
+    assert all(s.status == "reused" for s in result.steps)
+    assert result.failed and {g["gate"]: g["status"] for g in result.gates}["max_p50_ms.ort-cpu"] == "fail"
+
+
+def test_the_report_shows_the_most_anomalous_test_parts_with_their_heatmaps(anomaly_run, plates):
+    from edgeft.images import read_image
+    from edgeft.runtime.predictor import Predictor
+
+    run, _ = anomaly_run
+    page = (run / "report.html").read_text()
+    md = (run / "report.md").read_text()
+    tiles = sorted((run / "gallery").glob("*.png"))
+    assert 8 <= len(tiles) <= 12
+    assert page.count("data:image/png;base64,") == len(tiles)  # embedded: the page is one file
+    assert all(f"gallery/{t.name}" in md for t in tiles)
+    assert "<svg" in page and "roc" in page.lower() and "AUROC vs latency" in page
+    assert "Confusion matrices" not in page  # a classifier's table, not an anomaly model's
+    # the tiles are the final model's highest scores, in order; on these plates, the stroked ones
+    with Predictor(run / "03-quantize") as p:
+        scores = {f: p.predict(read_image(f))[0].score for f in sorted((plates / "test").rglob("*.png"))}
+    ranked = sorted(scores, key=scores.get, reverse=True)[:8]
+    assert [t.name.split("-", 1)[1] for t in tiles[:8]] == [f.name for f in ranked]
+    assert sum(f.parent.name == "crack" for f in ranked) >= 7
+    assert read_image(tiles[0]).shape == (32, 32, 3)  # the model's view of the part, coloured
+
+
+def test_escapes_are_the_defects_the_policy_passed_lowest_score_first():
+    from edgeft.optimize.gallery import _picks
+
+    scores = np.array([0.9, 0.1, 0.5, 0.2, 0.8, 0.3])
+    anomalous = np.array([True, True, False, True, False, True])
+    passed = scores < 0.4
+    picks = _picks(scores, anomalous, passed, top=2, escapes=2)
+    assert picks == [(0, "most anomalous"), (4, "most anomalous"), (1, "escaped"), (3, "escaped")]
+    assert _picks(scores, anomalous, np.zeros(6, bool), top=3, escapes=4)[3:] == []  # nothing passed, none escaped
+
+
+def test_calibration_of_one_class_samples_only_that_class(plates):
+    from edgeft.data import calibration
+
+    m = calibration.create(plates, n=16, split="val", only="good")
+    assert {e["label"] for e in m.entries} == {"good"} and len(m.entries) == 8  # val has 8 good plates
+    assert m.source["only"] == "good"
+    with pytest.raises(DataError, match="no class folder 'god'"):
+        calibration.create(plates, n=16, only="god")
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"prune": {"target_macs": 0.5}}, ["prune:", "not built", "anomaly.dims"]),
+    ({"finetune": {}}, ["finetune belongs to task: classify"]),
+    ({"decision": {"positive": ["crack"], "target_recall": 0.9}}, ["decision:", "anomaly:", "target_recall"]),
+    ({"search": {"target_macs": [0.5]}}, ["search:", "classifiers"]),
+    ({"gates": {"max_accuracy_drop_pp": 1}}, ["max_accuracy_drop_pp", "no accuracy", "max_auroc_drop"]),
+    ({"quantize": {"method": "qat"}}, ["quantize.method qat", "ptq"]),
+    ({"anomaly": {"good": "good", "layers": 2}}, ["anomaly.layers must be a list"]),
+    ({"anomaly": {"good": "good", "methd": "padim"}}, ["unknown field anomaly.methd", "method"]),
+    ({"anomaly": {"good": "good", "target_recall": None}, "gates": {"max_recall_drop_pp": 1}},
+     ["gates.max_recall_drop_pp", "give anomaly: a rule"]),
+    ({"task": "anomally"}, ["task must be one of", "did you mean: anomaly"]),
+    ({"stages": ["export", "anomaly"]}, ["anomaly cannot come after export"]),
+])
+def test_anomaly_recipe_errors_name_the_field(plates, change, fragments):
+    d = anomaly_recipe(plates)
+    d.update(change)
+    with pytest.raises(ConfigError) as e:
+        parse(d, source="a.yaml")
+    for f in fragments:
+        assert f in str(e.value), (f, str(e.value))
+
+
+def test_a_classifier_recipe_refuses_an_anomaly_section(tiny_data):
+    from tests.test_optimize import tiny_recipe
+
+    d = tiny_recipe(tiny_data)
+    d["anomaly"] = {"good": "good"}
+    with pytest.raises(ConfigError, match="anomaly is a stage of task: anomaly"):
+        parse(d, source="r.yaml")
+
+
+def test_bad_data_is_one_line_before_anything_is_written(cli, plates, tmp_path):
+    import shutil
+
+    d = anomaly_recipe(plates)
+    d["anomaly"]["good"] = "goood"
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(d))
+    assert_one_line_error(cli("optimize", tmp_path / "a.yaml", "--out", tmp_path / "run"),
+                          "anomaly.good: 'goood' is not a class folder", "did you mean: good")
+    no_val = tmp_path / "no-val"
+    shutil.copytree(plates, no_val)
+    shutil.rmtree(no_val / "val")
+    d = anomaly_recipe(no_val)
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(d))
+    assert_one_line_error(cli("optimize", tmp_path / "a.yaml", "--out", tmp_path / "run"),
+                          "thresholds chosen on val/", "lacks val/")
+    assert not (tmp_path / "run").exists()
