@@ -207,7 +207,7 @@ def test_padim_distances_are_mahalanobis_per_position():
 def test_greedy_coreset_covers_every_point():
     import torch
 
-    from edgeft.anomaly.fit import greedy_coreset
+    from edgeft.engine.anomaly import greedy_coreset
 
     x = torch.arange(100, dtype=torch.float32).reshape(-1, 1)
     idx = greedy_coreset(x, 5, seed=0)
