@@ -421,7 +421,11 @@ def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, 
               ignore: tuple[str, ...], recover_epochs: int, recover_lr: float, recover_mode: str,
               recover_views: str | None, distill: bool,
               threads: int | None, seed: int, force: bool) -> None:
-    """Structured channel pruning to a MACs target, then recovery fine-tuning (torch-pruning)."""
+    """Structured channel pruning to a MACs target, then recovery fine-tuning (torch-pruning).
+
+    On an anomaly model (`edgeft anomaly`) the backbone is pruned except its feature levels' layers, recovers by
+    distilling its own unpruned features on the good training images (no label), and its statistics and threshold
+    are fitted again."""
     from edgeft.metrics import landing_text, read, split_metrics
     from edgeft.prune import PruneConfig, prune
 
@@ -434,6 +438,19 @@ def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, 
                       recover_views=int(recover_views) if recover_views else None, distill=distill, seed=seed,
                       threads=threads)
     art = prune(artifact, data, out, cfg, force=force)
+    a = read(art.meta.metrics, "anomaly_prune")
+    if a is not None:
+        fit = read(art.meta.metrics, "anomaly")
+        click.echo(f"MACs {a.macs_before / 1e6:.1f}M -> {a.macs_after / 1e6:.1f}M, params {a.params_before / 1e6:.2f}M "
+                   f"-> {a.params_after / 1e6:.2f}M: {landing_text(a.target)}")
+        if a.distill_loss:
+            click.echo(f"feature distillation loss {a.distill_loss[0]:.4f} -> {a.distill_loss[-1]:.4f} in "
+                       f"{len(a.distill_loss) - 1} epoch(s)")
+        for split, d in (("val", fit.val), ("test", fit.test)):
+            if d is not None:
+                click.echo(f"{split} AUROC {d.auroc:.4f}")
+        click.echo(f"wrote {art.path}")
+        return
     p = read(art.meta.metrics, "prune")
     click.echo(f"MACs {p.macs_before / 1e6:.1f}M -> {p.macs_after / 1e6:.1f}M, "
                f"params {p.params_before / 1e6:.2f}M -> {p.params_after / 1e6:.2f}M: {landing_text(p.target)}")

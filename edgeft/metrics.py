@@ -466,10 +466,42 @@ class AnomalyFit:
             test_policy=Outcome.from_dict(c.test_policy, f"{where}.test_policy") if c.test_policy is not None else None)
 
 
+@dataclass(frozen=True)
+class AnomalyPrune(_Record):
+    """What pruning an anomaly model's backbone did (``edgeft prune`` on an ``edgeft anomaly`` artifact): MACs and
+    parameters of the patch-feature half before and after, where it landed against its target, and the recovery by
+    feature distillation on good images (``distill_loss``: the pruned backbone's features against its parent's, mean
+    squared difference per channel standard deviation, before recovery and after each epoch)."""
+
+    WHERE = "metrics.anomaly_prune"
+
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    macs_ratio: float
+    params_ratio: float
+    target: Landing | None
+    prune_s: float
+    recover_s: float
+    distill_loss: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["target"] = self.target.to_dict() if self.target else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str | None = None) -> "AnomalyPrune":
+        p = _from_dict(cls, d, where or cls.WHERE)
+        return dataclasses.replace(p, target=_from_dict(Landing, p.target, f"{where or cls.WHERE}.target")
+                                   if p.target is not None else None)
+
+
 # the typed entries of an artifact's metrics, by key; split metrics ("val", "test", "test_fp32", ...) are
 # Classification and found by :func:`split_metrics`
 TYPED: dict[str, Any] = {"prune": PruneStats, "onnx": OnnxGraph, "graph": QuantGraph, "size": Size,
-                         "parity": ParityCheck, "anomaly": AnomalyFit}
+                         "parity": ParityCheck, "anomaly": AnomalyFit, "anomaly_prune": AnomalyPrune}
 
 
 def upgrade(metrics: dict[str, Any], schema: int | None) -> dict[str, Any]:

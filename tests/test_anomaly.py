@@ -276,11 +276,12 @@ def test_bad_input_is_one_line_and_writes_nothing(parts, fitted, tmp_path, cli, 
         (("infer", tiny_onnx.path, parts / "test" / "crack", "--heatmaps", tmp_path / "maps"),
          ("--heatmaps needs an anomaly model",)),
     ]
-    # eval, decide and prune say where an anomaly model's numbers are, and what to do
+    # eval and decide say where an anomaly model's numbers are, prune what it can rank channels by
     cases += [(("eval", fitted[0], "--data", parts), ("is an anomaly model",)),
               (("decide", fitted[0], "--data", parts, "--positive", "crack", "--target-recall", "0.9"),
                ("is an anomaly model",)),
-              (("prune", fitted[0], "--data", parts, "--out", tmp_path / "o5"), ("--dims",))]
+              (("prune", fitted[0], "--data", parts, "--out", tmp_path / "o5", "--importance", "taylor"),
+               ("prune.importance taylor", "l2"))]
     for args, fragments in cases:
         assert_one_line_error(cli(*args), *fragments)
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6)) and not (tmp_path / "maps").exists()
@@ -337,3 +338,30 @@ def test_int8_backbone_keeps_the_distances_in_fp32_and_rechooses_the_threshold(f
     assert pred.heatmap.shape == (4, 4) and pred.decision in ("pass", "reject")
     assert_one_line_error(cli("quantize", fitted[1], "--calib", tmp_path / "cal.json", "--data", parts, "--out",
                               tmp_path / "qat", "--method", "qat"), "anomaly model", "--method ptq")
+
+
+def test_pruning_the_backbone_keeps_its_features_and_recovers_them_by_distillation(parts, fitted, tmp_path, cli):
+    """Half the MACs, the feature levels' channels kept, the features distilled back towards the parent's on good
+    parts (no label read), statistics and threshold fitted again; the pruned graph exports with parity."""
+    import torch
+
+    from edgeft import artifact
+    from edgeft.metrics import read
+    from edgeft.models import from_artifact
+
+    r = cli("prune", fitted[0], "--data", parts, "--out", tmp_path / "pruned", "--target-macs", "0.5", "--steps", "4",
+            "--round-to", "2", "--recover-epochs", "3", "--recover-lr", "1e-3", "--threads", "2")
+    assert r.exit_code == 0, r.output
+    a = artifact.load(tmp_path / "pruned")
+    rec = read(a.meta.metrics, "anomaly_prune")
+    assert 0.4 < rec.macs_ratio < 0.55 and rec.target.fraction == 0.5
+    assert len(rec.distill_loss) == 4 and rec.distill_loss[-1] < 0.8 * rec.distill_loss[0]
+    parent, pruned = from_artifact(artifact.load(fitted[0])), from_artifact(a)  # rebuilt from spec + weights
+    x = torch.zeros(2, 3, 32, 32)
+    with torch.no_grad():
+        assert pruned.features(x).shape == parent.features(x).shape  # the levels the distances read are whole
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in parent.parameters())
+    fit = read(a.meta.metrics, "anomaly")
+    assert fit.test.auroc >= 0.9 and a.meta.extra["decision"] != artifact.load(fitted[0]).meta.extra["decision"]
+    r = cli("export", tmp_path / "pruned", "--out", tmp_path / "pruned-onnx", "--data", parts)
+    assert r.exit_code == 0, r.output  # the export's parity rule (scores 1e-3, maps 0.99) holds

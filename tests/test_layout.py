@@ -158,6 +158,7 @@ def test_stage_functions_stay_short():
 
 
 def test_the_training_loop_exists_once():
-    """Fine-tuning, pruning recovery and QAT train through edgeft.engine.loop; nothing else steps an optimizer."""
+    """Fine-tuning, pruning recovery, QAT and the feature distillation of a pruned anomaly backbone train through
+    edgeft.engine.loop; nothing else steps an optimizer."""
     steppers = sorted(m for m, p in modules().items() if ".step()" in p.read_text() and "optim" in p.read_text())
     assert steppers == ["edgeft.engine.loop"], steppers

@@ -1,5 +1,5 @@
-"""``edgeft optimize`` with ``task: anomaly``: the recipe, the run (fit -> ONNX -> INT8 -> bench), the gates at
-each model's own threshold, and the report's gallery of test parts with their heatmaps. Tiny timm model on the
+"""``edgeft optimize`` with ``task: anomaly``: the recipe, the run (fit -> pruned -> ONNX -> INT8 -> bench), the gates
+at each model's own threshold, and the report's gallery of test parts with their heatmaps. Tiny timm model on the
 synthetic plates of tests/test_anomaly.py (bright strokes in known quadrants)."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def anomaly_recipe(data) -> dict:
         "name": "tiny-anomaly", "task": "anomaly", "data": str(data), "threads": 2,
         "anomaly": {"good": "good", "model": "test_efficientnet", "weights": None, "image_size": 32,
                     "layers": [1, 2], "target_recall": 0.9},
+        "prune": {"target_macs": 0.6, "steps": 4, "round_to": 2, "recover_epochs": 2, "recover_lr": 1e-3},
         "export": {"parity_images": 8},
         "quantize": {"calib_images": 16, "calib_method": "minmax"},
         "bench": {"backends": ["ort-cpu", "torch"], "duration_s": 0.1, "warmup_s": 0.05, "rounds": 2,
@@ -43,15 +44,17 @@ def anomaly_run(plates, tmp_path_factory):
 
 def test_the_run_fits_exports_quantizes_and_benches_an_anomaly_model(anomaly_run):
     run, result = anomaly_run
-    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["01-anomaly", "02-export", "03-quantize",
-                                                                   "04-bench", "gallery"]
-    assert [r.status for r in result.steps] == ["done"] * 4
-    fit, onnx, int8 = result.rows
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [
+        "01-anomaly", "02-prune", "03-export-anomaly", "04-export-prune", "05-quantize", "06-bench", "gallery"]
+    assert [r.status for r in result.steps] == ["done"] * 6
+    fit, pruned, onnx, pruned_onnx, int8 = result.rows
     assert fit.anomaly.test is not None and fit.accuracy is None
     assert fit.anomaly.test.auroc >= 0.9  # the strokes are found on unseen test plates
+    assert pruned.macs < 0.65 * fit.macs and pruned.pruning.reached < 0.65 and pruned.anomaly.test.auroc >= 0.9
     assert onnx.anomaly.test.auroc == fit.anomaly.test.auroc  # the export carries the fit's numbers (parity checked)
-    assert int8.precision.startswith("INT8") and int8.policy is not None
-    manifest = json.loads((run / "03-quantize-calibration.json").read_text())  # calibrated on good parts only
+    assert pruned_onnx.anomaly.test.auroc == pruned.anomaly.test.auroc
+    assert int8.precision.startswith("INT8") and int8.policy is not None and int8.macs == pruned.macs
+    manifest = json.loads((run / "05-quantize-calibration.json").read_text())  # calibrated on good parts only
     assert {e["label"] for e in manifest["images"]} == {"good"} and len(manifest["images"]) == 16
     assert "ort-cpu@1" in int8.latency and "torch@1" in fit.latency
 
@@ -60,9 +63,9 @@ def test_gates_compare_the_final_model_with_the_fitted_one_at_their_own_threshol
     run, result = anomaly_run
     gates = {g["gate"]: g for g in result.gates}
     assert set(gates) == {"max_auroc_drop", "max_recall_drop_pp", "max_p50_ms.ort-cpu"}
-    assert all(g["status"] == "pass" and g["model"] == "03-quantize" for g in gates.values())
+    assert all(g["status"] == "pass" and g["model"] == "05-quantize" for g in gates.values())
     fit = json.loads((run / "01-anomaly" / "meta.json").read_text())["metrics"]["anomaly"]
-    int8 = json.loads((run / "03-quantize" / "meta.json").read_text())["metrics"]["anomaly"]
+    int8 = json.loads((run / "05-quantize" / "meta.json").read_text())["metrics"]["anomaly"]
     assert gates["max_auroc_drop"]["value"] == round(fit["test"]["auroc"] - int8["test"]["auroc"], 4)
     assert gates["max_recall_drop_pp"]["value"] == round(
         (fit["test_policy"]["recall"] - int8["test_policy"]["recall"]) * 100, 2)
@@ -95,7 +98,7 @@ def test_the_report_shows_the_most_anomalous_test_parts_with_their_heatmaps(anom
     assert "<svg" in page and "roc" in page.lower() and "AUROC vs latency" in page
     assert "Confusion matrices" not in page  # a classifier's table, not an anomaly model's
     # the tiles are the final model's highest scores, in order; on these plates, the stroked ones
-    with Predictor(run / "03-quantize") as p:
+    with Predictor(run / "05-quantize") as p:
         scores = {f: p.predict(read_image(f))[0].score for f in sorted((plates / "test").rglob("*.png"))}
     ranked = sorted(scores, key=scores.get, reverse=True)[:8]
     assert [t.name.split("-", 1)[1] for t in tiles[:8]] == [f.name for f in ranked]
@@ -125,7 +128,9 @@ def test_calibration_of_one_class_samples_only_that_class(plates):
 
 
 @pytest.mark.parametrize("change, fragments", [
-    ({"prune": {"target_macs": 0.5}}, ["prune:", "not built", "anomaly.dims"]),
+    ({"prune": {"importance": "taylor"}}, ["prune.importance taylor", "labels", "l2"]),
+    ({"prune": {"recover_mode": "partial"}}, ["prune.recover_mode partial", "distilling its own features"]),
+    ({"prune": {"distill": False}}, ["prune.distill false", "no labels"]),
     ({"finetune": {}}, ["finetune belongs to task: classify"]),
     ({"decision": {"positive": ["crack"], "target_recall": 0.9}}, ["decision:", "anomaly:", "target_recall"]),
     ({"search": {"target_macs": [0.5]}}, ["search:", "classifiers"]),

@@ -10,7 +10,7 @@ from edgeft import artifact
 from edgeft.errors import ArtifactError, ConfigError
 from edgeft.models import from_artifact
 from edgeft.prune import PruneConfig, prune
-from edgeft.prune.pruner import PruneError
+from edgeft.prune.channels import PruneError
 from tests.conftest import assert_one_line_error, make_artifact, tiny_contract
 
 CONTRACT = tiny_contract()
@@ -137,7 +137,7 @@ def test_batchnorm_recalibration_matches_the_data(tiny_data):
 
     from edgeft.data import load_dataset
     from edgeft.models.inference import normalize, to_tensor
-    from edgeft.prune.pruner import recalibrate_batchnorm
+    from edgeft.prune.channels import recalibrate_batchnorm
 
     ds = load_dataset(tiny_data, CONTRACT)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))

@@ -1,4 +1,5 @@
-"""The one training loop: fine-tuning, pruning recovery and QAT all train through :func:`train`.
+"""The one training loop: fine-tuning, pruning recovery and QAT all train through :func:`train`; a pruned anomaly
+backbone, which has no labels, learns its parent's features through :func:`distill_features`.
 
 What makes it fast and sound on a small CPU as well as on GPUs:
 - the frozen part of the backbone runs once per image and symmetry view, and its outputs are cached
@@ -534,3 +535,52 @@ def _grayscale(ds: Dataset) -> bool:
     """True when the source images carry no colour (all channels equal), so colour jitter stays off."""
     sample = ds.train.images[: min(16, len(ds.train.images))]
     return sample.shape[-1] == 1 or bool(np.all(sample[..., :1] == sample))
+
+
+def distill_features(student, teacher, images: np.ndarray, contract, epochs: int, lr: float, batch_size: int = 32,
+                     seed: int = 0) -> list[float]:
+    """Train ``student`` (a pruned patch-feature module) to give the features ``teacher`` (its unpruned parent) gives
+    on ``images`` (good parts: no label is needed, the parent's features are the target). The loss is the mean
+    squared difference per channel, each channel scaled by the teacher's spread on these images, so the low-variance
+    channels that the Mahalanobis distance weighs most are matched as closely as the loud ones. AdamW, a short warm-up and a
+    cosine decay, as in :func:`train`; the teacher's features are computed once. Returns the loss before training and after each epoch (the
+    mean over its batches)."""
+    from edgeft.models.inference import normalize, to_tensor
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    teacher.eval()
+    student.eval()
+    targets, start = [], []
+    with torch.no_grad():
+        for i in progress.bar(range(0, len(images), batch_size), desc="teacher features", unit="batch"):
+            x = normalize(to_tensor(images[i:i + batch_size]), contract)
+            t = teacher(x)
+            targets.append(t)
+            start.append(student(x) - t)
+    targets_all = torch.cat(targets)
+    scale = targets_all.transpose(0, 1).flatten(1).std(1).clamp_min(1e-6).view(1, -1, 1, 1)
+    losses = [float(torch.cat(start).div(scale).pow(2).mean())]
+    del start
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    steps = epochs * math.ceil(len(images) / batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps, min(10, steps // 10)))
+    for epoch in range(epochs):
+        student.train()
+        order = rng.permutation(len(images))
+        total, n = 0.0, 0
+        for i in progress.bar(range(0, len(order), batch_size), desc=f"distil {epoch + 1}/{epochs}", unit="batch"):
+            idx = np.sort(order[i:i + batch_size])
+            x = normalize(to_tensor(images[idx]), contract)
+            loss = (student(x) - targets_all[torch.from_numpy(idx)]).div(scale).pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, n = total + loss.item() * len(idx), n + len(idx)
+        losses.append(total / n)
+        progress.info(f"distillation epoch {epoch + 1}/{epochs}: feature loss {losses[-1]:.4f} "
+                      f"(before: {losses[0]:.4f})")
+    student.eval()
+    return losses

@@ -24,7 +24,7 @@ from typing import Any
 from edgeft.errors import ConfigError, close_matches
 
 STAGES = ("finetune", "prune", "export", "quantize", "build", "bench")
-ANOMALY_STAGES = ("anomaly", "export", "quantize", "build", "bench")  # task: anomaly fits on good parts, no training
+ANOMALY_STAGES = ("anomaly", "prune", "export", "quantize", "build", "bench")  # task: anomaly: fitted on good parts
 TASKS = {"classify": STAGES, "anomaly": ANOMALY_STAGES}
 TOP_LEVEL = {"name", "data", "prepare_data", "threads", "task", "stages", "gates", "decision", "search", *STAGES,
              *ANOMALY_STAGES}
@@ -469,9 +469,6 @@ def _other_task(task: str, stage: str) -> str:
     if task == "classify":
         return (f"{stage} is a stage of task: anomaly (a model fitted on good parts alone); add task: anomaly at the "
                 "top of the recipe, or remove it")
-    if stage == "prune":
-        return ("prune: pruning an anomaly model's backbone is not built; shrink the graph with anomaly.dims (fewer "
-                "feature channels) and quantize: (an INT8 backbone)")
     return (f"{stage} belongs to task: classify; an anomaly recipe starts with anomaly: (fitted on the good parts "
             "of train/, nothing is trained)")
 
@@ -484,6 +481,13 @@ def _check_anomaly(d: dict[str, Any], sections: dict[str, Any]) -> None:
     if d.get("search") is not None:
         raise ConfigError("search: the search prunes and quantizes classifiers; remove it from an anomaly recipe "
                           "(tune anomaly.dims and quantize.calib_method instead)")
+    if "prune" in sections:
+        from edgeft.prune.anomaly import check_config
+
+        try:
+            check_config(sections["prune"])
+        except ConfigError as e:
+            raise ConfigError(str(e) if str(e).startswith("prune.") else f"prune: {e}") from None
     q = sections.get("quantize")
     if q is not None and q.method != "ptq":
         raise ConfigError(f"quantize.method {q.method}: an anomaly model is quantized after training (ptq); its "

@@ -130,7 +130,8 @@ def collect(run: Path, steps, results) -> tuple[list[Row], dict[str, Any] | None
         row.params, row.macs = counts[s.name]
         row.latency = by_model.get(s.name, {})
         prune = read(a.meta.metrics, "prune")
-        row.pruning = prune.target if prune else None
+        anomaly_prune = read(a.meta.metrics, "anomaly_prune")
+        row.pruning = prune.target if prune else (anomaly_prune.target if anomaly_prune else None)
     return rows, doc
 
 

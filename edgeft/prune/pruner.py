@@ -19,28 +19,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from edgeft import artifact as art
 from edgeft import progress
 from edgeft.engine import loop
-from edgeft.errors import ArtifactError, ConfigError, EdgeftError, close_matches
-from edgeft.models.inference import normalize, to_tensor, torch_logits
-from edgeft.metrics import Classification, Landing, PruneStats, classification_metrics
+from edgeft.errors import ArtifactError, ConfigError, close_matches
+from edgeft.models.inference import torch_logits
+from edgeft.metrics import Classification, PruneStats, classification_metrics
 from edgeft.models import count_macs, from_artifact, torch_pruning
 from edgeft.prune.config import PruneConfig
-
-
-class PruneError(EdgeftError):
-    """The model cannot be pruned as asked."""
-
-
-def _importance(tp, name: str):
-    if name == "l2":
-        return tp.importance.GroupMagnitudeImportance(p=2)
-    if name == "taylor":
-        return tp.importance.GroupTaylorImportance()
-    return tp.importance.BNScaleImportance()
+from edgeft.prune.channels import (PruneError, channel_importance, prune_to_target, recalibrate_batchnorm,
+                                   where_landed)
 
 
 def _ignored_layers(model: nn.Module, names: list[str]) -> list[nn.Module]:
@@ -71,9 +60,10 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
     """Prune the PyTorch artifact at ``artifact_path`` to ``cfg``'s target and recover on ``data``."""
     out = art.refuse_existing(out, force)
     parent = art.load(artifact_path)
-    if parent.meta.extra.get("task") == "anomaly":
-        raise ArtifactError(f"{parent.path} is an anomaly model; pruning its backbone (recovered by distilling its "
-                            "own features) is not built yet: shrink it with `edgeft anomaly --dims N` and INT8")
+    if parent.meta.extra.get("task") == "anomaly" and parent.meta.kind == "torch":
+        from edgeft.prune.anomaly import prune_anomaly
+
+        return prune_anomaly(parent, data, out, cfg, force=force)
     if parent.meta.kind != "torch" or parent.meta.extra.get("quantized"):
         raise ArtifactError(f"{parent.path} is already {'quantized' if parent.meta.extra.get('quantized') else parent.meta.kind}; "
                             "prune the fine-tuned PyTorch artifact, then quantize")
@@ -92,11 +82,11 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
     kind, fraction = cfg.target
     base = base_macs if kind == "macs" else base_params
     rng = np.random.default_rng(cfg.seed)
-    model, macs, params = _prune_to_target(model, pruner, example, cfg, ds.train, contract, rng, base)
+    model, macs, params = prune_to_target(model, pruner, example, cfg, ds.train, contract, rng, base)
     with torch.no_grad():
         model.eval()(example)  # the pruned graph must still run
 
-    landing = _landing(kind, fraction, (macs if kind == "macs" else params) / base, cfg)
+    landing = where_landed(kind, fraction, (macs if kind == "macs" else params) / base, cfg)
     from edgeft.runtime.torch_shapes import shape_spec
 
     spec = shape_spec(model, reference)
@@ -151,7 +141,7 @@ def _pruner(tp, model: nn.Module, example: torch.Tensor, cfg: PruneConfig, arch:
     """torch-pruning's MetaPruner over ``model`` with ``cfg``'s importance, caps, schedule and protected layers."""
     ignored = _ignored_layers(model, cfg.ignore)
     try:
-        return tp.pruner.MetaPruner(model, example, importance=_importance(tp, cfg.importance),
+        return tp.pruner.MetaPruner(model, example, importance=channel_importance(tp, cfg.importance),
                                     global_pruning=cfg.global_pruning, pruning_ratio=cfg.max_layer_ratio,
                                     max_pruning_ratio=cfg.max_layer_ratio, iterative_steps=cfg.steps,
                                     round_to=cfg.round_to, ignored_layers=ignored)
@@ -167,55 +157,6 @@ def _latency(reference: nn.Module, pruned: nn.Module, contract, cfg: PruneConfig
     lat = onnx_latency_side_by_side({"parent": reference, "pruned": pruned}, contract, threads=threads)
     return {**lat, "speedup": round(lat["parent"]["p50_ms"] / lat["pruned"]["p50_ms"], 3), "threads": threads,
             "batch": 1}
-
-
-def _prune_to_target(model: nn.Module, pruner, example: torch.Tensor, cfg: PruneConfig, train, contract,
-                     rng: np.random.Generator, base: int, fractions: list[float] | None = None,
-                     reached=None) -> tuple[nn.Module, int, int]:
-    """Prune in ``cfg.steps`` steps until the target is reached, stopping inside the step that reaches it.
-
-    A step removes channels one dependency group (a layer and what must shrink with it) at a time; a whole last
-    step at a coarse ``round_to`` overshot the target (0.445 of the MACs for 0.5). In a step that may reach the
-    target (the first, or one whose predecessor's drop, doubled, would reach it) the MACs are counted after each
-    group and the step ends at the first group that reaches the target, so the overshoot is at most one group's
-    share. Other steps prune all their groups and count once (a count costs a forward pass).
-    ``fractions``: several targets along one schedule (the search's candidates); ``reached(fraction, model, macs,
-    params)`` is called as each is crossed, with the model as it stands then, which is the model a run to that
-    target alone would stop at. Returns the model and its MACs and parameters at the last (smallest) target."""
-    kind, fraction = cfg.target
-    todo = sorted(fractions or [fraction], reverse=True)
-    macs, params = count_macs(model, example)
-    value = float(macs if kind == "macs" else params)
-    drop: float | None = None
-    for _ in progress.bar(range(cfg.steps), desc="prune", unit="step"):
-        if cfg.importance == "taylor":
-            _accumulate_gradients(model, train, contract, cfg.taylor_batches, rng)
-        careful = drop is None or value - 2 * drop <= todo[0] * base
-        before = value
-        for group in pruner.step(interactive=True):
-            group.prune()
-            if careful:
-                macs, params = count_macs(model, example)
-                while todo and (macs if kind == "macs" else params) <= todo[0] * base:
-                    if reached is not None:
-                        reached(todo[0], model, macs, params)
-                    todo.pop(0)
-                if not todo:
-                    break
-        model.zero_grad(set_to_none=True)
-        if not careful:
-            macs, params = count_macs(model, example)
-        value = float(macs if kind == "macs" else params)
-        drop = before - value
-        while todo and value <= todo[0] * base:  # crossed in a step that counted once
-            if reached is not None:
-                reached(todo[0], model, macs, params)
-            todo.pop(0)
-        if not todo:
-            return model, macs, params
-    raise PruneError(f"target {kind} {todo[0]:g} is unreachable with max_layer_ratio {cfg.max_layer_ratio:g}: "
-                     f"stopped at {value / base:.2f} of the original after {cfg.steps} steps; raise "
-                     "--max-layer-ratio, protect fewer layers, or relax the target")
 
 
 def prune_schedule(artifact_path: str | os.PathLike, data: str | os.PathLike, out_root: str | os.PathLike,
@@ -249,7 +190,7 @@ def prune_schedule(artifact_path: str | os.PathLike, data: str | os.PathLike, ou
         acc = classification_metrics(eval_set.labels, torch_logits(m, eval_set.images, contract,
                                                                    desc="eval").argmax(1), ds.classes)
         scfg = PruneConfig(**{**cfg.to_dict(), f"target_{kind}": fraction, "recover_epochs": 0})
-        landing = _landing(kind, fraction, (macs if kind == "macs" else params) / base, scfg)
+        landing = where_landed(kind, fraction, (macs if kind == "macs" else params) / base, scfg)
         pstats = PruneStats(macs_before=base_macs, macs_after=macs, params_before=base_params, params_after=params,
                             macs_ratio=round(macs / base_macs, 4), params_ratio=round(params / base_params, 4),
                             prune_seconds=round(time.time() - t0, 1), eval_split=eval_set.name,
@@ -266,7 +207,7 @@ def prune_schedule(artifact_path: str | os.PathLike, data: str | os.PathLike, ou
                       f"{before.accuracy * 100:.2f}%)")
 
     pruner = _pruner(tp, model, example, cfg, parent.meta.arch)
-    _prune_to_target(model, pruner, example, cfg, ds.train, contract, rng, base, fractions=list(fractions),
+    prune_to_target(model, pruner, example, cfg, ds.train, contract, rng, base, fractions=list(fractions),
                      reached=snapshot)
     return out
 
@@ -287,18 +228,6 @@ def recover_snapshot(snapshot_path: str | os.PathLike, parent_path: str | os.Pat
                    stats=stats, force=force)
 
 
-def _landing(kind: str, fraction: float, got: float, cfg: PruneConfig) -> Landing:
-    """Where the pruning landed against its target, and why when it is outside the tolerance."""
-    within = got >= fraction - cfg.target_tolerance
-    why = "" if within else (f"channels go in groups of round_to {cfg.round_to}, and the one layer group whose "
-                             "removal reached the target removed more (a lower round_to lands closer)")
-    if not within:
-        progress.warn(f"pruning kept {got:.3f} of the {kind}, below the target {fraction:g} - "
-                      f"{cfg.target_tolerance:g}: {why}")
-    return Landing(kind=kind, fraction=fraction, tolerance=cfg.target_tolerance, reached=round(got, 4),
-                   within_tolerance=within, why=why)
-
-
 def recovery_config(parent: art.Artifact, cfg: PruneConfig):
     """The recovery's training settings: the parent's fine-tuning settings with ``cfg``'s mode, epochs, lr, views."""
     from edgeft.engine.config import config_from_parent
@@ -316,37 +245,3 @@ def recover(parent: art.Artifact, model: nn.Module, data: str | os.PathLike, out
     return loop.retrain(parent, model, rcfg, data, art.refuse_existing(out, force), stage="prune", teacher=teacher,
                         lineage_params={"prune": cfg.to_dict(), "recover": rcfg.to_dict()}, extra_meta=extra,
                         extra_metrics=stats, force=force)
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, train, contract, n_images: int, rng: np.random.Generator) -> None:
-    """Re-estimate BatchNorm statistics on training images: removing channels shifts every later layer's
-    input distribution, and stale running statistics are a large part of the accuracy lost right after pruning."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns or n_images <= 0:
-        return
-    saved = [(m.momentum, m.training) for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over all batches
-    model.eval()
-    for m in bns:
-        m.train()
-    idx = rng.permutation(len(train))[:n_images]
-    for i in range(0, len(idx), 64):  # batch statistics: the batch size matters here, the memory format does not
-        model(normalize(to_tensor(train.images[idx[i:i + 64]]), contract).contiguous(memory_format=torch.channels_last))
-    for m, (momentum, training) in zip(bns, saved):
-        m.momentum = momentum
-        m.train(training)
-    model.eval()
-
-
-def _accumulate_gradients(model: nn.Module, train, contract, batches: int, rng: np.random.Generator) -> None:
-    """Gradients of the loss on a few training batches, for Taylor importance."""
-    model.eval()
-    model.zero_grad(set_to_none=True)
-    for _ in range(batches):
-        idx = rng.choice(len(train), size=min(32, len(train)), replace=False)
-        x = normalize(to_tensor(train.images[idx]), contract).contiguous(memory_format=torch.channels_last)
-        loss = F.cross_entropy(model(x), torch.from_numpy(train.labels[idx]))
-        loss.backward()
