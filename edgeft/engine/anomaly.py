@@ -2,8 +2,8 @@
 the fit (``edgeft.anomaly``) and the pruning of its backbone (``edgeft.prune.anomaly``).
 
 Statistics come from the good images' patch features alone; the threshold is a decision policy chosen on val (which
-needs anomalous images there); test is scored once, after every choice. :func:`edgeft.engine.loop.distill_features` is how a
-pruned backbone recovers without a label: it learns to give the features its unpruned parent gives on good images.
+needs anomalous images there); test is scored once, after every choice. A pruned backbone recovers without a label
+through :func:`edgeft.engine.loop.distill_features`: it learns to give the features its parent gives on good images.
 """
 
 from __future__ import annotations

@@ -542,9 +542,9 @@ def distill_features(student, teacher, images: np.ndarray, contract, epochs: int
     """Train ``student`` (a pruned patch-feature module) to give the features ``teacher`` (its unpruned parent) gives
     on ``images`` (good parts: no label is needed, the parent's features are the target). The loss is the mean
     squared difference per channel, each channel scaled by the teacher's spread on these images, so the low-variance
-    channels that the Mahalanobis distance weighs most are matched as closely as the loud ones. AdamW, a short warm-up and a
-    cosine decay, as in :func:`train`; the teacher's features are computed once. Returns the loss before training and after each epoch (the
-    mean over its batches)."""
+    channels that the Mahalanobis distance weighs most are matched as closely as the loud ones. AdamW, a short
+    warm-up and a cosine decay, as in :func:`train`; the teacher's features are computed once. Returns the loss
+    before training and after each epoch (the mean over its batches)."""
     from edgeft.models.inference import normalize, to_tensor
 
     torch.manual_seed(seed)
