@@ -495,7 +495,7 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
 
         search = (load_result(run) or {}).get("result")
     tiles = None
-    final = next((r for r in reversed(rows) if r.anomaly is not None and r.stage != "build"), None)  # runs here
+    final = next((r for r in reversed(rows) if r.anomaly is not None and r.stage != "build"), None)  # no engines here
     if recipe.anomaly and final is not None:
         from edgeft.optimize.gallery import gallery
 
