@@ -309,6 +309,7 @@ def test_int8_backbone_keeps_the_distances_in_fp32_and_rechooses_the_threshold(f
     import onnx
 
     from edgeft import artifact
+    from edgeft.images import read_image
     from edgeft.metrics import read
     from edgeft.runtime import Predictor
     from edgeft.runtime.anomaly_graph import distance_nodes
@@ -335,6 +336,12 @@ def test_int8_backbone_keeps_the_distances_in_fp32_and_rechooses_the_threshold(f
                                for n in readers for i in n.input)
     with Predictor(tmp_path / "int8") as p:
         pred = p.predict(np.full((32, 32), 110, np.uint8))[0]
+        assert p.heatmap_scale == (a.meta.extra["anomaly"]["map_floor"], a.meta.extra["decision"]["reject_at"])
+        # the heatmap's blue is the INT8 model's own typical good patch on val, not the FP32 fit's
+        maps = np.stack([p.predict(read_image(f))[0].heatmap for f in sorted((parts / "val" / "good").glob("*.png"))])
+    assert a.meta.extra["anomaly"]["map_floor"] == pytest.approx(float(np.median(maps)), rel=1e-4)
+    fp32_floor = artifact.load(fitted[1]).meta.extra["anomaly"]["map_floor"]
+    assert a.meta.extra["anomaly"]["map_floor"] != pytest.approx(fp32_floor, rel=1e-3)  # INT8 moved it
     assert pred.heatmap.shape == (4, 4) and pred.decision in ("pass", "reject")
     assert_one_line_error(cli("quantize", fitted[1], "--calib", tmp_path / "cal.json", "--data", parts, "--out",
                               tmp_path / "qat", "--method", "qat"), "anomaly model", "--method ptq")

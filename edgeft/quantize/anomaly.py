@@ -115,30 +115,34 @@ def _both(y: np.ndarray) -> bool:
 
 
 def _val_policy(int8: Path, data, parent: art.Artifact, threads: int):
-    """(the INT8 model's policy chosen on val with the parent's rule, val decisions), or (None, None)."""
+    """(the INT8 model's policy chosen on val with the parent's rule, val decisions, its heatmap scale from val's
+    good parts: (floor, ceiling) as the fit sets it), each None where val cannot give it."""
     from edgeft.data.imagefolder import find_splits, load_split
+    from edgeft.engine.anomaly import map_scale
     from edgeft.metrics import anomalous_mask, anomaly_decisions
     from edgeft.runtime.logits import onnx_outputs
 
     parent_policy = read_policy(parent.meta.extra, f"{parent.path}/meta.json extra.decision")
     good = parent.meta.class_names[0]
     if "val" not in find_splits(data):
-        return None, None
+        return None, None, None
     val = load_split(data, "val", parent.meta.input)
     y = anomalous_mask(val.labels, val.classes, good)
+    scores, maps = onnx_outputs(int8, val.images, parent.meta.input, threads=threads, desc="int8 val")[:2]
+    scale = map_scale(maps[~y], scores[~y]) if (~y).any() else None  # INT8 moves the scores: its own blue
     if not _both(y):
-        return None, None
-    scores = onnx_outputs(int8, val.images, parent.meta.input, threads=threads, desc="int8 val")[0]
+        return None, None, scale
     policy = choose_for_anomaly(parent_policy.rule, y, scores, good) if parent_policy is not None else None
     if policy is not None:
         progress.info(f"INT8 policy: {policy.text()}")
-    return policy, anomaly_decisions(y, scores, good)
+    return policy, anomaly_decisions(y, scores, good), scale
 
 
 def int8_anomaly_metrics(fp32: Path, int8: Path, eval_set, data, parent: art.Artifact, cfg,
-                         graph: dict[str, Any]) -> tuple[dict[str, Any], Policy | None]:
+                         graph: dict[str, Any]) -> tuple[dict[str, Any], Policy | None, dict[str, Any]]:
     """The INT8 graph's metrics (its own ``anomaly`` record, the FP32 graph's decisions on the same split, how far
-    scores and heatmaps moved; ``graph``: sizes, Q/DQ summary, latency) and its policy re-chosen on val."""
+    scores and heatmaps moved; ``graph``: sizes, Q/DQ summary, latency), its policy re-chosen on val, and its anomaly
+    spec with the heatmap's scale measured on its own val scores (the parent's where val has no good parts)."""
     from edgeft.metrics import AnomalyFit, anomalous_mask, anomaly_decisions, read
     from edgeft.parity import compare_maps
     from edgeft.runtime.logits import onnx_outputs
@@ -147,7 +151,7 @@ def int8_anomaly_metrics(fp32: Path, int8: Path, eval_set, data, parent: art.Art
     f_scores, f_maps = onnx_outputs(fp32, eval_set.images, contract, threads=cfg.threads, desc="fp32 graph")
     i_scores, i_maps = onnx_outputs(int8, eval_set.images, contract, threads=cfg.threads, desc="int8 graph")
     moved = compare_maps(f_scores, i_scores, f_maps, i_maps)
-    policy, val_dec = _val_policy(int8, data, parent, cfg.threads)
+    policy, val_dec, scale = _val_policy(int8, data, parent, cfg.threads)
     y = anomalous_mask(eval_set.labels, eval_set.classes, good)
     dec = anomaly_decisions(y, i_scores, good) if _both(y) else None
     dec_fp32 = anomaly_decisions(y, f_scores, good) if _both(y) else None
@@ -167,4 +171,7 @@ def int8_anomaly_metrics(fp32: Path, int8: Path, eval_set, data, parent: art.Art
     if dec is not None:
         progress.info(f"{split} AUROC: FP32 {dec_fp32.auroc:.4f}, INT8 {dec.auroc:.4f}; heatmaps correlated "
                       f"{moved.median_map_correlation:.4f} (median), >= {moved.min_map_correlation:.4f}")
-    return metrics, policy
+    spec = dict(parent.meta.extra["anomaly"])
+    if scale is not None:
+        spec["map_floor"], spec["map_ceiling"] = scale
+    return metrics, policy, spec

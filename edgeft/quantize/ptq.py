@@ -437,9 +437,9 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
         if anomaly:
             from edgeft.quantize.anomaly import int8_anomaly_metrics
 
-            meta.metrics, policy = int8_anomaly_metrics(fp32, int8, eval_set, data, parent, cfg,
-                                                        graph_metrics(fp32, int8, cfg, lat, fallback))
-            meta.extra.update(task="anomaly", anomaly=parent.meta.extra["anomaly"], refit_on_int8=refit)
+            meta.metrics, policy, spec = int8_anomaly_metrics(fp32, int8, eval_set, data, parent, cfg,
+                                                              graph_metrics(fp32, int8, cfg, lat, fallback))
+            meta.extra.update(task="anomaly", anomaly=spec, refit_on_int8=refit)
             if policy is not None:
                 meta.extra["decision"] = policy.to_dict()
         else:
