@@ -3,7 +3,7 @@
 The backbone is pruned to the MACs target (torch-pruning, L2 or BatchNorm-scale importance: Taylor needs a loss
 from labels, which an anomaly model has none of), except the layers that produce the feature levels the graph
 reads, so the features keep their channels and meaning. It then recovers by **distilling its own features**: on the
-good training images it learns to give what the unpruned backbone gave (``edgeft.engine.anomaly.distill_features``).
+good training images it learns to give what the unpruned backbone gave (``edgeft.engine.loop.distill_features``).
 The statistics are fitted again on the pruned backbone's features, the threshold chosen again on val with the fit's
 rule (pruning moves scores), and test is scored once, last, as the fit does.
 """
