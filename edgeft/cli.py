@@ -894,8 +894,8 @@ def optimize_cmd(recipe_path: Path, overrides: tuple[str, ...], out: Path | None
                  dry_run: bool, only: tuple[str, ...]) -> None:
     """Run a recipe: finetune -> prune -> export -> quantize -> build -> bench, then gates and a report.
 
-    With task: anomaly: anomaly (fitted on good parts) -> export -> quantize -> build -> bench, and the report shows
-    the test parts with their heatmaps (examples/elpv-anomaly.yaml).
+    With task: anomaly: anomaly (fitted on good parts) -> prune -> export -> quantize -> build -> bench, and the
+    report shows the test parts with their heatmaps (examples/elpv-anomaly.yaml).
 
     Exit 1 when a gate fails (after the report is written), 2 on a user error.
     """

@@ -7,8 +7,8 @@ when the stage is reached.
 
 ``task: anomaly`` makes a recipe for a model fitted on good parts alone (``edgeft.anomaly``): its first stage is
 ``anomaly:`` (an ``AnomalyConfig``, whose rule chooses the threshold on val) instead of ``finetune:``, and what
-belongs to a classifier (prune, QAT, search, the accuracy gate, a ``decision:`` section) is refused with what to
-use instead.
+belongs to a classifier (fine-tuning, QAT, search, the accuracy gate, a ``decision:`` section, recovery by labels) is
+refused with what to use instead.
 """
 
 from __future__ import annotations
@@ -482,16 +482,13 @@ def _check_anomaly(d: dict[str, Any], sections: dict[str, Any]) -> None:
         raise ConfigError("search: the search prunes and quantizes classifiers; remove it from an anomaly recipe "
                           "(tune anomaly.dims and quantize.calib_method instead)")
     if "prune" in sections:
-        from edgeft.prune.anomaly import check_config
+        from edgeft.prune.config import check_for_anomaly
 
-        try:
-            check_config(sections["prune"])
-        except ConfigError as e:
-            raise ConfigError(str(e) if str(e).startswith("prune.") else f"prune: {e}") from None
+        check_for_anomaly(sections["prune"])
     q = sections.get("quantize")
     if q is not None and q.method != "ptq":
-        raise ConfigError(f"quantize.method {q.method}: an anomaly model is quantized after training (ptq); its "
-                          "backbone is not trained, so there is nothing for QAT to train")
+        raise ConfigError(f"quantize.method {q.method}: an anomaly model is quantized post-training (ptq); QAT "
+                          "trains against labels, and an anomaly model is fitted without any")
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

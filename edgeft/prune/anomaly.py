@@ -29,21 +29,8 @@ from edgeft.metrics import AnomalyFit, AnomalyPrune
 from edgeft.models import count_macs, from_artifact, torch_pruning
 from edgeft.prune.channels import (PruneError, channel_importance, prune_to_target, recalibrate_batchnorm,
                                    where_landed)
-from edgeft.prune.config import PruneConfig
+from edgeft.prune.config import PruneConfig, check_for_anomaly
 from edgeft.runtime.anomaly_graph import AnomalySpec, feature_levels, features, graph
-
-
-def check_config(cfg: PruneConfig) -> None:
-    """Refuse what pruning an anomaly model cannot do (one line each, with what to use)."""
-    if cfg.importance == "taylor":
-        raise ConfigError("prune.importance taylor ranks channels by a loss from labels, and an anomaly model is "
-                          "fitted without any; use l2 or bn-scale")
-    if cfg.recover_mode != "full" or cfg.recover_views is not None or cfg.recover_patience is not None:
-        raise ConfigError("prune.recover_mode partial, recover_views and recover_patience are for classifiers; an "
-                          "anomaly backbone recovers by distilling its own features for prune.recover_epochs epochs")
-    if not cfg.distill:
-        raise ConfigError("prune.distill false: an anomaly model has no labels to recover from, only its unpruned "
-                          "backbone's features; leave distill on (or recover_epochs: 0 for no recovery)")
 
 
 def level_outputs(backbone: nn.Module, spec: AnomalySpec) -> list[nn.Module]:
@@ -141,7 +128,7 @@ def prune_anomaly(parent: art.Artifact, data, out: Path, cfg: PruneConfig, force
     from edgeft.models import save_artifact
     from edgeft.runtime.torch_shapes import shape_spec
 
-    check_config(cfg)
+    check_for_anomaly(cfg)
     out = art.refuse_existing(out, force)
     t0 = time.time()
     if cfg.threads:

@@ -86,3 +86,16 @@ that reaches it (a whole step at coarse ``round_to`` overshot: 0.445 of the MACs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_for_anomaly(cfg: PruneConfig) -> None:
+    """Refuse what pruning an anomaly model's backbone cannot do (one line each, with what to use instead)."""
+    if cfg.importance == "taylor":
+        raise ConfigError("prune.importance taylor ranks channels by a loss from labels, and an anomaly model is "
+                          "fitted without any; use l2 or bn-scale")
+    if cfg.recover_mode != "full" or cfg.recover_views is not None or cfg.recover_patience is not None:
+        raise ConfigError("prune.recover_mode partial, recover_views and recover_patience are for classifiers; an "
+                          "anomaly backbone recovers by distilling its own features for prune.recover_epochs epochs")
+    if not cfg.distill:
+        raise ConfigError("prune.distill false: an anomaly model has no labels to recover from, only its unpruned "
+                          "backbone's features; leave distill on (or recover_epochs: 0 for no recovery)")
