@@ -130,9 +130,8 @@ class Landing:
 
 
 @dataclass(frozen=True)
-class PruneStats:
-    """What pruning did: MACs and parameters before and after, where it landed, accuracy before and right after
-    pruning (before recovery), and the ONNX Runtime latency of both measured side by side."""
+class PruneCounts:
+    """MACs and parameters before and after pruning, and what share of each is kept."""
 
     macs_before: int
     macs_after: int
@@ -140,6 +139,13 @@ class PruneStats:
     params_after: int
     macs_ratio: float
     params_ratio: float
+
+
+@dataclass(frozen=True)
+class PruneStats(PruneCounts):
+    """What pruning did: MACs and parameters before and after, where it landed, accuracy before and right after
+    pruning (before recovery), and the ONNX Runtime latency of both measured side by side."""
+
     prune_seconds: float
     eval_split: str
     accuracy_before: Classification
@@ -467,7 +473,7 @@ class AnomalyFit:
 
 
 @dataclass(frozen=True)
-class AnomalyPrune(_Record):
+class AnomalyPrune(PruneCounts, _Record):
     """What pruning an anomaly model's backbone did (``edgeft prune`` on an ``edgeft anomaly`` artifact): MACs and
     parameters of the patch-feature half before and after, where it landed against its target, and the recovery by
     feature distillation on good images (``distill_loss``: the pruned backbone's features against its parent's, mean
@@ -475,12 +481,6 @@ class AnomalyPrune(_Record):
 
     WHERE = "metrics.anomaly_prune"
 
-    macs_before: int
-    macs_after: int
-    params_before: int
-    params_after: int
-    macs_ratio: float
-    params_ratio: float
     target: Landing | None
     prune_s: float
     recover_s: float
