@@ -30,23 +30,10 @@ def scores(model: str, paths: list[Path]) -> np.ndarray:
         return np.array([p.predict(read_image(f))[0].score for f in paths])
 
 
-def paired_bootstrap(y: np.ndarray, a: np.ndarray, b: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """AUROC(a) - AUROC(b) on ``resamples`` stratified resamples of the images."""
-    from edgeft.metrics import auroc
-
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-    out = np.empty(resamples)
-    for k in range(resamples):
-        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-        out[k] = auroc(y[idx], a[idx]) - auroc(y[idx], b[idx])
-    return out
-
-
 def main() -> None:
     from edgeft import artifact
     from edgeft.data.imagefolder import find_splits, scan_split
-    from edgeft.metrics import anomalous_mask, auroc
+    from edgeft.metrics import anomalous_mask, auroc, auroc_drop_interval
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("base")
@@ -60,8 +47,7 @@ def main() -> None:
     good = artifact.load(args.base).meta.class_names[0]
     y = anomalous_mask(np.asarray(files.labels), files.classes, good)
     a, b = scores(args.base, files.paths), scores(args.final, files.paths)
-    drops = paired_bootstrap(y, a, b, args.resamples, args.seed)
-    lo, hi = np.percentile(drops, [2.5, 97.5])
+    lo, hi = auroc_drop_interval(y, a, b, args.resamples, args.seed)
     print(json.dumps({"split": args.split, "images": int(len(y)), "anomalous": int(y.sum()),
                       "base": args.base, "final": args.final, "auroc_base": round(auroc(y, a), 4),
                       "auroc_final": round(auroc(y, b), 4), "drop": round(auroc(y, a) - auroc(y, b), 4),

@@ -596,3 +596,26 @@ def paired_drop(labels: list[int], base: list[int], cand: list[int]) -> dict[str
     d = (loss - gain) / n
     se = ((gain + loss) / n - d * d) ** 0.5 / n ** 0.5 if n else 0.0
     return {"drop_pp": round(d * 100, 2), "se_pp": round(se * 100, 2), "better_on": gain, "worse_on": loss, "n": n}
+
+
+def auroc_drop_interval(anomalous: np.ndarray, base: np.ndarray, final: np.ndarray, resamples: int = 2000,
+                        seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """The ``level`` interval of AUROC(base) - AUROC(final) over a paired bootstrap: the same parts resampled with
+    replacement for both models (anomalous and good ones separately, so every resample has both). Where the interval
+    is wider than an AUROC gate, the split has too few parts to say whether the gate was met."""
+    y = np.asarray(anomalous, dtype=bool)
+    a, b = np.asarray(base, dtype=np.float64), np.asarray(final, dtype=np.float64)
+    drops = bootstrap_auroc_drops(y, a, b, resamples, seed)
+    lo, hi = np.percentile(drops, [50 * (1 - level), 100 - 50 * (1 - level)])
+    return float(lo), float(hi)
+
+
+def bootstrap_auroc_drops(y: np.ndarray, a: np.ndarray, b: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """AUROC(a) - AUROC(b) on each of ``resamples`` stratified resamples of the parts (:func:`auroc_drop_interval`)."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    out = np.empty(resamples)
+    for k in range(resamples):
+        idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
+        out[k] = auroc(y[idx], a[idx]) - auroc(y[idx], b[idx])
+    return out

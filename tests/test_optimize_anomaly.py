@@ -69,6 +69,10 @@ def test_gates_compare_the_final_model_with_the_fitted_one_at_their_own_threshol
     assert gates["max_auroc_drop"]["value"] == round(fit["test"]["auroc"] - int8["test"]["auroc"], 4)
     assert gates["max_recall_drop_pp"]["value"] == round(
         (fit["test_policy"]["recall"] - int8["test_policy"]["recall"]) * 100, 2)
+    # the AUROC gate says how much of the drop the 16 test plates can resolve: a paired bootstrap interval around it
+    detail = gates["max_auroc_drop"]["detail"]
+    lo, hi = (float(x) for x in detail.split("interval of the drop ")[1].split(" (")[0].split(" to "))
+    assert lo <= gates["max_auroc_drop"]["value"] <= hi
 
 
 def test_a_gate_the_final_model_misses_fails_the_run(plates, anomaly_run, tmp_path):
@@ -183,8 +187,8 @@ def test_the_custom_anomaly_recipe_runs_on_your_own_parts(cli, plates, tmp_path)
     """The documented own-parts path, `edgeft optimize examples/custom-anomaly.yaml --set data=DIR`, made small with
     --set."""
     sets = ["data=" + str(plates), "anomaly.model=test_efficientnet", "anomaly.weights=none", "anomaly.image_size=32",
-            "anomaly.layers=[1, 2]", "anomaly.dims=20", "prune.round_to=2", "prune.steps=4", "prune.recover_epochs=1",
-            "quantize.calib_images=16", "bench.rounds=1", "bench.duration_s=0.1", "bench.warmup_s=0.05",
+            "anomaly.layers=[1, 2]", "anomaly.dims=20", "prune.round_to=2", "prune.steps=4",
+            "prune.max_layer_ratio=0.8", "prune.recover_epochs=1", "quantize.calib_images=16", "bench.rounds=1", "bench.duration_s=0.1", "bench.warmup_s=0.05",
             "bench.memory=false"]
     r = cli("optimize", "examples/custom-anomaly.yaml", "--out", tmp_path / "run",
             *[a for s in sets for a in ("--set", s)])

@@ -98,6 +98,7 @@ def fit(cfg: AnomalyConfig, data: str | os.PathLike, out: str | os.PathLike, for
     _rule(cfg)  # a contradictory rule fails before any work
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)  # a backbone without weights (weights: none) is the same on every run
     backbone, contract, spec, weights = _backbone_and_spec(cfg)
     images = decode_split(good_files, contract, cfg.threads).images
     buffers = statistics(features(backbone, spec).eval(), images, contract, stats_settings(cfg), spec)

@@ -45,10 +45,31 @@ def _picks(scores: np.ndarray, anomalous: np.ndarray, passed: np.ndarray, top: i
     return picks + [(i, "escaped") for i in missed[:escapes]]
 
 
+@dataclass
+class Gallery:
+    """The tiles, and what drawing them measured: every test part's score and whether it is anomalous."""
+
+    tiles: list[Tile]
+    scores: np.ndarray
+    anomalous: np.ndarray
+
+
+def test_scores(artifact_dir: Path, data: Path, threads: int | None = None) -> np.ndarray:
+    """An anomaly model's score of every test part, in ``scan_split`` order, through the Predictor."""
+    from edgeft.data.imagefolder import find_splits, scan_split
+    from edgeft.images import read_image
+    from edgeft.runtime.predictor import Predictor
+
+    files = scan_split(find_splits(data)["test"])
+    with Predictor(artifact_dir, threads=threads) as predictor:
+        return np.array([predictor.predict(read_image(f))[0].score for f in
+                         progress.bar(files.paths, desc=f"score test ({artifact_dir.name})", unit="img")])
+
+
 def gallery(artifact_dir: Path, data: Path, out: Path, top: int = TOP, escapes: int = ESCAPES,
-            threads: int | None = None) -> list[Tile]:
+            threads: int | None = None) -> Gallery | None:
     """Score ``data``/test with the anomaly model at ``artifact_dir`` and draw the gallery's tiles into
-    ``out``/gallery/ (replacing an earlier gallery there). Empty when the data has no test split."""
+    ``out``/gallery/ (replacing an earlier gallery there). None when the data has no test split."""
     import cv2
 
     from edgeft.data.imagefolder import find_splits, scan_split
@@ -59,7 +80,7 @@ def gallery(artifact_dir: Path, data: Path, out: Path, top: int = TOP, escapes: 
 
     splits = find_splits(data)
     if "test" not in splits:
-        return []
+        return None
     files = scan_split(splits["test"])
     with Predictor(artifact_dir, threads=threads) as predictor:
         floor, ceiling = predictor.heatmap_scale
@@ -88,4 +109,4 @@ def gallery(artifact_dir: Path, data: Path, out: Path, top: int = TOP, escapes: 
         (folder / name).write_bytes(png.tobytes())
         tiles.append(Tile(group, f"{FOLDER}/{name}", f"{path.parent.name}/{path.name}: score {scores[i]:.3g}, "
                                                       f"{decisions[i]}", png.tobytes()))
-    return tiles
+    return Gallery(tiles, np.asarray(scores), anomalous)

@@ -339,6 +339,27 @@ def _prepare_anomaly(recipe: Recipe, splits: dict[str, Path]) -> None:
                         "remove the AUROC and operating-point gates")
 
 
+def _anomaly_report(recipe: Recipe, run: Path, rows) -> tuple[list | None, tuple[float, float] | None]:
+    """The gallery of the final anomaly model's test parts, and, with an AUROC gate, the paired bootstrap interval
+    of the AUROC drop against the run's first model on the same parts (how much of the drop the split's size
+    cannot resolve)."""
+    from edgeft.metrics import auroc_drop_interval
+    from edgeft.optimize.gallery import gallery, test_scores
+
+    final = next((r for r in reversed(rows) if r.anomaly is not None and r.stage != "build"), None)  # no engines here
+    if final is None:
+        return None, None
+    progress.info(f"drawing the report's gallery: {final.step}'s heatmaps of the test parts")
+    g = gallery(run / final.step, recipe.data, run, threads=recipe.threads)
+    if g is None:
+        return None, None
+    base = rows[0]
+    if recipe.gates.max_auroc_drop is None or final is base or not (g.anomalous.any() and (~g.anomalous).any()):
+        return g.tiles, None
+    return g.tiles, auroc_drop_interval(g.anomalous, test_scores(run / base.step, recipe.data, recipe.threads),
+                                        g.scores)
+
+
 @dataclass
 class RunResult:
     run: Path
@@ -488,18 +509,12 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
     state["seconds"] = round(time.time() - t_run, 1)
     _write_state(run, state)
     rows, doc = collect(run, steps, results)
-    gates = evaluate_gates(recipe, rows)
+    tiles, interval = _anomaly_report(recipe, run, rows) if recipe.anomaly else (None, None)
+    gates = evaluate_gates(recipe, rows, auroc_interval=interval)
     search = None
     if recipe.search is not None:
         from edgeft.optimize.search import load_result
 
         search = (load_result(run) or {}).get("result")
-    tiles = None
-    final = next((r for r in reversed(rows) if r.anomaly is not None and r.stage != "build"), None)  # no engines here
-    if recipe.anomaly and final is not None:
-        from edgeft.optimize.gallery import gallery
-
-        progress.info(f"drawing the report's gallery: {final.step}'s heatmaps of the test parts")
-        tiles = gallery(run / final.step, recipe.data, run, threads=recipe.threads)
     report = write_report(recipe, run, steps, results, rows, doc, gates, search, tiles)
     return RunResult(run, list(results.values()), gates, report, rows)

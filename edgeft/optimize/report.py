@@ -139,8 +139,9 @@ def _final(rows: list[Row], pred) -> Row | None:
     return next((r for r in reversed(rows) if pred(r)), None)
 
 
-def evaluate_gates(recipe, rows: list[Row]) -> list[dict[str, Any]]:
-    """Each gate on the last model of the run: pass, fail, or not evaluated (with the reason)."""
+def evaluate_gates(recipe, rows: list[Row], auroc_interval: tuple[float, float] | None = None) -> list[dict[str, Any]]:
+    """Each gate on the last model of the run: pass, fail, or not evaluated (with the reason). ``auroc_interval``: the
+    paired bootstrap interval of the AUROC drop, said beside the AUROC gate (it does not change the verdict)."""
     gates: list[dict[str, Any]] = []
     g = recipe.gates
     if g.max_accuracy_drop_pp is not None:
@@ -151,7 +152,7 @@ def evaluate_gates(recipe, rows: list[Row]) -> list[dict[str, Any]]:
                       "model": final.step, "status": "pass" if drop <= g.max_accuracy_drop_pp else "fail",
                       "detail": f"{final.label} {final.accuracy.accuracy * 100:.2f}% vs fine-tuned "
                                 f"{base.accuracy.accuracy * 100:.2f}% on {base.split}"})
-    gates += _decision_gates(g, rows)
+    gates += _decision_gates(g, rows, auroc_interval)
     for key, limit in g.max_p50_ms.items():
         backend, _, batch = str(key).partition("@")
         k = f"{backend}@{batch or 1}"
@@ -172,7 +173,7 @@ def evaluate_gates(recipe, rows: list[Row]) -> list[dict[str, Any]]:
     return gates
 
 
-def _decision_gates(g, rows: list[Row]) -> list[dict[str, Any]]:
+def _decision_gates(g, rows: list[Row], auroc_interval: tuple[float, float] | None = None) -> list[dict[str, Any]]:
     """The final model against the fine-tuned one, each at its own policy's operating point on the held-out split."""
     asked = [(name, getattr(g, name)) for name in g.DECISION_GATES if getattr(g, name) is not None]
     if not asked:
@@ -197,9 +198,14 @@ def _decision_gates(g, rows: list[Row]) -> list[dict[str, Any]]:
         else:
             value = (f.policy.false_reject - b.policy.false_reject) * 100
             text = f"false reject {f.policy.false_reject * 100:.1f}% vs {b.policy.false_reject * 100:.1f}%"
+        detail = f"{final.label} {text} {base.label}, on {base.split}, each at its own val-chosen policy"
+        if name == "max_auroc_drop" and auroc_interval is not None:
+            lo, hi = auroc_interval
+            detail += (f"; paired bootstrap 95% interval of the drop {lo:+.3f} to {hi:+.3f}"
+                       + (" (it holds the limit: more test parts would settle the verdict)" if lo <= limit <= hi
+                          else ""))
         out.append({**entry, "value": round(value, 4 if name == "max_auroc_drop" else 2),
-                    "status": "pass" if value <= limit + 1e-12 else "fail",
-                    "detail": f"{final.label} {text} {base.label}, on {base.split}, each at its own val-chosen policy"})
+                    "status": "pass" if value <= limit + 1e-12 else "fail", "detail": detail})
     return out
 
 
