@@ -39,7 +39,8 @@ def _good_files(data: str | os.PathLike, good: str):
     return found, replace(files, paths=[files.paths[i] for i in keep], labels=[0] * len(keep))
 
 
-def stats_settings(cfg: AnomalyConfig) -> StatsSettings:
+def _stats_settings(cfg: AnomalyConfig) -> StatsSettings:
+    """How the statistics are fitted, from the fit's settings (a pruned model re-fits with the same ones)."""
     return StatsSettings(method=cfg.method, eps=cfg.eps, coreset=cfg.coreset, max_bank=cfg.max_bank, seed=cfg.seed,
                          batch_size=cfg.batch_size)
 
@@ -101,7 +102,7 @@ def fit(cfg: AnomalyConfig, data: str | os.PathLike, out: str | os.PathLike, for
     torch.manual_seed(cfg.seed)  # a backbone without weights (weights: none) is the same on every run
     backbone, contract, spec, weights = _backbone_and_spec(cfg)
     images = decode_split(good_files, contract, cfg.threads).images
-    buffers = statistics(features(backbone, spec).eval(), images, contract, stats_settings(cfg), spec)
+    buffers = statistics(features(backbone, spec).eval(), images, contract, _stats_settings(cfg), spec)
     good_sample = images[:64].copy()  # the heatmap's colour scale where val has no good images
     del images
     if cfg.method == "patchcore":

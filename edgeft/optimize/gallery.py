@@ -3,8 +3,9 @@ lets through, each with its heatmap drawn over the part as the camera draws it (
 scale, blue at a typical good patch, red at the reject threshold).
 
 Made through the torch-free :class:`~edgeft.runtime.predictor.Predictor` from the image files, so what the report
-shows is what ``edgeft infer --heatmaps`` would write for the same frames. Test is only read here, after every
-choice was made on val; nothing is chosen from it.
+shows is what ``edgeft infer --heatmaps`` would write for the same frames. The scores it measures on the way also
+give the AUROC gate its paired bootstrap interval (``edgeft.optimize.pipeline``). Test is only read here, after
+every choice was made on val; nothing is chosen from it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Gallery:
     anomalous: np.ndarray
 
 
-def test_scores(artifact_dir: Path, data: Path, threads: int | None = None) -> np.ndarray:
+def scores_on_test(artifact_dir: Path, data: Path, threads: int | None = None) -> np.ndarray:
     """An anomaly model's score of every test part, in ``scan_split`` order, through the Predictor."""
     from edgeft.data.imagefolder import find_splits, scan_split
     from edgeft.images import read_image

@@ -344,7 +344,7 @@ def _anomaly_report(recipe: Recipe, run: Path, rows) -> tuple[list | None, tuple
     of the AUROC drop against the run's first model on the same parts (how much of the drop the split's size
     cannot resolve)."""
     from edgeft.metrics import auroc_drop_interval
-    from edgeft.optimize.gallery import gallery, test_scores
+    from edgeft.optimize.gallery import gallery, scores_on_test
 
     final = next((r for r in reversed(rows) if r.anomaly is not None and r.stage != "build"), None)  # no engines here
     if final is None:
@@ -356,7 +356,7 @@ def _anomaly_report(recipe: Recipe, run: Path, rows) -> tuple[list | None, tuple
     base = rows[0]
     if recipe.gates.max_auroc_drop is None or final is base or not (g.anomalous.any() and (~g.anomalous).any()):
         return g.tiles, None
-    return g.tiles, auroc_drop_interval(g.anomalous, test_scores(run / base.step, recipe.data, recipe.threads),
+    return g.tiles, auroc_drop_interval(g.anomalous, scores_on_test(run / base.step, recipe.data, recipe.threads),
                                         g.scores)
 
 
