@@ -4,6 +4,8 @@ Dependency tracking (which channels of which layers must go together through res
 depthwise convs and norms) is torch-pruning's; edgeft chooses the target, caps per-layer pruning,
 re-estimates importance between small steps, recovers accuracy with the fine-tuning loop (optionally
 distilling from the unpruned parent), and stores the result as architecture + shape spec + weights.
+An anomaly model (``edgeft anomaly``) is pruned by :mod:`edgeft.prune.anomaly`, which has no labels to recover from;
+the mechanics both share are in :mod:`edgeft.prune.channels`.
 """
 
 from __future__ import annotations
