@@ -99,7 +99,9 @@ def test_the_report_shows_the_most_anomalous_test_parts_with_their_heatmaps(anom
     assert 8 <= len(tiles) <= 12
     assert page.count("data:image/png;base64,") == len(tiles)  # embedded: the page is one file
     assert all(f"gallery/{t.name}" in md for t in tiles)
-    assert "<svg" in page and "roc" in page.lower() and "AUROC vs latency" in page
+    assert "<h2>ROC on the held-out split</h2>" in page and "<h2>AUROC vs latency</h2>" in page
+    roc = (run / "roc.svg").read_text()
+    assert roc.count("<polyline") == 5 and roc.count("<circle") == 5  # every model's curve and operating point
     assert "Confusion matrices" not in page  # a classifier's table, not an anomaly model's
     # the tiles are the final model's highest scores, in order; on these plates, the stroked ones
     with Predictor(run / "05-quantize") as p:

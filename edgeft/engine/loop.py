@@ -551,17 +551,17 @@ def distill_features(student, teacher, images: np.ndarray, contract, epochs: int
     rng = np.random.default_rng(seed)
     teacher.eval()
     student.eval()
-    targets, start = [], []
+    targets, start_sq = [], 0.0  # start_sq: the pruned student's squared error per channel, summed
     with torch.no_grad():
         for i in progress.bar(range(0, len(images), batch_size), desc="teacher features", unit="batch"):
             x = normalize(to_tensor(images[i:i + batch_size]), contract)
             t = teacher(x)
             targets.append(t)
-            start.append(student(x) - t)
+            start_sq = start_sq + (student(x) - t).pow(2).sum((0, 2, 3))
     targets_all = torch.cat(targets)
-    scale = targets_all.transpose(0, 1).flatten(1).std(1).clamp_min(1e-6).view(1, -1, 1, 1)
-    losses = [float(torch.cat(start).div(scale).pow(2).mean())]
-    del start
+    scale = targets_all.transpose(0, 1).flatten(1).std(1).clamp_min(1e-6)
+    losses = [float((start_sq / scale.pow(2)).sum() / targets_all.numel())]
+    scale = scale.view(1, -1, 1, 1)
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     steps = epochs * math.ceil(len(images) / batch_size)

@@ -344,20 +344,22 @@ def _anomaly_report(recipe: Recipe, run: Path, rows) -> tuple[list | None, tuple
     of the AUROC drop against the run's first model on the same parts (how much of the drop the split's size
     cannot resolve)."""
     from edgeft.metrics import auroc_drop_interval
-    from edgeft.optimize.gallery import gallery, scores_on_test
+    from edgeft.optimize.gallery import gallery, score_test
 
     final = next((r for r in reversed(rows) if r.anomaly is not None and r.stage != "build"), None)  # no engines here
     if final is None:
         return None, None
-    progress.info(f"drawing the report's gallery: {final.step}'s heatmaps of the test parts")
-    g = gallery(run / final.step, recipe.data, run, threads=recipe.threads)
-    if g is None:
-        return None, None
     base = rows[0]
-    if recipe.gates.max_auroc_drop is None or final is base or not (g.anomalous.any() and (~g.anomalous).any()):
-        return g.tiles, None
-    return g.tiles, auroc_drop_interval(g.anomalous, scores_on_test(run / base.step, recipe.data, recipe.threads),
-                                        g.scores)
+    compare = recipe.gates.max_auroc_drop is not None and final is not base
+    progress.info(f"drawing the report's gallery: {final.step}'s heatmaps of the test parts")
+    test = score_test([run / final.step] + ([run / base.step] if compare else []), recipe.data, recipe.threads)
+    if test is None:
+        return None, None
+    tiles = gallery(test, 0, art.load(run / final.step).meta.input, run)
+    y = test.anomalous()
+    if not compare or y.all() or not y.any():
+        return tiles, None
+    return tiles, auroc_drop_interval(y, test.models[1].scores, test.models[0].scores)
 
 
 @dataclass

@@ -412,7 +412,7 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
         raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}{close_matches(str(task), TASKS)}")
     order = TASKS[task]
     for key in d:
-        if key in TOP_LEVEL and key not in order and key in (*STAGES, *ANOMALY_STAGES):
+        if key in (*STAGES, *ANOMALY_STAGES) and key not in order:
             raise ConfigError(_other_task(task, key))
     present = [s for s in order if s in d]
     stages = d.get("stages", present)
