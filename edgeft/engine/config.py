@@ -55,8 +55,8 @@ package ships for ``model`` (``package:efficientnet_lite0``), and a model withou
     cache_views: int = 8
     tta_views: int = 1
     drop_rate: float = 0.2
-    distill_alpha: float = 0.5  # weight of the distillation term when a teacher is given
-    distill_temperature: float = 4.0
+    distill_alpha: float = 0.5  # weight of the distillation term when a teacher is given: the later training
+    distill_temperature: float = 4.0  # stages (pruning recovery, QAT) inherit it and distil from this model
     seed: int = 0
     device: str = "auto"
     channels_last: bool = True
