@@ -59,20 +59,30 @@ def test_taylor_and_distillation_run(tiny_data, tmp_path):
 
 
 def test_partial_recovery_trains_only_the_parents_trained_blocks(tiny_data, tmp_path, monkeypatch):
-    """recover_mode=partial: the pruned prefix stays as pruning left it (features cached, recover_views of them)."""
+    """recover_mode=partial: the pruned prefix stays as pruning left it (features cached, recover_views of them);
+    the recovery keeps the fine-tuning's settings (its distillation weight and temperature, its epoch monitor)."""
+    from edgeft.engine import loop
     from edgeft.finetune import FinetuneConfig, finetune
 
     parent = finetune(FinetuneConfig(model="test_efficientnet", weights=None, mode="partial", trainable_blocks=2,
-                                     image_size=32, resize="stretch", batch_size=8, epochs=1, device="cpu"),
+                                     image_size=32, resize="stretch", batch_size=8, epochs=1, device="cpu",
+                                     monitor="auroc", distill_alpha=0.9, distill_temperature=2.0),
                       tiny_data, tmp_path / "parent")
     common = dict(target_macs=0.7, steps=5, round_to=8, distill=True)
     unrecovered = prune(parent.path, tiny_data, tmp_path / "p0", PruneConfig(**common, recover_epochs=0),
                         measure_latency=False)
+    temperatures = []
+    real_loss = loop.distillation_loss
+    monkeypatch.setattr(loop, "distillation_loss", lambda s, t, temperature: temperatures.append(temperature)
+                        or real_loss(s, t, temperature))
     recovered = prune(parent.path, tiny_data, tmp_path / "p2",
                       PruneConfig(**common, recover_epochs=2, recover_lr=3e-3, recover_mode="partial", recover_views=2),
                       measure_latency=False)
+    monkeypatch.setattr(loop, "distillation_loss", real_loss)
     recover = recovered.meta.lineage[-1]["params"]["recover"]
     assert recover["mode"] == "partial" and recover["cache_views"] == 2 and recover["trainable_blocks"] == 2
+    assert (recover["distill_alpha"], recover["distill_temperature"], recover["monitor"]) == (0.9, 2.0, "auroc")
+    assert temperatures and set(temperatures) == {2.0}  # every recovery batch distilled at the parent's temperature
     before, after = (torch.load(a.model_path, weights_only=True) for a in (unrecovered, recovered))
     assert before["conv_stem.weight"].shape == after["conv_stem.weight"].shape
     torch.testing.assert_close(after["conv_stem.weight"], before["conv_stem.weight"])
