@@ -59,7 +59,7 @@ def test_the_run_fits_exports_quantizes_and_benches_an_anomaly_model(anomaly_run
     assert "ort-cpu@1" in int8.latency and "torch@1" in fit.latency
 
 
-def test_gates_compare_the_final_model_with_the_fitted_one_at_their_own_thresholds(anomaly_run):
+def test_gates_compare_the_final_model_with_the_fitted_one_at_their_own_thresholds(anomaly_run, plates):
     run, result = anomaly_run
     gates = {g["gate"]: g for g in result.gates}
     assert set(gates) == {"max_auroc_drop", "max_recall_drop_pp", "max_p50_ms.ort-cpu"}
@@ -73,6 +73,14 @@ def test_gates_compare_the_final_model_with_the_fitted_one_at_their_own_threshol
     detail = gates["max_auroc_drop"]["detail"]
     lo, hi = (float(x) for x in detail.split("interval of the drop ")[1].split(" (")[0].split(" to "))
     assert lo <= gates["max_auroc_drop"]["value"] <= hi
+    # benchmarks/anomaly_auroc_drop.py scores through the same function: the gate's interval, to its printed digits
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "benchmarks/anomaly_auroc_drop.py", str(run / "01-anomaly"),
+                          str(run / "05-quantize"), "--data", str(plates)], capture_output=True, text=True, check=True)
+    bench = json.loads(out.stdout)
+    assert bench["images"] == 16 and bench["drop_95"] == pytest.approx([lo, hi], abs=5e-4)
 
 
 def test_a_gate_the_final_model_misses_fails_the_run(plates, anomaly_run, tmp_path):
