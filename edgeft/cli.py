@@ -260,6 +260,8 @@ def parse_overrides(items: tuple[str, ...]) -> dict:
 @click.option("--grid", type=int, default=None, help="Heatmap side  [default: the deepest level's map]")
 @click.option("--dims", type=int, default=None,
               help="Keep this many feature channels (a seeded random subset): smaller statistics  [default: all]")
+@click.option("--storage", type=click.Choice(["fp32", "fp16"]), default=AnomalyDefaults.storage,
+              show_default=True, help="The statistics (inverse covariances / bank) as stored: fp16 halves them; distances stay FP32.")
 @click.option("--coreset", type=float, default=AnomalyDefaults.coreset, show_default=True,
               help="patchcore: bank size as a fraction of all good patches.")
 @click.option("--max-bank", type=int, default=AnomalyDefaults.max_bank, show_default=True)
@@ -273,8 +275,8 @@ def parse_overrides(items: tuple[str, ...]) -> dict:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def anomaly_cmd(data: Path, out: Path, good: str, model: str, weights: str, method: str, layers: str,
-                image_size: int, resize: str, pool: int, grid: int | None, dims: int | None, coreset: float,
-                max_bank: int,
+                image_size: int, resize: str, pool: int, grid: int | None, dims: int | None, storage: str,
+                coreset: float, max_bank: int,
                 target_recall: float | None, max_false_reject: float | None, escape_cost: float | None,
                 false_reject_cost: float, review_budget: float | None, threads: int | None, seed: int,
                 force: bool) -> None:
@@ -286,8 +288,8 @@ def anomaly_cmd(data: Path, out: Path, good: str, model: str, weights: str, meth
     if target_recall is None and max_false_reject is None and escape_cost is None:
         target_recall = 0.95
     cfg = AnomalyConfig(good=good, model=model, weights=weights, method=method, layers=_int_list(layers, "--layers"),
-                        image_size=image_size, resize=resize, pool=pool, grid=grid, dims=dims, coreset=coreset,
-                        max_bank=max_bank, target_recall=target_recall, max_false_reject=max_false_reject,
+                        image_size=image_size, resize=resize, pool=pool, grid=grid, dims=dims, storage=storage,
+                        coreset=coreset, max_bank=max_bank, target_recall=target_recall, max_false_reject=max_false_reject,
                         escape_cost=escape_cost, false_reject_cost=false_reject_cost, review_budget=review_budget,
                         threads=threads, seed=seed)
     art = fit(cfg, data, out, force=force)

@@ -305,6 +305,81 @@ def test_a_channel_subset_shrinks_the_statistics_and_exports(parts, tmp_path, cl
                               *TINY_ANOMALY), "anomaly.dims 99", "56 channels")
 
 
+def _onnx_scores(path: Path, parts: Path) -> np.ndarray:
+    from edgeft.images import read_image
+    from edgeft.runtime import Predictor
+
+    with Predictor(path) as p:
+        return np.array([p.predict(read_image(f))[0].score for f in sorted((parts / "test").glob("*/*.png"))])
+
+
+def test_fp16_storage_halves_the_statistics_through_export_and_int8(parts, fitted, tmp_path, cli):
+    import onnx
+    import torch
+
+    from edgeft import artifact
+    from edgeft.metrics import read
+
+    r = cli("anomaly", parts, "--good", "good", "--out", tmp_path / "h", "--storage", "fp16", *TINY_ANOMALY)
+    assert r.exit_code == 0, r.output
+    a = artifact.load(tmp_path / "h")
+    assert a.meta.extra["anomaly"]["storage"] == "fp16"
+    state = torch.load(a.model_path, map_location="cpu", weights_only=False)
+    state = state.state_dict() if hasattr(state, "state_dict") else state
+    inv = next(v for k, v in state.items() if k.endswith("inv_cov"))
+    assert inv.dtype == torch.float16 and next(v for k, v in state.items() if k.endswith("mean")).dtype == torch.float32
+    assert read(a.meta.metrics, "anomaly").bank_bytes == 16 * 56 * 4 + 16 * 56 * 56 * 2  # the inverses halved
+    r = cli("export", tmp_path / "h", "--out", tmp_path / "h-onnx", "--data", parts)
+    assert r.exit_code == 0, r.output
+    assert read(artifact.load(tmp_path / "h-onnx").meta.metrics, "parity").passed  # the same graph as PyTorch's
+    # the exporter folded the graph's Cast into an FP32 constant: the file stores FP16 again, read through a Cast
+    g = onnx.load(str(tmp_path / "h-onnx" / "model.onnx")).graph
+    halves = [i for i in g.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert [list(i.dims) for i in halves] == [[16, 56, 56]]
+    assert [n.input[0] for n in g.node if n.op_type == "Cast"] == [halves[0].name]
+    fp32_file = (fitted[1] / "model.onnx").stat().st_size
+    assert fp32_file - (tmp_path / "h-onnx" / "model.onnx").stat().st_size == pytest.approx(16 * 56 * 56 * 2, rel=0.01)
+    # FP16 inverse covariances move the Mahalanobis scores by rounding, not by more
+    np.testing.assert_allclose(_onnx_scores(tmp_path / "h-onnx", parts), _onnx_scores(fitted[1], parts), rtol=2e-3)
+    # INT8: ONNX Runtime's passes fold the store back to FP32; the INT8 graph is stored FP16 again, refit included
+    r = cli("calibrate", parts, "--out", tmp_path / "cal.json", "--n", "16")
+    assert r.exit_code == 0, r.output
+    r = cli("quantize", tmp_path / "h-onnx", "--calib", tmp_path / "cal.json", "--data", parts, "--out",
+            tmp_path / "h8", "--no-auto-exclude")
+    assert r.exit_code == 0, r.output
+    g8 = onnx.load(str(tmp_path / "h8" / "model.onnx")).graph
+    assert [list(i.dims) for i in g8.initializer if i.data_type == onnx.TensorProto.FLOAT16] == [[16, 56, 56]]
+    assert artifact.load(tmp_path / "h8").meta.extra["refit_on_int8"]["images"] == 24
+    assert read(artifact.load(tmp_path / "h8").meta.metrics, "anomaly").test.auroc >= 0.6  # as the FP32 store's
+
+
+def test_fp16_patchcore_bank_norms_are_of_the_stored_bank(parts, tmp_path, cli):
+    import onnx
+    import torch
+
+    from edgeft import artifact
+    from edgeft.runtime.anomaly_graph import store_statistics
+
+    r = cli("anomaly", parts, "--good", "good", "--out", tmp_path / "pc", "--method", "patchcore", "--coreset", "0.1",
+            "--storage", "fp16", *TINY_ANOMALY)
+    assert r.exit_code == 0, r.output
+    state = torch.load(artifact.load(tmp_path / "pc").model_path, map_location="cpu", weights_only=False)
+    state = state.state_dict() if hasattr(state, "state_dict") else state
+    bank, sq = (next(v for k, v in state.items() if k.endswith(name)) for name in ("bank", "bank_sq"))
+    assert bank.dtype == torch.float16 and sq.dtype == torch.float32
+    assert torch.equal(sq, (bank.float() ** 2).sum(1))  # an entry's distance to itself stays exactly 0
+    r = cli("export", tmp_path / "pc", "--out", tmp_path / "pc-onnx", "--data", parts)
+    assert r.exit_code == 0, r.output
+    m = onnx.load(str(tmp_path / "pc-onnx" / "model.onnx"))
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in m.graph.initializer)
+    assert store_statistics(m, "fp16") == 0  # stored once: a second pass changes nothing
+    from edgeft.anomaly import AnomalyConfig
+    from edgeft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"anomaly.storage must be one of fp32, fp16, got 'fp8'"):
+        AnomalyConfig(storage="fp8")  # a recipe's anomaly.storage (the CLI offers the two)
+
+
 def test_int8_backbone_keeps_the_distances_in_fp32_and_rechooses_the_threshold(fitted, parts, tmp_path, cli):
     import onnx
 

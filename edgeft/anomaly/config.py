@@ -7,7 +7,7 @@ from typing import Any
 
 from edgeft.contract import RESIZE_POLICIES
 from edgeft.errors import ConfigError, close_matches
-from edgeft.runtime.anomaly_graph import METHODS
+from edgeft.runtime.anomaly_graph import METHODS, STORAGES
 
 MIN_GOOD_IMAGES = 10  # fewer good images describe no line's variation; a real line gives hundreds
 
@@ -22,6 +22,8 @@ class AnomalyConfig:
     map. ``coreset``: patchcore's bank as a fraction of all good patches, at most ``max_bank`` entries.
     ``dims``: keep this many of the feature channels, a random subset (seeded), to shrink the statistics (padim:
     by the square of the share kept) and the distance computation; None keeps all.
+    ``storage``: the bulk of the statistics (padim's inverse covariances, patchcore's bank) in ``fp32`` or ``fp16``
+    (half the bytes on the camera; the distances are computed in FP32 either way).
     ``eps``: padim's covariance regularisation (added to the diagonal). The decision rule (``target_recall``, ...)
     picks the threshold on val, which needs anomalous images there.
     """
@@ -36,6 +38,7 @@ class AnomalyConfig:
     pool: int = 3
     grid: int | None = None
     dims: int | None = None
+    storage: str = "fp32"
     eps: float = 0.01
     coreset: float = 0.01
     max_bank: int = 16384
@@ -53,6 +56,9 @@ class AnomalyConfig:
         if self.method not in METHODS:
             raise ConfigError(f"anomaly.method must be one of {', '.join(METHODS)}, got {self.method!r}"
                               f"{close_matches(str(self.method), METHODS)}")
+        if self.storage not in STORAGES:
+            raise ConfigError(f"anomaly.storage must be one of {', '.join(STORAGES)}, got {self.storage!r}"
+                              f"{close_matches(str(self.storage), STORAGES)}")
         if self.resize is not None and self.resize not in RESIZE_POLICIES:
             raise ConfigError(f"anomaly.resize must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize!r}")
         self.layers = [int(v) for v in self.layers]

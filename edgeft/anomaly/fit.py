@@ -17,7 +17,7 @@ from edgeft import progress
 from edgeft.anomaly.config import MIN_GOOD_IMAGES, AnomalyConfig
 from edgeft.artifact import Artifact, Meta, lineage_entry, refuse_existing
 from edgeft.decision import Rule
-from edgeft.engine.anomaly import StatsSettings, choose_on_val, score_test, statistics
+from edgeft.engine.anomaly import StatsSettings, choose_on_val, score_test, statistics, stored_bytes
 from edgeft.errors import ConfigError, DataError
 from edgeft.metrics import AnomalyFit
 from edgeft.runtime.anomaly_graph import ANOMALOUS, TASK, AnomalySpec, check_layers, cut_backbone, features, graph
@@ -79,7 +79,7 @@ def _backbone_and_spec(cfg: AnomalyConfig):
         keep = sorted(torch.randperm(sum(channels), generator=g)[:cfg.dims].tolist())
     spec = AnomalySpec(method=cfg.method, layers=list(cfg.layers), channels=channels, grid=grid,
                        sizes=[list(f.shape[-2:]) for f in probe], keep=keep, pool=cfg.pool, chunk=cfg.chunk,
-                       good_class=cfg.good, extra={"eps": cfg.eps})
+                       good_class=cfg.good, storage=cfg.storage, extra={"eps": cfg.eps})
     return backbone, contract, spec, weights
 
 
@@ -110,7 +110,7 @@ def fit(cfg: AnomalyConfig, data: str | os.PathLike, out: str | os.PathLike, for
     model = graph(backbone, spec).eval()
     for name, value in buffers.items():
         getattr(model, name).copy_(value)
-    bank_bytes = sum(int(v.numel()) * 4 for v in buffers.values())
+    bank_bytes = stored_bytes(buffers)
     fit_s = time.time() - t0
     progress.info(f"fitted {cfg.method} on {len(good_files.paths)} good images in {fit_s:.0f} s "
                   f"({bank_bytes / 1e6:.1f} MB of statistics, heatmap {spec.grid[0]}x{spec.grid[1]})")

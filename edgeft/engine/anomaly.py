@@ -17,7 +17,7 @@ import numpy as np
 from edgeft import progress
 from edgeft.decision import Policy, Rule, choose_for_anomaly, format_outcome
 from edgeft.metrics import anomalous_mask, anomaly_decisions
-from edgeft.runtime.anomaly_graph import AnomalySpec
+from edgeft.runtime.anomaly_graph import AnomalySpec, bulk_dtype
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,9 @@ def greedy_coreset(x, n: int, seed: int = 0, proj_dim: int = 128, desc: str = "c
 
 def statistics(feat, images: np.ndarray, contract, cfg: StatsSettings, spec: AnomalySpec) -> dict:
     """The graph's buffers from the good images' patch features: a Gaussian per map position (padim: mean and
-    inverse covariance) or a coreset of the patches (patchcore: the bank and its squared norms)."""
+    inverse covariance) or a coreset of the patches (patchcore: the bank and its squared norms), the bulk in
+    ``spec.storage``'s dtype (patchcore's squared norms are of the bank as stored, so a distance to an entry is
+    still exactly zero)."""
     import torch
 
     from edgeft.models.inference import normalize, to_tensor
@@ -78,12 +80,17 @@ def statistics(feat, images: np.ndarray, contract, cfg: StatsSettings, spec: Ano
         cov = (s2 - n * mean.unsqueeze(2) * mean.unsqueeze(1)) / max(1, n - 1)
         cov += cfg.eps * torch.eye(d, dtype=torch.float64)
         inv = np.linalg.inv(cov.numpy())  # numpy: torch's batched LU failed on 196 x 152 x 152 here (MKL)
-        return {"mean": mean.float(), "inv_cov": torch.from_numpy(inv).float()}
+        return {"mean": mean.float(), "inv_cov": torch.from_numpy(inv).to(bulk_dtype(spec))}
     bank = torch.cat(patches)
     size = max(1, min(cfg.max_bank, int(math.ceil(cfg.coreset * len(bank)))))
     progress.info(f"coreset: {size} of {len(bank)} good patches")
-    bank = bank[greedy_coreset(bank, size, cfg.seed)] if size < len(bank) else bank
-    return {"bank": bank, "bank_sq": (bank * bank).sum(1)}
+    bank = (bank[greedy_coreset(bank, size, cfg.seed)] if size < len(bank) else bank).to(bulk_dtype(spec))
+    return {"bank": bank, "bank_sq": (bank.float() ** 2).sum(1)}
+
+
+def stored_bytes(buffers: dict) -> int:
+    """The statistics' size as stored (what the artifact and the exported graph carry)."""
+    return sum(int(v.numel()) * v.element_size() for v in buffers.values())
 
 
 def score_split(model, data, split: str, contract, good: str, batch_size: int):

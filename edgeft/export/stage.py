@@ -89,7 +89,7 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
                               "grayscale")
     import onnx
 
-    from edgeft.runtime.anomaly_graph import OUTPUTS, is_anomaly
+    from edgeft.runtime.anomaly_graph import OUTPUTS, is_anomaly, store_statistics
 
     model = from_artifact(parent)
     anomaly = is_anomaly(parent.meta.extra)
@@ -110,6 +110,8 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
         if gray_input:
             meta.input = fold_gray_input(path, parent.meta.input)
         m = onnx.load(str(path))
+        if anomaly:
+            store_statistics(m, parent.meta.extra["anomaly"].get("storage", "fp32"))
         del m.metadata_props[:]
         m.metadata_props.add(key=ONNX_META_KEY, value=onnx_metadata(meta))
         m.producer_name = "edgeft"

@@ -22,7 +22,7 @@ import torch.nn as nn
 from edgeft import artifact as art
 from edgeft import progress
 from edgeft.decision import read_policy
-from edgeft.engine.anomaly import StatsSettings, choose_on_val, score_test, statistics
+from edgeft.engine.anomaly import StatsSettings, choose_on_val, score_test, statistics, stored_bytes
 from edgeft.engine.loop import distill_features
 from edgeft.errors import ConfigError, DataError, close_matches
 from edgeft.metrics import AnomalyFit, AnomalyPrune
@@ -117,7 +117,7 @@ def _refit(parent: art.Artifact, feat, spec: AnomalySpec, images: np.ndarray, da
         score_test(model, good, settings.batch_size, data, contract, new_policy) if "test" in find_splits(data)
         else (None, None, None, None, 0))
     fit = AnomalyFit(method=spec.method, good_images=len(images), fit_s=round(time.time() - t0, 2),
-                     bank_bytes=sum(int(v.numel()) * 4 for v in buffers.values()), val=val_dec, test=test_dec,
+                     bank_bytes=stored_bytes(buffers), val=val_dec, test=test_dec,
                      test_policy=test_policy, test_pixel_auroc=pixel, test_pixel_pro=pro, test_masks=masks)
     return model, spec, new_policy, fit
 

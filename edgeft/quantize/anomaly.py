@@ -51,8 +51,17 @@ def refit_padim(path: Path, images: np.ndarray, contract, eps: float, threads: i
 
     m = onnx.load(str(path))
     inits = {i.name: i for i in m.graph.initializer}
-    matmul = next(n for n in m.graph.node if n.op_type == "MatMul" and n.input[1] == "inv_cov")
-    sub = next(n for n in m.graph.node if n.op_type == "Sub" and n.output[0] == matmul.input[0])
+    subs = {n.output[0]: n for n in m.graph.node if n.op_type == "Sub"}
+    stored = {n.output[0]: n.input[0] for n in m.graph.node if n.op_type == "Cast"}  # an FP16 store read as FP32
+
+    def constant(name: str):
+        return inits.get(name) or inits.get(stored.get(name, ""))
+
+    # the Mahalanobis product: (features - mean) @ the (P, D, D) inverse covariances, a constant of the graph
+    matmul = next(n for n in m.graph.node if n.op_type == "MatMul" and n.input[0] in subs
+                  and len(getattr(constant(n.input[1]), "dims", ())) == 3)
+    inv_init = constant(matmul.input[1])
+    sub = subs[matmul.input[0]]
     feat, mean_name = sub.input  # (P, N, D) features, (P, 1, D) mean
     probe = onnx.load(str(path))
     probe.graph.output.append(onnx.helper.make_tensor_value_info(feat, onnx.TensorProto.FLOAT, None))
@@ -83,7 +92,8 @@ def refit_padim(path: Path, images: np.ndarray, contract, eps: float, threads: i
     mean = s1 / n
     cov = (s2 - n * mean[:, :, None] * mean[:, None, :]) / max(1, n - 1) + eps * np.eye(mean.shape[1])
     inits[mean_name].CopyFrom(numpy_helper.from_array(mean[:, None, :].astype(np.float32), mean_name))
-    inits["inv_cov"].CopyFrom(numpy_helper.from_array(np.linalg.inv(cov).astype(np.float32), "inv_cov"))
+    inv = np.linalg.inv(cov).astype(onnx.helper.tensor_dtype_to_np_dtype(inv_init.data_type))  # as it was stored
+    inv_init.CopyFrom(numpy_helper.from_array(inv, inv_init.name))
     onnx.save(m, str(path))
     return n
 

@@ -16,6 +16,10 @@ Features: timm's feature levels (``layers``, e.g. 2 and 3 of EfficientNet-Lite0:
 over a ``pool`` x ``pool`` neighbourhood and brought to one ``grid`` (average-pooled down or bilinearly up), then
 concatenated; optionally a random subset of the channels is kept (``keep``: PaDiM's reduction, which shrinks the
 statistics by the square of the share kept). The backbone is cut after the deepest level used (timm's ``prune_intermediate_layers``).
+
+Storage (``storage``): the bulk of the statistics (padim's inverse covariances, patchcore's bank) is held in FP32 or
+FP16. FP16 halves the artifact and the exported file; the graph casts it to FP32 before the distances (a Cast of a
+constant, which ONNX Runtime folds once when the session is made), so the arithmetic stays FP32.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 TASK = "anomaly"  # meta.extra["task"] of an anomaly artifact
 METHODS = ("padim", "patchcore")
+STORAGES = ("fp32", "fp16")  # how the bulk of the statistics is stored (the distances are computed in FP32 either way)
 OUTPUTS = ("score", "heatmap")  # the exported graph's output names: (N,) and (N, 1, grid_h, grid_w)
 
 
@@ -50,6 +55,7 @@ class AnomalySpec:
     good_class: str = "good"
     map_floor: float = 0.0  # a typical good patch's distance (median over val's good images): the heatmap's blue
     map_ceiling: float = 1.0  # the highest good val score: the heatmap's red where no policy gives a threshold
+    storage: str = "fp32"  # inv_cov / bank as stored (STORAGES); artifacts from before it are FP32
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -68,6 +74,8 @@ class AnomalySpec:
                                 "`edgeft anomaly`") from None
         if spec.method not in METHODS:
             raise ArtifactError(f"{where}.method {spec.method!r} is not one of {', '.join(METHODS)}")
+        if spec.storage not in STORAGES:
+            raise ArtifactError(f"{where}.storage {spec.storage!r} is not one of {', '.join(STORAGES)}")
         if len(spec.sizes) != len(spec.layers) or len(spec.channels) != len(spec.layers) or len(spec.grid) != 2:
             raise ArtifactError(f"{where} is damaged (its layers, channels, sizes and grid do not match); fit the "
                                 "model again with `edgeft anomaly`")
@@ -146,25 +154,27 @@ def _module():
             self.method, self.chunk = spec.method, int(spec.chunk)
             gh, gw = spec.grid
             d = spec.dim
+            bulk = bulk_dtype(spec)
             if spec.method == "padim":
                 self.register_buffer("mean", torch.zeros(gh * gw, d))
-                self.register_buffer("inv_cov", torch.zeros(gh * gw, d, d))
+                self.register_buffer("inv_cov", torch.zeros(gh * gw, d, d, dtype=bulk))
             else:
-                self.register_buffer("bank", torch.zeros(spec.bank_size, d))
-                self.register_buffer("bank_sq", torch.zeros(spec.bank_size))
+                self.register_buffer("bank", torch.zeros(spec.bank_size, d, dtype=bulk))
+                self.register_buffer("bank_sq", torch.zeros(spec.bank_size))  # of the bank as stored
 
         def distances(self, f: torch.Tensor) -> torch.Tensor:
             """(N, D, gh, gw) patch features -> (N, 1, gh, gw) distances."""
             n, d, gh, gw = f.shape
             if self.method == "padim":
                 q = f.flatten(2).permute(2, 0, 1) - self.mean.unsqueeze(1)  # (P, N, D)
-                m = (torch.bmm(q, self.inv_cov) * q).sum(-1)  # (P, N): squared Mahalanobis distance
+                m = (torch.bmm(q, self.inv_cov.float()) * q).sum(-1)  # (P, N): squared Mahalanobis distance
                 return m.clamp_min(0).sqrt().transpose(0, 1).reshape(n, 1, gh, gw)
             q = f.permute(0, 2, 3, 1).reshape(n * gh * gw, d)
             q_sq = (q * q).sum(1, keepdim=True)
             best = None
-            for s in range(0, self.bank.shape[0], self.chunk):  # unrolled in the export: bounded memory per chunk
-                b = self.bank[s:s + self.chunk]
+            bank = self.bank.float()  # FP16 storage: one Cast of a constant
+            for s in range(0, bank.shape[0], self.chunk):  # unrolled in the export: bounded memory per chunk
+                b = bank[s:s + self.chunk]
                 d2 = (q_sq - 2 * q @ b.t() + self.bank_sq[s:s + self.chunk].unsqueeze(0)).amin(1)
                 best = d2 if best is None else torch.minimum(best, d2)
             return best.clamp_min(0).sqrt().reshape(n, 1, gh, gw)
@@ -174,6 +184,13 @@ def _module():
             return heat.flatten(1).amax(1), heat
 
     return PatchFeatures, AnomalyGraph
+
+
+def bulk_dtype(spec: AnomalySpec):
+    """The torch dtype of the statistics' bulk (``inv_cov`` / ``bank``) under ``spec.storage``."""
+    import torch
+
+    return torch.float16 if spec.storage == "fp16" else torch.float32
 
 
 def graph(backbone: "nn.Module", spec: AnomalySpec) -> "nn.Module":
@@ -190,7 +207,7 @@ def is_anomaly(extra: dict[str, Any]) -> bool:
     return extra.get("task") == TASK
 
 
-def distance_nodes(onnx_path) -> list[str]:
+def distance_nodes(onnx_path) -> list[str]:  # a path or a loaded onnx.ModelProto
     """The exported graph's nodes that INT8 must leave in FP32: those after the backbone (feature pooling, resizing,
     the distances, the score) and the backbone's last node of each level used, so the features reach the distances
     unrounded (quantized to 8 bits, the level outputs moved scores by several times their spread). The exporter
@@ -198,9 +215,40 @@ def distance_nodes(onnx_path) -> list[str]:
     patch-feature ops sit directly under ``/features/`` and the distances at the top."""
     import onnx
 
-    nodes = list(onnx.load(str(onnx_path)).graph.node)
+    nodes = list((onnx_path if isinstance(onnx_path, onnx.ModelProto) else onnx.load(str(onnx_path))).graph.node)
     after = [n for n in nodes if not (n.name.startswith("/features/") and n.name.count("/") >= 3)]
     producers = {o: n for n in nodes for o in n.output}
     reads = {i for n in after for i in n.input}
     level_outputs = [producers[i] for i in sorted(reads) if i in producers and producers[i] not in after]
     return [n.name for n in after] + [n.name for n in level_outputs]
+
+
+def store_statistics(model, storage: str) -> int:
+    """Store an exported graph's statistics as ``storage`` says, in place on a loaded ``onnx.ModelProto``; returns
+    the bytes saved. With ``fp16``, the constant operand of each distance MatMul (padim's inverse covariances,
+    patchcore's bank chunks) becomes an FP16 initializer read through a Cast to FP32. The exporters fold the
+    PyTorch graph's own Cast into an FP32 constant, so the file would otherwise carry the FP16 values at twice their
+    size: for them this is exact (statistics re-fitted in FP32, as INT8's are, are rounded here). A graph already
+    stored so is left as it is."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    if storage != "fp16":
+        return 0
+    distance = set(distance_nodes(model))
+    inits = {i.name: i for i in model.graph.initializer}
+    casts, saved = [], 0
+    for n in model.graph.node:
+        name = n.input[1] if n.op_type in ("MatMul", "Gemm") and n.name in distance and len(n.input) > 1 else None
+        init = inits.get(name)
+        if init is None or init.data_type != onnx.TensorProto.FLOAT or any(c.output[0] == name for c in casts):
+            continue
+        values = numpy_helper.to_array(init)
+        init.CopyFrom(numpy_helper.from_array(values.astype(np.float16), f"{name}_fp16"))
+        casts.append(onnx.helper.make_node("Cast", [f"{name}_fp16"], [name], to=onnx.TensorProto.FLOAT,
+                                           name=f"/statistics/Cast_{len(casts)}"))
+        saved += values.size * 2
+    for k, c in enumerate(casts):
+        model.graph.node.insert(k, c)
+    return saved
