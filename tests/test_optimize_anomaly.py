@@ -207,3 +207,7 @@ def test_the_custom_anomaly_recipe_runs_on_your_own_parts(cli, plates, tmp_path)
     assert all(state[s]["status"] == "done" for s in ("01-anomaly", "02-prune", "03-export-anomaly", "04-export-prune",
                                                        "05-quantize", "06-bench")), state
     assert (tmp_path / "run" / "report.html").is_file() and list((tmp_path / "run" / "gallery").glob("*.png"))
+    import onnx  # the recipe's FP16 statistics reach the shipped INT8 graph, through the pruned backbone's re-fit
+
+    shipped = onnx.load(str(tmp_path / "run" / "05-quantize" / "model.onnx")).graph
+    assert [list(i.dims) for i in shipped.initializer if i.data_type == onnx.TensorProto.FLOAT16] == [[16, 20, 20]]
