@@ -67,6 +67,22 @@ def _checked_map_parity(model, path: Path, images: np.ndarray, onnx_images: np.n
     return {**mp.to_dict(), "split": split}
 
 
+def _finish(path: Path, meta: art.Meta, storage: str):
+    """The written graph's last touches, in place: an anomaly graph's statistics stored as its fit stores them, and
+    the artifact's metadata in the file (a bare ``.onnx`` still says what it is). Returns the loaded model."""
+    import onnx
+
+    from edgeft.runtime.anomaly_graph import store_statistics
+
+    m = onnx.load(str(path))
+    store_statistics(m, storage)
+    del m.metadata_props[:]
+    m.metadata_props.add(key=ONNX_META_KEY, value=onnx_metadata(meta))
+    m.producer_name = "edgeft"
+    onnx.save(m, str(path))
+    return m
+
+
 def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int = 17, dynamic_batch: bool = False,
            do_simplify: bool = True, data: str | os.PathLike | None = None, n: int = 64,
            force: bool = False, gray_input: bool = False) -> art.Artifact:
@@ -87,9 +103,7 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
         if data is None:
             raise ConfigError("gray_input needs --data: the parity check on real images is what shows they are "
                               "grayscale")
-    import onnx
-
-    from edgeft.runtime.anomaly_graph import OUTPUTS, is_anomaly, store_statistics
+    from edgeft.runtime.anomaly_graph import OUTPUTS, is_anomaly
 
     model = from_artifact(parent)
     anomaly = is_anomaly(parent.meta.extra)
@@ -109,13 +123,7 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
             simplify(path)
         if gray_input:
             meta.input = fold_gray_input(path, parent.meta.input)
-        m = onnx.load(str(path))
-        if anomaly:
-            store_statistics(m, parent.meta.extra["anomaly"].get("storage", "fp32"))
-        del m.metadata_props[:]
-        m.metadata_props.add(key=ONNX_META_KEY, value=onnx_metadata(meta))
-        m.producer_name = "edgeft"
-        onnx.save(m, str(path))
+        m = _finish(path, meta, parent.meta.extra["anomaly"].get("storage", "fp32") if anomaly else "fp32")
         if anomaly and "anomaly" in parent.meta.metrics:  # the fit's numbers: the FP32 graph computes the same
             meta.metrics["anomaly"] = parent.meta.metrics["anomaly"]
         meta.metrics["onnx"] = OnnxGraph(opset=opset, nodes=len(m.graph.node), size_bytes=path.stat().st_size,

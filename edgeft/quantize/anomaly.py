@@ -100,12 +100,26 @@ def refit_padim(path: Path, images: np.ndarray, contract, eps: float, threads: i
 
 def refit_for_int8(int8: Path, data, parent: art.Artifact, threads: int) -> dict[str, Any] | None:
     """PaDiM: re-estimate the statistics on the INT8 backbone's features of the good training images (returns what
-    was used). PatchCore keeps the FP32 bank (a coreset chosen again would be a new fit)."""
+    was used). PatchCore keeps the FP32 graph's bank (a coreset chosen again would be a new fit). Either way the
+    statistics end stored as the fit stores them (ONNX Runtime's passes before quantizing fold an FP16 store into
+    FP32 constants)."""
+    import onnx
+
+    from edgeft.runtime.anomaly_graph import store_statistics
+
+    spec = parent.meta.extra["anomaly"]
+    refit = _refit_padim_on(int8, data, parent, threads) if spec["method"] == "padim" else None
+    m = onnx.load(str(int8))
+    if store_statistics(m, spec.get("storage", "fp32")):
+        onnx.save(m, str(int8))
+    return refit
+
+
+def _refit_padim_on(int8: Path, data, parent: art.Artifact, threads: int) -> dict[str, Any]:
+    """:func:`refit_padim` on the good training images of ``data`` (the fit's good class)."""
     from edgeft.data.imagefolder import load_split
 
     spec = parent.meta.extra["anomaly"]
-    if spec["method"] != "padim":
-        return None
     good = parent.meta.class_names[0]
     train = load_split(data, "train", parent.meta.input)
     images = train.images[train.labels == train.classes.index(good)] if good in train.classes else train.images[:0]

@@ -385,7 +385,7 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
     """
     from edgeft.data.imagefolder import find_splits, load_split
     from edgeft.models.onnx import ONNX_META_KEY, onnx_metadata
-    from edgeft.runtime.anomaly_graph import distance_nodes, is_anomaly, store_statistics
+    from edgeft.runtime.anomaly_graph import distance_nodes, is_anomaly
 
     out = art.refuse_existing(out, force)
     parent = art.load(artifact_path)
@@ -424,9 +424,6 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
             from edgeft.quantize.anomaly import refit_for_int8
 
             refit = refit_for_int8(int8, data, parent, cfg.threads)
-            m = onnx.load(str(int8))  # stored as the FP32 graph is (ONNX Runtime's passes fold an FP16 store to FP32)
-            if store_statistics(m, parent.meta.extra["anomaly"].get("storage", "fp32")):
-                onnx.save(m, str(int8))
         lat = side_by_side({"fp32": fp32, "int8": int8}, shape, cfg.threads)
         fallback = cfg.target == "ort-cpu" and lat["int8"] >= lat["fp32"]
         if fallback:
