@@ -261,7 +261,8 @@ def parse_overrides(items: tuple[str, ...]) -> dict:
 @click.option("--dims", type=int, default=None,
               help="Keep this many feature channels (a seeded random subset): smaller statistics  [default: all]")
 @click.option("--storage", type=click.Choice(["fp32", "fp16"]), default=AnomalyDefaults.storage,
-              show_default=True, help="The statistics (inverse covariances / bank) as stored: fp16 halves them; distances stay FP32.")
+              show_default=True,
+              help="The statistics (inverse covariances / bank) as stored: fp16 halves them; distances stay FP32.")
 @click.option("--coreset", type=float, default=AnomalyDefaults.coreset, show_default=True,
               help="patchcore: bank size as a fraction of all good patches.")
 @click.option("--max-bank", type=int, default=AnomalyDefaults.max_bank, show_default=True)
@@ -289,9 +290,9 @@ def anomaly_cmd(data: Path, out: Path, good: str, model: str, weights: str, meth
         target_recall = 0.95
     cfg = AnomalyConfig(good=good, model=model, weights=weights, method=method, layers=_int_list(layers, "--layers"),
                         image_size=image_size, resize=resize, pool=pool, grid=grid, dims=dims, storage=storage,
-                        coreset=coreset, max_bank=max_bank, target_recall=target_recall, max_false_reject=max_false_reject,
-                        escape_cost=escape_cost, false_reject_cost=false_reject_cost, review_budget=review_budget,
-                        threads=threads, seed=seed)
+                        coreset=coreset, max_bank=max_bank, target_recall=target_recall,
+                        max_false_reject=max_false_reject, escape_cost=escape_cost,
+                        false_reject_cost=false_reject_cost, review_budget=review_budget, threads=threads, seed=seed)
     art = fit(cfg, data, out, force=force)
     m = read(art.meta.metrics, "anomaly")
     click.echo(f"{m.method} on {m.good_images} good images in {m.fit_s:.0f} s, {m.bank_bytes / 1e6:.1f} MB of "

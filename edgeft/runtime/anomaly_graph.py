@@ -207,12 +207,13 @@ def is_anomaly(extra: dict[str, Any]) -> bool:
     return extra.get("task") == TASK
 
 
-def distance_nodes(onnx_path) -> list[str]:  # a path or a loaded onnx.ModelProto
+def distance_nodes(onnx_path) -> list[str]:
     """The exported graph's nodes that INT8 must leave in FP32: those after the backbone (feature pooling, resizing,
     the distances, the score) and the backbone's last node of each level used, so the features reach the distances
     unrounded (quantized to 8 bits, the level outputs moved scores by several times their spread). The exporter
     names the backbone's nodes by module path (``/features/blocks.0/..``, ``/features/conv_stem/Conv``); the
-    patch-feature ops sit directly under ``/features/`` and the distances at the top."""
+    patch-feature ops sit directly under ``/features/`` and the distances at the top. ``onnx_path``: a file, or a
+    loaded ``onnx.ModelProto``."""
     import onnx
 
     nodes = list((onnx_path if isinstance(onnx_path, onnx.ModelProto) else onnx.load(str(onnx_path))).graph.node)
