@@ -52,15 +52,12 @@ def refit_padim(path: Path, images: np.ndarray, contract, eps: float, threads: i
     m = onnx.load(str(path))
     inits = {i.name: i for i in m.graph.initializer}
     subs = {n.output[0]: n for n in m.graph.node if n.op_type == "Sub"}
-    stored = {n.output[0]: n.input[0] for n in m.graph.node if n.op_type == "Cast"}  # an FP16 store read as FP32
-
-    def constant(name: str):
-        return inits.get(name) or inits.get(stored.get(name, ""))
-
-    # the Mahalanobis product: (features - mean) @ the (P, D, D) inverse covariances, a constant of the graph
+    # the Mahalanobis product: (features - mean) @ the (P, D, D) inverse covariances, an FP32 constant here (the
+    # pre-quantization passes fold an FP16 store's Cast; refit_for_int8 stores it again). Found by its shape, not
+    # its name: the exporter names it ``inv_cov`` or ``onnx::MatMul_N``.
     matmul = next(n for n in m.graph.node if n.op_type == "MatMul" and n.input[0] in subs
-                  and len(getattr(constant(n.input[1]), "dims", ())) == 3)
-    inv_init = constant(matmul.input[1])
+                  and len(getattr(inits.get(n.input[1]), "dims", ())) == 3)
+    inv_name = matmul.input[1]
     sub = subs[matmul.input[0]]
     feat, mean_name = sub.input  # (P, N, D) features, (P, 1, D) mean
     probe = onnx.load(str(path))
@@ -92,8 +89,7 @@ def refit_padim(path: Path, images: np.ndarray, contract, eps: float, threads: i
     mean = s1 / n
     cov = (s2 - n * mean[:, :, None] * mean[:, None, :]) / max(1, n - 1) + eps * np.eye(mean.shape[1])
     inits[mean_name].CopyFrom(numpy_helper.from_array(mean[:, None, :].astype(np.float32), mean_name))
-    inv = np.linalg.inv(cov).astype(onnx.helper.tensor_dtype_to_np_dtype(inv_init.data_type))  # as it was stored
-    inv_init.CopyFrom(numpy_helper.from_array(inv, inv_init.name))
+    inits[inv_name].CopyFrom(numpy_helper.from_array(np.linalg.inv(cov).astype(np.float32), inv_name))
     onnx.save(m, str(path))
     return n
 

@@ -243,7 +243,8 @@ def store_statistics(model, storage: str) -> int:
     for n in model.graph.node:
         name = n.input[1] if n.op_type in ("MatMul", "Gemm") and n.name in distance and len(n.input) > 1 else None
         init = inits.get(name)
-        if init is None or init.data_type != onnx.TensorProto.FLOAT or any(c.output[0] == name for c in casts):
+        # not a constant, or stored already (a constant two products read is FP16 after the first: one Cast serves both)
+        if init is None or init.data_type != onnx.TensorProto.FLOAT:
             continue
         values = numpy_helper.to_array(init)
         init.CopyFrom(numpy_helper.from_array(values.astype(np.float16), f"{name}_fp16"))
