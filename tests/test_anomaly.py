@@ -324,8 +324,7 @@ def test_fp16_storage_halves_the_statistics_through_export_and_int8(parts, fitte
     assert r.exit_code == 0, r.output
     a = artifact.load(tmp_path / "h")
     assert a.meta.extra["anomaly"]["storage"] == "fp16"
-    state = torch.load(a.model_path, map_location="cpu", weights_only=False)
-    state = state.state_dict() if hasattr(state, "state_dict") else state
+    state = torch.load(a.model_path, map_location="cpu", weights_only=True)  # the artifact holds a state dict
     inv = next(v for k, v in state.items() if k.endswith("inv_cov"))
     assert inv.dtype == torch.float16 and next(v for k, v in state.items() if k.endswith("mean")).dtype == torch.float32
     assert read(a.meta.metrics, "anomaly").bank_bytes == 16 * 56 * 4 + 16 * 56 * 56 * 2  # the inverses halved
@@ -363,8 +362,7 @@ def test_fp16_patchcore_bank_norms_are_of_the_stored_bank(parts, tmp_path, cli):
     r = cli("anomaly", parts, "--good", "good", "--out", tmp_path / "pc", "--method", "patchcore", "--coreset", "0.1",
             "--storage", "fp16", *TINY_ANOMALY)
     assert r.exit_code == 0, r.output
-    state = torch.load(artifact.load(tmp_path / "pc").model_path, map_location="cpu", weights_only=False)
-    state = state.state_dict() if hasattr(state, "state_dict") else state
+    state = torch.load(artifact.load(tmp_path / "pc").model_path, map_location="cpu", weights_only=True)
     bank, sq = (next(v for k, v in state.items() if k.endswith(name)) for name in ("bank", "bank_sq"))
     assert bank.dtype == torch.float16 and sq.dtype == torch.float32
     assert torch.equal(sq, (bank.float() ** 2).sum(1))  # an entry's distance to itself stays exactly 0

@@ -5,6 +5,7 @@ synthetic plates of tests/test_anomaly.py (bright strokes in known quadrants).""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,7 +78,8 @@ def test_gates_compare_the_final_model_with_the_fitted_one_at_their_own_threshol
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "benchmarks/anomaly_auroc_drop.py", str(run / "01-anomaly"),
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "anomaly_auroc_drop.py"  # from any directory
+    out = subprocess.run([sys.executable, str(script), str(run / "01-anomaly"),
                           str(run / "05-quantize"), "--data", str(plates)], capture_output=True, text=True, check=True)
     bench = json.loads(out.stdout)
     assert bench["images"] == 16 and bench["drop_95"] == pytest.approx([lo, hi], abs=5e-4)
