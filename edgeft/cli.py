@@ -186,7 +186,7 @@ def finetune(data: Path, out: Path, config_path: Path | None, overrides: tuple[s
     """Fine-tune a pretrained model on an ImageFolder and write a PyTorch artifact with its metrics."""
     from edgeft.finetune import FinetuneConfig
     from edgeft.finetune import finetune as run
-    from edgeft.metrics import format_metrics, split_metrics
+    from edgeft.metrics import split_metrics
 
     d = _load_config(config_path)
     d.update(parse_overrides(overrides))
@@ -206,7 +206,7 @@ def finetune(data: Path, out: Path, config_path: Path | None, overrides: tuple[s
     m = art.meta.metrics
     for split in ("val", "test", "test_tta"):
         if split in m:
-            click.echo(format_metrics(split_metrics(m, split), art.meta.class_names, title=f"{split}:"))
+            click.echo(split_metrics(m, split).summary(art.meta.class_names, title=f"{split}:"))
     click.echo(f"trained {m['epochs_run']} epochs (best {m['best_epoch']}) in {m['train_seconds']:.0f}s, "
                f"total {m['total_seconds']:.0f}s, peak memory {m['peak_rss_mb']:.0f} MB")
     click.echo(f"wrote {art.path}")
@@ -331,7 +331,6 @@ def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, back
     from edgeft import artifact as art_mod
     from edgeft.data import load_split
     from edgeft.evaluate import classifier_only, evaluate
-    from edgeft.metrics import format_decisions, format_metrics
 
     art = art_mod.load(artifact)
     classifier_only(art)
@@ -340,10 +339,10 @@ def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, back
     if as_json:
         click.echo(json.dumps(m.to_dict(), indent=2))
     else:
-        click.echo(format_metrics(m, art.meta.class_names, title=f"{artifact} on {data}/{split} "
+        click.echo(m.summary(art.meta.class_names, title=f"{artifact} on {data}/{split} "
                                                                  f"(tta views {m.tta_views}):"))
         if m.decisions:
-            click.echo(format_decisions(m.decisions))
+            click.echo(m.decisions.summary())
         if m.policy:
             from edgeft.decision import format_outcome, read_policy
 
@@ -429,7 +428,7 @@ def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, 
     On an anomaly model (`edgeft anomaly`) the backbone is pruned except its feature levels' layers, recovers by
     distilling its own unpruned features on the good training images (no label), and its statistics and threshold
     are fitted again."""
-    from edgeft.metrics import landing_text, read, split_metrics
+    from edgeft.metrics import read, split_metrics
     from edgeft.prune import PruneConfig, prune
 
     if target_macs is None and target_params is None:
@@ -445,7 +444,7 @@ def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, 
     if a is not None:
         fit = read(art.meta.metrics, "anomaly")
         click.echo(f"MACs {a.macs_before / 1e6:.1f}M -> {a.macs_after / 1e6:.1f}M, params {a.params_before / 1e6:.2f}M "
-                   f"-> {a.params_after / 1e6:.2f}M: {landing_text(a.target)}")
+                   f"-> {a.params_after / 1e6:.2f}M: {a.target.text()}")
         if a.distill_loss:
             click.echo(f"feature distillation loss {a.distill_loss[0]:.4f} -> {a.distill_loss[-1]:.4f} in "
                        f"{len(a.distill_loss) - 1} epoch(s)")
@@ -456,7 +455,7 @@ def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, 
         return
     p = read(art.meta.metrics, "prune")
     click.echo(f"MACs {p.macs_before / 1e6:.1f}M -> {p.macs_after / 1e6:.1f}M, "
-               f"params {p.params_before / 1e6:.2f}M -> {p.params_after / 1e6:.2f}M: {landing_text(p.target)}")
+               f"params {p.params_before / 1e6:.2f}M -> {p.params_after / 1e6:.2f}M: {p.target.text()}")
     line = (f"{p.eval_split} accuracy: before {p.accuracy_before.accuracy * 100:.2f}%, "
             f"after pruning {p.accuracy_after_prune.accuracy * 100:.2f}%")
     recovered = split_metrics(art.meta.metrics, p.eval_split)

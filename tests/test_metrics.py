@@ -112,7 +112,7 @@ def test_decision_metrics_against_independent_computations():
 
 
 def test_per_class_one_vs_rest_auroc_of_a_three_class_model():
-    from edgeft.metrics import Decisions, decision_metrics, format_decisions
+    from edgeft.metrics import Decisions, decision_metrics
 
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 3, 240)
@@ -123,7 +123,7 @@ def test_per_class_one_vs_rest_auroc_of_a_three_class_model():
     for k, c in enumerate(names):
         assert d.per_class[c]["auroc"] == pytest.approx(_mann_whitney_auroc(labels == k, probs[:, k]))
     assert d.auroc == pytest.approx(_mann_whitney_auroc(labels != 1, probs[:, [0, 2]].sum(1)))
-    assert "one-vs-rest: crack AUROC" in format_decisions(d)
+    assert "one-vs-rest: crack AUROC" in d.summary()
     assert Decisions.from_dict(d.to_dict()) == d
 
 

@@ -20,7 +20,7 @@ from edgeft import artifact as art
 from edgeft.bench.footprint import model_mb
 from edgeft.bench.harness import cpu_runtime_text
 from edgeft.errors import DependencyError, EdgeftError
-from edgeft.metrics import (AnomalyFit, Classification, Decisions, Landing, Latency, Outcome, landing_text, paired_drop,
+from edgeft.metrics import (AnomalyFit, Classification, Decisions, Landing, Latency, Outcome, paired_drop,
                             read, split_metrics)
 
 
@@ -336,7 +336,7 @@ def headline(rows: list[Row], gates: list[dict[str, Any]],
                    f"{b.policy.false_reject * 100:.1f}%, AUROC {b.decisions.auroc:.3f}.")
     for r in rows:
         if r.pruning:
-            out.append(f"Pruning ({r.step}) {landing_text(r.pruning)}.")
+            out.append(f"Pruning ({r.step}) {r.pruning.text()}.")
     for model, record in (cpu_runtimes or {}).items():
         text = cpu_runtime_text(Path(model).name, record)
         out.append(text[0].upper() + text[1:] + ".")
