@@ -1,7 +1,7 @@
 """How much of an AUROC drop between two anomaly models is the test split's noise? A paired bootstrap.
 
 Both models score the same test images (through the torch-free ``Predictor``, as the camera runs them, by
-``edgeft.optimize.gallery.score_test``, the function behind the optimize report's AUROC gate); the images
+``edgeft.tasks.anomaly.gallery.score_test``, the function behind the optimize report's AUROC gate); the images
 are resampled with replacement (defective and good parts separately, so every resample has both), and the AUROC
 difference is computed on each resample. Prints one JSON object: both AUROCs, the drop, and the 95% interval of the
 drop over the resamples. A gate such as ``max_auroc_drop: 0.01`` judged on 394 cells sits inside that interval when
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     from edgeft.metrics import auroc, auroc_drop_interval
-    from edgeft.optimize.gallery import score_test
+    from edgeft.tasks.anomaly.gallery import score_test
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("base")

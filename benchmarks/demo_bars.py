@@ -32,10 +32,10 @@ MAX_ACCURACY_DROP_PP = 1.0
 
 
 def check(run: Path, wall_s: float | None = None) -> dict:
-    """The targets on a finished run, from the rows its report is made of (``edgeft.optimize.report.collect``)."""
+    """The targets on a finished run, from the rows its report is made of (``edgeft.optimize.rows.collect``)."""
     from edgeft.optimize.pipeline import StepResult, plan
     from edgeft.optimize.recipe import parse
-    from edgeft.optimize.report import collect, p50_ms, round_ratios
+    from edgeft.optimize.rows import collect, p50_ms, round_ratios
 
     state = json.loads((run / "pipeline.json").read_text())
     steps = plan(parse(state["recipe"]))

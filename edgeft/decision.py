@@ -213,13 +213,6 @@ def choose_for_anomaly(rule: Rule, anomalous: np.ndarray, scores: np.ndarray, go
                   [ANOMALOUS], split)
 
 
-def format_outcome(o: Outcome) -> str:
-    """A policy's outcome on a split, in a line's words."""
-    text = (f"recall {o.recall * 100:.1f}% ({o.escapes} of {o.n_positive} defective parts escape), false reject "
-            f"{o.false_reject * 100:.1f}% ({o.false_rejects} of {o.n_negative} good parts)")
-    return text + (f", review {o.review_rate * 100:.1f}% ({o.reviewed} parts)" if o.reviewed else "")
-
-
 def bin_counts(edges: list[float] | np.ndarray, scores: np.ndarray) -> np.ndarray:
     """How many scores fall in each bin of the inner ``edges`` (len(edges) + 1 bins; an edge opens its bin)."""
     return np.bincount(np.searchsorted(edges, np.asarray(scores, dtype=np.float64), side="right"),

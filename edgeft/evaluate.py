@@ -1,7 +1,7 @@
 """``edgeft eval``: the metrics of any artifact a backend of the runtime can run, on a labelled split.
 
 ONNX models and TensorRT engines run through the runtime's backend table (the same runners the camera
-uses); PyTorch artifacts through the rebuilt model and the engine's inference helper, so the numbers are
+uses); PyTorch artifacts through the rebuilt model and the training floor's inference helper, so the numbers are
 those the stages report."""
 
 from __future__ import annotations
@@ -20,13 +20,10 @@ DEFAULT_BACKEND = {"torch": "torch", "onnx": "ort-cpu", "engine": "tensorrt"}
 
 
 def classifier_only(artifact: Artifact) -> None:
-    """Refuse an anomaly model where a classifier's logits are read, with where its numbers are instead."""
-    from edgeft.errors import ConfigError
+    """Refuse a model of another task where a classifier's logits are read; its task says where its numbers are."""
+    from edgeft.tasks import registry as tasks
 
-    if artifact.meta.extra.get("task") == "anomaly":
-        raise ConfigError(f"{artifact.path} is an anomaly model: its AUROC and decisions on val and test are measured "
-                          "by `edgeft anomaly` (and `edgeft quantize` for INT8) and stored in its meta.json; eval and "
-                          "decide read classifiers")
+    tasks.of(artifact.meta).require_logits(artifact)
 
 
 def logits(artifact: Artifact, split: ImageSet, tta_views: int | None = None, batch_size: int | None = None,

@@ -53,3 +53,18 @@ def _truncated(path: Path, buf: np.ndarray) -> bool:
     if suffix == ".png":
         return not tail.endswith(b"IEND\xaeB`\x82")
     return False
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write an image (PNG/JPEG by suffix), atomically: a reader never sees half an image."""
+    import cv2
+
+    from edgeft.errors import ConfigError
+
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp{p.suffix}")
+    if not cv2.imwrite(str(tmp), image):
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write image {p}; check the folder is writable and the suffix is .png or .jpg")
+    os.replace(tmp, p)
+    return p

@@ -73,7 +73,7 @@ def fitted(parts, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("fitted")
     runner = CliRunner()
-    r = runner.invoke(entry, ["-q", "anomaly", str(parts), "--good", "good", "--out", str(root / "padim"),
+    r = runner.invoke(entry, ["-q", "anomaly", "--data", str(parts), "--good", "good", "--out", str(root / "padim"),
                               *TINY_ANOMALY], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     r = runner.invoke(entry, ["-q", "export", str(root / "padim"), "--out", str(root / "onnx"), "--data", str(parts),
@@ -154,7 +154,7 @@ def test_infer_writes_heatmaps_over_the_frames(fitted, parts, tmp_path, cli):
 
 
 def test_heatmap_overlay_uses_a_fixed_scale():
-    from edgeft.runtime.heatmap import overlay
+    from edgeft.tasks.anomaly.heatmap import overlay
 
     frame = np.full((40, 60), 100, np.uint8)
     cool = overlay(frame, np.full((4, 4), 1.0, np.float32), floor=1.0, ceiling=5.0)
@@ -168,7 +168,7 @@ def test_patchcore_distances_are_the_nearest_bank_entry_in_chunks():
     import timm
     import torch
 
-    from edgeft.runtime.anomaly_graph import AnomalySpec, cut_backbone, graph
+    from edgeft.tasks.anomaly.graph import AnomalySpec, cut_backbone, graph
 
     torch.manual_seed(0)
     spec = AnomalySpec(method="patchcore", layers=[1, 2], channels=[24, 32], grid=[4, 4], sizes=[[8, 8], [4, 4]],
@@ -187,7 +187,7 @@ def test_padim_distances_are_mahalanobis_per_position():
     import timm
     import torch
 
-    from edgeft.runtime.anomaly_graph import AnomalySpec, cut_backbone, graph
+    from edgeft.tasks.anomaly.graph import AnomalySpec, cut_backbone, graph
 
     torch.manual_seed(0)
     spec = AnomalySpec(method="padim", layers=[1, 2], channels=[24, 32], grid=[2, 2], sizes=[[8, 8], [4, 4]])
@@ -207,7 +207,7 @@ def test_padim_distances_are_mahalanobis_per_position():
 def test_greedy_coreset_covers_every_point():
     import torch
 
-    from edgeft.engine.anomaly import greedy_coreset
+    from edgeft.tasks.anomaly.features import greedy_coreset
 
     x = torch.arange(100, dtype=torch.float32).reshape(-1, 1)
     idx = greedy_coreset(x, 5, seed=0)
@@ -223,7 +223,7 @@ def test_patchcore_fit_and_export(parts, tmp_path, cli):
     from edgeft import artifact
     from edgeft.metrics import read
 
-    r = cli("anomaly", parts, "--good", "good", "--out", tmp_path / "pc", "--method", "patchcore", "--coreset", "0.1",
+    r = cli("anomaly", "--data", parts, "--good", "good", "--out", tmp_path / "pc", "--method", "patchcore", "--coreset", "0.1",
             *TINY_ANOMALY)
     assert r.exit_code == 0, r.output
     a = artifact.load(tmp_path / "pc")
@@ -240,13 +240,13 @@ def test_pixel_auroc_from_masks_next_to_the_images(tmp_path, cli):
     from edgeft.metrics import read
 
     data = write_anomaly_folder(tmp_path / "data", masks=True)
-    r = cli("anomaly", data, "--good", "good", "--out", tmp_path / "a", *TINY_ANOMALY)
+    r = cli("anomaly", "--data", data, "--good", "good", "--out", tmp_path / "a", *TINY_ANOMALY)
     assert r.exit_code == 0, r.output
     m = read(artifact.load(tmp_path / "a").meta.metrics, "anomaly")
     assert m.test_masks == 4  # the 4 masked cracks; the unmasked ones are left out, the good parts are all-good pixels
     assert m.test_pixel_auroc >= 0.8, m.test_pixel_auroc  # the maps are hot on the strokes, not only somewhere
     assert m.test_pixel_pro > 0.3, m.test_pixel_pro  # each stroke covered well above a map without information (0.15)
-    r = cli("anomaly", write_anomaly_folder(tmp_path / "plain"), "--good", "good", "--out", tmp_path / "b",
+    r = cli("anomaly", "--data", write_anomaly_folder(tmp_path / "plain"), "--good", "good", "--out", tmp_path / "b",
             *TINY_ANOMALY)
     plain = read(artifact.load(tmp_path / "b").meta.metrics, "anomaly")
     assert plain.test_pixel_auroc is None and plain.test_pixel_pro is None  # no masks: none
@@ -257,7 +257,7 @@ def test_a_test_split_without_defects_has_no_auroc(tmp_path, cli):
     from edgeft.metrics import read
 
     data = write_anomaly_folder(tmp_path / "data", test_defects=False)
-    r = cli("anomaly", data, "--good", "good", "--out", tmp_path / "a", *TINY_ANOMALY)
+    r = cli("anomaly", "--data", data, "--good", "good", "--out", tmp_path / "a", *TINY_ANOMALY)
     assert r.exit_code == 0, r.output
     m = read(artifact.load(tmp_path / "a").meta.metrics, "anomaly")
     assert m.test is None and m.test_policy is None and m.val is not None  # undefined, not 0.5
@@ -267,11 +267,11 @@ def test_a_test_split_without_defects_has_no_auroc(tmp_path, cli):
 def test_bad_input_is_one_line_and_writes_nothing(parts, fitted, tmp_path, cli, tiny_onnx):
     few = write_anomaly_folder(tmp_path / "few", n_good=5)
     cases = [
-        (("anomaly", few, "--good", "good", "--out", tmp_path / "o1", *TINY_ANOMALY), ("5 image(s)", "at least 10")),
-        (("anomaly", parts, "--good", "ok", "--out", tmp_path / "o2", *TINY_ANOMALY), ("'ok'", "good")),
-        (("anomaly", parts, "--good", "good", "--out", tmp_path / "o3", *TINY_ANOMALY[:-4], "--layers", "1,7",
+        (("anomaly", "--data", few, "--good", "good", "--out", tmp_path / "o1", *TINY_ANOMALY), ("5 image(s)", "at least 10")),
+        (("anomaly", "--data", parts, "--good", "ok", "--out", tmp_path / "o2", *TINY_ANOMALY), ("'ok'", "good")),
+        (("anomaly", "--data", parts, "--good", "good", "--out", tmp_path / "o3", *TINY_ANOMALY[:-4], "--layers", "1,7",
           "--threads", "2"), ("anomaly.layers [1, 7]", "blocks.2")),
-        (("anomaly", parts, "--good", "good", "--out", tmp_path / "o4", *TINY_ANOMALY, "--coreset", "0"),
+        (("anomaly", "--data", parts, "--good", "good", "--out", tmp_path / "o4", *TINY_ANOMALY, "--coreset", "0"),
          ("anomaly.coreset",)),
         (("infer", tiny_onnx.path, parts / "test" / "crack", "--heatmaps", tmp_path / "maps"),
          ("--heatmaps needs an anomaly model",)),
@@ -291,7 +291,7 @@ def test_a_channel_subset_shrinks_the_statistics_and_exports(parts, tmp_path, cl
     from edgeft import artifact
     from edgeft.metrics import read
 
-    r = cli("anomaly", parts, "--good", "good", "--out", tmp_path / "small", "--dims", "20", *TINY_ANOMALY)
+    r = cli("anomaly", "--data", parts, "--good", "good", "--out", tmp_path / "small", "--dims", "20", *TINY_ANOMALY)
     assert r.exit_code == 0, r.output
     a = artifact.load(tmp_path / "small")
     keep = a.meta.extra["anomaly"]["keep"]
@@ -301,7 +301,7 @@ def test_a_channel_subset_shrinks_the_statistics_and_exports(parts, tmp_path, cl
     r = cli("export", tmp_path / "small", "--out", tmp_path / "small-onnx", "--data", parts)
     assert r.exit_code == 0, r.output
     assert read(artifact.load(tmp_path / "small-onnx").meta.metrics, "parity").passed
-    assert_one_line_error(cli("anomaly", parts, "--good", "good", "--out", tmp_path / "big", "--dims", "99",
+    assert_one_line_error(cli("anomaly", "--data", parts, "--good", "good", "--out", tmp_path / "big", "--dims", "99",
                               *TINY_ANOMALY), "anomaly.dims 99", "56 channels")
 
 
@@ -320,7 +320,7 @@ def test_fp16_storage_halves_the_statistics_through_export_and_int8(parts, fitte
     from edgeft import artifact
     from edgeft.metrics import read
 
-    r = cli("anomaly", parts, "--good", "good", "--out", tmp_path / "h", "--storage", "fp16", *TINY_ANOMALY)
+    r = cli("anomaly", "--data", parts, "--good", "good", "--out", tmp_path / "h", "--storage", "fp16", *TINY_ANOMALY)
     assert r.exit_code == 0, r.output
     a = artifact.load(tmp_path / "h")
     assert a.meta.extra["anomaly"]["storage"] == "fp16"
@@ -341,7 +341,7 @@ def test_fp16_storage_halves_the_statistics_through_export_and_int8(parts, fitte
     # FP16 inverse covariances move the Mahalanobis scores by rounding, not by more
     np.testing.assert_allclose(_onnx_scores(tmp_path / "h-onnx", parts), _onnx_scores(fitted[1], parts), rtol=2e-3)
     # INT8: ONNX Runtime's passes fold the store back to FP32; the INT8 graph is stored FP16 again, refit included
-    r = cli("calibrate", parts, "--out", tmp_path / "cal.json", "--n", "16")
+    r = cli("calibrate", "--data", parts, "--out", tmp_path / "cal.json", "--n", "16")
     assert r.exit_code == 0, r.output
     r = cli("quantize", tmp_path / "h-onnx", "--calib", tmp_path / "cal.json", "--data", parts, "--out",
             tmp_path / "h8", "--no-auto-exclude")
@@ -357,9 +357,9 @@ def test_fp16_patchcore_bank_norms_are_of_the_stored_bank(parts, tmp_path, cli):
     import torch
 
     from edgeft import artifact
-    from edgeft.runtime.anomaly_graph import store_statistics
+    from edgeft.tasks.anomaly.graph import store_statistics
 
-    r = cli("anomaly", parts, "--good", "good", "--out", tmp_path / "pc", "--method", "patchcore", "--coreset", "0.1",
+    r = cli("anomaly", "--data", parts, "--good", "good", "--out", tmp_path / "pc", "--method", "patchcore", "--coreset", "0.1",
             "--storage", "fp16", *TINY_ANOMALY)
     assert r.exit_code == 0, r.output
     state = torch.load(artifact.load(tmp_path / "pc").model_path, map_location="cpu", weights_only=True)
@@ -371,7 +371,7 @@ def test_fp16_patchcore_bank_norms_are_of_the_stored_bank(parts, tmp_path, cli):
     m = onnx.load(str(tmp_path / "pc-onnx" / "model.onnx"))
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in m.graph.initializer)
     assert store_statistics(m, "fp16") == 0  # stored once: a second pass changes nothing
-    from edgeft.anomaly import AnomalyConfig
+    from edgeft.tasks.anomaly.config import AnomalyConfig
     from edgeft.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"anomaly.storage must be one of fp32, fp16, got 'fp8'"):
@@ -385,9 +385,9 @@ def test_int8_backbone_keeps_the_distances_in_fp32_and_rechooses_the_threshold(f
     from edgeft.images import read_image
     from edgeft.metrics import read
     from edgeft.runtime import Predictor
-    from edgeft.runtime.anomaly_graph import distance_nodes
+    from edgeft.tasks.anomaly.graph import distance_nodes
 
-    r = cli("calibrate", parts, "--out", tmp_path / "cal.json", "--n", "16")
+    r = cli("calibrate", "--data", parts, "--out", tmp_path / "cal.json", "--n", "16")
     assert r.exit_code == 0, r.output
     r = cli("quantize", fitted[1], "--calib", tmp_path / "cal.json", "--data", parts, "--out", tmp_path / "int8",
             "--no-auto-exclude")

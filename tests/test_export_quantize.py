@@ -156,12 +156,12 @@ def test_quantize_cli(cli, trained, manifest, tiny_data, tmp_path):
 
 
 def test_calibrate_cli(cli, tiny_data, tmp_path):
-    r = cli("calibrate", tiny_data, "--out", tmp_path / "c.json", "--n", "8")
+    r = cli("calibrate", "--data", tiny_data, "--out", tmp_path / "c.json", "--n", "8")
     assert r.exit_code == 0 and "bad=4, good=4" in r.output
     before = (tmp_path / "c.json").read_bytes()
-    assert_one_line_error(cli("calibrate", tiny_data, "--out", tmp_path / "c.json", "--seed", "1"), "output exists")
+    assert_one_line_error(cli("calibrate", "--data", tiny_data, "--out", tmp_path / "c.json", "--seed", "1"), "output exists")
     assert (tmp_path / "c.json").read_bytes() == before
-    r = cli("calibrate", tiny_data, "--out", tmp_path / "c.json", "--n", "8", "--split", "test", "--force")
+    r = cli("calibrate", "--data", tiny_data, "--out", tmp_path / "c.json", "--n", "8", "--split", "test", "--force")
     assert r.exit_code == 0 and (tmp_path / "c.json").read_bytes() != before
 
 
@@ -245,7 +245,7 @@ def _modeled_exclusion(monkeypatch, tmp_path, groups: list[str], latency_ms, ine
     nodes = {g: [f"{g}/node{i}" for i in range(2)] for g in groups}
     monkeypatch.setattr(ptq, "_conv_groups", lambda pre: nodes)
     monkeypatch.setattr(ptq, "quantize_file",
-                        lambda pre, out, x, cfg, exclude, cache: out.write_text(json.dumps(exclude)))
+                        lambda pre, out, x, cfg, exclude, cache, task=None: out.write_text(json.dumps(exclude)))
 
     def in_fp32(path, with_inert=False):
         excluded = set(json.loads(path.read_text()))

@@ -8,7 +8,7 @@ import torch
 from edgeft import artifact
 from edgeft.errors import ConfigError, TrainingError
 from edgeft.finetune import FinetuneConfig, finetune
-from edgeft.engine.split import check_equivalent, split
+from edgeft.training.split import check_equivalent, split
 from edgeft.models import create
 from tests.conftest import TINY, assert_one_line_error, write_folder
 
@@ -71,7 +71,7 @@ def test_nan_loss_stops_with_a_clear_message(tiny_data, tmp_path):
 
 def test_interrupt_keeps_last_checkpoint_and_resume_finishes(tiny_data, tmp_path, monkeypatch):
     """Resumed = uninterrupted, exactly, on the CPU (cuDNN's kernels are not bit-for-bit repeatable)."""
-    from edgeft.engine import loop
+    from edgeft.training import loop
 
     out = tmp_path / "a"
     real = loop._save_checkpoint
@@ -96,7 +96,7 @@ def test_interrupt_keeps_last_checkpoint_and_resume_finishes(tiny_data, tmp_path
 
 
 def test_resume_with_other_settings_is_refused(tiny_data, tmp_path, monkeypatch):
-    from edgeft.engine import loop
+    from edgeft.training import loop
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -181,7 +181,7 @@ def test_torchrun_two_processes_train_one_artifact(tiny_data, tmp_path):
 def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
     """torchrun --nproc_per_node 2 on a one-GPU machine: say so, instead of CUDA's 'invalid device ordinal'."""
     from edgeft.errors import DependencyError
-    from edgeft.engine import loop
+    from edgeft.training import loop
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -195,7 +195,7 @@ def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
 
 def test_partial_mode_on_a_family_without_a_known_layout_freezes_by_parameter_groups():
     """ConvNeXt has no cut point edgeft knows: no prefix to cache, but only the last groups and the head train."""
-    from edgeft.engine.split import freeze_for
+    from edgeft.training.split import freeze_for
 
     model, _ = create("test_convnext", num_classes=2)
     assert split(model, "partial", 2)[0] is None
@@ -225,7 +225,7 @@ def test_expert_grades_are_the_training_targets(tiny_data, tmp_path):
     import numpy as np
 
     from edgeft.data.imagefolder import load_dataset
-    from edgeft.engine.loop import _soft_targets
+    from edgeft.training.loop import _soft_targets
 
     root = _graded(tiny_data, tmp_path, lambda c, i: 0.95 if c == "bad" else 0.05)
     c = cfg(mode="full", epochs=8, patience=8, grades="split.csv:p_bad:bad", monitor="auroc")

@@ -55,7 +55,7 @@ def test_a_renamed_field_fails_at_every_reader(tmp_path, cli):
     with pytest.raises(MetricsError, match="metrics.test has no field 'balanced_accuracy'"):
         split_metrics(meta.metrics, "test")
 
-    from edgeft.optimize import report
+    from edgeft.optimize import rows as report
 
     class Step:
         name, stage, label, parent, inputs = "a", "finetune", "fine-tuned", None, []

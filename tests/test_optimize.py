@@ -10,7 +10,7 @@ import yaml
 
 from edgeft.errors import ConfigError
 from edgeft.optimize import pipeline
-from edgeft.optimize.recipe import TASKS, load, parse
+from edgeft.optimize.recipe import load, parse
 from tests.conftest import assert_one_line_error
 
 
@@ -51,9 +51,9 @@ def test_run_folder_report_and_gates(finished_run):
     state = json.loads((run / "pipeline.json").read_text())
     assert state["steps"]["06-build"]["status"] == "skipped"  # no TensorRT here: skipped with the reason
     assert "TensorRT" in state["steps"]["06-build"]["reason"]
-    assert [g["gate"] for g in result.gates] == ["max_accuracy_drop_pp", "max_recall_drop_pp",
+    assert [g.gate for g in result.gates] == ["max_accuracy_drop_pp", "max_recall_drop_pp",
                                                  "max_false_reject_rise_pp", "max_auroc_drop", "max_p50_ms.ort-cpu"]
-    assert {g["status"] for g in result.gates} == {"pass"}
+    assert {g.status for g in result.gates} == {"pass"}
     rows = {r.step: r for r in result.rows}
     assert rows["05-quantize"].precision == "INT8 (ort-cpu)"
     assert rows["02-prune"].macs < rows["01-finetune"].macs
@@ -72,7 +72,7 @@ def test_run_folder_report_and_gates(finished_run):
     per_round = [e / i for e, i in zip(eager["round_p50_ms"], int8["round_p50_ms"])]
     assert f"(per round {min(per_round):.1f}-{max(per_round):.1f}x over 2 interleaved rounds)" in md
     # the memory column is the model's own memory, measured by bench in a process of its own
-    from edgeft.optimize.report import table
+    from edgeft.optimize.rows import table
 
     header, body = table(result.rows)
     own = rows["05-quantize"].latency["ort-cpu@1"]["memory"]["footprint"]["model_mb"]
@@ -80,6 +80,9 @@ def test_run_folder_report_and_gates(finished_run):
     html = (run / "report.html").read_text()
     assert "<svg" in html and "http" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained
     assert "06-build" in html and "skipped" in html
+    assert '<span class="pass">pass</span>' in html and "**" not in html  # gate cells styled, no Markdown
+    for table_ in ("Stages", "Gates", "Lineage"):  # every table in both formats, from the same rows
+        assert f"## {table_}" in md and f"<h2>{table_}</h2>" in html
 
 
 def test_every_model_gets_its_own_policy_chosen_on_val_and_is_reported_at_it(finished_run, tiny_data):
@@ -88,7 +91,7 @@ def test_every_model_gets_its_own_policy_chosen_on_val_and_is_reported_at_it(fin
     from edgeft.decision import read_policy
     from edgeft.evaluate import logits
     from edgeft.metrics import positive_mask
-    from edgeft.optimize.report import table
+    from edgeft.optimize.rows import table
     from edgeft.runtime.predictor import softmax
 
     run, result = finished_run
@@ -171,7 +174,7 @@ def test_demo_bars_benchmark_reads_a_finished_run(finished_run, monkeypatch):
 
 
 def test_round_ratios_need_rows_measured_in_the_same_rounds():
-    from edgeft.optimize.report import round_ratios
+    from edgeft.optimize.rows import round_ratios
 
     ok = lambda rounds: {"status": "ok", "round_p50_ms": rounds}  # noqa: E731
     assert round_ratios(ok([30.0, 24.0, 36.0]), ok([3.0, 2.0, 3.0])) == [10.0, 12.0, 12.0]
@@ -181,20 +184,21 @@ def test_round_ratios_need_rows_measured_in_the_same_rounds():
 
 
 def test_latency_gate_fails_a_final_model_that_fails_to_run():
-    from types import SimpleNamespace
 
-    from edgeft.optimize.report import Row, evaluate_gates, headline
+    from edgeft.optimize.gates import evaluate_gates
+    from edgeft.optimize.report import headline
+    from edgeft.optimize.rows import Row
 
     from edgeft.optimize.recipe import Gates
 
-    recipe = SimpleNamespace(gates=Gates(max_p50_ms={"ort-cpu": 5.0, "tensorrt": 2.0}))
+    gates = Gates(max_p50_ms={"ort-cpu": 5.0, "tensorrt": 2.0})
     final = Row("05-quantize", "quantize", "INT8", "INT8", "done", latency={
         "ort-cpu@1": {"status": "failed", "reason": "RuntimeException: unsupported op"},
         "tensorrt@1": {"status": "skipped", "reason": "TensorRT is not installed"}})
-    evaluated = evaluate_gates(recipe, [final])
-    by_name = {g["gate"]: g for g in evaluated}
-    assert by_name["max_p50_ms.ort-cpu"]["status"] == "fail" and "unsupported op" in by_name["max_p50_ms.ort-cpu"]["detail"]
-    assert by_name["max_p50_ms.tensorrt"]["status"] == "not evaluated"
+    evaluated = evaluate_gates(gates, [final])
+    by_name = {g.gate: g for g in evaluated}
+    assert by_name["max_p50_ms.ort-cpu"].status == "fail" and "unsupported op" in by_name["max_p50_ms.ort-cpu"].detail
+    assert by_name["max_p50_ms.tensorrt"].status == "not evaluated"
     assert headline([final], evaluated)[-1] == ("Gates: FAILED — max_p50_ms.ort-cpu: ort-cpu failed: "
                                                 "RuntimeException: unsupported op")
 
@@ -220,7 +224,7 @@ def test_resume_after_an_interrupted_stage_redoes_only_that_stage(finished_run, 
     state["steps"]["05-quantize"] = {"status": "running", "hash": state["steps"]["05-quantize"]["hash"]}
     (run / "pipeline.json").write_text(json.dumps(state))
     ran = []
-    for name in ("_run_finetune", "_run_prune", "_run_export", "_run_quantize", "_run_build", "_run_bench"):
+    for name in ("_run_first", "_run_prune", "_run_export", "_run_quantize", "_run_build", "_run_bench"):
         real = getattr(pipeline, name)
         monkeypatch.setattr(pipeline, name,
                             lambda *a, _real=real, _name=name, **k: (ran.append(_name), _real(*a, **k))[1])
@@ -248,7 +252,7 @@ def test_changed_setting_reruns_that_stage_and_its_dependants(finished_run, tiny
     ran = []
     real = pipeline._run_quantize
     monkeypatch.setattr(pipeline, "_run_quantize", lambda *a, **k: (ran.append("quantize"), real(*a, **k))[1])
-    monkeypatch.setattr(pipeline, "_run_finetune", lambda *a, **k: pytest.fail("finetune must be reused"))
+    monkeypatch.setattr(pipeline, "_run_first", lambda *a, **k: pytest.fail("finetune must be reused"))
     pipeline.optimize(parse(d, source="tiny.yaml"), run, resume=True)
     assert ran == ["quantize"]
 
@@ -363,7 +367,7 @@ def test_demo_recipes_validate():
         if path.name.startswith("elpv-finetune"):
             continue  # fine-tuning configs for `edgeft finetune --config`, not recipes
         r = load(path)
-        assert r.stages[0] == TASKS[r.task][0]
+        assert r.stages[0] == r.plugin.first_stage
 
 
 def test_data_fingerprint_sees_a_changed_image(tiny_data, tmp_path):
@@ -380,7 +384,8 @@ def test_plot_labels_stay_inside_the_plot():
     """The rightmost point's label ran past the SVG's right edge ('01-finetune to...' in report.html)."""
     import re
 
-    from edgeft.optimize.report import LABEL_CHAR_PX, Row, pareto_svg
+    from edgeft.optimize.charts import LABEL_CHAR_PX, pareto_svg
+    from edgeft.optimize.rows import Row
 
     from edgeft.bench.harness import latency_stats
 
@@ -388,9 +393,9 @@ def test_plot_labels_stay_inside_the_plot():
     from edgeft.metrics import classification_metrics
 
     acc = classification_metrics([0, 1], [0, 1], ["bad", "good"])
-    rows = [Row("01-finetune", "finetune", "fine-tuned", "fp32", "done", accuracy=acc,
+    rows = [Row("01-finetune", "finetune", "fine-tuned", "fp32", "done", accuracy=acc, quality=acc.accuracy,
                 latency={"ort-cpu@1": bench(8.0), "torch@1": bench(35.0)}),
-            Row("05-quantize", "quantize", "INT8", "int8", "done", accuracy=acc,
+            Row("05-quantize", "quantize", "INT8", "int8", "done", accuracy=acc, quality=acc.accuracy,
                 latency={"ort-cpu@1": bench(2.5)})]
     width = 640
     svg = pareto_svg(rows, width=width)

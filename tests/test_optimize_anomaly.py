@@ -62,7 +62,7 @@ def test_the_run_fits_exports_quantizes_and_benches_an_anomaly_model(anomaly_run
 
 def test_gates_compare_the_final_model_with_the_fitted_one_at_their_own_thresholds(anomaly_run, plates):
     run, result = anomaly_run
-    gates = {g["gate"]: g for g in result.gates}
+    gates = {g.gate: g.to_dict() for g in result.gates}
     assert set(gates) == {"max_auroc_drop", "max_recall_drop_pp", "max_p50_ms.ort-cpu"}
     assert all(g["status"] == "pass" and g["model"] == "05-quantize" for g in gates.values())
     fit = json.loads((run / "01-anomaly" / "meta.json").read_text())["metrics"]["anomaly"]
@@ -95,7 +95,7 @@ def test_a_gate_the_final_model_misses_fails_the_run(plates, anomaly_run, tmp_pa
     d["gates"]["max_p50_ms"] = {"ort-cpu": 1e-6}  # nothing runs in a nanosecond
     result = pipeline.optimize(parse(d, source="a.yaml"), copy, resume=True)
     assert all(s.status == "reused" for s in result.steps)
-    assert result.failed and {g["gate"]: g["status"] for g in result.gates}["max_p50_ms.ort-cpu"] == "fail"
+    assert result.failed and {g.gate: g.status for g in result.gates}["max_p50_ms.ort-cpu"] == "fail"
 
 
 def test_the_report_shows_the_most_anomalous_test_parts_with_their_heatmaps(anomaly_run, plates):
@@ -123,7 +123,7 @@ def test_the_report_shows_the_most_anomalous_test_parts_with_their_heatmaps(anom
 
 
 def test_escapes_are_the_defects_the_policy_passed_lowest_score_first():
-    from edgeft.optimize.gallery import _picks
+    from edgeft.tasks.anomaly.gallery import _picks
 
     scores = np.array([0.9, 0.1, 0.5, 0.2, 0.8, 0.3])
     anomalous = np.array([True, True, False, True, False, True])
@@ -147,7 +147,7 @@ def test_calibration_of_one_class_samples_only_that_class(plates):
     ({"prune": {"importance": "taylor"}}, ["prune.importance taylor", "labels", "l2"]),
     ({"prune": {"recover_mode": "partial"}}, ["prune.recover_mode partial", "distilling its own features"]),
     ({"prune": {"distill": False}}, ["prune.distill false", "no labels"]),
-    ({"finetune": {}}, ["finetune belongs to task: classify"]),
+    ({"finetune": {}}, ["finetune is the first stage of task: classify", "set task: classify"]),
     ({"decision": {"positive": ["crack"], "target_recall": 0.9}}, ["decision:", "anomaly:", "target_recall"]),
     ({"search": {"target_macs": [0.5]}}, ["search:", "classifiers"]),
     ({"gates": {"max_accuracy_drop_pp": 1}}, ["max_accuracy_drop_pp", "no accuracy", "max_auroc_drop"]),
@@ -173,7 +173,7 @@ def test_a_classifier_recipe_refuses_an_anomaly_section(tiny_data):
 
     d = tiny_recipe(tiny_data)
     d["anomaly"] = {"good": "good"}
-    with pytest.raises(ConfigError, match="anomaly is a stage of task: anomaly"):
+    with pytest.raises(ConfigError, match="anomaly is the first stage of task: anomaly.*set task: anomaly"):
         parse(d, source="r.yaml")
 
 

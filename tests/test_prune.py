@@ -61,7 +61,7 @@ def test_taylor_and_distillation_run(tiny_data, tmp_path):
 def test_partial_recovery_trains_only_the_parents_trained_blocks(tiny_data, tmp_path, monkeypatch):
     """recover_mode=partial: the pruned prefix stays as pruning left it (features cached, recover_views of them);
     the recovery keeps the fine-tuning's settings (its distillation weight and temperature, its epoch monitor)."""
-    from edgeft.engine import loop
+    from edgeft.training import loop
     from edgeft.finetune import FinetuneConfig, finetune
 
     parent = finetune(FinetuneConfig(model="test_efficientnet", weights=None, mode="partial", trainable_blocks=2,

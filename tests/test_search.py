@@ -13,7 +13,8 @@ from edgeft.errors import ConfigError
 from edgeft.optimize import pipeline
 from edgeft.optimize import search as srch
 from edgeft.optimize.recipe import parse
-from edgeft.optimize.report import search_lines, verdict_line
+from edgeft.optimize.gates import GateVerdict
+from edgeft.optimize.report import search_lines
 from tests.conftest import assert_one_line_error, write_folder
 from tests.test_optimize import tiny_recipe, write_recipe
 
@@ -77,7 +78,7 @@ def test_test_split_is_read_only_after_the_search_has_chosen(searched):
     rows = {r.step: r for r in result.rows}
     for step in ("01-finetune", "05-quantize"):  # then judged on test
         assert rows[step].split == "test" and rows[step].accuracy.n == 12
-    assert {g["status"] for g in result.gates} == {"pass"}
+    assert {g.status for g in result.gates} == {"pass"}
     doc = srch.load_result(run)["result"]
     for c in doc["candidates"]:  # every candidate's numbers are val numbers
         assert c["val"] is None or c["val"]["n"] == 16
@@ -97,6 +98,9 @@ def test_the_fastest_passing_candidate_ships_and_the_report_lists_every_candidat
     md = (run / "report.md").read_text()
     assert "## Search (on val)" in md and "macs0.70-ptq" in md and "**shipped** pass" in md
     assert "test split sealed" in md and (run / "search.svg").read_text().count("(shipped)") == 1
+    # Markdown and HTML come from the same data: the shipped mark is emphasis in both, and no Markdown reaches the HTML
+    page = (run / "report.html").read_text()
+    assert "<strong>shipped</strong> pass" in page and "**" not in page
 
 
 def fake_space(monkeypatch, outcomes):
@@ -165,7 +169,7 @@ def test_a_constraint_no_candidate_meets_is_explained_and_the_best_compromise_sh
     # 0.4 misses accuracy (and latency): 0.7 is tried; it misses latency, and nothing slower could help
     assert ran == ["macs0.40-ptq", "macs0.70-ptq"] and not res.passed
     assert res.chosen.key == "macs0.70-ptq"  # worst miss 1.8x its latency limit, against 0.4's 10 pp over 1 pp
-    lines = [verdict_line(v) for v in res.chosen.verdicts]
+    lines = [GateVerdict.from_dict(v).line() for v in res.chosen.verdicts]
     assert any(line.startswith("max_p50_ms.ort-cpu: missed by 0.9 ms") and "try: add smaller ratios" in line
                for line in lines)
     assert "the best compromise" in " ".join(search_lines({**res.to_dict()}))

@@ -18,7 +18,7 @@ from edgeft.cli import cli
 
 def _commands():
     from edgeft.bench.harness import BenchConfig
-    from edgeft.engine.config import CLASS_BALANCE, DEVICES, MODES, FinetuneConfig
+    from edgeft.training.config import CLASS_BALANCE, DEVICES, MODES, FinetuneConfig
     from edgeft.prune.config import IMPORTANCES, RECOVER_MODES, PruneConfig
     from edgeft.quantize.ptq import CALIB_METHODS, METHODS, TARGETS, QuantizeConfig
     from edgeft.tensorrt.build import PRECISIONS, BuildConfig

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from edgeft import artifact as art
-from edgeft import progress
-from edgeft.errors import ArtifactError, ConfigError, EdgeftError
+from edgeft.tasks import registry as tasks
+from edgeft.errors import ArtifactError, ConfigError
 from edgeft.parity import Parity
 from edgeft.parity import compare as compare_logits
 from edgeft.metrics import OnnxGraph
@@ -55,27 +55,14 @@ def map_parity(model, onnx_path: Path, images: np.ndarray, contract, threads: in
     return compare_maps(ref_scores, got_scores, ref_maps, got_maps)
 
 
-def _checked_map_parity(model, path: Path, images: np.ndarray, onnx_images: np.ndarray, contract, onnx_contract,
-                        split: str) -> dict[str, Any]:
-    """The anomaly graph's parity as the artifact records it; a mismatch fails the export."""
-    mp = map_parity(model, path, images, contract, onnx_images=onnx_images, onnx_contract=onnx_contract)
-    if not mp.passed:
-        raise EdgeftError(f"ONNX Runtime's anomaly scores or heatmaps differ from PyTorch's on {mp.n} real {split} "
-                          f"images: {mp.explain()}; try another --opset, or report it")
-    progress.info(f"parity on {mp.n} {split} images: scores within {mp.max_rel_diff:.1e} relative, heatmaps "
-                  f"correlated >= {mp.min_map_correlation:.5f}")
-    return {**mp.to_dict(), "split": split}
-
-
-def _finish(path: Path, meta: art.Meta, storage: str):
-    """The written graph's last touches, in place: an anomaly graph's statistics stored as its fit stores them, and
-    the artifact's metadata in the file (a bare ``.onnx`` still says what it is). Returns the loaded model."""
+def _finish(path: Path, meta: art.Meta, task) -> Any:
+    """The written graph's last touches, in place: the task's (an anomaly graph's statistics stored as its fit stores
+    them), and the artifact's metadata in the file (a bare ``.onnx`` still says what it is). Returns the loaded
+    model."""
     import onnx
 
-    from edgeft.runtime.anomaly_graph import store_statistics
-
     m = onnx.load(str(path))
-    store_statistics(m, storage)
+    task.finish_graph(m, meta.extra)
     del m.metadata_props[:]
     m.metadata_props.add(key=ONNX_META_KEY, value=onnx_metadata(meta))
     m.producer_name = "edgeft"
@@ -103,29 +90,24 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
         if data is None:
             raise ConfigError("gray_input needs --data: the parity check on real images is what shows they are "
                               "grayscale")
-    from edgeft.runtime.anomaly_graph import OUTPUTS, is_anomaly
-
     model = from_artifact(parent)
-    anomaly = is_anomaly(parent.meta.extra)
+    task = tasks.of(parent.meta)
     params: dict[str, Any] = {"opset": opset, "dynamic_batch": dynamic_batch, "simplify": do_simplify}
     if gray_input:
         params["gray_input"] = True
-    # an anomaly graph keeps what it is, and its threshold: its FP32 scores are the PyTorch ones (parity below)
-    carried = ("tta_views",) + (("task", "anomaly", "decision") if anomaly else ())
     meta = art.Meta(kind="onnx", arch=parent.meta.arch, class_names=parent.meta.class_names, input=parent.meta.input,
                     lineage=parent.stage_record("export", params),
-                    extra={k: v for k, v in parent.meta.extra.items() if k in carried})
+                    extra={k: v for k, v in parent.meta.extra.items() if k in task.extra_carried})
 
     def write(path: Path) -> None:
         export_onnx(model, parent.meta.input, path, opset=opset, dynamic_batch=dynamic_batch,
-                    outputs=OUTPUTS if anomaly else ("logits",))
+                    outputs=task.graph_outputs)
         if do_simplify:
             simplify(path)
         if gray_input:
             meta.input = fold_gray_input(path, parent.meta.input)
-        m = _finish(path, meta, parent.meta.extra["anomaly"].get("storage", "fp32") if anomaly else "fp32")
-        if anomaly and "anomaly" in parent.meta.metrics:  # the fit's numbers: the FP32 graph computes the same
-            meta.metrics["anomaly"] = parent.meta.metrics["anomaly"]
+        m = _finish(path, meta, task)
+        meta.metrics.update(task.carried_metrics(parent.meta.metrics))
         meta.metrics["onnx"] = OnnxGraph(opset=opset, nodes=len(m.graph.node), size_bytes=path.stat().st_size,
                                          dynamic_batch=dynamic_batch).to_dict()
         if data is not None:
@@ -133,27 +115,12 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
             from edgeft.data.imagefolder import find_splits
 
             split = "test" if "test" in find_splits(data) else "val"
-            classes = None if anomaly else parent.meta.class_names  # an anomaly model's data has any defect folders
+            classes = task.parity_classes(parent.meta.class_names)
             found = load_split(data, split, parent.meta.input, classes=classes, limit=n)
             onnx_images = found.images if not gray_input else \
                 load_split(data, split, meta.input, classes=classes, limit=n).images
-            if anomaly:
-                meta.metrics["parity"] = _checked_map_parity(model, path, found.images, onnx_images,
-                                                             parent.meta.input, meta.input, split)
-                return
-            check = parity(model, path, found.images, parent.meta.input, onnx_images=onnx_images,
-                           onnx_contract=meta.input)
-            meta.metrics["parity"] = {**check.to_dict(), "split": split}
-            if not check.passed:
-                names = [f"{split}/{Path(p).parent.name}/{Path(p).name}" for p in found.paths]
-                if gray_input:
-                    raise EdgeftError(f"with gray_input the ONNX model's logits differ from the RGB model's on "
-                                      f"{check.n} real {split} images of {data}: {check.explain(names)}; the images "
-                                      "are not grayscale: export without gray_input")
-                raise EdgeftError(f"ONNX Runtime differs from PyTorch on {check.n} real {split} images: "
-                                  f"{check.explain(names)}; try another --opset, or report the architecture")
-            progress.info(f"parity on {check.n} {split} images: max abs diff {check.max_abs_diff:.2e} "
-                          f"({check.max_rel_diff:.1e} of the logit scale), top-1 agreement "
-                          f"{check.agreement * 100:.1f}%")
+            names = [f"{split}/{Path(p).parent.name}/{Path(p).name}" for p in found.paths]
+            meta.metrics["parity"] = task.parity(model, path, found.images, onnx_images, parent.meta.input,
+                                                 meta.input, split, names, gray_input)
 
     return art.save(out, meta, write, force=force)

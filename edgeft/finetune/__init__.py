@@ -1,6 +1,6 @@
 """Fine-tuning: adapt a pretrained model to the customer's classes (full, partial, or linear probe)."""
 
-from edgeft.engine.config import FinetuneConfig
+from edgeft.training.config import FinetuneConfig
 
 __all__ = ["FinetuneConfig", "finetune"]
 

@@ -1,7 +1,7 @@
 """``edgeft finetune``: a pretrained model adapted to the customer's classes (full, partial, or linear probe).
 
 The model comes from ``edgeft.models.create`` (any timm architecture; weights from a local file or a package
-that ships them), gets a head for the data's classes, and trains through the engine's one training loop.
+that ships them), gets a head for the data's classes, and trains through the one training loop (edgeft.training.loop).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 
 from edgeft.artifact import Artifact, Meta, lineage_entry, refuse_existing
 from edgeft.contract import InputContract
-from edgeft.engine import loop
-from edgeft.engine.config import FinetuneConfig
+from edgeft.training import loop
+from edgeft.training.config import FinetuneConfig
 from edgeft.models import create, resolve_weights
 
 

@@ -1,4 +1,4 @@
-"""PyTorch inference on prepared images (engine floor): tensors from the input contract's pixels, batch sizes
+"""PyTorch inference on prepared images (training floor): tensors from the input contract's pixels, batch sizes
 that suit the device, and logits with optional test-time views; the one place stages and evaluation turn
 images into a model's outputs."""
 

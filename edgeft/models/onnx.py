@@ -1,4 +1,4 @@
-"""PyTorch → ONNX (engine floor): the legacy (TorchScript) exporter at a stated opset, simplification, and the
+"""PyTorch → ONNX (training floor): the legacy (TorchScript) exporter at a stated opset, simplification, and the
 metadata that carries the class names and input contract inside the file.
 
 The legacy exporter is used on purpose: the dynamo exporter asked for opset 17 silently returns opset 18
@@ -57,12 +57,13 @@ def export_onnx(model, contract: InputContract, path: str | os.PathLike, opset: 
 
 
 def onnx_metadata(meta: art.Meta) -> str:
-    """What a bare .onnx file says of itself: class names and input contract; an anomaly graph also its spec (the
-    heatmap's grid and colour scale)."""
+    """What a bare .onnx file says of itself: class names and input contract, and what its task adds (an anomaly
+    graph: its task and spec, the heatmap's grid and colour scale)."""
     d = {"arch": meta.arch, "class_names": meta.class_names, "input": meta.input.to_dict(),
          "schema_version": art.SCHEMA_VERSION}
-    if meta.extra.get("task") == "anomaly":
-        d.update(task="anomaly", anomaly=meta.extra.get("anomaly"))
+    from edgeft.tasks import registry as tasks
+
+    d.update(tasks.of(meta).onnx_metadata(meta.extra))
     return json.dumps(d)
 
 

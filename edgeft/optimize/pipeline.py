@@ -12,9 +12,9 @@ With a ``search:`` section the prune step runs the search (:mod:`edgeft.optimize
 export and the quantize step take the chosen candidate's artifacts; the whole run is then made with the test split
 sealed (:func:`edgeft.data.imagefolder.sealed_test`), and :func:`measure_holdout` reads it once at the end.
 
-With ``task: anomaly`` the first step fits an anomaly model on the good parts (``edgeft.anomaly.fit``); its stages
-measure each model themselves (threshold chosen on val, test scored once), the INT8 step is calibrated on good parts
-only, and the report adds a gallery of test parts with the final model's heatmaps (:mod:`edgeft.optimize.gallery`).
+What is specific to the recipe's task (``edgeft.tasks``) the pipeline asks the task: how the first model is made,
+how each model is measured, which class INT8 calibrates on, what data it needs, and what the report adds (an anomaly
+model's gallery of test parts with heatmaps).
 """
 
 from __future__ import annotations
@@ -65,11 +65,8 @@ def plan(recipe: Recipe) -> list[Step]:
         steps.append(s)
         return s
 
-    if recipe.anomaly:
-        a = recipe.sections["anomaly"]
-        torch_steps = [add("anomaly", label=f"{a.method} FP32" + (f", {a.dims} channels" if a.dims else ""))]
-    else:
-        torch_steps = [add("finetune", label="fine-tuned FP32")]
+    task = recipe.plugin
+    torch_steps = [add(task.first_stage, label=task.first_label(recipe))]
     if "prune" in recipe.stages:
         label = "searched pruned FP32" if recipe.search else "pruned FP32"
         torch_steps.append(add("prune", torch_steps[-1], label=label, searched=True))
@@ -126,7 +123,7 @@ def _model_sha(run: Path, step_name: str) -> str | None:
 def step_hash(recipe: Recipe, step: Step, run: Path, data_fp: str) -> str:
     """What decides a step's result: its stage settings, the data's files, and its inputs' model files."""
     settings: Any = recipe.stage_config(step.stage)
-    if step.stage in ("finetune", "anomaly"):
+    if step.stage == recipe.plugin.first_stage:
         settings = {k: v for k, v in settings.items() if k != "threads"}
     if step.searched:  # the search chooses these, by the gates
         from dataclasses import asdict
@@ -150,26 +147,9 @@ def _reusable(run: Path, step: Step, state: dict[str, Any], h: str) -> bool:
 
 # ----------------------------------------------------------------------------------------------- stages
 
-def _run_finetune(recipe: Recipe, step: Step, out: Path, resume: bool) -> None:
-    from dataclasses import replace
-
-    from edgeft.finetune.stage import finetune
-
-    cfg = recipe.sections["finetune"]
-    if recipe.threads and not cfg.threads:
-        cfg = replace(cfg, threads=recipe.threads)
-    finetune(cfg, recipe.data, out, force=True, resume=resume)
-
-
-def _run_anomaly(recipe: Recipe, step: Step, out: Path) -> None:
-    from dataclasses import replace
-
-    from edgeft.anomaly.fit import fit
-
-    cfg = recipe.sections["anomaly"]
-    if recipe.threads and not cfg.threads:
-        cfg = replace(cfg, threads=recipe.threads)
-    fit(cfg, recipe.data, out, force=True)
+def _run_first(recipe: Recipe, step: Step, out: Path, resume: bool) -> None:
+    """The recipe's first model, made by its task (fine-tuned, fitted on good parts, ...)."""
+    recipe.plugin.run_first(recipe, out, resume)
 
 
 def _run_prune(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
@@ -203,23 +183,8 @@ def _policy_current(recipe: Recipe, out: Path) -> bool:
 
 
 def _measure(recipe: Recipe, step: Step, out: Path, always: bool = False) -> None:
-    """After a model step: with a decision section, choose this model's own policy on val, then measure it on the
-    held-out split with the policy applied (pruning and INT8 move scores, so a threshold carried over from another
-    model would silently change the escape rate); without one, measure exported models there (the other stages
-    measure their models themselves). One view, as the camera runs the model."""
-    from edgeft.data import load_split
-    from edgeft.evaluate import choose_policy, evaluate
-
-    if recipe.anomaly or (recipe.decision is None and step.stage != "export" and not always):
-        return  # an anomaly model's stages measure it themselves, each at its own threshold chosen on val
-    a = art.load(out)
-    d = recipe.decision
-    if d is not None:
-        choose_policy(a, load_split(recipe.data, "val", a.meta.input, classes=a.meta.class_names), d.rule(),
-                      list(d.positive))
-    split = eval_split(recipe.data)
-    m = evaluate(a, load_split(recipe.data, split, a.meta.input, classes=a.meta.class_names), tta_views=1)
-    art.update_metrics(a, {split: m.to_dict(), "eval_split": split})
+    """After a model step: the task measures the model on the held-out split as it reports it."""
+    recipe.plugin.measure(recipe, step.stage, out, always)
 
 
 def _run_quantize(recipe: Recipe, step: Step, out: Path, parent: Path, run: Path) -> None:
@@ -230,10 +195,10 @@ def _run_quantize(recipe: Recipe, step: Step, out: Path, parent: Path, run: Path
     calib = Path(q.calib) if q.calib else None
     if calib is None:  # a class-balanced manifest from the train split, kept with the run for reproducibility
         calib = run / f"{step.name}-calibration.json"
-        good = recipe.sections["anomaly"].good if recipe.anomaly else None  # an anomaly model: its good parts
+        good = recipe.plugin.calibration_class(art.load(parent).meta.class_names)  # None: every class, balanced
         calibration.save(calibration.create(recipe.data, n=q.calib_images, split="train", only=good), calib)
     cfg = QuantizeConfig(method=q.method, target=q.target, calib_method=q.calib_method, percentile=q.percentile,
-                         exclude=list(q.exclude), auto_exclude=q.auto_exclude, threads=recipe.threads or 2)
+                         exclude=list(q.exclude), auto_exclude=q.auto_exclude, threads=recipe.threads)
     if q.method == "qat":
         from edgeft.quantize.qat import qat
 
@@ -281,12 +246,6 @@ def _run_bench(recipe: Recipe, step: Step, out: Path, run: Path, done: dict[str,
         (tmp / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 
-def eval_split(data: Path) -> str:
-    from edgeft.data.imagefolder import find_splits
-
-    return "test" if "test" in find_splits(data) else "val"
-
-
 # ----------------------------------------------------------------------------------------------- run
 
 def prepare(recipe: Recipe) -> None:
@@ -308,71 +267,20 @@ def prepare(recipe: Recipe) -> None:
     if recipe.gates.max_accuracy_drop_pp is not None and "test" not in splits:
         raise DataError(f"gates.max_accuracy_drop_pp needs a test/ split in {recipe.data} that no stage trains or "
                         "selects on; add one, or remove the gate")
-    if recipe.anomaly:
-        _prepare_anomaly(recipe, splits)
-    if recipe.decision is not None:
-        from edgeft.data.imagefolder import scan_split
-
-        if "val" not in splits:
-            raise DataError(f"decision: the policy is chosen on the val split, and {recipe.data} has none; add val/")
-        classes = scan_split(splits["train"]).classes
-        unknown = [c for c in recipe.decision.positive if c not in classes]
-        if unknown:
-            raise ConfigError(f"decision.positive: {unknown[0]!r} is not a class of {recipe.data} ({', '.join(classes)})"
-                              f"{close_matches(unknown[0], classes)}")
-
-
-def _prepare_anomaly(recipe: Recipe, splits: dict[str, Path]) -> None:
-    """An anomaly recipe's data: the good class in train/, and a val/ to choose the threshold on."""
-    from edgeft.data.imagefolder import scan_split
-
-    a = recipe.sections["anomaly"]
-    classes = scan_split(splits["train"]).classes
-    if a.good not in classes:
-        raise ConfigError(f"anomaly.good: {a.good!r} is not a class folder of {splits['train']} ({', '.join(classes)})"
-                          f"{close_matches(a.good, classes)}")
-    g = recipe.gates
-    gated = any(v is not None for v in (g.max_auroc_drop, g.max_recall_drop_pp, g.max_false_reject_rise_pp))
-    if gated and ("val" not in splits or "test" not in splits):
-        raise DataError(f"the gates compare models on test/ at thresholds chosen on val/, and {recipe.data} lacks "
-                        f"{'val/' if 'val' not in splits else 'test/'}; add it with good and anomalous images, or "
-                        "remove the AUROC and operating-point gates")
-
-
-def _anomaly_report(recipe: Recipe, run: Path, rows) -> tuple[list | None, tuple[float, float] | None]:
-    """The gallery of the final anomaly model's test parts, and, with an AUROC gate, the paired bootstrap interval
-    of the AUROC drop against the run's first model on the same parts (how much of the drop the split's size
-    cannot resolve)."""
-    from edgeft.metrics import auroc_drop_interval
-    from edgeft.optimize.gallery import gallery, score_test
-
-    final = next((r for r in reversed(rows) if r.anomaly is not None and r.stage != "build"), None)  # no engines here
-    if final is None:
-        return None, None
-    base = rows[0]
-    compare = recipe.gates.max_auroc_drop is not None and final is not base
-    progress.info(f"drawing the report's gallery: {final.step}'s heatmaps of the test parts")
-    test = score_test([run / final.step] + ([run / base.step] if compare else []), recipe.data, recipe.threads)
-    if test is None:
-        return None, None
-    tiles = gallery(test, 0, art.load(run / final.step).meta.input, run)
-    y = test.anomalous()
-    if not compare or y.all() or not y.any():
-        return tiles, None
-    return tiles, auroc_drop_interval(y, test.models[1].scores, test.models[0].scores)
+    recipe.plugin.check_data(recipe, splits)
 
 
 @dataclass
 class RunResult:
     run: Path
     steps: list[StepResult]
-    gates: list[dict[str, Any]]
+    gates: list[Any]  # gates.GateVerdict per gate
     report: Path
     rows: list[Any] = field(default_factory=list)  # report.Row per model step
 
     @property
     def failed(self) -> bool:
-        return any(g["status"] == "fail" for g in self.gates)
+        return any(g.status == "fail" for g in self.gates)
 
 
 def check_only(recipe: Recipe, only: list[str] | None) -> None:
@@ -389,7 +297,8 @@ def describe(recipe: Recipe, run: Path, resume: bool = False, only: list[str] | 
     state = _read_state(run) if run.exists() else {"steps": {}}
     lines = [f"run {run}  (data {recipe.data}, stages {' -> '.join(recipe.stages)})"]
     for s in plan(recipe):
-        src = s.parent or (", ".join(s.inputs) if s.inputs else "pretrained " + recipe.sections[recipe.stages[0]].model)
+        first = recipe.sections[recipe.stages[0]]
+        src = s.parent or (", ".join(s.inputs) if s.inputs else "pretrained " + getattr(first, "model", "weights"))
         rec = state["steps"].get(s.name)
         if only and s.stage not in only:
             what = "reuse (not in --only)"
@@ -447,10 +356,8 @@ def _run_steps(recipe: Recipe, steps: list[Step], run: Path, state: dict[str, An
         try:
             if step.searched:
                 _run_searched(recipe, step, out_dir, parent, run, resume)
-            elif step.stage == "finetune":
-                _run_finetune(recipe, step, out_dir, continue_training)
-            elif step.stage == "anomaly":
-                _run_anomaly(recipe, step, out_dir)
+            elif step.stage == recipe.plugin.first_stage:
+                _run_first(recipe, step, out_dir, continue_training)
             elif step.stage == "prune":
                 _run_prune(recipe, step, out_dir, parent)
             elif step.stage == "export":
@@ -478,7 +385,9 @@ def _run_steps(recipe: Recipe, steps: list[Step], run: Path, state: dict[str, An
 def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool = False, force: bool = False,
              only: list[str] | None = None) -> RunResult:
     """Run ``recipe`` into ``out`` (default ``runs/<name>``): stages, bench, gates, report."""
-    from edgeft.optimize.report import collect, evaluate_gates, write_report
+    from edgeft.optimize.gates import evaluate_gates
+    from edgeft.optimize.report import write_report
+    from edgeft.optimize.rows import collect
 
     run = Path(out) if out else Path("runs") / recipe.name
     check_only(recipe, only)
@@ -511,8 +420,8 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
     state["seconds"] = round(time.time() - t_run, 1)
     _write_state(run, state)
     rows, doc = collect(run, steps, results)
-    tiles, interval = _anomaly_report(recipe, run, rows) if recipe.anomaly else (None, None)
-    gates = evaluate_gates(recipe, rows, auroc_interval=interval)
+    tiles, interval = recipe.plugin.report_extras(recipe, run, rows)
+    gates = evaluate_gates(recipe.gates, rows, auroc_interval=interval)
     search = None
     if recipe.search is not None:
         from edgeft.optimize.search import load_result

@@ -5,10 +5,9 @@ the stage's own typed config here (``FinetuneConfig``, ``PruneConfig``, ``Quanti
 typo or an out-of-range value fails in the first second with the field's full name, not an hour later
 when the stage is reached.
 
-``task: anomaly`` makes a recipe for a model fitted on good parts alone (``edgeft.anomaly``): its first stage is
-``anomaly:`` (an ``AnomalyConfig``, whose rule chooses the threshold on val) instead of ``finetune:``, and what
-belongs to a classifier (fine-tuning, QAT, search, the accuracy gate, a ``decision:`` section, recovery by labels) is
-refused with what to use instead.
+``task:`` names the task (``edgeft.tasks``; a classifier by default): its first stage is its own section (``finetune:``,
+``anomaly:``, ...), parsed and checked by the task, and the task refuses, with what to use instead, what it cannot
+honour (an anomaly recipe has no accuracy gate, no ``decision:`` section and no QAT).
 """
 
 from __future__ import annotations
@@ -22,12 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from edgeft.errors import ConfigError, close_matches
+from edgeft.settings import section
 
-STAGES = ("finetune", "prune", "export", "quantize", "build", "bench")
-ANOMALY_STAGES = ("anomaly", "prune", "export", "quantize", "build", "bench")  # task: anomaly: fitted on good parts
-TASKS = {"classify": STAGES, "anomaly": ANOMALY_STAGES}
-TOP_LEVEL = {"name", "data", "prepare_data", "threads", "task", "stages", "gates", "decision", "search", *STAGES,
-             *ANOMALY_STAGES}
+SHARED_STAGES = ("prune", "export", "quantize", "build", "bench")  # every task's; its first stage is its own
+KEYS = {"name", "data", "prepare_data", "threads", "task", "stages", "gates", "decision", "search", *SHARED_STAGES}
 PREPARERS = ("elpv",)
 
 
@@ -139,8 +136,11 @@ class Recipe:
     task: str = "classify"
 
     @property
-    def anomaly(self) -> bool:
-        return self.task == "anomaly"
+    def plugin(self):
+        """The task object (``edgeft.tasks``) this recipe runs."""
+        from edgeft import tasks
+
+        return tasks.get(self.task)
 
     def stage_config(self, stage: str) -> dict[str, Any]:
         """A stage's settings as plain data (for hashing, the plan and the report)."""
@@ -148,7 +148,7 @@ class Recipe:
         return c.to_dict() if hasattr(c, "to_dict") else asdict(c)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **({"task": self.task} if self.anomaly else {}), "data": str(self.data),
+        return {"name": self.name, **({"task": self.task} if self.task != "classify" else {}), "data": str(self.data),
                 "prepare_data": self.prepare_data, "threads": self.threads, "stages": self.stages,
                 **{s: self.stage_config(s) for s in self.stages}, "gates": asdict(self.gates),
                 **({"decision": asdict(self.decision)} if self.decision else {}),
@@ -166,33 +166,6 @@ def data_fingerprint(data: Path) -> str:
     return config_hash(entries)
 
 
-def _section(cls, d: Any, where: str):
-    """A dataclass section from a mapping: unknown keys with close matches, types checked per field."""
-    if d is None:
-        d = {}
-    if not isinstance(d, dict):
-        raise ConfigError(f"{where} must be a mapping of option: value, got {type(d).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    for key in d:
-        if key not in known:
-            raise ConfigError(f"unknown field {where}.{key}{close_matches(str(key), known)}")
-    values = {}
-    for name, value in d.items():
-        default = known[name].default
-        if known[name].type in ("float", "float | None") and isinstance(value, (int, str)) and not isinstance(value, bool):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{where}.{name} must be a number, got {value!r}") from None
-        elif isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{where}.{name} must be true or false, got {value!r}")
-        elif ((isinstance(default, int) and not isinstance(default, bool)) or known[name].type == "int | None") and \
-                value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise ConfigError(f"{where}.{name} must be an integer, got {value!r}")
-        values[name] = value
-    return cls(**values)
-
-
 def _int_list(value: Any, where: str, length: int | None = None) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
@@ -203,9 +176,8 @@ def _int_list(value: Any, where: str, length: int | None = None) -> list[int]:
     return value
 
 
-def _check_stage_sections(sections: dict[str, Any]) -> None:
+def _check_stage_sections(sections: dict[str, Any], task) -> None:
     """Turn each section into the stage's own validated config; errors name the section."""
-    from edgeft.engine.config import FinetuneConfig
     from edgeft.prune.config import PruneConfig
     from edgeft.quantize.ptq import QuantizeConfig
 
@@ -214,28 +186,16 @@ def _check_stage_sections(sections: dict[str, Any]) -> None:
             return build()
         except ConfigError as e:
             msg = str(e)
-            msg = re.sub(r"^unknown field '?([\w.]+)'?", lambda m: f"unknown field {stage}.{m.group(1)}", msg)
-            if not msg.startswith("unknown field"):
+            msg = re.sub(r"^unknown field '?([\w.]+)'?", lambda m: "unknown field " + (
+                m.group(1) if m.group(1).startswith(stage + ".") else f"{stage}.{m.group(1)}"), msg)
+            if not msg.startswith(("unknown field", stage + ".")):
                 msg = f"{stage}: {msg}"
             raise ConfigError(msg) from None
         except TypeError as e:
             raise ConfigError(f"{stage}: {e}") from None
 
-    if "finetune" in sections:
-        sections["finetune"] = wrap("finetune", lambda: FinetuneConfig.from_dict(sections["finetune"] or {}))
-    if "anomaly" in sections:
-        from edgeft.anomaly.config import AnomalyConfig
-
-        d = sections["anomaly"]
-        layers = d.get("layers") if isinstance(d, dict) else None
-        if layers is not None and (not isinstance(layers, list) or not layers or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in layers)):
-            raise ConfigError(f"anomaly.layers must be a list of the backbone's feature levels, e.g. [2, 3], got "
-                              f"{layers!r}")
-        s = _section(AnomalyConfig, d, "anomaly")  # its own errors name anomaly.<field>
-        if not isinstance(s.good, str) or not s.good:
-            raise ConfigError(f"anomaly.good must name the folder of good parts, e.g. good: functional, got {s.good!r}")
-        sections["anomaly"] = s
+    if task.first_stage in sections:
+        sections[task.first_stage] = wrap(task.first_stage, lambda: task.first_config(sections[task.first_stage]))
     if "prune" in sections:
         d = sections["prune"] or {}
         if not isinstance(d, dict):
@@ -246,12 +206,12 @@ def _check_stage_sections(sections: dict[str, Any]) -> None:
                 raise ConfigError(f"unknown field prune.{key}{close_matches(str(key), known)}")
         sections["prune"] = wrap("prune", lambda: PruneConfig(**d))
     if "export" in sections:
-        s = _section(ExportSection, sections["export"], "export")
+        s = section(ExportSection, sections["export"], "export")
         if s.opset < 13:
             raise ConfigError(f"export.opset must be >= 13, got {s.opset}")
         sections["export"] = s
     if "quantize" in sections:
-        s = _section(QuantizeSection, sections["quantize"], "quantize")
+        s = section(QuantizeSection, sections["quantize"], "quantize")
         wrap("quantize", lambda: QuantizeConfig(method=s.method, target=s.target, calib_method=s.calib_method,
                                                 percentile=s.percentile))
         if s.calib is not None and not Path(s.calib).is_file():
@@ -267,14 +227,14 @@ def _check_stage_sections(sections: dict[str, Any]) -> None:
     if "build" in sections:
         from edgeft.tensorrt.build import BuildConfig
 
-        s = _section(BuildSection, sections["build"], "build")
+        s = section(BuildSection, sections["build"], "build")
         s.batch = _int_list(s.batch, "build.batch", 3)
         wrap("build", lambda: BuildConfig(precision=s.precision, batch=tuple(s.batch), workspace_mb=s.workspace_mb))
         sections["build"] = s
     if "bench" in sections:
         from edgeft.runtime.backends import BACKENDS
 
-        s = _section(BenchSection, sections["bench"], "bench")
+        s = section(BenchSection, sections["bench"], "bench")
         if isinstance(s.backends, str):
             s.backends = [s.backends]
         for b in s.backends:
@@ -290,7 +250,7 @@ def _check_stage_sections(sections: dict[str, Any]) -> None:
 def _decision(d: Any) -> DecisionSection | None:
     if d is None:
         return None
-    s = _section(DecisionSection, d, "decision")
+    s = section(DecisionSection, d, "decision")
     if isinstance(s.positive, str):
         s.positive = [s.positive]
     if not isinstance(s.positive, list) or not s.positive or not all(isinstance(c, str) and c for c in s.positive):
@@ -303,7 +263,7 @@ def _search(d: Any, stages: list[str], sections: dict[str, Any], gates: Gates) -
     """The search space, refused when empty or contradictory (one line naming the field and the fix)."""
     if d is None:
         return None
-    s = _section(SearchSection, d, "search")
+    s = section(SearchSection, d, "search")
     if isinstance(s.target_macs, (int, float)) and not isinstance(s.target_macs, bool):
         s.target_macs = [s.target_macs]
     if isinstance(s.method, str):
@@ -362,25 +322,14 @@ def _search(d: Any, stages: list[str], sections: dict[str, Any], gates: Gates) -
     return s
 
 
-def _gates(d: Any, stages: list[str], decision: DecisionSection | None, anomaly=None) -> Gates:
-    """The gates, checked against what the run will measure (``anomaly``: the anomaly section of task: anomaly)."""
-    g = _section(Gates, d, "gates")
+def _gates(d: Any, stages: list[str], decision: DecisionSection | None, sections: dict[str, Any], task) -> Gates:
+    """The gates, checked against what the run will measure (the task refuses the gates it cannot evaluate)."""
+    g = section(Gates, d, "gates")
     for name in ("max_accuracy_drop_pp", *Gates.DECISION_GATES):
         value = getattr(g, name)
         if value is not None and value < 0:
             raise ConfigError(f"gates.{name} must be >= 0, got {value}")
-        if value is None:
-            continue
-        if anomaly is not None and name == "max_accuracy_drop_pp":
-            raise ConfigError("gates.max_accuracy_drop_pp: an anomaly model has no accuracy; gate its AUROC "
-                              "(max_auroc_drop) and its operating point (max_recall_drop_pp, max_false_reject_rise_pp)")
-        if anomaly is not None and name != "max_auroc_drop" and anomaly.target_recall is None and \
-                anomaly.max_false_reject is None and anomaly.escape_cost is None:
-            raise ConfigError(f"gates.{name} compares models at their operating points: give anomaly: a rule "
-                              "(target_recall, max_false_reject or escape_cost)")
-        if anomaly is None and name in Gates.DECISION_GATES and decision is None:
-            raise ConfigError(f"gates.{name} compares models at their operating points: add a decision: section "
-                              "(positive: [CLASS] and a rule such as target_recall: 0.95)")
+    task.check_gates(g, decision, sections)
     if not isinstance(g.max_p50_ms, dict):
         raise ConfigError("gates.max_p50_ms must map backend (or backend@batch) to milliseconds, e.g. {ort-cpu: 5}")
     if g.max_p50_ms and "bench" not in stages:
@@ -402,24 +351,24 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
     if not isinstance(d, dict):
         raise ConfigError(f"{source} must be a mapping with data: and stage sections (finetune:, prune:, ...)")
     d = _merge(dict(d), overrides or {})
-    for key in d:
-        if key not in TOP_LEVEL:
-            raise ConfigError(f"unknown field {key!r} in {source}{close_matches(str(key), TOP_LEVEL)}")
     if "data" not in d or not d["data"]:
         raise ConfigError(f"{source}: data: is required (an ImageFolder with train/ val/ [test/])")
-    task = d.get("task", "classify")
-    if task not in TASKS:
-        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}{close_matches(str(task), TASKS)}")
-    order = TASKS[task]
+    from edgeft import tasks
+
+    task = tasks.get(d.get("task"))  # unknown names: one line with the close ones
+    order = task.stages
+    others = {st for n in tasks.names() for st in tasks.get(n).stages} - set(order)
     for key in d:
-        if key in (*STAGES, *ANOMALY_STAGES) and key not in order:
+        if key not in KEYS and key not in order and key not in others:
+            raise ConfigError(f"unknown field {key!r} in {source}{close_matches(str(key), KEYS | set(order))}")
+        if key in others:
             raise ConfigError(_other_task(task, key))
     present = [s for s in order if s in d]
     stages = d.get("stages", present)
     if not isinstance(stages, list) or not stages:
         raise ConfigError(f"stages must be a non-empty list, e.g. [{', '.join(s for s in order if s != 'build')}]")
     for s in stages:
-        if s in (*STAGES, *ANOMALY_STAGES) and s not in order:
+        if s in others:
             raise ConfigError(f"stages: {_other_task(task, s)}")
         if s not in order:
             raise ConfigError(f"stages: unknown stage {s!r}; stages are {', '.join(order)}"
@@ -428,16 +377,15 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
         if order.index(a) >= order.index(b):
             raise ConfigError(f"stages: {b} cannot come after {a}; the order is {' -> '.join(order)}")
     if stages[0] != order[0]:
-        raise ConfigError("stages must start with finetune: every later stage works on the fine-tuned model"
-                          if task == "classify" else "stages must start with anomaly: every later stage works on the "
-                                                     "fitted anomaly model")
+        raise ConfigError(f"stages must start with {order[0]}: every later stage works on the model it makes "
+                          f"({task.summary})")
     unused = [s for s in present if s not in stages]
     if unused:
         raise ConfigError(f"section {unused[0]}: is given but {unused[0]} is not in stages: {stages}")
     if "build" in stages and "export" not in stages and "quantize" not in stages:
         raise ConfigError("stages: build needs an ONNX model; add export (FP32/FP16) or quantize (INT8) before it")
     sections = {s: d.get(s) or {} for s in stages}
-    _check_stage_sections(sections)
+    _check_stage_sections(sections, task)
     if "build" in stages and sections["build"].precision != "int8" and "export" not in stages:
         raise ConfigError(f"build.precision {sections['build'].precision} builds from the FP32 ONNX model: add export "
                           "to stages")
@@ -455,40 +403,24 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
     name = str(d.get("name") or re.sub(r"[^\w.-]", "_", Path(source).stem).strip("_") or "run")
     if not re.fullmatch(r"[\w.-]+", name):
         raise ConfigError(f"name must be letters, digits, '.', '_' or '-', got {name!r}")
-    if task == "anomaly":
-        _check_anomaly(d, sections)
+    task.check_recipe(d, sections)
     decision = _decision(d.get("decision"))
-    gates = _gates(d.get("gates"), stages, decision, sections.get("anomaly"))
+    gates = _gates(d.get("gates"), stages, decision, sections, task)
     return Recipe(name=name, data=Path(os.path.expanduser(str(d["data"]))), stages=stages, sections=sections,
                   gates=gates, prepare_data=prepare, threads=threads, source=source, decision=decision,
-                  search=_search(d.get("search"), stages, sections, gates), task=task)
+                  search=_search(d.get("search"), stages, sections, gates), task=task.name)
 
 
-def _other_task(task: str, stage: str) -> str:
-    """Why a stage of the other task is refused, and what to do instead."""
-    if task == "classify":
-        return (f"{stage} is a stage of task: anomaly (a model fitted on good parts alone); add task: anomaly at the "
-                "top of the recipe, or remove it")
-    return (f"{stage} belongs to task: classify; an anomaly recipe starts with anomaly: (fitted on the good parts "
-            "of train/, nothing is trained)")
+def _other_task(task, stage: str) -> str:
+    """Why a stage of another task is refused, and what to do instead."""
+    from edgeft import tasks
 
-
-def _check_anomaly(d: dict[str, Any], sections: dict[str, Any]) -> None:
-    """What a classifier recipe has and an anomaly recipe cannot: one line each, with what to use instead."""
-    if d.get("decision") is not None:
-        raise ConfigError("decision: an anomaly recipe names its rule in anomaly: (target_recall, max_false_reject or "
-                          "escape_cost, and review_budget); the parts it flags are every class but anomaly.good")
-    if d.get("search") is not None:
-        raise ConfigError("search: the search prunes and quantizes classifiers; remove it from an anomaly recipe "
-                          "(tune anomaly.dims and quantize.calib_method instead)")
-    if "prune" in sections:
-        from edgeft.prune.config import check_for_anomaly
-
-        check_for_anomaly(sections["prune"])
-    q = sections.get("quantize")
-    if q is not None and q.method != "ptq":
-        raise ConfigError(f"quantize.method {q.method}: an anomaly model is quantized post-training (ptq); QAT "
-                          "trains against labels, and an anomaly model is fitted without any")
+    owner = tasks.stage_owner(stage)
+    if owner is not None:
+        return (f"{stage} is the first stage of task: {owner} ({tasks.get(owner).summary}); a task: {task.name} recipe "
+                f"starts with {task.first_stage}: ({task.summary}); set task: {owner} at the top of the recipe, or "
+                f"remove {stage}")
+    return f"{stage} is not a stage of task: {task.name} ({', '.join(task.stages)})"
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,6 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from edgeft import artifact as art
@@ -253,19 +252,20 @@ def _measure(recipe: Recipe, c: Candidate, quantized: Path, baseline_onnx: Path)
 def judge(recipe: Recipe, baseline_val: dict[str, Any], c: Candidate) -> list[dict[str, Any]]:
     """Every gate on val: the candidate against the fine-tuned model, each at its own val-chosen policy, and the
     latency gates on the candidate's measured p50 (ONNX Runtime CPU, batch 1)."""
-    from edgeft.optimize.report import Row, evaluate_gates
+    from edgeft.optimize.gates import GateVerdict, evaluate_gates
+    from edgeft.optimize.rows import Row
 
     rows = [Row("fine-tuned", "finetune", "fine-tuned FP32", "", "done",
                 accuracy=Classification.from_dict({k: v for k, v in baseline_val.items()
                                                    if k not in ("labels", "predictions")}, "search baseline"),
                 split="val"),
             Row(c.key, "quantize", c.key, "", "done", accuracy=c.val_metrics(), split="val")]
-    verdicts = evaluate_gates(SimpleNamespace(gates=replace(recipe.gates, max_p50_ms={})), rows)
+    verdicts = evaluate_gates(replace(recipe.gates, max_p50_ms={}), rows)
     for key, limit in recipe.gates.max_p50_ms.items():
-        verdicts.append({"gate": f"max_p50_ms.{key}", "limit": float(limit), "value": c.p50_ms, "model": c.key,
-                         "status": "pass" if c.p50_ms is not None and c.p50_ms <= float(limit) else "fail",
-                         "detail": f"{c.key} on ort-cpu@1"})
-    return verdicts
+        verdicts.append(GateVerdict(f"max_p50_ms.{key}", float(limit), c.p50_ms, c.key,
+                                    "pass" if c.p50_ms is not None and c.p50_ms <= float(limit) else "fail",
+                                    f"{c.key} on ort-cpu@1"))
+    return [v.to_dict() for v in verdicts]  # kept as JSON in the search's result
 
 
 def _fails(verdicts: list[dict[str, Any]]) -> tuple[bool, bool]:
@@ -303,7 +303,7 @@ def search(recipe: Recipe, run: Path, finetuned: Path, resume: bool = False) -> 
     """Run the search of ``recipe`` under ``run/search`` from the fine-tuned artifact ``finetuned``; the test split
     must be sealed by the caller. Returns the chosen candidate (its artifacts in ``run/search/<key>/``)."""
     from edgeft.optimize.recipe import data_fingerprint
-    from edgeft.optimize.report import verdict_line
+    from edgeft.optimize.gates import GateVerdict
     from edgeft.prune.pruner import prune_schedule
 
     t0 = time.time()
@@ -381,7 +381,7 @@ def search(recipe: Recipe, run: Path, finetuned: Path, resume: bool = False) -> 
                           + (f" (drop {pd['drop_pp']:+.2f} ± {pd['se_pp']:.2f} pp, one paired standard error)"
                              if pd else "") + ", "
                           f"{c.p50_ms:.2f} ms ({c.speedup:.2f}x the fine-tuned FP32 ONNX model), "
-                          + "; ".join(verdict_line(v) for v in c.verdicts if v["status"] == "fail"))
+                          + "; ".join(GateVerdict.from_dict(v).line() for v in c.verdicts if v["status"] == "fail"))
         elif c.reason:
             progress.info(f"[search] {c.key}: not run ({c.reason})")
         result.append(c)

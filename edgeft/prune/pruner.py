@@ -4,7 +4,7 @@ Dependency tracking (which channels of which layers must go together through res
 depthwise convs and norms) is torch-pruning's; edgeft chooses the target, caps per-layer pruning,
 re-estimates importance between small steps, recovers accuracy with the fine-tuning loop (optionally
 distilling from the unpruned parent), and stores the result as architecture + shape spec + weights.
-An anomaly model (``edgeft anomaly``) is pruned by :mod:`edgeft.prune.anomaly`, which has no labels to recover from;
+An anomaly model (``edgeft anomaly``) is pruned by :mod:`edgeft.tasks.anomaly.prune`, which has no labels to recover from;
 the mechanics both share are in :mod:`edgeft.prune.channels`.
 """
 
@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from edgeft import artifact as art
 from edgeft import progress
-from edgeft.engine import loop
+from edgeft.training import loop
 from edgeft.errors import ArtifactError, ConfigError, close_matches
 from edgeft.models.inference import torch_logits
 from edgeft.metrics import Classification, PruneStats, classification_metrics
@@ -62,10 +62,12 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
     """Prune the PyTorch artifact at ``artifact_path`` to ``cfg``'s target and recover on ``data``."""
     out = art.refuse_existing(out, force)
     parent = art.load(artifact_path)
-    if parent.meta.extra.get("task") == "anomaly" and parent.meta.kind == "torch":
-        from edgeft.prune.anomaly import prune_anomaly
+    if parent.meta.kind == "torch" and not parent.meta.extra.get("quantized"):
+        from edgeft.tasks import registry as tasks
 
-        return prune_anomaly(parent, data, out, cfg, force=force)
+        task = tasks.of(parent.meta)
+        if task.own_pruning:  # e.g. an anomaly backbone: its feature levels kept, recovered by feature distillation
+            return task.prune(parent, data, out, cfg, force, measure_latency)
     if parent.meta.kind != "torch" or parent.meta.extra.get("quantized"):
         raise ArtifactError(f"{parent.path} is already {'quantized' if parent.meta.extra.get('quantized') else parent.meta.kind}; "
                             "prune the fine-tuned PyTorch artifact, then quantize")
@@ -172,7 +174,9 @@ def prune_schedule(artifact_path: str | os.PathLike, data: str | os.PathLike, ou
     from edgeft.runtime.torch_shapes import shape_spec
 
     parent = art.load(artifact_path)
-    if parent.meta.kind != "torch" or parent.meta.extra.get("quantized") or parent.meta.extra.get("task") == "anomaly":
+    from edgeft.tasks import registry as tasks
+
+    if parent.meta.kind != "torch" or parent.meta.extra.get("quantized") or tasks.of(parent.meta).own_pruning:
         raise ArtifactError(f"{parent.path}: the schedule prunes a fine-tuned PyTorch classifier")
     tp, model, reference, example, (base_macs, base_params), ds, eval_set = _start(parent, data, cfg)
     contract = parent.meta.input
@@ -232,7 +236,7 @@ def recover_snapshot(snapshot_path: str | os.PathLike, parent_path: str | os.Pat
 
 def recovery_config(parent: art.Artifact, cfg: PruneConfig):
     """The recovery's training settings: the parent's fine-tuning settings with ``cfg``'s mode, epochs, lr, views."""
-    from edgeft.engine.config import config_from_parent
+    from edgeft.training.config import config_from_parent
 
     return config_from_parent(parent, cfg.recover_mode, cfg.recover_epochs, cfg.recover_lr, cfg.threads, cfg.seed,
                               cache_views=cfg.recover_views, patience=cfg.recover_patience)
@@ -241,7 +245,7 @@ def recovery_config(parent: art.Artifact, cfg: PruneConfig):
 def recover(parent: art.Artifact, model: nn.Module, data: str | os.PathLike, out: str | os.PathLike,
             cfg: PruneConfig, *, teacher: nn.Module | None = None, extra: dict[str, Any] | None = None,
             stats: dict[str, Any] | None = None, force: bool = False) -> art.Artifact:
-    """Recovery fine-tuning of ``model``, pruned from ``parent``, through the engine's training loop (distilled from
+    """Recovery fine-tuning of ``model``, pruned from ``parent``, through the training floor's loop (distilled from
     ``teacher`` when given); writes the pruned artifact at ``out``. ``extra`` must carry its ``pruned_spec``."""
     rcfg = recovery_config(parent, cfg)
     return loop.retrain(parent, model, rcfg, data, art.refuse_existing(out, force), stage="prune", teacher=teacher,

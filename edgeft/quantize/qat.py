@@ -126,11 +126,11 @@ def qat(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg, calib: st
     """
     from edgeft.data.imagefolder import find_splits, load_split
     from edgeft.errors import ArtifactError
-    from edgeft.engine import loop
+    from edgeft.training import loop
     from edgeft.metrics import classification_metrics, split_metrics
     from edgeft.models.inference import torch_logits
     from edgeft.models import from_artifact
-    from edgeft.engine.config import config_from_parent
+    from edgeft.training.config import config_from_parent
     from edgeft.data import calibration
     from edgeft.quantize.ptq import quantize
 

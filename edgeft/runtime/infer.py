@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import IO, Iterable
 
 from edgeft.redact import Source
-from edgeft.runtime import heatmap
-from edgeft.runtime.heatmap import hot_spot
 from edgeft.runtime.monitor import LineMetrics
 from edgeft.runtime.predictor import Predictor
 from edgeft.runtime.sources import Frame, SourceStats, frames
@@ -33,11 +31,13 @@ def _batches(it: Iterable[Frame], size: int) -> Iterable[list[Frame]]:
         yield batch
 
 
-def _write_heatmap(predictor: Predictor, f: Frame, p, folder: Path) -> Path:
-    """The frame's overlay, named after its source and frame number (``cell0001-000000.png``)."""
+def _write_drawing(predictor: Predictor, f: Frame, p, folder: Path) -> Path:
+    """What the task draws over the frame (an anomaly model's heatmap), named after its source and frame number
+    (``cell0001-000000.png``)."""
+    from edgeft.images import write_image
+
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(f.source.split("?")[0]).stem or "frame")[:80]
-    floor, ceiling = predictor.heatmap_scale
-    return heatmap.write(folder / f"{stem}-{f.index:06d}.png", heatmap.overlay(f.image, p.heatmap, floor, ceiling))
+    return write_image(folder / f"{stem}-{f.index:06d}.png", predictor.draw(f.image, p))
 
 
 def run(predictor: Predictor, source: str | Source, out: IO[str], batch: int = 1, queue_size: int = 8,
@@ -51,7 +51,7 @@ def run(predictor: Predictor, source: str | Source, out: IO[str], batch: int = 1
     stats = SourceStats()
     stop = stop or threading.Event()
     if heatmaps is not None:
-        predictor.heatmap_scale  # a classifier is refused before any frame is read
+        predictor.heatmap_scale  # a task that draws nothing is refused before any frame is read
         Path(heatmaps).mkdir(parents=True, exist_ok=True)
     try:
         return _run(predictor, source, out, batch, queue_size, max_reconnects, max_frames, stop, metrics, stats,
@@ -86,10 +86,9 @@ def _run(predictor: Predictor, source: str | Source, out: IO[str], batch: int, q
                                 latency_ms=round(per_frame_ms, 3), backend=predictor.backend_name)
                     if p.decision is not None:
                         line.update(decision=p.decision, not_ok=round(p.not_ok, 6))
-                    if p.heatmap is not None:
-                        line["hot_spot"] = hot_spot(p.heatmap)
-                        if heatmaps is not None:
-                            line["heatmap"] = str(_write_heatmap(predictor, f, p, Path(heatmaps)))
+                    line.update(p.extras)  # what the task adds (an anomaly model: where its heatmap peaks)
+                    if heatmaps is not None:
+                        line["heatmap"] = str(_write_drawing(predictor, f, p, Path(heatmaps)))
                     if metrics is not None:
                         metrics.record(p.label, per_frame_ms, p.decision, p.not_ok)
                 out.write(json.dumps(line) + "\n")

@@ -8,7 +8,7 @@ the ``torch`` backend is asked for.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -17,7 +17,7 @@ import numpy as np
 from edgeft.contract import InputContract
 from edgeft.decision import Policy, read_policy
 from edgeft.errors import ArtifactError, ConfigError
-from edgeft.runtime.anomaly_graph import ANOMALOUS, AnomalySpec, is_anomaly
+from edgeft.tasks import registry as tasks
 from edgeft.runtime.backends import choose_with_reason
 from edgeft.runtime.runner import ONNX_META_KEY, Runner  # noqa: F401 (ONNX_META_KEY: where readers find it)
 
@@ -28,7 +28,7 @@ class Prediction:
     policy, the line's ``decision`` (pass, review or reject) on its ``not_ok`` score.
 
     From an anomaly model: ``score`` and ``not_ok`` are the anomaly score (the heatmap's peak; larger is less like
-    the good parts), ``probabilities`` is empty, ``heatmap`` the grid of patch distances (``edgeft.runtime.heatmap``
+    the good parts), ``probabilities`` is empty, ``heatmap`` the grid of patch distances (``edgeft.tasks.anomaly.heatmap``
     draws it over the frame) and the label the good class or ``anomalous`` by the decision (``unknown`` for a model
     fitted without a threshold)."""
 
@@ -39,16 +39,13 @@ class Prediction:
     decision: str | None = None
     not_ok: float | None = None
     heatmap: np.ndarray | None = None
+    extras: dict = field(default_factory=dict)  # what the task adds to a frame's JSON line (an anomaly's hot_spot)
 
     def to_dict(self) -> dict:
         d = {"label": self.label, "index": self.index, "score": self.score, "probabilities": self.probabilities}
         if self.decision is not None:
             d.update(decision=self.decision, not_ok=self.not_ok)
-        if self.heatmap is not None:
-            from edgeft.runtime.heatmap import hot_spot
-
-            d["hot_spot"] = hot_spot(self.heatmap)
-        return d
+        return {**d, **self.extras}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -74,7 +71,7 @@ class Predictor:
         files: dict[str, Path] = {}
         artifact_dir = None
         self.policy: Policy | None = None
-        self.anomaly: AnomalySpec | None = None
+        task_meta: dict = {}  # where the model says what its task is (meta.json's extra, or a bare .onnx's metadata)
         if p.is_dir():
             from edgeft import artifact
 
@@ -83,8 +80,7 @@ class Predictor:
             files[a.meta.model_file] = a.model_path
             self.contract, self.class_names = a.meta.input, list(a.meta.class_names)
             self.policy = read_policy(a.meta.extra, f"{p}/meta.json extra.decision")
-            if is_anomaly(a.meta.extra):
-                self.anomaly = AnomalySpec.from_dict(a.meta.extra.get("anomaly"), f"{p}/meta.json extra.anomaly")
+            task_meta, where = a.meta.extra, f"{p}/meta.json extra"
         elif p.is_file() and p.suffix == ".onnx":
             files["model.onnx"] = p
         else:
@@ -105,12 +101,18 @@ class Predictor:
                                     "--std) and class names explicitly, or export it with `edgeft export`")
             self.contract = InputContract.from_dict(meta["input"]) if meta else contract
             self.class_names = list(meta["class_names"]) if meta else list(class_names or [])
-            if meta and is_anomaly(meta):
-                self.anomaly = AnomalySpec.from_dict(meta.get("anomaly"), f"{p} metadata")
+            task_meta, where = meta or {}, f"{p} metadata"
+        self.task = tasks.of(task_meta)
+        self.head = self.task.head(task_meta, where)  # the task's post-processing of the graph's outputs
         if contract is not None:
             self.contract = contract
         if class_names is not None:
             self.class_names = list(class_names)
+
+    @property
+    def anomaly(self):
+        """An anomaly model's spec (heatmap grid and colour scale), None for other tasks."""
+        return getattr(self.head, "spec", None)
 
     @property
     def backend_name(self) -> str:
@@ -129,42 +131,26 @@ class Predictor:
     def heatmap_scale(self) -> tuple[float, float]:
         """(floor, ceiling) of an anomaly model's heatmap colours: a typical good patch, and the reject threshold
         (without a policy: the fit's highest good val score)."""
-        if self.anomaly is None:
-            raise ConfigError("heatmaps come from anomaly models (`edgeft anomaly`); this model is a classifier")
-        ceiling = self.policy.reject_at if self.policy is not None else self.anomaly.map_ceiling
-        return self.anomaly.map_floor, ceiling
+        scale = getattr(self.head, "scale", None)
+        if scale is None:
+            raise ConfigError(f"heatmaps come from anomaly models (`edgeft anomaly`); this model is a {self.task.name} "
+                              "model")
+        return scale(self.policy)
 
-    def _predict_anomaly(self, frames: Sequence[np.ndarray], source: str) -> list[Prediction]:
-        scores, maps = self.runner.infer_outputs(self.preprocess(frames, source))[:2]
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-        decisions = self.policy.decide(scores) if self.policy is not None else None
-        good = self.class_names[0]
-        out = []
-        for k, s in enumerate(scores):
-            d = str(decisions[k]) if decisions is not None else None
-            label = "unknown" if d is None else (good if d == "pass" else ANOMALOUS)
-            out.append(Prediction(label, self.class_names.index(label) if label in self.class_names else -1,
-                                  float(s), [], decision=d, not_ok=float(s) if d is not None else None,
-                                  heatmap=np.asarray(maps[k], dtype=np.float32).reshape(np.shape(maps)[-2:])))
-        return out
+    def draw(self, frame: np.ndarray, prediction: Prediction) -> np.ndarray:
+        """What the task draws of a prediction over its frame (an anomaly model: the heatmap on a fixed scale), as an
+        8-bit BGR image; refused for a task that draws nothing."""
+        draw = getattr(self.head, "draw", None)
+        if draw is None:
+            raise ConfigError(f"a {self.task.name} model draws nothing over its frames; heatmaps come from anomaly "
+                              "models (`edgeft anomaly`)")
+        return draw(frame, prediction, self.policy)
 
     def predict(self, frames: Sequence[np.ndarray] | np.ndarray, source: str = "BGR") -> list[Prediction]:
         """Predictions for a list of frames (a single HxW[xC] array is one frame)."""
         if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
             frames = [frames]
-        if self.anomaly is not None:
-            return self._predict_anomaly(frames, source)
-        probs = softmax(self.logits(frames, source).astype(np.float64))
-        not_ok = self.policy.score(probs) if self.policy is not None else None
-        decisions = self.policy.decide(not_ok) if self.policy is not None else None
-        out = []
-        for k, row in enumerate(probs):
-            i = int(row.argmax())
-            out.append(Prediction(self.class_names[i] if i < len(self.class_names) else str(i), i, float(row[i]),
-                                  [float(v) for v in row],
-                                  decision=str(decisions[k]) if decisions is not None else None,
-                                  not_ok=float(not_ok[k]) if not_ok is not None else None))
-        return out
+        return self.head.predict(self.runner, self.preprocess(frames, source), self.policy, self.class_names)
 
     def close(self) -> None:
         self.runner.deactivate()

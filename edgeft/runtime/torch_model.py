@@ -39,25 +39,19 @@ def load_state_dict_strict(model: "nn.Module", state_dict: dict, source: str) ->
 
 
 def from_artifact(artifact) -> "nn.Module":
-    """Rebuild the PyTorch model of a ``torch`` artifact from its architecture and state dict (eval mode): a
-    classifier, or an anomaly graph (``edgeft.runtime.anomaly_graph``) where the artifact says so."""
-    import timm
+    """Rebuild the PyTorch model of a ``torch`` artifact from its architecture and state dict (eval mode): its task
+    builds the network (a classifier, an anomaly graph, ...), then pruned shapes and weights are applied."""
     import torch
+
+    from edgeft.tasks import registry as tasks
 
     from edgeft.errors import ArtifactError
 
     meta = artifact.meta
     if meta.kind != "torch":
         raise ArtifactError(f"{artifact.path} holds a {meta.kind} model; a PyTorch (model.pt) artifact is needed")
-    check_arch(meta.arch)
     sd = torch.load(artifact.model_path, map_location="cpu", weights_only=True)
-    if meta.extra.get("task") == "anomaly":  # the backbone cut after its deepest level, then the anomaly graph
-        from edgeft.runtime.anomaly_graph import AnomalySpec, cut_backbone, graph
-
-        a_spec = AnomalySpec.from_dict(meta.extra.get("anomaly"), f"{artifact.path}/meta.json extra.anomaly")
-        model = graph(cut_backbone(timm.create_model(meta.arch, pretrained=False), a_spec.layers), a_spec)
-    else:
-        model = timm.create_model(meta.arch, pretrained=False, num_classes=meta.num_classes)
+    model = tasks.of(meta).torch_model(artifact)  # its task builds the network: a classifier, an anomaly graph, ...
     spec = meta.extra.get("pruned_spec")
     if spec:
         from edgeft.runtime.torch_shapes import apply_spec

@@ -39,8 +39,8 @@ from edgeft.artifact import Artifact, Meta
 from edgeft.contract import InputContract
 from edgeft.data import augment as aug
 from edgeft.data.imagefolder import Dataset, load_dataset
-from edgeft.engine.config import FinetuneConfig
-from edgeft.engine.split import freeze_for, set_train_mode, split
+from edgeft.training.config import FinetuneConfig
+from edgeft.training.split import freeze_for, set_train_mode, split
 from edgeft.errors import ConfigError, DataError, DependencyError, TrainingError
 from edgeft.metrics import Classification, classification_metrics, macro_auroc
 from edgeft.models import save_artifact

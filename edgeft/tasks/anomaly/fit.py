@@ -2,7 +2,7 @@
 
 No defect label is used to fit: the backbone's patch features of the good images become a Gaussian per map
 position (``padim``) or a coreset memory bank (``patchcore``), stored as buffers of the graph
-(``edgeft.runtime.anomaly_graph``) that the artifact holds. The threshold is a decision policy chosen on val
+(``edgeft.tasks.anomaly.graph``) that the artifact holds. The threshold is a decision policy chosen on val
 (which needs anomalous images; no threshold is guessed from good images alone), and test is scored once, last.
 """
 
@@ -14,13 +14,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from edgeft import progress
-from edgeft.anomaly.config import MIN_GOOD_IMAGES, AnomalyConfig
+from edgeft.tasks.anomaly.config import MIN_GOOD_IMAGES, AnomalyConfig
 from edgeft.artifact import Artifact, Meta, lineage_entry, refuse_existing
 from edgeft.decision import Rule
-from edgeft.engine.anomaly import StatsSettings, choose_on_val, score_test, statistics, stored_bytes
+from edgeft.tasks.anomaly.features import StatsSettings, choose_on_val, score_test, statistics, stored_bytes
 from edgeft.errors import ConfigError, DataError
 from edgeft.metrics import AnomalyFit
-from edgeft.runtime.anomaly_graph import ANOMALOUS, TASK, AnomalySpec, check_layers, cut_backbone, features, graph
+from edgeft.tasks.anomaly.graph import ANOMALOUS, AnomalySpec, check_layers, cut_backbone, features, graph
 
 
 def _good_files(data: str | os.PathLike, good: str):
@@ -121,7 +121,7 @@ def fit(cfg: AnomalyConfig, data: str | os.PathLike, out: str | os.PathLike, for
                          bank_bytes=bank_bytes, val=val_dec, test=test_dec, test_policy=test_policy,
                          test_pixel_auroc=pixel, test_pixel_pro=pro, test_masks=masks)
     params = {**cfg.to_dict(), "weights": str(weights), "data": str(Path(data))}
-    extra = {"task": TASK, "anomaly": spec.to_dict()}
+    extra = {"task": "anomaly", "anomaly": spec.to_dict()}
     if policy is not None:
         extra["decision"] = policy.to_dict()
     meta = Meta(kind="torch", arch=cfg.model, class_names=[cfg.good, ANOMALOUS], input=contract,

@@ -1,5 +1,5 @@
 """The anomaly report's gallery: the test parts the shipped model finds most anomalous, and the defective parts it
-lets through, each with its heatmap drawn over the part as the camera draws it (``edgeft.runtime.heatmap``: fixed
+lets through, each with its heatmap drawn over the part as the camera draws it (``edgeft.tasks.anomaly.heatmap``: fixed
 scale, blue at a typical good patch, red at the reject threshold).
 
 Made through the torch-free :class:`~edgeft.runtime.predictor.Predictor` from the image files, so what the report
@@ -107,7 +107,7 @@ def gallery(test: TestScores, model: int, contract, out: Path, top: int = TOP, e
     import cv2
 
     from edgeft.images import read_image
-    from edgeft.runtime.heatmap import overlay
+    from edgeft.tasks.anomaly.heatmap import overlay
 
     m = test.models[model]
     passed = np.array([d == "pass" for d in m.decisions])

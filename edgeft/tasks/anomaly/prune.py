@@ -3,7 +3,7 @@
 The backbone is pruned to the MACs target (torch-pruning, L2 or BatchNorm-scale importance: Taylor needs a loss
 from labels, which an anomaly model has none of), except the layers that produce the feature levels the graph
 reads, so the features keep their channels and meaning. It then recovers by **distilling its own features**: on the
-good training images it learns to give what the unpruned backbone gave (``edgeft.engine.loop.distill_features``).
+good training images it learns to give what the unpruned backbone gave (``edgeft.training.loop.distill_features``).
 The statistics are fitted again on the pruned backbone's features, the threshold chosen again on val with the fit's
 rule (pruning moves scores), and test is scored once, last, as the fit does.
 """
@@ -22,15 +22,15 @@ import torch.nn as nn
 from edgeft import artifact as art
 from edgeft import progress
 from edgeft.decision import read_policy
-from edgeft.engine.anomaly import StatsSettings, choose_on_val, score_test, statistics, stored_bytes
-from edgeft.engine.loop import distill_features
+from edgeft.tasks.anomaly.features import StatsSettings, choose_on_val, score_test, statistics, stored_bytes
+from edgeft.training.loop import distill_features
 from edgeft.errors import ConfigError, DataError, close_matches
 from edgeft.metrics import AnomalyFit, AnomalyPrune
 from edgeft.models import count_macs, from_artifact, torch_pruning
 from edgeft.prune.channels import (PruneError, channel_importance, prune_to_target, recalibrate_batchnorm,
                                    where_landed)
 from edgeft.prune.config import PruneConfig, check_for_anomaly
-from edgeft.runtime.anomaly_graph import AnomalySpec, feature_levels, features, graph
+from edgeft.tasks.anomaly.graph import AnomalySpec, feature_levels, features, graph
 
 
 def level_outputs(backbone: nn.Module, spec: AnomalySpec) -> list[nn.Module]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from edgeft.contract import RESIZE_POLICIES
 from edgeft.errors import ConfigError, close_matches
-from edgeft.runtime.anomaly_graph import METHODS, STORAGES
+from edgeft.tasks.anomaly.graph import METHODS, STORAGES
 
 MIN_GOOD_IMAGES = 10  # fewer good images describe no line's variation; a real line gives hundreds
 

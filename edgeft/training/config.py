@@ -152,7 +152,7 @@ package ships for ``model`` (``package:efficientnet_lite0``), and a model withou
         """These settings with the model-dependent defaults resolved and checked against ``model`` (before any
         image is decoded): ``trainable_blocks`` None becomes half of its blocks, and a count the model does not
         have is refused with the fix."""
-        from edgeft.engine.split import block_count
+        from edgeft.training.split import block_count
 
         if self.mode != "partial":
             return self

@@ -1,9 +1,9 @@
-"""Fitting and measuring anomaly graphs (``edgeft.runtime.anomaly_graph``), shared by the stages that make one:
-the fit (``edgeft.anomaly``) and the pruning of its backbone (``edgeft.prune.anomaly``).
+"""Fitting and measuring anomaly graphs (``edgeft.tasks.anomaly.graph``), shared by the stages that make one:
+the fit (``edgeft.tasks.anomaly.fit``) and the pruning of its backbone (``edgeft.tasks.anomaly.prune``).
 
 Statistics come from the good images' patch features alone; the threshold is a decision policy chosen on val (which
 needs anomalous images there); test is scored once, after every choice. A pruned backbone recovers without a label
-through :func:`edgeft.engine.loop.distill_features`: it learns to give the features its parent gives on good images.
+through :func:`edgeft.training.loop.distill_features`: it learns to give the features its parent gives on good images.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from edgeft import progress
-from edgeft.decision import Policy, Rule, choose_for_anomaly, format_outcome
+from edgeft.decision import Policy, Rule, choose_for_anomaly
 from edgeft.metrics import anomalous_mask, anomaly_decisions
-from edgeft.runtime.anomaly_graph import AnomalySpec, bulk_dtype
+from edgeft.tasks.anomaly.graph import AnomalySpec, bulk_dtype
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ def score_test(model, good: str, batch_size: int, data, contract, policy: Policy
         return None, None, None, None, 0
     outcome = policy.outcome(y, s) if policy is not None else None
     if outcome is not None:
-        progress.info(f"test at the val threshold: {format_outcome(outcome)}")
+        progress.info(f"test at the val threshold: {outcome.text()}")
     pixel, pro, masks = pixel_metrics(data, "test", images, y, maps)
     if pixel is not None:
         progress.info(f"test pixel AUROC {pixel:.3f}, PRO {pro:.3f} (to 30% false-positive pixels) on {masks} masked "

@@ -8,9 +8,6 @@ which is how exported anomaly models come to "flag everything" in an operator's 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
 from edgeft.errors import ConfigError
@@ -53,16 +50,3 @@ def hot_spot(heat: np.ndarray) -> list[float]:
     m = np.asarray(heat).reshape(np.shape(heat)[-2:])
     r, c = np.unravel_index(int(np.argmax(m)), m.shape)
     return [round((r + 0.5) / m.shape[0], 4), round((c + 0.5) / m.shape[1], 4)]
-
-
-def write(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write an overlay (PNG/JPEG by suffix), atomically: a reader never sees half an image."""
-    import cv2
-
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp{p.suffix}")
-    if not cv2.imwrite(str(tmp), image):
-        tmp.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write heatmap {p}; check the folder is writable and the suffix is .png or .jpg")
-    os.replace(tmp, p)
-    return p

@@ -33,7 +33,6 @@ from edgeft.metrics import ANOMALOUS  # noqa: F401 (the positive class: class_na
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
 
-TASK = "anomaly"  # meta.extra["task"] of an anomaly artifact
 METHODS = ("padim", "patchcore")
 STORAGES = ("fp32", "fp16")  # how the bulk of the statistics is stored (the distances are computed in FP32 either way)
 OUTPUTS = ("score", "heatmap")  # the exported graph's output names: (N,) and (N, 1, grid_h, grid_w)
@@ -201,10 +200,6 @@ def graph(backbone: "nn.Module", spec: AnomalySpec) -> "nn.Module":
 def features(backbone: "nn.Module", spec: AnomalySpec) -> "nn.Module":
     """The patch-feature half of the graph alone (what fitting runs over the good images)."""
     return _module()[0](backbone, spec)
-
-
-def is_anomaly(extra: dict[str, Any]) -> bool:
-    return extra.get("task") == TASK
 
 
 def distance_nodes(onnx_path) -> list[str]:

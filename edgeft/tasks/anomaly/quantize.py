@@ -1,7 +1,7 @@
 """INT8 of an anomaly graph (``edgeft quantize`` on an ``edgeft anomaly`` artifact).
 
 The backbone runs in INT8, calibrated on good parts only; the patch-feature pooling and the distances stay in
-FP32 (``edgeft.runtime.anomaly_graph.distance_nodes``): a Mahalanobis or nearest-neighbour distance in 8 bits
+FP32 (``edgeft.tasks.anomaly.graph.distance_nodes``): a Mahalanobis or nearest-neighbour distance in 8 bits
 would lose the small differences that separate a fine crack from the good parts' spread. INT8 moves the scores,
 so the threshold is chosen again on val, with the FP32 model's rule; what INT8 costs is measured on the scores,
 the heatmaps and the AUROC.
@@ -101,7 +101,7 @@ def refit_for_int8(int8: Path, data, parent: art.Artifact, threads: int) -> dict
     FP32 constants)."""
     import onnx
 
-    from edgeft.runtime.anomaly_graph import store_statistics
+    from edgeft.tasks.anomaly.graph import store_statistics
 
     spec = parent.meta.extra["anomaly"]
     refit = _refit_padim_on(int8, data, parent, threads) if spec["method"] == "padim" else None
@@ -138,7 +138,7 @@ def _val_policy(int8: Path, data, parent: art.Artifact, threads: int):
     """(the INT8 model's policy chosen on val with the parent's rule, val decisions, its heatmap scale from val's
     good parts: (floor, ceiling) as the fit sets it), each None where val cannot give it."""
     from edgeft.data.imagefolder import find_splits, load_split
-    from edgeft.engine.anomaly import map_scale
+    from edgeft.tasks.anomaly.features import map_scale
     from edgeft.metrics import anomalous_mask, anomaly_decisions
     from edgeft.runtime.logits import onnx_outputs
 

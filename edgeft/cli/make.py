@@ -1,0 +1,214 @@
+"""Commands that make a model: the demo data, fine-tuning, an anomaly fit, pruning."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from edgeft.cli.base import DATA_HELP, THREADS_HELP, Group, cli, default_help, int_list, load_config, parse_overrides
+from edgeft.tasks.anomaly.config import AnomalyConfig as AnomalyDefaults
+from edgeft.training.config import CLASS_BALANCE, DEVICES, MODES, FinetuneConfig
+
+
+@cli.group(cls=Group)
+def data() -> None:
+    """Prepare data sets."""
+
+
+@data.command("elpv")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--seed", default=0, show_default=True, help="Seed of the stratified split.")
+@click.option("--split", "fractions", default="0.70,0.15,0.15", show_default=True,
+              help="train,val,test fractions.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def data_elpv(out: Path, seed: int, fractions: str, force: bool) -> None:
+    """Build the ELPV solar-cell demo set (functional vs defective) as an ImageFolder in OUT."""
+    from edgeft.data import elpv
+    from edgeft.errors import ConfigError
+
+    try:
+        fr = tuple(float(f) for f in fractions.split(","))
+    except ValueError:
+        raise ConfigError(f"--split must be three numbers like 0.70,0.15,0.15, got {fractions!r}") from None
+    if len(fr) != 3:
+        raise ConfigError(f"--split must be three numbers like 0.70,0.15,0.15, got {fractions!r}")
+    counts = elpv.build(out, fractions=fr, seed=seed, force=force)  # type: ignore[arg-type]
+    for split, c in counts.items():
+        click.echo(f"{split:<5} " + "  ".join(f"{k}={c[k]}" for k in elpv.CLASSES))
+    click.echo(f"wrote {out} (images CC BY-NC-SA 4.0, see {out / 'LICENSE-DATA.txt'})")
+
+
+@cli.command()
+@click.option("--model", "model", default=None, help=f"timm architecture{default_help(FinetuneConfig, 'model')}")
+@click.option("--weights", default=None,
+              help="Pretrained weights: a .pth/.pt/.safetensors file, 'package:efficientnet_lite0', 'none' (random "
+                   "initialisation), or 'auto' (the weights a package ships for --model)"
+                   f"{default_help(FinetuneConfig, 'weights')}")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help=DATA_HELP)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="YAML with FinetuneConfig fields (a top-level 'finetune:' mapping or plain fields).")
+@click.option("--mode", type=click.Choice(MODES), default=None, help=f"What trains{default_help(FinetuneConfig, 'mode')}")
+@click.option("--trainable-blocks", type=int, default=None,
+              help="partial: last N blocks train  [default: half of the model's blocks]")
+@click.option("--epochs", type=int, default=None, help=default_help(FinetuneConfig, "epochs"))
+@click.option("--batch-size", type=int, default=None, help=default_help(FinetuneConfig, "batch_size"))
+@click.option("--lr", type=float, default=None, help=default_help(FinetuneConfig, "lr"))
+@click.option("--image-size", type=int, default=None, help="Square input size (overrides the weights' default).")
+@click.option("--resize", type=click.Choice(["shorter_side_center_crop", "stretch"]), default=None)
+@click.option("--tta-views", type=click.Choice(["1", "2", "4", "8"]), default=None,
+              help="Flip/rotation views averaged at evaluation; recorded in the artifact."
+                   + default_help(FinetuneConfig, "tta_views"))
+@click.option("--class-balance", type=click.Choice(CLASS_BALANCE), default=None,
+              help=default_help(FinetuneConfig, "class_balance"))
+@click.option("--device", type=click.Choice(DEVICES), default=None, help=default_help(FinetuneConfig, "device"))
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
+@click.option("--seed", type=int, default=None, help=default_help(FinetuneConfig, "seed"))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Any other FinetuneConfig field, e.g. --set label_smoothing=0.05 --set augment.rotate_deg=10.")
+@click.option("--resume", is_flag=True, help="Continue from OUT.work/last.pt (kept after Ctrl-C or a crash).")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def finetune(data: Path, out: Path, config_path: Path | None, overrides: tuple[str, ...], resume: bool, force: bool,
+             **options) -> None:
+    """Fine-tune a pretrained model on an ImageFolder and write a PyTorch artifact with its metrics."""
+    from edgeft.finetune import FinetuneConfig
+    from edgeft.finetune import finetune as run
+    from edgeft.metrics import split_metrics
+
+    d = load_config(config_path)
+    d.update(parse_overrides(overrides))
+    cli_names = {"model": "model", "weights": "weights", "mode": "mode", "trainable_blocks": "trainable_blocks",
+                 "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "image_size": "image_size",
+                 "resize": "resize", "tta_views": "tta_views", "class_balance": "class_balance", "device": "device",
+                 "threads": "threads", "seed": "seed"}
+    for opt, field_name in cli_names.items():
+        if options.get(opt) is not None:
+            d[field_name] = int(options[opt]) if opt == "tta_views" else options[opt]
+    if str(d.get("weights", "")).lower() == "none":
+        d["weights"] = None
+    cfg = FinetuneConfig.from_dict(d)
+    art = run(cfg, data, out, force=force, resume=resume)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
+    m = art.meta.metrics
+    for split in ("val", "test", "test_tta"):
+        if split in m:
+            click.echo(split_metrics(m, split).summary(art.meta.class_names, title=f"{split}:"))
+    click.echo(f"trained {m['epochs_run']} epochs (best {m['best_epoch']}) in {m['train_seconds']:.0f}s, "
+               f"total {m['total_seconds']:.0f}s, peak memory {m['peak_rss_mb']:.0f} MB")
+    click.echo(f"wrote {art.path}")
+
+
+@cli.command("anomaly")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help=DATA_HELP)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")
+@click.option("--good", required=True, help="The class folder of good parts in train/ (the only one fitted on).")
+@click.option("--model", default=AnomalyDefaults.model, show_default=True, help="timm backbone.")
+@click.option("--weights", default="auto", show_default=True,
+              help="auto (the weights a package ships), package:NAME, or a .pth/.safetensors file.")
+@click.option("--method", type=click.Choice(["padim", "patchcore"]), default=AnomalyDefaults.method,
+              show_default=True, help="padim: a Gaussian per position (parts in a fixture); patchcore: nearest good "
+                                      "patch anywhere (a coreset bank).")
+@click.option("--layers", default=",".join(map(str, AnomalyDefaults().layers)), show_default=True,
+              help="timm feature levels of the backbone, comma-separated (Lite0: 2 = stride 8, 3 = stride 16).")
+@click.option("--image-size", type=int, default=AnomalyDefaults.image_size, show_default=True)
+@click.option("--resize", type=click.Choice(["stretch", "shorter_side_center_crop"]), default="stretch",
+              show_default=True)
+@click.option("--pool", type=int, default=AnomalyDefaults.pool, show_default=True,
+              help="Neighbourhood averaged around each patch.")
+@click.option("--grid", type=int, default=None, help="Heatmap side  [default: the deepest level's map]")
+@click.option("--dims", type=int, default=None,
+              help="Keep this many feature channels (a seeded random subset): smaller statistics  [default: all]")
+@click.option("--storage", type=click.Choice(["fp32", "fp16"]), default=AnomalyDefaults.storage,
+              show_default=True,
+              help="The statistics (inverse covariances / bank) as stored: fp16 halves them; distances stay FP32.")
+@click.option("--coreset", type=float, default=AnomalyDefaults.coreset, show_default=True,
+              help="patchcore: bank size as a fraction of all good patches.")
+@click.option("--max-bank", type=int, default=AnomalyDefaults.max_bank, show_default=True)
+@click.option("--target-recall", type=float, default=None,
+              help="Threshold on val catching this share of anomalous parts  [default: 0.95 unless another rule]")
+@click.option("--max-false-reject", type=float, default=None)
+@click.option("--escape-cost", type=float, default=None)
+@click.option("--false-reject-cost", type=float, default=1.0, show_default=True)
+@click.option("--review-budget", type=float, default=None)
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def anomaly_cmd(data: Path, out: Path, good: str, model: str, weights: str, method: str, layers: str,
+                image_size: int, resize: str, pool: int, grid: int | None, dims: int | None, storage: str,
+                coreset: float, max_bank: int,
+                target_recall: float | None, max_false_reject: float | None, escape_cost: float | None,
+                false_reject_cost: float, review_budget: float | None, threads: int | None, seed: int,
+                force: bool) -> None:
+    """Fit an anomaly model from the good images of --data's train/GOOD alone (no defect labels): a score and a heatmap per image.
+    The threshold is chosen on val (good and anomalous images); test, if present, is scored once at the end."""
+    from edgeft.tasks.anomaly.config import AnomalyConfig
+    from edgeft.tasks.anomaly.fit import fit
+    from edgeft.metrics import read
+
+    if target_recall is None and max_false_reject is None and escape_cost is None:
+        target_recall = 0.95
+    cfg = AnomalyConfig(good=good, model=model, weights=weights, method=method, layers=int_list(layers, "--layers"),
+                        image_size=image_size, resize=resize, pool=pool, grid=grid, dims=dims, storage=storage,
+                        coreset=coreset, max_bank=max_bank, target_recall=target_recall,
+                        max_false_reject=max_false_reject, escape_cost=escape_cost,
+                        false_reject_cost=false_reject_cost, review_budget=review_budget, threads=threads, seed=seed)
+    art = fit(cfg, data, out, force=force)
+    click.echo(read(art.meta.metrics, "anomaly").summary())
+    click.echo(f"wrote {art.path}")
+
+
+@cli.command("prune")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="ImageFolder the model was tuned on.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")
+@click.option("--target-macs", type=float, default=None, help="Fraction of MACs to keep  [default: 0.5]")
+@click.option("--target-params", type=float, default=None, help="Fraction of parameters to keep (instead of MACs).")
+@click.option("--target-tolerance", type=float, default=0.02, show_default=True,
+              help="Landing further below the target than this fraction of the parent's is reported, with why.")
+@click.option("--importance", type=click.Choice(["l2", "taylor", "bn-scale"]), default="l2", show_default=True)
+@click.option("--steps", type=int, default=40, show_default=True, help="Pruning steps; importance re-estimated between.")
+@click.option("--round-to", type=int, default=8, show_default=True, help="Keep channel counts multiples of this.")
+@click.option("--max-layer-ratio", type=float, default=0.7, show_default=True,
+              help="At most this fraction of any layer's channels is removed.")
+@click.option("--ignore", multiple=True, metavar="LAYER", help="Layer name to leave unpruned (repeatable).")
+@click.option("--recover-epochs", type=int, default=4, show_default=True, help="Recovery fine-tuning epochs (0: none).")
+@click.option("--recover-lr", type=float, default=5e-4, show_default=True)
+@click.option("--recover-mode", type=click.Choice(["full", "partial"]), default="full", show_default=True,
+              help="partial: train only the blocks the parent's fine-tuning trained, on cached features (fast on CPU).")
+@click.option("--recover-views", type=click.Choice(["1", "2", "4", "8"]), default=None,
+              help="Partial recovery: augmented views cached per image  [default: the parent's]")
+@click.option("--distill/--no-distill", default=True, show_default=True,
+              help="Distil from the unpruned parent during recovery.")
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, target_params: float | None,
+              target_tolerance: float, importance: str, steps: int, round_to: int, max_layer_ratio: float,
+              ignore: tuple[str, ...], recover_epochs: int, recover_lr: float, recover_mode: str,
+              recover_views: str | None, distill: bool,
+              threads: int | None, seed: int, force: bool) -> None:
+    """Structured channel pruning to a MACs target, then recovery fine-tuning (torch-pruning).
+
+    On an anomaly model (`edgeft anomaly`) the backbone is pruned except its feature levels' layers, recovers by
+    distilling its own unpruned features on the good training images (no label), and its statistics and threshold
+    are fitted again."""
+    from edgeft.metrics import read
+    from edgeft.prune import PruneConfig, prune
+
+    if target_macs is None and target_params is None:
+        target_macs = 0.5
+    cfg = PruneConfig(target_macs=target_macs, target_params=target_params, target_tolerance=target_tolerance,
+                      importance=importance, steps=steps,
+                      round_to=round_to, max_layer_ratio=max_layer_ratio, ignore=list(ignore),
+                      recover_epochs=recover_epochs, recover_lr=recover_lr, recover_mode=recover_mode,
+                      recover_views=int(recover_views) if recover_views else None, distill=distill, seed=seed,
+                      threads=threads)
+    art = prune(artifact, data, out, cfg, force=force)
+    for key in ("anomaly_prune", "prune"):  # the record of what pruning did, whichever task the model is
+        record = read(art.meta.metrics, key)
+        if record is not None:
+            click.echo(record.summary(art.meta.metrics))
+    click.echo(f"wrote {art.path}")

@@ -1,0 +1,256 @@
+"""Commands that take a model toward the camera: export, calibration, INT8, TensorRT engines, and the checks on the
+way (eval, decide, compare-backends)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgeft.cli.base import DATA_HELP, THREADS_HELP, cli, int_list
+
+
+@cli.command("export")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="ONNX artifact directory to write.")
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--dynamic-batch", is_flag=True, help="Batch dimension free instead of 1.")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxslim.")
+@click.option("--data", type=click.Path(path_type=Path), help="ImageFolder for the parity check on real images.")
+@click.option("--n", "n_images", type=int, default=64, show_default=True, help="Images for the parity check.")
+@click.option("--gray-input", is_flag=True,
+              help="Monochrome cameras: a 1-channel model, the stem folded (exact; parity on --data proves it).")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def export_cmd(artifact: Path, out: Path, opset: int, dynamic_batch: bool, no_simplify: bool, data: Path | None,
+               n_images: int, gray_input: bool, force: bool) -> None:
+    """Export a PyTorch artifact to ONNX: checked, simplified, parity-tested against PyTorch."""
+    from edgeft.export.stage import export
+    from edgeft.metrics import read
+
+    art = export(artifact, out, opset=opset, dynamic_batch=dynamic_batch, do_simplify=not no_simplify, data=data,
+                 n=n_images, force=force, gray_input=gray_input)
+    o = read(art.meta.metrics, "onnx")
+    click.echo(f"opset {o.opset}, {o.nodes} nodes, {o.size_bytes / 1e6:.2f} MB")
+    p = read(art.meta.metrics, "parity")
+    if p and p.min_map_correlation is not None:
+        click.echo(f"parity vs PyTorch on {p.n} {p.split} images: scores within {p.max_rel_diff:.1e} relative, "
+                   f"heatmaps correlated >= {p.min_map_correlation:.5f}")
+    elif p:
+        click.echo(f"parity vs PyTorch on {p.n} {p.split} images: max abs diff {p.max_abs_diff:.2e} "
+                   f"({p.max_rel_diff:.1e} of the logit scale), top-1 agreement {p.top1_agreement * 100:.1f}%")
+    click.echo(f"wrote {art.path}")
+
+
+@cli.command("calibrate")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help=DATA_HELP)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Manifest JSON to write.")
+@click.option("--n", "n_images", type=int, default=512, show_default=True, help="Images, balanced over classes.")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--artifact", "artifact_path", type=click.Path(path_type=Path),
+              help="Pin the manifest to this artifact's input contract.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def calibrate_cmd(data: Path, out: Path, n_images: int, split: str, seed: int, artifact_path: Path | None,
+                  force: bool) -> None:
+    """Write a class-balanced calibration manifest (paths + content hashes) for reproducible INT8 builds."""
+    from edgeft import artifact as art_mod
+    from edgeft.data import calibration
+
+    art_mod.refuse_existing(out, force)  # a manifest pins INT8 builds: replacing one is a decision, not a side effect
+    contract = art_mod.load(artifact_path).meta.input if artifact_path else None
+    m = calibration.create(data, n=n_images, split=split, seed=seed, contract=contract)
+    calibration.save(m, out)
+    counts = {c: sum(e["label"] == c for e in m.entries) for c in m.classes}
+    click.echo(f"wrote {out}: {len(m.entries)} images ({', '.join(f'{k}={v}' for k, v in counts.items())})")
+
+
+@cli.command("quantize")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="INT8 ONNX artifact directory to write.")
+@click.option("--calib", required=True, type=click.Path(path_type=Path), help="Manifest from `edgeft calibrate`.")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Data folder: calibration images and the split used to report accuracy.")
+@click.option("--method", type=click.Choice(["ptq", "qat"]), default="ptq", show_default=True,
+              help="ptq: calibrate and quantize; qat: fine-tune with fake quantization first.")
+@click.option("--epochs", type=int, default=2, show_default=True, help="QAT fine-tuning epochs.")
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="QAT learning rate.")
+@click.option("--qat-mode", type=click.Choice(["full", "partial"]), default="full", show_default=True,
+              help="QAT: train every layer, or only the blocks the parent's fine-tuning trained (cached prefix).")
+@click.option("--target", type=click.Choice(["ort-cpu", "tensorrt"]), default="ort-cpu", show_default=True)
+@click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="percentile",
+              show_default=True)
+@click.option("--exclude", multiple=True, metavar="NODE", help="ONNX node to keep in FP32 (repeatable).")
+@click.option("--no-auto-exclude", is_flag=True, help="ort-cpu: do not measure and exclude slow INT8 layers.")
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str, epochs: int, lr: float, qat_mode: str,
+                 target: str, calib_method: str, exclude: tuple[str, ...], no_auto_exclude: bool, threads: int | None,
+                 force: bool) -> None:
+    """INT8 post-training quantization to a QDQ ONNX artifact, target-aware (ONNX Runtime CPU or TensorRT)."""
+    from edgeft.quantize.ptq import QuantizeConfig, quantize, summary
+
+    cfg = QuantizeConfig(method=method, target=target, calib_method=calib_method, exclude=list(exclude),
+                         auto_exclude=not no_auto_exclude, threads=threads)
+    if method == "qat":
+        from edgeft import artifact as art_mod
+        from edgeft.errors import ConfigError
+        from edgeft.quantize.qat import qat
+        from edgeft.tasks import registry as tasks
+
+        task = tasks.of(art_mod.load(artifact).meta)
+        if not task.supports_qat:
+            raise ConfigError(f"{artifact} is an {task.name} model: QAT trains on labels it does not have; use --method "
+                              "ptq (calibrated on good parts)")
+        art = qat(artifact, out, cfg, calib, data, epochs=epochs, lr=lr, force=force, mode=qat_mode)
+    else:
+        art = quantize(artifact, out, cfg, calib, data, force=force)
+    click.echo(summary(art))
+    click.echo(f"wrote {art.path}")
+
+
+@cli.command("build")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Engine artifact directory to write.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True)
+@click.option("--batch", default="1,1,1", show_default=True, help="MIN,OPT,MAX batch of the optimisation profile.")
+@click.option("--workspace-mb", type=int, default=1024, show_default=True)
+@click.option("--timing-cache", type=click.Path(path_type=Path), help="Timing cache file, reused and updated.")
+@click.option("--calib", type=click.Path(path_type=Path), help="TensorRT < 10 only: manifest for implicit INT8.")
+@click.option("--data", type=click.Path(path_type=Path), help="With --calib: the data folder of the manifest.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def build_cmd(artifact: Path, out: Path, precision: str, batch: str, workspace_mb: int, timing_cache: Path | None,
+              calib: Path | None, data: Path | None, force: bool) -> None:
+    """Build a TensorRT engine from an ONNX artifact (INT8 from a QDQ model); needs TensorRT and an NVIDIA GPU."""
+    from edgeft.errors import ConfigError
+    from edgeft.tensorrt.build import BuildConfig, build
+
+    b = int_list(batch, "--batch")
+    if len(b) == 1:
+        b = b * 3
+    if len(b) != 3:
+        raise ConfigError(f"--batch takes MIN,OPT,MAX (or one number), got {batch!r}")
+    cfg = BuildConfig(precision=precision, batch=(b[0], b[1], b[2]), workspace_mb=workspace_mb,
+                      timing_cache=str(timing_cache) if timing_cache else None)
+    art = build(artifact, out, cfg, calib=calib, data=data, force=force)
+    e = art.meta.extra["engine"]
+    click.echo(f"built a {precision} engine for {e['gpu']} (sm {e['compute_capability']}, TensorRT {e['tensorrt']})")
+    click.echo(f"wrote {art.path}")
+
+
+@cli.command("eval")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help=DATA_HELP)
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--tta-views", type=click.Choice(["1", "2", "4", "8"]), default=None,
+              help="Override the artifact's recorded test-time views.")
+@click.option("--backend", default=None,
+              help="Runtime backend that runs the model (auto, ort-cpu, ov-cpu, ov-gpu, ort-cuda, ort-trt, tensorrt, "
+                   "torch, torch-cuda)"
+                   "  [default: torch for PyTorch artifacts, ort-cpu for ONNX, tensorrt for engines]")
+@click.option("--positive", multiple=True, metavar="CLASS",
+              help="A 'not OK' class (repeatable): AUROC, average precision and operating points (recall at fixed "
+                   "false-reject rates, false rejects at fixed recalls) for it.")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
+def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, backend: str | None,
+             positive: tuple[str, ...], as_json: bool) -> None:
+    """The metrics of ARTIFACT's task on a split, run by any backend of the runtime (PyTorch, ONNX, a TensorRT engine
+    where TensorRT exists): a classifier's accuracy, per-class precision/recall/F1, confusion matrix, and with a
+    positive class or a policy its AUROC and operating points."""
+    from edgeft import artifact as art_mod
+    from edgeft.tasks import registry as tasks
+
+    art = art_mod.load(artifact)
+    task = tasks.of(art.meta)  # each task measures its models its own way
+    m = task.evaluate(art, data, split, backend=backend, positive=list(positive),
+                      tta_views=int(tta_views) if tta_views else None)
+    click.echo(json.dumps(m.to_dict(), indent=2) if as_json else task.eval_text(m, art, f"{artifact} on {data}/{split}"))
+
+
+@cli.command("decide")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="ImageFolder with a val/ split: the policy is chosen there, never on test.")
+@click.option("--positive", multiple=True, required=True, metavar="CLASS",
+              help="A 'not OK' class (repeatable); the score is their total probability.")
+@click.option("--target-recall", type=float, default=None, help="Catch at least this share of val's defective "
+              "parts (0.95) with the fewest false rejects.")
+@click.option("--max-false-reject", type=float, default=None, help="Reject at most this share of val's good parts "
+              "(0.05) and catch the most defects; with --target-recall, both must hold.")
+@click.option("--escape-cost", type=float, default=None, help="The cost of a missed defect, against "
+              "--false-reject-cost: the threshold of least total cost on val.")
+@click.option("--false-reject-cost", type=float, default=1.0, show_default=True)
+@click.option("--review-budget", type=float, default=None, help="A review band: at most this share of parts (0.05) "
+              "goes to a person, the least certain of those not passed.")
+@click.option("--backend", default=None, help="Runtime backend that scores val (default: as `edgeft eval`).")
+def decide_cmd(artifact: Path, data: Path, positive: tuple[str, ...], target_recall: float | None,
+               max_false_reject: float | None, escape_cost: float | None, false_reject_cost: float,
+               review_budget: float | None, backend: str | None) -> None:
+    """Choose ARTIFACT's decision policy (pass / review / reject) on the val split and write it into the artifact,
+    where `edgeft infer` and Predictor apply it. With a test/ split, prints what it does there."""
+    from edgeft import artifact as art_mod
+    from edgeft.data import load_split
+    from edgeft.data.imagefolder import find_splits
+    from edgeft.decision import Rule
+    from edgeft.errors import DataError
+    from edgeft.evaluate import choose_policy, classifier_only, evaluate
+
+    rule = Rule(target_recall=target_recall, max_false_reject=max_false_reject, escape_cost=escape_cost,
+                false_reject_cost=false_reject_cost, review_budget=review_budget)
+    art = art_mod.load(artifact)
+    classifier_only(art)
+    if "val" not in find_splits(data):
+        raise DataError(f"{data} has no val/ split: a policy is chosen on val, never on test; add one")
+    val = load_split(data, "val", art.meta.input, classes=art.meta.class_names)
+    policy = choose_policy(art, val, rule, list(positive), backend=backend)
+    click.echo(f"{artifact}: {policy.text()}")
+    if "test" in find_splits(data):
+        m = evaluate(art, load_split(data, "test", art.meta.input, classes=art.meta.class_names), tta_views=1,
+                     backend=backend)
+        click.echo(f"  on test: {m.policy.text()}; AUROC {m.decisions.auroc:.3f}")
+
+
+@cli.command("compare-backends")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="ImageFolder with real images.")
+@click.option("--reference", "reference_dir", type=click.Path(path_type=Path),
+              help="PyTorch artifact to compare against (default: the first torch artifact given or in the lineage).")
+@click.option("--n", "n_images", type=int, default=64, show_default=True)
+def compare_backends_cmd(artifacts: tuple[Path, ...], data: Path, reference_dir: Path | None, n_images: int) -> None:
+    """The same real images through every available backend vs the PyTorch reference; exit 1 on a failure."""
+    from edgeft import artifact as art_mod
+    from edgeft.data import load_split
+    from edgeft.data.imagefolder import find_splits
+    from edgeft.errors import ArtifactError
+    from edgeft.models.inference import torch_logits
+    from edgeft.models import from_artifact
+    from edgeft.runtime.compare_backends import compare_backends, precision_of, render
+
+    loaded = [art_mod.load(a) for a in artifacts]
+    if reference_dir is None:
+        reference_dir = next((a.path for a in loaded if a.meta.kind == "torch"), None)
+        for a in loaded:
+            for entry in reversed(a.meta.lineage):
+                if reference_dir is None and entry.get("parent") and Path(entry["parent"]).is_dir():
+                    if art_mod.load(entry["parent"]).meta.kind == "torch":
+                        reference_dir = Path(entry["parent"])
+    if reference_dir is None:
+        raise ArtifactError("no PyTorch reference found; pass --reference with the fine-tuned artifact")
+    ref = art_mod.load(reference_dir, kind="torch")
+    split = "test" if "test" in find_splits(data) else "val"
+    prepared: dict[str, object] = {}
+
+    def images_for(contract):  # the same files, prepared per each model's contract (gray input, other sizes)
+        key = json.dumps(contract.to_dict(), sort_keys=True)
+        if key not in prepared:
+            prepared[key] = load_split(data, split, contract, classes=ref.meta.class_names, limit=n_images).images
+        return prepared[key]
+
+    images = images_for(ref.meta.input)
+    reference = torch_logits(from_artifact(ref), images, ref.meta.input, 32, 1, "cpu", False, desc="reference")
+    precision = max((precision_of(a.meta) for a in loaded), key=["fp32", "fp16", "int8"].index)
+    rows = compare_backends([a.path for a in loaded], images_for, reference, precision)
+    click.echo(render(rows, precision))
+    if any(r.status == "fail" for r in rows):
+        sys.exit(1)

@@ -1,0 +1,142 @@
+"""The report's charts as inline SVG (nothing fetched, so report.html is self-contained): quality against latency
+with the Pareto front, the ROC of every model with its operating point, and the search's candidates. One axis helper
+draws the frame, ticks and labels of all three."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+from edgeft.optimize.rows import Row, p50_ms
+
+ROC_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
+LABEL_CHAR_PX = 6.5  # a generous width of one character at font-size 11 in a sans-serif font
+
+
+@dataclass
+class Axes:
+    """A plot area of ``width`` x ``height`` px with margins, mapping data ranges [x0, x1] x [y0, y1] onto it."""
+
+    width: int
+    height: int
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    margins: tuple[int, int, int, int] = (60, 20, 20, 45)  # left, right, top, bottom
+
+    def sx(self, v: float) -> float:
+        ml, mr, _, _ = self.margins
+        return ml + (v - self.x0) / ((self.x1 - self.x0) or 1.0) * (self.width - ml - mr)
+
+    def sy(self, v: float) -> float:
+        _, _, mt, mb = self.margins
+        return self.height - mb - (v - self.y0) / ((self.y1 - self.y0) or 1.0) * (self.height - mt - mb)
+
+    def frame(self, x_label: str, y_label: str, grid: bool = False, ticks: int = 5, extra_width: int = 0) -> list[str]:
+        """The SVG's opening, both axes with ``ticks`` + 1 labelled ticks, and the axis titles."""
+        ml, mr, mt, mb = self.margins
+        w, h = self.width, self.height
+        parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w + extra_width}" height="{h}" '
+                 'font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>',
+                 f'<line x1="{ml}" y1="{h - mb}" x2="{w - mr}" y2="{h - mb}" stroke="#333"/>',
+                 f'<line x1="{ml}" y1="{mt}" x2="{ml}" y2="{h - mb}" stroke="#333"/>']
+        for i in range(ticks + 1):
+            xv, yv = self.x0 + (self.x1 - self.x0) * i / ticks, self.y0 + (self.y1 - self.y0) * i / ticks
+            parts.append(f'<text x="{self.sx(xv):.1f}" y="{h - mb + 15}" text-anchor="middle">{xv:.1f}</text>')
+            parts.append(f'<text x="{ml - 6}" y="{self.sy(yv) + 4:.1f}" text-anchor="end">{yv:.1f}</text>')
+            if grid:
+                parts.append(f'<line x1="{ml}" y1="{self.sy(yv):.1f}" x2="{w - mr}" y2="{self.sy(yv):.1f}" '
+                             'stroke="#eee"/>')
+        parts.append(f'<text x="{(w + ml) / 2}" y="{h - 8}" text-anchor="middle">{html.escape(x_label)}</text>')
+        parts.append(f'<text x="14" y="{(h - mb) / 2}" text-anchor="middle" transform="rotate(-90 14 {(h - mb) / 2})">'
+                     f'{html.escape(y_label)}</text>')
+        return parts
+
+    def label(self, x: float, y: float, text: str) -> str:
+        """A point's label to its right, or to its left where it would run past the plot's right edge."""
+        if x + 6 + len(text) * LABEL_CHAR_PX > self.width - 2:
+            return f'<text x="{x - 6:.1f}" y="{y - 6:.1f}" text-anchor="end">{html.escape(text)}</text>'
+        return f'<text x="{x + 6:.1f}" y="{y - 6:.1f}">{html.escape(text)}</text>'
+
+
+def quality_name(rows: list[Row]) -> str:
+    """What the rows' quality is (the task says: accuracy, AUROC, ...), for the charts' axis and the report."""
+    return next((r.quality_name for r in rows if r.quality is not None), "quality")
+
+
+def pareto_svg(rows: list[Row], width: int = 640, height: int = 380) -> str:
+    """Each model's quality (its task's number: accuracy, AUROC, ...) against p50 latency for every (model, backend) at
+    batch 1; the Pareto front joined."""
+    pts = [(p50_ms(b), r.quality * 100, f"{r.step} {k[:-2]}") for r in rows if r.quality is not None
+           for k, b in r.latency.items() if k.endswith("@1") and b["status"] == "ok"]
+    if not pts:
+        return ""
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    ax = Axes(width, height, 0.0, max(xs) * 1.1, min(ys) - 2, max(ys) + 2)
+    front, best = [], -1e300
+    for p in sorted(pts):
+        if p[1] > best:
+            front.append(p)
+            best = p[1]
+    parts = ax.frame("p50 latency, batch 1 (ms)", f"{quality_name(rows)} (x 100)", grid=True)
+    if len(front) > 1:
+        parts.append('<polyline fill="none" stroke="#2a7" stroke-width="1.5" stroke-dasharray="4 3" points="'
+                     + " ".join(f"{ax.sx(x):.1f},{ax.sy(y):.1f}" for x, y, _ in front) + '"/>')
+    for x, y, label in pts:
+        on_front = any(p[2] == label for p in front)
+        parts.append(f'<circle cx="{ax.sx(x):.1f}" cy="{ax.sy(y):.1f}" r="4" fill="{"#2a7" if on_front else "#888"}"/>')
+        parts.append(ax.label(ax.sx(x), ax.sy(y), label))
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def roc_svg(rows: list[Row], size: int = 380) -> str:
+    """The ROC curve of every model on the held-out split, overlaid, each model's operating point (its policy's
+    recall and false reject there) marked with a dot."""
+    curves = [r for r in rows if r.decisions and r.decisions.roc]
+    if not curves:
+        return ""
+    ax = Axes(size, size, 0.0, 1.0, 0.0, 1.0, margins=(45, 10, 10, 45))
+    parts = ax.frame("false-reject rate (good parts)", "recall (defective parts caught)", extra_width=260)
+    parts.append(f'<line x1="{ax.sx(0)}" y1="{ax.sy(0)}" x2="{ax.sx(1)}" y2="{ax.sy(1)}" stroke="#ddd" '
+                 'stroke-dasharray="3 3"/>')
+    for i, r in enumerate(curves):
+        c = ROC_COLOURS[i % len(ROC_COLOURS)]
+        d = r.decisions
+        parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="'
+                     + " ".join(f"{ax.sx(f):.1f},{ax.sy(t):.1f}" for f, t in d.roc) + '"/>')
+        if r.policy:
+            parts.append(f'<circle cx="{ax.sx(r.policy.false_reject):.1f}" cy="{ax.sy(r.policy.recall):.1f}" r="4" '
+                         f'fill="{c}"/>')
+        y = 20 + i * 16
+        parts.append(f'<rect x="{size + 5}" y="{y - 9}" width="10" height="10" fill="{c}"/>')
+        parts.append(f'<text x="{size + 20}" y="{y}">{html.escape(f"{r.step} AUROC {d.auroc:.3f}")}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def search_svg(result: dict[str, Any], width: int = 560, height: int = 320) -> str:
+    """Val accuracy against ORT CPU p50 for every candidate paid for; the shipped one ringed, the fine-tuned model's
+    val accuracy dashed."""
+    pts = [(c["p50_ms"], c["val"]["accuracy"] * 100, c["key"]) for c in result["candidates"]
+           if c.get("val") and c.get("p50_ms")]
+    if not pts:
+        return ""
+    base_acc = result["baseline_val"]["accuracy"] * 100
+    ys = [p[1] for p in pts] + [base_acc]
+    ax = Axes(width, height, 0.0, max(p[0] for p in pts) * 1.15, min(ys) - 2, max(ys) + 2)
+    parts = ax.frame("ORT CPU p50, batch 1 (ms)", "val accuracy, INT8 (%)")
+    _, mr, _, _ = ax.margins
+    parts += [f'<line x1="{ax.margins[0]}" y1="{ax.sy(base_acc):.1f}" x2="{width - mr}" y2="{ax.sy(base_acc):.1f}" '
+              'stroke="#999" stroke-dasharray="4 3"/>', ax.label(width - mr - 80, ax.sy(base_acc), "fine-tuned (val)")]
+    for x, y, label in pts:
+        shipped = label == result["chosen"]
+        parts.append(f'<circle cx="{ax.sx(x):.1f}" cy="{ax.sy(y):.1f}" r="4" fill="{"#2a7" if shipped else "#888"}"/>')
+        if shipped:
+            parts.append(f'<circle cx="{ax.sx(x):.1f}" cy="{ax.sy(y):.1f}" r="8" fill="none" stroke="#2a7" '
+                         'stroke-width="2"/>')
+        parts.append(ax.label(ax.sx(x), ax.sy(y), label + (" (shipped)" if shipped else "")))
+    parts.append("</svg>")
+    return "\n".join(parts)
