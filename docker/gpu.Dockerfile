@@ -21,7 +21,7 @@ COPY edgeft ./edgeft
 # Versions pinned by requirements/constraints.txt (the set CI tests; torch's PyPI wheel carries CUDA 13);
 # the image's own TensorRT Python bindings are used, so the trt extra is not installed from PyPI.
 # hadolint ignore=DL3013
-RUN pip install -c requirements/constraints.txt ".[train,gpu,prune]" \
+RUN pip install -c requirements/constraints.txt ".[train,onnx,gpu,prune]" \
     && python -c "import tensorrt, onnxruntime; print(tensorrt.__version__, onnxruntime.get_available_providers())" \
     && useradd --create-home --uid 10001 edgeft
 USER 10001

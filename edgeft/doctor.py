@@ -77,6 +77,9 @@ def check_onnxruntime() -> Check:
         else:
             notes.append(f"{p} listed but does not load")
     dist = "onnxruntime-gpu" if _version("onnxruntime-gpu") else "onnxruntime"
+    if _version("onnxruntime-gpu") and _version("onnxruntime"):
+        notes.append("onnxruntime and onnxruntime-gpu are both installed and overwrite each other's files: uninstall "
+                     "both, then install one ('edgeft[runtime]' for the CPU, 'edgeft[gpu]' for CUDA)")
     detail = f"{dist}; working providers: {', '.join(working)}" + (f"; {'; '.join(notes)}" if notes else "")
     return Check("onnxruntime", True, ort.__version__, detail)
 

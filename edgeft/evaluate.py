@@ -79,7 +79,8 @@ def metrics_from_logits(artifact: Artifact, split: ImageSet, out: np.ndarray, vi
         if policy is not None:
             outcome = policy.outcome(positive_mask(split.labels, policy.class_names, policy.positive),
                                      policy.score(probs))
-    return replace(m, tta_views=views, decisions=decisions, policy=outcome)
+    correct = (out.argmax(1) == np.asarray(split.labels)).astype(int).tolist()
+    return replace(m, tta_views=views, decisions=decisions, policy=outcome, correct=correct)
 
 
 def choose_policy(artifact: Artifact, val: ImageSet, rule: Rule, positive: list[str], backend: str | None = None,

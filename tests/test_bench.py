@@ -357,3 +357,28 @@ def test_latency_gate_workflow_runs_as_written(cli, onnx_model, tmp_path):
     second = step()
     assert second.returncode == 0, second.stderr + second.stdout
     assert "ort-cpu" in (tmp_path / "gate.md").read_text() and "No baseline" not in (tmp_path / "gate.md").read_text()
+
+
+def test_a_batch_8_row_is_one_batch_8_call_or_says_it_is_eight(onnx_model, tmp_path):
+    """A graph exported for batch 1 ran 'batch 8' as eight batch-1 calls (8.1x the batch-1 time) under a batch-8
+    label. The row now says how many calls a batch took, the table says why, and a recipe that benches batch 8
+    exports graphs that take any batch."""
+    from pathlib import Path
+
+    from edgeft.bench.harness import table
+    from edgeft.export.stage import export
+    from edgeft.optimize.recipe import parse
+    from tests.conftest import make_artifact
+
+    fixed = export(make_artifact(tmp_path / "t").path, tmp_path / "fixed")
+    doc = bench([str(onnx_model.path), str(fixed.path)],
+                BenchConfig(backends=["ort-cpu"], batches=[8], warmup_s=0.02, duration_s=None, iters=5, memory=False))
+    calls = {Path(r["model"]).name: r["calls_per_batch"] for r in doc["results"]}
+    assert calls == {"onnx": 1, "fixed": 8}
+    assert "8 sequential calls: the graph's batch is fixed" in table(doc)
+    from tests.test_optimize import tiny_recipe
+
+    d = tiny_recipe(tmp_path)
+    assert parse(d, source="r.yaml").dynamic_batch is False  # the tiny recipe benches batch 1 only
+    d["bench"]["batches"] = [1, 8]
+    assert parse(d, source="r.yaml").dynamic_batch is True

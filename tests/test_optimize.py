@@ -47,7 +47,8 @@ def finished_run(tiny_data, tmp_path_factory):
 def test_run_folder_report_and_gates(finished_run):
     run, result = finished_run
     names = sorted(p.name for p in run.iterdir() if p.is_dir())
-    assert names == ["01-finetune", "02-prune", "03-export-finetune", "04-export-prune", "05-quantize", "07-bench"]
+    assert names == ["01-finetune", "02-prune", "03-export-finetune", "04-export-prune", "05-quantize", "07-bench",
+                     "gallery"]
     state = json.loads((run / "pipeline.json").read_text())
     assert state["steps"]["06-build"]["status"] == "skipped"  # no TensorRT here: skipped with the reason
     assert "TensorRT" in state["steps"]["06-build"]["reason"]
@@ -117,7 +118,7 @@ def test_every_model_gets_its_own_policy_chosen_on_val_and_is_reported_at_it(fin
     roc = (run / "roc.svg").read_text()
     assert roc.count("<polyline") == 5 and "05-quantize AUROC" in roc
     md = (run / "report.md").read_text()
-    assert "Decisions on test (not OK = bad; each model's threshold chosen on val)" in md
+    assert "Decisions on test (not OK = bad; each model's threshold chosen on val; 95% Wilson intervals)" in md
 
 
 def test_a_changed_decision_section_rechooses_policies_without_rerunning_stages(finished_run, tiny_data, tmp_path):
@@ -425,3 +426,74 @@ def test_the_custom_recipe_runs_end_to_end_on_your_own_images(cli, tmp_path):
     assert all(state[s]["status"] == "done" for s in ("01-finetune", "02-prune", "03-export-finetune",
                                                        "04-export-prune", "05-quantize", "07-bench")), state
     assert (tmp_path / "run" / "report.html").is_file()
+
+
+def test_an_accuracy_gate_says_what_one_image_is_worth_and_can_ask_for_significance():
+    """96 test images: the INT8 model got one image wrong that the fine-tuned one got right (100% -> 98.96%). The 1-point
+    gate fails and says it is one image of 96 (1.04 pp); with accuracy_significance it passes, since one discordant
+    image is no evidence (McNemar p = 0.5), and a model worse on 9 images and better on none fails it (p = 0.002)."""
+    import dataclasses
+
+    from edgeft.metrics import classification_metrics
+    from edgeft.optimize.gates import evaluate_gates
+    from edgeft.optimize.recipe import Gates
+    from edgeft.optimize.rows import Row
+
+    labels = [0] * 48 + [1] * 48
+
+    def row(step, wrong):
+        preds = [1 - y if i in wrong else y for i, y in enumerate(labels)]
+        m = classification_metrics(labels, preds, ["bad", "good"])
+        m = dataclasses.replace(m, correct=[int(p == y) for p, y in zip(preds, labels)])
+        return Row(step, "quantize", step, "FP32", "done", accuracy=m, split="test")
+
+    base, one, nine = row("01-finetune", set()), row("05-quantize", {3}), row("05-quantize", set(range(9)))
+    v = evaluate_gates(Gates(max_accuracy_drop_pp=1.0), [base, one])[0]
+    assert v.status == "fail" and v.value == 1.04
+    assert "a drop of 1 image(s) of 96 (one image = 1.04 pp); worse on 1, better on 0 (McNemar one-sided p = 0.5)" \
+        in v.detail
+    lenient = Gates(max_accuracy_drop_pp=1.0, accuracy_significance=0.05)
+    assert evaluate_gates(lenient, [base, one])[0].status == "pass"
+    v = evaluate_gates(lenient, [base, nine])[0]
+    assert v.status == "fail" and "p = 0.00195" in v.detail
+
+
+def test_accuracy_significance_is_refused_without_the_gate_or_outside_0_1(tiny_data):
+    from edgeft.errors import ConfigError
+
+    d = tiny_recipe(tiny_data)
+    d["gates"]["accuracy_significance"] = 1.5
+    with pytest.raises(ConfigError, match="gates.accuracy_significance is a significance level in"):
+        parse(d, source="r.yaml")
+    d["gates"] = {"accuracy_significance": 0.05}
+    with pytest.raises(ConfigError, match="qualifies gates.max_accuracy_drop_pp"):
+        parse(d, source="r.yaml")
+
+
+def test_the_classifier_report_shows_the_escapes_and_false_rejects_with_their_scores(finished_run, tiny_data):
+    """The gallery holds exactly the final model's escapes (defective, passed; lowest score first) and false rejects
+    (good, rejected; highest first) at its own policy, scored as the camera scores them, with class activation maps
+    from its PyTorch ancestor and their cost stated."""
+    import numpy as np
+
+    from edgeft.data.imagefolder import find_splits, scan_split
+    from edgeft.images import read_image
+    from edgeft.runtime import Predictor
+    from edgeft.tasks.classify.gallery import picks
+
+    run, _ = finished_run
+    files = scan_split(find_splits(tiny_data)["test"])
+    with Predictor(run / "05-quantize", backend="ort-cpu") as p:
+        preds = [p.predict(read_image(f))[0] for f in files.paths]
+    positive = np.array([files.classes[y] == "bad" for y in files.labels])
+    chosen = picks(np.array([q.not_ok for q in preds]), positive, [q.decision for q in preds])
+    md = (run / "report.md").read_text()
+    assert "## Escapes and false rejects on test" in md and "Class activation maps from 02-prune" in md
+    shown = [line for line in md.splitlines() if line.startswith("![") and "gallery/" in line]
+    assert len(shown) == len(chosen) == len(list((run / "gallery").glob("*.png")))
+    for line, (i, group) in zip(shown, chosen):
+        assert f"{files.paths[i].parent.name}/{files.paths[i].name}: not OK {preds[i].not_ok:.3f}" in line
+        assert (group == "escapes") == (positive[i] and preds[i].decision == "pass")
+    assert picks(np.array([0.9, 0.2, 0.1, 0.8, 0.7]), np.array([1, 1, 1, 0, 0], bool),
+                 ["reject", "pass", "pass", "reject", "reject"]) == [(2, "escapes"), (1, "escapes"),
+                                                                    (3, "false rejects"), (4, "false rejects")]

@@ -198,6 +198,8 @@ def bench_one(spec: str, backend: str, batch: int, cfg: BenchConfig,
         runner = b.make(model_file, artifact_dir, cfg.threads)
         runner.activate()
         shape = _input_shape(runner, chw, cfg, batch)
+        fixed = getattr(runner, "fixed_batch", None)  # a graph exported for one batch size runs a larger one in calls
+        row["calls_per_batch"] = -(-batch // fixed) if fixed and fixed < batch else 1
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         time_calls(lambda: runner.infer(x), warmup=cfg.warmup_iters, iters=1, min_seconds=cfg.warmup_s)  # warm-up
         timing = time_calls(lambda: runner.infer(x), warmup=0, iters=cfg.iters or 20,
@@ -362,8 +364,11 @@ def table(doc: dict[str, Any]) -> str:
         lat = Latency.from_dict(r["latency_ms"])
         own = model_mb(r)  # resident memory of the model alone (CPU backends)
         mem = f"{own:>8.0f}" if own is not None else f"{'':>8}"
+        calls = r.get("calls_per_batch", 1)
         lines.append(f"{name:<40} {r['backend']:<9} {r['batch']:>5} {lat.p50:>9.3f} {lat.p90:>9.3f} "
-                     f"{lat.p99:>9.3f} {lat.throughput_ips:>9.1f} {mem}  ok")
+                     f"{lat.p99:>9.3f} {lat.throughput_ips:>9.1f} {mem}  ok"
+                     + (f" ({calls} sequential calls: the graph's batch is fixed; export with --dynamic-batch)"
+                        if calls > 1 else ""))
     for model, f in (doc.get("cpu_runtime") or {}).items():
         lines.append(cpu_runtime_text(Path(model).name or model, f))
     return "\n".join(lines)

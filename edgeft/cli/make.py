@@ -75,7 +75,7 @@ def finetune(data: Path, out: Path, config_path: Path | None, overrides: tuple[s
     """Fine-tune a pretrained model on an ImageFolder and write a PyTorch artifact with its metrics."""
     from edgeft.finetune import FinetuneConfig
     from edgeft.finetune import finetune as run
-    from edgeft.metrics import split_metrics
+    from edgeft.metrics import TrainingRun, split_metrics
 
     d = load_config(config_path)
     d.update(parse_overrides(overrides))
@@ -96,8 +96,7 @@ def finetune(data: Path, out: Path, config_path: Path | None, overrides: tuple[s
     for split in ("val", "test", "test_tta"):
         if split in m:
             click.echo(split_metrics(m, split).summary(art.meta.class_names, title=f"{split}:"))
-    click.echo(f"trained {m['epochs_run']} epochs (best {m['best_epoch']}) in {m['train_seconds']:.0f}s, "
-               f"total {m['total_seconds']:.0f}s, peak memory {m['peak_rss_mb']:.0f} MB")
+    click.echo(TrainingRun.from_metrics(m).summary())
     click.echo(f"wrote {art.path}")
 
 

@@ -225,16 +225,10 @@ def compare_backends_cmd(artifacts: tuple[Path, ...], data: Path, reference_dir:
     from edgeft.errors import ArtifactError
     from edgeft.models.inference import torch_logits
     from edgeft.models import from_artifact
-    from edgeft.runtime.compare_backends import compare_backends, precision_of, render
+    from edgeft.runtime.compare_backends import compare_backends, precision_of, render, torch_reference
 
     loaded = [art_mod.load(a) for a in artifacts]
-    if reference_dir is None:
-        reference_dir = next((a.path for a in loaded if a.meta.kind == "torch"), None)
-        for a in loaded:
-            for entry in reversed(a.meta.lineage):
-                if reference_dir is None and entry.get("parent") and Path(entry["parent"]).is_dir():
-                    if art_mod.load(entry["parent"]).meta.kind == "torch":
-                        reference_dir = Path(entry["parent"])
+    reference_dir = reference_dir or torch_reference(loaded)
     if reference_dir is None:
         raise ArtifactError("no PyTorch reference found; pass --reference with the fine-tuned artifact")
     ref = art_mod.load(reference_dir, kind="torch")

@@ -72,10 +72,11 @@ class Classification:
     tta_views: int | None = None
     decisions: "Decisions | None" = None  # with a positive ("not OK") class: AUROC and operating points
     policy: "Outcome | None" = None  # with the artifact's decision policy: what it does on this split
+    correct: list[int] | None = None  # 1 where the image was classified right, in the split's order (paired tests)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for key in ("tta_views", "decisions", "policy"):
+        for key in ("tta_views", "decisions", "policy", "correct"):
             if d[key] is None:
                 d.pop(key)
         return d
@@ -196,6 +197,20 @@ class Outcome(_Record):
     escapes: int
     false_rejects: int
     reviewed: int
+
+    @property
+    def recall_interval(self) -> tuple[float, float]:
+        """The 95% Wilson interval of the recall (caught of ``n_positive``)."""
+        from edgeft.metrics.intervals import wilson_interval
+
+        return wilson_interval(self.n_positive - self.escapes, self.n_positive)
+
+    @property
+    def false_reject_interval(self) -> tuple[float, float]:
+        """The 95% Wilson interval of the false-reject rate (rejected good parts of ``n_negative``)."""
+        from edgeft.metrics.intervals import wilson_interval
+
+        return wilson_interval(self.false_rejects, self.n_negative)
 
     def text(self) -> str:
         """A policy's outcome on a split, in a line's words."""

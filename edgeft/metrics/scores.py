@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeft.metrics.intervals import wilson_interval  # noqa: F401 (a score of a proportion)
 from edgeft.metrics.records import ClassMetrics, Classification, Decisions, OperatingPoint
 
 
@@ -234,3 +235,18 @@ def bootstrap_auroc_drops(y: np.ndarray, a: np.ndarray, b: np.ndarray, resamples
         out[k] = auroc(y[idx], a[idx]) - auroc(y[idx], b[idx])
     return out
 
+
+def mcnemar_worse(base_correct: list[int], cand_correct: list[int]) -> dict[str, Any]:
+    """Whether a candidate classifies a split significantly worse than a base model, judged on the images the two
+    disagree on (McNemar's exact test, one-sided): ``worse`` images the base got right and the candidate wrong,
+    ``better`` the reverse, and ``p``, the chance of at least ``worse`` of the ``worse + better`` discordant images
+    going against the candidate if both were equally good. Images both get right or both get wrong say nothing."""
+    from math import comb
+
+    if len(base_correct) != len(cand_correct):
+        raise ValueError(f"paired results of {len(base_correct)} and {len(cand_correct)} images")
+    worse = sum(1 for b, c in zip(base_correct, cand_correct) if b and not c)
+    better = sum(1 for b, c in zip(base_correct, cand_correct) if c and not b)
+    n = worse + better
+    p = sum(comb(n, k) for k in range(worse, n + 1)) / 2 ** n if n else 1.0
+    return {"n": len(base_correct), "worse": worse, "better": better, "p": float(p)}

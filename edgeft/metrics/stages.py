@@ -239,6 +239,26 @@ class AnomalyPrune(PruneCounts, _Record):
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class TrainingRun:
+    """What a training run took (fine-tuning, recovery, QAT write it at the top of their metrics): epochs run, the
+    epoch kept, seconds of training and in all, the process's peak memory."""
+
+    epochs_run: int
+    best_epoch: int
+    train_seconds: float
+    total_seconds: float
+    peak_rss_mb: float
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, Any]) -> "TrainingRun":
+        return _from_dict(cls, metrics, "metrics")
+
+    def summary(self) -> str:
+        return (f"trained {self.epochs_run} epochs (best {self.best_epoch}) in {self.train_seconds:.0f}s, total "
+                f"{self.total_seconds:.0f}s, peak memory {self.peak_rss_mb:.0f} MB")
+
+
 # the typed entries of an artifact's metrics, by key; split metrics ("val", "test", "test_fp32", ...) are
 # Classification and found by :func:`split_metrics`
 

@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from edgeft.metrics import mcnemar_worse
 from edgeft.optimize.rows import Row, final, p50_ms
 
 UNITS = {"max_accuracy_drop_pp": " pp", "max_recall_drop_pp": " pp", "max_false_reject_rise_pp": " pp",
@@ -62,17 +63,34 @@ def evaluate_gates(gates, rows: list[Row], auroc_interval: tuple[float, float] |
     said beside the AUROC gate (it does not change the verdict)."""
     out: list[GateVerdict] = []
     if gates.max_accuracy_drop_pp is not None:
-        base = rows[0]
-        last = final(rows, lambda r: r.accuracy is not None)
-        drop = (base.accuracy.accuracy - last.accuracy.accuracy) * 100
-        out.append(GateVerdict("max_accuracy_drop_pp", gates.max_accuracy_drop_pp, round(drop, 2), last.step,
-                               "pass" if drop <= gates.max_accuracy_drop_pp else "fail",
-                               f"{last.label} {last.accuracy.accuracy * 100:.2f}% vs fine-tuned "
-                               f"{base.accuracy.accuracy * 100:.2f}% on {base.split}"))
+        out.append(_accuracy_gate(gates.max_accuracy_drop_pp, gates.accuracy_significance, rows))
     out += _decision_gates(gates, rows, auroc_interval)
     for key, limit in gates.max_p50_ms.items():
         out.append(_latency_gate(str(key), float(limit), rows))
     return out
+
+
+def _accuracy_gate(limit: float, significance: float | None, rows: list[Row]) -> GateVerdict:
+    """The final model's accuracy drop against the first model's, said in images (one image on a small test set is
+    a point or more); with ``significance``, a drop past the limit fails only when McNemar's test on the images the
+    two disagree on says the final model is worse at that level."""
+    base = rows[0]
+    last = final(rows, lambda r: r.accuracy is not None)
+    a, b = base.accuracy, last.accuracy
+    drop = (a.accuracy - b.accuracy) * 100
+    detail = f"{last.label} {b.accuracy * 100:.2f}% vs {base.label} {a.accuracy * 100:.2f}% on {base.split}"
+    failed = drop > limit
+    if a.correct is not None and b.correct is not None and len(a.correct) == len(b.correct):
+        m = mcnemar_worse(a.correct, b.correct)
+        images = sum(a.correct) - sum(b.correct)
+        detail += (f": {'a drop' if images >= 0 else 'a gain'} of {abs(images)} image(s) of {m['n']} (one image = "
+                   f"{100 / m['n']:.2f} pp); worse on {m['worse']}, better on {m['better']} (McNemar one-sided p = "
+                   f"{m['p']:.3g})")
+        if significance is not None:
+            failed = failed and m["p"] < significance
+            detail += f"; fails only if also significantly worse at {significance:g}"
+    return GateVerdict("max_accuracy_drop_pp", limit, round(drop, 2), last.step, "fail" if failed else "pass",
+                       detail)
 
 
 def _latency_gate(key: str, limit: float, rows: list[Row]) -> GateVerdict:
@@ -109,7 +127,8 @@ def _decision_gates(g, rows: list[Row], auroc_interval: tuple[float, float] | No
             continue
         b, f = base, last
         if name == "max_auroc_drop":
-            value, text = b.decisions.auroc - f.decisions.auroc, f"AUROC {f.decisions.auroc:.3f} vs {b.decisions.auroc:.3f}"
+            value = b.decisions.auroc - f.decisions.auroc
+            text = f"AUROC {f.decisions.auroc:.3f} vs {b.decisions.auroc:.3f}"
         elif name == "max_recall_drop_pp":
             value = (b.policy.recall - f.policy.recall) * 100
             text = f"recall {f.policy.recall * 100:.1f}% vs {b.policy.recall * 100:.1f}%"

@@ -125,6 +125,8 @@ def step_hash(recipe: Recipe, step: Step, run: Path, data_fp: str) -> str:
     settings: Any = recipe.stage_config(step.stage)
     if step.stage == recipe.plugin.first_stage:
         settings = {k: v for k, v in settings.items() if k != "threads"}
+    if step.stage == "export" and recipe.dynamic_batch != settings.get("dynamic_batch"):
+        settings = {**settings, "dynamic_batch": recipe.dynamic_batch}  # forced by the bench's batch sizes
     if step.searched:  # the search chooses these, by the gates
         from dataclasses import asdict
 
@@ -168,7 +170,7 @@ def _run_export(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
     from edgeft.export.stage import export
 
     e = recipe.sections["export"]
-    export(parent, out, opset=e.opset, dynamic_batch=e.dynamic_batch, do_simplify=e.simplify, data=recipe.data,
+    export(parent, out, opset=e.opset, dynamic_batch=recipe.dynamic_batch, do_simplify=e.simplify, data=recipe.data,
            n=e.parity_images, force=True, gray_input=e.gray_input)
 
 
@@ -420,12 +422,12 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
     state["seconds"] = round(time.time() - t_run, 1)
     _write_state(run, state)
     rows, doc = collect(run, steps, results)
-    tiles, interval = recipe.plugin.report_extras(recipe, run, rows)
+    gallery, interval = recipe.plugin.report_extras(recipe, run, rows)
     gates = evaluate_gates(recipe.gates, rows, auroc_interval=interval)
     search = None
     if recipe.search is not None:
         from edgeft.optimize.search import load_result
 
         search = (load_result(run) or {}).get("result")
-    report = write_report(recipe, run, steps, results, rows, doc, gates, search, tiles)
+    report = write_report(recipe, run, steps, results, rows, doc, gates, search, gallery)
     return RunResult(run, list(results.values()), gates, report, rows)

@@ -117,6 +117,7 @@ class Gates:
     max_recall_drop_pp: float | None = None
     max_false_reject_rise_pp: float | None = None
     max_auroc_drop: float | None = None
+    accuracy_significance: float | None = None  # with it, the accuracy gate fails only on a McNemar p below it
 
     DECISION_GATES = ("max_recall_drop_pp", "max_false_reject_rise_pp", "max_auroc_drop")
 
@@ -134,6 +135,14 @@ class Recipe:
     decision: DecisionSection | None = None
     search: SearchSection | None = None
     task: str = "classify"
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """Whether exported graphs take any batch size: asked for, or needed because the bench measures batches above
+        one (a fixed batch-1 graph would run a batch of 8 as eight calls)."""
+        benched = self.sections["bench"].batches if "bench" in self.stages else [1]
+        return bool(self.sections["export"].dynamic_batch if "export" in self.stages else False) or \
+            any(b > 1 for b in benched)
 
     @property
     def plugin(self):
@@ -330,6 +339,11 @@ def _gates(d: Any, stages: list[str], decision: DecisionSection | None, sections
         if value is not None and value < 0:
             raise ConfigError(f"gates.{name} must be >= 0, got {value}")
     task.check_gates(g, decision, sections)
+    if g.accuracy_significance is not None and not 0 < g.accuracy_significance < 1:
+        raise ConfigError(f"gates.accuracy_significance is a significance level in (0, 1) such as 0.05, got "
+                          f"{g.accuracy_significance}")
+    if g.accuracy_significance is not None and g.max_accuracy_drop_pp is None:
+        raise ConfigError("gates.accuracy_significance qualifies gates.max_accuracy_drop_pp; add that gate too")
     if not isinstance(g.max_p50_ms, dict):
         raise ConfigError("gates.max_p50_ms must map backend (or backend@batch) to milliseconds, e.g. {ort-cpu: 5}")
     if g.max_p50_ms and "bench" not in stages:

@@ -19,7 +19,7 @@ from edgeft.errors import EdgeftError
 from edgeft.metrics import paired_drop
 from edgeft.optimize.charts import pareto_svg, quality_name, roc_svg, search_svg
 from edgeft.optimize.gates import GateVerdict
-from edgeft.optimize.rows import Row, final, fmt, p50_ms, ratio_text, reference
+from edgeft.optimize.rows import Row, final, fmt, p50_ms, rate_text, ratio_text, reference
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -73,10 +73,15 @@ def headline(rows: list[Row], gates: list[GateVerdict],
     if last is not None and last.policy and base.policy:
         f, b = last, base
         out.append(f"Decisions on {last.split} (not OK = {' + '.join(f.decisions.positive)}; each model's threshold "
-                   f"chosen on val): last recall {f.policy.recall * 100:.1f}% at {f.policy.false_reject * 100:.1f}% "
-                   f"false rejects" + (f", {f.policy.review_rate * 100:.1f}% reviewed" if f.policy.reviewed else "")
-                   + f", AUROC {f.decisions.auroc:.3f}; {base.label} {b.policy.recall * 100:.1f}% at "
-                   f"{b.policy.false_reject * 100:.1f}%, AUROC {b.decisions.auroc:.3f}.")
+                   f"chosen on val; 95% Wilson intervals): final recall "
+                   f"{rate_text(f.policy.recall, f.policy.recall_interval)} of {f.policy.n_positive} at "
+                   f"{rate_text(f.policy.false_reject, f.policy.false_reject_interval)} false rejects of "
+                   f"{f.policy.n_negative}" + (f", {f.policy.review_rate * 100:.1f}% reviewed" if f.policy.reviewed
+                                               else "")
+                   + f", AUROC {f.decisions.auroc:.3f}; {base.label} "
+                   f"{rate_text(b.policy.recall, b.policy.recall_interval)} at "
+                   f"{rate_text(b.policy.false_reject, b.policy.false_reject_interval)}, AUROC "
+                   f"{b.decisions.auroc:.3f}.")
     for r in rows:
         if r.pruning:
             out.append(f"Pruning ({r.step}) {r.pruning.text()}.")
@@ -110,11 +115,6 @@ def confusion_tables(rows: list[Row], classes: list[str]) -> list[tuple[str, tup
                     for c, line in zip(classes, r.accuracy.confusion)]
             out.append((f"{r.step} — {r.label} ({r.split}, n={r.accuracy.n})", (header, body)))
     return out
-
-
-GALLERY_NOTE = ("The final model's view of each test part (the highest anomaly scores first, then the defective parts "
-                "its policy passed, lowest score first), with its heatmap on a fixed scale: blue at a typical good "
-                "patch, red at the reject threshold, as `edgeft infer --heatmaps` draws it.")
 
 
 def _pct(d: dict[str, Any] | None, *keys: str) -> str:
@@ -201,10 +201,10 @@ def _bench_note(doc: dict[str, Any] | None) -> str:
 
 
 def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[str, Any] | None,
-                 gates: list[GateVerdict], search: dict[str, Any] | None = None, tiles: list | None = None) -> Path:
+                 gates: list[GateVerdict], search: dict[str, Any] | None = None, gallery: Any = None) -> Path:
     """Write ``report.md``, ``report.html`` and the charts (``pareto.svg``, ``roc.svg``, with a search's result
-    ``search.svg``) into the run folder, atomically each; with a task's gallery (``tiles``, e.g.
-    :func:`edgeft.tasks.anomaly.gallery.gallery`), its test parts (linked from the Markdown, embedded in the HTML)."""
+    ``search.svg``) into the run folder, atomically each; with a task's gallery (an ``edgeft.tasks.gallery.Gallery``),
+    its test parts (linked from the Markdown, embedded in the HTML)."""
     import jinja2
     import yaml
 
@@ -217,7 +217,7 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
             "bench_note": _bench_note(doc), "quality": quality_name(rows), "charts": charts,
             "search_lines": search_lines(search) if search else [],
             "search_table": search_table(search) if search else None,
-            "tiles": tiles or [], "gallery_note": GALLERY_NOTE, "gallery_groups": ("most anomalous", "escaped"),
+            "gallery": gallery,
             "device": json.dumps((doc or {}).get("device") or {}, indent=1),
             "recipe_yaml": yaml.safe_dump(recipe.to_dict(), sort_keys=False).rstrip(),
             **_tables(recipe, run, steps, results, rows, gates)}

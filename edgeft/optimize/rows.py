@@ -63,6 +63,17 @@ def p50_ms(bench_row: dict[str, Any]) -> float:
     return Latency.from_dict(bench_row["latency_ms"], f"bench row {bench_row.get('model', '')}").p50
 
 
+def p99_ms(bench_row: dict[str, Any]) -> float:
+    """The p99 latency of an ok bench row: the tail a camera's frame budget must hold, beside the median."""
+    return Latency.from_dict(bench_row["latency_ms"], f"bench row {bench_row.get('model', '')}").p99
+
+
+def rate_text(rate: float, interval: tuple[float, float]) -> str:
+    """A recall or false-reject rate with its 95% interval, in percent: ``92.7% (86.7-96.1)``."""
+    lo, hi = interval
+    return f"{rate * 100:.1f}% ({lo * 100:.1f}-{hi * 100:.1f})"
+
+
 def _bench_doc(run: Path, steps) -> dict[str, Any] | None:
     for s in steps:
         if s.stage == "bench" and (run / s.name / "results.json").is_file():
@@ -181,7 +192,7 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     if decided:
         header += ["AUROC"] + (["AP"] if anomaly else []) + ["recall", "false reject"] + (["review"] if review else [])
     header += (["statistics MB"] if anomaly else []) + ["size MB", "params M", "MMACs"]
-    header += [f"{k} p50 ms" for k in keys] + ["memory MB"]
+    header += [f"{k} p50 / p99 ms" for k in keys] + ["memory MB"]
     body = []
     for r in rows:
         acc = r.accuracy
@@ -194,8 +205,8 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
         if decided:
             d, pol = r.decisions, r.policy
             line += [fmt(d and d.auroc, ".3f")] + ([fmt(d and d.average_precision, ".3f")] if anomaly else [])
-            line += [fmt(pol and pol.recall, ".1f", 100) + ("%" if pol else ""),
-                     fmt(pol and pol.false_reject, ".1f", 100) + ("%" if pol else "")]
+            line += [rate_text(pol.recall, pol.recall_interval) if pol else "—",
+                     rate_text(pol.false_reject, pol.false_reject_interval) if pol else "—"]
             line += [fmt(pol and pol.review_rate, ".1f", 100) + ("%" if pol else "")] if review else []
         if anomaly:
             line.append(fmt(r.anomaly and r.anomaly.bank_bytes, ".2f", 1e-6))
@@ -210,7 +221,9 @@ def table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
             else:
                 p50 = p50_ms(b)
                 speed = p50_ms(ref.latency[k]) / p50 if ref is not None and ref is not r else None
-                line.append(f"{p50:.2f}" + (f" ({speed:.2f}x)" if speed else ""))
+                calls = b.get("calls_per_batch", 1)  # a fixed-batch graph looped: not a batched call
+                line.append(f"{p50:.2f} / {p99_ms(b):.2f}" + (f" ({speed:.2f}x)" if speed else "")
+                            + (f" [{calls} sequential calls]" if calls > 1 else ""))
         # memory: the model's resident memory in a process of its own, above the runtime's (largest over backends)
         mem = [m for b in r.latency.values() if b["status"] == "ok" and (m := model_mb(b)) is not None]
         line.append(f"{max(mem):.0f}" if mem else "")

@@ -185,7 +185,7 @@ def _baseline(recipe: Recipe, finetuned: Path, root: Path) -> tuple[dict[str, An
     onnx_dir = root / "baseline-onnx"
     if not (onnx_dir / "meta.json").is_file():
         e = recipe.sections["export"]
-        export(finetuned, onnx_dir, opset=e.opset, dynamic_batch=e.dynamic_batch, do_simplify=e.simplify,
+        export(finetuned, onnx_dir, opset=e.opset, dynamic_batch=recipe.dynamic_batch, do_simplify=e.simplify,
                data=recipe.data, n=min(16, e.parity_images), force=True, gray_input=e.gray_input)
     return d, onnx_dir / "model.onnx"
 
@@ -207,7 +207,7 @@ def _run_candidate(recipe: Recipe, c: Candidate, finetuned: Path, snapshot: Path
     progress.info(f"[search] {c.key}: recovering the {c.target_macs:g}-MACs snapshot")
     recover_snapshot(snapshot, finetuned, recipe.data, d / "prune", p, force=True)
     e = recipe.sections["export"]
-    export(d / "prune", d / "export", opset=e.opset, dynamic_batch=e.dynamic_batch, do_simplify=e.simplify,
+    export(d / "prune", d / "export", opset=e.opset, dynamic_batch=recipe.dynamic_batch, do_simplify=e.simplify,
            data=recipe.data, n=e.parity_images, force=True, gray_input=e.gray_input)
     q = recipe.sections["quantize"]
     calib = Path(q.calib) if q.calib else root / "calibration.json"

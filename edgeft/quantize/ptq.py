@@ -87,7 +87,8 @@ def _ort_quant():
     try:
         from onnxruntime import quantization as q
     except ImportError:
-        raise DependencyError("quantization needs onnxruntime: pip install 'edgeft[onnx]'") from None
+        raise DependencyError("quantization needs onnxruntime: pip install 'edgeft[runtime]' (CPU) or "
+                              "'edgeft[gpu]'") from None
     return q
 
 

@@ -226,7 +226,7 @@ def choose_with_reason(name: str, files: dict[str, Path],
                  None)
     if first is None:
         raise DependencyError(f"no backend can run {', '.join(files) or 'this artifact'} here: install onnxruntime "
-                              "(pip install 'edgeft[onnx]') or run `edgeft doctor`")
+                              "(pip install 'edgeft[runtime]' or 'edgeft[gpu]') or run `edgeft doctor`")
     if first.name not in CPU_BACKENDS:
         return first, "the first of the automatic order available here"
     record = (measured or {}).get(machine_key())

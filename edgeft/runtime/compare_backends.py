@@ -73,3 +73,19 @@ def render(rows: list[BackendCheck], precision: str) -> str:
 
 def precision_of(meta: Any) -> str:
     return "int8" if meta.extra.get("quantized") == "int8" else meta.extra.get("precision", "fp32")
+
+
+def torch_reference(artifacts: list) -> Path | None:
+    """The PyTorch model to compare ``artifacts`` against: the first of them that is one, else the nearest PyTorch
+    ancestor in their lineage (a parent directory that still exists), else None."""
+    from edgeft import artifact as art
+
+    direct = next((a.path for a in artifacts if a.meta.kind == "torch"), None)
+    if direct is not None:
+        return Path(direct)
+    for a in artifacts:
+        for entry in reversed(a.meta.lineage):
+            parent = entry.get("parent")
+            if parent and Path(parent).is_dir() and art.load(parent).meta.kind == "torch":
+                return Path(parent)
+    return None

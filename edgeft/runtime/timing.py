@@ -34,7 +34,8 @@ def ort_session(onnx_path: str, threads: int = 2, providers: tuple[str, ...] = (
     except ImportError:
         from edgeft.errors import DependencyError
 
-        raise DependencyError("onnxruntime is not installed: pip install 'edgeft[onnx]' (CPU) or 'edgeft[gpu]'") from None
+        raise DependencyError("onnxruntime is not installed: pip install 'edgeft[runtime]' (CPU) or "
+                              "'edgeft[gpu]'") from None
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1

@@ -73,7 +73,7 @@ class Task:
         """Rebuild a ``torch`` artifact's network (eval mode), pruned shapes and weights included."""
         raise NotImplementedError
 
-    own_pruning: ClassVar[bool] = False  # False: the shared pruning (torch-pruning on the classifier, recovered by labels)
+    own_pruning: ClassVar[bool] = False  # False: the shared pruning (torch-pruning, recovered by labels)
 
     def prune(self, parent: Any, data: "Path", out: "Path", cfg: Any, force: bool, measure_latency: bool) -> Any:
         """With ``own_pruning``: prune and recover ``parent`` this task's way, returning the artifact."""
@@ -152,8 +152,9 @@ class Task:
         ``quality`` (the value charts plot), ``split`` and ``task_metrics`` (anything else), as available."""
         return {}
 
-    def report_extras(self, recipe: Any, run: "Path", rows: list[Any]) -> tuple[list | None, Any]:
-        """(gallery tiles, the AUROC-gate's bootstrap interval) the report adds for this task; (None, None): none."""
+    def report_extras(self, recipe: Any, run: "Path", rows: list[Any]) -> tuple[Any, Any]:
+        """(a gallery of test parts, ``edgeft.tasks.gallery.Gallery``; the AUROC gate's bootstrap interval) the report
+        adds for this task; (None, None): none."""
         return None, None
 
 

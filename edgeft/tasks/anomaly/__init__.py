@@ -263,7 +263,7 @@ class Anomaly(Task):
                 "quality": fit.test.auroc if fit is not None and fit.test is not None else None,
                 "quality_name": "AUROC"}
 
-    def report_extras(self, recipe: Any, run: Path, rows: list[Any]) -> tuple[list | None, Any]:
+    def report_extras(self, recipe: Any, run: Path, rows: list[Any]) -> tuple[Any, Any]:
         """The gallery of the final model's test parts, and, with an AUROC gate, the paired bootstrap interval of
         the AUROC drop against the run's first model on the same parts (how much of the drop the split's size
         cannot resolve)."""
@@ -281,11 +281,11 @@ class Anomaly(Task):
         test = score_test([run / final.step] + ([run / base.step] if compare else []), recipe.data, recipe.threads)
         if test is None:
             return None, None
-        tiles = gallery(test, 0, art.load(run / final.step).meta.input, run)
+        shown = gallery(test, 0, art.load(run / final.step).meta.input, run)
         y = test.anomalous()
         if not compare or y.all() or not y.any():
-            return tiles, None
-        return tiles, auroc_drop_interval(y, test.models[1].scores, test.models[0].scores)
+            return shown, None
+        return shown, auroc_drop_interval(y, test.models[1].scores, test.models[0].scores)
 
 
 register(Anomaly())

@@ -11,30 +11,19 @@ from it.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgeft import progress
+from edgeft.tasks.gallery import Gallery, fresh_folder, write_tile
 
 TOP = 8  # the most anomalous test parts shown
 ESCAPES = 4  # the defective parts passed with the lowest scores shown
-FOLDER = "gallery"  # under the run: the tiles as PNG files, which report.md links (report.html embeds them)
-
-
-@dataclass
-class Tile:
-    """One part in the gallery: its overlay as PNG bytes, the file it is written to under the run, a caption."""
-
-    group: str  # "most anomalous" or "escaped"
-    file: str
-    caption: str
-    png: bytes
-
-    def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.png).decode()
+NOTE = ("The final model's view of each test part (the highest anomaly scores first, then the defective parts its "
+        "policy passed, lowest score first), with its heatmap on a fixed scale: blue at a typical good patch, red at "
+        "the reject threshold, as `edgeft infer --heatmaps` draws it.")
 
 
 def _picks(scores: np.ndarray, anomalous: np.ndarray, passed: np.ndarray, top: int, escapes: int):
@@ -101,29 +90,21 @@ def score_test(models: list[Path], data: Path, threads: int | None = None) -> Te
     return TestScores(list(files.paths), np.asarray(files.labels), list(files.classes), scored)
 
 
-def gallery(test: TestScores, model: int, contract, out: Path, top: int = TOP, escapes: int = ESCAPES) -> list[Tile]:
+def gallery(test: TestScores, model: int, contract, out: Path, top: int = TOP, escapes: int = ESCAPES) -> Gallery:
     """Draw the tiles of ``test.models[model]`` into ``out``/gallery/ (replacing an earlier gallery there); only the
     picked parts are decoded again. ``contract``: that model's input contract (its view of the part)."""
-    import cv2
-
     from edgeft.images import read_image
     from edgeft.tasks.anomaly.heatmap import overlay
 
     m = test.models[model]
     passed = np.array([d == "pass" for d in m.decisions])
-    folder = out / FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.png"):
-        old.unlink()
-    tiles = []
+    folder = fresh_folder(out)
+    g = Gallery("Test parts and their heatmaps", NOTE, ("most anomalous", "escaped"))
     for n, (i, group) in enumerate(_picks(m.scores, test.anomalous(), passed, top, escapes), 1):
         path = test.paths[i]
         part = contract.geometry(read_image(path))  # the model's view of the part (resized, cropped), colours kept
-        ok, png = cv2.imencode(".png", overlay(part, m.maps[i], *m.scale))
-        if not ok:
-            continue
-        name = f"{n:02d}-{path.stem}.png"
-        (folder / name).write_bytes(png.tobytes())
-        tiles.append(Tile(group, f"{FOLDER}/{name}", f"{path.parent.name}/{path.name}: score {m.scores[i]:.3g}, "
-                                                      f"{m.decisions[i]}", png.tobytes()))
-    return tiles
+        tile = write_tile(folder, n, path, overlay(part, m.maps[i], *m.scale), group,
+                          f"{path.parent.name}/{path.name}: score {m.scores[i]:.3g}, {m.decisions[i]}")
+        if tile is not None:
+            g.tiles.append(tile)
+    return g

@@ -68,7 +68,8 @@ class Classify(Task):
         classes = scan_split(splits["train"]).classes
         unknown = [c for c in recipe.decision.positive if c not in classes]
         if unknown:
-            raise ConfigError(f"decision.positive: {unknown[0]!r} is not a class of {recipe.data} ({', '.join(classes)})"
+            raise ConfigError(f"decision.positive: {unknown[0]!r} is not a class of {recipe.data} "
+                              f"({', '.join(classes)})"
                               f"{close_matches(unknown[0], classes)}")
 
     def first_label(self, recipe: Any) -> str:
@@ -178,8 +179,15 @@ class Classify(Task):
         if record.decisions:
             lines.append(record.decisions.summary())
         if record.policy:
-            lines += [f"  policy: {read_policy(artifact.meta.extra).text()}", f"  on this split: {record.policy.text()}"]
+            lines += [f"  policy: {read_policy(artifact.meta.extra).text()}",
+                      f"  on this split: {record.policy.text()}"]
         return "\n".join(lines)
+
+    def report_extras(self, recipe: Any, run: Path, rows: list[Any]) -> tuple[Any, Any]:
+        """The final model's escapes and false rejects on the held-out split, with class activation maps."""
+        from edgeft.tasks.classify.gallery import classifier_gallery
+
+        return classifier_gallery(recipe, run, rows), None
 
     def read_row(self, meta: Any) -> dict[str, Any]:
         from edgeft.metrics import split_metrics
