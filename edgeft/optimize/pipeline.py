@@ -132,7 +132,9 @@ def step_hash(recipe: Recipe, step: Step, run: Path, data_fp: str) -> str:
 
         from edgeft.optimize.search import space_hash
 
-        settings = {"stage": settings, "search": space_hash(recipe), "gates": asdict(recipe.gates)}
+        gates = {k: v for k, v in asdict(recipe.gates).items()  # a gate field left unset hashes as before it existed
+                 if not (k == "accuracy_significance" and v is None)}
+        settings = {"stage": settings, "search": space_hash(recipe), "gates": gates}
     inputs = [step.parent] if step.parent else step.inputs
     return config_hash({"stage": step.stage, "settings": settings, "data": data_fp,
                         "inputs": {n: _model_sha(run, n) for n in inputs}})
