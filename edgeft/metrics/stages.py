@@ -97,8 +97,8 @@ class PruneStats(PruneCounts):
         lat = self.ort_cpu_latency
         if lat:
             parent, pruned = (Latency.p50_of(lat.get(k)) for k in ("parent", "pruned"))
-            lines.append(f"ONNX Runtime CPU latency (batch 1, {lat.get('threads')} threads, p50): parent {parent:.2f} ms, "
-                         f"pruned {pruned:.2f} ms ({lat.get('speedup', parent / pruned):.2f}x)")
+            lines.append(f"ONNX Runtime CPU latency (batch 1, {lat.get('threads')} threads, p50): parent "
+                         f"{parent:.2f} ms, pruned {pruned:.2f} ms ({lat.get('speedup', parent / pruned):.2f}x)")
         return "\n".join(lines)
 
 
