@@ -66,7 +66,7 @@ def classifier_gallery(recipe: Any, run: Path, rows: list[Any]) -> Gallery | Non
     from edgeft.data.imagefolder import find_splits, scan_split
     from edgeft.images import read_image
     from edgeft.runtime.predictor import Predictor
-    from edgeft.tasks.anomaly.heatmap import overlay
+    from edgeft.tasks.anomaly.heatmap import overlay, to_bgr8
 
     last = next((r for r in reversed(rows) if r.policy is not None and r.stage != "build"), None)
     split = find_splits(recipe.data).get(last.split) if last is not None else None
@@ -75,7 +75,8 @@ def classifier_gallery(recipe: Any, run: Path, rows: list[Any]) -> Gallery | Non
     progress.info(f"drawing the report's gallery: {last.step}'s escapes and false rejects on {last.split}")
     files = scan_split(split)
     with Predictor(run / last.step, backend="auto", threads=recipe.threads) as p:
-        preds = [p.predict(read_image(f))[0] for f in files.paths]
+        preds = [q for k in range(0, len(files.paths), 32)  # batched: one runner call per 32 parts
+                 for q in p.predict([read_image(f) for f in files.paths[k:k + 32]])]
         positive = np.isin(np.asarray(files.labels), [files.classes.index(c) for c in p.policy.positive
                                                       if c in files.classes])
     not_ok = np.array([q.not_ok for q in preds])
@@ -83,13 +84,13 @@ def classifier_gallery(recipe: Any, run: Path, rows: list[Any]) -> Gallery | Non
     source = _torch_ancestor(run, rows, last)
     model = cam_model(_torch_model(source)) if source is not None else None
     a = art.load(run / last.step)
-    parts = [a.meta.input.geometry(read_image(files.paths[i])) for i, _ in chosen]
+    decoded = [read_image(files.paths[i]) for i, _ in chosen]  # each picked part decoded once, for both pictures
+    parts = [a.meta.input.geometry(img) for img in decoded]
     maps, cost = None, ""
     if model is not None and chosen:
         src = art.load(source)
         t0 = time.perf_counter()
-        maps = class_activation_maps(model, np.stack([src.meta.input.prepare(read_image(files.paths[i]))
-                                                      for i, _ in chosen]), src.meta.input,
+        maps = class_activation_maps(model, np.stack([src.meta.input.prepare(img) for img in decoded]), src.meta.input,
                                      [src.meta.class_names.index(c) for c in p.policy.positive])
         per_part = (time.perf_counter() - t0) * 1000 / len(chosen)
         cost = (f" Class activation maps from {source.name} (FP32, the shipped model's last PyTorch ancestor), red "
@@ -103,7 +104,7 @@ def classifier_gallery(recipe: Any, run: Path, rows: list[Any]) -> Gallery | Non
     for n, ((i, group), part) in enumerate(zip(chosen, parts), 1):
         shown = overlay(part, maps[n - 1], 0.0, max(float(maps[n - 1].max()), 1e-6)) if maps is not None else part
         path = files.paths[i]
-        tile = write_tile(folder, n, path, _bgr8(shown), group,
+        tile = write_tile(folder, n, path, to_bgr8(shown), group,
                           f"{path.parent.name}/{path.name}: not OK {not_ok[i]:.3f}, {preds[i].decision}")
         if tile is not None:
             g.tiles.append(tile)
@@ -126,9 +127,3 @@ def _torch_ancestor(run: Path, rows: list[Any], last: Any) -> Path | None:
         if r.status in ("done", "reused") and art.load(run / r.step).meta.kind == "torch":
             return run / r.step
     return None
-
-
-def _bgr8(image: np.ndarray) -> np.ndarray:
-    from edgeft.tasks.anomaly.heatmap import to_bgr8
-
-    return to_bgr8(image)
