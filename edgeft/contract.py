@@ -17,6 +17,7 @@ import numpy as np
 from edgeft.errors import ConfigError, DataError
 
 COLOR_ORDERS = ("RGB", "BGR", "GRAY")
+WINDOWS = ("bits", "min/max", "percentiles")
 RESIZE_POLICIES = ("shorter_side_center_crop", "stretch")
 INTERPOLATIONS = ("bicubic", "bilinear", "area", "nearest")
 
@@ -26,6 +27,46 @@ def _cv2_interpolation(name: str) -> int:
 
     return {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA,
             "nearest": cv2.INTER_NEAREST}[name]
+
+
+class ImageRangeError(DataError):
+    """A frame the contract cannot take as declared (a region of interest outside it, pixels above its window): a
+    mistake in the declaration or the camera, so data loading stops on it instead of skipping the file."""
+
+
+def parse_window(value: Any) -> dict[str, Any] | None:
+    """The pixel window of a 12/14/16-bit camera, as the contract stores it: ``{"bits": 12}`` (``12 bits`` in a
+    recipe: 0..4095 is the full range), ``{"min": 100, "max": 3900}`` (fixed, values outside clipped) or
+    ``{"percentiles": [1, 99]}`` (per image: its own 1st..99th percentile becomes the full range)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        words = value.replace("-", " ").split()
+        if len(words) == 2 and words[1] in ("bits", "bit") and words[0].isdigit():
+            value = {"bits": int(words[0])}
+        else:
+            raise ConfigError(f"input.window {value!r} is not a window; write '12 bits', {{min: 100, max: 3900}} or "
+                              "{percentiles: [1, 99]}")
+    if not isinstance(value, dict) or set(value) not in ({"bits"}, {"min", "max"}, {"percentiles"}):
+        raise ConfigError(f"input.window must be {{bits: N}}, {{min: A, max: B}} or {{percentiles: [LOW, HIGH]}}, got "
+                          f"{value!r}")
+    if "bits" in value:
+        bits = value["bits"]
+        if not isinstance(bits, int) or isinstance(bits, bool) or not 8 <= bits <= 16:
+            raise ConfigError(f"input.window bits must be an integer from 8 to 16, got {bits!r}")
+        return {"bits": bits}
+    pair = [value["min"], value["max"]] if "min" in value else list(value["percentiles"])
+    try:
+        lo, hi = (float(v) for v in pair)
+    except (TypeError, ValueError):
+        raise ConfigError(f"input.window needs two numbers, got {value!r}") from None
+    if "min" in value:
+        if not 0 <= lo < hi:
+            raise ConfigError(f"input.window min must be >= 0 and below max, got {lo:g} and {hi:g}")
+        return {"min": lo, "max": hi}
+    if not 0 <= lo < hi <= 100:
+        raise ConfigError(f"input.window percentiles must satisfy 0 <= low < high <= 100, got {lo:g} and {hi:g}")
+    return {"percentiles": [lo, hi]}
 
 
 @dataclass(frozen=True)
@@ -40,6 +81,10 @@ class InputContract:
       which suits inspection images whose defects can sit at the border).
     - ``interpolation``: OpenCV interpolation used for resizing.
     - ``layout``: always NCHW float32 for the model.
+    - ``roi``: (x, y, width, height) in the source frame, cut before anything else (a fixed camera that sees the
+      part in one corner of a large frame); None: the whole frame.
+    - ``window``: how a 12/14/16-bit image's values become [0, 1] (:func:`parse_window`); None: by the file's type
+      (8-bit by 255, 16-bit by 65535).
     """
 
     size: tuple[int, int] = (224, 224)
@@ -50,8 +95,19 @@ class InputContract:
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
     layout: str = field(default="NCHW")
+    roi: tuple[int, int, int, int] | None = None
+    window: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if self.roi is not None:
+            roi = self.roi
+            if (not isinstance(roi, (list, tuple)) or len(roi) != 4
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in roi)
+                    or min(roi[:2]) < 0 or min(roi[2:]) < 1):
+                raise ConfigError(f"input.roi must be [x, y, width, height] in pixels (x, y >= 0; width, height >= 1), "
+                                  f"got {roi!r}")
+            object.__setattr__(self, "roi", tuple(roi))
+        object.__setattr__(self, "window", parse_window(self.window))
         size = tuple(int(s) for s in (self.size if isinstance(self.size, (list, tuple)) else (self.size,) * 2))
         object.__setattr__(self, "size", size)
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
@@ -81,10 +137,17 @@ class InputContract:
 
     # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Plain data for meta.json and the ONNX file; ``roi`` and ``window`` only when set, so a contract without
+        them reads as it did before they existed."""
         d = asdict(self)
         d["size"] = list(self.size)
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
+        for key in ("roi", "window"):
+            if d[key] is None:
+                del d[key]
+        if self.roi is not None:
+            d["roi"] = list(self.roi)
         return d
 
     @classmethod
@@ -124,10 +187,55 @@ class InputContract:
             image = image[:, :, ::-1]
         return image
 
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        """The region of interest of a frame (the frame itself without one); refuses a region outside the frame."""
+        if self.roi is None:
+            return image
+        x, y, w, h = self.roi
+        if x + w > image.shape[1] or y + h > image.shape[0]:
+            raise ImageRangeError(f"input.roi (x {x}, y {y}, width {w}, height {h}) lies outside the "
+                                  f"{image.shape[1]}x{image.shape[0]} image; declare a region inside the frame")
+        return image[y:y + h, x:x + w]
+
+    def check_depth(self, image: np.ndarray) -> None:
+        """Refuse a frame the declared bit window cannot hold (values above 2^bits - 1, or 8-bit pixels under a
+        wider window, which would come out 16 times too dark)."""
+        if self.window is None or "bits" not in self.window:
+            return
+        bits = self.window["bits"]
+        if image.dtype.kind != "u" or (image.dtype == np.uint8 and bits > 8):
+            raise ImageRangeError(f"input.window {bits} bits is for 16-bit images holding {bits}-bit values; this "
+                                  f"image is {image.dtype}; drop the window for 8-bit images")
+        top = int(image.max())
+        if top > (1 << bits) - 1:
+            raise ImageRangeError(f"an image has values up to {top}, above the declared window of {bits} bits "
+                                  f"(0..{(1 << bits) - 1}); declare the camera's real bit depth")
+
+    def apply_window(self, image: np.ndarray) -> np.ndarray:
+        """Map a prepared image's values to float32 [0, 1] by the window (unchanged without one)."""
+        w = self.window
+        if w is None:
+            return image
+        if image.dtype.kind not in "ui":
+            raise ImageRangeError(f"input.window applies to integer images; this one is {image.dtype}")
+        x = image.astype(np.float32)
+        if "bits" in w:
+            lo, hi = 0.0, float((1 << w["bits"]) - 1)
+        elif "min" in w:
+            lo, hi = w["min"], w["max"]
+        else:
+            lo, hi = (float(v) for v in np.percentile(x, w["percentiles"]))
+            hi = max(hi, lo + 1.0)  # a flat image stays flat instead of dividing by zero
+        x -= lo
+        x *= 1.0 / (hi - lo)
+        return np.clip(x, 0.0, 1.0, out=x)
+
     def geometry(self, image: np.ndarray) -> np.ndarray:
-        """Resize and crop an HxWxC image to ``size`` per the contract; keeps the dtype."""
+        """Cut the region of interest, then resize and crop an HxWxC image to ``size`` per the contract; keeps the
+        dtype."""
         import cv2
 
+        image = self.crop(image)
         h, w = image.shape[:2]
         out_h, out_w = self.size
         interp = _cv2_interpolation(self.interpolation)
@@ -147,15 +255,17 @@ class InputContract:
         return np.ascontiguousarray(image)
 
     def prepare(self, image: np.ndarray, source: str = "BGR") -> np.ndarray:
-        """Colour conversion and geometry: a decoded image becomes HxWxC at model size, dtype kept.
+        """Region of interest, colour conversion and geometry: a decoded image becomes HxWxC at model size, dtype
+        kept (float32 in [0, 1] when a window is declared: the window is applied after resizing, at model size).
 
         A grayscale frame for a colour model is resized first and replicated after, so the resize costs a third.
         (OpenCV's one- and three-channel paths round a few pixels in 10^5 differently by one level; training
         and deployment both come through here, so they agree exactly.)
         """
+        self.check_depth(image)
         if self.channels == 3 and (image.ndim == 2 or image.shape[2] == 1):
-            return np.repeat(self.geometry(image), 3, axis=2)
-        return self.geometry(self.convert_color(image, source))
+            return self.apply_window(np.repeat(self.geometry(image), 3, axis=2))
+        return self.apply_window(self.geometry(self.convert_color(image, source)))
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         """Scale prepared NxHxWxC (or HxWxC) pixels to [0, 1] by dtype, normalise, return NCHW float32."""

@@ -62,3 +62,34 @@ def test_normalize_matches_the_definition():
     img = np.random.default_rng(1).integers(0, 256, size=(2, 2, 3), dtype=np.uint8)
     want = ((img / 255.0 - np.array(c.mean)) / np.array(c.std)).transpose(2, 0, 1)
     np.testing.assert_allclose(c.normalize(img), want, rtol=1e-5, atol=1e-5)
+
+
+def test_windows_map_deep_pixels_to_the_unit_range():
+    """A declared window decides what 0 and 1 are for 12/16-bit frames: the bit depth, a fixed range (clipped), or
+    each image's own percentiles; the contract carries it (and a region of interest) through its dict, and a contract
+    without them reads as before they existed."""
+    import numpy as np
+
+    from edgeft.contract import ImageRangeError, InputContract, parse_window
+
+    frame = np.tile(np.arange(0, 4096, 16, dtype=np.uint16), (256, 1))  # 0..4080 across the width
+    bits = InputContract(size=(256, 256), resize="stretch", window="12 bits", color="GRAY", mean=[0], std=[1])
+    x = bits.prepare(frame)
+    assert x.dtype == np.float32 and x.min() == 0 and abs(x.max() - 4080 / 4095) < 1e-6
+    fixed = bits.replace(window={"min": 1000, "max": 2000})
+    y = fixed.prepare(frame)[0, :, 0]
+    assert y[0] == 0 and y[-1] == 1 and abs(y[96] - (1536 - 1000) / 1000) < 1e-6  # clipped outside the range
+    pct = bits.replace(window={"percentiles": [10, 90]}).prepare(frame)
+    assert abs((pct == 0).mean() - 0.1) < 0.02 and abs((pct == 1).mean() - 0.1) < 0.02
+    assert parse_window("14 bits") == {"bits": 14}
+    with pytest.raises(ImageRangeError, match="above the declared window of 12 bits"):
+        bits.prepare(frame * 2)
+    roi = bits.replace(roi=[16, 0, 32, 8])
+    assert roi.crop(frame).shape == (8, 32) and roi.crop(frame)[0, 0] == 256
+    assert InputContract.from_dict(roi.to_dict()) == roi
+    assert "roi" not in InputContract().to_dict() and "window" not in InputContract().to_dict()
+    for bad in ("12 bytes", {"bits": 20}, {"min": 5, "max": 1}, {"percentiles": [50, 40]}, {"bits": 12, "min": 0}):
+        with pytest.raises(ConfigError, match="input.window"):
+            parse_window(bad)
+    with pytest.raises(ConfigError, match="input.roi"):
+        InputContract(roi=[0, 0, 0, 10])

@@ -128,3 +128,24 @@ def test_load_split_limit_decodes_an_even_spread_of_every_class(tiny_data):
     assert len(load_split(tiny_data, "test", contract, limit=10_000)) == len(full)
     with pytest.raises(ConfigError, match=">= 1"):
         load_split(tiny_data, "test", contract, limit=0)
+
+
+def test_a_manifest_reads_as_the_folders_it_lists(tiny_data, tmp_path):
+    """The same images listed by a JSON-lines manifest (paths relative to it) decode to the same splits, labels and
+    pixels as the folders, and the model's class order is followed where it differs from the sorted names."""
+    import json
+    import shutil
+
+    lines = [json.dumps({"path": str(p.relative_to(tiny_data)), "label": p.parent.name, "split": p.parent.parent.name})
+             for p in sorted(tiny_data.rglob("*.png"))]
+    (tmp_path / "set.jsonl").write_text("\n".join(lines) + "\n")
+    shutil.copytree(tiny_data, tmp_path, dirs_exist_ok=True)
+    c = InputContract(size=(32, 32), resize="stretch")
+    folders, listed = load_dataset(tiny_data, c), load_dataset(tmp_path / "set.jsonl", c)
+    assert listed.classes == folders.classes
+    for a, b in ((folders.train, listed.train), (folders.val, listed.val), (folders.test, listed.test)):
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+    flipped = load_split(tmp_path / "set.jsonl", "test", c, classes=["good", "bad"])
+    assert [flipped.classes[y] for y in flipped.labels] == [p.parent.name for p in flipped.paths]
+    assert flipped.labels[0] == 0 and flipped.paths[0].parent.name == "good"
+    assert load_dataset(tmp_path / "set.jsonl", c, classes=["good", "bad"]).classes == ["good", "bad"]

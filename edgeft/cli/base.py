@@ -25,7 +25,8 @@ EXTRAS = {"torch": "train", "torchvision": "train", "timm": "train", "safetensor
           "onnxslim": "onnx", "onnxruntime": "runtime", "torch_pruning": "prune", "elpv_dataset": "demo",
           "jinja2": "train"}
 THREADS_HELP = "CPU threads  [default: all cores]"
-DATA_HELP = "Data folder: an ImageFolder with train/ val/ [test/]."
+DATA_HELP = ("Data: an ImageFolder with train/ val/ [test/], or a manifest (.csv or .jsonl with path, label and split "
+             "columns).")
 
 
 def default_help(config, name: str) -> str:

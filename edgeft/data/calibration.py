@@ -40,6 +40,17 @@ class Manifest:
                 "source": self.source, "images": self.entries}
 
 
+def _base(data: str | os.PathLike) -> Path:
+    """Where a manifest's paths are relative to: the data folder, or a data manifest's own folder."""
+    root = Path(data)
+    return root.parent if root.is_file() else root
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` below ``root`` as a relative POSIX path; one elsewhere (a data manifest may list any) absolute."""
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.resolve().as_posix()
+
+
 def create(data: str | os.PathLike, n: int = 512, split: str = "train", seed: int = 0,
            contract: InputContract | None = None, only: str | None = None) -> Manifest:
     """A class-balanced, deterministic sample of ``n`` images from a split of ``data``; with ``only``, of that one
@@ -64,8 +75,8 @@ def create(data: str | os.PathLike, n: int = 512, split: str = "train", seed: in
     rest = np.setdiff1d(np.flatnonzero(np.isin(labels, sampled)), chosen)  # top up from the larger classes
     if len(chosen) < n and len(rest):
         chosen += rng.choice(rest, size=min(n - len(chosen), len(rest)), replace=False).tolist()
-    root = Path(data)
-    entries = [{"path": files.paths[i].relative_to(root).as_posix(), "sha256": _sha256(files.paths[i]),
+    root = _base(data)
+    entries = [{"path": _relative(files.paths[i], root), "sha256": _sha256(files.paths[i]),
                 "label": files.classes[labels[i]]} for i in sorted(chosen)]
     return Manifest(classes=files.classes, entries=entries, input=contract,
                     source={"data": str(data), "split": split, "seed": seed, "requested": n,
@@ -104,7 +115,7 @@ def load_images(manifest: Manifest, data: str | os.PathLike, contract: InputCont
     if len(manifest.entries) < MIN_IMAGES:
         raise DataError(f"the calibration manifest lists {len(manifest.entries)} images; at least {MIN_IMAGES} are "
                         "needed (a few hundred is typical)")
-    root = Path(data)
+    root = _base(data)
     images, labels, paths = [], [], []
     for e in manifest.entries:
         p = root / e["path"]

@@ -1,4 +1,5 @@
-"""ImageFolder-style data (``train/ val/ [test/]``, one subfolder per class), decoded with OpenCV.
+"""ImageFolder-style data (``train/ val/ [test/]``, one subfolder per class) or a manifest listing the same
+(``edgeft.data.manifest``), decoded with OpenCV.
 
 Inspection data sets are small (hundreds to a few thousand images), so a split is decoded once, brought
 to the model's size per the input contract, and held in memory: epochs then cost only compute, and a
@@ -13,12 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
 from edgeft import progress
-from edgeft.contract import InputContract
+from edgeft.contract import ImageRangeError, InputContract
 from edgeft.errors import ConfigError, DataError
 from edgeft.images import IMAGE_SUFFIXES, is_image, read_image  # noqa: F401 (part of this module's interface)
 
@@ -68,17 +69,26 @@ class ImageSet:
         return np.bincount(self.labels, minlength=len(self.classes)).tolist()
 
 
-def find_splits(root: str | os.PathLike) -> dict[str, Path]:
-    """Check the layout of a data folder and return the split directories that exist (train required)."""
+def find_splits(root: str | os.PathLike) -> dict[str, Any]:
+    """Check the layout of a data folder (or manifest) and return the splits that exist: split folders, or a
+    manifest's rows per split (train required)."""
+    from edgeft.data.manifest import MANIFEST_SUFFIXES, is_manifest, read_manifest
+
     r = Path(root)
     if not r.exists():
         raise DataError(f"data folder not found: {r}; pass a folder with train/ (and val/, test/) inside, "
-                        "one subfolder per class")
-    if not r.is_dir():
-        raise DataError(f"data path is not a folder: {r}")
-    found = {s: r / s for s in SPLITS if (r / s).is_dir()}
+                        "one subfolder per class, or a manifest (.csv or .jsonl with path, label, split)")
+    found: dict[str, Any]
+    if is_manifest(r):
+        found = dict(read_manifest(r, SPLITS))
+    elif not r.is_dir():
+        raise DataError(f"data path is neither a folder nor a manifest ({', '.join(MANIFEST_SUFFIXES)}): {r}")
+    else:
+        found = {s: r / s for s in SPLITS if (r / s).is_dir()}
     if _SEALED and r.resolve() in _SEALED:
         found.pop("test", None)
+    if "train" not in found and is_manifest(r):
+        raise DataError(f"manifest {r} has no train rows; give some rows split train")
     if "train" not in found:
         entries = sorted(p.name for p in r.iterdir())[:8]
         hint = ("it looks like class folders directly; move them into train/ (and val/, test/)"
@@ -88,9 +98,13 @@ def find_splits(root: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def scan_split(split_dir: Path, classes: list[str] | None = None, classes_from: str = "train/") -> SplitFiles:
-    """List a split's images by class folder; ``classes`` (from train, or the model: say which in
-    ``classes_from``) fixes names and label order."""
+def scan_split(split_dir: Any, classes: list[str] | None = None, classes_from: str = "train/") -> SplitFiles:
+    """List a split's images by class folder (or a manifest's rows); ``classes`` (from train, or the model: say
+    which in ``classes_from``) fixes names and label order."""
+    from edgeft.data.manifest import ManifestSplit
+
+    if isinstance(split_dir, ManifestSplit):
+        return _manifest_files(split_dir, classes, classes_from)
     if not split_dir.is_dir():
         raise DataError(f"split folder not found: {split_dir}")
     class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -117,11 +131,27 @@ def scan_split(split_dir: Path, classes: list[str] | None = None, classes_from: 
     return SplitFiles(name=split_dir.name, paths=paths, labels=labels, classes=list(classes))
 
 
+def _manifest_files(split: Any, classes: list[str] | None, classes_from: str) -> SplitFiles:
+    """A manifest split as :class:`SplitFiles`, in the order a folder would list it (by class, then path)."""
+    names = sorted(set(split.labels))
+    if classes is None:
+        classes = names
+    extra = [c for c in names if c not in classes]
+    if extra:
+        raise DataError(f"manifest {split.source}: {split.name} rows have label(s) {extra} that {classes_from} does "
+                        f"not have ({classes}); every split must use the classes of {classes_from}")
+    order = sorted(range(len(split.paths)), key=lambda i: (classes.index(split.labels[i]), str(split.paths[i])))
+    return SplitFiles(name=split.name, paths=[split.paths[i] for i in order],
+                      labels=[classes.index(split.labels[i]) for i in order], classes=list(classes))
+
+
 def decode_split(files: SplitFiles, contract: InputContract, threads: int | None = None) -> ImageSet:
     """Decode and prepare every image of a split; unreadable files are skipped and counted, never fatal."""
     def work(p: Path):
         try:
             return contract.prepare(read_image(p)), None
+        except ImageRangeError as e:  # the declaration or the camera is wrong: stop, naming the file
+            raise ImageRangeError(f"{p}: {e}") from None
         except DataError as e:
             return None, str(e)
 
@@ -183,12 +213,16 @@ class Dataset:
 
 
 def load_dataset(root: str | os.PathLike, contract: InputContract, splits: tuple[str, ...] = SPLITS,
-                 val_fraction: float = 0.15, seed: int = 0) -> Dataset:
-    """Load the splits of an ImageFolder data set per the contract; carve val from train if missing."""
+                 val_fraction: float = 0.15, seed: int = 0, classes: list[str] | None = None) -> Dataset:
+    """Load the splits of an ImageFolder data set per the contract; carve val from train if missing. ``classes``: a
+    model's class names, whose order the labels follow when the data has the same classes (an imported model's
+    order need not be sorted like folder names)."""
     found = find_splits(root)
     train_files = scan_split(found["train"])
+    if classes is not None and sorted(classes) == sorted(train_files.classes) and classes != train_files.classes:
+        train_files = scan_split(found["train"], list(classes), classes_from="the model")
     if len(train_files.classes) < 2:
-        raise DataError(f"{found['train']} has {len(train_files.classes)} class folder(s) "
+        raise DataError(f"{getattr(found['train'], 'source', found['train'])} has {len(train_files.classes)} class(es) "
                         f"({', '.join(train_files.classes)}); a classifier needs at least 2")
     classes = train_files.classes
     train = decode_split(train_files, contract)
