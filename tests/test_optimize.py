@@ -361,14 +361,16 @@ def test_cli_errors_are_one_line(cli, tiny_data, tmp_path):
     assert not (tmp_path / "run3").exists()
 
 
-def test_demo_recipes_validate():
+def test_demo_recipes_validate(tmp_path):
     from pathlib import Path
 
+    (tmp_path / "mine.pth").write_bytes(b"")  # the import recipe's file must exist to validate; it is read later
     for path in sorted(Path("examples").glob("*.yaml")):
         if path.name.startswith("elpv-finetune"):
             continue  # fine-tuning configs for `edgeft finetune --config`, not recipes
-        r = load(path)
-        assert r.stages[0] == r.plugin.first_stage
+        imported = path.name == "imported.yaml"
+        r = load(path, overrides={"import": {"model": str(tmp_path / "mine.pth")}} if imported else None)
+        assert r.stages[0] == ("import" if imported else r.plugin.first_stage)
 
 
 def test_data_fingerprint_sees_a_changed_image(tiny_data, tmp_path):

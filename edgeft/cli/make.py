@@ -100,6 +100,79 @@ def finetune(data: Path, out: Path, config_path: Path | None, overrides: tuple[s
     click.echo(f"wrote {art.path}")
 
 
+def _numbers(value: str | None, option: str, kind=float) -> list | None:
+    from edgeft.errors import ConfigError
+
+    if value is None:
+        return None
+    try:
+        return [kind(v) for v in value.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated numbers, got {value!r}") from None
+
+
+@cli.command("import")
+@click.argument("model_file", metavar="MODEL", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")
+@click.option("--model", "arch", default=None,
+              help="Architecture of a checkpoint: a timm name (efficientnet_lite0) or torchvision:NAME "
+                   "(torchvision:mobilenet_v3_small); not for an ONNX file.")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help=DATA_HELP + " With it, the model is measured on val and test: its baseline.")
+@click.option("--classes", default=None,
+              help="Class names in the model's output order: NAME,NAME or a file with one a line  [default: the ONNX "
+                   "file's edgeft metadata, else the data's train/ folders]")
+@click.option("--size", default=None, help="Input height and width, e.g. 224 or 240x320  [default: read]")
+@click.option("--mean", default=None, help="Per-channel mean of [0, 1] pixels, e.g. 0.485,0.456,0.406")
+@click.option("--std", default=None, help="Per-channel std, e.g. 0.229,0.224,0.225")
+@click.option("--resize", type=click.Choice(["shorter_side_center_crop", "stretch"]), default=None)
+@click.option("--crop-pct", type=float, default=None, help="shorter_side_center_crop: size / crop_pct is resized.")
+@click.option("--interpolation", type=click.Choice(["bicubic", "bilinear", "area", "nearest"]), default=None)
+@click.option("--color", type=click.Choice(["RGB", "BGR", "GRAY"]), default=None,
+              help="Channel order the model was trained on.")
+@click.option("--roi", default=None, help="Region of interest x,y,width,height cut from every frame before resizing.")
+@click.option("--window", default=None,
+              help="How 12/16-bit pixels become [0, 1]: '12 bits', 'min,max' (fixed) or 'p1,p99' (per image "
+                   "percentiles)  [default: by the file's type]")
+@click.option("--trainable-blocks", type=int, default=None,
+              help="The last N blocks a later partial recovery or QAT may retrain.")
+@click.option("--splits", default="val,test", show_default=True, help="Where the baseline is measured (with --data).")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def import_cmd(model_file: Path, out: Path, arch: str | None, data: Path | None, classes: str | None, size: str | None,
+               mean: str | None, std: str | None, resize: str | None, crop_pct: float | None,
+               interpolation: str | None, color: str | None, roi: str | None, window: str | None,
+               trainable_blocks: int | None, splits: str, force: bool) -> None:
+    """Import your own fine-tuned model: a timm or torchvision checkpoint, or an ONNX classifier, as an artifact."""
+    from edgeft.importer import ImportConfig, import_model
+
+    contract: dict = {}
+    if size is not None:
+        dims = _numbers(size, "--size", int)
+        contract["size"] = dims * 2 if len(dims) == 1 else dims
+    for name, value in (("mean", mean), ("std", std)):
+        if value is not None:
+            contract[name] = _numbers(value, f"--{name}")
+    for name, value in (("resize", resize), ("crop_pct", crop_pct), ("interpolation", interpolation),
+                        ("color", color)):
+        if value is not None:
+            contract[name] = value
+    if roi is not None:
+        contract["roi"] = _numbers(roi, "--roi", int)
+    if window is not None:
+        text = window.strip()
+        if text.startswith("p"):
+            contract["window"] = {"percentiles": _numbers(text.replace("p", ""), "--window")}
+        elif "bit" in text:
+            contract["window"] = text
+        else:
+            lo_hi = _numbers(text, "--window")
+            contract["window"] = {"min": lo_hi[0], "max": lo_hi[-1]} if len(lo_hi) == 2 else text
+    cfg = ImportConfig(model=str(model_file), arch=arch, input=contract, classes=classes,
+                       trainable_blocks=trainable_blocks, splits=[s.strip() for s in splits.split(",") if s.strip()])
+    a = import_model(cfg, out, data=data, force=force)
+    click.echo(f"wrote {a.path} ({a.meta.kind}, {a.meta.arch}, sha256 {a.meta.model_sha256[:12]})")
+
+
 @cli.command("anomaly")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help=DATA_HELP)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact directory to write.")

@@ -66,11 +66,16 @@ def plan(recipe: Recipe) -> list[Step]:
         return s
 
     task = recipe.plugin
-    torch_steps = [add(task.first_stage, label=task.first_label(recipe))]
+    onnx_fp32: Step | None = None
+    if recipe.first_stage == "import":
+        first = add("import", label="imported ONNX FP32" if recipe.imports_onnx else "imported FP32")
+        onnx_fp32 = first if recipe.imports_onnx else None
+    else:
+        first = add(task.first_stage, label=task.first_label(recipe))
+    torch_steps = [first]
     if "prune" in recipe.stages:
         label = "searched pruned FP32" if recipe.search else "pruned FP32"
         torch_steps.append(add("prune", torch_steps[-1], label=label, searched=True))
-    onnx_fp32: Step | None = None
     gray = ", gray input" if "export" in recipe.stages and recipe.sections["export"].gray_input else ""
     if "export" in recipe.stages:
         for t in torch_steps:
@@ -123,8 +128,10 @@ def _model_sha(run: Path, step_name: str) -> str | None:
 def step_hash(recipe: Recipe, step: Step, run: Path, data_fp: str) -> str:
     """What decides a step's result: its stage settings, the data's files, and its inputs' model files."""
     settings: Any = recipe.stage_config(step.stage)
-    if step.stage == recipe.plugin.first_stage:
+    if step.stage == recipe.first_stage:
         settings = {k: v for k, v in settings.items() if k != "threads"}
+    if step.stage == "import":  # the file replaced in place is another model
+        settings = {**settings, "model_sha256": art.sha256_file(Path(settings["model"]))}
     if step.stage == "export" and recipe.dynamic_batch != settings.get("dynamic_batch"):
         settings = {**settings, "dynamic_batch": recipe.dynamic_batch}  # forced by the bench's batch sizes
     if step.searched:  # the search chooses these, by the gates
@@ -152,7 +159,13 @@ def _reusable(run: Path, step: Step, state: dict[str, Any], h: str) -> bool:
 # ----------------------------------------------------------------------------------------------- stages
 
 def _run_first(recipe: Recipe, step: Step, out: Path, resume: bool) -> None:
-    """The recipe's first model, made by its task (fine-tuned, fitted on good parts, ...)."""
+    """The recipe's first model: the user's own, imported and measured on the data, or made by its task (fine-tuned,
+    fitted on good parts, ...)."""
+    if step.stage == "import":
+        from edgeft.importer import import_model
+
+        import_model(recipe.sections["import"], out, data=recipe.data, force=True)
+        return
     recipe.plugin.run_first(recipe, out, resume)
 
 
@@ -302,7 +315,9 @@ def describe(recipe: Recipe, run: Path, resume: bool = False, only: list[str] | 
     lines = [f"run {run}  (data {recipe.data}, stages {' -> '.join(recipe.stages)})"]
     for s in plan(recipe):
         first = recipe.sections[recipe.stages[0]]
-        src = s.parent or (", ".join(s.inputs) if s.inputs else "pretrained " + getattr(first, "model", "weights"))
+        origin = f"your {Path(first.model).name}" if s.stage == "import" else "pretrained " + getattr(first, "model",
+                                                                                                          "weights")
+        src = s.parent or (", ".join(s.inputs) if s.inputs else origin)
         rec = state["steps"].get(s.name)
         if only and s.stage not in only:
             what = "reuse (not in --only)"
@@ -360,7 +375,7 @@ def _run_steps(recipe: Recipe, steps: list[Step], run: Path, state: dict[str, An
         try:
             if step.searched:
                 _run_searched(recipe, step, out_dir, parent, run, resume)
-            elif step.stage == recipe.plugin.first_stage:
+            elif step.stage == recipe.first_stage:
                 _run_first(recipe, step, out_dir, continue_training)
             elif step.stage == "prune":
                 _run_prune(recipe, step, out_dir, parent)

@@ -8,6 +8,10 @@ when the stage is reached.
 ``task:`` names the task (``edgeft.tasks``; a classifier by default): its first stage is its own section (``finetune:``,
 ``anomaly:``, ...), parsed and checked by the task, and the task refuses, with what to use instead, what it cannot
 honour (an anomaly recipe has no accuracy gate, no ``decision:`` section and no QAT).
+
+An ``import:`` section (``edgeft.importer.ImportConfig``) takes the first stage's place: the chain starts from the
+user's own fine-tuned checkpoint or ONNX file, measured on the data as it was brought. An ONNX file has no PyTorch
+weights, so its chain is import -> quantize (PTQ) -> build -> bench.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from edgeft.errors import ConfigError, close_matches
 from edgeft.settings import section
 
 SHARED_STAGES = ("prune", "export", "quantize", "build", "bench")  # every task's; its first stage is its own
-KEYS = {"name", "data", "prepare_data", "threads", "task", "stages", "gates", "decision", "search", *SHARED_STAGES}
+IMPORT = "import"  # a recipe may start from the user's own model instead of its task's first stage
+KEYS = {"name", "data", "prepare_data", "threads", "task", "stages", "gates", "decision", "search", IMPORT,
+        *SHARED_STAGES}
 PREPARERS = ("elpv",)
 
 
@@ -145,6 +151,16 @@ class Recipe:
             any(b > 1 for b in benched)
 
     @property
+    def first_stage(self) -> str:
+        """The stage that makes the first model: ``import`` or the task's own (``finetune``, ``anomaly``, ...)."""
+        return self.stages[0]
+
+    @property
+    def imports_onnx(self) -> bool:
+        """Whether the first model is an imported ONNX file (a deploy-only chain: no pruning, export or QAT)."""
+        return self.first_stage == IMPORT and self.sections[IMPORT].is_onnx
+
+    @property
     def plugin(self):
         """The task object (``edgeft.tasks``) this recipe runs."""
         from edgeft import tasks
@@ -169,7 +185,14 @@ def config_hash(value: Any) -> str:
 
 
 def data_fingerprint(data: Path) -> str:
-    """A cheap fingerprint of a data folder: every file's relative path, size and modification time."""
+    """A cheap fingerprint of a data folder: every file's relative path, size and modification time (of a manifest:
+    its own bytes and the size and time of every image it lists)."""
+    if data.is_file():
+        from edgeft.data.imagefolder import find_splits, scan_split
+
+        listed = sorted((str(p), st.st_size, st.st_mtime_ns) for s in find_splits(data).values()
+                        for p in scan_split(s).paths for st in [p.stat()])
+        return config_hash([hashlib.sha256(data.read_bytes()).hexdigest(), listed])
     entries = sorted((str(p.relative_to(data)), st.st_size, st.st_mtime_ns)
                      for p in data.rglob("*") if p.is_file() for st in [p.stat()])
     return config_hash(entries)
@@ -205,6 +228,22 @@ def _check_stage_sections(sections: dict[str, Any], task) -> None:
 
     if task.first_stage in sections:
         sections[task.first_stage] = wrap(task.first_stage, lambda: task.first_config(sections[task.first_stage]))
+    if IMPORT in sections:
+        from edgeft.importer.stage import ImportConfig
+
+        d = sections[IMPORT] or {}
+        if not isinstance(d, dict) or "model" not in d:
+            raise ConfigError("import: needs model: (a .pth/.safetensors checkpoint with arch:, or an .onnx file)")
+        cfg = section(ImportConfig, d, IMPORT)
+        cfg.task = task.name
+        wrap(IMPORT, cfg.check)
+        sections[IMPORT] = cfg
+        if cfg.is_onnx:
+            for stage, why in (("prune", "pruning retrains PyTorch weights"),
+                               ("export", "the model is ONNX already")):
+                if stage in sections:
+                    raise ConfigError(f"{stage}: import.model {Path(cfg.model).name} is an ONNX file and {why}; remove "
+                                      f"{stage}, or import the PyTorch checkpoint (model: FILE.pth, arch: ARCH)")
     if "prune" in sections:
         d = sections["prune"] or {}
         if not isinstance(d, dict):
@@ -371,6 +410,15 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
 
     task = tasks.get(d.get("task"))  # unknown names: one line with the close ones
     order = task.stages
+    listed = d.get("stages") if isinstance(d.get("stages"), list) else []
+    if IMPORT in d or IMPORT in listed:
+        if not task.importable:
+            raise ConfigError(f"import: task {task.name} makes its first model with {task.first_stage}: "
+                              f"({task.summary}); a recipe imports classifiers (task: classify)")
+        if task.first_stage in d:
+            raise ConfigError(f"a recipe starts from import: (your model) or {task.first_stage}: (a new one), not "
+                              f"both; remove one")
+        order = (IMPORT, *order[1:])
     others = {st for n in tasks.names() for st in tasks.get(n).stages} - set(order)
     for key in d:
         if key not in KEYS and key not in order and key not in others:
@@ -396,11 +444,17 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
     unused = [s for s in present if s not in stages]
     if unused:
         raise ConfigError(f"section {unused[0]}: is given but {unused[0]} is not in stages: {stages}")
-    if "build" in stages and "export" not in stages and "quantize" not in stages:
+    if "build" in stages and "export" not in stages and "quantize" not in stages and not (
+            IMPORT in stages and Path(str((d.get(IMPORT) or {}).get("model", ""))).suffix.lower() == ".onnx"):
         raise ConfigError("stages: build needs an ONNX model; add export (FP32/FP16) or quantize (INT8) before it")
     sections = {s: d.get(s) or {} for s in stages}
     _check_stage_sections(sections, task)
-    if "build" in stages and sections["build"].precision != "int8" and "export" not in stages:
+    if IMPORT in sections and sections[IMPORT].is_onnx and "quantize" in sections \
+            and sections["quantize"].method == "qat":
+        raise ConfigError("quantize.method qat: import.model is an ONNX file, and QAT retrains PyTorch weights; use "
+                          "method: ptq, or import the PyTorch checkpoint")
+    if "build" in stages and sections["build"].precision != "int8" and "export" not in stages \
+            and not (IMPORT in sections and sections[IMPORT].is_onnx):
         raise ConfigError(f"build.precision {sections['build'].precision} builds from the FP32 ONNX model: add export "
                           "to stages")
     if "build" in stages and sections["build"].precision == "int8" and "quantize" not in stages:

@@ -45,7 +45,7 @@ def headline(rows: list[Row], gates: list[GateVerdict],
         smaller = f"; {base.size_bytes / last.size_bytes:.1f}x smaller" if last.size_bytes and base.size_bytes else ""
         if base.accuracy and last.accuracy:
             out.append(f"Final model {last.step} ({last.label}): accuracy {last.accuracy.accuracy * 100:.2f}% vs "
-                       f"{base.accuracy.accuracy * 100:.2f}% fine-tuned "
+                       f"{base.accuracy.accuracy * 100:.2f}% {base.label} "
                        f"({(last.accuracy.accuracy - base.accuracy.accuracy) * 100:+.2f} pp), balanced "
                        f"{last.accuracy.balanced_accuracy * 100:.2f}% vs {base.accuracy.balanced_accuracy * 100:.2f}%"
                        + smaller + ".")
@@ -179,7 +179,11 @@ def _tables(recipe, run: Path, steps, results, rows: list[Row], gates: list[Gate
     for s in steps:
         res = results.get(s.name)
         sha = next((r.sha256[:12] for r in rows if r.step == s.name and r.sha256), "")
-        lineage.append([s.name, s.stage, s.parent or (", ".join(s.inputs) if s.inputs else "pretrained weights"),
+        origin = "pretrained weights"
+        if s.stage == "import" and res is not None and (run / s.name).is_dir():  # the user's file and its SHA-256
+            src = art.load(run / s.name).meta.extra.get("imported", {})
+            origin = f"{src.get('source')} (sha256 {str(src.get('sha256'))[:12]})"
+        lineage.append([s.name, s.stage, s.parent or (", ".join(s.inputs) if s.inputs else origin),
                         res.status if res else "not run", f"{res.seconds:.0f}" if res else "", sha,
                         (res.reason[:120] if res else "")])
     classes = art.load(run / rows[0].step).meta.class_names

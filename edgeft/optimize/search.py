@@ -255,7 +255,8 @@ def judge(recipe: Recipe, baseline_val: dict[str, Any], c: Candidate) -> list[di
     from edgeft.optimize.gates import GateVerdict, evaluate_gates
     from edgeft.optimize.rows import Row
 
-    rows = [Row("fine-tuned", "finetune", "fine-tuned FP32", "", "done",
+    first = "imported FP32" if recipe.first_stage == "import" else "fine-tuned FP32"
+    rows = [Row(first.split()[0], recipe.first_stage, first, "", "done",
                 accuracy=Classification.from_dict({k: v for k, v in baseline_val.items()
                                                    if k not in ("labels", "predictions")}, "search baseline"),
                 split="val"),

@@ -28,7 +28,8 @@ from edgeft.training import loop
 from edgeft.errors import ArtifactError, ConfigError, close_matches
 from edgeft.models.inference import torch_logits
 from edgeft.metrics import Classification, PruneStats, classification_metrics
-from edgeft.models import count_macs, from_artifact, torch_pruning
+from edgeft.models import count_macs, from_artifact, head_of, torch_pruning
+from edgeft.runtime.torch_model import refuse_imported_onnx
 from edgeft.prune.config import PruneConfig
 from edgeft.prune.channels import (PruneError, channel_importance, prune_to_target, recalibrate_batchnorm,
                                    where_landed)
@@ -36,7 +37,7 @@ from edgeft.prune.channels import (PruneError, channel_importance, prune_to_targ
 
 def _ignored_layers(model: nn.Module, names: list[str]) -> list[nn.Module]:
     modules = dict(model.named_modules())
-    out = [model.get_classifier()]
+    out = [head_of(model)]
     for n in names:
         if n not in modules:
             raise ConfigError(f"--ignore {n!r} is not a layer of the model{close_matches(n, modules)}")
@@ -62,6 +63,7 @@ def prune(artifact_path: str | os.PathLike, data: str | os.PathLike, out: str | 
     """Prune the PyTorch artifact at ``artifact_path`` to ``cfg``'s target and recover on ``data``."""
     out = art.refuse_existing(out, force)
     parent = art.load(artifact_path)
+    refuse_imported_onnx(parent, "pruning")
     if parent.meta.kind == "torch" and not parent.meta.extra.get("quantized"):
         from edgeft.tasks import registry as tasks
 
@@ -135,7 +137,7 @@ def _start(parent: art.Artifact, data: str | os.PathLike, cfg: PruneConfig):
     reference = copy.deepcopy(model)
     example = torch.zeros(1, contract.channels, *contract.size)
     counts = count_macs(model, example)
-    ds = load_dataset(data, contract, seed=cfg.seed)
+    ds = load_dataset(data, contract, seed=cfg.seed, classes=parent.meta.class_names)
     if ds.classes != parent.meta.class_names:
         raise DataError(f"the data's classes {ds.classes} differ from the model's {parent.meta.class_names}")
     return tp, model, reference, example, counts, ds, ds.test if ds.test is not None else ds.val

@@ -130,12 +130,14 @@ def qat(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg, calib: st
     from edgeft.metrics import classification_metrics, split_metrics
     from edgeft.models.inference import torch_logits
     from edgeft.models import from_artifact
+    from edgeft.runtime.torch_model import refuse_imported_onnx
     from edgeft.training.config import config_from_parent
     from edgeft.data import calibration
     from edgeft.quantize.ptq import quantize
 
     out = art.refuse_existing(out, force)
     parent = art.load(artifact_path)
+    refuse_imported_onnx(parent, "QAT")
     if parent.meta.kind != "torch" or parent.meta.extra.get("quantized"):
         raise ArtifactError(f"QAT needs the FP32 PyTorch artifact; {parent.path} holds "
                             f"{parent.meta.extra.get('quantized') or parent.meta.kind}")

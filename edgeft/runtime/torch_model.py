@@ -1,6 +1,9 @@
 """The PyTorch runner's model: rebuild a ``torch`` artifact's network from its architecture name, shape spec
-and state dict (timm + torch, no training code), so the runtime can run a PyTorch artifact and every stage
-can load one without importing another stage."""
+and state dict (timm or torchvision + torch, no training code), so the runtime can run a PyTorch artifact and every
+stage can load one without importing another stage.
+
+An architecture is a timm name (``efficientnet_lite0``) or ``torchvision:NAME`` (``torchvision:mobilenet_v3_small``)
+for the torchvision classifiers timm cannot load with their own keys."""
 
 from __future__ import annotations
 
@@ -12,12 +15,61 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
 
+TORCHVISION = "torchvision:"
+
+
+def torchvision_name(arch: str) -> str | None:
+    """``NAME`` of a ``torchvision:NAME`` architecture, None for a timm one."""
+    return arch[len(TORCHVISION):] if arch.startswith(TORCHVISION) else None
+
+
 def check_arch(arch: str) -> None:
+    """Refuse an architecture neither timm nor torchvision's classifiers know, naming the close ones."""
+    tv = torchvision_name(arch)
+    if tv is not None:
+        import torchvision
+
+        known = torchvision.models.list_models(module=torchvision.models)
+        if tv not in known:
+            raise ModelError(f"unknown torchvision classifier {tv!r}{close_matches(tv, known)}; any name of "
+                             "torchvision.models.list_models(module=torchvision.models) works")
+        return
     import timm
 
     if not timm.is_model(arch):
         raise ModelError(f"unknown architecture {arch!r}{close_matches(arch, timm.list_models())}; "
-                         "any timm model name works (timm.list_models())")
+                         "any timm model name works (timm.list_models()), or torchvision:NAME for a torchvision "
+                         "classifier")
+
+
+def build(arch: str, num_classes: int) -> "nn.Module":
+    """An untrained ``arch`` with a head of ``num_classes`` (random weights; a state dict is loaded after)."""
+    check_arch(arch)
+    tv = torchvision_name(arch)
+    if tv is not None:
+        import torchvision
+
+        return torchvision.models.get_model(tv, weights=None, num_classes=num_classes)
+    import timm
+
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+
+
+def head_of(model: "nn.Module") -> "nn.Module":
+    """The classifier layer of ``model``: timm's ``get_classifier()``, else the last ``nn.Linear`` (torchvision's
+    classifiers end in one); pruning keeps its outputs and training gives it the head's learning rate."""
+    import torch.nn as nn
+
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    if last is None:
+        raise ModelError(f"{type(model).__name__} has no nn.Linear classifier layer; edgeft trains and prunes "
+                         "classifiers that end in one")
+    return last
 
 
 def load_state_dict_strict(model: "nn.Module", state_dict: dict, source: str) -> None:
@@ -38,6 +90,17 @@ def load_state_dict_strict(model: "nn.Module", state_dict: dict, source: str) ->
     model.load_state_dict(state_dict, strict=True)
 
 
+def refuse_imported_onnx(artifact, step: str) -> None:
+    """One line for a step that needs PyTorch weights (pruning, recovery, QAT) given an imported ONNX model."""
+    from edgeft.errors import ArtifactError
+
+    meta = artifact.meta
+    if meta.kind == "onnx" and meta.lineage and meta.lineage[0].get("stage") == "import":
+        raise ArtifactError(f"{artifact.path} is an imported ONNX model, and {step} needs the PyTorch weights an "
+                            "ONNX file does not carry; import the PyTorch checkpoint instead (edgeft import FILE.pth "
+                            "--model ARCH), or quantize this one with PTQ")
+
+
 def from_artifact(artifact) -> "nn.Module":
     """Rebuild the PyTorch model of a ``torch`` artifact from its architecture and state dict (eval mode): its task
     builds the network (a classifier, an anomaly graph, ...), then pruned shapes and weights are applied."""
@@ -48,6 +111,7 @@ def from_artifact(artifact) -> "nn.Module":
     from edgeft.errors import ArtifactError
 
     meta = artifact.meta
+    refuse_imported_onnx(artifact, "rebuilding the PyTorch network")
     if meta.kind != "torch":
         raise ArtifactError(f"{artifact.path} holds a {meta.kind} model; a PyTorch (model.pt) artifact is needed")
     sd = torch.load(artifact.model_path, map_location="cpu", weights_only=True)

@@ -37,6 +37,7 @@ class Task:
     graph_outputs: ClassVar[tuple[str, ...]] = ("logits",)  # the exported graph's output names
     summary: ClassVar[str] = ""  # one line for `edgeft optimize --help` and errors
     supports_qat: ClassVar[bool] = False  # QAT trains against labels
+    importable: ClassVar[bool] = False  # a recipe may start from the user's own model (import:) instead
 
     # ------------------------------------------------------------------------------------------- recipe and data
     def first_config(self, section: dict[str, Any]) -> Any:

@@ -184,6 +184,13 @@ def config_from_parent(parent, mode: str, epochs: int, lr: float, threads: int |
         if entry.get("stage") == "finetune":
             known = {f.name for f in fields(FinetuneConfig)}
             base = {k: v for k, v in entry.get("params", {}).items() if k in known}
+        if entry.get("stage") == "import":  # fine-tuned outside edgeft: defaults, and the blocks the user named
+            blocks = entry.get("params", {}).get("trainable_blocks")
+            base = {"mode": "partial", "trainable_blocks": blocks} if blocks else {"mode": "imported"}
+    if mode == "partial" and base.get("mode") == "imported":
+        raise ConfigError(f"partial mode retrains the last blocks of the model, and {parent.path} was imported without "
+                          "naming them; import it with --trainable-blocks N (import.trainable_blocks), or use full "
+                          "mode")
     if mode == "partial" and base.get("mode") != "partial":
         raise ConfigError(f"partial mode retrains the blocks the parent's fine-tuning trained, but {parent.path} was "
                           f"fine-tuned in {base.get('mode', 'an unknown')} mode; use full mode")

@@ -43,7 +43,7 @@ from edgeft.training.config import FinetuneConfig
 from edgeft.training.split import freeze_for, set_train_mode, split
 from edgeft.errors import ConfigError, DataError, DependencyError, TrainingError
 from edgeft.metrics import Classification, classification_metrics, macro_auroc
-from edgeft.models import save_artifact
+from edgeft.models import head_of, save_artifact
 from edgeft.models.inference import inference_batch, normalize, to_tensor, torch_logits
 
 
@@ -86,7 +86,7 @@ def _device(cfg: FinetuneConfig) -> torch.device:
 
 def _param_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict[str, Any]]:
     """Head at ``lr``, pretrained layers at ``lr * backbone_lr_mult``; no weight decay on norms and biases."""
-    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    head_ids = {id(p) for p in head_of(model).parameters()}
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for _, p in model.named_parameters():
         if not p.requires_grad:
@@ -242,7 +242,7 @@ def train(cfg: FinetuneConfig, data: str | os.PathLike, out: Path, model: nn.Mod
     With ``teacher``, the loss adds distillation from its logits (``distill_alpha``). Metrics on val and test
     (when the folder has one) are measured after training with the best epoch's weights."""
     cfg = cfg.for_model(model)  # refused before any image is decoded
-    ds = load_dataset(data, contract, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    ds = load_dataset(data, contract, val_fraction=cfg.val_fraction, seed=cfg.seed, classes=classes)
     if classes is None:
         model.reset_classifier(len(ds.classes))
     elif ds.classes != classes:

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from edgeft.errors import ConfigError
+from edgeft.runtime.torch_model import head_of
 
 
 @dataclass
@@ -122,7 +123,7 @@ def freeze_for(model: nn.Module, mode: str, trainable_blocks: int) -> list[str]:
         p.requires_grad_(mode == "full")
     if mode == "full":
         return [n for n, _ in model.named_parameters()]
-    trainable: set[int] = {id(p) for p in model.get_classifier().parameters()}
+    trainable: set[int] = {id(p) for p in head_of(model).parameters()}
     if mode == "partial":
         lay = layout(model)
         if lay is not None:

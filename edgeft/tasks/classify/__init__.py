@@ -43,6 +43,7 @@ class Classify(Task):
     stages = ("finetune", "prune", "export", "quantize", "build", "bench")
     summary = "a classifier fine-tuned on labelled class folders"
     supports_qat = True
+    importable = True
 
     def onnx_metadata(self, extra: dict[str, Any]) -> dict[str, Any]:
         return {}  # a file that names no task is a classifier
@@ -105,13 +106,9 @@ class Classify(Task):
         art.update_metrics(a, {split: m.to_dict(), "eval_split": split})
 
     def torch_model(self, artifact: Any) -> Any:
-        import timm
+        from edgeft.runtime.torch_model import build
 
-        from edgeft.runtime.torch_model import check_arch
-
-        meta = artifact.meta
-        check_arch(meta.arch)
-        return timm.create_model(meta.arch, pretrained=False, num_classes=meta.num_classes)
+        return build(artifact.meta.arch, artifact.meta.num_classes)
 
     def parity(self, model: Any, path: Path, images: Any, onnx_images: Any, contract: Any, onnx_contract: Any,
                split: str, names: list[str], gray_input: bool) -> dict[str, Any]:
