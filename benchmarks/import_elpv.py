@@ -1,7 +1,8 @@
 """Models fine-tuned outside edgeft, imported and shipped on the real ELPV cells; prints JSON.
 
   python benchmarks/import_elpv.py --data data/elpv --out runs/import-elpv [--size 128] [--epochs 4]
-                                   [--finetuned runs/elpv/01-finetune]
+                                   [--finetuned runs/elpv/01-finetune] [--recover-epochs 3] [--methods ptq qat]
+                                   [--target-macs 0.5 0.6 0.7 0.8] [--only timm torchvision onnx]
 
 Three models arrive as a user's own training script would leave them (a plain PyTorch loop below: OpenCV decode,
 bilinear resize, the model's mean/std, random flips, AdamW, class-weighted cross-entropy; no edgeft in the loop):
@@ -13,8 +14,10 @@ bilinear resize, the model's mean/std, random flips, AdamW, class-weighted cross
 - ``onnx``: the timm model exported by the script with ``torch.onnx.export``.
 
 Each is imported with ``--data`` (its baseline), the script's own predictions compared image by image with the
-imported artifact's, then taken through an optimize recipe: checkpoints import -> prune (half the MACs, recovered)
--> export -> INT8 PTQ -> bench -> gates; the ONNX file import -> INT8 PTQ -> bench -> gates. With ``--finetuned``
+imported artifact's, then taken through an optimize recipe: checkpoints import -> the search (pruned to 0.5, 0.6,
+0.7 or 0.8 of the MACs by default (``--target-macs``), recovered ``--recover-epochs``, INT8 by ``--methods``; the
+fastest candidate meeting every gate on val ships) ->
+export -> bench -> gates on test; the ONNX file import -> INT8 PTQ -> bench -> gates. With ``--finetuned``
 (the demo's 01-finetune), that model's state dict is imported again and compared: logits, and the pruned (no
 recovery), exported and INT8 files of both.
 """
@@ -98,15 +101,18 @@ def edgeft_pred(path: Path, data: Path, split: str) -> list[int]:
 
 
 def run_recipe(name: str, data: Path, model: Path, arch: str | None, contract: dict, out: Path, threads: int,
-               onnx: bool) -> dict:
+               onnx: bool, recover_epochs: int = 3, methods: tuple[str, ...] = ("ptq",),
+               target_macs: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)) -> dict:
     from edgeft.optimize import pipeline
     from edgeft.optimize.recipe import parse
 
     d = {"name": name, "data": str(data), "threads": threads,
          "import": {"model": str(model), **({"arch": arch} if arch else {}), "input": contract},
          **({} if onnx else {"prune": {"target_macs": 0.5, "importance": "taylor", "steps": 20, "round_to": 8,
-                                       "recover_epochs": 3, "recover_lr": 5e-4},
-                             "export": {"parity_images": 32}}),
+                                       "recover_epochs": recover_epochs, "recover_lr": 5e-4},
+                             "export": {"parity_images": 32},
+                             "search": {"target_macs": list(target_macs), "method": list(methods),
+                                        "budget_min": 30}}),
          "quantize": {"calib_images": 256},
          "bench": {"backends": ["ort-cpu"], "rounds": 5},
          "decision": {"positive": ["defective"], "target_recall": 0.95},
@@ -125,7 +131,9 @@ def run_recipe(name: str, data: Path, model: Path, arch: str | None, contract: d
                      "recall": round(row.policy.recall, 4) if row.policy else None,
                      "false_reject": round(row.policy.false_reject, 4) if row.policy else None,
                      "p50_ms": round(lat["latency_ms"]["p50"], 3) if lat and lat.get("latency_ms") else None})
-    return {"gates": {g.gate: g.status for g in r.gates}, "rows": rows, "wall_s": round(time.time() - t, 1)}
+    pruned = next((row.pruning.fraction for row in r.rows if row.pruning is not None), None)
+    return {"gates": {g.gate: g.status for g in r.gates}, "shipped_target_macs": pruned, "rows": rows,
+            "wall_s": round(time.time() - t, 1)}
 
 
 def main() -> None:
@@ -137,6 +145,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--finetuned", default=None, help="the demo's 01-finetune artifact, imported again")
     ap.add_argument("--only", nargs="*", default=["timm", "torchvision", "onnx"])
+    ap.add_argument("--recover-epochs", type=int, default=3, help="pruning recovery of every searched candidate")
+    ap.add_argument("--methods", nargs="+", default=["ptq"], help="the search's quantization methods (ptq, qat)")
+    ap.add_argument("--target-macs", nargs="+", type=float, default=[0.5, 0.6, 0.7, 0.8],
+                    help="the search's pruning ratios (fractions of the imported model's MACs)")
     args = ap.parse_args()
     os.environ.setdefault("EDGEFT_QUIET", "1")
 
@@ -189,8 +201,8 @@ def main() -> None:
     for name, model, arch, norm, script, train_s in plans:
         contract = {"size": s, "resize": "stretch", "interpolation": "bilinear", **norm}
         t = time.time()
-        imported = import_model(ImportConfig(model=str(model), arch=arch, input=contract), out / f"{name}-imported",
-                                data=data, force=True)
+        imported = import_model(ImportConfig(model=str(model), arch=arch, input=contract, splits=["val", "test"]),
+                                out / f"{name}-imported", data=data, force=True)
         import_s = time.time() - t
         same = {split: sum(int(a == b) for a, b in zip(edgeft_pred(imported.path, data, split), script[split]["pred"]))
                 for split in ("val", "test")}
@@ -199,7 +211,9 @@ def main() -> None:
             "script_accuracy": {k: round(v["accuracy"], 4) for k, v in script.items()},
             "imported_accuracy": {k: round(imported.meta.metrics[k]["accuracy"], 4) for k in ("val", "test")},
             "same_decision": {k: f"{same[k]}/{len(script[k]['pred'])}" for k in same},
-            "optimize": run_recipe(name, data, model, arch, contract, out, args.threads, onnx=name == "onnx")}
+            "optimize": run_recipe(name, data, model, arch, contract, out, args.threads, onnx=name == "onnx",
+                                   recover_epochs=args.recover_epochs, methods=tuple(args.methods),
+                                   target_macs=tuple(args.target_macs))}
         print(json.dumps({name: doc["models"][name]}), file=sys.stderr)
 
     if args.finetuned:

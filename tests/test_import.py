@@ -120,7 +120,7 @@ def test_a_timm_model_trained_outside_comes_in_with_its_own_numbers_and_ships(el
     torch.save(model.state_dict(), tmp_path / "mine.pth")
 
     r = cli("import", tmp_path / "mine.pth", "--model", "test_efficientnet", "--out", tmp_path / "imported",
-            "--data", elpv_manifest, *CONTRACT_FLAGS)
+            "--data", elpv_manifest, "--splits", "val,test", *CONTRACT_FLAGS)
     assert r.exit_code == 0, r.output
     a = artifact.load(tmp_path / "imported")
     assert a.meta.class_names == CLASSES and a.meta.lineage[0]["stage"] == "import"
@@ -173,7 +173,8 @@ def test_an_onnx_classifier_takes_the_deploy_only_path(elpv_manifest, tmp_path, 
                       input_names=["images"], output_names=["scores"], dynamo=False,
                       dynamic_axes={"images": {0: "n"}, "scores": {0: "n"}})
 
-    r = cli("import", tmp_path / "theirs.onnx", "--out", tmp_path / "imp", "--data", elpv_manifest, *CONTRACT_FLAGS)
+    r = cli("import", tmp_path / "theirs.onnx", "--out", tmp_path / "imp", "--data", elpv_manifest,
+            "--splits", "val,test", *CONTRACT_FLAGS)
     assert r.exit_code == 0, r.output
     assert edgeft_predictions(tmp_path / "imp", elpv_manifest, "test") == script["test"]
     a = artifact.load(tmp_path / "imp")
@@ -185,6 +186,9 @@ def test_an_onnx_classifier_takes_the_deploy_only_path(elpv_manifest, tmp_path, 
     assert json.loads(r.output)["confusion"] == a.meta.metrics["test"]["confusion"]
     r = cli("decide", tmp_path / "imp", "--data", elpv_manifest, "--positive", "defective", "--target-recall", "0.9")
     assert r.exit_code == 0, r.output
+    r = cli("compare-backends", tmp_path / "imp", "--data", elpv_manifest, "--n", "8")  # against the file as brought
+    assert r.exit_code == 0, r.output
+    assert "ort-cpu     pass" in r.output
     r = cli("prune", tmp_path / "imp", "--data", elpv_manifest, "--out", tmp_path / "pruned", "--target-macs", "0.5")
     assert_one_line_error(r, "imported ONNX model", "edgeft import FILE.pth --model ARCH")
     assert not (tmp_path / "pruned").exists()
@@ -197,6 +201,11 @@ def test_an_onnx_classifier_takes_the_deploy_only_path(elpv_manifest, tmp_path, 
         "01-import", "02-quantize", "03-bench"]
     report = (run / "report.md").read_text()
     assert "vs imported ONNX FP32" in report  # the INT8 model's drop is against the imported baseline
+    # the paired latency gate takes the imported model as its baseline (any verdict; this is no timing test)
+    r = cli("gate", run / "01-import", run / "02-quantize", "--time-cap-s", "3", "--block-s", "0.05",
+            "--min-rounds", "6", "--threads", "1")
+    assert r.exit_code in (0, 1, 3), r.output
+    assert "rounds" in r.output
 
 
 def test_the_demo_models_state_dict_imported_again_gives_the_same_model_downstream(tiny_data, tmp_path, cli):

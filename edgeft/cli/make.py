@@ -118,7 +118,7 @@ def _numbers(value: str | None, option: str, kind=float) -> list | None:
               help="Architecture of a checkpoint: a timm name (efficientnet_lite0) or torchvision:NAME "
                    "(torchvision:mobilenet_v3_small); not for an ONNX file.")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
-              help=DATA_HELP + " With it, the model is measured on val and test: its baseline.")
+              help=DATA_HELP + " With it, the model is measured on val (--splits): its baseline.")
 @click.option("--classes", default=None,
               help="Class names in the model's output order: NAME,NAME or a file with one a line  [default: the ONNX "
                    "file's edgeft metadata, else the data's train/ folders]")
@@ -136,7 +136,8 @@ def _numbers(value: str | None, option: str, kind=float) -> list | None:
                    "percentiles)  [default: by the file's type]")
 @click.option("--trainable-blocks", type=int, default=None,
               help="The last N blocks a later partial recovery or QAT may retrain.")
-@click.option("--splits", default="val,test", show_default=True, help="Where the baseline is measured (with --data).")
+@click.option("--splits", default="val", show_default=True,
+              help="Where the baseline is measured (with --data): val, or val,test to read test too.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def import_cmd(model_file: Path, out: Path, arch: str | None, data: Path | None, classes: str | None, size: str | None,
                mean: str | None, std: str | None, resize: str | None, crop_pct: float | None,

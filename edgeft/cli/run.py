@@ -49,7 +49,9 @@ def doctor(as_json: bool, requirements: tuple[str, ...]) -> None:
 @click.option("--reconnects", type=int, default=10, show_default=True,
               help="Live sources: reopen attempts (with back-off) before giving up.")
 @click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")
-@click.option("--input-size", type=int, default=None, help="Bare ONNX without edgeft metadata: square input size.")
+@click.option("--input-size", type=int, default=None,
+              help="Bare ONNX without edgeft metadata: square input size, ImageNet-style centre crop (for any other "
+                   "preprocessing, import it once: edgeft import FILE.onnx --size HxW --resize ... --out ART).")
 @click.option("--mean", default=None, help="Bare ONNX: per-channel mean, e.g. 0.485,0.456,0.406.")
 @click.option("--std", default=None, help="Bare ONNX: per-channel std.")
 @click.option("--classes", default=None, help="Bare ONNX: class names, comma-separated.")

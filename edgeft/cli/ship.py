@@ -215,10 +215,12 @@ def decide_cmd(artifact: Path, data: Path, positive: tuple[str, ...], target_rec
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="ImageFolder with real images.")
 @click.option("--reference", "reference_dir", type=click.Path(path_type=Path),
-              help="PyTorch artifact to compare against (default: the first torch artifact given or in the lineage).")
+              help="PyTorch artifact to compare against (default: the first torch artifact given or in the lineage; "
+                   "for an imported ONNX model, the file as brought).")
 @click.option("--n", "n_images", type=int, default=64, show_default=True)
 def compare_backends_cmd(artifacts: tuple[Path, ...], data: Path, reference_dir: Path | None, n_images: int) -> None:
-    """The same real images through every available backend vs the PyTorch reference; exit 1 on a failure."""
+    """The same real images through every available backend vs the PyTorch reference (an imported ONNX model: the
+    file as brought, on ONNX Runtime's CPU kernels); exit 1 on a failure."""
     from edgeft import artifact as art_mod
     from edgeft.data import load_split
     from edgeft.data.imagefolder import find_splits
@@ -231,7 +233,10 @@ def compare_backends_cmd(artifacts: tuple[Path, ...], data: Path, reference_dir:
     reference_dir = reference_dir or torch_reference(loaded)
     if reference_dir is None:
         raise ArtifactError("no PyTorch reference found; pass --reference with the fine-tuned artifact")
-    ref = art_mod.load(reference_dir, kind="torch")
+    ref = art_mod.load(reference_dir)
+    if ref.meta.kind != "torch" and not (ref.meta.lineage and ref.meta.lineage[0].get("stage") == "import"):
+        raise ArtifactError(f"--reference {reference_dir} holds a {ref.meta.kind} model; pass the fine-tuned PyTorch "
+                            "artifact (or an imported ONNX model, the FP32 file as you brought it)")
     split = "test" if "test" in find_splits(data) else "val"
     prepared: dict[str, object] = {}
 
@@ -242,7 +247,12 @@ def compare_backends_cmd(artifacts: tuple[Path, ...], data: Path, reference_dir:
         return prepared[key]
 
     images = images_for(ref.meta.input)
-    reference = torch_logits(from_artifact(ref), images, ref.meta.input, 32, 1, "cpu", False, desc="reference")
+    if ref.meta.kind == "torch":
+        reference = torch_logits(from_artifact(ref), images, ref.meta.input, 32, 1, "cpu", False, desc="reference")
+    else:  # an imported ONNX file: the user's FP32 model on ONNX Runtime's CPU kernels
+        from edgeft.runtime.logits import onnx_logits
+
+        reference = onnx_logits(ref.model_path, images, ref.meta.input)
     precision = max((precision_of(a.meta) for a in loaded), key=["fp32", "fp16", "int8"].index)
     rows = compare_backends([a.path for a in loaded], images_for, reference, precision)
     click.echo(render(rows, precision))

@@ -41,7 +41,7 @@ class ImportConfig:
     interpolation, color, roi, window); ``classes``: class names in the model's output order, or a text file with
     one a line; ``trainable_blocks``: the last N blocks a later partial recovery / partial QAT may retrain (the
     user's fine-tuning is unknown to edgeft, so partial modes need it named); ``splits``: where the baseline is
-    measured when data is given."""
+    measured when data is given (val; test when asked: a recipe measures test itself, once, at the end)."""
 
     model: str
     arch: str | None = None
@@ -49,7 +49,7 @@ class ImportConfig:
     classes: list[str] | str | None = None
     trainable_blocks: int | None = None
     task: str = "classify"
-    splits: list[str] = field(default_factory=lambda: ["val", "test"])
+    splits: list[str] = field(default_factory=lambda: ["val"])  # add test to measure it too (never to tune on)
 
     def __post_init__(self) -> None:
         self.model = os.path.expanduser(str(self.model))
@@ -280,7 +280,7 @@ def import_model(cfg: ImportConfig, out: str | os.PathLike, data: str | os.PathL
         base = InputContract.from_dict(onnx_meta["input"]) if onnx_meta and "input" in onnx_meta else InputContract()
         if "size" not in read and "size" not in cfg.input and not (onnx_meta and "input" in onnx_meta):
             raise ConfigError(f"{source.name} has a dynamic input height or width; declare the size the model was "
-                              "trained at (--size H W, or import.input.size)")
+                              "trained at (--size HxW, or import.input.size: [H, W])")
         contract = _contract(cfg, base, read)
         if read.get("channels") and read["channels"] != contract.channels:
             raise ConfigError(f"{source.name} takes {read['channels']} channel(s), but the contract's color "
@@ -327,8 +327,7 @@ def import_model(cfg: ImportConfig, out: str | os.PathLike, data: str | os.PathL
               "data": str(data) if data else None}
     meta = art.Meta(kind=kind, arch=arch, class_names=names, input=contract,
                     lineage=[art.lineage_entry("import", params)],
-                    extra={"imported": {"format": fmt, "source": str(source), "sha256": params["source_sha256"]},
-                           **({"trainable_blocks": cfg.trainable_blocks} if cfg.trainable_blocks else {})})
+                    extra={"imported": {"format": fmt, "source": str(source), "sha256": params["source_sha256"]}})
     with art.staging_dir(out, force=force) as tmp:
         _write_model(model, meta, tmp / meta.model_file)
         meta.model_sha256 = art.sha256_file(tmp / meta.model_file)

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 from edgeft.contract import InputContract
 from edgeft.errors import DependencyError, ModelError
 from edgeft.models import packaged
-from edgeft.runtime.torch_model import (build, check_arch, from_artifact, head_of,  # noqa: F401 (re-exported)
-                                       load_state_dict_strict)
+from edgeft.runtime.torch_model import check_arch, from_artifact, head_of, load_state_dict_strict  # noqa: F401
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn

@@ -75,9 +75,15 @@ def precision_of(meta: Any) -> str:
     return "int8" if meta.extra.get("quantized") == "int8" else meta.extra.get("precision", "fp32")
 
 
+def _imported_onnx(meta: Any) -> bool:
+    return meta.kind == "onnx" and not meta.extra.get("quantized") and bool(meta.lineage) \
+        and meta.lineage[0].get("stage") == "import"
+
+
 def torch_reference(artifacts: list) -> Path | None:
-    """The PyTorch model to compare ``artifacts`` against: the first of them that is one, else the nearest PyTorch
-    ancestor in their lineage (a parent directory that still exists), else None."""
+    """The model to compare ``artifacts`` against: the first of them that is a PyTorch one, else the nearest PyTorch
+    ancestor in their lineage (a parent directory that still exists); for a chain that starts from an imported ONNX
+    file (no PyTorch weights anywhere), that FP32 file as the user brought it; else None."""
     from edgeft import artifact as art
 
     direct = next((a.path for a in artifacts if a.meta.kind == "torch"), None)
@@ -87,5 +93,12 @@ def torch_reference(artifacts: list) -> Path | None:
         for entry in reversed(a.meta.lineage):
             parent = entry.get("parent")
             if parent and Path(parent).is_dir() and art.load(parent).meta.kind == "torch":
+                return Path(parent)
+    for a in artifacts:
+        if _imported_onnx(a.meta):
+            return Path(a.path)
+        for entry in a.meta.lineage:
+            parent = entry.get("parent")
+            if parent and Path(parent).is_dir() and _imported_onnx(art.load(parent).meta):
                 return Path(parent)
     return None

@@ -97,8 +97,10 @@ class Predictor:
             meta = self.runner.metadata()
             if meta is None and (contract is None or class_names is None):
                 self.runner.deactivate()
-                raise ArtifactError(f"{p} carries no edgeft metadata; pass the input contract (--input-size, --mean, "
-                                    "--std) and class names explicitly, or export it with `edgeft export`")
+                raise ArtifactError(f"{p} carries no edgeft metadata; import it once with its preprocessing and class "
+                                    f"names (edgeft import {p.name} --size HxW --mean ... --std ... --classes ... --out "
+                                    "ART) and run the artifact, or pass the contract here (--input-size, --mean, --std, "
+                                    "--classes)")
             self.contract = InputContract.from_dict(meta["input"]) if meta else contract
             self.class_names = list(meta["class_names"]) if meta else list(class_names or [])
             task_meta, where = meta or {}, f"{p} metadata"
