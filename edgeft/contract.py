@@ -17,7 +17,6 @@ import numpy as np
 from edgeft.errors import ConfigError, DataError
 
 COLOR_ORDERS = ("RGB", "BGR", "GRAY")
-WINDOWS = ("bits", "min/max", "percentiles")
 RESIZE_POLICIES = ("shorter_side_center_crop", "stretch")
 INTERPOLATIONS = ("bicubic", "bilinear", "area", "nearest")
 
@@ -130,6 +129,11 @@ class InputContract:
             raise ConfigError(f"input.std must be positive, got {self.std}")
         if self.layout != "NCHW":
             raise ConfigError(f"input.layout must be NCHW, got {self.layout!r}")
+
+    def __hash__(self) -> int:  # the window is a small mapping; hash the contract by its plain data
+        import json
+
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
 
     @property
     def channels(self) -> int:
