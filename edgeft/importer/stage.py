@@ -3,8 +3,8 @@
 Three kinds of model arrive from outside edgeft:
 
 - a **timm checkpoint** (state dict or safetensors) with ``--model ARCH``: the head's class count is read from the
-  weights, and the weights load with a strict check that names the keys that do not fit (and the closest timm
-  architecture whose keys do);
+  weights, and the weights load with a strict check that names the keys that do not fit (and the closest timm or
+  torchvision architecture whose keys do);
 - a **torchvision classifier** (``--model torchvision:NAME``, a local weights file): pruned, exported and quantized
   like a timm one;
 - an **ONNX classifier**: the deploy-only path (eval, decide, PTQ INT8, build, bench, gate, infer); pruning and QAT
