@@ -332,7 +332,8 @@ def describe(recipe: Recipe, run: Path, resume: bool = False, only: list[str] | 
 def measure_holdout(recipe: Recipe, steps: list[Step], run: Path, results: dict[str, StepResult]) -> None:
     """After a search, with the seal lifted: the test split's one read, for the fine-tuned model and the models the
     search shipped (each at its own policy, chosen on val), which the gates and the report then judge."""
-    progress.info("measuring the fine-tuned and the shipped models on the test split (its first read)")
+    progress.info(f"measuring the {'imported' if recipe.first_stage == 'import' else 'fine-tuned'} and the shipped "
+                  "models on the test split (its first read)")
     for step in steps:
         r = results.get(step.name)
         if step.stage not in ("bench", "build") and r is not None and r.status in ("done", "reused"):

@@ -159,7 +159,7 @@ def search_lines(result: dict[str, Any]) -> list[str]:
     tried = sum(1 for c in result["candidates"] if c.get("val"))
     out = [f"Search: {tried} of {len(result['candidates'])} candidates paid for in {result['seconds'] / 60:.1f} min "
            f"(budget {result['budget_s'] / 60:.0f} min); every decision on val, with the test split sealed until "
-           f"the shipped model was chosen; test was then read once, for the fine-tuned and the shipped models.",
+           f"the shipped model was chosen; test was then read once, for the first and the shipped models.",
            f"Shipped {chosen['key']}: " + ("it met every gate on val, and no faster candidate did." if result["passed"]
                                           else "no candidate met every gate on val; this is the best compromise "
                                                "(the fastest whose worst miss, relative to its limit, is within one "
