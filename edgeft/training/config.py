@@ -11,7 +11,7 @@ from edgeft.contract import RESIZE_POLICIES
 from edgeft.data.augment import Augmentation
 from edgeft.errors import ConfigError, close_matches
 
-MODES = ("full", "partial", "linear")
+MODES = ("full", "partial", "linear", "lora")
 MONITORS = ("accuracy", "balanced_accuracy", "auroc", "loss")  # auroc: mean one-vs-rest, how well scores rank
 CLASS_BALANCE = ("weighted_loss", "sampler", "none")
 CACHE = ("auto", "on", "off")
@@ -23,6 +23,8 @@ class FinetuneConfig:
     """How to adapt a pretrained model to a labelled ImageFolder.
 
     ``mode``: ``full`` trains everything; ``linear`` trains only the classifier on frozen features;
+    ``lora`` adapts the blocks ``partial`` would train with low-rank adapters (``lora_rank``, ``lora_alpha``,
+    ``lora_dropout``, ``lora_targets``; :mod:`edgeft.training.lora`), merged into the weights when training ends;
     ``partial`` trains the last ``trainable_blocks`` blocks and the head (default: half of the model's blocks,
 resolved from the model by :func:`for_model`). ``weights`` ``auto`` takes the ImageNet weights an installed
 package ships for ``model`` (``package:efficientnet_lite0``), and a model without them must name its weights
@@ -63,6 +65,10 @@ package ships for ``model`` (``package:efficientnet_lite0``), and a model withou
     threads: int | None = None
     val_fraction: float = 0.15
     grades: str | None = None  # "FILE.csv:COLUMN:CLASS": train on an expert's probability of CLASS per image
+    lora_rank: int = 8  # mode lora: the adapters' rank
+    lora_alpha: float = 16.0  # mode lora: the adapters' scale is alpha / rank
+    lora_dropout: float = 0.0  # mode lora: dropout on the adapters' input
+    lora_targets: list[str] | None = None  # mode lora: layer names or suffixes; None: the pointwise convs and linears
 
     def grades_spec(self) -> tuple[str, str, str] | None:
         """(csv file relative to the data folder, its probability column, the class it is the probability of)."""
@@ -98,6 +104,13 @@ package ships for ``model`` (``package:efficientnet_lite0``), and a model withou
             self._at_least("trainable_blocks", 0)
         if self.image_size is not None:
             self._at_least("image_size", 16)
+        self._at_least("lora_rank", 1)
+        if not 0 <= self.lora_dropout < 1 or not self.lora_alpha > 0:
+            raise ConfigError(f"lora_dropout must be in [0, 1) and lora_alpha positive, got {self.lora_dropout} and "
+                              f"{self.lora_alpha}")
+        if self.lora_targets is not None and (not isinstance(self.lora_targets, list) or not self.lora_targets
+                                              or not all(isinstance(t, str) and t for t in self.lora_targets)):
+            raise ConfigError(f"lora_targets must be a list of layer names, got {self.lora_targets!r}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         for name in ("backbone_lr_mult", "weight_decay", "warmup_epochs", "grad_clip", "drop_rate"):
@@ -154,7 +167,7 @@ package ships for ``model`` (``package:efficientnet_lite0``), and a model withou
         have is refused with the fix."""
         from edgeft.training.split import block_count
 
-        if self.mode != "partial":
+        if self.mode not in ("partial", "lora"):  # lora adapts the blocks partial would train
             return self
         n = block_count(model, self.model)
         if self.trainable_blocks is None:
@@ -191,6 +204,8 @@ def config_from_parent(parent, mode: str, epochs: int, lr: float, threads: int |
         raise ConfigError(f"partial mode retrains the last blocks of the model, and {parent.path} was imported without "
                           "naming them; import it with --trainable-blocks N (import.trainable_blocks), or use full "
                           "mode")
+    if mode == "partial" and base.get("mode") == "lora":
+        base["mode"] = "partial"  # LoRA adapted the same last blocks partial trains
     if mode == "partial" and base.get("mode") != "partial":
         raise ConfigError(f"partial mode retrains the blocks the parent's fine-tuning trained, but {parent.path} was "
                           f"fine-tuned in {base.get('mode', 'an unknown')} mode; use full mode")

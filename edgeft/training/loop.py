@@ -242,6 +242,13 @@ def train(cfg: FinetuneConfig, data: str | os.PathLike, out: Path, model: nn.Mod
     With ``teacher``, the loss adds distillation from its logits (``distill_alpha``). Metrics on val and test
     (when the folder has one) are measured after training with the best epoch's weights."""
     cfg = cfg.for_model(model)  # refused before any image is decoded
+    if cfg.mode == "lora":  # adapters on the blocks partial would train; merged by the finetune stage; the head,
+                            # replaced below for the data's classes, is never a target
+        from edgeft.training import lora
+        from edgeft.training.split import tail_modules
+
+        names = lora.targets(model, tail_modules(model, cfg.trainable_blocks), cfg.lora_targets, cfg.lora_rank)
+        model = lora.inject(model, names, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout)
     ds = load_dataset(data, contract, val_fraction=cfg.val_fraction, seed=cfg.seed, classes=classes)
     if classes is None:
         model.reset_classifier(len(ds.classes))
@@ -481,7 +488,8 @@ class _Loop:
         return classification_metrics(ds.val.labels, logits.argmax(1).numpy(), ds.classes), loss, auroc
 
 
-def save(trained: Trained, out: Path, meta: Meta, force: bool = False) -> Artifact:
+def save(trained: Trained, out: Path, meta: Meta, force: bool = False,
+         extra_files: dict[str, str | bytes] | None = None) -> Artifact:
     """Write the trained model as a torch artifact (the main process of a torchrun launch only) and remove the
     checkpoints; the other processes wait for it and get the artifact's description."""
     if trained.dist.world > 1:
@@ -491,7 +499,7 @@ def save(trained: Trained, out: Path, meta: Meta, force: bool = False) -> Artifa
     if not trained.dist.main:
         return Artifact(path=out, meta=meta)
     trained.model.to("cpu", memory_format=torch.contiguous_format)
-    artifact = save_artifact(trained.model, out, meta, force=force)
+    artifact = save_artifact(trained.model, out, meta, force=force, extra_files=extra_files)
     shutil.rmtree(trained.work, ignore_errors=True)
     return artifact
 

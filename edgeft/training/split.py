@@ -102,8 +102,8 @@ def split(model: nn.Module, mode: str, trainable_blocks: int = 0) -> tuple[nn.Mo
         return None, model
     if mode == "linear":
         return _PreLogits(model), _Classifier(model)
-    if mode != "partial":
-        raise ConfigError(f"mode must be full, partial or linear, got {mode!r}")
+    if mode not in ("partial", "lora"):
+        raise ConfigError(f"mode must be full, partial, linear or lora, got {mode!r}")
     lay = layout(model)
     if lay is None:
         return None, model
@@ -125,19 +125,25 @@ def freeze_for(model: nn.Module, mode: str, trainable_blocks: int) -> list[str]:
         return [n for n, _ in model.named_parameters()]
     trainable: set[int] = {id(p) for p in head_of(model).parameters()}
     if mode == "partial":
-        lay = layout(model)
-        if lay is not None:
-            tail = lay.blocks[len(lay.blocks) - trainable_blocks:] + lay.post
-        else:  # unknown family: treat timm's parameter groups (stem, blocks..., head) as blocks
-            tail = _tail_modules_by_groups(model, trainable_blocks)
-        for m in tail:
+        for m in tail_modules(model, trainable_blocks):
             trainable |= {id(p) for p in m.parameters()}
+    if mode == "lora":  # the adapters (placed in the tail by edgeft.training.lora) and the head
+        trainable |= {id(p) for n, p in model.named_parameters() if ".lora_" in n}
     names = []
     for n, p in model.named_parameters():
         if id(p) in trainable:
             p.requires_grad_(True)
             names.append(n)
     return names
+
+
+def tail_modules(model: nn.Module, trainable_blocks: int) -> list[nn.Module]:
+    """The modules ``partial`` mode trains besides the head: the last ``trainable_blocks`` blocks and the layers after
+    them (for a family without a known layout, timm's last parameter groups)."""
+    lay = layout(model)
+    if lay is not None:
+        return lay.blocks[len(lay.blocks) - trainable_blocks:] + lay.post
+    return _tail_modules_by_groups(model, trainable_blocks)
 
 
 def _tail_modules_by_groups(model: nn.Module, n_groups: int) -> list[nn.Module]:
