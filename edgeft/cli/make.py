@@ -97,6 +97,11 @@ def finetune(data: Path, out: Path, config_path: Path | None, overrides: tuple[s
         if split in m:
             click.echo(split_metrics(m, split).summary(art.meta.class_names, title=f"{split}:"))
     click.echo(TrainingRun.from_metrics(m).summary())
+    if "lora" in m:
+        lo = m["lora"]
+        click.echo(f"LoRA rank {lo['rank']} on {lo['targets']} layers: {lo['trainable_params']:,} adapter parameters "
+                   f"({lo['adapter_bytes'] / 1024:.0f} KiB in adapter.safetensors), merged into the weights (max abs "
+                   f"logit change {lo['merge_max_abs_diff']:.1e})")
     click.echo(f"wrote {art.path}")
 
 
