@@ -52,6 +52,7 @@ def test_lora_trains_adapters_merges_them_and_the_chain_takes_the_plain_model(ti
     ("lora_targets=[conv_pww]", ["lora_targets: 'conv_pww' is not a Conv2d or Linear layer", "did you mean",
                                  "conv_pw"]),
     ("lora_rank=0", ["lora_rank must be an integer >= 1"]),
+    ("lora_targets=[blocks.1.0.conv_pwl]", ["blocks.1.0.conv_pwl lies in the frozen first blocks", "trainable_blocks"]),
     ("lora_rank=4096", ["lora_rank 4096 is larger than layer", "allows"]),
 ])
 def test_bad_lora_settings_stop_in_one_line_before_training(tiny_data, tmp_path, cli, setting, fragments):

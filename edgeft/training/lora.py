@@ -46,8 +46,10 @@ def _max_rank(m: nn.Module) -> int:
 def targets(model: nn.Module, tail: list[nn.Module], names: list[str] | None, rank: int) -> list[str]:
     """The layer names adapters go on: ``names`` (each a layer name, or a suffix such as ``conv_pw`` that matches every
     layer ending in it), else the pointwise convolutions and linear layers inside ``tail`` (the modules partial mode
-    would train). Refuses a name the model does not have (naming the closest) and a rank a layer cannot hold."""
+    would train). Refuses a name the model does not have (naming the closest), one in the frozen first blocks (their
+    outputs are cached, so an adapter there would never train) and a rank a layer cannot hold."""
     layers = _candidates(model)
+    inside = {id(m) for t in tail for m in t.modules()}
     if names:
         chosen: list[str] = []
         for want in names:
@@ -57,8 +59,11 @@ def targets(model: nn.Module, tail: list[nn.Module], names: list[str] | None, ra
                 raise ConfigError(f"lora_targets: {want!r} is not a Conv2d or Linear layer of the model"
                                   f"{close_matches(want, known)}")
             chosen += [n for n in hit if n not in chosen]
+        frozen = [n for n in chosen if id(layers[n]) not in inside]
+        if frozen:
+            raise ConfigError(f"lora_targets: {frozen[0]} lies in the frozen first blocks, whose outputs are cached "
+                              "and never trained; raise trainable_blocks to include it, or leave it out")
     else:
-        inside = {id(m) for t in tail for m in t.modules()}
         chosen = [n for n, m in layers.items() if id(m) in inside
                   and (isinstance(m, nn.Linear) or m.kernel_size == (1, 1))]
         if not chosen:
