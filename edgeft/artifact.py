@@ -57,6 +57,18 @@ class Meta:
     def model_file(self) -> str:
         return MODEL_FILES[self.kind]
 
+    @property
+    def imported(self) -> dict[str, Any] | None:
+        """Where a model brought by ``edgeft import`` came from (the import's parameters: the file, its format and
+        SHA-256), carried by every model made from it; None for a model edgeft made."""
+        first = self.lineage[0] if self.lineage else {}
+        return first.get("params") if first.get("stage") == "import" else None
+
+    @property
+    def imported_onnx(self) -> bool:
+        """An ONNX file brought by ``edgeft import``, or a model made from one: no PyTorch weights anywhere."""
+        return self.kind == "onnx" and self.imported is not None and self.imported.get("format") == "onnx"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,

@@ -141,8 +141,7 @@ class InputContract:
 
     # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for meta.json and the ONNX file; ``roi`` and ``window`` only when set, so a contract without
-        them reads as it did before they existed."""
+        """Plain data for meta.json and the ONNX file; ``roi`` and ``window`` only when set."""
         d = asdict(self)
         d["size"] = list(self.size)
         d["mean"] = list(self.mean)

@@ -124,7 +124,7 @@ def test_a_timm_model_trained_outside_comes_in_with_its_own_numbers_and_ships(el
     assert r.exit_code == 0, r.output
     a = artifact.load(tmp_path / "imported")
     assert a.meta.class_names == CLASSES and a.meta.lineage[0]["stage"] == "import"
-    assert a.meta.extra["imported"]["sha256"] == artifact.sha256_file(tmp_path / "mine.pth")
+    assert a.meta.imported["source_sha256"] == artifact.sha256_file(tmp_path / "mine.pth")
     for split in ("val", "test"):  # the same decision on every image as the user's own script
         assert edgeft_predictions(tmp_path / "imported", elpv_manifest, split) == script[split]
         assert a.meta.metrics[split]["confusion"] == confusion(script[split], elpv_manifest, split)
@@ -138,7 +138,7 @@ def test_a_timm_model_trained_outside_comes_in_with_its_own_numbers_and_ships(el
     assert artifact.load(run / "05-quantize").meta.extra.get("quantized")
     report = (run / "report.md").read_text()
     assert "| max_accuracy_drop_pp |" in report and "| fail |" not in report
-    assert f"mine.pth (sha256 {a.meta.extra['imported']['sha256'][:12]})" in report
+    assert f"mine.pth (sha256 {a.meta.imported['source_sha256'][:12]})" in report
 
 
 def test_a_torchvision_model_timm_cannot_load_is_pruned_and_quantized(elpv_manifest, tmp_path, cli):

@@ -234,7 +234,7 @@ def compare_backends_cmd(artifacts: tuple[Path, ...], data: Path, reference_dir:
     if reference_dir is None:
         raise ArtifactError("no PyTorch reference found; pass --reference with the fine-tuned artifact")
     ref = art_mod.load(reference_dir)
-    if ref.meta.kind != "torch" and not (ref.meta.lineage and ref.meta.lineage[0].get("stage") == "import"):
+    if ref.meta.kind != "torch" and not ref.meta.imported_onnx:
         raise ArtifactError(f"--reference {reference_dir} holds a {ref.meta.kind} model; pass the fine-tuned PyTorch "
                             "artifact (or an imported ONNX model, the FP32 file as you brought it)")
     split = "test" if "test" in find_splits(data) else "val"

@@ -290,10 +290,9 @@ def import_model(cfg: ImportConfig, out: str | os.PathLike, data: str | os.PathL
             or data_classes
         arch, kind, fmt = f"onnx:{source.stem}", "onnx", "onnx"
     else:
-        from edgeft.runtime.torch_model import check_arch, torchvision_name
+        from edgeft.runtime.torch_model import torchvision_name
 
-        check_arch(cfg.arch)
-        model, outputs = load_checkpoint(source, cfg.arch)
+        model, outputs = load_checkpoint(source, cfg.arch)  # build() refuses an unknown architecture first
         contract = _contract(cfg, default_contract(cfg.arch))
         names = given or data_classes
         arch, kind = cfg.arch, "torch"
@@ -326,8 +325,7 @@ def import_model(cfg: ImportConfig, out: str | os.PathLike, data: str | os.PathL
     params = {**cfg.to_dict(), "format": fmt, "source_sha256": art.sha256_file(source),
               "data": str(data) if data else None}
     meta = art.Meta(kind=kind, arch=arch, class_names=names, input=contract,
-                    lineage=[art.lineage_entry("import", params)],
-                    extra={"imported": {"format": fmt, "source": str(source), "sha256": params["source_sha256"]}})
+                    lineage=[art.lineage_entry("import", params)])
     with art.staging_dir(out, force=force) as tmp:
         _write_model(model, meta, tmp / meta.model_file)
         meta.model_sha256 = art.sha256_file(tmp / meta.model_file)

@@ -65,13 +65,8 @@ def plan(recipe: Recipe) -> list[Step]:
         steps.append(s)
         return s
 
-    task = recipe.plugin
-    onnx_fp32: Step | None = None
-    if recipe.first_stage == "import":
-        first = add("import", label="imported ONNX FP32" if recipe.imports_onnx else "imported FP32")
-        onnx_fp32 = first if recipe.imports_onnx else None
-    else:
-        first = add(task.first_stage, label=task.first_label(recipe))
+    first = add(recipe.first_stage, label=recipe.first_label)
+    onnx_fp32: Step | None = first if recipe.imports_onnx else None  # an imported ONNX file is its own FP32 graph
     torch_steps = [first]
     if "prune" in recipe.stages:
         label = "searched pruned FP32" if recipe.search else "pruned FP32"
@@ -332,8 +327,7 @@ def describe(recipe: Recipe, run: Path, resume: bool = False, only: list[str] | 
 def measure_holdout(recipe: Recipe, steps: list[Step], run: Path, results: dict[str, StepResult]) -> None:
     """After a search, with the seal lifted: the test split's one read, for the fine-tuned model and the models the
     search shipped (each at its own policy, chosen on val), which the gates and the report then judge."""
-    progress.info(f"measuring the {'imported' if recipe.first_stage == 'import' else 'fine-tuned'} and the shipped "
-                  "models on the test split (its first read)")
+    progress.info(f"measuring the {recipe.first_label} and the shipped models on the test split (its first read)")
     for step in steps:
         r = results.get(step.name)
         if step.stage not in ("bench", "build") and r is not None and r.status in ("done", "reused"):

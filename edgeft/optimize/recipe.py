@@ -161,6 +161,13 @@ class Recipe:
         return self.first_stage == IMPORT and self.sections[IMPORT].is_onnx
 
     @property
+    def first_label(self) -> str:
+        """What the first model is called in the plan, the report and the search: imported, or the task's own."""
+        if self.first_stage == IMPORT:
+            return "imported ONNX FP32" if self.imports_onnx else "imported FP32"
+        return self.plugin.first_label(self)
+
+    @property
     def plugin(self):
         """The task object (``edgeft.tasks``) this recipe runs."""
         from edgeft import tasks
@@ -444,17 +451,15 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
     unused = [s for s in present if s not in stages]
     if unused:
         raise ConfigError(f"section {unused[0]}: is given but {unused[0]} is not in stages: {stages}")
-    if "build" in stages and "export" not in stages and "quantize" not in stages and not (
-            IMPORT in stages and Path(str((d.get(IMPORT) or {}).get("model", ""))).suffix.lower() == ".onnx"):
-        raise ConfigError("stages: build needs an ONNX model; add export (FP32/FP16) or quantize (INT8) before it")
     sections = {s: d.get(s) or {} for s in stages}
     _check_stage_sections(sections, task)
-    if IMPORT in sections and sections[IMPORT].is_onnx and "quantize" in sections \
-            and sections["quantize"].method == "qat":
+    onnx_import = IMPORT in sections and sections[IMPORT].is_onnx
+    if "build" in stages and "export" not in stages and "quantize" not in stages and not onnx_import:
+        raise ConfigError("stages: build needs an ONNX model; add export (FP32/FP16) or quantize (INT8) before it")
+    if onnx_import and "quantize" in sections and sections["quantize"].method == "qat":
         raise ConfigError("quantize.method qat: import.model is an ONNX file, and QAT retrains PyTorch weights; use "
                           "method: ptq, or import the PyTorch checkpoint")
-    if "build" in stages and sections["build"].precision != "int8" and "export" not in stages \
-            and not (IMPORT in sections and sections[IMPORT].is_onnx):
+    if "build" in stages and sections["build"].precision != "int8" and "export" not in stages and not onnx_import:
         raise ConfigError(f"build.precision {sections['build'].precision} builds from the FP32 ONNX model: add export "
                           "to stages")
     if "build" in stages and sections["build"].precision == "int8" and "quantize" not in stages:

@@ -181,8 +181,8 @@ def _tables(recipe, run: Path, steps, results, rows: list[Row], gates: list[Gate
         sha = next((r.sha256[:12] for r in rows if r.step == s.name and r.sha256), "")
         origin = "pretrained weights"
         if s.stage == "import" and res is not None and (run / s.name).is_dir():  # the user's file and its SHA-256
-            src = art.load(run / s.name).meta.extra.get("imported", {})
-            origin = f"{src.get('source')} (sha256 {str(src.get('sha256'))[:12]})"
+            src = art.load(run / s.name).meta.imported or {}
+            origin = f"{src.get('model')} (sha256 {str(src.get('source_sha256'))[:12]})"
         lineage.append([s.name, s.stage, s.parent or (", ".join(s.inputs) if s.inputs else origin),
                         res.status if res else "not run", f"{res.seconds:.0f}" if res else "", sha,
                         (res.reason[:120] if res else "")])

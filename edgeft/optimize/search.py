@@ -255,8 +255,7 @@ def judge(recipe: Recipe, baseline_val: dict[str, Any], c: Candidate) -> list[di
     from edgeft.optimize.gates import GateVerdict, evaluate_gates
     from edgeft.optimize.rows import Row
 
-    first = "imported FP32" if recipe.first_stage == "import" else "fine-tuned FP32"
-    rows = [Row(first.split()[0], recipe.first_stage, first, "", "done",
+    rows = [Row(recipe.first_stage, recipe.first_stage, recipe.first_label, "", "done",
                 accuracy=Classification.from_dict({k: v for k, v in baseline_val.items()
                                                    if k not in ("labels", "predictions")}, "search baseline"),
                 split="val"),

@@ -75,11 +75,6 @@ def precision_of(meta: Any) -> str:
     return "int8" if meta.extra.get("quantized") == "int8" else meta.extra.get("precision", "fp32")
 
 
-def _imported_onnx(meta: Any) -> bool:
-    return meta.kind == "onnx" and not meta.extra.get("quantized") and bool(meta.lineage) \
-        and meta.lineage[0].get("stage") == "import"
-
-
 def torch_reference(artifacts: list) -> Path | None:
     """The model to compare ``artifacts`` against: the first of them that is a PyTorch one, else the nearest PyTorch
     ancestor in their lineage (a parent directory that still exists); for a chain that starts from an imported ONNX
@@ -94,11 +89,14 @@ def torch_reference(artifacts: list) -> Path | None:
             parent = entry.get("parent")
             if parent and Path(parent).is_dir() and art.load(parent).meta.kind == "torch":
                 return Path(parent)
+    def as_brought(meta: Any) -> bool:
+        return meta.imported_onnx and not meta.extra.get("quantized")
+
     for a in artifacts:
-        if _imported_onnx(a.meta):
+        if as_brought(a.meta):
             return Path(a.path)
         for entry in a.meta.lineage:
             parent = entry.get("parent")
-            if parent and Path(parent).is_dir() and _imported_onnx(art.load(parent).meta):
+            if parent and Path(parent).is_dir() and as_brought(art.load(parent).meta):
                 return Path(parent)
     return None

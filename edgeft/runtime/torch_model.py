@@ -94,8 +94,7 @@ def refuse_imported_onnx(artifact, step: str) -> None:
     """One line for a step that needs PyTorch weights (pruning, recovery, QAT) given an imported ONNX model."""
     from edgeft.errors import ArtifactError
 
-    meta = artifact.meta
-    if meta.kind == "onnx" and meta.lineage and meta.lineage[0].get("stage") == "import":
+    if artifact.meta.imported_onnx:
         raise ArtifactError(f"{artifact.path} is an imported ONNX model, and {step} needs the PyTorch weights an "
                             "ONNX file does not carry; import the PyTorch checkpoint instead (edgeft import FILE.pth "
                             "--model ARCH), or quantize this one with PTQ")
