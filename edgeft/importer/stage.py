@@ -116,16 +116,6 @@ def _data_classes(data: Path | None) -> list[str] | None:
 
 # ------------------------------------------------------------------------------------------------ checkpoints
 
-def _head_outputs(model, state_dict: dict) -> int | None:
-    """The class count a checkpoint's head has: the rows of the weight of the layer ``head_of`` names."""
-    from edgeft.runtime.torch_model import head_of
-
-    head = head_of(model)
-    name = next(n for n, m in model.named_modules() if m is head)
-    w = state_dict.get(f"{name}.weight")
-    return int(w.shape[0]) if w is not None and w.ndim >= 1 else None
-
-
 def _fits(model, state_dict: dict) -> bool:
     own = model.state_dict()
     return set(own) == set(state_dict) and all(tuple(own[k].shape) == tuple(state_dict[k].shape) for k in own)
@@ -134,11 +124,13 @@ def _fits(model, state_dict: dict) -> bool:
 def closest_arch(arch: str, state_dict: dict) -> str | None:
     """A timm or torchvision architecture of the same family whose keys and shapes fit the checkpoint exactly (a few
     names built without weights, on the error path only)."""
+    import difflib
     import re
 
     import timm
     import torchvision
 
+    from edgeft.models import classifier_outputs
     from edgeft.runtime.torch_model import TORCHVISION, build, torchvision_name
 
     tv = torchvision_name(arch)
@@ -146,8 +138,6 @@ def closest_arch(arch: str, state_dict: dict) -> str | None:
     family = re.match(r"[a-z]+", name)
     pool = (torchvision.models.list_models(module=torchvision.models) if tv is not None
             else timm.list_models(f"{family.group(0)}*" if family else "*"))
-    import difflib
-
     candidates = difflib.get_close_matches(name, pool, n=12, cutoff=0.5)
     for c in candidates:
         full = f"{TORCHVISION}{c}" if tv is not None else c
@@ -155,7 +145,7 @@ def closest_arch(arch: str, state_dict: dict) -> str | None:
             continue
         try:
             model = build(full, 1000)
-            n = _head_outputs(model, state_dict)
+            n = classifier_outputs(model, state_dict)
             if n and n != 1000:
                 model = build(full, n)
         except Exception:  # an architecture that cannot be built with defaults is no candidate
@@ -167,14 +157,14 @@ def closest_arch(arch: str, state_dict: dict) -> str | None:
 
 def load_checkpoint(path: Path, arch: str):
     """``arch`` with the checkpoint's weights (strict) and its class count; errors name the keys that do not fit."""
-    from edgeft.models import read_state_dict
+    from edgeft.models import classifier_outputs, read_state_dict
     from edgeft.runtime.torch_model import build, load_state_dict_strict
 
     from edgeft.runtime.torch_model import head_of
 
     sd = read_state_dict(path)
     model = build(arch, 1000)
-    n = _head_outputs(model, sd)
+    n = classifier_outputs(model, sd)
     if n is None:
         head = next(name for name, m in model.named_modules() if m is head_of(model))
         raise ModelError(f"checkpoint {path} has no {head}.weight ({arch}'s classifier; it has "

@@ -77,17 +77,13 @@ def _not_a_checkpoint(path: Path) -> str:
     return "it is neither a zip archive written by torch.save nor a pickle"
 
 
-def _classifier_outputs(arch: str, state_dict: dict) -> int | None:
-    """The class count of a checkpoint's classifier, found from timm's pretrained config for ``arch``."""
-    import timm
-
-    cfg = timm.models.get_pretrained_cfg(arch)
-    names = cfg.classifier if cfg is not None else None
-    for name in ([names] if isinstance(names, str) else list(names or [])):
-        w = state_dict.get(f"{name}.weight")
-        if w is not None and w.ndim >= 1:
-            return int(w.shape[0])
-    return None
+def classifier_outputs(model: "nn.Module", state_dict: dict) -> int | None:
+    """The class count of a checkpoint's classifier: the rows of the weight of the layer ``head_of(model)`` is (timm's
+    classifier, or a torchvision model's last Linear); None when the checkpoint has no such weight."""
+    head = head_of(model)
+    name = next(n for n, m in model.named_modules() if m is head)
+    w = state_dict.get(f"{name}.weight")
+    return int(w.shape[0]) if w is not None and w.ndim >= 1 else None
 
 
 def default_contract(arch: str) -> InputContract:
@@ -145,9 +141,13 @@ def create(arch: str, weights: str | os.PathLike | None = None, num_classes: int
         source_classes, contract = pw.num_classes, pw.contract
     else:
         sd = read_state_dict(weights)
-        source_classes, contract = _classifier_outputs(arch, sd), default_contract(arch)
+        source_classes, contract = None, default_contract(arch)
 
     model = timm.create_model(arch, pretrained=False, num_classes=source_classes or 1000, **timm_kwargs)
+    if source_classes is None:  # a local file: its head says how many classes it was trained for
+        source_classes = classifier_outputs(model, sd)
+        if source_classes and source_classes != 1000:
+            model.reset_classifier(source_classes)
     load_state_dict_strict(model, sd, weights)
     if num_classes is not None and num_classes != source_classes:
         model.reset_classifier(num_classes)
