@@ -271,13 +271,16 @@ def train(cfg: FinetuneConfig, data: str | os.PathLike, out: Path, model: nn.Mod
                   f"{contract.size[0]}x{contract.size[1]} {contract.resize}, device {device}")
     t_train = time.time()  # training time includes computing the feature cache
     caches = _caches(cfg, prefix, ds, contract, device, teacher) if use_cache else None
-    loop = _Loop(cfg, model, prefix, suffix, ds, contract, device, dist, teacher, caches, _work_dir(out))
+    objective = ClassifyObjective(cfg, model, suffix, ds, contract, device, teacher, caches)
+    loop = Loop(cfg, model, suffix if caches is not None else model, objective, device, dist, _work_dir(out))
+    if prefix is not None:
+        loop.before_epoch = lambda: (set_train_mode(model, cfg.mode, cfg.trainable_blocks), prefix.eval())
     state, stopped_early = loop.run(resume, t_train)
     train_seconds = time.time() - t_train
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     model.eval()
-    loop.caches = caches = None  # free the cached features before the final evaluation
+    objective.caches = caches = None  # free the cached features before the final evaluation
     metrics: dict[str, Any] = {
         "best_epoch": state.best_epoch, "epochs_run": state.epoch, "stopped_early": stopped_early,
         "train_seconds": round(train_seconds, 1), "total_seconds": None, "peak_rss_mb": None,
@@ -339,37 +342,124 @@ def _final_metrics(cfg: FinetuneConfig, model: nn.Module, ds: Dataset, contract:
     return out
 
 
-class _Loop:
-    """The epoch loop over one model: optimizer and schedule, checkpoints and resume, early stopping."""
+class Objective:
+    """What one task trains on, for :class:`Loop`: the order of its training items, a batch's loss, and the score
+    of a validation pass. The loop owns the rest (optimizer, schedule, checkpoints, early stopping)."""
 
-    def __init__(self, cfg: FinetuneConfig, model: nn.Module, prefix: nn.Module | None, suffix: nn.Module | None,
-                 ds: Dataset, contract: InputContract, device: torch.device, dist: Dist, teacher: nn.Module | None,
-                 caches: tuple[FeatureCache, FeatureCache] | None, work: Path) -> None:
-        self.cfg, self.model, self.prefix, self.suffix, self.ds = cfg, model, prefix, suffix, ds
-        self.contract, self.device, self.dist, self.teacher, self.caches, self.work = (contract, device, dist,
-                                                                                        teacher, caches, work)
-        module = suffix if caches is not None else model
-        self.module = module
-        if dist.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
+    n_train: int
 
-            self.module = DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
+    def order(self, gen: torch.Generator) -> np.ndarray:
+        """This epoch's order of the training items (a permutation, or a sampler's draw)."""
+        return torch.randperm(self.n_train, generator=gen).numpy()
+
+    def loss(self, module: nn.Module, idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def validate(self) -> tuple[float, dict[str, float], dict[str, str]]:
+        """(the score early stopping maximises, the epoch's history fields, the progress bar's postfix)."""
+        raise NotImplementedError
+
+
+class ClassifyObjective(Objective):
+    """Labelled images: cross-entropy with class weights and label smoothing (or an expert's grades as soft
+    targets), distillation from a teacher's logits, cached frozen-prefix features in partial mode; validated by
+    ``cfg.monitor`` (accuracy, balanced accuracy, AUROC or loss)."""
+
+    def __init__(self, cfg: FinetuneConfig, model: nn.Module, suffix: nn.Module, ds: Dataset,
+                 contract: InputContract, device: torch.device, teacher: nn.Module | None,
+                 caches: tuple[FeatureCache, FeatureCache] | None) -> None:
+        self.cfg, self.model, self.suffix, self.ds, self.contract, self.device, self.teacher, self.caches = (
+            cfg, model, suffix, ds, contract, device, teacher, caches)
+        self.n_train = len(ds.train)
         self.counts = np.bincount(ds.train.labels, minlength=len(ds.classes)).astype(np.float64)
         self.targets = _soft_targets(cfg, ds)  # None: the hard labels
         self.weight = None
         if cfg.class_balance == "weighted_loss":
             self.weight = torch.tensor(self.counts.sum() / (len(ds.classes) * np.maximum(self.counts, 1)),
                                        dtype=torch.float32, device=device)
-        per_rank = math.ceil(len(ds.train) / dist.world)
+        self.amp_dtype = _amp_dtype(device)
+        self.grayscale = _grayscale(ds)
+
+    def order(self, gen: torch.Generator) -> np.ndarray:
+        if self.cfg.class_balance == "sampler":
+            p = (1.0 / self.counts)[self.ds.train.labels]
+            return torch.multinomial(torch.from_numpy(p / p.sum()), len(p), replacement=True, generator=gen).numpy()
+        return super().order(gen)
+
+    def loss(self, module: nn.Module, idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
+        """The batch's loss: cross-entropy (class weights, label smoothing), plus distillation with a teacher."""
+        cfg, device = self.cfg, self.device
+        y = torch.from_numpy((self.targets if self.targets is not None else self.ds.train.labels)[idx]).to(device)
+        soft = None
+        if self.caches is not None:
+            x, soft = self.caches[0].batch(idx, gen)
+            x = x.to(device)
+        else:
+            x = aug.apply(to_tensor(self.ds.train.images[idx]), cfg.augment, gen, grayscale=self.grayscale).to(device)
+            x = normalize(x, self.contract)
+        if cfg.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            if self.teacher is not None and soft is None:
+                with torch.no_grad():
+                    soft = self.teacher(x).float()
+            logits = module(x)
+            loss = F.cross_entropy(logits.float(), y, weight=self.weight, label_smoothing=cfg.label_smoothing)
+            if soft is not None:
+                loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * distillation_loss(
+                    logits.float(), soft.to(device), cfg.distill_temperature)
+        return loss
+
+    def validate(self) -> tuple[float, dict[str, float], dict[str, str]]:
+        """Val metrics, loss and mean one-vs-rest AUROC of the current weights."""
+        model, ds, device = self.model, self.ds, self.device
+        model.eval()
+        with torch.no_grad():
+            if self.caches is not None:
+                val_cache = self.caches[1]
+                logits = torch.cat([self.suffix(val_cache.batch(np.arange(i, min(i + 256, len(ds.val))), None)[0]
+                                                .to(device)).float().cpu() for i in range(0, len(ds.val), 256)])
+            else:
+                logits = torch.from_numpy(torch_logits(model, ds.val.images, self.contract, device=str(device),
+                                                       channels_last=self.cfg.channels_last, desc="val"))
+        labels = torch.from_numpy(ds.val.labels)
+        loss = float(F.cross_entropy(logits, labels))
+        auroc = macro_auroc(ds.val.labels, torch.softmax(logits.float(), 1).numpy())
+        m = classification_metrics(ds.val.labels, logits.argmax(1).numpy(), ds.classes)
+        record = {"val_loss": loss, "val_accuracy": m.accuracy, "val_balanced_accuracy": m.balanced_accuracy,
+                  "val_auroc": auroc}
+        return _score(m, loss, auroc, self.cfg.monitor), record, {"val_acc": f"{m.accuracy:.3f}",
+                                                                   "val_bal": f"{m.balanced_accuracy:.3f}"}
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision on CUDA (bf16 where the GPU has it), none on the CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class Loop:
+    """The epoch loop over one model, whatever the task: optimizer and schedule, checkpoints and resume, early
+    stopping on the objective's validation score. ``module`` is what a batch runs through (the trainable suffix
+    when features are cached, else the model); ``model`` is what is checkpointed and restored."""
+
+    def __init__(self, cfg: FinetuneConfig, model: nn.Module, module: nn.Module, objective: Objective,
+                 device: torch.device, dist: Dist, work: Path) -> None:
+        self.cfg, self.model, self.objective, self.device, self.dist, self.work = (cfg, model, objective, device,
+                                                                                   dist, work)
+        self.module = module
+        if dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.module = DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
+        per_rank = math.ceil(objective.n_train / dist.world)
         steps_per_epoch = max(1, math.ceil(per_rank / (cfg.batch_size * cfg.accum_steps)))
         self.opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, _lr_lambda(cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)))
-        self.amp_dtype = None
-        if device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.grayscale = _grayscale(ds)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=_amp_dtype(device) == torch.float16)
+        self.before_epoch = lambda: set_train_mode(model, cfg.mode, cfg.trainable_blocks)
 
     def run(self, resume: bool, t_train: float) -> tuple[TrainState, bool]:
         """Train to ``cfg.epochs`` or early stop; (the state with the best weights, whether it stopped early)."""
@@ -388,19 +478,15 @@ class _Loop:
         epoch_bar.update(state.epoch)
         for epoch in range(state.epoch, cfg.epochs):
             running, seen = self.epoch(epoch, state, ckpt)
-            metrics, val_loss, val_auroc = self.val_pass()
-            score = _score(metrics, val_loss, val_auroc, cfg.monitor)
+            score, record, postfix = self.objective.validate()
             state.epoch = epoch + 1
-            state.history.append({"epoch": epoch + 1, "train_loss": running / max(seen, 1), "val_loss": val_loss,
-                                  "val_accuracy": metrics.accuracy,
-                                  "val_balanced_accuracy": metrics.balanced_accuracy, "val_auroc": val_auroc,
+            state.history.append({"epoch": epoch + 1, "train_loss": running / max(seen, 1), **record,
                                   "lr": self.opt.param_groups[0]["lr"], "seconds": time.time() - t_train})
             if score > state.best_score:
                 state.best_score, state.best_epoch = score, epoch + 1
                 state.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             epoch_bar.update(1)
-            epoch_bar.set_postfix(loss=f"{running / max(seen, 1):.3f}", val_acc=f"{metrics.accuracy:.3f}",
-                                  val_bal=f"{metrics.balanced_accuracy:.3f}")
+            epoch_bar.set_postfix(loss=f"{running / max(seen, 1):.3f}", **postfix)
             if self.dist.main:
                 _save_checkpoint(ckpt, self.model, self.opt, self.sched, state, fingerprint)
             if epoch + 1 - state.best_epoch >= cfg.patience:
@@ -411,23 +497,16 @@ class _Loop:
         return state, stopped_early
 
     def epoch(self, epoch: int, state: TrainState, ckpt: Path) -> tuple[float, int]:
-        """One pass over the training images; (summed loss, images seen)."""
-        cfg, ds, dist = self.cfg, self.ds, self.dist
+        """One pass over the training items; (summed loss, items seen)."""
+        cfg, dist = self.cfg, self.dist
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        if cfg.class_balance == "sampler":
-            p = (1.0 / self.counts)[ds.train.labels]
-            order = torch.multinomial(torch.from_numpy(p / p.sum()), len(p), replacement=True, generator=gen).numpy()
-        else:
-            order = torch.randperm(len(ds.train), generator=gen).numpy()
-        order = order[dist.rank::dist.world]
-        set_train_mode(self.model, cfg.mode, cfg.trainable_blocks)
-        if self.prefix is not None:
-            self.prefix.eval()
+        order = self.objective.order(gen)[dist.rank::dist.world]
+        self.before_epoch()
         running, seen = 0.0, 0
         self.opt.zero_grad(set_to_none=True)
         batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         for step, idx in enumerate(progress.bar(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")):
-            loss = self.loss(idx, gen)
+            loss = self.objective.loss(self.module, idx, gen)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr "
                                     f"{self.opt.param_groups[0]['lr']:.3g}); lower --lr (now {cfg.lr:g})"
@@ -445,47 +524,6 @@ class _Loop:
             running += loss.item() * len(idx)
             seen += len(idx)
         return running, seen
-
-    def loss(self, idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
-        """The batch's loss: cross-entropy (class weights, label smoothing), plus distillation with a teacher."""
-        cfg, device = self.cfg, self.device
-        y = torch.from_numpy((self.targets if self.targets is not None else self.ds.train.labels)[idx]).to(device)
-        soft = None
-        if self.caches is not None:
-            x, soft = self.caches[0].batch(idx, gen)
-            x = x.to(device)
-        else:
-            x = aug.apply(to_tensor(self.ds.train.images[idx]), cfg.augment, gen, grayscale=self.grayscale).to(device)
-            x = normalize(x, self.contract)
-        if cfg.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            if self.teacher is not None and soft is None:
-                with torch.no_grad():
-                    soft = self.teacher(x).float()
-            logits = self.module(x)
-            loss = F.cross_entropy(logits.float(), y, weight=self.weight, label_smoothing=cfg.label_smoothing)
-            if soft is not None:
-                loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * distillation_loss(
-                    logits.float(), soft.to(device), cfg.distill_temperature)
-        return loss
-
-    def val_pass(self) -> tuple[Classification, float, float]:
-        """Val metrics, loss and mean one-vs-rest AUROC of the current weights."""
-        model, ds, device = self.model, self.ds, self.device
-        model.eval()
-        with torch.no_grad():
-            if self.caches is not None:
-                val_cache = self.caches[1]
-                logits = torch.cat([self.suffix(val_cache.batch(np.arange(i, min(i + 256, len(ds.val))), None)[0]
-                                                .to(device)).float().cpu() for i in range(0, len(ds.val), 256)])
-            else:
-                logits = torch.from_numpy(torch_logits(model, ds.val.images, self.contract, device=str(device),
-                                                       channels_last=self.cfg.channels_last, desc="val"))
-        labels = torch.from_numpy(ds.val.labels)
-        loss = float(F.cross_entropy(logits, labels))
-        auroc = macro_auroc(ds.val.labels, torch.softmax(logits.float(), 1).numpy())
-        return classification_metrics(ds.val.labels, logits.argmax(1).numpy(), ds.classes), loss, auroc
 
 
 def save(trained: Trained, out: Path, meta: Meta, force: bool = False,
