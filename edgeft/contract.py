@@ -17,7 +17,8 @@ import numpy as np
 from edgeft.errors import ConfigError, DataError
 
 COLOR_ORDERS = ("RGB", "BGR", "GRAY")
-RESIZE_POLICIES = ("shorter_side_center_crop", "stretch")
+RESIZE_POLICIES = ("shorter_side_center_crop", "stretch", "letterbox")
+LETTERBOX_FILL = 114  # the grey a letterbox pads with, per 255 (what YOLO-family detectors were trained with)
 INTERPOLATIONS = ("bicubic", "bilinear", "area", "nearest")
 
 
@@ -77,7 +78,9 @@ class InputContract:
     - ``mean``/``std``: per channel, applied to pixel values scaled to [0, 1].
     - ``resize``: ``shorter_side_center_crop`` scales the shorter side to ``size / crop_pct`` and cuts
       the centre (ImageNet style); ``stretch`` scales the whole image to ``size`` (nothing is cut off,
-      which suits inspection images whose defects can sit at the border).
+      which suits inspection images whose defects can sit at the border); ``letterbox`` scales the whole image
+      to fit inside ``size`` keeping its aspect ratio and pads the rest with grey, centred (detectors: boxes keep
+      their shape).
     - ``interpolation``: OpenCV interpolation used for resizing.
     - ``layout``: always NCHW float32 for the model.
     - ``roi``: (x, y, width, height) in the source frame, cut before anything else (a fixed camera that sees the
@@ -245,6 +248,17 @@ class InputContract:
         if self.resize == "stretch":
             if (h, w) != (out_h, out_w):
                 image = cv2.resize(image, (out_w, out_h), interpolation=interp)
+        elif self.resize == "letterbox":
+            sx, sy, ox, oy = self.placement(h, w)
+            new_w, new_h = round(w * sx), round(h * sy)
+            if (h, w) != (new_h, new_w):
+                image = cv2.resize(image, (new_w, new_h), interpolation=interp)
+            if image.ndim == 2:
+                image = image[:, :, None]
+            fill = LETTERBOX_FILL / 255 * pixel_max(image.dtype) if image.dtype.kind in "ui" else LETTERBOX_FILL / 255
+            canvas = np.full((out_h, out_w, image.shape[2]), fill, dtype=image.dtype)
+            canvas[int(oy):int(oy) + new_h, int(ox):int(ox) + new_w] = image
+            image = canvas
         else:
             scale_h, scale_w = out_h / self.crop_pct, out_w / self.crop_pct
             scale = max(scale_h / h, scale_w / w)
@@ -256,6 +270,21 @@ class InputContract:
         if image.ndim == 2:
             image = image[:, :, None]
         return np.ascontiguousarray(image)
+
+    def placement(self, h: int, w: int) -> tuple[float, float, float, float]:
+        """Where a point of an ``h`` x ``w`` region of interest lands in the model input: ``(scale_x, scale_y,
+        offset_x, offset_y)`` with ``x_in = x * scale_x + offset_x`` (a box follows the image through
+        :meth:`geometry`; its inverse puts a detector's boxes back on the frame)."""
+        out_h, out_w = self.size
+        if self.resize == "stretch":
+            return out_w / w, out_h / h, 0.0, 0.0
+        if self.resize == "letterbox":
+            s = min(out_h / h, out_w / w)
+            new_h, new_w = min(out_h, max(1, round(h * s))), min(out_w, max(1, round(w * s)))
+            return new_w / w, new_h / h, float((out_w - new_w) // 2), float((out_h - new_h) // 2)
+        scale = max(out_h / self.crop_pct / h, out_w / self.crop_pct / w)
+        new_h, new_w = max(out_h, round(h * scale)), max(out_w, round(w * scale))
+        return new_w / w, new_h / h, -float((new_w - out_w) // 2), -float((new_h - out_h) // 2)
 
     def prepare(self, image: np.ndarray, source: str = "BGR") -> np.ndarray:
         """Region of interest, colour conversion and geometry: a decoded image becomes HxWxC at model size, dtype

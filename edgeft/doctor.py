@@ -61,6 +61,21 @@ def check_module(name: str, module: str, dist: str, disables: list[str], hint: s
     return Check(name, True, getattr(mod, "__version__", "") or _version(dist))
 
 
+def check_deepforest_data() -> Check:
+    """The detection demo's images ship in the deepforest wheel, installed without its training stack (it is never
+    imported, so only its files are looked for)."""
+    from edgeft.errors import EdgeftError
+
+    try:
+        from edgeft.data.trees import package_data
+
+        package_data()
+    except EdgeftError as e:
+        return Check("deepforest data", False, detail=str(e).split(";")[0] + "; pip install --no-deps deepforest",
+                     disables=["data trees (the detection demo)"])
+    return Check("deepforest data", True, _version("deepforest"))
+
+
 def check_onnxruntime() -> Check:
     ort, err = _import("onnxruntime")
     if ort is None:
@@ -154,6 +169,9 @@ def run_checks() -> list[Check]:
                                hint="not installed: pip install 'edgeft[demo]'"))
     checks.append(check_module("elpv-dataset", "elpv_dataset", "elpv-dataset", ["data elpv (the demo)"],
                                hint="not installed: pip install 'edgeft[demo]'"))
+    checks.append(check_module("pycocotools", "pycocotools", "pycocotools", ["detect (mAP)", "eval of a detector"],
+                               hint="not installed: pip install 'edgeft[detect]'"))
+    checks.append(check_deepforest_data())
     jet = jetson_info()
     if jet:
         checks.append(jet)

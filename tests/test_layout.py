@@ -47,6 +47,13 @@ PIECES: dict[str, tuple[str, str]] = {
     "edgeft.tasks.anomaly.fit": ("stages", "edgeft.tasks.anomaly.fit"),
     "edgeft.tasks.anomaly.prune": ("stages", "edgeft.prune"),
     "edgeft.tasks.anomaly.quantize": ("stages", "edgeft.quantize"),
+    "edgeft.tasks.detect.model": ("runtime", "edgeft.runtime"),
+    "edgeft.tasks.detect.nms": ("runtime", "edgeft.runtime"),
+    "edgeft.tasks.detect.boxes": ("runtime", "edgeft.runtime"),
+    "edgeft.tasks.detect.data": ("training", "edgeft.training"),
+    "edgeft.tasks.detect.metrics": ("training", "edgeft.training"),
+    "edgeft.tasks.detect.config": ("training", "edgeft.training"),
+    "edgeft.tasks.detect.train": ("stages", "edgeft.tasks.detect.train"),
 }
 FLOOR_NAMES = [name for name, _ in FLOORS]
 STAGE_FLOOR = FLOOR_NAMES.index("stages")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from edgeft import tasks
+from edgeft.tasks.folders import FolderData
 
 
 @dataclass
@@ -51,7 +52,7 @@ def _truth(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).mean(1) / 255.0
 
 
-class Brightness(tasks.Task):
+class Brightness(FolderData, tasks.Task):  # its data: class folders
     name = "brightness"
     first_stage = "fit"
     stages = ("fit", "export", "bench")
@@ -164,7 +165,7 @@ def test_an_unknown_task_is_refused_with_the_known_ones():
     from edgeft.errors import ConfigError
     from edgeft.optimize.recipe import parse
 
-    with pytest.raises(ConfigError, match="task must be one of anomaly, classify, got 'anomally'.*anomaly"):
+    with pytest.raises(ConfigError, match="task must be one of anomaly, classify, detect, got 'anomally'.*anomaly"):
         parse({"task": "anomally", "data": "x"}, source="r.yaml")
 
 

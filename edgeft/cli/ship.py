@@ -28,18 +28,14 @@ def export_cmd(artifact: Path, out: Path, opset: int, dynamic_batch: bool, no_si
     """Export a PyTorch artifact to ONNX: checked, simplified, parity-tested against PyTorch."""
     from edgeft.export.stage import export
     from edgeft.metrics import read
+    from edgeft.tasks import registry as tasks
 
     art = export(artifact, out, opset=opset, dynamic_batch=dynamic_batch, do_simplify=not no_simplify, data=data,
                  n=n_images, force=force, gray_input=gray_input)
     o = read(art.meta.metrics, "onnx")
     click.echo(f"opset {o.opset}, {o.nodes} nodes, {o.size_bytes / 1e6:.2f} MB")
-    p = read(art.meta.metrics, "parity")
-    if p and p.min_map_correlation is not None:
-        click.echo(f"parity vs PyTorch on {p.n} {p.split} images: scores within {p.max_rel_diff:.1e} relative, "
-                   f"heatmaps correlated >= {p.min_map_correlation:.5f}")
-    elif p:
-        click.echo(f"parity vs PyTorch on {p.n} {p.split} images: max abs diff {p.max_abs_diff:.2e} "
-                   f"({p.max_rel_diff:.1e} of the logit scale), top-1 agreement {p.top1_agreement * 100:.1f}%")
+    if art.meta.metrics.get("parity"):
+        click.echo(tasks.of(art.meta).parity_line(art.meta.metrics["parity"]))
     click.echo(f"wrote {art.path}")
 
 

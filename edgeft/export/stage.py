@@ -111,14 +111,11 @@ def export(artifact_path: str | os.PathLike, out: str | os.PathLike, opset: int 
         meta.metrics["onnx"] = OnnxGraph(opset=opset, nodes=len(m.graph.node), size_bytes=path.stat().st_size,
                                          dynamic_batch=dynamic_batch).to_dict()
         if data is not None:
-            from edgeft.data import load_split
-            from edgeft.data.imagefolder import find_splits
-
-            split = "test" if "test" in find_splits(data) else "val"
-            classes = task.parity_classes(parent.meta.class_names)
-            found = load_split(data, split, parent.meta.input, classes=classes, limit=n)
+            split = "test" if "test" in task.splits(data) else "val"
+            classes = parent.meta.class_names
+            found = task.read_images(data, split, parent.meta.input, classes, limit=n)
             onnx_images = found.images if not gray_input else \
-                load_split(data, split, meta.input, classes=classes, limit=n).images
+                task.read_images(data, split, meta.input, classes, limit=n).images
             names = [f"{split}/{Path(p).parent.name}/{Path(p).name}" for p in found.paths]
             meta.metrics["parity"] = task.parity(model, path, found.images, onnx_images, parent.meta.input,
                                                  meta.input, split, names, gray_input)

@@ -152,7 +152,11 @@ class Predictor:
         """Predictions for a list of frames (a single HxW[xC] array is one frame)."""
         if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
             frames = [frames]
-        return self.head.predict(self.runner, self.preprocess(frames, source), self.policy, self.class_names)
+        x = self.preprocess(frames, source)
+        if getattr(self.head, "places_boxes", False):  # a detector's boxes go back onto each frame
+            sizes = [self.contract.crop(f).shape[:2] for f in frames]
+            return self.head.predict(self.runner, x, self.policy, self.class_names, sizes=sizes, contract=self.contract)
+        return self.head.predict(self.runner, x, self.policy, self.class_names)
 
     def close(self) -> None:
         self.runner.deactivate()

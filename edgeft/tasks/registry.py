@@ -22,7 +22,7 @@ from edgeft.errors import ConfigError, close_matches
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
 
-BUILTIN = {"classify": "edgeft.tasks.classify", "anomaly": "edgeft.tasks.anomaly"}
+BUILTIN = {"classify": "edgeft.tasks.classify", "anomaly": "edgeft.tasks.anomaly", "detect": "edgeft.tasks.detect"}
 DEFAULT = "classify"  # an artifact whose meta.json names no task is a classifier (artifacts from before tasks)
 _REGISTRY: dict[str, "Task"] = {}
 
@@ -52,6 +52,16 @@ class Task:
 
     def check_data(self, recipe: Any, splits: dict[str, "Path"]) -> None:
         """Check the data folder's splits and classes before any stage runs."""
+
+    def splits(self, data: "Path") -> dict[str, Any]:
+        """The splits of a data folder in this task's layout (class folders or a manifest; a detector's COCO/YOLO)."""
+        raise NotImplementedError
+
+    def read_images(self, data: "Path", split: str, contract: Any, class_names: list[str],
+                    limit: int | None = None) -> Any:
+        """Real images of ``split`` prepared by ``contract`` (``.images`` N x H x W x C, ``.paths``), for export
+        parity and INT8 measurement."""
+        raise NotImplementedError
 
     def first_label(self, recipe: Any) -> str:
         """What the first model is called in the plan and the report."""
@@ -98,6 +108,14 @@ class Task:
                split: str, names: list[str], gray_input: bool) -> dict[str, Any]:
         """The exported graph against PyTorch on real images, as the artifact records it; raises on a mismatch."""
         raise NotImplementedError
+
+    def parity_line(self, record: dict[str, Any]) -> str:
+        """``edgeft export``'s line of the parity record :meth:`parity` returned."""
+        from edgeft.metrics import ParityCheck
+
+        p = ParityCheck.from_dict(record, "metrics.parity")
+        return (f"parity vs PyTorch on {p.n} {p.split} images: max abs diff {p.max_abs_diff:.2e} "
+                f"({p.max_rel_diff:.1e} of the logit scale), top-1 agreement {p.top1_agreement * 100:.1f}%")
 
     def parity_classes(self, class_names: list[str]) -> list[str] | None:
         """The classes the parity and evaluation images are read with (None: any class folder)."""

@@ -347,6 +347,7 @@ class Objective:
     of a validation pass. The loop owns the rest (optimizer, schedule, checkpoints, early stopping)."""
 
     n_train: int
+    monitor: str | None = None  # what validate() scores, for the early-stop line (None: cfg.monitor)
 
     def order(self, gen: torch.Generator) -> np.ndarray:
         """This epoch's order of the training items (a permutation, or a sampler's draw)."""
@@ -491,7 +492,8 @@ class Loop:
                 _save_checkpoint(ckpt, self.model, self.opt, self.sched, state, fingerprint)
             if epoch + 1 - state.best_epoch >= cfg.patience:
                 stopped_early = True
-                progress.info(f"early stop: val {cfg.monitor} has not improved for {cfg.patience} epochs")
+                progress.info(f"early stop: val {self.objective.monitor or cfg.monitor} has not improved for "
+                              f"{cfg.patience} epochs")
                 break
         epoch_bar.close()
         return state, stopped_early

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgeft.errors import ConfigError, DataError, close_matches
+from edgeft.tasks.folders import FolderData
 from edgeft.tasks.registry import Task, register
 
 
@@ -61,7 +62,7 @@ class AnomalyHead:
         return overlay(frame, prediction.heatmap, *self.scale(policy))
 
 
-class Anomaly(Task):
+class Anomaly(FolderData, Task):
     name = "anomaly"
     first_stage = "anomaly"
     stages = ("anomaly", "prune", "export", "quantize", "build", "bench")
@@ -189,6 +190,13 @@ class Anomaly(Task):
         progress.info(f"parity on {mp.n} {split} images: scores within {mp.max_rel_diff:.1e} relative, heatmaps "
                       f"correlated >= {mp.min_map_correlation:.5f}")
         return {**mp.to_dict(), "split": split}
+
+    def parity_line(self, record: dict[str, Any]) -> str:
+        from edgeft.metrics import ParityCheck
+
+        p = ParityCheck.from_dict(record, "metrics.parity")
+        return (f"parity vs PyTorch on {p.n} {p.split} images: scores within {p.max_rel_diff:.1e} relative, "
+                f"heatmaps correlated >= {p.min_map_correlation:.5f}")
 
     def parity_classes(self, class_names: list[str]) -> list[str] | None:
         return None  # an anomaly model's data has any defect folders

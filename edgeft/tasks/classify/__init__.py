@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgeft.errors import ConfigError, DataError, EdgeftError, close_matches
+from edgeft.tasks.folders import FolderData
 from edgeft.tasks.registry import Task, register
 
 
@@ -37,7 +38,7 @@ class ClassifierHead:
         return out
 
 
-class Classify(Task):
+class Classify(FolderData, Task):
     name = "classify"
     first_stage = "finetune"
     stages = ("finetune", "prune", "export", "quantize", "build", "bench")

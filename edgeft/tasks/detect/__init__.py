@@ -1,0 +1,229 @@
+"""Object detection: which defect and where. An FCOS head (torchvision's) on a timm backbone's feature levels, trained
+on box-labelled images (COCO JSON or YOLO txt), measured by the COCO evaluator, exported as one graph whose NMS is
+inside (ONNX NonMaxSuppression).
+
+Where each piece is, by what it does:
+- ``data``: COCO JSON and YOLO txt layouts, bad boxes clipped or dropped with a count, boxes following the image
+  through the input contract;
+- ``model``: the network (backbone levels, feature pyramid, FCOS head) and its shape (:class:`DetectSpec`);
+- ``nms``: the graph the camera runs: decoding, scores, NMS in the graph, and its one output ``detections``;
+- ``boxes``: boxes back on the frame, matched between two models (export parity), drawn over a frame;
+- ``metrics``: mAP by pycocotools, boxes found at an operating confidence, each image's not-OK score;
+- ``config`` and ``train``: ``edgeft detect`` (and a recipe's ``detect:`` section), through the one training engine.
+This module is the task object that the stages, the predictor and ``edgeft eval`` ask."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeft.errors import ConfigError
+from edgeft.tasks.registry import Task, register
+
+
+class DetectHead:
+    """The runtime's post-processing of ``detections`` (numpy only): each frame's boxes moved back onto the frame,
+    its label the best box's class (``none`` without a box), and, with a policy, the decision on its highest
+    defect-class score."""
+
+    places_boxes = True  # the predictor passes each frame's size and the contract, to put boxes back on the frame
+
+    def predict(self, runner: Any, x: np.ndarray, policy: Any, class_names: list[str],
+                sizes: list[tuple[int, int]] | None = None, contract: Any = None) -> list[Any]:
+        from edgeft.runtime.predictor import Prediction
+        from edgeft.tasks.detect.boxes import to_frame
+        from edgeft.tasks.detect.nms import split_detections
+
+        per = split_detections(runner.infer_outputs(x)[0], len(x))
+        out = []
+        for k, (b, s, c) in enumerate(per):
+            if sizes is not None and contract is not None:
+                b = to_frame(b, contract, *sizes[k])
+            boxes = [{"box": [round(float(v), 1) for v in bb], "score": round(float(ss), 4),
+                      "class": class_names[int(cc)] if int(cc) < len(class_names) else str(int(cc))}
+                     for bb, ss, cc in zip(b, s, c)]
+            top = int(c[0]) if len(c) else -1
+            label = (class_names[top] if 0 <= top < len(class_names) else "none")
+            not_ok = decision = None
+            if policy is not None:
+                positive = [class_names.index(p) for p in policy.positive if p in class_names]
+                sel = s[np.isin(c, positive)]
+                not_ok = float(sel.max()) if len(sel) else 0.0
+                decision = str(policy.decide(np.array([not_ok]))[0])
+            out.append(Prediction(label, top, float(s[0]) if len(s) else 0.0, [], decision=decision, not_ok=not_ok,
+                                  extras={"boxes": boxes}))
+        return out
+
+
+class Detect(Task):
+    name = "detect"
+    first_stage = "detect"
+    stages = ("detect", "export", "build", "bench")
+    graph_outputs = ("detections",)
+    summary = "an object detector trained on box-labelled images"
+    extra_carried = ("task", "detect", "decision")
+
+    # ------------------------------------------------------------------------------------------- recipe and data
+    def first_config(self, section: dict[str, Any]) -> Any:
+        from edgeft.tasks.detect.config import DetectConfig
+
+        return DetectConfig.from_dict(section or {})
+
+    def check_recipe(self, recipe_dict: dict[str, Any], sections: dict[str, Any]) -> None:
+        for key, why in (("search", "the search prunes and quantizes classifiers"),
+                         ("decision", "a detector's operating point is not chosen by a recipe yet")):
+            if recipe_dict.get(key) is not None:
+                raise ConfigError(f"{key}: {why}; remove it from a detection recipe")
+        for stage in ("prune", "quantize"):
+            if stage in sections:
+                raise ConfigError(f"{stage}: a detector is not {stage}d by edgeft yet (the stages it runs: "
+                                  f"{', '.join(self.stages)}); remove the {stage}: section")
+
+    def check_gates(self, gates: Any, decision: Any, sections: dict[str, Any]) -> None:
+        for name in ("max_accuracy_drop_pp", "max_auroc_drop", *gates.DECISION_GATES):
+            if getattr(gates, name, None) is not None:
+                raise ConfigError(f"gates.{name}: a detector has no accuracy or AUROC gate; its numbers are mAP")
+
+    def check_data(self, recipe: Any, splits: dict[str, Path]) -> None:
+        from edgeft.tasks.detect.data import read_split
+
+        read_split(recipe.data, "train")  # refuse bad annotations before any stage runs
+        if "val" not in splits:
+            raise ConfigError(f"{recipe.data} has no val split: a detector's best epoch is chosen on val")
+
+    def splits(self, data: Path) -> dict[str, Any]:
+        from edgeft.tasks.detect.data import find_layout
+
+        return find_layout(data)[1]
+
+    def read_images(self, data: Path, split: str, contract: Any, class_names: list[str],
+                    limit: int | None = None) -> Any:
+        from edgeft.tasks.detect.data import decode, read_split
+
+        return decode(read_split(data, split, classes=class_names), contract, limit=limit)
+
+    def first_label(self, recipe: Any) -> str:
+        return "detector FP32"
+
+    # ------------------------------------------------------------------------------------------- stages
+    def run_first(self, recipe: Any, out: Path, resume: bool) -> None:
+        from edgeft.tasks.detect.train import train_detector
+
+        train_detector(recipe.sections["detect"].with_threads(recipe.threads), recipe.data, out, force=True,
+                       resume=resume)
+
+    def torch_model(self, artifact: Any) -> Any:
+        from edgeft.tasks.detect.model import DetectSpec, Detector
+        from edgeft.tasks.detect.nms import DetectorGraph
+
+        meta = artifact.meta
+        spec = DetectSpec.from_dict(meta.extra.get("detect"), f"{artifact.path}/meta.json extra.detect")
+        return DetectorGraph(Detector(meta.arch, meta.num_classes, spec), spec, meta.input.size)
+
+    # ------------------------------------------------------------------------------------------- export
+    def onnx_metadata(self, extra: dict[str, Any]) -> dict[str, Any]:
+        return {"task": "detect", "detect": extra.get("detect")}
+
+    def carried_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {k: metrics[k] for k in ("val", "test", "eval_split") if k in metrics}  # the FP32 graph's own
+
+    def parity(self, model: Any, path: Path, images: Any, onnx_images: Any, contract: Any, onnx_contract: Any,
+               split: str, names: list[str], gray_input: bool) -> dict[str, Any]:
+        from edgeft import progress
+        from edgeft.errors import EdgeftError
+        from edgeft.tasks.detect.boxes import match
+        from edgeft.tasks.detect.train import torch_detections
+
+        ref = torch_detections(model, images, contract, desc="parity torch")
+        got = onnx_detections(path, onnx_images, onnx_contract)
+        unmatched, ious, diffs, worst = 0, [], [], None
+        for k, (r, g) in enumerate(zip(ref, got)):
+            u, i, d = match(r, g)
+            unmatched += u
+            ious += list(i)
+            diffs += list(d)
+            if u and worst is None:
+                worst = names[k]
+        min_iou = float(min(ious)) if ious else 1.0
+        max_diff = float(max(diffs)) if diffs else 0.0
+        record = {"n": len(images), "boxes": int(sum(len(r[0]) for r in ref)), "unmatched": unmatched,
+                  "min_iou": round(min_iou, 6), "max_score_diff": float(f"{max_diff:.3g}"),
+                  "rule": "every box matched, same class, IoU >= 0.99, score within 1e-3", "split": split}
+        if unmatched or min_iou < 0.99 or max_diff > 1e-3:
+            raise EdgeftError(f"ONNX Runtime's boxes differ from PyTorch's on {len(images)} real {split} images: "
+                              f"{unmatched} unmatched (first in {worst}), least IoU {min_iou:.4f}, largest score "
+                              f"difference {max_diff:.1e}; try another --opset, or report it")
+        progress.info(f"parity on {len(images)} {split} images: {record['boxes']} boxes all matched, IoU >= "
+                      f"{min_iou:.5f}, scores within {max_diff:.1e}")
+        return record
+
+    def parity_line(self, record: dict[str, Any]) -> str:
+        return (f"parity vs PyTorch on {record['n']} {record['split']} images: {record['boxes']} boxes, "
+                f"{record['unmatched']} unmatched, IoU >= {record['min_iou']:.5f}, scores within "
+                f"{record['max_score_diff']:.1e}")
+
+    # ------------------------------------------------------------------------------------------- runtime
+    def head(self, extra: dict[str, Any], where: str) -> Any:
+        from edgeft.tasks.detect.model import DetectSpec
+
+        DetectSpec.from_dict(extra.get("detect"), f"{where} detect")  # refuse a file that is not an edgeft detector
+        return DetectHead()
+
+    # ------------------------------------------------------------------------------------------- measure
+    def require_logits(self, artifact: Any) -> None:
+        raise ConfigError(f"{artifact.path} is a detector: its numbers are mAP (`edgeft eval` measures them); "
+                          "decide and compare-backends read a classifier's logits")
+
+    def evaluate(self, artifact: Any, data: Path, split: str, backend: str | None = None,
+                 positive: list[str] | None = None, tta_views: int | None = None) -> Any:
+        """mAP of the artifact (PyTorch or ONNX) on ``split``, in the images' own pixels."""
+        from edgeft.tasks.detect.data import decode, read_split
+        from edgeft.tasks.detect.metrics import coco_metrics
+        from edgeft.tasks.detect.train import in_frames, truth_in_frames
+
+        meta = artifact.meta
+        ds = read_split(data, split, classes=meta.class_names)
+        s = decode(ds, meta.input)
+        if meta.kind == "torch":
+            from edgeft.models import from_artifact
+            from edgeft.tasks.detect.train import torch_detections
+
+            dets = torch_detections(from_artifact(artifact), s.images, meta.input)
+        elif meta.kind == "onnx":
+            dets = onnx_detections(artifact.model_path, s.images, meta.input)
+        else:
+            raise ConfigError(f"{artifact.path} holds a {meta.kind} model; `edgeft eval` measures a detector's "
+                              "PyTorch or ONNX artifact (an engine: measure the ONNX file it was built from)")
+        return coco_metrics(truth_in_frames(ds), in_frames(dets, s, meta.input), meta.class_names, s.sizes)
+
+    def eval_text(self, record: Any, artifact: Any, title: str) -> str:
+        return record.summary(title + ":")
+
+    def read_row(self, meta: Any) -> dict[str, Any]:
+        from edgeft.tasks.detect.metrics import DetectionMetrics
+
+        split = meta.metrics.get("eval_split") or ("test" if "test" in meta.metrics else "val")
+        m = DetectionMetrics.from_dict(meta.metrics[split]) if isinstance(meta.metrics.get(split), dict) else None
+        return {"split": split, "quality": m.map if m else None, "quality_name": "mAP@[.5:.95]",
+                "task_metrics": m.to_dict() if m else None}
+
+
+def onnx_detections(path: Path, images: np.ndarray, contract: Any, threads: int | None = None
+                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per image: (boxes in model-input pixels, scores, classes) from ONNX Runtime on the CPU."""
+    from edgeft import progress
+    from edgeft.runtime.backends import OrtRunner
+    from edgeft.tasks.detect.nms import split_detections
+
+    out = []
+    with OrtRunner(Path(path), "CPUExecutionProvider", threads) as runner:
+        batch = 1 if isinstance(runner.session.get_inputs()[0].shape[0], int) else 16
+        for i in progress.bar(range(0, len(images), batch), desc="detect onnx", unit="batch"):
+            x = contract.normalize(images[i:i + batch])
+            out += split_detections(runner.infer_outputs(x)[0], len(x))
+    return out
+
+
+register(Detect())

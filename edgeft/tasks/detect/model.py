@@ -1,0 +1,161 @@
+"""The detector: a timm backbone's feature levels, torchvision's feature pyramid and its FCOS head.
+
+FCOS (Tian et al. 2019) is anchor-free: every point of every level predicts a class score, the distances to the
+four sides of its box and a centre-ness; one box per point, no anchor shapes to tune for a new kind of defect.
+The head, its losses (sigmoid focal loss, GIoU, centre-ness) and its point-to-box assignment are torchvision's own
+(``torchvision.models.detection.fcos``), so the detector trains as torchvision trains it; what edgeft adds is the
+backbone from timm (the packaged ImageNet EfficientNet-Lite0 by default, any timm model with ``features_only``),
+a smaller head for CPUs (``fpn_channels``, ``head_convs``), and the exported graph with decoding and NMS inside
+(:mod:`edgeft.tasks.detect.nms`).
+
+The network returns the head's raw outputs; :class:`Detector.anchors` gives the points of a fixed input size, and
+the graph that decodes them is built on top. Settings that shape it live in :class:`DetectSpec`, stored in the
+artifact's ``meta.extra["detect"]`` so that the network is rebuilt exactly.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from edgeft.errors import ConfigError, close_matches
+
+
+@dataclass(frozen=True)
+class DetectSpec:
+    """What shapes a detector and its graph; kept in the artifact so it is rebuilt exactly.
+
+    ``levels``: the backbone's feature levels the pyramid reads (timm ``out_indices``; Lite0's 2, 3, 4 are strides
+    8, 16, 32). ``fpn_channels``/``head_convs``: the pyramid's width and the head's depth (torchvision's FCOS has
+    256 and 4; 64 and 2 cost a twentieth on a CPU). ``score_threshold``, ``nms_iou``, ``max_detections``: what the
+    exported graph's NMS keeps (a low threshold, so mAP sees the whole ranking; the line's decision threshold is
+    chosen on val above it). ``frozen_blocks``: the backbone's first blocks (and stem) that keep their ImageNet
+    weights."""
+
+    levels: tuple[int, ...] = (2, 3, 4)
+    fpn_channels: int = 64
+    head_convs: int = 2
+    score_threshold: float = 0.05
+    nms_iou: float = 0.6
+    max_detections: int = 100
+    frozen_blocks: int = 2
+    strides: tuple[int, ...] = field(default=())  # filled from the backbone when built
+
+    def __post_init__(self) -> None:
+        levels = self.levels
+        if not isinstance(levels, (list, tuple)) or not levels or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in levels) or \
+                list(levels) != sorted(set(levels)):
+            raise ConfigError(f"detect.levels must be increasing feature levels of the backbone, e.g. [2, 3, 4], got "
+                              f"{levels!r}")
+        object.__setattr__(self, "levels", tuple(levels))
+        object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
+        for name, low in (("fpn_channels", 32), ("head_convs", 0), ("max_detections", 1), ("frozen_blocks", 0)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ConfigError(f"detect.{name} must be an integer >= {low}, got {v!r}")
+        if self.fpn_channels % 32:
+            raise ConfigError(f"detect.fpn_channels must be a multiple of 32 (the head's GroupNorm has 32 groups), "
+                              f"got {self.fpn_channels}")
+        if not 0 <= float(self.score_threshold) < 1 or not 0 < float(self.nms_iou) <= 1:
+            raise ConfigError(f"detect.score_threshold must be in [0, 1) and detect.nms_iou in (0, 1], got "
+                              f"{self.score_threshold} and {self.nms_iou}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["levels"], d["strides"] = list(self.levels), list(self.strides)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "DetectSpec":
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where} is missing or not a mapping: the artifact is not a detector written by edgeft")
+        known = {f.name for f in fields(cls)}
+        for k in d:
+            if k not in known:
+                raise ConfigError(f"unknown field {where}.{k}{close_matches(str(k), known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+class Detector(nn.Module):
+    """Backbone levels -> feature pyramid -> FCOS head. ``forward`` returns the head's raw outputs, concatenated
+    over levels: class logits (N, P, C), box distances (N, P, 4), centre-ness (N, P, 1)."""
+
+    def __init__(self, arch: str, num_classes: int, spec: DetectSpec) -> None:
+        import timm
+        from torchvision.models.detection.fcos import FCOSHead
+        from torchvision.ops import FeaturePyramidNetwork
+
+        super().__init__()
+        try:
+            self.backbone = timm.create_model(arch, pretrained=False, features_only=True, out_indices=spec.levels)
+        except (IndexError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"detect.levels {list(spec.levels)} do not fit {arch}'s feature levels: {e}") from None
+        channels = self.backbone.feature_info.channels()
+        self.strides = tuple(int(s) for s in self.backbone.feature_info.reduction())
+        self.fpn = FeaturePyramidNetwork(channels, spec.fpn_channels)
+        self.head = FCOSHead(spec.fpn_channels, 1, num_classes, num_convs=spec.head_convs)
+        self.num_classes = num_classes
+        self.center_sampling_radius = 1.5  # torchvision's FCOS default, read by its compute_loss
+
+    def get_classifier(self) -> nn.Module:
+        """The parts trained from scratch (pyramid and head): the training engine gives them the head's learning
+        rate, the backbone ``lr * backbone_lr_mult``."""
+        return nn.ModuleList([self.fpn, self.head])
+
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.backbone(x)
+        return list(self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats))).values())
+
+    def forward(self, x: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
+        """The head's raw outputs; with ``targets`` (training), the loss (:meth:`loss`), so that a DDP wrapper
+        sees the forward that computes it."""
+        if targets is not None:
+            return self.loss(x, targets)
+        out = self.head(self.levels(x))
+        return out["cls_logits"], out["bbox_regression"], out["bbox_ctrness"]
+
+    def points(self, size: tuple[int, int]) -> tuple[torch.Tensor, list[int]]:
+        """The points of an input of ``size`` (H, W) as torchvision's FCOS lays them out: one square of side
+        ``stride`` per cell of each level, (P, 4) x1, y1, x2, y2, and the count per level."""
+        boxes, per = [], []
+        for s in self.strides:
+            gh, gw = -(-size[0] // s), -(-size[1] // s)
+            ys, xs = torch.meshgrid(torch.arange(gh) * s, torch.arange(gw) * s, indexing="ij")
+            c = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1).float()
+            half = torch.tensor([-s / 2, -s / 2, s / 2, s / 2]).round()
+            boxes.append(torch.cat([c, c], 1) + half)
+            per.append(gh * gw)
+        return torch.cat(boxes), per
+
+    def loss(self, x: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """FCOS's training loss (classification focal loss + GIoU box loss + centre-ness BCE), torchvision's."""
+        from torchvision.models.detection.fcos import FCOS
+
+        feats = self.levels(x)
+        out = self.head(feats)
+        points, per = self.points(tuple(x.shape[-2:]))
+        points = points.to(x.device)
+        losses = FCOS.compute_loss(self, targets, out, [points] * x.shape[0], per)  # type: ignore[arg-type]
+        return losses["classification"] + losses["bbox_regression"] + losses["bbox_ctrness"]
+
+
+def build(arch: str, num_classes: int, spec: DetectSpec) -> Detector:
+    return Detector(arch, num_classes, spec)
+
+
+def load_backbone(model: Detector, state_dict: dict[str, torch.Tensor]) -> int:
+    """Load a classifier checkpoint's backbone weights into the detector's backbone (the classifier head and last
+    conv are not part of it); returns how many tensors were loaded. Refuses a checkpoint that fits nothing."""
+    own = model.backbone.state_dict()
+    matched = {k: v for k, v in state_dict.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    missing = [k for k in own if k not in matched]
+    if missing:
+        raise ConfigError(f"the weights do not fit the backbone: {len(missing)} of its {len(own)} tensors missing or "
+                          f"of another shape (first: {missing[0]}); pass weights of the same architecture")
+    model.backbone.load_state_dict(matched)
+    return len(matched)

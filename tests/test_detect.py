@@ -1,0 +1,273 @@
+"""Object detection: the COCO and YOLO readers and their refusals, boxes through the input contract and the training
+flips, the graph's NMS in ONNX Runtime against PyTorch, COCO metrics, and the chain detect -> export -> eval -> infer
+on timm's tiny test model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import assert_one_line_error
+
+CLASSES = ("scratch", "spot")
+
+
+def synthetic(rng: np.random.Generator, size: tuple[int, int] = (64, 64)) -> tuple[np.ndarray, list[list[float]], list[int]]:
+    """A dark noisy image with one to three bright squares (class 0) or grey discs (class 1): boxes x1, y1, x2, y2."""
+    import cv2
+
+    h, w = size
+    img = rng.integers(10, 50, size=(h, w, 3), dtype=np.uint8)
+    boxes, labels = [], []
+    for _ in range(int(rng.integers(1, 4))):
+        s = int(rng.integers(10, 20))
+        x, y = int(rng.integers(0, w - s)), int(rng.integers(0, h - s))
+        k = int(rng.integers(0, 2))
+        if k == 0:
+            img[y:y + s, x:x + s] = 230
+        else:
+            cv2.circle(img, (x + s // 2, y + s // 2), s // 2, (140, 140, 140), -1)
+        boxes.append([float(x), float(y), float(x + s), float(y + s)])
+        labels.append(k)
+    return img, boxes, labels
+
+
+def write_coco(root: Path, counts: dict[str, int], seed: int = 0, size: tuple[int, int] = (64, 64)) -> Path:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for split, n in counts.items():
+        d = root / split
+        d.mkdir(parents=True, exist_ok=True)
+        coco = {"images": [], "annotations": [], "categories": [{"id": 7 + i, "name": c} for i, c in enumerate(CLASSES)]}
+        for i in range(n):
+            img, boxes, labels = synthetic(rng, size)
+            cv2.imwrite(str(d / f"{i:03d}.png"), img)
+            coco["images"].append({"id": i + 1, "file_name": f"{i:03d}.png", "width": size[1], "height": size[0]})
+            for b, k in zip(boxes, labels):
+                coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": i + 1, "category_id": 7 + k,
+                                            "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "iscrowd": 0})
+        (d / "annotations.json").write_text(json.dumps(coco))
+    return root
+
+
+def coco_to_yolo(src: Path, dst: Path) -> Path:
+    """The same data in the YOLO layout."""
+    import shutil
+
+    for split_dir in sorted(p for p in src.iterdir() if p.is_dir()):
+        coco = json.loads((split_dir / "annotations.json").read_text())
+        (dst / "images" / split_dir.name).mkdir(parents=True)
+        (dst / "labels" / split_dir.name).mkdir(parents=True)
+        for im in coco["images"]:
+            shutil.copy(split_dir / im["file_name"], dst / "images" / split_dir.name / im["file_name"])
+            lines = []
+            for a in coco["annotations"]:
+                if a["image_id"] == im["id"]:
+                    x, y, w, h = a["bbox"]
+                    lines.append(f"{a['category_id'] - 7} {(x + w / 2) / im['width']} {(y + h / 2) / im['height']} "
+                                 f"{w / im['width']} {h / im['height']}")
+            (dst / "labels" / split_dir.name / im["file_name"]).with_suffix(".txt").write_text("\n".join(lines))
+    (dst / "data.yaml").write_text(f"names: {list(CLASSES)}\n")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def boxes_data(tmp_path_factory) -> Path:
+    return write_coco(tmp_path_factory.mktemp("det") / "data", {"train": 32, "val": 8, "test": 8})
+
+
+def test_coco_and_yolo_layouts_read_alike(boxes_data, tmp_path):
+    from edgeft.tasks.detect.data import read_split
+
+    yolo = coco_to_yolo(boxes_data, tmp_path / "yolo")
+    a, b = read_split(boxes_data, "train"), read_split(yolo, "train")
+    assert (a.layout, b.layout) == ("coco", "yolo")
+    assert a.classes == b.classes == list(CLASSES)
+    assert [p.name for p in a.paths] == [p.name for p in b.paths]
+    assert a.box_count() == b.box_count() > 32
+    for ba, bb, la, lb in zip(a.boxes, b.boxes, a.labels, b.labels):
+        np.testing.assert_allclose(ba, bb, atol=1e-3)
+        assert la.tolist() == lb.tolist()
+
+
+def test_broken_boxes_are_clipped_or_dropped_and_counted(tmp_path):
+    from edgeft.tasks.detect.data import read_split
+
+    root = write_coco(tmp_path / "d", {"train": 2})
+    f = root / "train" / "annotations.json"
+    coco = json.loads(f.read_text())
+    n = len(coco["annotations"])
+    coco["annotations"] += [
+        {"id": 100, "image_id": 1, "category_id": 7, "bbox": [10, 10, 0, 5]},  # zero width
+        {"id": 101, "image_id": 1, "category_id": 7, "bbox": [70, 70, 5, 5]},  # wholly outside the 64x64 image
+        {"id": 102, "image_id": 1, "category_id": 8, "bbox": [-4, 50, 10, 20]},  # partly outside: clipped
+    ]
+    f.write_text(json.dumps(coco))
+    ds = read_split(root, "train")
+    assert ds.box_count() == n + 1
+    assert ds.dropped == {"of zero size": 1, "outside the image": 1}
+    assert ds.clipped == 1
+    assert ds.boxes[0].min() >= 0 and ds.boxes[0].max() <= 64
+    assert "dropped 1 of zero size, 1 outside the image" in ds.summary()
+
+
+@pytest.mark.parametrize("breakage, fragments", [
+    ("missing_image", ["annotations.json", "999.png"]),
+    ("unknown_category", ["category id 42", "7: scratch"]),
+    ("yolo_fields", ["000.txt:1", "4 fields"]),
+    ("yolo_class", ["000.txt:1", "class index 5"]),
+])
+def test_bad_annotations_one_line_nothing_written(cli, tmp_path, breakage, fragments):
+    root = write_coco(tmp_path / "d", {"train": 2, "val": 1})
+    if breakage.startswith("yolo"):
+        root = coco_to_yolo(root, tmp_path / "y")
+        t = root / "labels" / "train" / "000.txt"
+        t.write_text("0 0.5 0.5 0.2\n" if breakage == "yolo_fields" else "5 0.5 0.5 0.2 0.2\n")
+    else:
+        f = root / "train" / "annotations.json"
+        coco = json.loads(f.read_text())
+        if breakage == "missing_image":
+            coco["images"][0]["file_name"] = "999.png"
+        else:
+            coco["annotations"][0]["category_id"] = 42
+        f.write_text(json.dumps(coco))
+    out = tmp_path / "art"
+    r = cli("detect", "--data", root, "--out", out, "--model", "test_efficientnet", "--weights", "none")
+    assert_one_line_error(r, *fragments)
+    assert not out.exists() and not list(tmp_path.glob(".art*"))
+
+
+def test_boxes_follow_letterbox_and_region_of_interest(boxes_data):
+    from edgeft.contract import InputContract
+    from edgeft.tasks.detect.boxes import to_frame
+    from edgeft.tasks.detect.data import decode, read_split
+
+    ds = read_split(boxes_data, "val")
+    c = InputContract(size=(48, 80), mean=(0.5,) * 3, std=(0.5,) * 3, resize="letterbox", roi=(8, 0, 56, 64))
+    s = decode(ds, c)
+    assert s.images.shape == (8, 48, 80, 3) and s.sizes[0] == (64, 56)
+    assert (s.images[:, :, :4] == 114).all()  # the letterbox's grey bars at the sides
+    kept = 0
+    for k in range(len(s)):
+        back = to_frame(s.boxes[k], c, *s.sizes[k])
+        orig = ds.boxes[k]
+        inside = orig[(orig[:, 0] >= 8)]  # wholly inside the region: moved there and back exactly
+        for b in inside:
+            assert np.abs(back - b).max(1).min() < 1e-3
+            kept += 1
+    assert kept > 3
+
+
+def test_training_flips_move_boxes_with_the_image():
+    import torch
+
+    from edgeft.data.augment import Augmentation
+    from edgeft.tasks.detect.train import flip_boxes
+
+    x = torch.zeros(6, 1, 32, 32)
+    x[:, :, 4:10, 20:30] = 1.0  # rows 4..9, columns 20..29
+    boxes = [torch.tensor([[20.0, 4.0, 30.0, 10.0]]) for _ in range(6)]
+    y, moved = flip_boxes(x, boxes, Augmentation(), torch.Generator().manual_seed(3))
+    seen = set()
+    for img, b in zip(y, moved):
+        rows, cols = torch.nonzero(img[0], as_tuple=True)
+        found = [cols.min().item(), rows.min().item(), cols.max().item() + 1, rows.max().item() + 1]
+        assert b[0].tolist() == found
+        seen.add(tuple(found))
+    assert len(seen) > 1  # the seed drew different flips and turns
+
+
+def test_nms_in_the_onnx_graph_keeps_pytorchs_boxes(tmp_path):
+    """Per class NMS: the ONNX operator in ONNX Runtime keeps the boxes torchvision's nms keeps, and both cap them
+    per class at the same highest scores."""
+    from dataclasses import replace
+
+    import torch
+
+    from edgeft.contract import InputContract
+    from edgeft.models.onnx import export_onnx
+    from edgeft.tasks.detect import onnx_detections
+    from edgeft.tasks.detect.boxes import match
+    from edgeft.tasks.detect.model import DetectSpec, Detector
+    from edgeft.tasks.detect.nms import DetectorGraph
+    from edgeft.tasks.detect.train import torch_detections
+
+    torch.manual_seed(0)
+    spec = DetectSpec(fpn_channels=32, head_convs=1, score_threshold=0.05, nms_iou=0.5, max_detections=1000)
+    c = InputContract(size=(64, 64), mean=(0.5,) * 3, std=(0.5,) * 3, resize="stretch")
+    g = DetectorGraph(Detector("test_efficientnet", 2, spec), spec, c.size).eval()
+    cls = g.model.head.classification_head.cls_logits  # spread the scores as a trained head does (a fresh one
+    torch.nn.init.normal_(cls.weight, std=0.3)  # scores every point at its prior, and ties then break by rounding)
+    torch.nn.init.zeros_(cls.bias)
+    images = np.random.default_rng(0).integers(0, 255, (4, 64, 64, 3), dtype=np.uint8)
+    path = export_onnx(g, c, tmp_path / "d.onnx", dynamic_batch=True, outputs=("detections",))
+    ref, got = torch_detections(g, images, c), onnx_detections(path, images, c)
+    assert sum(len(r[0]) for r in ref) > 10  # NMS has work to do
+    for r, o in zip(ref, got):
+        unmatched, ious, diffs = match(r, o)
+        assert unmatched == 0 and ious.min() > 0.999 and diffs.max() < 1e-5
+    capped = DetectorGraph(g.model, replace(spec, max_detections=5), c.size).eval()
+    path = export_onnx(capped, c, tmp_path / "c.onnx", dynamic_batch=True, outputs=("detections",))
+    for r, o in zip(torch_detections(capped, images, c), onnx_detections(path, images, c)):
+        for k in (0, 1):  # at most max_detections per class and image, the highest scores
+            assert (r[2] == k).sum() == (o[2] == k).sum() <= 5
+            np.testing.assert_allclose(r[1][r[2] == k], o[1][o[2] == k], atol=1e-5)
+
+
+def test_coco_metrics_of_perfect_shifted_and_missing_boxes():
+    from edgeft.tasks.detect.metrics import coco_metrics
+
+    truth = [(np.array([[10, 10, 30, 30], [40, 40, 60, 60]], np.float32), np.array([0, 1]))]
+    sizes = [(64, 64)]
+    perfect = [(truth[0][0], np.array([0.9, 0.8]), np.array([0, 1]))]
+    m = coco_metrics(truth, perfect, ["a", "b"], sizes, confidence=0.5)
+    assert m.map == pytest.approx(1.0) and m.box_recall == 1.0 and m.missed == 0
+    shifted = [(truth[0][0] + 3, np.array([0.9, 0.8]), np.array([0, 1]))]  # IoU (17*17)/(2*400-289) = 0.57
+    m = coco_metrics(truth, shifted, ["a", "b"], sizes, confidence=0.5)
+    assert m.map50 == pytest.approx(1.0) and m.map == pytest.approx(0.2)  # found at IoU .50 and .55 of the ten
+    one = [(truth[0][0][:1], np.array([0.9]), np.array([0]))]
+    m = coco_metrics(truth, one, ["a", "b"], sizes, confidence=0.95)
+    assert m.per_class["a"]["ap"] == pytest.approx(1.0) and m.per_class["b"]["ap"] == 0.0
+    assert (m.box_recall, m.missed) == (0.0, 2)  # nothing scores 0.95
+
+
+def test_detect_export_eval_infer_chain(cli, boxes_data, tmp_path):
+    """Train a tiny detector, export it (parity on matched boxes), and get the same mAP from PyTorch and ONNX
+    Runtime; `edgeft infer` returns boxes in the frame's pixels."""
+    import cv2
+
+    from edgeft import artifact
+
+    a, o = tmp_path / "det", tmp_path / "det-onnx"
+    r = cli("detect", "--data", boxes_data, "--out", a, "--model", "test_efficientnet", "--weights", "none",
+            "--epochs", "3", "--image-size", "64", "--threads", "2", "--set", "fpn_channels=32",
+            "--set", "head_convs=1", "--set", "frozen_blocks=0")
+    assert r.exit_code == 0, r.output
+    assert "mAP@[.5:.95]" in r.output
+    meta = artifact.load(a).meta
+    hist = meta.extra["history"]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert meta.extra["data_counts"]["train"]["per_class"].keys() == set(CLASSES)
+    r = cli("export", a, "--out", o, "--data", boxes_data, "--dynamic-batch")
+    assert r.exit_code == 0, r.output
+    assert "0 unmatched" in r.output
+    evals = []
+    for m in (a, o):
+        r = cli("eval", m, "--data", boxes_data, "--split", "test", "--json")
+        assert r.exit_code == 0, r.output
+        evals.append(json.loads(r.stdout))
+    assert evals[0]["map"] == pytest.approx(evals[1]["map"], abs=1e-4)
+    frame = np.zeros((96, 128, 3), np.uint8)
+    frame[20:44, 30:54] = 230
+    cv2.imwrite(str(tmp_path / "f.png"), frame)
+    r = cli("infer", o, tmp_path / "f.png")
+    assert r.exit_code == 0, r.output
+    line = json.loads(r.stdout.splitlines()[0])
+    assert isinstance(line["boxes"], list)
+    for b in line["boxes"]:
+        x1, y1, x2, y2 = b["box"]
+        assert 0 <= x1 <= x2 <= 128 and 0 <= y1 <= y2 <= 96 and b["class"] in CLASSES
