@@ -271,3 +271,11 @@ def test_detect_export_eval_infer_chain(cli, boxes_data, tmp_path):
     for b in line["boxes"]:
         x1, y1, x2, y2 = b["box"]
         assert 0 <= x1 <= x2 <= 128 and 0 <= y1 <= y2 <= 96 and b["class"] in CLASSES
+
+
+def test_a_detection_recipe_is_refused_until_optimize_runs_it(cli, boxes_data, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: d\ndata: {boxes_data}\ntask: detect\ndetect:\n  epochs: 1\n")
+    assert_one_line_error(cli("optimize", recipe, "--out", tmp_path / "run"), "does not run detection recipes yet",
+                          "edgeft detect")
+    assert not (tmp_path / "run").exists()

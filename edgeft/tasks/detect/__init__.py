@@ -72,19 +72,9 @@ class Detect(Task):
         return DetectConfig.from_dict(section or {})
 
     def check_recipe(self, recipe_dict: dict[str, Any], sections: dict[str, Any]) -> None:
-        for key, why in (("search", "the search prunes and quantizes classifiers"),
-                         ("decision", "a detector's operating point is not chosen by a recipe yet")):
-            if recipe_dict.get(key) is not None:
-                raise ConfigError(f"{key}: {why}; remove it from a detection recipe")
-        for stage in ("prune", "quantize"):
-            if stage in sections:
-                raise ConfigError(f"{stage}: a detector is not {stage}d by edgeft yet (the stages it runs: "
-                                  f"{', '.join(self.stages)}); remove the {stage}: section")
-
-    def check_gates(self, gates: Any, decision: Any, sections: dict[str, Any]) -> None:
-        for name in ("max_accuracy_drop_pp", "max_auroc_drop", *gates.DECISION_GATES):
-            if getattr(gates, name, None) is not None:
-                raise ConfigError(f"gates.{name}: a detector has no accuracy or AUROC gate; its numbers are mAP")
+        raise ConfigError("task detect: `edgeft optimize` does not run detection recipes yet (pruning, INT8 and mAP "
+                          "gates come first); run the stages: edgeft detect, edgeft export, edgeft bench "
+                          "(docs/detect.md)")
 
     def check_data(self, recipe: Any, splits: dict[str, Path]) -> None:
         from edgeft.tasks.detect.data import read_split
