@@ -245,7 +245,7 @@ def test_detect_export_eval_infer_chain(cli, boxes_data, tmp_path):
     a, o = tmp_path / "det", tmp_path / "det-onnx"
     r = cli("detect", "--data", boxes_data, "--out", a, "--model", "test_efficientnet", "--weights", "none",
             "--epochs", "3", "--image-size", "64", "--threads", "2", "--set", "fpn_channels=32",
-            "--set", "head_convs=1", "--set", "frozen_blocks=0")
+            "--set", "head_convs=1", "--set", "frozen_stages=0")
     assert r.exit_code == 0, r.output
     assert "mAP@[.5:.95]" in r.output
     meta = artifact.load(a).meta

@@ -140,7 +140,8 @@ def write_json(path: Path, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_config(path: Path | None) -> dict:
+def load_config(path: Path | None, section: str = "finetune") -> dict:
+    """A --config YAML file's settings: its top-level ``section:`` mapping, or the whole file of plain fields."""
     if path is None:
         return {}
     import yaml
@@ -153,4 +154,4 @@ def load_config(path: Path | None) -> dict:
         raise ConfigError(f"cannot read config {path}: {e}") from None
     if not isinstance(d, dict):
         raise ConfigError(f"config {path} must be a mapping of option: value")
-    return d.get("finetune", d)
+    return dict(d.get(section, d))

@@ -81,22 +81,11 @@ def detect_cmd(data: Path, out: Path, config_path: Path | None, model: str | Non
                threads: int | None, seed: int | None, overrides: tuple[str, ...], force: bool, resume: bool) -> None:
     """Train an object detector (FCOS head on a timm backbone) on box-labelled images; mAP by the COCO evaluator on
     val and test."""
-    import yaml
-
-    from edgeft.errors import ConfigError
     from edgeft.tasks.detect.config import DetectConfig
     from edgeft.tasks.detect.metrics import DetectionMetrics
     from edgeft.tasks.detect.train import train_detector
 
-    d: dict = {}
-    if config_path is not None:
-        try:
-            d = yaml.safe_load(config_path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read config {config_path}: {e}") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"config {config_path} must be a mapping of option: value")
-        d = dict(d.get("detect", d))
+    d = load_config(config_path, "detect")
     given = {"model": model, "weights": weights, "epochs": epochs, "batch_size": batch_size, "lr": lr,
              "image_size": image_size, "threads": threads, "seed": seed}
     d.update({k: v for k, v in given.items() if v is not None})

@@ -27,7 +27,7 @@ class DetectConfig:
     """A detector's settings: its shape and how it trains."""
 
     spec: DetectSpec
-    train: Any  # FinetuneConfig, mode full (what trains is set by spec.frozen_blocks)
+    train: Any  # FinetuneConfig, mode full (what trains is set by spec.frozen_stages)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, where: str = "detect") -> "DetectConfig":

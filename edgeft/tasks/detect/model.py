@@ -33,8 +33,8 @@ class DetectSpec:
     8, 16, 32). ``fpn_channels``/``head_convs``: the pyramid's width and the head's depth (torchvision's FCOS has
     256 and 4; 64 and 2 cost a twentieth on a CPU). ``score_threshold``, ``nms_iou``, ``max_detections``: what the
     exported graph's NMS keeps (a low threshold, so mAP sees the whole ranking; the line's decision threshold is
-    chosen on val above it). ``frozen_blocks``: the backbone's first blocks (and stem) that keep their ImageNet
-    weights."""
+    chosen on val above it). ``frozen_stages``: the backbone's stem and first stages (timm's ``blocks[i]``; Lite0 has 7)
+    that keep their ImageNet weights."""
 
     levels: tuple[int, ...] = (2, 3, 4)
     fpn_channels: int = 64
@@ -42,7 +42,7 @@ class DetectSpec:
     score_threshold: float = 0.05
     nms_iou: float = 0.6
     max_detections: int = 100
-    frozen_blocks: int = 2
+    frozen_stages: int = 2
     strides: tuple[int, ...] = field(default=())  # filled from the backbone when built
 
     def __post_init__(self) -> None:
@@ -54,7 +54,7 @@ class DetectSpec:
                               f"{levels!r}")
         object.__setattr__(self, "levels", tuple(levels))
         object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
-        for name, low in (("fpn_channels", 32), ("head_convs", 0), ("max_detections", 1), ("frozen_blocks", 0)):
+        for name, low in (("fpn_channels", 32), ("head_convs", 0), ("max_detections", 1), ("frozen_stages", 0)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise ConfigError(f"detect.{name} must be an integer >= {low}, got {v!r}")

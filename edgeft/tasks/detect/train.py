@@ -2,7 +2,7 @@
 (:class:`edgeft.training.loop.Loop`), and measure it with the COCO evaluator.
 
 The backbone starts from a classifier's weights (the packaged ImageNet EfficientNet-Lite0 by default, or a local
-checkpoint of the same architecture); its stem and first ``frozen_blocks`` blocks keep them, and its BatchNorm
+checkpoint of the same architecture); its stem and first ``frozen_stages`` stages keep them, and its BatchNorm
 statistics stay frozen (batches of a few tiles would only add noise to ImageNet's). The pyramid and the head are new
 and learn at the head's learning rate. Every epoch is scored on val by mAP@[.5:.95], and the best epoch is kept.
 """
@@ -87,13 +87,13 @@ def evaluate_set(dets_frame: list, ds: Any, sizes: list[tuple[int, int]], confid
     return coco_metrics(truth_in_frames(ds, len(dets_frame)), dets_frame, ds.classes, sizes, confidence)
 
 
-def frozen_prefix(model: Detector, blocks: int) -> list[str]:
-    """Freeze the backbone's stem and first ``blocks`` blocks; returns the frozen parameter names."""
+def frozen_prefix(model: Detector, stages: int) -> list[str]:
+    """Freeze the backbone's stem and first ``stages`` stages (``blocks[i]``); returns the frozen parameter names."""
     frozen = []
     for name, p in model.backbone.named_parameters():
         top = name.split(".")[0]
         block = int(name.split(".")[1]) if top == "blocks" else None
-        if top in ("conv_stem", "bn1") or (block is not None and block < blocks):
+        if top in ("conv_stem", "bn1") or (block is not None and block < stages):
             p.requires_grad_(False)
             frozen.append(name)
     return frozen
@@ -175,7 +175,7 @@ def train_detector(cfg: DetectConfig, data: str | os.PathLike, out: str | os.Pat
         progress.info(ds.summary())
     model, spec, contract, weights = build_detector(cfg, len(classes))
     decoded = {s: decode(ds, contract, threads=t.threads) for s, ds in sets.items()}
-    frozen = frozen_prefix(model, spec.frozen_blocks)
+    frozen = frozen_prefix(model, spec.frozen_stages)
     graph = DetectorGraph(model, spec, contract.size).to(device)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     progress.info(f"detect {t.model} + FCOS ({spec.fpn_channels} channels, {spec.head_convs} convs, strides "
