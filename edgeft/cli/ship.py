@@ -46,17 +46,23 @@ def export_cmd(artifact: Path, out: Path, opset: int, dynamic_batch: bool, no_si
 @click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--artifact", "artifact_path", type=click.Path(path_type=Path),
-              help="Pin the manifest to this artifact's input contract.")
+              help="Pin the manifest to this artifact's input contract, and sample as its task does (a detector: "
+                   "images with boxes, balanced by their most frequent class).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def calibrate_cmd(data: Path, out: Path, n_images: int, split: str, seed: int, artifact_path: Path | None,
                   force: bool) -> None:
     """Write a class-balanced calibration manifest (paths + content hashes) for reproducible INT8 builds."""
     from edgeft import artifact as art_mod
     from edgeft.data import calibration
+    from edgeft.tasks import registry as tasks
 
     art_mod.refuse_existing(out, force)  # a manifest pins INT8 builds: replacing one is a decision, not a side effect
-    contract = art_mod.load(artifact_path).meta.input if artifact_path else None
-    m = calibration.create(data, n=n_images, split=split, seed=seed, contract=contract)
+    if artifact_path:  # the model's task samples its own data (a detector: images with boxes, by their classes)
+        meta = art_mod.load(artifact_path).meta
+        m = tasks.of(meta).calibration_manifest(data, n_images, meta.class_names, split=split, seed=seed,
+                                                contract=meta.input)
+    else:
+        m = calibration.create(data, n=n_images, split=split, seed=seed)
     calibration.save(m, out)
     counts = {c: sum(e["label"] == c for e in m.entries) for c in m.classes}
     click.echo(f"wrote {out}: {len(m.entries)} images ({', '.join(f'{k}={v}' for k, v in counts.items())})")

@@ -53,20 +53,30 @@ def _relative(path: Path, root: Path) -> str:
 
 def create(data: str | os.PathLike, n: int = 512, split: str = "train", seed: int = 0,
            contract: InputContract | None = None, only: str | None = None) -> Manifest:
-    """A class-balanced, deterministic sample of ``n`` images from a split of ``data``; with ``only``, of that one
-    class (an anomaly model is calibrated on its good parts)."""
+    """A class-balanced, deterministic sample of ``n`` images from a split of ``data``'s class folders; with ``only``,
+    of that one class (an anomaly model is calibrated on its good parts)."""
     if n < MIN_IMAGES:
         raise ConfigError(f"--n must be at least {MIN_IMAGES} calibration images, got {n}")
     found = find_splits(data)
     if split not in found:
         raise DataError(f"data folder {data} has no {split}/ split; available: {', '.join(found)}")
     files = scan_split(found[split])
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(files.labels)
     if only is not None and only not in files.classes:
         raise DataError(f"{found[split]} has no class folder {only!r} to calibrate on (it has "
                         f"{', '.join(files.classes)})")
-    sampled = [files.classes.index(only)] if only is not None else list(range(len(files.classes)))
+    return from_files(files.paths, np.asarray(files.labels), files.classes, data, n, seed, contract,
+                      {"split": split, **({"only": only} if only is not None else {})}, only)
+
+
+def from_files(paths: list[Path], labels: np.ndarray, classes: list[str], data: str | os.PathLike, n: int, seed: int,
+               contract: InputContract | None, source: dict[str, Any], only: str | None = None) -> Manifest:
+    """The manifest of a class-balanced, deterministic sample of ``n`` of ``paths`` (``labels`` index ``classes``;
+    -1: an image of no class, never sampled); with ``only``, of that class alone."""
+    if n < MIN_IMAGES:
+        raise ConfigError(f"--n must be at least {MIN_IMAGES} calibration images, got {n}")
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    sampled = [classes.index(only)] if only is not None else list(range(len(classes)))
     per_class = max(1, n // len(sampled))
     chosen: list[int] = []
     for c in sampled:
@@ -76,11 +86,10 @@ def create(data: str | os.PathLike, n: int = 512, split: str = "train", seed: in
     if len(chosen) < n and len(rest):
         chosen += rng.choice(rest, size=min(n - len(chosen), len(rest)), replace=False).tolist()
     root = _base(data)
-    entries = [{"path": _relative(files.paths[i], root), "sha256": _sha256(files.paths[i]),
-                "label": files.classes[labels[i]]} for i in sorted(chosen)]
-    return Manifest(classes=files.classes, entries=entries, input=contract,
-                    source={"data": str(data), "split": split, "seed": seed, "requested": n,
-                            **({"only": only} if only is not None else {})})
+    entries = [{"path": _relative(paths[i], root), "sha256": _sha256(paths[i]),
+                "label": classes[labels[i]]} for i in sorted(chosen)]
+    return Manifest(classes=list(classes), entries=entries, input=contract,
+                    source={"data": str(data), "seed": seed, "requested": n, **source})
 
 
 def save(manifest: Manifest, out: str | os.PathLike) -> Path:

@@ -207,8 +207,8 @@ def _run_quantize(recipe: Recipe, step: Step, out: Path, parent: Path, run: Path
     calib = Path(q.calib) if q.calib else None
     if calib is None:  # a class-balanced manifest from the train split, kept with the run for reproducibility
         calib = run / f"{step.name}-calibration.json"
-        good = recipe.plugin.calibration_class(art.load(parent).meta.class_names)  # None: every class, balanced
-        calibration.save(calibration.create(recipe.data, n=q.calib_images, split="train", only=good), calib)
+        names = art.load(parent).meta.class_names
+        calibration.save(recipe.plugin.calibration_manifest(recipe.data, q.calib_images, names), calib)
     cfg = QuantizeConfig(method=q.method, target=q.target, calib_method=q.calib_method, percentile=q.percentile,
                          exclude=list(q.exclude), auto_exclude=q.auto_exclude, threads=recipe.threads)
     if q.method == "qat":

@@ -212,7 +212,8 @@ def _run_candidate(recipe: Recipe, c: Candidate, finetuned: Path, snapshot: Path
     q = recipe.sections["quantize"]
     calib = Path(q.calib) if q.calib else root / "calibration.json"
     if not calib.is_file():
-        calibration.save(calibration.create(recipe.data, n=q.calib_images, split="train"), calib)
+        calibration.save(recipe.plugin.calibration_manifest(recipe.data, q.calib_images,
+                                                            art.load(finetuned).meta.class_names), calib)
     cfg = QuantizeConfig(method=c.method, target=q.target, calib_method=q.calib_method, percentile=q.percentile,
                          exclude=list(q.exclude), auto_exclude=q.auto_exclude, threads=recipe.threads or 2)
     if c.method == "qat":

@@ -377,7 +377,6 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
     Accuracy (FP32 and INT8, on the test split of ``data`` or val), size, Q/DQ counts, the op types
     running in INT8, what was kept in FP32 and why, and side-by-side latency go into the artifact.
     """
-    from edgeft.data.imagefolder import find_splits, load_split
     from edgeft.models.onnx import ONNX_META_KEY, onnx_metadata
     from edgeft.tasks import registry as tasks
 
@@ -391,8 +390,8 @@ def quantize(artifact_path: str | os.PathLike, out: str | os.PathLike, cfg: Quan
         raise ArtifactError(f"{parent.path} holds a {parent.meta.kind} model; quantize a PyTorch or ONNX artifact")
     contract = parent.meta.input
     x_calib = _calibration_inputs(calib, data, parent, cfg)
-    split = "test" if "test" in find_splits(data) else "val"
-    eval_set = load_split(data, split, contract, classes=task.parity_classes(parent.meta.class_names))
+    split = "test" if "test" in task.splits(data) else "val"
+    eval_set = task.read_images(data, split, contract, parent.meta.class_names)
     shape = (1, contract.channels, *contract.size)
     import onnx
 

@@ -8,7 +8,8 @@ from typing import Any
 
 
 class FolderData:
-    """The :class:`~edgeft.tasks.registry.Task` hooks ``splits`` and ``read_images`` for class-folder data."""
+    """The :class:`~edgeft.tasks.registry.Task` hooks ``splits``, ``read_images`` and ``calibration_manifest`` for
+    class-folder data."""
 
     def splits(self, data: Path) -> dict[str, Any]:
         from edgeft.data.imagefolder import find_splits
@@ -20,3 +21,11 @@ class FolderData:
         from edgeft.data import load_split
 
         return load_split(data, split, contract, classes=self.parity_classes(class_names), limit=limit)
+
+    def calibration_manifest(self, data: Path, n: int, class_names: list[str], split: str = "train", seed: int = 0,
+                             contract: Any = None) -> Any:
+        """Class-balanced; of the good class alone where the task calibrates on it (an anomaly model)."""
+        from edgeft.data import calibration
+
+        return calibration.create(data, n=n, split=split, seed=seed, contract=contract,
+                                  only=self.calibration_class(class_names))

@@ -63,6 +63,12 @@ class Task:
         parity and INT8 measurement."""
         raise NotImplementedError
 
+    def calibration_manifest(self, data: "Path", n: int, class_names: list[str], split: str = "train", seed: int = 0,
+                             contract: Any = None) -> Any:
+        """A deterministic sample of ``n`` images of ``split`` for INT8 calibration, pinned by their hashes
+        (``edgeft.data.calibration.Manifest``)."""
+        raise NotImplementedError
+
     def first_label(self, recipe: Any) -> str:
         """What the first model is called in the plan and the report."""
         return f"{self.name} FP32"

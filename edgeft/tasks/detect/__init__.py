@@ -94,6 +94,20 @@ class Detect(Task):
 
         return decode(read_split(data, split, classes=class_names), contract, limit=limit)
 
+    def calibration_manifest(self, data: Path, n: int, class_names: list[str], split: str = "train", seed: int = 0,
+                             contract: Any = None) -> Any:
+        """Images with boxes (their activations are what INT8 must keep), balanced by each image's most frequent
+        class; images without boxes are not sampled."""
+        from edgeft.data import calibration
+        from edgeft.tasks.detect.data import read_split
+
+        ds = read_split(data, split, classes=class_names)
+        dominant = np.array([np.bincount(lab).argmax() if len(lab) else -1 for lab in ds.labels])
+        if not (dominant >= 0).any():
+            raise ConfigError(f"{data}'s {split} split has no boxes to calibrate INT8 on")
+        return calibration.from_files(ds.paths, dominant, class_names, data, n, seed, contract,
+                                      {"split": split, "sampled": "images with boxes, by their most frequent class"})
+
     def first_label(self, recipe: Any) -> str:
         return "detector FP32"
 
@@ -154,6 +168,33 @@ class Detect(Task):
                 f"{record['unmatched']} unmatched, IoU >= {record['min_iou']:.5f}, scores within "
                 f"{record['max_score_diff']:.1e}")
 
+    # ------------------------------------------------------------------------------------------- quantize
+    def int8_excluded(self, pre: Path) -> list[str]:
+        """Decoding, scores and NMS stay FP32: a box's corners in 8 bits would move it by pixels, and NMS compares
+        scores that differ in the third decimal."""
+        from edgeft.tasks.detect.nms import tail_nodes
+
+        return tail_nodes(pre)
+
+    def int8_metrics(self, fp32: Path, int8: Path, eval_set: Any, data: Path, parent: Any, cfg: Any,
+                     graph: dict[str, Any], meta: Any) -> None:
+        from edgeft.tasks.detect.train import evaluate_set
+
+        contract, split = parent.meta.input, eval_set.name
+        m_fp32 = evaluate_set(onnx_detections(fp32, eval_set.images, contract, cfg.threads), eval_set, contract)
+        m_int8 = evaluate_set(onnx_detections(int8, eval_set.images, contract, cfg.threads), eval_set, contract)
+        meta.metrics = {split: m_int8.to_dict(), f"{split}_fp32": m_fp32.to_dict(), "eval_split": split,
+                        "map_drop_points": round((m_fp32.map - m_int8.map) * 100, 2), **graph}
+        meta.extra.update(task="detect", detect=parent.meta.extra["detect"])
+
+    def int8_summary(self, metrics: dict[str, Any]) -> list[str]:
+        from edgeft.tasks.detect.metrics import DetectionMetrics
+
+        s = metrics["eval_split"]
+        int8, fp32 = DetectionMetrics.from_dict(metrics[s]), DetectionMetrics.from_dict(metrics[f"{s}_fp32"])
+        return [f"{s} mAP@[.5:.95]: FP32 {fp32.map:.4f}, INT8 {int8.map:.4f} (drop {metrics['map_drop_points']:.2f} "
+                f"AP points); mAP@.5: FP32 {fp32.map50:.4f}, INT8 {int8.map50:.4f}"]
+
     # ------------------------------------------------------------------------------------------- runtime
     def head(self, extra: dict[str, Any], where: str) -> Any:
         from edgeft.tasks.detect.model import DetectSpec
@@ -169,13 +210,10 @@ class Detect(Task):
     def evaluate(self, artifact: Any, data: Path, split: str, backend: str | None = None,
                  positive: list[str] | None = None, tta_views: int | None = None) -> Any:
         """mAP of the artifact (PyTorch or ONNX) on ``split``, in the images' own pixels."""
-        from edgeft.tasks.detect.data import decode, read_split
-        from edgeft.tasks.detect.metrics import coco_metrics
-        from edgeft.tasks.detect.train import in_frames, truth_in_frames
+        from edgeft.tasks.detect.train import evaluate_set
 
         meta = artifact.meta
-        ds = read_split(data, split, classes=meta.class_names)
-        s = decode(ds, meta.input)
+        s = self.read_images(data, split, meta.input, meta.class_names)
         if meta.kind == "torch":
             from edgeft.models import from_artifact
             from edgeft.tasks.detect.train import torch_detections
@@ -186,7 +224,7 @@ class Detect(Task):
         else:
             raise ConfigError(f"{artifact.path} holds a {meta.kind} model; `edgeft eval` measures a detector's "
                               "PyTorch or ONNX artifact (an engine: measure the ONNX file it was built from)")
-        return coco_metrics(truth_in_frames(ds), in_frames(dets, s, meta.input), meta.class_names, s.sizes)
+        return evaluate_set(dets, s, meta.input)
 
     def eval_text(self, record: Any, artifact: Any, title: str) -> str:
         return record.summary(title + ":")

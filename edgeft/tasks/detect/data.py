@@ -258,6 +258,8 @@ class DecodedSet:
     classes: list[str]
     paths: list[Path]
     sizes: list[tuple[int, int]]  # (height, width) of each source image (its region of interest)
+    truth: list[tuple[np.ndarray, np.ndarray]]  # per image: the same boxes in the frame's pixels, and classes
+
 
     def __len__(self) -> int:
         return len(self.images)
@@ -281,7 +283,7 @@ def decode(ds: DetectionSet, contract: Any, limit: int | None = None, threads: i
     with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
         done = list(progress.bar(pool.map(work, range(n)), total=n, desc=f"decode {ds.name}", unit="img"))
     images = np.stack([d[0] for d in done]) if done else np.zeros((0, *contract.size, contract.channels), np.uint8)
-    boxes, labels = [], []
+    boxes, labels, truth = [], [], []
     cut = 0
     for i in range(n):
         b, lab = ds.boxes[i], ds.labels[i]
@@ -303,6 +305,8 @@ def decode(ds: DetectionSet, contract: Any, limit: int | None = None, threads: i
         ds.dropped["under a pixel at model size"] = ds.dropped.get("under a pixel at model size", 0) + int((~ok).sum())
         boxes.append(moved[ok].astype(np.float32))
         labels.append(lab[ok])
+        x0, y0 = contract.roi[:2] if contract.roi is not None else (0, 0)
+        truth.append(((b[ok] + np.array([x0, y0, x0, y0], np.float32)).astype(np.float32), lab[ok]))
     if cut:
         ds.dropped["outside the region of interest"] = ds.dropped.get("outside the region of interest", 0) + cut
-    return DecodedSet(ds.name, images, boxes, labels, ds.classes, ds.paths[:n], [d[1] for d in done])
+    return DecodedSet(ds.name, images, boxes, labels, ds.classes, ds.paths[:n], [d[1] for d in done], truth)

@@ -19,6 +19,10 @@ import numpy as np
 from edgeft.errors import DependencyError
 
 
+Truth = list[tuple[np.ndarray, np.ndarray]]  # per image: boxes (n, 4), classes (n,)
+Predicted = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per image: boxes (n, 4), scores (n,), classes (n,)
+
+
 @dataclass
 class DetectionMetrics:
     """COCO metrics of one split, and the boxes at the operating confidence."""
@@ -64,9 +68,8 @@ def _coco():
     return COCO, COCOeval
 
 
-def coco_metrics(truth: list[tuple[np.ndarray, np.ndarray]], predicted: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                 classes: list[str], sizes: list[tuple[int, int]], confidence: float | None = None
-                 ) -> DetectionMetrics:
+def coco_metrics(truth: Truth, predicted: Predicted, classes: list[str], sizes: list[tuple[int, int]],
+                 confidence: float | None = None) -> DetectionMetrics:
     """COCO evaluation of ``predicted`` (per image: boxes, scores, classes) against ``truth`` (per image: boxes,
     classes), boxes x1, y1, x2, y2 in the image's pixels; ``sizes`` (height, width) per image."""
     COCO, COCOeval = _coco()
@@ -122,8 +125,8 @@ def coco_metrics(truth: list[tuple[np.ndarray, np.ndarray]], predicted: list[tup
     return m
 
 
-def at_confidence(truth: list[tuple[np.ndarray, np.ndarray]], predicted: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                  confidence: float, iou_threshold: float = 0.5) -> tuple[int, int, int]:
+def at_confidence(truth: Truth, predicted: Predicted, confidence: float, iou_threshold: float = 0.5
+                  ) -> tuple[int, int, int]:
     """(ground-truth boxes found, boxes returned, ground-truth boxes) with the boxes scoring at least ``confidence``,
     matched one to one by IoU >= ``iou_threshold`` within a class, highest score first (COCO's matching)."""
     from edgeft.tasks.detect.boxes import iou
@@ -146,7 +149,7 @@ def at_confidence(truth: list[tuple[np.ndarray, np.ndarray]], predicted: list[tu
     return found, kept, total
 
 
-def image_scores(predicted: list[tuple[np.ndarray, np.ndarray, np.ndarray]], positive: list[int]) -> np.ndarray:
+def image_scores(predicted: Predicted, positive: list[int]) -> np.ndarray:
     """Each image's not-OK score: the highest score of a box of a ``positive`` class (0 without one)."""
     out = np.zeros(len(predicted))
     for k, (_, ps, pc) in enumerate(predicted):

@@ -31,10 +31,10 @@ class DetectSpec:
 
     ``levels``: the backbone's feature levels the pyramid reads (timm ``out_indices``; Lite0's 2, 3, 4 are strides
     8, 16, 32). ``fpn_channels``/``head_convs``: the pyramid's width and the head's depth (torchvision's FCOS has
-    256 and 4; 64 and 2 cost a twentieth on a CPU). ``score_threshold``, ``nms_iou``, ``max_detections``: what the
-    exported graph's NMS keeps (a low threshold, so mAP sees the whole ranking; the line's decision threshold is
-    chosen on val above it). ``frozen_stages``: the backbone's stem and first stages (timm's ``blocks[i]``; Lite0 has 7)
-    that keep their ImageNet weights."""
+    256 and 4; 64 and 2 have 1/32 of its head towers' multiply-adds). ``score_threshold``, ``nms_iou``,
+    ``max_detections`` (boxes an image): what the exported graph's NMS keeps (a low threshold, so mAP sees the whole
+    ranking; a line's decision threshold is chosen on val above it). ``frozen_stages``: the backbone's stem and
+    first stages (timm's ``blocks[i]``; Lite0 has 7) that keep their ImageNet weights."""
 
     levels: tuple[int, ...] = (2, 3, 4)
     fpn_channels: int = 64

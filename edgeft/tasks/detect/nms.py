@@ -1,14 +1,16 @@
-"""The detector's graph as the camera runs it: decoding and NMS inside, one output.
+"""The detector's graph as the camera runs it: decoding and NMS inside, one output of a fixed shape.
 
-``DetectorGraph(x) -> detections (K, 7)``: for every kept box ``[image index in the batch, x1, y1, x2, y2, score,
-class]`` in model-input pixels. Scores are FCOS's ``sqrt(sigmoid(class) * sigmoid(centre-ness))``; boxes are the
-points' distances decoded as torchvision decodes them. NMS is per image and per class (boxes of different classes
-never suppress each other), IoU above ``nms_iou`` suppressed, at most ``max_detections`` boxes per class and image,
-scores at or below ``score_threshold`` dropped.
+``DetectorGraph(x) -> detections (B, M, 6)``: per image the ``M = max_detections`` best boxes after NMS, each
+``[x1, y1, x2, y2, score, class]`` in model-input pixels, best first; rows past an image's last box are zeros (score
+0). Scores are FCOS's ``sqrt(sigmoid(class) * sigmoid(centre-ness))``; boxes are the points' distances decoded as
+torchvision decodes them, clipped to the input (a box clipped to zero area scores 0). NMS is per image and per class
+(boxes of different classes never suppress each other), IoU above ``nms_iou`` suppressed, scores at or below
+``score_threshold`` dropped; the survivors of all classes then compete for the ``M`` rows.
 
 NMS exports as the ONNX operator ``NonMaxSuppression``, which ONNX Runtime, OpenVINO and TensorRT (8.5 and later, as
-its INMSLayer) all run natively, so the same file carries it to every backend; PyTorch runs
-torchvision's ``nms`` with the same rule, and a test holds the two to the same boxes.
+its INMSLayer) all run natively, so the same file carries it to every backend; PyTorch runs torchvision's ``nms``
+with the same rule, and a test holds the two to the same boxes. The fixed output shape (what TensorRT's NMS plugins
+return too) gives a camera static buffers, and INT8 calibration only tensors of one shape.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch.nn as nn
 from edgeft.tasks.detect.model import DetectSpec, Detector
 
 OUTPUT = "detections"
-COLUMNS = ("batch", "x1", "y1", "x2", "y2", "score", "class")
+COLUMNS = ("x1", "y1", "x2", "y2", "score", "class")
 
 
 class _NonMaxSuppression(torch.autograd.Function):
@@ -68,6 +70,7 @@ class DetectorGraph(nn.Module):
         points, _ = model.points(size)
         self.register_buffer("points", points, persistent=False)
         self.size = size
+        self.rows = min(spec.max_detections, model.num_classes * len(points))  # the output's M, a constant
 
     def scored(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(boxes (B, P, 4) clipped to the input, scores (B, C, P)) before NMS."""
@@ -84,22 +87,34 @@ class DetectorGraph(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         boxes, scores = self.scored(x)
         s = self.spec
-        sel = _NonMaxSuppression.apply(boxes, scores, s.max_detections, float(s.nms_iou), float(s.score_threshold))
-        b, c, i = sel[:, 0], sel[:, 1], sel[:, 2]
-        kept = boxes[b, i]
-        score = scores[b, c, i]
-        return torch.cat([b.unsqueeze(1).float(), kept, score.unsqueeze(1), c.unsqueeze(1).float()], 1)
+        n, classes, points = scores.shape
+        rows = self.rows
+        sel = _NonMaxSuppression.apply(boxes, scores, rows, float(s.nms_iou), float(s.score_threshold))
+        kept = torch.zeros((n, classes, points), dtype=torch.int64)  # integer: INT8 calibration never reads it
+        kept[sel[:, 0], sel[:, 1], sel[:, 2]] = 1
+        best, index = (scores * kept.to(scores.dtype)).reshape(n, classes * points).topk(rows, dim=1)
+        cls = torch.div(index, points, rounding_mode="floor")
+        picked = torch.gather(boxes, 1, (index % points).unsqueeze(-1).expand(n, rows, 4))
+        return torch.cat([picked, best.unsqueeze(-1), cls.unsqueeze(-1).to(best.dtype)], -1)
 
 
 def split_detections(detections, batch: int) -> list:
-    """(K, 7) detections -> per image of the batch: (boxes (n, 4), scores (n,), classes (n,)), highest score first
-    (numpy; what the runtime and the evaluation read)."""
+    """(B, M, 6) detections -> per image of the batch: (boxes (n, 4), scores (n,), classes (n,)) of its rows with a
+    score, highest first (numpy; what the runtime and the evaluation read)."""
     import numpy as np
 
-    d = np.asarray(detections, dtype=np.float32).reshape(-1, 7)
+    d = np.asarray(detections, dtype=np.float32).reshape(batch, -1, 6)
     out = []
-    for k in range(batch):
-        r = d[d[:, 0] == k]
-        r = r[np.argsort(-r[:, 5], kind="stable")]
-        out.append((r[:, 1:5], r[:, 5], r[:, 6].astype(np.int64)))
+    for r in d:
+        r = r[r[:, 4] > 0]
+        r = r[np.argsort(-r[:, 4], kind="stable")]
+        out.append((r[:, :4], r[:, 4], r[:, 5].astype(np.int64)))
     return out
+
+
+def tail_nodes(path) -> list[str]:
+    """The ONNX nodes of an exported detector graph that come after the network: decoding, scores and NMS (the
+    exporter names the network's nodes under ``/model/``; the graph's own arithmetic has no such prefix)."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(path)).graph.node if n.name and not n.name.startswith("/model/")]

@@ -75,16 +75,11 @@ def in_frames(dets: list[tuple[np.ndarray, np.ndarray, np.ndarray]], s: DecodedS
     return [(to_frame(b, contract, *s.sizes[k]), sc, c) for k, (b, sc, c) in enumerate(dets)]
 
 
-def truth_in_frames(ds: Any, n: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The ground truth of a :class:`~edgeft.tasks.detect.data.DetectionSet` in its images' pixels."""
-    n = len(ds) if n is None else n
-    return [(ds.boxes[k], ds.labels[k]) for k in range(n)]
-
-
-def evaluate_set(dets_frame: list, ds: Any, sizes: list[tuple[int, int]], confidence: float | None = None
-                 ) -> DetectionMetrics:
-    """COCO metrics of detections (in image pixels) against a split's ground truth."""
-    return coco_metrics(truth_in_frames(ds, len(dets_frame)), dets_frame, ds.classes, sizes, confidence)
+def evaluate_set(dets: list[tuple[np.ndarray, np.ndarray, np.ndarray]], s: DecodedSet, contract: Any,
+                 confidence: float | None = None) -> DetectionMetrics:
+    """COCO metrics of detections (in model-input pixels) against a decoded split's ground truth, both in the
+    frames' pixels."""
+    return coco_metrics(s.truth, in_frames(dets, s, contract), s.classes, s.sizes, confidence)
 
 
 def frozen_prefix(model: Detector, stages: int) -> list[str]:
@@ -113,10 +108,10 @@ class DetectObjective(Objective):
 
     monitor = "mAP@[.5:.95]"
 
-    def __init__(self, cfg: Any, graph: DetectorGraph, train: DecodedSet, val: DecodedSet, val_truth: Any,
-                 contract: Any, device: torch.device) -> None:
-        self.cfg, self.graph, self.train, self.val, self.val_truth, self.contract, self.device = (
-            cfg, graph, train, val, val_truth, contract, device)
+    def __init__(self, cfg: Any, graph: DetectorGraph, train: DecodedSet, val: DecodedSet, contract: Any,
+                 device: torch.device) -> None:
+        self.cfg, self.graph, self.train, self.val, self.contract, self.device = (cfg, graph, train, val, contract,
+                                                                                  device)
         self.n_train = len(train)
         self.photometric = replace(cfg.augment, hflip=False, vflip=False, rot90=False, p_affine=0.0)
 
@@ -132,7 +127,7 @@ class DetectObjective(Objective):
 
     def validate(self) -> tuple[float, dict[str, float], dict[str, str]]:
         dets = torch_detections(self.graph, self.val.images, self.contract, device=str(self.device), desc="val")
-        m = evaluate_set(in_frames(dets, self.val, self.contract), self.val_truth, self.val.sizes)
+        m = evaluate_set(dets, self.val, self.contract)
         return m.map, {"val_map": m.map, "val_map50": m.map50}, {"val_map": f"{m.map:.3f}",
                                                                   "val_map50": f"{m.map50:.3f}"}
 
@@ -183,7 +178,7 @@ def train_detector(cfg: DetectConfig, data: str | os.PathLike, out: str | os.Pat
                   f"{decoded['train'].boxes and sum(len(b) for b in decoded['train'].boxes)} train boxes, classes "
                   f"{classes}, input {contract.size[0]}x{contract.size[1]} {contract.resize}; {n_train:,} trainable "
                   f"parameters ({len(frozen)} tensors frozen), device {device}")
-    objective = DetectObjective(t, graph, decoded["train"], decoded["val"], sets["val"], contract, device)
+    objective = DetectObjective(t, graph, decoded["train"], decoded["val"], contract, device)
     loop = Loop(t, model, model, objective, device, dist, _work_dir(Path(out)))
     loop.before_epoch = lambda: set_train_mode(model)
     t_train = time.time()
@@ -199,7 +194,7 @@ def train_detector(cfg: DetectConfig, data: str | os.PathLike, out: str | os.Pat
     for s in ("val", "test"):
         if s in decoded:
             dets = torch_detections(graph, decoded[s].images, contract, device=str(device), desc=s)
-            metrics[s] = evaluate_set(in_frames(dets, decoded[s], contract), sets[s], decoded[s].sizes).to_dict()
+            metrics[s] = evaluate_set(dets, decoded[s], contract).to_dict()
     metrics["eval_split"] = "test" if "test" in decoded else "val"
     metrics["total_seconds"] = round(time.time() - t0, 1)
     metrics["peak_rss_mb"] = round(peak_rss_mb(), 0)
