@@ -168,7 +168,7 @@ def test_training_flips_move_boxes_with_the_image():
     import torch
 
     from edgeft.data.augment import Augmentation
-    from edgeft.tasks.detect.train import flip_boxes
+    from edgeft.tasks.detect.training import flip_boxes
 
     x = torch.zeros(6, 1, 32, 32)
     x[:, :, 4:10, 20:30] = 1.0  # rows 4..9, columns 20..29
@@ -196,7 +196,7 @@ def test_nms_in_the_onnx_graph_keeps_pytorchs_boxes(tmp_path):
     from edgeft.tasks.detect.boxes import match
     from edgeft.tasks.detect.model import DetectSpec, Detector
     from edgeft.tasks.detect.nms import DetectorGraph
-    from edgeft.tasks.detect.train import torch_detections
+    from edgeft.tasks.detect.training import torch_detections
 
     torch.manual_seed(0)
     spec = DetectSpec(fpn_channels=32, head_convs=1, score_threshold=0.05, nms_iou=0.5, max_detections=1000)
@@ -241,7 +241,49 @@ def test_coco_metrics_of_perfect_shifted_and_missing_boxes():
     assert (m.box_recall, m.missed) == (0.0, 2)  # nothing scores 0.95
 
 
-def test_detect_export_eval_infer_chain(cli, boxes_data, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_detector(boxes_data, tmp_path_factory) -> Path:
+    """A detector on timm's tiny test model, trained 3 epochs on the synthetic boxes at 64 px."""
+    from click.testing import CliRunner
+
+    from edgeft.cli import cli as entry
+
+    a = tmp_path_factory.mktemp("detector") / "det"
+    r = CliRunner().invoke(entry, ["-q", "detect", "--data", str(boxes_data), "--out", str(a), "--model",
+                                   "test_efficientnet", "--weights", "none", "--epochs", "3", "--image-size", "64",
+                                   "--threads", "2", "--set", "fpn_channels=32", "--set", "head_convs=1",
+                                   "--set", "frozen_stages=0"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "mAP@[.5:.95]" in r.output
+    return a
+
+
+def test_pruned_detector_recovers_reloads_and_exports(cli, boxes_data, tiny_detector, tmp_path):
+    """Backbone channels go to the MACs target (pyramid and head kept), the detector recovers with its parent's
+    settings, and the pruned artifact rebuilds from its shape spec and exports with matched boxes."""
+    from edgeft import artifact
+    from edgeft.models import count_macs, from_artifact
+
+    import torch
+
+    p, o = tmp_path / "pruned", tmp_path / "pruned-onnx"
+    r = cli("prune", tiny_detector, "--data", boxes_data, "--out", p, "--target-macs", "0.7", "--importance", "taylor",
+            "--recover-epochs", "1", "--steps", "10", "--round-to", "1")  # the tiny model's layers are narrow
+    assert r.exit_code == 0, r.output
+    assert "val mAP" in r.output and "recovered" in r.output
+    meta = artifact.load(p).meta
+    rec = meta.metrics["detect_prune"]
+    assert rec["target"]["within_tolerance"] and rec["macs_ratio"] <= 0.7 + 1e-9
+    assert meta.extra["pruned_spec"] and all(k.startswith("model.backbone.") or k.startswith("model.fpn.inner")
+                                             for k in meta.extra["pruned_spec"])
+    graph = from_artifact(artifact.load(p))
+    assert count_macs(graph.model, torch.zeros(1, 3, 64, 64))[0] == rec["macs_after"]
+    r = cli("export", p, "--out", o, "--data", boxes_data)
+    assert r.exit_code == 0, r.output
+    assert " 0 unmatched" in r.output
+
+
+def test_detect_export_eval_infer_chain(cli, boxes_data, tiny_detector, tmp_path):
     """Train a tiny detector, export it (parity on matched boxes), get the same mAP from PyTorch and ONNX Runtime,
     calibrate on images with boxes and quantize it (decoding and NMS kept FP32); `edgeft infer` of the INT8 model
     returns boxes in the frame's pixels."""
@@ -249,12 +291,7 @@ def test_detect_export_eval_infer_chain(cli, boxes_data, tmp_path):
 
     from edgeft import artifact
 
-    a, o = tmp_path / "det", tmp_path / "det-onnx"
-    r = cli("detect", "--data", boxes_data, "--out", a, "--model", "test_efficientnet", "--weights", "none",
-            "--epochs", "3", "--image-size", "64", "--threads", "2", "--set", "fpn_channels=32",
-            "--set", "head_convs=1", "--set", "frozen_stages=0")
-    assert r.exit_code == 0, r.output
-    assert "mAP@[.5:.95]" in r.output
+    a, o = tiny_detector, tmp_path / "det-onnx"
     meta = artifact.load(a).meta
     hist = meta.extra["history"]
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]

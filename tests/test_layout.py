@@ -53,7 +53,9 @@ PIECES: dict[str, tuple[str, str]] = {
     "edgeft.tasks.detect.data": ("training", "edgeft.training"),
     "edgeft.tasks.detect.metrics": ("training", "edgeft.training"),
     "edgeft.tasks.detect.config": ("training", "edgeft.training"),
+    "edgeft.tasks.detect.training": ("training", "edgeft.training"),
     "edgeft.tasks.detect.train": ("stages", "edgeft.tasks.detect.train"),
+    "edgeft.tasks.detect.prune": ("stages", "edgeft.prune"),
 }
 FLOOR_NAMES = [name for name, _ in FLOORS]
 STAGE_FLOOR = FLOOR_NAMES.index("stages")

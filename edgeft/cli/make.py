@@ -330,9 +330,10 @@ def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, 
 
     On an anomaly model (`edgeft anomaly`) the backbone is pruned except its feature levels' layers, recovers by
     distilling its own unpruned features on the good training images (no label), and its statistics and threshold
-    are fitted again."""
-    from edgeft.metrics import read
+    are fitted again. On a detector (`edgeft detect`) the backbone's channels go, the pyramid and head keep theirs,
+    and it recovers with its own training settings and FCOS's loss."""
     from edgeft.prune import PruneConfig, prune
+    from edgeft.tasks import registry as tasks
 
     if target_macs is None and target_params is None:
         target_macs = 0.5
@@ -343,8 +344,5 @@ def prune_cmd(artifact: Path, data: Path, out: Path, target_macs: float | None, 
                       recover_views=int(recover_views) if recover_views else None, distill=distill, seed=seed,
                       threads=threads)
     art = prune(artifact, data, out, cfg, force=force)
-    for key in ("anomaly_prune", "prune"):  # the record of what pruning did, whichever task the model is
-        record = read(art.meta.metrics, key)
-        if record is not None:
-            click.echo(record.summary(art.meta.metrics))
+    click.echo(tasks.of(art.meta).prune_summary(art.meta.metrics))
     click.echo(f"wrote {art.path}")

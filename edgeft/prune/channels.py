@@ -45,7 +45,7 @@ def where_landed(kind: str, fraction: float, got: float, cfg: PruneConfig) -> La
 
 def prune_to_target(model: nn.Module, pruner, example: torch.Tensor, cfg: PruneConfig, train, contract,
                      rng: np.random.Generator, base: int, fractions: list[float] | None = None,
-                     reached=None) -> tuple[nn.Module, int, int]:
+                     reached=None, gradients=None) -> tuple[nn.Module, int, int]:
     """Prune in ``cfg.steps`` steps until the target is reached, stopping inside the step that reaches it.
 
     A step removes channels one dependency group (a layer and what must shrink with it) at a time; a whole last
@@ -55,7 +55,9 @@ def prune_to_target(model: nn.Module, pruner, example: torch.Tensor, cfg: PruneC
     share. Other steps prune all their groups and count once (a count costs a forward pass).
     ``fractions``: several targets along one schedule (the search's candidates); ``reached(fraction, model, macs,
     params)`` is called as each is crossed, with the model as it stands then, which is the model a run to that
-    target alone would stop at. Returns the model and its MACs and parameters at the last (smallest) target."""
+    target alone would stop at. ``gradients(model)``: how Taylor importance gets its gradients (None: a
+    classifier's cross-entropy on ``train``, :func:`accumulate_gradients`). Returns the model and its MACs and
+    parameters at the last (smallest) target."""
     kind, fraction = cfg.target
     todo = sorted(fractions or [fraction], reverse=True)
     macs, params = count_macs(model, example)
@@ -63,7 +65,10 @@ def prune_to_target(model: nn.Module, pruner, example: torch.Tensor, cfg: PruneC
     drop: float | None = None
     for _ in progress.bar(range(cfg.steps), desc="prune", unit="step"):
         if cfg.importance == "taylor":
-            accumulate_gradients(model, train, contract, cfg.taylor_batches, rng)
+            if gradients is not None:
+                gradients(model)
+            else:
+                accumulate_gradients(model, train, contract, cfg.taylor_batches, rng)
         careful = drop is None or value - 2 * drop <= todo[0] * base
         before = value
         for group in pruner.step(interactive=True):

@@ -96,6 +96,12 @@ class Task:
         """With ``own_pruning``: prune and recover ``parent`` this task's way, returning the artifact."""
         raise NotImplementedError
 
+    def prune_summary(self, metrics: dict[str, Any]) -> str:
+        """``edgeft prune``'s lines of what pruning did (the shared pruning's record)."""
+        from edgeft.metrics import read
+
+        return read(metrics, "prune").summary(metrics)
+
     # ------------------------------------------------------------------------------------------- export
     extra_carried: ClassVar[tuple[str, ...]] = ("tta_views", "task")  # meta.extra keys an exported graph keeps
 

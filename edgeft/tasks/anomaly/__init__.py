@@ -165,6 +165,11 @@ class Anomaly(FolderData, Task):
 
         return prune_anomaly(parent, data, out, cfg, force=force)
 
+    def prune_summary(self, metrics: dict[str, Any]) -> str:
+        from edgeft.metrics import read
+
+        return read(metrics, "anomaly_prune").summary(metrics)
+
     # ------------------------------------------------------------------------------------------- export
     def onnx_metadata(self, extra: dict[str, Any]) -> dict[str, Any]:
         return {"task": "anomaly", "anomaly": extra.get("anomaly")}

@@ -9,7 +9,9 @@ Where each piece is, by what it does:
 - ``nms``: the graph the camera runs: decoding, scores, NMS in the graph, and its one output ``detections``;
 - ``boxes``: boxes back on the frame, matched between two models (export parity), drawn over a frame;
 - ``metrics``: mAP by pycocotools, boxes found at an operating confidence, each image's not-OK score;
-- ``config`` and ``train``: ``edgeft detect`` (and a recipe's ``detect:`` section), through the one training engine.
+- ``config``, ``training`` and ``train``: ``edgeft detect`` (a recipe's ``detect:`` section) through the one
+  training engine: the detector's objective for the loop (FCOS's loss, val mAP), and the stage;
+- ``prune``: its backbone pruned, recovered with its own training settings.
 This module is the task object that the stages, the predictor and ``edgeft eval`` ask."""
 
 from __future__ import annotations
@@ -126,6 +128,23 @@ class Detect(Task):
         spec = DetectSpec.from_dict(meta.extra.get("detect"), f"{artifact.path}/meta.json extra.detect")
         return DetectorGraph(Detector(meta.arch, meta.num_classes, spec), spec, meta.input.size)
 
+    own_pruning = True  # backbone channels only (the pyramid and head keep theirs), recovered by FCOS's loss
+
+    def prune(self, parent: Any, data: Path, out: Path, cfg: Any, force: bool, measure_latency: bool) -> Any:
+        from edgeft.tasks.detect.prune import prune_detector
+
+        return prune_detector(parent, data, out, cfg, force=force)
+
+    def prune_summary(self, metrics: dict[str, Any]) -> str:
+        from edgeft.tasks.detect.metrics import DetectionMetrics
+
+        p = metrics["detect_prune"]
+        s = metrics["eval_split"]
+        return (f"MACs {p['macs_before'] / 1e6:.0f}M -> {p['macs_after'] / 1e6:.0f}M ({p['macs_ratio']:.3f}), params "
+                f"{p['params_ratio']:.3f}; val mAP {p['val_map_before']:.4f} -> {p['val_map_after_prune']:.4f} pruned"
+                f" -> {metrics['val']['map']:.4f} recovered\n"
+                + DetectionMetrics.from_dict(metrics[s]).summary(f"{s}:"))
+
     # ------------------------------------------------------------------------------------------- export
     def onnx_metadata(self, extra: dict[str, Any]) -> dict[str, Any]:
         return {"task": "detect", "detect": extra.get("detect")}
@@ -138,7 +157,7 @@ class Detect(Task):
         from edgeft import progress
         from edgeft.errors import EdgeftError
         from edgeft.tasks.detect.boxes import match
-        from edgeft.tasks.detect.train import torch_detections
+        from edgeft.tasks.detect.training import torch_detections
 
         ref = torch_detections(model, images, contract, desc="parity torch")
         got = onnx_detections(path, onnx_images, onnx_contract)
@@ -178,7 +197,7 @@ class Detect(Task):
 
     def int8_metrics(self, fp32: Path, int8: Path, eval_set: Any, data: Path, parent: Any, cfg: Any,
                      graph: dict[str, Any], meta: Any) -> None:
-        from edgeft.tasks.detect.train import evaluate_set
+        from edgeft.tasks.detect.training import evaluate_set
 
         contract, split = parent.meta.input, eval_set.name
         m_fp32 = evaluate_set(onnx_detections(fp32, eval_set.images, contract, cfg.threads), eval_set, contract)
@@ -210,13 +229,13 @@ class Detect(Task):
     def evaluate(self, artifact: Any, data: Path, split: str, backend: str | None = None,
                  positive: list[str] | None = None, tta_views: int | None = None) -> Any:
         """mAP of the artifact (PyTorch or ONNX) on ``split``, in the images' own pixels."""
-        from edgeft.tasks.detect.train import evaluate_set
+        from edgeft.tasks.detect.training import evaluate_set
 
         meta = artifact.meta
         s = self.read_images(data, split, meta.input, meta.class_names)
         if meta.kind == "torch":
             from edgeft.models import from_artifact
-            from edgeft.tasks.detect.train import torch_detections
+            from edgeft.tasks.detect.training import torch_detections
 
             dets = torch_detections(from_artifact(artifact), s.images, meta.input)
         elif meta.kind == "onnx":
