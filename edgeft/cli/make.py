@@ -201,12 +201,16 @@ def _numbers(value: str | None, option: str, kind=float) -> list | None:
               help="The last N blocks a later partial recovery or QAT may retrain.")
 @click.option("--splits", default="val", show_default=True,
               help="Where the baseline is measured (with --data): val, or val,test to read test too.")
+@click.option("--base", default=None,
+              help="MODEL a peft LoRA adapter directory: the weights it adapts (a checkpoint file or package:NAME)  "
+                   "[default: auto, the weights a package ships for --model]")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def import_cmd(model_file: Path, out: Path, arch: str | None, data: Path | None, classes: str | None, size: str | None,
                mean: str | None, std: str | None, resize: str | None, crop_pct: float | None,
                interpolation: str | None, color: str | None, roi: str | None, window: str | None,
-               trainable_blocks: int | None, splits: str, force: bool) -> None:
-    """Import your own fine-tuned model: a timm or torchvision checkpoint, or an ONNX classifier, as an artifact."""
+               trainable_blocks: int | None, splits: str, base: str | None, force: bool) -> None:
+    """Import your own fine-tuned model: a timm or torchvision checkpoint, a peft LoRA adapter directory over a timm
+    model (merged into its weights), or an ONNX classifier, as an artifact."""
     from edgeft.importer import ImportConfig, import_model
 
     contract: dict = {}
@@ -232,7 +236,8 @@ def import_cmd(model_file: Path, out: Path, arch: str | None, data: Path | None,
             lo_hi = _numbers(text, "--window")
             contract["window"] = {"min": lo_hi[0], "max": lo_hi[-1]} if len(lo_hi) == 2 else text
     cfg = ImportConfig(model=str(model_file), arch=arch, input=contract, classes=classes,
-                       trainable_blocks=trainable_blocks, splits=[s.strip() for s in splits.split(",") if s.strip()])
+                       trainable_blocks=trainable_blocks, splits=[s.strip() for s in splits.split(",") if s.strip()],
+                       base=base)
     a = import_model(cfg, out, data=data, force=force)
     click.echo(f"wrote {a.path} ({a.meta.kind}, {a.meta.arch}, sha256 {a.meta.model_sha256[:12]})")
 

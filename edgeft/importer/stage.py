@@ -27,17 +27,18 @@ from typing import Any
 from edgeft import artifact as art
 from edgeft import progress
 from edgeft.contract import InputContract
-from edgeft.errors import ConfigError, DataError, ModelError, close_matches
+from edgeft.errors import ConfigError, DataError, DependencyError, ModelError, close_matches
 
 ONNX_SUFFIXES = (".onnx",)
+ADAPTER_CONFIG = "adapter_config.json"  # a peft adapter directory's marker
 
 
 @dataclass
 class ImportConfig:
     """What ``edgeft import`` (and a recipe's ``import:`` section) reads.
 
-    ``model``: the file; ``arch``: the architecture of a checkpoint (a timm name or ``torchvision:NAME``; none for
-    ONNX); ``input``: contract fields that override what is read (size as ``[H, W]``, mean, std, resize, crop_pct,
+    ``model``: the file (or a ``peft`` LoRA adapter directory, with ``base`` the weights it adapts); ``arch``: the
+    architecture of a checkpoint (a timm name or ``torchvision:NAME``; none for ONNX); ``input``: contract fields that override what is read (size as ``[H, W]``, mean, std, resize, crop_pct,
     interpolation, color, roi, window); ``classes``: class names in the model's output order, or a text file with
     one a line; ``trainable_blocks``: the last N blocks a later partial recovery / partial QAT may retrain (the
     user's fine-tuning is unknown to edgeft, so partial modes need it named); ``splits``: where the baseline is
@@ -50,6 +51,7 @@ class ImportConfig:
     trainable_blocks: int | None = None
     task: str = "classify"
     splits: list[str] = field(default_factory=lambda: ["val"])  # add test to measure it too (never to tune on)
+    base: str | None = None  # a peft adapter's base weights: a checkpoint file, package:NAME or auto (the default)
 
     def __post_init__(self) -> None:
         self.model = os.path.expanduser(str(self.model))
@@ -67,9 +69,26 @@ class ImportConfig:
     def is_onnx(self) -> bool:
         return Path(self.model).suffix.lower() in ONNX_SUFFIXES
 
+    @property
+    def is_adapter(self) -> bool:
+        """A ``peft`` adapter directory (what ``PeftModel.save_pretrained`` writes)."""
+        return (Path(self.model) / ADAPTER_CONFIG).is_file()
+
     def check(self) -> None:
         """What can be refused before anything is read: the file, and an architecture for a checkpoint only."""
         p = Path(self.model)
+        if self.base is not None and not self.is_adapter:
+            raise ConfigError(f"import.base names the weights a peft adapter adapts; {p.name} is not an adapter "
+                              f"directory (no {ADAPTER_CONFIG}): leave out --base")
+        if self.is_adapter:
+            if not self.arch:
+                raise ConfigError(f"import.model: {p.name} is a peft adapter; name the architecture it adapts with "
+                                  "--model (import.arch), e.g. efficientnet_lite0")
+            _contract(self, InputContract())
+            return
+        if p.is_dir():
+            raise ConfigError(f"import.model: {p} is a directory without {ADAPTER_CONFIG}; pass a checkpoint file, an "
+                              "ONNX file, or a peft adapter directory (PeftModel.save_pretrained)")
         if not p.is_file():
             raise ConfigError(f"import.model: file not found: {p}; pass a .pth/.pt/.safetensors checkpoint (with "
                               "--model ARCH) or an .onnx file")
@@ -178,6 +197,68 @@ def load_checkpoint(path: Path, arch: str):
     return model.eval(), n
 
 
+def adapter_weights(path: Path) -> Path:
+    """The weights file of a peft adapter directory."""
+    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+        if (path / name).is_file():
+            return path / name
+    raise ModelError(f"{path} has {ADAPTER_CONFIG} but no adapter_model.safetensors (or .bin); save the adapter "
+                     "with PeftModel.save_pretrained")
+
+
+def source_sha256(path: Path) -> str:
+    """The SHA-256 of what was imported: the file, or an adapter directory's weights file."""
+    return art.sha256_file(adapter_weights(path) if (path / ADAPTER_CONFIG).is_file() else path)
+
+
+def load_adapter(path: Path, arch: str, base: str | None, classes: int):
+    """``arch`` with its ``base`` weights and a head of ``classes`` outputs, the peft LoRA adapter at ``path`` loaded
+    on it and merged into the weights; (the plain model, its class count). An adapter that does not carry the head
+    (``modules_to_save``) over a base whose head does not have ``classes`` outputs is refused: the head would be
+    untrained."""
+    import json
+
+    from edgeft.models import create, read_state_dict
+    from edgeft.runtime.torch_model import head_of, torchvision_name
+
+    if torchvision_name(arch) is not None:
+        raise ConfigError(f"a peft adapter is imported over a timm model; for {arch} merge it yourself "
+                          "(merge_and_unload) and import the checkpoint")
+    try:
+        import peft
+    except ImportError:
+        raise DependencyError("importing a LoRA adapter needs peft: pip install 'edgeft[lora]'") from None
+    config = json.loads((path / ADAPTER_CONFIG).read_text())
+    if str(config.get("peft_type", "")).upper() != "LORA":
+        raise ModelError(f"{path} is a peft {config.get('peft_type')} adapter; edgeft imports LoRA adapters")
+    weights = adapter_weights(path)
+    keys = list(read_state_dict(weights)) if weights.suffix == ".bin" else list(_safetensors_keys(weights))
+    model, _ = create(arch, weights=base or "auto", num_classes=classes)
+    head = next(name for name, m in model.named_modules() if m is head_of(model))
+    if not any(f".{head}.weight" in k or k.endswith(f"{head}.weight") for k in keys):
+        base_rows = create(arch, weights=base or "auto")[0]
+        if head_of(base_rows).weight.shape[0] != classes:
+            raise ModelError(f"the adapter {path.name} does not carry the {head} head (peft's modules_to_save) and the "
+                             f"base weights' head has {head_of(base_rows).weight.shape[0]} outputs, not {classes}: pass "
+                             "--base the fine-tuned checkpoint whose head it adapts, or save the adapter with "
+                             f"modules_to_save=[\"{head}\"]")
+        model = base_rows
+    try:
+        merged = peft.PeftModel.from_pretrained(model, str(path), is_trainable=False).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0][:300]
+        raise ModelError(f"the adapter {path.name} does not fit {arch} with base {base or 'auto'}: {first}; check "
+                         "--model and --base name what it was trained on") from None
+    return merged.eval(), classes
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return list(f.keys())
+
+
 def _closest_hint(arch: str, sd: dict) -> str:
     fit = closest_arch(arch, sd)
     return (f"its keys fit {fit}: pass --model {fit}" if fit
@@ -279,6 +360,14 @@ def import_model(cfg: ImportConfig, out: str | os.PathLike, data: str | os.PathL
         names = given or (list(onnx_meta["class_names"]) if onnx_meta and "class_names" in onnx_meta else None) \
             or data_classes
         arch, kind, fmt = f"onnx:{source.stem}", "onnx", "onnx"
+    elif cfg.is_adapter:
+        names = given or data_classes
+        if names is None:
+            raise ConfigError(f"import.classes: no class names for the adapter {source.name}; pass --classes (in the "
+                              "model's output order) or --data whose train/ folders are the model's classes")
+        model, outputs = load_adapter(source, cfg.arch, cfg.base, len(names))
+        contract = _contract(cfg, default_contract(cfg.arch))
+        arch, kind, fmt = cfg.arch, "torch", "peft LoRA adapter (merged)"
     else:
         from edgeft.runtime.torch_model import torchvision_name
 
@@ -287,13 +376,13 @@ def import_model(cfg: ImportConfig, out: str | os.PathLike, data: str | os.PathL
         names = given or data_classes
         arch, kind = cfg.arch, "torch"
         fmt = "torchvision checkpoint" if torchvision_name(cfg.arch) else "timm checkpoint"
-        if cfg.trainable_blocks is not None:
-            from edgeft.training.split import block_count
+    if kind == "torch" and cfg.trainable_blocks is not None:
+        from edgeft.training.split import block_count
 
-            n = block_count(model, cfg.arch)
-            if cfg.trainable_blocks > n:
-                raise ConfigError(f"import.trainable_blocks {cfg.trainable_blocks} is more than the {n} blocks "
-                                  f"{cfg.arch} has")
+        n = block_count(model, cfg.arch)
+        if cfg.trainable_blocks > n:
+            raise ConfigError(f"import.trainable_blocks {cfg.trainable_blocks} is more than the {n} blocks "
+                              f"{cfg.arch} has")
     if names is None:
         raise ConfigError(f"import.classes: no class names for {source.name}; pass --classes (in the model's output "
                           "order) or --data whose train/ folders are the model's classes")
@@ -312,7 +401,7 @@ def import_model(cfg: ImportConfig, out: str | os.PathLike, data: str | os.PathL
                   f"mean {list(contract.mean)}, std {list(contract.std)}"
                   + (f", roi {list(contract.roi)}" if contract.roi else "")
                   + (f", window {contract.window}" if contract.window else ""))
-    params = {**cfg.to_dict(), "format": fmt, "source_sha256": art.sha256_file(source),
+    params = {**cfg.to_dict(), "format": fmt, "source_sha256": source_sha256(source),
               "data": str(data) if data else None}
     meta = art.Meta(kind=kind, arch=arch, class_names=names, input=contract,
                     lineage=[art.lineage_entry("import", params)])

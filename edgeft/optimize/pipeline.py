@@ -126,7 +126,9 @@ def step_hash(recipe: Recipe, step: Step, run: Path, data_fp: str) -> str:
     if step.stage == recipe.first_stage:
         settings = {k: v for k, v in settings.items() if k != "threads"}
     if step.stage == "import":  # the file replaced in place is another model
-        settings = {**settings, "model_sha256": art.sha256_file(Path(settings["model"]))}
+        from edgeft.importer.stage import source_sha256
+
+        settings = {**settings, "model_sha256": source_sha256(Path(settings["model"]))}
     if step.stage == "export" and recipe.dynamic_batch != settings.get("dynamic_batch"):
         settings = {**settings, "dynamic_batch": recipe.dynamic_batch}  # forced by the bench's batch sizes
     if step.searched:  # the search chooses these, by the gates

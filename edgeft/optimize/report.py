@@ -183,6 +183,11 @@ def _tables(recipe, run: Path, steps, results, rows: list[Row], gates: list[Gate
         if s.stage == "import" and res is not None and (run / s.name).is_dir():  # the user's file and its SHA-256
             src = art.load(run / s.name).meta.imported or {}
             origin = f"{src.get('model')} (sha256 {str(src.get('source_sha256'))[:12]})"
+        lora = (art.load(run / s.name).meta.metrics.get("lora") if s.stage == "finetune" and res is not None
+                and (run / s.name).is_dir() else None)
+        if lora:  # adapted with LoRA: what trained, and the adapter kept beside the merged model
+            origin += (f", adapted with LoRA (rank {lora['rank']}, {lora['trainable_params']:,} adapter parameters "
+                       f"on {lora['targets']} layers, adapter {lora['adapter_bytes'] / 1e6:.2f} MB, merged)")
         lineage.append([s.name, s.stage, s.parent or (", ".join(s.inputs) if s.inputs else origin),
                         res.status if res else "not run", f"{res.seconds:.0f}" if res else "", sha,
                         (res.reason[:120] if res else "")])
