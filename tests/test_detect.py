@@ -268,12 +268,13 @@ def test_pruned_detector_recovers_reloads_and_exports(cli, boxes_data, tiny_dete
 
     p, o = tmp_path / "pruned", tmp_path / "pruned-onnx"
     r = cli("prune", tiny_detector, "--data", boxes_data, "--out", p, "--target-macs", "0.7", "--importance", "taylor",
-            "--recover-epochs", "1", "--steps", "10", "--round-to", "1")  # the tiny model's layers are narrow
+            "--recover-epochs", "1", "--steps", "10", "--round-to", "1",
+            "--target-tolerance", "0.05")  # the tiny model's few channels go in coarse groups
     assert r.exit_code == 0, r.output
     assert "val mAP" in r.output and "recovered" in r.output
     meta = artifact.load(p).meta
     rec = meta.metrics["detect_prune"]
-    assert rec["target"]["within_tolerance"] and rec["macs_ratio"] <= 0.7 + 1e-9
+    assert rec["target"]["within_tolerance"] and rec["macs_ratio"] <= 0.7 + 1e-9, rec
     assert meta.extra["pruned_spec"] and all(k.startswith("model.backbone.") or k.startswith("model.fpn.inner")
                                              for k in meta.extra["pruned_spec"])
     graph = from_artifact(artifact.load(p))

@@ -34,7 +34,8 @@ class DetectSpec:
     256 and 4; 64 and 2 have 1/32 of its head towers' multiply-adds). ``score_threshold``, ``nms_iou``,
     ``max_detections`` (boxes an image): what the exported graph's NMS keeps (a low threshold, so mAP sees the whole
     ranking; a line's decision threshold is chosen on val above it). ``frozen_stages``: the backbone's stem and
-    first stages (timm's ``blocks[i]``; Lite0 has 7) that keep their ImageNet weights."""
+    first stages (timm's ``blocks[i]``; Lite0 has 7) that keep their pretrained weights (from random weights,
+    everything trains)."""
 
     levels: tuple[int, ...] = (2, 3, 4)
     fpn_channels: int = 64

@@ -43,6 +43,13 @@ def parent_training(parent: art.Artifact, cfg: PruneConfig) -> DetectConfig:
     return DetectConfig.from_dict(params, "the parent's detect settings")
 
 
+def parent_weights(parent: art.Artifact) -> str | None:
+    """The weights the parent's backbone started from (None: random initialisation)."""
+    entry = next((e for e in parent.meta.lineage if e.get("stage") == "detect"), {})
+    w = entry.get("params", {}).get("weights")
+    return None if w is None or str(w).startswith("none") else str(w)
+
+
 def _protected(det: Detector, names: list[str]) -> list[torch.nn.Module]:
     modules = dict(det.named_modules())
     for n in names:
@@ -107,8 +114,11 @@ def prune_detector(parent: art.Artifact, data: str | os.PathLike, out: Path, cfg
     progress.info(f"pruned the {parent.meta.arch} detector: MACs {base_macs / 1e6:.0f}M → {macs / 1e6:.0f}M, params "
                   f"{base_params / 1e6:.2f}M → {params / 1e6:.2f}M; val mAP {before:.4f} → {after:.4f} before "
                   "recovery")
-    frozen_prefix(det, DetectSpec.from_dict(parent.meta.extra["detect"], f"{parent.path} extra.detect").frozen_stages)
-    state, metrics, work = (fit(graph, rcfg.train, decoded, contract, device, dist, out, False)
+    pretrained = parent_weights(parent) is not None
+    if pretrained:  # as the parent trained: its pretrained first stages stay as they are
+        spec = DetectSpec.from_dict(parent.meta.extra["detect"], f"{parent.path} extra.detect")
+        frozen_prefix(det, spec.frozen_stages)
+    state, metrics, work = (fit(graph, rcfg.train, decoded, contract, device, dist, out, False, pretrained)
                             if cfg.recover_epochs else (None, {}, Path(f"{out}.work")))
     metrics.update(measure(graph, decoded, contract, device))
     metrics["macs"] = macs

@@ -89,9 +89,13 @@ def frozen_prefix(model: Detector, stages: int) -> list[str]:
     return frozen
 
 
-def set_train_mode(model: nn.Module) -> None:
-    """Train mode with every BatchNorm of the backbone frozen (running statistics kept)."""
+def set_train_mode(model: nn.Module, frozen_statistics: bool = True) -> None:
+    """Train mode; with ``frozen_statistics`` (a pretrained backbone) every BatchNorm of the backbone keeps its
+    running statistics (batches of a few tiles would only add noise to ImageNet's); a backbone trained from random
+    weights learns them."""
     model.train()
+    if not frozen_statistics:
+        return
     for m in model.backbone.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
@@ -147,15 +151,16 @@ def load_sets(data: str | os.PathLike, contract: Any, threads: int | None, class
 
 
 def fit(graph: DetectorGraph, t: Any, decoded: dict[str, DecodedSet], contract: Any, device: torch.device,
-        dist: Any, out: Path, resume: bool) -> tuple[Any, dict[str, Any], Path]:
+        dist: Any, out: Path, resume: bool, pretrained: bool = True) -> tuple[Any, dict[str, Any], Path]:
     """Train ``graph``'s network through the engine's :class:`~edgeft.training.loop.Loop` (best val mAP epoch
-    restored); (the state, the training's metrics, the checkpoint folder)."""
+    restored; a ``pretrained`` backbone's BatchNorm statistics kept); (the state, the training's metrics, the
+    checkpoint folder)."""
     from edgeft.training.loop import Loop, _work_dir
 
     model = graph.model
     objective = DetectObjective(t, graph, decoded["train"], decoded["val"], contract, device)
     loop = Loop(t, model, model, objective, device, dist, _work_dir(Path(out)))
-    loop.before_epoch = lambda: set_train_mode(model)
+    loop.before_epoch = lambda: set_train_mode(model, pretrained)
     t_train = time.time()
     state, stopped_early = loop.run(resume, t_train)
     if state.best_state is not None:
