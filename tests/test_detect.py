@@ -336,9 +336,42 @@ def test_detect_export_eval_infer_chain(cli, boxes_data, tiny_detector, tmp_path
         assert 0 <= x1 <= x2 <= 128 and 0 <= y1 <= y2 <= 96 and b["class"] in CLASSES
 
 
-def test_a_detection_recipe_is_refused_until_optimize_runs_it(cli, boxes_data, tmp_path):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"name: d\ndata: {boxes_data}\ntask: detect\ndetect:\n  epochs: 1\n")
-    assert_one_line_error(cli("optimize", recipe, "--out", tmp_path / "run"), "does not run detection recipes yet",
-                          "edgeft detect")
-    assert not (tmp_path / "run").exists()
+def test_a_detection_recipe_runs_detect_prune_export_int8_bench_and_gates_on_map(boxes_data, tmp_path):
+    from edgeft.optimize import pipeline
+    from edgeft.optimize.recipe import parse
+
+    recipe = parse({
+        "name": "det", "data": str(boxes_data), "threads": 2, "task": "detect",
+        "detect": {"model": "test_efficientnet", "weights": None, "image_size": 64, "epochs": 2, "fpn_channels": 32,
+                   "head_convs": 1, "frozen_stages": 0},
+        "prune": {"target_macs": 0.8, "steps": 5, "round_to": 1, "target_tolerance": 0.1, "recover_epochs": 1},
+        "export": {"parity_images": 8},
+        "quantize": {"calib_images": 16, "auto_exclude": False},
+        "bench": {"backends": ["ort-cpu"], "duration_s": 0.1, "warmup_s": 0.05, "rounds": 2},
+        "gates": {"max_map_drop_points": 100, "max_p50_ms": {"ort-cpu": 10000}},
+    }, source="det.yaml")
+    result = pipeline.optimize(recipe, tmp_path / "run")
+    assert [g.gate for g in result.gates] == ["max_map_drop_points", "max_p50_ms.ort-cpu"]
+    assert {g.status for g in result.gates} == {"pass"}
+    rows = {r.step: r for r in result.rows}
+    q = next(r for r in result.rows if r.stage == "quantize")
+    assert q.precision == "INT8 (ort-cpu)" and q.quality is not None and q.quality_name == "mAP@[.5:.95]"
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "mAP@[.5:.95]" in md and "max_map_drop_points" in md
+    assert rows[next(s for s in rows if rows[s].stage == "prune")].macs < rows[next(iter(rows))].macs
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"gates": {"max_accuracy_drop_pp": 1}}, ["gates.max_accuracy_drop_pp", "max_map_drop_points"]),
+    ({"decision": {"positive": ["scratch"], "target_recall": 0.9}}, ["decision:", "not chosen by a recipe yet"]),
+    ({"quantize": {"method": "qat"}}, ["quantize.method qat", "ptq"]),
+])
+def test_what_a_detection_recipe_cannot_do_is_refused_in_one_line(boxes_data, change, fragments):
+    from edgeft.errors import ConfigError
+    from edgeft.optimize.recipe import parse
+
+    d = {"name": "d", "data": str(boxes_data), "task": "detect", "detect": {"epochs": 1}, **change}
+    with pytest.raises(ConfigError) as e:
+        parse(d, source="d.yaml")
+    for f in fragments:
+        assert f in str(e.value)

@@ -12,7 +12,7 @@ from edgeft.metrics import mcnemar_worse
 from edgeft.optimize.rows import Row, final, p50_ms
 
 UNITS = {"max_accuracy_drop_pp": " pp", "max_recall_drop_pp": " pp", "max_false_reject_rise_pp": " pp",
-         "max_auroc_drop": ""}  # every other gate is a latency in ms
+         "max_auroc_drop": "", "max_map_drop_points": " AP points"}  # every other gate is a latency in ms
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,26 @@ def evaluate_gates(gates, rows: list[Row], auroc_interval: tuple[float, float] |
     if gates.max_accuracy_drop_pp is not None:
         out.append(_accuracy_gate(gates.max_accuracy_drop_pp, gates.accuracy_significance, rows))
     out += _decision_gates(gates, rows, auroc_interval)
+    if gates.max_map_drop_points is not None:
+        out.append(_map_gate(gates.max_map_drop_points, rows))
     for key, limit in gates.max_p50_ms.items():
         out.append(_latency_gate(str(key), float(limit), rows))
     return out
+
+
+def _map_gate(limit: float, rows: list[Row]) -> GateVerdict:
+    """A detector's mAP@[.5:.95] drop, final model against the first, on the held-out split, in AP points."""
+    def has_map(r: Row) -> bool:
+        return isinstance(r.task_metrics, dict) and "map" in r.task_metrics
+
+    base, last = rows[0], final(rows, has_map)
+    if not has_map(base) or last is None:
+        return GateVerdict("max_map_drop_points", limit, None, None, "not evaluated",
+                           "no mAP measured on the held-out split")
+    drop = round((base.task_metrics["map"] - last.task_metrics["map"]) * 100, 2)
+    return GateVerdict("max_map_drop_points", limit, drop, last.step, "pass" if drop <= limit else "fail",
+                       f"mAP@[.5:.95] {base.task_metrics['map']:.4f} ({base.step}) -> {last.task_metrics['map']:.4f} "
+                       f"({last.step}) on {last.split}")
 
 
 def _accuracy_gate(limit: float, significance: float | None, rows: list[Row]) -> GateVerdict:

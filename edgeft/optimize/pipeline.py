@@ -264,18 +264,21 @@ def _run_bench(recipe: Recipe, step: Step, out: Path, run: Path, done: dict[str,
 
 def prepare(recipe: Recipe) -> None:
     """Check (and, for the demo set, build) the data before any stage runs."""
-    from edgeft.data.imagefolder import find_splits
-
     if not recipe.data.exists():
         if recipe.prepare_data == "elpv":
             from edgeft.data import elpv
 
             progress.info(f"building the ELPV demo set in {recipe.data}")
             elpv.build(recipe.data)
+        elif recipe.prepare_data == "trees":
+            from edgeft.data import trees
+
+            progress.info(f"building the tree-crown detection demo set in {recipe.data}")
+            trees.build(recipe.data)
         else:
             raise DataError(f"data: {recipe.data} does not exist; point data: at an ImageFolder with train/ val/ test/ "
                             "(or run from the folder the recipe's relative paths are written for)")
-    splits = find_splits(recipe.data)
+    splits = recipe.plugin.splits(recipe.data)
     if "train" not in splits:
         raise DataError(f"data: {recipe.data} has no train/ split (found: {', '.join(splits) or 'nothing'})")
     if recipe.gates.max_accuracy_drop_pp is not None and "test" not in splits:

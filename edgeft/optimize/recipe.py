@@ -31,7 +31,7 @@ SHARED_STAGES = ("prune", "export", "quantize", "build", "bench")  # every task'
 IMPORT = "import"  # a recipe may start from the user's own model instead of its task's first stage
 KEYS = {"name", "data", "prepare_data", "threads", "task", "stages", "gates", "decision", "search", IMPORT,
         *SHARED_STAGES}
-PREPARERS = ("elpv",)
+PREPARERS = ("elpv", "trees")
 
 
 @dataclass
@@ -124,6 +124,7 @@ class Gates:
     max_false_reject_rise_pp: float | None = None
     max_auroc_drop: float | None = None
     accuracy_significance: float | None = None  # with it, the accuracy gate fails only on a McNemar p below it
+    max_map_drop_points: float | None = None  # a detector: mAP@[.5:.95] drop on test, in AP points (x 100)
 
     DECISION_GATES = ("max_recall_drop_pp", "max_false_reject_rise_pp", "max_auroc_drop")
 
@@ -380,7 +381,7 @@ def _search(d: Any, stages: list[str], sections: dict[str, Any], gates: Gates) -
 def _gates(d: Any, stages: list[str], decision: DecisionSection | None, sections: dict[str, Any], task) -> Gates:
     """The gates, checked against what the run will measure (the task refuses the gates it cannot evaluate)."""
     g = section(Gates, d, "gates")
-    for name in ("max_accuracy_drop_pp", *Gates.DECISION_GATES):
+    for name in ("max_accuracy_drop_pp", "max_map_drop_points", *Gates.DECISION_GATES):
         value = getattr(g, name)
         if value is not None and value < 0:
             raise ConfigError(f"gates.{name} must be >= 0, got {value}")

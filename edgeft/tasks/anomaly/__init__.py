@@ -104,6 +104,8 @@ class Anomaly(FolderData, Task):
                               "trains against labels, and an anomaly model is fitted without any")
 
     def check_gates(self, gates: Any, decision: Any, sections: dict[str, Any]) -> None:
+        if gates.max_map_drop_points is not None:
+            raise ConfigError("gates.max_map_drop_points gates a detector's mAP; this recipe's task has none")
         a = sections.get("anomaly")
         if gates.max_accuracy_drop_pp is not None:
             raise ConfigError("gates.max_accuracy_drop_pp: an anomaly model has no accuracy; gate its AUROC "

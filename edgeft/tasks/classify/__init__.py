@@ -55,6 +55,8 @@ class Classify(FolderData, Task):
         return FinetuneConfig.from_dict(section or {})
 
     def check_gates(self, gates: Any, decision: Any, sections: dict[str, Any]) -> None:
+        if gates.max_map_drop_points is not None:
+            raise ConfigError("gates.max_map_drop_points gates a detector's mAP; this recipe's task has none")
         for name in gates.DECISION_GATES:
             if getattr(gates, name) is not None and decision is None:
                 raise ConfigError(f"gates.{name} compares models at their operating points: add a decision: section "

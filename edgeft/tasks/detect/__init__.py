@@ -62,7 +62,7 @@ class DetectHead:
 class Detect(Task):
     name = "detect"
     first_stage = "detect"
-    stages = ("detect", "export", "build", "bench")
+    stages = ("detect", "prune", "export", "quantize", "build", "bench")
     graph_outputs = ("detections",)
     summary = "an object detector trained on box-labelled images"
     extra_carried = ("task", "detect", "decision")
@@ -74,9 +74,23 @@ class Detect(Task):
         return DetectConfig.from_dict(section or {})
 
     def check_recipe(self, recipe_dict: dict[str, Any], sections: dict[str, Any]) -> None:
-        raise ConfigError("task detect: `edgeft optimize` does not run detection recipes yet (pruning, INT8 and mAP "
-                          "gates come first); run the stages: edgeft detect, edgeft export, edgeft bench "
-                          "(docs/detect.md)")
+        """What a classifier recipe has and a detection recipe cannot (yet): one line each, with what to use."""
+        if recipe_dict.get("search") is not None:
+            raise ConfigError("search: the search prunes and quantizes classifiers; a detection recipe runs its "
+                              "prune: and quantize: sections as written")
+        if recipe_dict.get("decision") is not None:
+            raise ConfigError("decision: a detector's operating point is not chosen by a recipe yet; remove it (its "
+                              "boxes come with scores; gate it with gates.max_map_drop_points)")
+        q = sections.get("quantize")
+        if q is not None and q.method != "ptq":
+            raise ConfigError(f"quantize.method {q.method}: a detector is quantized post-training (ptq); QAT of "
+                              "detectors is not built yet")
+
+    def check_gates(self, gates: Any, decision: Any, sections: dict[str, Any]) -> None:
+        for name in ("max_accuracy_drop_pp", *gates.DECISION_GATES):
+            if getattr(gates, name) is not None:
+                raise ConfigError(f"gates.{name}: a detector has no accuracy or AUROC; gate its mAP "
+                                  "(max_map_drop_points) and latency (max_p50_ms)")
 
     def check_data(self, recipe: Any, splits: dict[str, Path]) -> None:
         from edgeft.tasks.detect.data import read_split
@@ -84,6 +98,9 @@ class Detect(Task):
         read_split(recipe.data, "train")  # refuse bad annotations before any stage runs
         if "val" not in splits:
             raise ConfigError(f"{recipe.data} has no val split: a detector's best epoch is chosen on val")
+        if recipe.gates.max_map_drop_points is not None and "test" not in splits:
+            raise ConfigError(f"gates.max_map_drop_points compares models on a test split no stage trains or "
+                              f"selects on, and {recipe.data} has none; add one, or remove the gate")
 
     def splits(self, data: Path) -> dict[str, Any]:
         from edgeft.tasks.detect.data import find_layout
