@@ -358,6 +358,8 @@ def test_a_detection_recipe_runs_detect_prune_export_int8_bench_and_gates_on_map
     assert q.precision == "INT8 (ort-cpu)" and q.quality is not None and q.quality_name == "mAP@[.5:.95]"
     md = (tmp_path / "run" / "report.md").read_text()
     assert "mAP@[.5:.95]" in md and "max_map_drop_points" in md
+    assert "Test images, the most missed boxes first (05-quantize)" in md and " found, " in md
+    assert len(list((tmp_path / "run" / "gallery").glob("*.png"))) == 6
     assert rows[next(s for s in rows if rows[s].stage == "prune")].macs < rows[next(iter(rows))].macs
 
 

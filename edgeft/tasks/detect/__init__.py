@@ -11,7 +11,8 @@ Where each piece is, by what it does:
 - ``metrics``: mAP by pycocotools, boxes found at an operating confidence, each image's not-OK score;
 - ``config``, ``training`` and ``train``: ``edgeft detect`` (a recipe's ``detect:`` section) through the one
   training engine: the detector's objective for the loop (FCOS's loss, val mAP), and the stage;
-- ``prune``: its backbone pruned, recovered with its own training settings.
+- ``prune``: its backbone pruned, recovered with its own training settings;
+- ``gallery``: the report's test images, the most missed boxes first.
 This module is the task object that the stages, the predictor and ``edgeft eval`` ask."""
 
 from __future__ import annotations
@@ -264,6 +265,12 @@ class Detect(Task):
 
     def eval_text(self, record: Any, artifact: Any, title: str) -> str:
         return record.summary(title + ":")
+
+    def report_extras(self, recipe: Any, run: Path, rows: list[Any]) -> tuple[Any, Any]:
+        """The final model's test images, the most missed boxes first."""
+        from edgeft.tasks.detect.gallery import detector_gallery
+
+        return detector_gallery(recipe, run, rows), None
 
     def read_row(self, meta: Any) -> dict[str, Any]:
         from edgeft.tasks.detect.metrics import DetectionMetrics
