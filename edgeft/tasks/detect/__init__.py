@@ -250,6 +250,10 @@ class Detect(Task):
         from edgeft.tasks.detect.training import evaluate_set
 
         meta = artifact.meta
+        wanted = {"torch": "torch", "onnx": "ort-cpu"}.get(meta.kind)
+        if backend not in (None, "auto", wanted):
+            raise ConfigError(f"--backend {backend}: a detector's {meta.kind} artifact is evaluated on {wanted} only "
+                              "for now; leave out --backend")
         s = self.read_images(data, split, meta.input, meta.class_names)
         if meta.kind == "torch":
             from edgeft.models import from_artifact
