@@ -377,3 +377,72 @@ def test_what_a_detection_recipe_cannot_do_is_refused_in_one_line(boxes_data, ch
         parse(d, source="d.yaml")
     for f in fragments:
         assert f in str(e.value)
+
+
+class _YoloLayout:
+    """A detector exported as Ultralytics exports YOLO without NMS: one output (1, 4 + classes, anchors), centre x,
+    centre y, width, height in input pixels, then class scores in [0, 1]."""
+
+    @staticmethod
+    def export(graph, path: Path, size: int = 64) -> Path:
+        import torch
+
+        class Raw(torch.nn.Module):
+            def __init__(self, g):
+                super().__init__()
+                self.g = g
+
+            def forward(self, x):
+                boxes, scores = self.g.scored(x)  # (B, P, 4) x1 y1 x2 y2, (B, C, P)
+                c = torch.stack([(boxes[..., 0] + boxes[..., 2]) / 2, (boxes[..., 1] + boxes[..., 3]) / 2,
+                                 boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]], 1)
+                return torch.cat([c, scores], 1)
+
+        torch.onnx.export(Raw(graph).eval(), (torch.zeros(1, 3, size, size),), str(path), opset_version=17,
+                          input_names=["images"], output_names=["output0"], dynamo=False)
+        return path
+
+
+def test_an_onnx_detector_in_the_yolo_layout_imports_gets_nms_and_goes_through_int8_and_the_gate(
+        cli, boxes_data, tiny_detector, tmp_path):
+    """The raw layout is built here from the trained tiny detector, so the imported file with edgeft's NMS added
+    must score exactly the detector's own mAP; then a recipe quantizes it and gates its mAP."""
+    from edgeft import artifact
+    from edgeft.models import from_artifact
+    from edgeft.optimize import pipeline
+    from edgeft.optimize.recipe import parse
+
+    det = artifact.load(tiny_detector)
+    raw = _YoloLayout.export(from_artifact(det), tmp_path / "yolo.onnx")
+    r = cli("import", raw, "--task", "detect", "--layout", "yolo", "--classes", ",".join(CLASSES), "--size", "64",
+            "--resize", "stretch", "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225", "--data", boxes_data,
+            "--out", tmp_path / "imp")
+    assert r.exit_code == 0, r.output
+    imp = artifact.load(tmp_path / "imp")
+    assert imp.meta.extra["task"] == "detect" and imp.meta.kind == "onnx"
+    assert imp.meta.metrics["val"]["map"] == pytest.approx(det.meta.metrics["val"]["map"], abs=1e-4)
+    r = cli("infer", tmp_path / "imp", det.meta.extra and next(iter(sorted((boxes_data / "test").glob("*.png")))))
+    assert r.exit_code == 0 and "boxes" in json.loads(r.stdout.splitlines()[0])
+    recipe = parse({"name": "imp", "data": str(boxes_data), "threads": 2, "task": "detect",
+                    "import": {"model": str(raw), "layout": "yolo", "classes": list(CLASSES),
+                               "input": {"size": [64, 64], "resize": "stretch", "mean": [0.485, 0.456, 0.406],
+                                         "std": [0.229, 0.224, 0.225]}},
+                    "quantize": {"calib_images": 16, "auto_exclude": False},
+                    "gates": {"max_map_drop_points": 100}}, source="imp.yaml")
+    result = pipeline.optimize(recipe, tmp_path / "run")
+    assert [(g.gate, g.status) for g in result.gates] == [("max_map_drop_points", "pass")]
+    q = artifact.load(next(p for p in (tmp_path / "run").iterdir() if p.name.endswith("quantize")))
+    assert q.meta.extra["quantized"] == "int8" and any("postprocess" in n for n in q.meta.extra["excluded_nodes"])
+
+
+def test_a_declared_layout_that_does_not_fit_the_outputs_is_refused(cli, boxes_data, tiny_detector, tmp_path):
+    from edgeft import artifact
+    from edgeft.models import from_artifact
+
+    raw = _YoloLayout.export(from_artifact(artifact.load(tiny_detector)), tmp_path / "yolo.onnx")
+    r = cli("import", raw, "--task", "detect", "--layout", "yolo", "--classes", "a,b,c", "--size", "64",
+            "--out", tmp_path / "imp")
+    assert_one_line_error(r, "import.layout yolo expects one output (1, 4 + 3 classes, anchors)", "--classes")
+    assert not (tmp_path / "imp").exists()
+    r = cli("import", raw, "--task", "detect", "--classes", "scratch,spot", "--size", "64", "--out", tmp_path / "imp")
+    assert_one_line_error(r, "import.layout must say how the detector's raw output is laid out")

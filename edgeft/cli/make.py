@@ -188,7 +188,7 @@ def _numbers(value: str | None, option: str, kind=float) -> list | None:
 @click.option("--size", default=None, help="Input height and width, e.g. 224 or 240x320  [default: read]")
 @click.option("--mean", default=None, help="Per-channel mean of [0, 1] pixels, e.g. 0.485,0.456,0.406")
 @click.option("--std", default=None, help="Per-channel std, e.g. 0.229,0.224,0.225")
-@click.option("--resize", type=click.Choice(["shorter_side_center_crop", "stretch"]), default=None)
+@click.option("--resize", type=click.Choice(["shorter_side_center_crop", "stretch", "letterbox"]), default=None)
 @click.option("--crop-pct", type=float, default=None, help="shorter_side_center_crop: size / crop_pct is resized.")
 @click.option("--interpolation", type=click.Choice(["bicubic", "bilinear", "area", "nearest"]), default=None)
 @click.option("--color", type=click.Choice(["RGB", "BGR", "GRAY"]), default=None,
@@ -201,6 +201,11 @@ def _numbers(value: str | None, option: str, kind=float) -> list | None:
               help="The last N blocks a later partial recovery or QAT may retrain.")
 @click.option("--splits", default="val", show_default=True,
               help="Where the baseline is measured (with --data): val, or val,test to read test too.")
+@click.option("--task", "task_name", default="classify", show_default=True,
+              help="What the model is: classify, or detect (an ONNX detector; --layout says its raw output).")
+@click.option("--layout", default=None,
+              help="--task detect: the ONNX file's raw output, yolo ((1, 4 + classes, anchors), Ultralytics' export "
+                   "without NMS); edgeft adds decoding and NMS.")
 @click.option("--base", default=None,
               help="MODEL a peft LoRA adapter directory: the weights it adapts (a checkpoint file or package:NAME)  "
                    "[default: auto, the weights a package ships for --model]")
@@ -208,7 +213,8 @@ def _numbers(value: str | None, option: str, kind=float) -> list | None:
 def import_cmd(model_file: Path, out: Path, arch: str | None, data: Path | None, classes: str | None, size: str | None,
                mean: str | None, std: str | None, resize: str | None, crop_pct: float | None,
                interpolation: str | None, color: str | None, roi: str | None, window: str | None,
-               trainable_blocks: int | None, splits: str, base: str | None, force: bool) -> None:
+               trainable_blocks: int | None, splits: str, task_name: str, layout: str | None, base: str | None,
+               force: bool) -> None:
     """Import your own fine-tuned model: a timm or torchvision checkpoint, a peft LoRA adapter directory over a timm
     model (merged into its weights), or an ONNX classifier, as an artifact."""
     from edgeft.importer import ImportConfig, import_model
@@ -237,7 +243,7 @@ def import_cmd(model_file: Path, out: Path, arch: str | None, data: Path | None,
             contract["window"] = {"min": lo_hi[0], "max": lo_hi[-1]} if len(lo_hi) == 2 else text
     cfg = ImportConfig(model=str(model_file), arch=arch, input=contract, classes=classes,
                        trainable_blocks=trainable_blocks, splits=[s.strip() for s in splits.split(",") if s.strip()],
-                       base=base)
+                       base=base, task=task_name, layout=layout)
     a = import_model(cfg, out, data=data, force=force)
     click.echo(f"wrote {a.path} ({a.meta.kind}, {a.meta.arch}, sha256 {a.meta.model_sha256[:12]})")
 

@@ -52,6 +52,7 @@ class ImportConfig:
     task: str = "classify"
     splits: list[str] = field(default_factory=lambda: ["val"])  # add test to measure it too (never to tune on)
     base: str | None = None  # a peft adapter's base weights: a checkpoint file, package:NAME or auto (the default)
+    layout: str | None = None  # a detector's raw ONNX output: yolo (Ultralytics' (1, 4 + classes, anchors))
 
     def __post_init__(self) -> None:
         self.model = os.path.expanduser(str(self.model))
@@ -123,14 +124,6 @@ def class_list(value: list[str] | str | None) -> list[str] | None:
         raise ConfigError(f"import.classes must name at least two distinct classes in the model's output order (a "
                           f"list, NAME,NAME or a file with one a line), got {names}")
     return names
-
-
-def _data_classes(data: Path | None) -> list[str] | None:
-    if data is None:
-        return None
-    from edgeft.data.imagefolder import find_splits, scan_split
-
-    return scan_split(find_splits(data)["train"]).classes
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -332,6 +325,27 @@ def _contract(cfg: ImportConfig, base: InputContract, read: dict[str, Any] | Non
     return base.replace(**fields) if fields else base
 
 
+def _onnx_model(cfg: ImportConfig, source: Path, task: Any, given: list[str] | None, data_classes: list[str] | None
+                ) -> tuple[Any, InputContract, list[str] | None, int | None, dict[str, Any]]:
+    """An ONNX file as its task's graph: (model, contract, class names, output count, what ``meta.extra`` records)."""
+    model, read, outputs, onnx_meta = read_onnx(source)
+    base = InputContract.from_dict(onnx_meta["input"]) if onnx_meta and "input" in onnx_meta else InputContract()
+    if "size" not in read and "size" not in cfg.input and not (onnx_meta and "input" in onnx_meta):
+        raise ConfigError(f"{source.name} has a dynamic input height or width; declare the size the model was "
+                          "trained at (--size HxW, or import.input.size: [H, W])")
+    contract = _contract(cfg, base, read)
+    if read.get("channels") and read["channels"] != contract.channels:
+        raise ConfigError(f"{source.name} takes {read['channels']} channel(s), but the contract's color "
+                          f"{contract.color} gives {contract.channels}; declare --color "
+                          f"{'GRAY' if read['channels'] == 1 else 'RGB or BGR'}")
+    names = given or (list(onnx_meta["class_names"]) if onnx_meta and "class_names" in onnx_meta else None) \
+        or data_classes
+    extra: dict[str, Any] = {}
+    if names is not None:  # a task whose graph needs more than the file (a detector's NMS) adds it
+        model, extra = task.adopt_onnx(model, names, contract, cfg.layout)
+    return model, contract, names, outputs, extra
+
+
 def import_model(cfg: ImportConfig, out: str | os.PathLike, data: str | os.PathLike | None = None,
                  force: bool = False) -> art.Artifact:
     """Write the user's model at ``out`` as an artifact (``torch`` for a checkpoint, ``onnx`` for an ONNX file) with
@@ -344,22 +358,15 @@ def import_model(cfg: ImportConfig, out: str | os.PathLike, data: str | os.PathL
     source = Path(cfg.model)
     data = Path(data) if data is not None else None
     given = class_list(cfg.classes)
-    data_classes = _data_classes(data)
+    data_classes = task.data_classes(data) if data is not None else None
+    extra: dict[str, Any] = {}  # what meta.extra records of the model (an ONNX detector: its task and NMS settings)
+    if not cfg.is_onnx and not task.imports_checkpoints:
+        raise ConfigError(f"import: a {task.name} model is imported as an ONNX file (with --layout); checkpoints are "
+                          "imported as classifiers")
 
     if cfg.is_onnx:
-        model, read, outputs, onnx_meta = read_onnx(source)
-        base = InputContract.from_dict(onnx_meta["input"]) if onnx_meta and "input" in onnx_meta else InputContract()
-        if "size" not in read and "size" not in cfg.input and not (onnx_meta and "input" in onnx_meta):
-            raise ConfigError(f"{source.name} has a dynamic input height or width; declare the size the model was "
-                              "trained at (--size HxW, or import.input.size: [H, W])")
-        contract = _contract(cfg, base, read)
-        if read.get("channels") and read["channels"] != contract.channels:
-            raise ConfigError(f"{source.name} takes {read['channels']} channel(s), but the contract's color "
-                              f"{contract.color} gives {contract.channels}; declare --color "
-                              f"{'GRAY' if read['channels'] == 1 else 'RGB or BGR'}")
-        names = given or (list(onnx_meta["class_names"]) if onnx_meta and "class_names" in onnx_meta else None) \
-            or data_classes
-        arch, kind, fmt = f"onnx:{source.stem}", "onnx", "onnx"
+        model, contract, names, outputs, extra = _onnx_model(cfg, source, task, given, data_classes)
+        arch, kind, fmt = f"onnx:{source.stem}", "onnx", "onnx" + (f" ({cfg.layout} layout)" if cfg.layout else "")
     elif cfg.is_adapter:
         names = given or data_classes
         if names is None:
@@ -404,7 +411,7 @@ def import_model(cfg: ImportConfig, out: str | os.PathLike, data: str | os.PathL
     params = {**cfg.to_dict(), "format": fmt, "source_sha256": source_sha256(source),
               "data": str(data) if data else None}
     meta = art.Meta(kind=kind, arch=arch, class_names=names, input=contract,
-                    lineage=[art.lineage_entry("import", params)])
+                    lineage=[art.lineage_entry("import", params)], extra=extra)
     with art.staging_dir(out, force=force) as tmp:
         _write_model(model, meta, tmp / meta.model_file)
         meta.model_sha256 = art.sha256_file(tmp / meta.model_file)
@@ -436,9 +443,7 @@ def _write_model(model: Any, meta: art.Meta, path: Path) -> None:
 def baseline(task: Any, artifact: art.Artifact, data: Path, splits: list[str]) -> dict[str, Any]:
     """The imported model's metrics on the data's splits, measured as the camera runs it: what later gates compare
     against."""
-    from edgeft.data.imagefolder import find_splits
-
-    found = find_splits(data)
+    found = task.splits(data)
     metrics: dict[str, Any] = {}
     for split in splits:
         if split not in found:

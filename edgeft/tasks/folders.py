@@ -8,8 +8,13 @@ from typing import Any
 
 
 class FolderData:
-    """The :class:`~edgeft.tasks.registry.Task` hooks ``splits``, ``read_images`` and ``calibration_manifest`` for
-    class-folder data."""
+    """The :class:`~edgeft.tasks.registry.Task` hooks ``splits``, ``data_classes``, ``read_images`` and
+    ``calibration_manifest`` for class-folder data."""
+
+    def data_classes(self, data: Path) -> list[str]:
+        from edgeft.data.imagefolder import find_splits, scan_split
+
+        return scan_split(find_splits(data)["train"]).classes
 
     def splits(self, data: Path) -> dict[str, Any]:
         from edgeft.data.imagefolder import find_splits

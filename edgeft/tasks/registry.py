@@ -38,6 +38,7 @@ class Task:
     summary: ClassVar[str] = ""  # one line for `edgeft optimize --help` and errors
     supports_qat: ClassVar[bool] = False  # QAT trains against labels
     importable: ClassVar[bool] = False  # a recipe may start from the user's own model (import:) instead
+    imports_checkpoints: ClassVar[bool] = False  # a PyTorch checkpoint imports as this task (else ONNX files only)
 
     # ------------------------------------------------------------------------------------------- recipe and data
     def first_config(self, section: dict[str, Any]) -> Any:
@@ -62,6 +63,19 @@ class Task:
         """Real images of ``split`` prepared by ``contract`` (``.images`` N x H x W x C, ``.paths``), for export
         parity and INT8 measurement."""
         raise NotImplementedError
+
+    def data_classes(self, data: "Path") -> list[str]:
+        """The class names of a data folder in this task's layout (its train split's)."""
+        raise NotImplementedError
+
+    def adopt_onnx(self, model: Any, names: list[str], contract: Any, layout: str | None) -> tuple[Any, dict]:
+        """An imported ONNX file made this task's graph: (the model, what ``meta.extra`` records of it). A classifier
+        keeps its file as brought; a task whose graph needs more (a detector's decoding and NMS) adds it here, by the
+        declared output ``layout``."""
+        if layout is not None:
+            raise ConfigError(f"import.layout {layout!r}: a {self.name} model's ONNX output has no layout to declare; "
+                              "leave it out")
+        return model, {}
 
     def calibration_manifest(self, data: "Path", n: int, class_names: list[str], split: str = "train", seed: int = 0,
                              contract: Any = None) -> Any:

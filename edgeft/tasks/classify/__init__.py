@@ -45,6 +45,7 @@ class Classify(FolderData, Task):
     summary = "a classifier fine-tuned on labelled class folders"
     supports_qat = True
     importable = True
+    imports_checkpoints = True
 
     def onnx_metadata(self, extra: dict[str, Any]) -> dict[str, Any]:
         return {}  # a file that names no task is a classifier

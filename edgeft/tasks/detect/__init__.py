@@ -66,6 +66,7 @@ class Detect(Task):
     stages = ("detect", "prune", "export", "quantize", "build", "bench")
     graph_outputs = ("detections",)
     summary = "an object detector trained on box-labelled images"
+    importable = True  # an ONNX detector with a raw output in a declared layout (decoding and NMS added)
     extra_carried = ("task", "detect", "decision")
 
     # ------------------------------------------------------------------------------------------- recipe and data
@@ -107,6 +108,33 @@ class Detect(Task):
         from edgeft.tasks.detect.data import find_layout
 
         return find_layout(data)[1]
+
+    def data_classes(self, data: Path) -> list[str]:
+        from edgeft.tasks.detect.data import class_names
+
+        return class_names(data)
+
+    def adopt_onnx(self, model: Any, names: list[str], contract: Any, layout: str | None) -> tuple[Any, dict]:
+        """An ONNX detector with a raw output in a declared ``layout`` gets decoding and NMS appended: ``yolo``
+        (Ultralytics' export without NMS: (1, 4 + classes, anchors), centre x, centre y, width, height in input pixels,
+        then class scores in [0, 1])."""
+        from edgeft.tasks.detect.model import DetectSpec
+        from edgeft.tasks.detect.nms import YoloPostprocess, add_postprocess
+
+        if layout != "yolo":
+            raise ConfigError(f"import.layout must say how the detector's raw output is laid out: yolo ((1, 4 + "
+                              f"classes, anchors), Ultralytics' export); got {layout!r}")
+        outs = model.graph.output
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in outs[0].type.tensor_type.shape.dim]
+        if len(outs) != 1 or len(dims) != 3 or not dims[1] or not dims[2] or dims[1] != 4 + len(names):
+            raise ConfigError(f"import.layout yolo expects one output (1, 4 + {len(names)} classes, anchors); the file "
+                              f"has {len(outs)} output(s), the first {dims}: check --classes (one per class score) "
+                              "and the layout")
+        spec = DetectSpec(levels=(0,), strides=())
+        opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        post = YoloPostprocess(spec, contract.size, len(names), dims[2])
+        return add_postprocess(model, outs[0].name, post, opset), {"task": "detect", "detect": spec.to_dict(),
+                                                                   "layout": layout}
 
     def read_images(self, data: Path, split: str, contract: Any, class_names: list[str],
                     limit: int | None = None) -> Any:

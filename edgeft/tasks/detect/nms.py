@@ -61,41 +61,90 @@ def decode(points: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
     return torch.stack([cx - d[..., 0] * w, cy - d[..., 1] * h, cx + d[..., 2] * w, cy + d[..., 3] * h], -1)
 
 
+def select(boxes: torch.Tensor, scores: torch.Tensor, spec: DetectSpec, rows: int) -> torch.Tensor:
+    """NMS per image and class, then the ``rows`` best survivors of an image: boxes (B, P, 4) x1, y1, x2, y2 and
+    scores (B, C, P) -> detections (B, rows, 6)."""
+    n, classes, points = scores.shape
+    sel = _NonMaxSuppression.apply(boxes, scores, rows, float(spec.nms_iou), float(spec.score_threshold))
+    kept = torch.zeros((n, classes, points), dtype=torch.int64)  # integer: INT8 calibration never reads it
+    kept[sel[:, 0], sel[:, 1], sel[:, 2]] = 1
+    best, index = (scores * kept.to(scores.dtype)).reshape(n, classes * points).topk(rows, dim=1)
+    cls = torch.div(index, points, rounding_mode="floor")
+    picked = torch.gather(boxes, 1, (index % points).unsqueeze(-1).expand(n, rows, 4))
+    return torch.cat([picked, best.unsqueeze(-1), cls.unsqueeze(-1).to(best.dtype)], -1)
+
+
+def clip_solid(boxes: torch.Tensor, scores: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (B, P, 4) clipped to the input, and scores (B, P, C) zeroed where a box was clipped to nothing."""
+    h, w = size
+    boxes = torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h), boxes[..., 2].clamp(0, w),
+                         boxes[..., 3].clamp(0, h)], -1)
+    solid = ((boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])).unsqueeze(-1)
+    return boxes, scores * solid.to(scores.dtype)
+
+
+class FcosPostprocess(nn.Module):
+    """FCOS's outputs -> detections: the points' distances decoded, scores ``sqrt(sigmoid(class) *
+    sigmoid(centre-ness))``, NMS. Exported under ``/postprocess/``, the part of the graph INT8 leaves in FP32."""
+
+    def __init__(self, points: torch.Tensor, spec: DetectSpec, size: tuple[int, int], num_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("points", points, persistent=False)
+        self.spec, self.size = spec, size
+        self.rows = min(spec.max_detections, num_classes * len(points))  # the output's M, a constant
+
+    def scored(self, logits: torch.Tensor, distances: torch.Tensor, ctr: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes, scores = clip_solid(decode(self.points, distances), torch.sqrt(torch.sigmoid(logits) *
+                                                                               torch.sigmoid(ctr)), self.size)
+        return boxes, scores.transpose(1, 2)
+
+    def forward(self, logits: torch.Tensor, distances: torch.Tensor, ctr: torch.Tensor) -> torch.Tensor:
+        return select(*self.scored(logits, distances, ctr), self.spec, self.rows)
+
+
+class YoloPostprocess(nn.Module):
+    """A YOLO-family raw output (B, 4 + C, A): centre x, centre y, width, height in input pixels, then C class scores
+    in [0, 1] (Ultralytics' export without NMS) -> detections."""
+
+    def __init__(self, spec: DetectSpec, size: tuple[int, int], num_classes: int, anchors: int) -> None:
+        super().__init__()
+        self.spec, self.size = spec, size
+        self.rows = min(spec.max_detections, num_classes * anchors)
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        cx, cy, w, h = raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3]
+        boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+        boxes, scores = clip_solid(boxes, raw[:, 4:].transpose(1, 2), self.size)
+        return select(boxes, scores.transpose(1, 2), self.spec, self.rows)
+
+
 class DetectorGraph(nn.Module):
     """A detector with its points for a fixed input size, decoding and NMS: image batch in, detections out."""
 
     def __init__(self, model: Detector, spec: DetectSpec, size: tuple[int, int]) -> None:
         super().__init__()
-        self.model, self.spec = model, spec
-        points, _ = model.points(size)
-        self.register_buffer("points", points, persistent=False)
-        self.size = size
-        self.rows = min(spec.max_detections, model.num_classes * len(points))  # the output's M, a constant
+        self.model, self.spec, self.size = model, spec, size
+        self.postprocess = FcosPostprocess(model.points(size)[0], spec, size, model.num_classes)
 
     def scored(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(boxes (B, P, 4) clipped to the input, scores (B, C, P)) before NMS."""
-        logits, distances, ctr = self.model(x)
-        boxes = decode(self.points, distances)
-        h, w = self.size
-        boxes = torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h), boxes[..., 2].clamp(0, w),
-                             boxes[..., 3].clamp(0, h)], -1)
-        scores = torch.sqrt(torch.sigmoid(logits) * torch.sigmoid(ctr))
-        solid = ((boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])).unsqueeze(-1)
-        scores = scores * solid.to(scores.dtype)  # a box clipped to nothing at the border is no detection
-        return boxes, scores.transpose(1, 2)
+        return self.postprocess.scored(*self.model(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        boxes, scores = self.scored(x)
-        s = self.spec
-        n, classes, points = scores.shape
-        rows = self.rows
-        sel = _NonMaxSuppression.apply(boxes, scores, rows, float(s.nms_iou), float(s.score_threshold))
-        kept = torch.zeros((n, classes, points), dtype=torch.int64)  # integer: INT8 calibration never reads it
-        kept[sel[:, 0], sel[:, 1], sel[:, 2]] = 1
-        best, index = (scores * kept.to(scores.dtype)).reshape(n, classes * points).topk(rows, dim=1)
-        cls = torch.div(index, points, rounding_mode="floor")
-        picked = torch.gather(boxes, 1, (index % points).unsqueeze(-1).expand(n, rows, 4))
-        return torch.cat([picked, best.unsqueeze(-1), cls.unsqueeze(-1).to(best.dtype)], -1)
+        return self.postprocess(*self.model(x))
+
+
+class RawGraph(nn.Module):
+    """The post-processing alone, for an imported network's raw output: exported on its own, then joined to the
+    network's ONNX graph (:func:`add_postprocess`)."""
+
+    def __init__(self, post: nn.Module) -> None:
+        super().__init__()
+        self.postprocess = post
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.postprocess(raw)
 
 
 def split_detections(detections, batch: int) -> list:
@@ -112,9 +161,45 @@ def split_detections(detections, batch: int) -> list:
     return out
 
 
+POSTPROCESS = "/postprocess/"  # where the exporter names the graph's decoding and NMS
+
+
 def tail_nodes(path) -> list[str]:
-    """The ONNX nodes of an exported detector graph that come after the network: decoding, scores and NMS (the
-    exporter names the network's nodes under ``/model/``; the graph's own arithmetic has no such prefix)."""
+    """The ONNX nodes of a detector graph after the network: decoding, scores and NMS (``/postprocess/...``, or
+    ``edgeft_/postprocess/...`` where it was appended to an imported network)."""
     import onnx
 
-    return [n.name for n in onnx.load(str(path)).graph.node if n.name and not n.name.startswith("/model/")]
+    return [n.name for n in onnx.load(str(path)).graph.node if POSTPROCESS in n.name]
+
+
+def add_postprocess(network, output: str, post: nn.Module, opset: int):
+    """``network`` (an ONNX ``ModelProto`` whose ``output`` is a raw (B, 4 + C, A) tensor) with ``post`` appended
+    (its nodes and tensors prefixed ``edgeft_``): one output, ``detections`` (B, M, 6)."""
+    import os
+    import tempfile
+
+    import onnx
+    from onnx import compose
+
+    dims = next(o for o in network.graph.output if o.name == output).type.tensor_type.shape.dim
+    fd, tmp = tempfile.mkstemp(suffix=".onnx")
+    os.close(fd)
+    try:
+        torch.onnx.export(RawGraph(post).eval(), (torch.zeros(1, *[d.dim_value for d in dims[1:]]),), tmp,
+                          opset_version=opset, input_names=["raw"], output_names=[OUTPUT],
+                          dynamic_axes={"raw": {0: "batch"}, OUTPUT: {0: "batch"}}, dynamo=False)
+        tail = onnx.load(tmp)
+    finally:
+        os.unlink(tmp)
+    tail.ir_version = network.ir_version
+    merged = compose.merge_models(network, tail, io_map=[(output, "raw")], prefix2="edgeft_",
+                                  outputs=[f"edgeft_{OUTPUT}"])
+    versions: dict[str, int] = {}
+    for o in merged.opset_import:  # both graphs import the default domain: one entry each domain
+        versions[o.domain] = max(versions.get(o.domain, 0), o.version)
+    del merged.opset_import[:]
+    merged.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in versions.items())
+    merged.graph.output[0].name = OUTPUT
+    for node in merged.graph.node:
+        node.output[:] = [OUTPUT if o == f"edgeft_{OUTPUT}" else o for o in node.output]
+    return merged
