@@ -351,6 +351,8 @@ def test_a_detection_recipe_runs_detect_prune_export_int8_bench_and_gates_on_map
         "gates": {"max_map_drop_points": 100, "max_p50_ms": {"ort-cpu": 10000}},
     }, source="det.yaml")
     result = pipeline.optimize(recipe, tmp_path / "run")
+    stored = json.loads((tmp_path / "run" / "pipeline.json").read_text())["recipe"]
+    assert parse(stored).sections["detect"] == recipe.sections["detect"]  # the resolved recipe reads back
     assert [g.gate for g in result.gates] == ["max_map_drop_points", "max_p50_ms.ort-cpu"]
     assert {g.status for g in result.gates} == {"pass"}
     rows = {r.step: r for r in result.rows}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import statistics
 import tempfile
@@ -117,14 +118,27 @@ def quantize_file(fp32: Path, out: Path, x: np.ndarray, cfg: QuantizeConfig, exc
     trt = cfg.target == "tensorrt"
     extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": trt, "CalibPercentile": cfg.percentile,
                              "CalibMaxIntermediateOutputs": minmax_chunk(len(x)), "DedicatedQDQPair": dedicated}
-    with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress of their own
-        q.quantize_static(
-            str(fp32), str(out), _Reader(x, input_name), quant_format=q.QuantFormat.QDQ,
-            op_types_to_quantize=["Conv", "Gemm", "MatMul", "Add"] if trt else None,
-            per_channel=cfg.per_channel, activation_type=q.QuantType.QInt8 if trt else q.QuantType.QUInt8,
-            weight_type=q.QuantType.QInt8, nodes_to_exclude=exclude or None, calibrate_method=method,
-            extra_options=extra, calibration_cache_path=str(cache))
+    quiet = _PerChannelFallback()
+    logging.getLogger().addFilter(quiet)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress of their own
+            q.quantize_static(
+                str(fp32), str(out), _Reader(x, input_name), quant_format=q.QuantFormat.QDQ,
+                op_types_to_quantize=["Conv", "Gemm", "MatMul", "Add"] if trt else None,
+                per_channel=cfg.per_channel, activation_type=q.QuantType.QInt8 if trt else q.QuantType.QUInt8,
+                weight_type=q.QuantType.QInt8, nodes_to_exclude=exclude or None, calibrate_method=method,
+                extra_options=extra, calibration_cache_path=str(cache))
+    finally:
+        logging.getLogger().removeFilter(quiet)
     task.after_quantize_file(out, fp32)
+
+
+class _PerChannelFallback(logging.Filter):
+    """Drops ONNX Runtime's warning, once per calibration batch, that a rank-1 constant (a GroupNorm's scale, as a
+    detector's head exports it) cannot be quantized per channel: it is quantized per tensor, as it should be."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Axis ") and "is out-of-range for weight" in record.getMessage())
 
 
 def pre_process(fp32: Path, out: Path) -> None:

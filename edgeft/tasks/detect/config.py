@@ -65,8 +65,10 @@ class DetectConfig:
         return cls(spec, train)
 
     def to_dict(self) -> dict[str, Any]:
+        """The section as a recipe writes it (what :meth:`from_dict` reads back; the strides come from the model)."""
         t = self.train.to_dict()
-        return {**self.spec.to_dict(), **{k: t[k] for k in TRAIN_KEYS}}
+        spec = {k: v for k, v in self.spec.to_dict().items() if k != "strides"}
+        return {**spec, **{k: t[k] for k in TRAIN_KEYS}}
 
     def with_threads(self, threads: int | None) -> "DetectConfig":
         return self if not threads or self.train.threads else replace(self, train=replace(self.train, threads=threads))
