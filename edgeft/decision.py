@@ -169,6 +169,17 @@ def choose(rule: Rule, labels: np.ndarray, probabilities: np.ndarray, class_name
     """The policy ``rule`` asks for, chosen on one labelled split (val): softmax ``probabilities`` (N x classes)
     and integer ``labels``. Refuses a split without both kinds of parts and a rule no threshold meets."""
     y, score = labelled_not_ok(labels, probabilities, class_names, positive, f"the {split} split")
+    return choose_on_scores(rule, y, score, class_names, positive, split)
+
+
+def choose_on_scores(rule: Rule, y: np.ndarray, score: np.ndarray, class_names: list[str], positive: list[str],
+                     split: str = "val") -> Policy:
+    """The policy ``rule`` asks for on parts' "not OK" scores (``y``: which parts are not OK), however the task
+    scores a part (a classifier: the positive classes' probability; a detector: its best defect box)."""
+    y, score = np.asarray(y, dtype=bool), np.asarray(score, dtype=np.float64)
+    if y.all() or not y.any():
+        raise DataError(f"the {split} split has {'no' if not y.any() else 'only'} {'/'.join(positive)} parts: "
+                        "operating points and thresholds are undefined on it; use a split with both kinds of parts")
     fr, rec, thr = roc_curve(y, score)  # thr descending; point i rejects every score >= thr[i]
     distinct = np.r_[thr[1:], -np.inf]  # the next lower score after each point, for a threshold between the two
     if rule.escape_cost is not None:

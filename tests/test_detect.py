@@ -327,8 +327,9 @@ def test_detect_export_eval_infer_chain(cli, boxes_data, tiny_detector, tmp_path
     frame = np.zeros((96, 128, 3), np.uint8)
     frame[20:44, 30:54] = 230
     cv2.imwrite(str(tmp_path / "f.png"), frame)
-    r = cli("infer", q, tmp_path / "f.png")
+    r = cli("infer", q, tmp_path / "f.png", "--overlays", tmp_path / "drawn")
     assert r.exit_code == 0, r.output
+    assert [p.name for p in (tmp_path / "drawn").glob("*.png")] == ["f-000000.png"]  # the boxes over the frame
     line = json.loads(r.stdout.splitlines()[0])
     assert isinstance(line["boxes"], list)
     for b in line["boxes"]:
@@ -448,3 +449,33 @@ def test_a_declared_layout_that_does_not_fit_the_outputs_is_refused(cli, boxes_d
     assert not (tmp_path / "imp").exists()
     r = cli("import", raw, "--task", "detect", "--classes", "scratch,spot", "--size", "64", "--out", tmp_path / "imp")
     assert_one_line_error(r, "import.layout must say how the detector's raw output is laid out")
+
+
+def test_a_classifier_asked_for_its_numbers_on_box_data_is_told_what_the_data_is(cli, boxes_data, tmp_path):
+    from tests.conftest import make_artifact
+
+    make_artifact(tmp_path / "clf")
+    assert_one_line_error(cli("eval", tmp_path / "clf", "--data", boxes_data, "--split", "test"),
+                          "holds box annotations", "a detector's data")
+
+
+def test_a_detector_decides_on_its_best_defect_box_with_a_threshold_chosen_on_val(cli, boxes_data, tiny_detector,
+                                                                                   tmp_path):
+    import shutil
+
+    from edgeft import artifact
+    from edgeft.decision import read_policy
+
+    a = tmp_path / "det"
+    shutil.copytree(tiny_detector, a)  # decide writes into the artifact
+    r = cli("decide", a, "--data", boxes_data, "--positive", "spot", "--target-recall", "0.9")
+    assert r.exit_code == 0, r.output
+    assert "on test:" in r.output
+    policy = read_policy(artifact.load(a).meta.extra)
+    assert policy.positive == ["spot"] and policy.chosen_on == "val" and policy.val.recall >= 0.9
+    image = next(iter(sorted((boxes_data / "test").glob("*.png"))))
+    line = json.loads(cli("infer", a, image).stdout.splitlines()[0])
+    assert line["decision"] in ("pass", "review", "reject")
+    assert line["decision"] == str(policy.decide(np.array([line["not_ok"]]))[0])  # its best spot box, thresholded
+    assert_one_line_error(cli("decide", a, "--data", boxes_data, "--positive", "spott", "--target-recall", "0.9"),
+                          "'spott' is not a class of the detector", "spot")

@@ -67,9 +67,10 @@ def doctor(as_json: bool, requirements: tuple[str, ...]) -> None:
 @click.option("--require-policy", is_flag=True,
               help="Refuse a model without a decision policy (`edgeft decide`): a line that must decide should not "
                    "start without one.")
-@click.option("--heatmaps", "heatmaps_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
-              help="Anomaly models: write each frame's heatmap over the part to DIR (PNG; blue = a typical good "
-                   "patch, red = the reject threshold).")
+@click.option("--heatmaps", "--overlays", "heatmaps_dir", type=click.Path(path_type=Path), default=None,
+              metavar="DIR",
+              help="Write what the model draws over each frame to DIR (PNG): an anomaly model's heatmap (blue = a "
+                   "typical good patch, red = the reject threshold), a detector's boxes with their scores.")
 def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path | None, threads: int | None,
               queue_size: int, reconnects: int, max_frames: int | None, input_size: int | None, mean: str | None,
               std: str | None, classes: str | None, source_name: str | None, metrics_port: int | None,
@@ -104,8 +105,8 @@ def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path
                           class_names=classes.split(",") if classes else None, require_policy=require_policy)
     if heatmaps_dir is not None and not hasattr(predictor.head, "draw"):
         predictor.close()
-        raise ConfigError(f"--heatmaps needs an anomaly model (`edgeft anomaly`); {model} is a {predictor.task.name} "
-                          "model, which draws nothing over its frames")
+        raise ConfigError(f"--heatmaps needs an anomaly model (`edgeft anomaly`) or a detector (`edgeft detect`); "
+                          f"{model} is a {predictor.task.name} model, which draws nothing over its frames")
     progress.info(f"backend: {predictor.backend_name} ({predictor.backend_reason})")
     if predictor.policy is not None:
         progress.info(f"decisions: {predictor.policy.text()}")

@@ -190,27 +190,17 @@ def decide_cmd(artifact: Path, data: Path, positive: tuple[str, ...], target_rec
                max_false_reject: float | None, escape_cost: float | None, false_reject_cost: float,
                review_budget: float | None, backend: str | None) -> None:
     """Choose ARTIFACT's decision policy (pass / review / reject) on the val split and write it into the artifact,
-    where `edgeft infer` and Predictor apply it. With a test/ split, prints what it does there."""
+    where `edgeft infer` and Predictor apply it. With a test/ split, prints what it does there. A classifier's
+    "not OK" score is its positive classes' probability; a detector's, an image's best box of a positive class."""
     from edgeft import artifact as art_mod
-    from edgeft.data import load_split
-    from edgeft.data.imagefolder import find_splits
     from edgeft.decision import Rule
-    from edgeft.errors import DataError
-    from edgeft.evaluate import choose_policy, classifier_only, evaluate
+    from edgeft.tasks import registry as tasks
 
     rule = Rule(target_recall=target_recall, max_false_reject=max_false_reject, escape_cost=escape_cost,
                 false_reject_cost=false_reject_cost, review_budget=review_budget)
     art = art_mod.load(artifact)
-    classifier_only(art)
-    if "val" not in find_splits(data):
-        raise DataError(f"{data} has no val/ split: a policy is chosen on val, never on test; add one")
-    val = load_split(data, "val", art.meta.input, classes=art.meta.class_names)
-    policy = choose_policy(art, val, rule, list(positive), backend=backend)
-    click.echo(f"{artifact}: {policy.text()}")
-    if "test" in find_splits(data):
-        m = evaluate(art, load_split(data, "test", art.meta.input, classes=art.meta.class_names), tta_views=1,
-                     backend=backend)
-        click.echo(f"  on test: {m.policy.text()}; AUROC {m.decisions.auroc:.3f}")
+    for line in tasks.of(art.meta).decide(art, data, rule, list(positive), backend):
+        click.echo(line)
 
 
 @cli.command("compare-backends")

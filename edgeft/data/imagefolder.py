@@ -110,6 +110,10 @@ def scan_split(split_dir: Any, classes: list[str] | None = None, classes_from: s
     class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     loose = [p.name for p in split_dir.iterdir() if p.is_file() and is_image(p)]
     if not class_dirs:
+        if any(split_dir.glob("*.json")) or split_dir.parent.name == "images":
+            raise DataError(f"{split_dir} holds box annotations (COCO JSON or YOLO labels), not class folders: it is "
+                            "a detector's data; measure a detector on it (`edgeft detect`), a classifier on class "
+                            "folders")
         raise DataError(f"{split_dir} has no class subfolders" + (f" (found {len(loose)} loose images; put them in "
                         "one folder per class)" if loose else " and no images"))
     names = [p.name for p in class_dirs]

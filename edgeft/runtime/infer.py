@@ -32,7 +32,8 @@ def _batches(it: Iterable[Frame], size: int) -> Iterable[list[Frame]]:
 
 
 def _write_drawing(predictor: Predictor, f: Frame, p, folder: Path) -> Path:
-    """What the task draws over the frame (an anomaly model's heatmap), named after its source and frame number
+    """What the task draws over the frame (an anomaly model's heatmap, a detector's boxes), named after its source
+    and frame number
     (``cell0001-000000.png``)."""
     from edgeft.images import write_image
 
@@ -46,12 +47,13 @@ def run(predictor: Predictor, source: str | Source, out: IO[str], batch: int = 1
         stats_out: IO[str] | None = None, heatmaps: str | os.PathLike | None = None) -> SourceStats:
     """Write one JSON line per frame to ``out``; unreadable frames get a line with ``error``. Returns counts.
     With ``metrics`` and ``stats_every`` N, a JSON line of the counters goes to ``stats_out`` (stderr) every N
-    frames and at the end: the periodic alternative to the Prometheus endpoint. With ``heatmaps`` (a folder; an
-    anomaly model only), each frame's heatmap over the frame is written there and named in its line."""
+    frames and at the end: the periodic alternative to the Prometheus endpoint. With ``heatmaps`` (a folder), what
+    the model draws over each frame (an anomaly model's heatmap, a detector's boxes) is written there and named in
+    its line."""
     stats = SourceStats()
     stop = stop or threading.Event()
     if heatmaps is not None:
-        predictor.heatmap_scale  # a task that draws nothing is refused before any frame is read
+        predictor.check_draws()  # a task that draws nothing is refused before any frame is read
         Path(heatmaps).mkdir(parents=True, exist_ok=True)
     try:
         return _run(predictor, source, out, batch, queue_size, max_reconnects, max_frames, stop, metrics, stats,

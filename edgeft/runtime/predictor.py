@@ -139,14 +139,17 @@ class Predictor:
                               "model")
         return scale(self.policy)
 
+    def check_draws(self) -> None:
+        """Refuse a task that draws nothing over its frames."""
+        if getattr(self.head, "draw", None) is None:
+            raise ConfigError(f"a {self.task.name} model draws nothing over its frames; anomaly models draw heatmaps "
+                              "(`edgeft anomaly`), detectors their boxes (`edgeft detect`)")
+
     def draw(self, frame: np.ndarray, prediction: Prediction) -> np.ndarray:
-        """What the task draws of a prediction over its frame (an anomaly model: the heatmap on a fixed scale), as an
-        8-bit BGR image; refused for a task that draws nothing."""
-        draw = getattr(self.head, "draw", None)
-        if draw is None:
-            raise ConfigError(f"a {self.task.name} model draws nothing over its frames; heatmaps come from anomaly "
-                              "models (`edgeft anomaly`)")
-        return draw(frame, prediction, self.policy)
+        """What the task draws of a prediction over its frame (an anomaly model: the heatmap on a fixed scale; a
+        detector: its boxes), as an 8-bit BGR image; refused for a task that draws nothing."""
+        self.check_draws()
+        return self.head.draw(frame, prediction, self.policy)
 
     def predict(self, frames: Sequence[np.ndarray] | np.ndarray, source: str = "BGR") -> list[Prediction]:
         """Predictions for a list of frames (a single HxW[xC] array is one frame)."""

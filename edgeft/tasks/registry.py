@@ -188,6 +188,11 @@ class Task:
         """``edgeft eval``: a typed record of the artifact on ``split``, with ``summary(...)`` and ``to_dict()``."""
         raise ConfigError(f"{artifact.path} is a {self.name} model, and `edgeft eval` has no measure for it")
 
+    def decide(self, artifact: Any, data: "Path", rule: Any, positive: list[str], backend: str | None) -> list[str]:
+        """``edgeft decide``: choose the artifact's policy on val, write it into the artifact; the lines to print."""
+        self.require_logits(artifact)
+        raise NotImplementedError
+
     def eval_text(self, record: Any, artifact: Any, title: str) -> str:
         """``edgeft eval``'s lines for ``record`` (what :meth:`evaluate` returned)."""
         return record.summary(artifact.meta.class_names, title=title + ":")

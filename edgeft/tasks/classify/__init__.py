@@ -173,6 +173,23 @@ class Classify(FolderData, Task):
         s = load_split(data, split, artifact.meta.input, classes=artifact.meta.class_names)
         return evaluate(artifact, s, tta_views=tta_views, backend=backend, positive=positive)
 
+    def decide(self, artifact: Any, data: Path, rule: Any, positive: list[str], backend: str | None) -> list[str]:
+        from edgeft.data import load_split
+        from edgeft.data.imagefolder import find_splits
+        from edgeft.evaluate import choose_policy, evaluate
+
+        found = find_splits(data)
+        if "val" not in found:
+            raise DataError(f"{data} has no val/ split: a policy is chosen on val, never on test; add one")
+        val = load_split(data, "val", artifact.meta.input, classes=artifact.meta.class_names)
+        policy = choose_policy(artifact, val, rule, positive, backend=backend)
+        lines = [f"{artifact.path}: {policy.text()}"]
+        if "test" in found:
+            m = evaluate(artifact, load_split(data, "test", artifact.meta.input, classes=artifact.meta.class_names),
+                         tta_views=1, backend=backend)
+            lines.append(f"  on test: {m.policy.text()}; AUROC {m.decisions.auroc:.3f}")
+        return lines
+
     def eval_text(self, record: Any, artifact: Any, title: str) -> str:
         from edgeft.decision import read_policy
 

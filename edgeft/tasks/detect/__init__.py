@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeft.errors import ConfigError
+from edgeft.errors import ConfigError, close_matches
 from edgeft.tasks.registry import Task, register
 
 
@@ -58,6 +58,16 @@ class DetectHead:
             out.append(Prediction(label, top, float(s[0]) if len(s) else 0.0, [], decision=decision, not_ok=not_ok,
                                   extras={"boxes": boxes}))
         return out
+
+    def draw(self, frame: np.ndarray, prediction: Any, policy: Any) -> np.ndarray:
+        """The frame's boxes with their classes and scores (``edgeft infer --overlays``), 8-bit BGR."""
+        from edgeft.tasks.detect.boxes import draw
+
+        boxes = prediction.extras.get("boxes", [])
+        names = sorted({b["class"] for b in boxes})
+        frame8 = frame if frame.dtype == np.uint8 else (frame / max(float(frame.max()), 1.0) * 255).astype(np.uint8)
+        return draw(frame8, np.array([b["box"] for b in boxes], np.float32).reshape(-1, 4),
+                    np.array([b["score"] for b in boxes]), np.array([names.index(b["class"]) for b in boxes]), names)
 
 
 class Detect(Task):
@@ -278,22 +288,57 @@ class Detect(Task):
         from edgeft.tasks.detect.training import evaluate_set
 
         meta = artifact.meta
+        s = self.read_images(data, split, meta.input, meta.class_names)
+        dets = self.detections(artifact, s, backend)
+        return evaluate_set(dets, s, meta.input)
+
+    def detections(self, artifact: Any, s: Any, backend: str | None = None) -> list:
+        """Per image of the decoded split ``s``: (boxes in model-input pixels, scores, classes) from the artifact."""
+        meta = artifact.meta
         wanted = {"torch": "torch", "onnx": "ort-cpu"}.get(meta.kind)
         if backend not in (None, "auto", wanted):
-            raise ConfigError(f"--backend {backend}: a detector's {meta.kind} artifact is evaluated on {wanted} only "
-                              "for now; leave out --backend")
-        s = self.read_images(data, split, meta.input, meta.class_names)
+            raise ConfigError(f"--backend {backend}: a detector's {meta.kind} artifact is run on {wanted} only for "
+                              "now; leave out --backend")
         if meta.kind == "torch":
             from edgeft.models import from_artifact
             from edgeft.tasks.detect.training import torch_detections
 
-            dets = torch_detections(from_artifact(artifact), s.images, meta.input)
-        elif meta.kind == "onnx":
-            dets = onnx_detections(artifact.model_path, s.images, meta.input)
-        else:
-            raise ConfigError(f"{artifact.path} holds a {meta.kind} model; `edgeft eval` measures a detector's "
-                              "PyTorch or ONNX artifact (an engine: measure the ONNX file it was built from)")
-        return evaluate_set(dets, s, meta.input)
+            return torch_detections(from_artifact(artifact), s.images, meta.input)
+        if meta.kind == "onnx":
+            return onnx_detections(artifact.model_path, s.images, meta.input)
+        raise ConfigError(f"{artifact.path} holds a {meta.kind} model; a detector's PyTorch or ONNX artifact is "
+                          "measured (an engine: the ONNX file it was built from)")
+
+    def decide(self, artifact: Any, data: Path, rule: Any, positive: list[str], backend: str | None) -> list[str]:
+        """A part is rejected when a box of a positive class scores above the threshold: an image's "not OK" score
+        is its best such box, and it is "not OK" when it has a true box of such a class."""
+        from edgeft import artifact as art
+        from edgeft.decision import choose_on_scores
+        from edgeft.tasks.detect.metrics import image_scores
+
+        names = artifact.meta.class_names
+        unknown = [c for c in positive if c not in names]
+        if unknown:
+            raise ConfigError(f"--positive {unknown[0]!r} is not a class of the detector ({', '.join(names)})"
+                              f"{close_matches(unknown[0], names)}")
+        idx = [names.index(c) for c in positive]
+        found = self.splits(data)
+        if "val" not in found:
+            raise ConfigError(f"{data} has no val split: a policy is chosen on val, never on test; add one")
+
+        def scored(split: str):
+            s = self.read_images(data, split, artifact.meta.input, names)
+            y = np.array([bool(np.isin(lab, idx).any()) for _, lab in s.truth])
+            return y, image_scores(self.detections(artifact, s, backend), idx)
+
+        y, score = scored("val")
+        policy = choose_on_scores(rule, y, score, names, positive, "val")
+        art.update_metrics(artifact, {}, extra={"decision": policy.to_dict()})
+        lines = [f"{artifact.path}: {policy.text()}"]
+        if "test" in found:
+            yt, st = scored("test")
+            lines.append(f"  on test: {policy.outcome(yt, st).text()}")
+        return lines
 
     def eval_text(self, record: Any, artifact: Any, title: str) -> str:
         return record.summary(title + ":")
