@@ -474,7 +474,12 @@ def test_a_detector_decides_on_its_best_defect_box_with_a_threshold_chosen_on_va
     policy = read_policy(artifact.load(a).meta.extra)
     assert policy.positive == ["spot"] and policy.chosen_on == "val" and policy.val.recall >= 0.9
     image = next(iter(sorted((boxes_data / "test").glob("*.png"))))
-    line = json.loads(cli("infer", a, image).stdout.splitlines()[0])
+    r = cli("infer", a, image, "--stats-every", "1")
+    line = json.loads(r.stdout.splitlines()[0])
+    stats = json.loads(r.stderr.strip().splitlines()[-1])["stats"]
+    from collections import Counter
+
+    assert stats.get("boxes", {}) == dict(Counter(b["class"] for b in line["boxes"]))  # per-class box counters
     assert line["decision"] in ("pass", "review", "reject")
     assert line["decision"] == str(policy.decide(np.array([line["not_ok"]]))[0])  # its best spot box, thresholded
     assert_one_line_error(cli("decide", a, "--data", boxes_data, "--positive", "spott", "--target-recall", "0.9"),

@@ -92,7 +92,7 @@ def _run(predictor: Predictor, source: str | Source, out: IO[str], batch: int, q
                     if heatmaps is not None:
                         line["heatmap"] = str(_write_drawing(predictor, f, p, Path(heatmaps)))
                     if metrics is not None:
-                        metrics.record(p.label, per_frame_ms, p.decision, p.not_ok)
+                        metrics.record(p.label, per_frame_ms, p.decision, p.not_ok, p.extras.get("boxes"))
                 out.write(json.dumps(line) + "\n")
                 written += 1
                 if metrics is not None and stats_every and written % stats_every == 0:

@@ -54,19 +54,22 @@ class LineMetrics:
         self._counts = {"frames": 0, "unreadable": 0, "dropped": 0, "reconnects": 0}
         self._labels: dict[str, int] = {c: 0 for c in classes}
         self._decisions: dict[str, int] = {d: 0 for d in DECISIONS}
+        self._boxes: dict[str, int] = {}  # a detector's boxes per class
         self._latency: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self._recent: collections.deque[tuple[str, float]] = collections.deque(maxlen=DRIFT_WINDOW)
 
     def record(self, label: str | None, latency_ms: float | None, decision: str | None = None,
-               not_ok: float | None = None) -> None:
-        """One frame: its predicted class (None when it could not be read), its inference time, and with a
-        policy its decision and "not OK" score."""
+               not_ok: float | None = None, boxes: list[dict] | None = None) -> None:
+        """One frame: its predicted class (None when it could not be read), its inference time, with a policy its
+        decision and "not OK" score, and a detector's boxes (counted per class)."""
         with self._lock:
             self._counts["frames"] += 1
             if label is None:
                 self._counts["unreadable"] += 1
                 return
             self._labels[label] = self._labels.get(label, 0) + 1
+            for b in boxes or ():
+                self._boxes[b["class"]] = self._boxes.get(b["class"], 0) + 1
             if latency_ms is not None:
                 self._latency.append(latency_ms)
             if decision is not None and not_ok is not None:
@@ -92,8 +95,9 @@ class LineMetrics:
         """Everything as one JSON-ready mapping (``edgeft infer --stats-every``)."""
         with self._lock:
             counts, labels, decisions = dict(self._counts), dict(self._labels), dict(self._decisions)
-            window = sorted(self._latency)
+            window, boxes = sorted(self._latency), dict(self._boxes)
         d = {"source": self.name, "backend": self.backend_name, **counts, "predictions": labels,
+             **({"boxes": boxes} if boxes else {}),
              "latency_ms": {f"p{int(q * 100)}": round(_quantile(window, q), 3) for q in QUANTILES} if window else {}}
         if self.policy is not None:
             w = self.window()
@@ -108,6 +112,7 @@ class LineMetrics:
         """The metrics in Prometheus' text exposition format."""
         with self._lock:
             counts, labels, window = dict(self._counts), dict(self._labels), sorted(self._latency)
+            boxes = dict(self._boxes)
         base = f'source="{self.source}",backend="{self.backend}"'
         out = []
         for name, help_text in (("frames", "frames taken from the source"),
@@ -119,6 +124,10 @@ class LineMetrics:
         out += ["# HELP edgeft_predictions_total frames predicted as each class",
                 "# TYPE edgeft_predictions_total counter"]
         out += [f'edgeft_predictions_total{{{base},class="{_label(c)}"}} {n}' for c, n in labels.items()]
+        if boxes:
+            out += ["# HELP edgeft_boxes_total boxes a detector returned, per class",
+                    "# TYPE edgeft_boxes_total counter"]
+            out += [f'edgeft_boxes_total{{{base},class="{_label(c)}"}} {n}' for c, n in sorted(boxes.items())]
         out += [f"# HELP edgeft_latency_ms per-frame inference time over the last {LATENCY_WINDOW} frames",
                 "# TYPE edgeft_latency_ms summary"]
         for q in QUANTILES:
