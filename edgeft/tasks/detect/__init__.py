@@ -91,8 +91,9 @@ class Detect(Task):
             raise ConfigError("search: the search prunes and quantizes classifiers; a detection recipe runs its "
                               "prune: and quantize: sections as written")
         if recipe_dict.get("decision") is not None:
-            raise ConfigError("decision: a detector's operating point is not chosen by a recipe yet; remove it (its "
-                              "boxes come with scores; gate it with gates.max_map_drop_points)")
+            raise ConfigError("decision: a detector's operating point is not chosen by a recipe yet; remove it and "
+                              "choose it on the final model with `edgeft decide MODEL --data D --positive CLASS "
+                              "--target-recall 0.95`")
         q = sections.get("quantize")
         if q is not None and q.method != "ptq":
             raise ConfigError(f"quantize.method {q.method}: a detector is quantized post-training (ptq); QAT of "

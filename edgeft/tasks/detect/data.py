@@ -121,9 +121,10 @@ class _Boxes:
         self.dropped = {"of zero size": 0, "outside the image": 0}
         self.clipped = 0
 
-    def add(self, xyxy: np.ndarray, w: int, h: int) -> np.ndarray:
+    def add(self, xyxy: np.ndarray, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the boxes kept, clipped to the ``w`` x ``h`` image; which of the given ones were kept)."""
         if len(xyxy) == 0:
-            return np.zeros((0, 4), np.float32)
+            return np.zeros((0, 4), np.float32), np.zeros(0, bool)
         x = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
         size_zero = (x[:, 2] <= x[:, 0]) | (x[:, 3] <= x[:, 1])
         outside = ~size_zero & ((x[:, 2] <= 0) | (x[:, 3] <= 0) | (x[:, 0] >= w) | (x[:, 1] >= h))
@@ -134,8 +135,7 @@ class _Boxes:
         self.clipped += int((keep & (np.abs(c - x).max(1) > 1e-6)).sum())
         self.dropped["of zero size"] += int(size_zero.sum())
         self.dropped["outside the image"] += int(outside.sum())
-        self.keep = keep
-        return c[keep].astype(np.float32)
+        return c[keep].astype(np.float32), keep
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -186,10 +186,10 @@ def _read_coco(split_dir: Path, split: str) -> DetectionSet:
     for k, (p, w, h) in sorted(images.items(), key=lambda kv: str(kv[1][0])):
         b = np.array([v[0] for v in per[k]], np.float64).reshape(-1, 4)
         lab = np.array([v[1] for v in per[k]], np.int64)
-        kept = fixer.add(b, w, h)
+        kept, keep = fixer.add(b, w, h)
         paths.append(p)
         boxes.append(kept)
-        labels.append(lab[fixer.keep] if len(lab) else lab)
+        labels.append(lab[keep])
     return DetectionSet(split, paths, boxes, labels, classes, "coco", fixer.dropped, fixer.clipped)
 
 
@@ -240,10 +240,10 @@ def _read_yolo(root: Path, split: str) -> DetectionSet:
                                     f"({', '.join(classes)})")
                 rows.append([k, (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h])
         r = np.array(rows, np.float64).reshape(-1, 5)
-        kept = fixer.add(r[:, 1:], w, h)
+        kept, keep = fixer.add(r[:, 1:], w, h)
         paths.append(p)
         boxes.append(kept)
-        labels.append(r[:, 0].astype(np.int64)[fixer.keep] if len(r) else np.zeros(0, np.int64))
+        labels.append(r[:, 0].astype(np.int64)[keep])
     return DetectionSet(split, paths, boxes, labels, classes, "yolo", fixer.dropped, fixer.clipped)
 
 
@@ -259,7 +259,6 @@ class DecodedSet:
     paths: list[Path]
     sizes: list[tuple[int, int]]  # (height, width) of each source image (its region of interest)
     truth: list[tuple[np.ndarray, np.ndarray]]  # per image: the same boxes in the frame's pixels, and classes
-
 
     def __len__(self) -> int:
         return len(self.images)

@@ -177,6 +177,7 @@ def add_postprocess(network, output: str, post: nn.Module, opset: int):
     (its nodes and tensors prefixed ``edgeft_``): one output, ``detections`` (B, M, 6)."""
     import os
     import tempfile
+    import warnings
 
     import onnx
     from onnx import compose
@@ -185,9 +186,11 @@ def add_postprocess(network, output: str, post: nn.Module, opset: int):
     fd, tmp = tempfile.mkstemp(suffix=".onnx")
     os.close(fd)
     try:
-        torch.onnx.export(RawGraph(post).eval(), (torch.zeros(1, *[d.dim_value for d in dims[1:]]),), tmp,
-                          opset_version=opset, input_names=["raw"], output_names=[OUTPUT],
-                          dynamic_axes={"raw": {0: "batch"}, OUTPUT: {0: "batch"}}, dynamo=False)
+        with warnings.catch_warnings():  # the legacy exporter on purpose (edgeft.models.onnx says why)
+            warnings.simplefilter("ignore")
+            torch.onnx.export(RawGraph(post).eval(), (torch.zeros(1, *[d.dim_value for d in dims[1:]]),), tmp,
+                              opset_version=opset, input_names=["raw"], output_names=[OUTPUT],
+                              dynamic_axes={"raw": {0: "batch"}, OUTPUT: {0: "batch"}}, dynamo=False)
         tail = onnx.load(tmp)
     finally:
         os.unlink(tmp)

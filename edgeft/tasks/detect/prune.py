@@ -5,6 +5,8 @@ channels (their GroupNorm has 32 groups, and the head's last layers are its outp
 convolutions lose the inputs whose channels went. Taylor importance reads FCOS's own loss on training batches.
 BatchNorm statistics are re-estimated on training images, then the detector recovers through the engine's loop
 with the training settings of its parent, at ``recover_epochs`` and ``recover_lr``; the best val mAP epoch is kept.
+``prune.distill`` is not read: a detector recovers on its labels alone (distilling its parent's head outputs is not
+built).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def _protected(det: Detector, names: list[str]) -> list[torch.nn.Module]:
     return [det.fpn, det.head] + [modules[n] for n in names]
 
 
-def _gradients(det: Detector, train: Any, contract: Any, batches: int, rng: np.random.Generator):
+def _gradients(train: Any, contract: Any, batches: int, rng: np.random.Generator):
     """Taylor importance's gradients: FCOS's loss on a few training batches."""
     def accumulate(model: torch.nn.Module) -> None:
         model.eval()
@@ -105,7 +107,7 @@ def prune_detector(parent: art.Artifact, data: str | os.PathLike, out: Path, cfg
     rng = np.random.default_rng(cfg.seed)
     train = decoded["train"]
     det, macs, params = prune_to_target(det, pruner, example, cfg, train, contract, rng, base,
-                                        gradients=_gradients(det, train, contract, cfg.taylor_batches, rng))
+                                        gradients=_gradients(train, contract, cfg.taylor_batches, rng))
     det.zero_grad(set_to_none=True)
     recalibrate_batchnorm(det, train, contract, cfg.bn_images, rng)
     landed = where_landed(kind, fraction, (macs if kind == "macs" else params) / base, cfg)
