@@ -139,13 +139,15 @@ class _Boxes:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image file, decoded (headers lie less often than the JSON, but decoding is certain)."""
-    import cv2
+    """(width, height) of an image file from its header (Pillow, which torchvision installs): the pixels are
+    decoded once, later, by :func:`decode`."""
+    from PIL import Image, UnidentifiedImageError
 
-    im = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if im is None:
-        raise DataError(f"cannot decode image {path}")
-    return im.shape[1], im.shape[0]
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, UnidentifiedImageError):
+        raise DataError(f"cannot read image {path}: not a valid PNG/JPEG/BMP/TIFF file") from None
 
 
 def _read_coco(split_dir: Path, split: str) -> DetectionSet:

@@ -21,7 +21,6 @@ import torch.nn as nn
 from edgeft.tasks.detect.model import DetectSpec, Detector
 
 OUTPUT = "detections"
-COLUMNS = ("x1", "y1", "x2", "y2", "score", "class")
 
 
 class _NonMaxSuppression(torch.autograd.Function):
