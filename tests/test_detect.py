@@ -224,6 +224,23 @@ def test_nms_in_the_onnx_graph_keeps_pytorchs_boxes(tmp_path):
         assert r[2].tolist() == o[2].tolist()
 
 
+def test_a_class_keeps_its_colour_in_every_frame_of_the_overlays():
+    from edgeft.runtime.predictor import Prediction
+    from edgeft.tasks.detect import DetectHead
+    from edgeft.tasks.detect.boxes import PALETTE
+
+    head = DetectHead()
+    head.class_names = ["scratch", "spot"]  # what predict() records from the model
+    frame = np.zeros((40, 40, 3), np.uint8)
+    colours = []
+    for boxes in ([{"box": [5, 5, 30, 30], "score": 0.9, "class": "spot"}],
+                  [{"box": [2, 2, 10, 10], "score": 0.8, "class": "scratch"},
+                   {"box": [5, 5, 30, 30], "score": 0.9, "class": "spot"}]):
+        drawn = head.draw(frame, Prediction("spot", 1, 0.9, [], extras={"boxes": boxes}), None)
+        colours.append(tuple(int(v) for v in drawn[30, 18]))  # the spot box's bottom edge
+    assert colours[0] == colours[1] == PALETTE[1]
+
+
 def test_coco_metrics_of_perfect_shifted_and_missing_boxes():
     from edgeft.tasks.detect.metrics import coco_metrics
 
