@@ -366,13 +366,20 @@ def test_a_detection_recipe_runs_detect_prune_export_int8_bench_and_gates_on_map
         "export": {"parity_images": 8},
         "quantize": {"calib_images": 16, "auto_exclude": False},
         "bench": {"backends": ["ort-cpu"], "duration_s": 0.1, "warmup_s": 0.05, "rounds": 2},
-        "gates": {"max_map_drop_points": 100, "max_p50_ms": {"ort-cpu": 10000}},
+        "decision": {"positive": ["spot"], "target_recall": 0.9},
+        "gates": {"max_map_drop_points": 100, "max_p50_ms": {"ort-cpu": 10000}, "max_recall_drop_pp": 100},
     }, source="det.yaml")
     result = pipeline.optimize(recipe, tmp_path / "run")
     stored = json.loads((tmp_path / "run" / "pipeline.json").read_text())["recipe"]
     assert parse(stored).sections["detect"] == recipe.sections["detect"]  # the resolved recipe reads back
-    assert [g.gate for g in result.gates] == ["max_map_drop_points", "max_p50_ms.ort-cpu"]
+    assert sorted(g.gate for g in result.gates) == ["max_map_drop_points", "max_p50_ms.ort-cpu", "max_recall_drop_pp"]
     assert {g.status for g in result.gates} == {"pass"}
+    for r in result.rows:  # every model at its own policy, chosen on val, and measured on test
+        if r.stage != "bench":
+            assert r.policy is not None and r.policy.n_positive + r.policy.n_negative == 8, r.step
+            assert len(r.task_metrics["pr"]["iou50_95"]) == 101
+            assert np.mean(r.task_metrics["pr"]["iou50_95"]) == pytest.approx(r.quality, abs=1e-3)
+    assert (tmp_path / "run" / "pr.svg").is_file() and "false reject" in (tmp_path / "run" / "report.md").read_text()
     rows = {r.step: r for r in result.rows}
     q = next(r for r in result.rows if r.stage == "quantize")
     assert q.precision == "INT8 (ort-cpu)" and q.quality is not None and q.quality_name == "mAP@[.5:.95]"
@@ -385,16 +392,19 @@ def test_a_detection_recipe_runs_detect_prune_export_int8_bench_and_gates_on_map
 
 @pytest.mark.parametrize("change, fragments", [
     ({"gates": {"max_accuracy_drop_pp": 1}}, ["gates.max_accuracy_drop_pp", "max_map_drop_points"]),
-    ({"decision": {"positive": ["scratch"], "target_recall": 0.9}}, ["decision:", "not chosen by a recipe yet"]),
+    ({"decision": {"positive": ["scratchh"], "target_recall": 0.9}}, ["decision.positive: 'scratchh'", "did you mean: scratch"]),
+    ({"gates": {"max_recall_drop_pp": 1}}, ["gates.max_recall_drop_pp", "add a decision: section"]),
     ({"quantize": {"method": "qat"}}, ["quantize.method qat", "ptq"]),
 ])
 def test_what_a_detection_recipe_cannot_do_is_refused_in_one_line(boxes_data, change, fragments):
     from edgeft.errors import ConfigError
     from edgeft.optimize.recipe import parse
 
+    from edgeft.optimize.pipeline import prepare
+
     d = {"name": "d", "data": str(boxes_data), "task": "detect", "detect": {"epochs": 1}, **change}
     with pytest.raises(ConfigError) as e:
-        parse(d, source="d.yaml")
+        prepare(parse(d, source="d.yaml"))  # the recipe's settings, then against its data
     for f in fragments:
         assert f in str(e.value)
 

@@ -121,6 +121,17 @@ def decision_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names:
                      recalls: tuple[float, ...] = (0.90, 0.95, 0.99)) -> Decisions:
     """:class:`Decisions` of softmax ``probabilities`` (N x classes) against integer ``labels``."""
     y, score = labelled_not_ok(labels, probabilities, class_names, positive)
+    return score_decisions(y, score, positive, false_rejects, recalls,
+                           per_class=one_vs_rest(labels, probabilities, class_names))
+
+
+def score_decisions(y: np.ndarray, score: np.ndarray, positive: list[str],
+                    false_rejects: tuple[float, ...] = (0.01, 0.05, 0.10, 0.25),
+                    recalls: tuple[float, ...] = (0.90, 0.95, 0.99),
+                    per_class: dict[str, dict[str, float]] | None = None) -> Decisions:
+    """:class:`Decisions` of parts' "not OK" scores however a task scores a part (``y``: which parts are not OK;
+    both kinds must be present)."""
+    y, score = np.asarray(y, dtype=bool), np.asarray(score, dtype=np.float64)
     fr, rec, thr = roc_curve(y, score)
     at_fr = {f"{f:g}": _point(thr, rec, fr, np.nonzero(fr <= f + 1e-12)[0][-1]) for f in false_rejects}
     at_rec = {f"{r:g}": _point(thr, rec, fr, np.nonzero(rec >= r - 1e-12)[0][0]) for r in recalls}
@@ -128,7 +139,7 @@ def decision_metrics(labels: np.ndarray, probabilities: np.ndarray, class_names:
                      auroc=_area(fr, rec), average_precision=average_precision(y, score),
                      recall_at_false_reject=at_fr, false_reject_at_recall=at_rec,
                      roc=[[round(float(f), 5), round(float(r), 5)] for f, r in zip(fr, rec)],
-                     per_class=one_vs_rest(labels, probabilities, class_names))
+                     per_class=per_class)
 
 
 ANOMALOUS = "anomalous"  # the positive class of an anomaly model: its class names are [good class, ANOMALOUS]

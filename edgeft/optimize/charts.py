@@ -1,5 +1,6 @@
 """The report's charts as inline SVG (nothing fetched, so report.html is self-contained): quality against latency
-with the Pareto front, the ROC of every model with its operating point, and the search's candidates. One axis helper
+with the Pareto front, the ROC of every model with its operating point, a detector's precision-recall curves, and
+the search's candidates. One axis helper
 draws the frame, ticks and labels of all three."""
 
 from __future__ import annotations
@@ -113,6 +114,30 @@ def roc_svg(rows: list[Row], size: int = 380) -> str:
         y = 20 + i * 16
         parts.append(f'<rect x="{size + 5}" y="{y - 9}" width="10" height="10" fill="{c}"/>')
         parts.append(f'<text x="{size + 20}" y="{y}">{html.escape(f"{r.step} AUROC {d.auroc:.3f}")}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def pr_svg(rows: list[Row], size: int = 380) -> str:
+    """A detector's precision against recall on the held-out split, one colour per model: at IoU .5 dashed, and
+    averaged over IoU .50:.95 solid (the area under that one is mAP@[.5:.95]); from the task's record's ``pr``."""
+    curves = [r for r in rows if isinstance(r.task_metrics, dict) and r.task_metrics.get("pr")]
+    if not curves:
+        return ""
+    ax = Axes(size, size, 0.0, 1.0, 0.0, 1.0, margins=(45, 10, 10, 45))
+    parts = ax.frame("recall (true boxes found)", "precision (boxes that are right)", extra_width=300)
+    for i, r in enumerate(curves):
+        c = ROC_COLOURS[i % len(ROC_COLOURS)]
+        pr = r.task_metrics["pr"]
+        for key, dash in (("iou50", ' stroke-dasharray="4 3"'), ("iou50_95", "")):
+            ys = pr[key]
+            parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5"{dash} points="'
+                         + " ".join(f"{ax.sx(k / (len(ys) - 1)):.1f},{ax.sy(v):.1f}" for k, v in enumerate(ys))
+                         + '"/>')
+        y = 20 + i * 16
+        text = f"{r.step} mAP {r.task_metrics['map']:.3f}, mAP@.5 {r.task_metrics['map50']:.3f}"
+        parts.append(f'<rect x="{size + 5}" y="{y - 9}" width="10" height="10" fill="{c}"/>')
+        parts.append(f'<text x="{size + 20}" y="{y}">{html.escape(text)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 

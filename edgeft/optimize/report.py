@@ -17,7 +17,7 @@ from edgeft import artifact as art
 from edgeft.bench.harness import cpu_runtime_text
 from edgeft.errors import EdgeftError
 from edgeft.metrics import paired_drop
-from edgeft.optimize.charts import pareto_svg, quality_name, roc_svg, search_svg
+from edgeft.optimize.charts import pareto_svg, pr_svg, quality_name, roc_svg, search_svg
 from edgeft.optimize.gates import GateVerdict
 from edgeft.optimize.rows import Row, final, fmt, p50_ms, rate_text, ratio_text, reference
 
@@ -49,7 +49,7 @@ def headline(rows: list[Row], gates: list[GateVerdict],
                        f"({(last.accuracy.accuracy - base.accuracy.accuracy) * 100:+.2f} pp), balanced "
                        f"{last.accuracy.balanced_accuracy * 100:.2f}% vs {base.accuracy.balanced_accuracy * 100:.2f}%"
                        + smaller + ".")
-        elif base.decisions and last.decisions:
+        elif base.anomaly and base.decisions and last.decisions:
             f, b = last.decisions.auroc, base.decisions.auroc
             out.append(f"Final model {last.step} ({last.label}): {last.split} AUROC {f:.3f} vs {b:.3f} for "
                        f"{base.label} ({f - b:+.3f})" + smaller + ".")
@@ -72,16 +72,17 @@ def headline(rows: list[Row], gates: list[GateVerdict],
                        f"faster on {fk}" + (f" ({spread})" if spread else "") + ".")
     if last is not None and last.policy and base.policy:
         f, b = last, base
-        out.append(f"Decisions on {last.split} (not OK = {' + '.join(f.decisions.positive)}; each model's threshold "
+        positive = f" (not OK = {' + '.join(f.decisions.positive)}; " if f.decisions else " ("
+        out.append(f"Decisions on {last.split}{positive}each model's threshold "
                    f"chosen on val; 95% Wilson intervals): final recall "
                    f"{rate_text(f.policy.recall, f.policy.recall_interval)} of {f.policy.n_positive} at "
                    f"{rate_text(f.policy.false_reject, f.policy.false_reject_interval)} false rejects of "
                    f"{f.policy.n_negative}" + (f", {f.policy.review_rate * 100:.1f}% reviewed" if f.policy.reviewed
                                                else "")
-                   + f", AUROC {f.decisions.auroc:.3f}; {base.label} "
+                   + (f", AUROC {f.decisions.auroc:.3f}" if f.decisions else "") + f"; {base.label} "
                    f"{rate_text(b.policy.recall, b.policy.recall_interval)} at "
-                   f"{rate_text(b.policy.false_reject, b.policy.false_reject_interval)}, AUROC "
-                   f"{b.decisions.auroc:.3f}.")
+                   f"{rate_text(b.policy.false_reject, b.policy.false_reject_interval)}"
+                   + (f", AUROC {b.decisions.auroc:.3f}." if b.decisions else "."))
     for r in rows:
         if r.pruning:
             out.append(f"Pruning ({r.step}) {r.pruning.text()}.")
@@ -211,15 +212,16 @@ def _bench_note(doc: dict[str, Any] | None) -> str:
 
 def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[str, Any] | None,
                  gates: list[GateVerdict], search: dict[str, Any] | None = None, gallery: Any = None) -> Path:
-    """Write ``report.md``, ``report.html`` and the charts (``pareto.svg``, ``roc.svg``, with a search's result
-    ``search.svg``) into the run folder, atomically each; with a task's gallery (an ``edgeft.tasks.gallery.Gallery``),
-    its test parts (linked from the Markdown, embedded in the HTML)."""
+    """Write ``report.md``, ``report.html`` and the charts (``pareto.svg``, ``roc.svg``, a detector's ``pr.svg``, with a
+    search's result ``search.svg``) into the run folder, atomically each; with a task's gallery (an
+    ``edgeft.tasks.gallery.Gallery``), its test parts (linked from the Markdown, embedded in the HTML)."""
     import jinja2
     import yaml
 
     if next((r for r in rows if r.measured), None) is None:
         raise EdgeftError(f"no stage in {run} produced a model to report on")
-    charts = {"pareto": pareto_svg(rows), "roc": roc_svg(rows), "search": search_svg(search) if search else ""}
+    charts = {"pareto": pareto_svg(rows), "roc": roc_svg(rows), "pr": pr_svg(rows),
+              "search": search_svg(search) if search else ""}
     data = {"name": recipe.name, "source": recipe.source, "data": str(recipe.data),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "lines": headline(rows, gates, (doc or {}).get("cpu_runtime")) + [stage_time(results)],
@@ -238,7 +240,7 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
         rendered[name] = env.get_template(name + ".j2").render(**data)
     for name, text in (("report.md", rendered["report.md"]), ("report.html", rendered["report.html"]),
                        ("pareto.svg", charts["pareto"]),
-                       ("roc.svg", charts["roc"]), ("search.svg", charts["search"])):
+                       ("roc.svg", charts["roc"]), ("pr.svg", charts["pr"]), ("search.svg", charts["search"])):
         if not text:
             continue
         tmp = run / f".{name}.tmp"

@@ -38,20 +38,22 @@ class Row:
     quality: float | None = None  # the number the charts plot against latency (accuracy, AUROC, ...), from the task
     quality_name: str = "quality"  # what ``quality`` is, in words
     task_metrics: Any = None  # a task's own record where it has no accuracy or AUROC
+    image_decisions: Decisions | None = None  # a task's own part-level ones (a detector: its best defect box)
+    image_policy: Outcome | None = None
 
     @property
     def decisions(self) -> Decisions | None:
         """AUROC and operating points on the held-out split, of a classifier's "not OK" score or an anomaly score."""
         if self.accuracy is not None:
             return self.accuracy.decisions
-        return self.anomaly.test if self.anomaly is not None else None
+        return self.anomaly.test if self.anomaly is not None else self.image_decisions
 
     @property
     def policy(self) -> Outcome | None:
         """What the model's own policy (its threshold, chosen on val) does on the held-out split."""
         if self.accuracy is not None:
             return self.accuracy.policy
-        return self.anomaly.test_policy if self.anomaly is not None else None
+        return self.anomaly.test_policy if self.anomaly is not None else self.image_policy
 
     @property
     def measured(self) -> bool:

@@ -94,27 +94,32 @@ class Detect(Task):
         if recipe_dict.get("search") is not None:
             raise ConfigError("search: the search prunes and quantizes classifiers; a detection recipe runs its "
                               "prune: and quantize: sections as written")
-        if recipe_dict.get("decision") is not None:
-            raise ConfigError("decision: a detector's operating point is not chosen by a recipe yet; remove it and "
-                              "choose it on the final model with `edgeft decide MODEL --data D --positive CLASS "
-                              "--target-recall 0.95`")
         q = sections.get("quantize")
         if q is not None and q.method != "ptq":
             raise ConfigError(f"quantize.method {q.method}: a detector is quantized post-training (ptq); QAT of "
                               "detectors is not built yet")
 
     def check_gates(self, gates: Any, decision: Any, sections: dict[str, Any]) -> None:
-        for name in ("max_accuracy_drop_pp", *gates.DECISION_GATES):
-            if getattr(gates, name) is not None:
-                raise ConfigError(f"gates.{name}: a detector has no accuracy or AUROC; gate its mAP "
-                                  "(max_map_drop_points) and latency (max_p50_ms)")
+        if gates.max_accuracy_drop_pp is not None:
+            raise ConfigError("gates.max_accuracy_drop_pp: a detector has no accuracy; gate its mAP "
+                              "(max_map_drop_points), latency (max_p50_ms) and, with a decision: section, its recall "
+                              "and false rejects")
+        for name in gates.DECISION_GATES:
+            if getattr(gates, name) is not None and decision is None:
+                raise ConfigError(f"gates.{name} compares models at their operating points: add a decision: section "
+                                  "(positive: [a defect class] and a rule such as target_recall: 0.95)")
 
     def check_data(self, recipe: Any, splits: dict[str, Path]) -> None:
         from edgeft.tasks.detect.data import read_split
 
-        read_split(recipe.data, "train")  # refuse bad annotations before any stage runs
+        train = read_split(recipe.data, "train")  # refuse bad annotations before any stage runs
         if "val" not in splits:
             raise ConfigError(f"{recipe.data} has no val split: a detector's best epoch is chosen on val")
+        if recipe.decision is not None:
+            unknown = [c for c in recipe.decision.positive if c not in train.classes]
+            if unknown:
+                raise ConfigError(f"decision.positive: {unknown[0]!r} is not a class of {recipe.data} "
+                                  f"({', '.join(train.classes)}){close_matches(unknown[0], train.classes)}")
         if recipe.gates.max_map_drop_points is not None and "test" not in splits:
             raise ConfigError(f"gates.max_map_drop_points compares models on a test split no stage trains or "
                               f"selects on, and {recipe.data} has none; add one, or remove the gate")
@@ -173,6 +178,17 @@ class Detect(Task):
 
     def first_label(self, recipe: Any) -> str:
         return "detector FP32"
+
+    def measure(self, recipe: Any, stage: str, out: Path, always: bool) -> None:
+        """With a decision section: this model's own policy chosen on val (pruning and INT8 move scores), and what it
+        does on the held-out split, kept beside that split's mAP (the stages measure mAP themselves)."""
+        from edgeft import artifact as art
+
+        d = recipe.decision
+        if d is None:
+            return
+        a = art.load(out)
+        self._policy(a, recipe.data, d.rule(), list(d.positive), None)
 
     # ------------------------------------------------------------------------------------------- stages
     def run_first(self, recipe: Any, out: Path, resume: bool) -> None:
@@ -317,8 +333,20 @@ class Detect(Task):
     def decide(self, artifact: Any, data: Path, rule: Any, positive: list[str], backend: str | None) -> list[str]:
         """A part is rejected when a box of a positive class scores above the threshold: an image's "not OK" score
         is its best such box, and it is "not OK" when it has a true box of such a class."""
+        policy, held_out = self._policy(artifact, data, rule, positive, backend)
+        lines = [f"{artifact.path}: {policy.text()}"]
+        if held_out is not None:
+            lines.append(f"  on {held_out[0]}: {held_out[1].text()}")
+        return lines
+
+    def _policy(self, artifact: Any, data: Path, rule: Any, positive: list[str], backend: str | None
+                ) -> tuple[Any, tuple[str, Any] | None]:
+        """The policy ``rule`` asks for, chosen on val and written into the artifact; on the held-out split (test,
+        else val), its outcome and the image-level AUROC kept in the artifact's metrics beside that split's mAP.
+        Returns the policy and, where there is a test split, (its name, the outcome there)."""
         from edgeft import artifact as art
         from edgeft.decision import choose_on_scores
+        from edgeft.metrics import score_decisions
         from edgeft.tasks.detect.metrics import image_scores
 
         names = artifact.meta.class_names
@@ -338,12 +366,18 @@ class Detect(Task):
 
         y, score = scored("val")
         policy = choose_on_scores(rule, y, score, names, positive, "val")
-        art.update_metrics(artifact, {}, extra={"decision": policy.to_dict()})
-        lines = [f"{artifact.path}: {policy.text()}"]
-        if "test" in found:
-            yt, st = scored("test")
-            lines.append(f"  on test: {policy.outcome(yt, st).text()}")
-        return lines
+        split = "test" if "test" in found else "val"  # the held-out split, as the stages report mAP on it
+        yt, st = scored("test") if split == "test" else (y, score)
+        outcome = policy.outcome(yt, st)
+        metrics: dict[str, Any] = {}
+        record = dict(artifact.meta.metrics.get(split) or {})
+        if record:  # the split's mAP record, measured by the stage that made the model
+            both = bool(yt.any() and not yt.all())  # AUROC needs good and defective parts
+            record.update(policy=outcome.to_dict(),
+                          decisions=score_decisions(yt, st, positive).to_dict() if both else None)
+            metrics[split] = record
+        art.update_metrics(artifact, metrics, extra={"decision": policy.to_dict()})
+        return policy, (split, outcome) if split == "test" else None
 
     def eval_text(self, record: Any, artifact: Any, title: str) -> str:
         return record.summary(title + ":")
@@ -360,7 +394,8 @@ class Detect(Task):
         split = meta.metrics.get("eval_split") or ("test" if "test" in meta.metrics else "val")
         m = DetectionMetrics.from_dict(meta.metrics[split]) if isinstance(meta.metrics.get(split), dict) else None
         return {"split": split, "quality": m.map if m else None, "quality_name": "mAP@[.5:.95]",
-                "task_metrics": m.to_dict() if m else None}
+                "task_metrics": m.to_dict() if m else None,
+                "image_decisions": m.image_decisions() if m else None, "image_policy": m.image_policy() if m else None}
 
 
 def onnx_detections(path: Path, images: np.ndarray, contract: Any, threads: int | None = None

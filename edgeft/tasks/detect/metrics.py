@@ -40,6 +40,22 @@ class DetectionMetrics:
     box_precision: float | None = None  # share of returned boxes that found one
     missed: int | None = None  # ground-truth boxes not found
     extra: dict[str, Any] = field(default_factory=dict)
+    pr: dict[str, list[float]] | None = None  # precision at COCO's 101 recall points, classes averaged: "iou50",
+                                              # "iou50_95" (averaged over IoU .50:.95), for the report's curves
+    decisions: dict[str, Any] | None = None  # a line's decision: each image's best defect box as its not-OK score
+    policy: dict[str, Any] | None = None  # (Decisions, and the policy chosen on val's Outcome here, as dicts)
+
+    def image_decisions(self) -> Any:
+        """The image-level :class:`~edgeft.metrics.Decisions` (AUROC, operating points), if measured."""
+        from edgeft.metrics import Decisions
+
+        return Decisions.from_dict(self.decisions, "detection metrics decisions") if self.decisions else None
+
+    def image_policy(self) -> Any:
+        """What the model's policy (chosen on val) does on this split, an :class:`~edgeft.metrics.Outcome`."""
+        from edgeft.metrics import Outcome
+
+        return Outcome.from_dict(self.policy) if self.policy else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,6 +72,12 @@ class DetectionMetrics:
         if self.confidence is not None:
             lines.append(f"  at confidence {self.confidence:.3f}: box recall {self.box_recall * 100:.1f}%, precision "
                          f"{self.box_precision * 100:.1f}%, {self.missed} missed")
+        d, p = self.image_decisions(), self.image_policy()
+        if d is not None:
+            lines.append(f"  images not OK = a box of {' / '.join(d.positive)}: AUROC {d.auroc:.3f} ({d.n_positive} of "
+                         f"{d.n_positive + d.n_negative} images)")
+        if p is not None:
+            lines.append(f"  at the policy chosen on val: {p.text()}")
         return "\n".join(lines).strip()
 
 
@@ -115,7 +137,8 @@ def coco_metrics(truth: Truth, predicted: Predicted, classes: list[str], sizes: 
         per_class[name] = {"ap": round(ap, 6), "ap50": round(ap50, 6), "boxes": int(n_truth[i])}
     m = DetectionMetrics(map=round(float(stats[0]), 6), map50=round(float(stats[1]), 6),
                          map75=round(float(stats[2]), 6), ar100=round(float(stats[8]), 6), per_class=per_class,
-                         images=len(truth), boxes=int(n_truth.sum()), predictions=len(dets))
+                         images=len(truth), boxes=int(n_truth.sum()), predictions=len(dets),
+                         pr=None if precision is None else pr_curves(precision))
     if confidence is not None:
         found, kept, total = at_confidence(truth, predicted, confidence)
         m.confidence = float(confidence)
@@ -123,6 +146,17 @@ def coco_metrics(truth: Truth, predicted: Predicted, classes: list[str], sizes: 
         m.box_precision = found / kept if kept else 0.0
         m.missed = total - found
     return m
+
+
+def pr_curves(precision: np.ndarray) -> dict[str, list[float]]:
+    """Precision at COCO's 101 recall points (0, 0.01, ..., 1), averaged over the classes that have boxes, from
+    ``COCOeval.eval["precision"]`` (IoU x recall x class x area x max detections; -1 where undefined): at IoU .5, and
+    averaged over IoU .50:.95 (the curve whose area is mAP@[.5:.95]). Precision past the highest recall reached is 0."""
+    p = np.asarray(precision)[:, :, :, 0, -1]  # all areas, 100 detections an image
+    have = (p > -1).any(axis=(0, 1))  # classes with ground truth
+    p = np.where(p > -1, p, 0.0)[:, :, have] if have.any() else np.zeros(p.shape[:2] + (1,))
+    return {"iou50": [round(float(v), 4) for v in p[0].mean(-1)],
+            "iou50_95": [round(float(v), 4) for v in p.mean(-1).mean(0)]}
 
 
 def at_confidence(truth: Truth, predicted: Predicted, confidence: float, iou_threshold: float = 0.5
