@@ -354,6 +354,30 @@ def test_detect_export_eval_infer_chain(cli, boxes_data, tiny_detector, tmp_path
         assert 0 <= x1 <= x2 <= 128 and 0 <= y1 <= y2 <= 96 and b["class"] in CLASSES
 
 
+def test_a_detector_trains_with_fake_quantized_convolutions_then_quantizes_with_nms_in_fp32(cli, boxes_data,
+                                                                                            tiny_detector, tmp_path):
+    from edgeft import artifact
+
+    calib, q = tmp_path / "calib.json", tmp_path / "det-qat"
+    assert cli("calibrate", "--data", boxes_data, "--out", calib, "--n", "16", "--artifact", tiny_detector).exit_code == 0
+    r = cli("quantize", tiny_detector, "--calib", calib, "--data", boxes_data, "--out", q, "--method", "qat",
+            "--epochs", "1", "--threads", "2")
+    assert r.exit_code == 0, r.output
+    assert "against the FP32 parent before QAT" in r.output
+    meta = artifact.load(q).meta
+    assert meta.extra["method"] == "qat" and meta.extra["task"] == "detect"
+    qat_entry = next(e for e in meta.lineage if e["stage"] == "qat")
+    assert qat_entry["params"]["qat"]["fake_quantized_layers"] > 10  # backbone, pyramid and head convolutions
+    m = meta.metrics
+    assert m["map_drop_vs_parent_points"] == pytest.approx((m["test_fp32_parent"]["map"] - m["test"]["map"]) * 100,
+                                                           abs=0.01)
+    assert [n for n in meta.extra["excluded_nodes"] if "NonMaxSuppression" in n]  # NMS and decoding stay FP32
+    assert_one_line_error(cli("quantize", tiny_detector, "--calib", calib, "--data", boxes_data, "--out",
+                              tmp_path / "p", "--method", "qat", "--qat-mode", "partial"), "--qat-mode partial",
+                          "use full")
+    assert not (tmp_path / "p").exists()
+
+
 def test_a_detection_recipe_runs_detect_prune_export_int8_bench_and_gates_on_map(boxes_data, tmp_path):
     from edgeft.optimize import pipeline
     from edgeft.optimize.recipe import parse
@@ -394,7 +418,7 @@ def test_a_detection_recipe_runs_detect_prune_export_int8_bench_and_gates_on_map
     ({"gates": {"max_accuracy_drop_pp": 1}}, ["gates.max_accuracy_drop_pp", "max_map_drop_points"]),
     ({"decision": {"positive": ["scratchh"], "target_recall": 0.9}}, ["decision.positive: 'scratchh'", "did you mean: scratch"]),
     ({"gates": {"max_recall_drop_pp": 1}}, ["gates.max_recall_drop_pp", "add a decision: section"]),
-    ({"quantize": {"method": "qat"}}, ["quantize.method qat", "ptq"]),
+    ({"quantize": {"method": "qat", "qat_mode": "partial"}}, ["quantize.qat_mode partial", "use full"]),
 ])
 def test_what_a_detection_recipe_cannot_do_is_refused_in_one_line(boxes_data, change, fragments):
     from edgeft.errors import ConfigError
@@ -511,3 +535,62 @@ def test_a_detector_decides_on_its_best_defect_box_with_a_threshold_chosen_on_va
     assert line["decision"] == str(policy.decide(np.array([line["not_ok"]]))[0])  # its best spot box, thresholded
     assert_one_line_error(cli("decide", a, "--data", boxes_data, "--positive", "spott", "--target-recall", "0.9"),
                           "'spott' is not a class of the detector", "spot")
+
+
+def test_a_torchvision_fcos_checkpoint_imports_with_torchvisions_own_boxes(cli, boxes_data, tmp_path):
+    """A checkpoint as torchvision's detection reference scripts save it (its args beside the weights, class 0 the
+    background) imports, and edgeft's graph returns the boxes torchvision's own FCOS returns, then exports them."""
+    import argparse
+
+    import torch
+    import torchvision
+
+    from edgeft import artifact
+    from edgeft.models import from_artifact
+    from edgeft.models.inference import normalize
+    from edgeft.tasks.detect.boxes import match
+
+    torch.manual_seed(0)
+    tv = torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3).eval()
+    with torch.no_grad():  # confident, varied scores instead of the initial prior's near-ties
+        tv.head.classification_head.cls_logits.bias.normal_(0, 1)
+    ckpt = tmp_path / "checkpoint.pth"
+    torch.save({"model": tv.state_dict(), "args": argparse.Namespace(lr=0.01), "epoch": 25}, ckpt)
+    out = tmp_path / "imported"
+    r = cli("import", ckpt, "--task", "detect", "--model", "torchvision:fcos_resnet50_fpn", "--size", "128",
+            "--data", boxes_data, "--out", out)
+    assert r.exit_code == 0, r.output
+    a = artifact.load(out)
+    assert a.meta.class_names == list(CLASSES) and a.meta.input.resize == "letterbox"  # torchvision's output 0 dropped
+    assert "map" in a.meta.metrics["val"]  # its baseline
+    graph = from_artifact(a)
+    spec = graph.spec
+    tv.transform.min_size, tv.transform.max_size = (128,), 128  # the graph's input size: no resize inside
+    tv.score_thresh, tv.nms_thresh, tv.detections_per_img = spec.score_threshold, spec.nms_iou, spec.max_detections
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        ref = tv(list(x))
+        ours = graph(normalize(x, a.meta.input))
+    from edgeft.tasks.detect.nms import split_detections
+
+    for r_, (b, s, c) in zip(ref, split_detections(ours.numpy(), 2)):
+        tb, ts, tc = r_["boxes"].numpy(), r_["scores"].numpy(), r_["labels"].numpy() - 1
+        solid = (tb[:, 2] > tb[:, 0]) & (tb[:, 3] > tb[:, 1])  # torchvision keeps boxes clipped to a line; edgeft not
+        tb, ts, tc = tb[solid], ts[solid], tc[solid]
+        if len(r_["boxes"]) == tv.detections_per_img:  # torchvision's rows ran out first: compare above its last
+            keep = s >= ts.min()
+            b, s, c = b[keep], s[keep], c[keep]
+        assert len(tb) > 10
+        unmatched, ious, diffs = match((tb, ts, tc), (b, s, c))
+        assert unmatched == 0 and ious.min() > 0.999 and diffs.max() < 1e-5
+    r = cli("export", out, "--out", tmp_path / "onnx", "--data", boxes_data)
+    assert r.exit_code == 0, r.output
+    assert "0 unmatched" in r.output
+    assert_one_line_error(cli("prune", out, "--out", tmp_path / "p", "--data", boxes_data, "--target-macs", "0.5"),
+                          "no detect stage", "imported")
+    assert_one_line_error(cli("import", ckpt, "--task", "detect", "--model", "torchvision:retinanet_resnet50_fpn",
+                              "--data", boxes_data, "--out", tmp_path / "r"), "retinanet_resnet50_fpn",
+                          "fcos_resnet50_fpn")
+    assert_one_line_error(cli("import", ckpt, "--task", "detect", "--model", "torchvision:fcos_resnet50_fpn",
+                              "--classes", "a,b,c,d", "--out", tmp_path / "c"), "scores 3 classes but 4")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()

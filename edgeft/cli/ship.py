@@ -98,14 +98,13 @@ def quantize_cmd(artifact: Path, out: Path, calib: Path, data: Path, method: str
     if method == "qat":
         from edgeft import artifact as art_mod
         from edgeft.errors import ConfigError
-        from edgeft.quantize.qat import qat
         from edgeft.tasks import registry as tasks
 
         task = tasks.of(art_mod.load(artifact).meta)
         if not task.supports_qat:
             raise ConfigError(f"{artifact} is an {task.name} model: QAT trains on labels it does not have; use --method "
                               "ptq (calibrated on good parts)")
-        art = qat(artifact, out, cfg, calib, data, epochs=epochs, lr=lr, force=force, mode=qat_mode)
+        art = task.qat(artifact, out, cfg, calib, data, epochs=epochs, lr=lr, mode=qat_mode, force=force)
     else:
         art = quantize(artifact, out, cfg, calib, data, force=force)
     click.echo(summary(art))

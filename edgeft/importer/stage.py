@@ -85,7 +85,7 @@ class ImportConfig:
             if not self.arch:
                 raise ConfigError(f"import.model: {p.name} is a peft adapter; name the architecture it adapts with "
                                   "--model (import.arch), e.g. efficientnet_lite0")
-            _contract(self, InputContract())
+            declared_contract(self, InputContract())
             return
         if p.is_dir():
             raise ConfigError(f"import.model: {p} is a directory without {ADAPTER_CONFIG}; pass a checkpoint file, an "
@@ -100,7 +100,7 @@ class ImportConfig:
             raise ConfigError(f"import.model: {p.name} is a checkpoint, which holds weights only; name its "
                               "architecture with --model (import.arch): a timm name such as efficientnet_lite0, or "
                               "torchvision:NAME")
-        _contract(self, InputContract())  # the declared contract fields, checked before anything is read
+        declared_contract(self, InputContract())  # the declared contract fields, checked before anything is read
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -306,7 +306,10 @@ def read_onnx(path: Path) -> tuple[Any, dict[str, Any], int | None, dict[str, An
 
 # ------------------------------------------------------------------------------------------------ the stage
 
-def _contract(cfg: ImportConfig, base: InputContract, read: dict[str, Any] | None = None) -> InputContract:
+def declared_contract(cfg: ImportConfig, base: InputContract, read: dict[str, Any] | None = None
+                      ) -> InputContract:
+    """``base`` (a model's registered preprocessing) with what the file says (``read``) and what the user declared
+    (``cfg.input``) over it, the user's last."""
     read = read or {}
     fields = dict(cfg.input)
     if "size" in fields and isinstance(fields["size"], int):
@@ -333,7 +336,7 @@ def _onnx_model(cfg: ImportConfig, source: Path, task: Any, given: list[str] | N
     if "size" not in read and "size" not in cfg.input and not (onnx_meta and "input" in onnx_meta):
         raise ConfigError(f"{source.name} has a dynamic input height or width; declare the size the model was "
                           "trained at (--size HxW, or import.input.size: [H, W])")
-    contract = _contract(cfg, base, read)
+    contract = declared_contract(cfg, base, read)
     if read.get("channels") and read["channels"] != contract.channels:
         raise ConfigError(f"{source.name} takes {read['channels']} channel(s), but the contract's color "
                           f"{contract.color} gives {contract.channels}; declare --color "
@@ -361,8 +364,10 @@ def import_model(cfg: ImportConfig, out: str | os.PathLike, data: str | os.PathL
     data_classes = task.data_classes(data) if data is not None else None
     extra: dict[str, Any] = {}  # what meta.extra records of the model (an ONNX detector: its task and NMS settings)
     if not cfg.is_onnx and not task.imports_checkpoints:
-        raise ConfigError(f"import: a {task.name} model is imported as an ONNX file (with --layout); checkpoints are "
-                          "imported as classifiers")
+        raise ConfigError(f"import: a {task.name} model is imported as an ONNX file; checkpoints are imported as "
+                          "classifiers or torchvision detectors")
+    if cfg.trainable_blocks is not None and task.name != "classify":
+        raise ConfigError("import.trainable_blocks names a classifier's blocks for partial retraining; leave it out")
 
     if cfg.is_onnx:
         model, contract, names, outputs, extra = _onnx_model(cfg, source, task, given, data_classes)
@@ -373,16 +378,12 @@ def import_model(cfg: ImportConfig, out: str | os.PathLike, data: str | os.PathL
             raise ConfigError(f"import.classes: no class names for the adapter {source.name}; pass --classes (in the "
                               "model's output order) or --data whose train/ folders are the model's classes")
         model, outputs = load_adapter(source, cfg.arch, cfg.base, len(names))
-        contract = _contract(cfg, default_contract(cfg.arch))
+        contract = declared_contract(cfg, default_contract(cfg.arch))
         arch, kind, fmt = cfg.arch, "torch", "peft LoRA adapter (merged)"
     else:
-        from edgeft.runtime.torch_model import torchvision_name
-
-        model, outputs = load_checkpoint(source, cfg.arch)  # build() refuses an unknown architecture first
-        contract = _contract(cfg, default_contract(cfg.arch))
         names = given or data_classes
+        model, outputs, contract, fmt, extra = task.import_checkpoint(cfg, source, names)
         arch, kind = cfg.arch, "torch"
-        fmt = "torchvision checkpoint" if torchvision_name(cfg.arch) else "timm checkpoint"
     if kind == "torch" and cfg.trainable_blocks is not None:
         from edgeft.training.split import block_count
 

@@ -46,7 +46,11 @@ def read_state_dict(path: str | os.PathLike) -> dict:
 
             sd: Any = load_file(str(p), device="cpu")
         else:
-            sd = torch.load(p, map_location="cpu", weights_only=True)
+            import argparse
+
+            # torchvision's reference scripts keep their argparse arguments beside the weights: plain values, allowed
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                sd = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, pickled code refused by weights_only, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"cannot read checkpoint {p}: {first[:300]}; it must be a plain state dict "

@@ -214,9 +214,7 @@ def _run_quantize(recipe: Recipe, step: Step, out: Path, parent: Path, run: Path
     cfg = QuantizeConfig(method=q.method, target=q.target, calib_method=q.calib_method, percentile=q.percentile,
                          exclude=list(q.exclude), auto_exclude=q.auto_exclude, threads=recipe.threads)
     if q.method == "qat":
-        from edgeft.quantize.qat import qat
-
-        qat(parent, out, cfg, calib, recipe.data, epochs=q.epochs, lr=q.lr, force=True, mode=q.qat_mode)
+        recipe.plugin.qat(parent, out, cfg, calib, recipe.data, epochs=q.epochs, lr=q.lr, mode=q.qat_mode, force=True)
     else:
         quantize(parent, out, cfg, calib, recipe.data, force=True)
 

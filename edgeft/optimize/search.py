@@ -217,10 +217,8 @@ def _run_candidate(recipe: Recipe, c: Candidate, finetuned: Path, snapshot: Path
     cfg = QuantizeConfig(method=c.method, target=q.target, calib_method=q.calib_method, percentile=q.percentile,
                          exclude=list(q.exclude), auto_exclude=q.auto_exclude, threads=recipe.threads or 2)
     if c.method == "qat":
-        from edgeft.quantize.qat import qat
-
-        qat(d / "prune", d / "quantize", cfg, calib, recipe.data, epochs=q.epochs, lr=q.lr, force=True,
-            mode=q.qat_mode)
+        recipe.plugin.qat(d / "prune", d / "quantize", cfg, calib, recipe.data, epochs=q.epochs, lr=q.lr,
+                          mode=q.qat_mode, force=True)
         return d / "quantize"
     for m in recipe.search.calib_method or [q.calib_method]:  # each measured on val by the quantize stage itself
         a = quantize(d / "export", d / f"quantize-{m}", replace(cfg, calib_method=m), calib, recipe.data, force=True)

@@ -91,6 +91,13 @@ class Task:
         """The one class INT8 calibration images come from (None: a class-balanced sample of all)."""
         return None
 
+    def import_checkpoint(self, cfg: Any, source: "Path", names: list[str] | None) -> tuple[Any, int | None, Any, str,
+                                                                                          dict[str, Any]]:
+        """With ``imports_checkpoints``: the network of the checkpoint ``source`` (``cfg`` is the import's
+        :class:`~edgeft.importer.stage.ImportConfig`, ``names`` the class names known so far) as (model, its output
+        count, its input contract, the format in words, what ``meta.extra`` records)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------------------------------- stages
     def run_first(self, recipe: Any, out: "Path", resume: bool) -> None:
         """Make the first model of a recipe into ``out`` (an artifact directory)."""
@@ -149,6 +156,12 @@ class Task:
 
     # ------------------------------------------------------------------------------------------- quantize
     dedicated_qdq: ClassVar[bool] = False  # a Q/DQ pair per INT8 consumer (ONNX Runtime's DedicatedQDQPair)
+
+    def qat(self, parent: "Path", out: "Path", cfg: Any, calib: "Path", data: "Path", epochs: int, lr: float,
+            mode: str, force: bool) -> Any:
+        """With ``supports_qat``: fine-tune ``parent`` with INT8 fake quantization on its labels, then quantize it
+        for real (PTQ's path, the same calibration) into ``out``."""
+        raise NotImplementedError
 
     def after_quantize_file(self, int8: "Path", fp32: "Path") -> None:
         """Rewire a freshly quantized graph in place (every quantization trial, the exclusion measurements too)."""

@@ -50,6 +50,22 @@ class Classify(FolderData, Task):
     def onnx_metadata(self, extra: dict[str, Any]) -> dict[str, Any]:
         return {}  # a file that names no task is a classifier
 
+    def import_checkpoint(self, cfg: Any, source: Path, names: list[str] | None) -> tuple[Any, int | None, Any, str,
+                                                                                          dict[str, Any]]:
+        """A timm or torchvision classifier's checkpoint, its class count read from its head."""
+        from edgeft.importer.stage import declared_contract, default_contract, load_checkpoint
+        from edgeft.runtime.torch_model import torchvision_name
+
+        model, outputs = load_checkpoint(source, cfg.arch)  # build() refuses an unknown architecture first
+        fmt = "torchvision checkpoint" if torchvision_name(cfg.arch) else "timm checkpoint"
+        return model, outputs, declared_contract(cfg, default_contract(cfg.arch)), fmt, {}
+
+    def qat(self, parent: Path, out: Path, cfg: Any, calib: Path, data: Path, epochs: int, lr: float, mode: str,
+            force: bool) -> Any:
+        from edgeft.quantize.qat import qat
+
+        return qat(parent, out, cfg, calib, data, epochs=epochs, lr=lr, force=force, mode=mode)
+
     def first_config(self, section: dict[str, Any]) -> Any:
         from edgeft.training.config import FinetuneConfig
 

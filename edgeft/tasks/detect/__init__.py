@@ -79,8 +79,10 @@ class Detect(Task):
     first_stage = "detect"
     stages = ("detect", "prune", "export", "quantize", "build", "bench")
     graph_outputs = ("detections",)
+    supports_qat = True  # FCOS's loss on the boxes, the decoding and NMS left FP32 (edgeft.tasks.detect.qat)
     summary = "an object detector trained on box-labelled images"
     importable = True  # an ONNX detector with a raw output in a declared layout (decoding and NMS added)
+    imports_checkpoints = True  # a torchvision FCOS checkpoint (torchvision:fcos_resnet50_fpn)
     extra_carried = ("task", "detect", "decision")
 
     # ------------------------------------------------------------------------------------------- recipe and data
@@ -95,9 +97,9 @@ class Detect(Task):
             raise ConfigError("search: the search prunes and quantizes classifiers; a detection recipe runs its "
                               "prune: and quantize: sections as written")
         q = sections.get("quantize")
-        if q is not None and q.method != "ptq":
-            raise ConfigError(f"quantize.method {q.method}: a detector is quantized post-training (ptq); QAT of "
-                              "detectors is not built yet")
+        if q is not None and q.method == "qat" and q.qat_mode != "full":
+            raise ConfigError(f"quantize.qat_mode {q.qat_mode}: a detector's QAT trains as its parent trained (its "
+                              "frozen first stages stay frozen); use full")
 
     def check_gates(self, gates: Any, decision: Any, sections: dict[str, Any]) -> None:
         if gates.max_accuracy_drop_pp is not None:
@@ -156,6 +158,18 @@ class Detect(Task):
         return add_postprocess(model, outs[0].name, post, opset), {"task": "detect", "detect": spec.to_dict(),
                                                                    "layout": layout}
 
+    def import_checkpoint(self, cfg: Any, source: Path, names: list[str] | None) -> tuple[Any, int, Any, str, dict]:
+        """A torchvision FCOS checkpoint (a state dict, or the reference scripts' ``{"model": ...}``) as a detector
+        graph with edgeft's decoding and NMS. torchvision's detection recipes number classes from 1 (0 is the
+        background, never a box): a head with one output more than the class names loses that output."""
+        from edgeft.importer.stage import declared_contract
+        from edgeft.tasks.detect.checkpoint import load_torchvision_fcos
+
+        graph, outputs, contract, spec = load_torchvision_fcos(source, cfg.arch, names,
+                                                               lambda base: declared_contract(cfg, base))
+        return graph, outputs, contract, "torchvision detector checkpoint", {"task": "detect",
+                                                                              "detect": spec.to_dict()}
+
     def read_images(self, data: Path, split: str, contract: Any, class_names: list[str],
                     limit: int | None = None) -> Any:
         from edgeft.tasks.detect.data import decode, read_split
@@ -198,12 +212,12 @@ class Detect(Task):
                        resume=resume)
 
     def torch_model(self, artifact: Any) -> Any:
-        from edgeft.tasks.detect.model import DetectSpec, Detector
+        from edgeft.tasks.detect.model import DetectSpec, build
         from edgeft.tasks.detect.nms import DetectorGraph
 
         meta = artifact.meta
         spec = DetectSpec.from_dict(meta.extra.get("detect"), f"{artifact.path}/meta.json extra.detect")
-        return DetectorGraph(Detector(meta.arch, meta.num_classes, spec), spec, meta.input.size)
+        return DetectorGraph(build(meta.arch, meta.num_classes, spec), spec, meta.input.size)
 
     own_pruning = True  # backbone channels only (the pyramid and head keep theirs), recovered by FCOS's loss
 
@@ -265,6 +279,15 @@ class Detect(Task):
                 f"{record['max_score_diff']:.1e}")
 
     # ------------------------------------------------------------------------------------------- quantize
+    def qat(self, parent: Path, out: Path, cfg: Any, calib: Path, data: Path, epochs: int, lr: float, mode: str,
+            force: bool) -> Any:
+        from edgeft.tasks.detect.qat import qat_detector
+
+        if mode != "full":
+            raise ConfigError(f"--qat-mode {mode}: a detector's QAT trains as its parent trained (its frozen first "
+                              "stages stay frozen); use full")
+        return qat_detector(Path(parent), Path(out), cfg, Path(calib), Path(data), epochs, lr, force=force)
+
     def int8_excluded(self, pre: Path) -> list[str]:
         """Decoding, scores and NMS stay FP32: a box's corners in 8 bits would move it by pixels, and NMS compares
         scores that differ in the third decimal."""
@@ -288,8 +311,13 @@ class Detect(Task):
 
         s = metrics["eval_split"]
         int8, fp32 = DetectionMetrics.from_dict(metrics[s]), DetectionMetrics.from_dict(metrics[f"{s}_fp32"])
-        return [f"{s} mAP@[.5:.95]: FP32 {fp32.map:.4f}, INT8 {int8.map:.4f} (drop {metrics['map_drop_points']:.2f} "
-                f"AP points); mAP@.5: FP32 {fp32.map50:.4f}, INT8 {int8.map50:.4f}"]
+        lines = [f"{s} mAP@[.5:.95]: FP32 {fp32.map:.4f}, INT8 {int8.map:.4f} (drop {metrics['map_drop_points']:.2f} "
+                 f"AP points); mAP@.5: FP32 {fp32.map50:.4f}, INT8 {int8.map50:.4f}"]
+        parent = metrics.get(f"{s}_fp32_parent")
+        if parent is not None:  # QAT: the FP32 graph above is the QAT weights'; the parent is what it started from
+            lines.append(f"against the FP32 parent before QAT: mAP@[.5:.95] {parent['map']:.4f} -> INT8 {int8.map:.4f} "
+                         f"(drop {metrics['map_drop_vs_parent_points']:.2f} AP points)")
+        return lines
 
     # ------------------------------------------------------------------------------------------- runtime
     def head(self, extra: dict[str, Any], where: str) -> Any:

@@ -82,7 +82,40 @@ class DetectSpec:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-class Detector(nn.Module):
+class _Fcos(nn.Module):
+    """What every FCOS network here shares: ``levels(x)`` (the pyramid's maps) and ``points(size)`` come from the
+    network; ``forward`` and the loss are torchvision's head and losses."""
+
+    head: nn.Module
+    num_classes: int
+
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def points(self, size: tuple[int, int]) -> tuple[torch.Tensor, list[int]]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
+        """The head's raw outputs; with ``targets`` (training), the loss (:meth:`loss`), so that a DDP wrapper
+        sees the forward that computes it."""
+        if targets is not None:
+            return self.loss(x, targets)
+        out = self.head(self.levels(x))
+        return out["cls_logits"], out["bbox_regression"], out["bbox_ctrness"]
+
+    def loss(self, x: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """FCOS's training loss (classification focal loss + GIoU box loss + centre-ness BCE), torchvision's."""
+        from torchvision.models.detection.fcos import FCOS
+
+        feats = self.levels(x)
+        out = self.head(feats)
+        points, per = self.points(tuple(x.shape[-2:]))
+        points = points.to(x.device)
+        losses = FCOS.compute_loss(self, targets, out, [points] * x.shape[0], per)  # type: ignore[arg-type]
+        return losses["classification"] + losses["bbox_regression"] + losses["bbox_ctrness"]
+
+
+class Detector(_Fcos):
     """Backbone levels -> feature pyramid -> FCOS head. ``forward`` returns the head's raw outputs, concatenated
     over levels: class logits (N, P, C), box distances (N, P, 4), centre-ness (N, P, 1)."""
 
@@ -112,14 +145,6 @@ class Detector(nn.Module):
         feats = self.backbone(x)
         return list(self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats))).values())
 
-    def forward(self, x: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
-        """The head's raw outputs; with ``targets`` (training), the loss (:meth:`loss`), so that a DDP wrapper
-        sees the forward that computes it."""
-        if targets is not None:
-            return self.loss(x, targets)
-        out = self.head(self.levels(x))
-        return out["cls_logits"], out["bbox_regression"], out["bbox_ctrness"]
-
     def points(self, size: tuple[int, int]) -> tuple[torch.Tensor, list[int]]:
         """The points of an input of ``size`` (H, W) as torchvision's FCOS lays them out: one square of side
         ``stride`` per cell of each level, (P, 4) x1, y1, x2, y2, and the count per level."""
@@ -133,19 +158,52 @@ class Detector(nn.Module):
             per.append(gh * gw)
         return torch.cat(boxes), per
 
-    def loss(self, x: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-        """FCOS's training loss (classification focal loss + GIoU box loss + centre-ness BCE), torchvision's."""
-        from torchvision.models.detection.fcos import FCOS
-
-        feats = self.levels(x)
-        out = self.head(feats)
-        points, per = self.points(tuple(x.shape[-2:]))
-        points = points.to(x.device)
-        losses = FCOS.compute_loss(self, targets, out, [points] * x.shape[0], per)  # type: ignore[arg-type]
-        return losses["classification"] + losses["bbox_regression"] + losses["bbox_ctrness"]
 
 
-def build(arch: str, num_classes: int, spec: DetectSpec) -> Detector:
+TORCHVISION_DETECTORS = ("fcos_resnet50_fpn",)  # torchvision builders whose checkpoints import (FCOS: this head)
+
+
+class TorchvisionFCOS(_Fcos):
+    """torchvision's own FCOS network (``torchvision:fcos_resnet50_fpn``: ResNet-50, its feature pyramid with P6 and
+    P7, the 4-conv head), for a checkpoint trained with torchvision: the same state-dict keys (``backbone.body``,
+    ``backbone.fpn``, ``head``), the same raw outputs as :class:`Detector`, and the points its anchor generator lays
+    out (square anchors of 8 to 128 px on each level's grid), so decoding matches torchvision's exactly."""
+
+    def __init__(self, name: str, num_classes: int) -> None:
+        import torchvision.models.detection as tvd
+
+        super().__init__()
+        if name not in TORCHVISION_DETECTORS:
+            raise ConfigError(f"torchvision:{name} is not a detector edgeft imports: {', '.join(TORCHVISION_DETECTORS)} "
+                              f"(FCOS, the head edgeft exports with NMS){close_matches(name, TORCHVISION_DETECTORS)}")
+        tv = getattr(tvd, name)(weights=None, weights_backbone=None, num_classes=num_classes)
+        self.backbone, self.head, self.anchor_generator = tv.backbone, tv.head, tv.anchor_generator
+        self.num_classes = num_classes
+        self.center_sampling_radius = tv.center_sampling_radius
+
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.backbone(x).values())
+
+    def points(self, size: tuple[int, int]) -> tuple[torch.Tensor, list[int]]:
+        """torchvision's anchors for an input of ``size`` (from the levels' sizes, as its FCOS computes them)."""
+        from torchvision.models.detection.image_list import ImageList
+
+        was = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                x = torch.zeros(1, 3, *size)
+                feats = self.levels(x)
+                anchors = self.anchor_generator(ImageList(x, [tuple(size)]), feats)[0]
+        finally:
+            self.train(was)
+        return anchors, [f.shape[-2] * f.shape[-1] for f in feats]
+
+
+def build(arch: str, num_classes: int, spec: DetectSpec) -> _Fcos:
+    """The network of a detector artifact: ``torchvision:NAME`` (an imported torchvision FCOS) or a timm backbone's."""
+    if arch.startswith("torchvision:"):
+        return TorchvisionFCOS(arch.split(":", 1)[1], num_classes)
     return Detector(arch, num_classes, spec)
 
 

@@ -32,16 +32,17 @@ from edgeft.tasks.detect.config import TRAIN_KEYS, DetectConfig
 from edgeft.tasks.detect.model import DetectSpec, Detector
 
 
-def parent_training(parent: art.Artifact, cfg: PruneConfig) -> DetectConfig:
-    """The parent's own training settings (its lineage's ``detect`` entry) with the recovery's epochs, lr, seed and
-    threads."""
+def parent_training(parent: art.Artifact, epochs: int, lr: float, seed: int, threads: int | None) -> DetectConfig:
+    """The parent's own training settings (its lineage's ``detect`` entry) with a later stage's epochs, lr, seed and
+    threads (pruning's recovery, QAT)."""
     entry = next((e for e in parent.meta.lineage if e.get("stage") == "detect"), None)
     if entry is None:
-        raise ConfigError(f"{parent.path} records no detect stage in its lineage; prune a detector trained by "
+        raise ConfigError(f"{parent.path} records no detect stage in its lineage, so the settings it trained with "
+                          "are unknown (an imported detector); pruning and QAT retrain a detector trained by "
                           "`edgeft detect`")
     params = {k: v for k, v in entry["params"].items() if k in TRAIN_KEYS}
-    params.update(epochs=max(1, cfg.recover_epochs), lr=cfg.recover_lr, seed=cfg.seed, weights=None,
-                  warmup_epochs=0.0, **({"threads": cfg.threads} if cfg.threads else {}))
+    params.update(epochs=max(1, epochs), lr=lr, seed=seed, weights=None, warmup_epochs=0.0,
+                  **({"threads": threads} if threads else {}))
     return DetectConfig.from_dict(params, "the parent's detect settings")
 
 
@@ -83,7 +84,7 @@ def prune_detector(parent: art.Artifact, data: str | os.PathLike, out: Path, cfg
 
     out = art.refuse_existing(out, force)
     t0 = time.time()
-    rcfg = parent_training(parent, cfg)
+    rcfg = parent_training(parent, cfg.recover_epochs, cfg.recover_lr, cfg.seed, cfg.threads)
     device, dist = setup(rcfg.train)
     contract = parent.meta.input
     _, decoded = load_sets(data, contract, rcfg.train.threads, classes=parent.meta.class_names)
