@@ -4,6 +4,7 @@ on timm's tiny test model."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -241,6 +242,26 @@ def test_a_class_keeps_its_colour_in_every_frame_of_the_overlays():
     assert colours[0] == colours[1] == PALETTE[1]
 
 
+def test_head_distillation_is_least_at_the_teachers_outputs_and_weighs_its_confident_points():
+    import torch
+
+    from edgeft.tasks.detect.model import head_distillation
+
+    g = torch.Generator().manual_seed(0)
+    t = (torch.randn(2, 50, 3, generator=g), torch.rand(2, 50, 4, generator=g), torch.randn(2, 50, 1, generator=g))
+    same = head_distillation(t, t)
+    moved = tuple(x + 0.5 * torch.randn(x.shape, generator=g) for x in t)
+    assert head_distillation(moved, t) > same
+    t[0][:, :, :] = -20.0  # the teacher sees nothing anywhere but one point
+    t[0][0, 7, 1] = 5.0
+    far = tuple(x.clone() for x in t)
+    far[1][1, 30] += 10.0  # a box far off where the teacher sees nothing: hardly counts
+    near = tuple(x.clone() for x in t)
+    near[1][0, 7] += 10.0  # the same error at its one confident point: counts
+    assert head_distillation(near, t) - head_distillation(t, t) > 100 * (head_distillation(far, t) -
+                                                                         head_distillation(t, t))
+
+
 def test_coco_metrics_of_perfect_shifted_and_missing_boxes():
     from edgeft.tasks.detect.metrics import coco_metrics
 
@@ -318,11 +339,12 @@ def test_detect_export_eval_infer_chain(cli, boxes_data, tiny_detector, tmp_path
     assert r.exit_code == 0, r.output
     assert "0 unmatched" in r.output
     evals = []
-    for m in (a, o):
-        r = cli("eval", m, "--data", boxes_data, "--split", "test", "--json")
+    for m, backend in ((a, "auto"), (o, "auto"), (o, "ov-cpu")):  # PyTorch, ONNX Runtime, OpenVINO: NMS in each
+        r = cli("eval", m, "--data", boxes_data, "--split", "test", "--json", "--backend", backend)
         assert r.exit_code == 0, r.output
         evals.append(json.loads(r.stdout))
     assert evals[0]["map"] == pytest.approx(evals[1]["map"], abs=1e-4)
+    assert evals[2]["map"] == pytest.approx(evals[1]["map"], abs=2e-3) and evals[2]["predictions"] > 0
     calib, q = tmp_path / "calib.json", tmp_path / "det-int8"
     r = cli("calibrate", "--data", boxes_data, "--out", calib, "--n", "16", "--artifact", a)
     assert r.exit_code == 0, r.output
@@ -594,3 +616,17 @@ def test_a_torchvision_fcos_checkpoint_imports_with_torchvisions_own_boxes(cli, 
     assert_one_line_error(cli("import", ckpt, "--task", "detect", "--model", "torchvision:fcos_resnet50_fpn",
                               "--classes", "a,b,c,d", "--out", tmp_path / "c"), "scores 3 classes but 4")
     assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="TensorRT is not installed here")
+def test_a_tensorrt_engine_of_the_detector_graph_keeps_its_boxes(cli, boxes_data, tiny_detector, tmp_path):
+    """TensorRT parses the graph's ONNX NonMaxSuppression (its INMSLayer): the FP32 engine's mAP is ONNX Runtime's."""
+    o, e = tmp_path / "onnx", tmp_path / "engine"
+    assert cli("export", tiny_detector, "--out", o, "--data", boxes_data).exit_code == 0
+    r = cli("build", o, "--out", e, "--precision", "fp32")
+    assert r.exit_code == 0, r.output
+    got = json.loads(cli("eval", e, "--data", boxes_data, "--split", "test", "--json").stdout)
+    want = json.loads(cli("eval", o, "--data", boxes_data, "--split", "test", "--json").stdout)
+    assert got["map"] == pytest.approx(want["map"], abs=2e-3) and got["predictions"] == pytest.approx(
+        want["predictions"], rel=0.05)

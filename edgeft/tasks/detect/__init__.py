@@ -342,21 +342,24 @@ class Detect(Task):
         return evaluate_set(dets, s, meta.input)
 
     def detections(self, artifact: Any, s: Any, backend: str | None = None) -> list:
-        """Per image of the decoded split ``s``: (boxes in model-input pixels, scores, classes) from the artifact."""
+        """Per image of the decoded split ``s``: (boxes in model-input pixels, scores, classes) from the artifact, run
+        by PyTorch (a ``torch`` artifact) or by a runtime backend (ONNX: ONNX Runtime by default, ``ov-cpu`` OpenVINO;
+        an engine: TensorRT), as the camera runs it."""
         meta = artifact.meta
-        wanted = {"torch": "torch", "onnx": "ort-cpu"}.get(meta.kind)
-        if backend not in (None, "auto", wanted):
-            raise ConfigError(f"--backend {backend}: a detector's {meta.kind} artifact is run on {wanted} only for "
-                              "now; leave out --backend")
         if meta.kind == "torch":
+            if backend not in (None, "auto", "torch"):
+                raise ConfigError(f"--backend {backend}: {artifact.path} holds PyTorch weights; export it to run it "
+                                  "on a runtime, or leave out --backend")
             from edgeft.models import from_artifact
             from edgeft.tasks.detect.training import torch_detections
 
             return torch_detections(from_artifact(artifact), s.images, meta.input)
-        if meta.kind == "onnx":
-            return onnx_detections(artifact.model_path, s.images, meta.input)
-        raise ConfigError(f"{artifact.path} holds a {meta.kind} model; a detector's PyTorch or ONNX artifact is "
-                          "measured (an engine: the ONNX file it was built from)")
+        from edgeft.runtime.backends import choose, model_files
+
+        files, folder, _ = model_files(str(artifact.path))
+        chosen = choose("ort-cpu" if backend in (None, "auto") and meta.kind == "onnx" else backend or "auto", files)
+        return runner_detections(chosen.make(files[chosen.model_file], folder, None), s.images, meta.input,
+                                 chosen.name)
 
     def decide(self, artifact: Any, data: Path, rule: Any, positive: list[str], backend: str | None) -> list[str]:
         """A part is rejected when a box of a positive class scores above the threshold: an image's "not OK" score
@@ -429,14 +432,22 @@ class Detect(Task):
 def onnx_detections(path: Path, images: np.ndarray, contract: Any, threads: int | None = None
                     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per image: (boxes in model-input pixels, scores, classes) from ONNX Runtime on the CPU."""
-    from edgeft import progress
     from edgeft.runtime.backends import OrtRunner
+
+    return runner_detections(OrtRunner(Path(path), "CPUExecutionProvider", threads), images, contract, "onnx")
+
+
+def runner_detections(runner: Any, images: np.ndarray, contract: Any, name: str
+                      ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per image: (boxes in model-input pixels, scores, classes) from a runtime's runner (ONNX Runtime, OpenVINO,
+    TensorRT), one image a call where its input has a fixed batch."""
+    from edgeft import progress
     from edgeft.tasks.detect.nms import split_detections
 
     out = []
-    with OrtRunner(Path(path), "CPUExecutionProvider", threads) as runner:
-        batch = 1 if isinstance(runner.session.get_inputs()[0].shape[0], int) else 16
-        for i in progress.bar(range(0, len(images), batch), desc="detect onnx", unit="batch"):
+    with runner:
+        batch = 16 if getattr(runner, "fixed_batch", 1) is None else 1  # an engine's profile: one image a call
+        for i in progress.bar(range(0, len(images), batch), desc=f"detect {name}", unit="batch"):
             x = contract.normalize(images[i:i + batch])
             out += split_detections(runner.infer_outputs(x)[0], len(x))
     return out

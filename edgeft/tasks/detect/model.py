@@ -95,16 +95,19 @@ class _Fcos(nn.Module):
     def points(self, size: tuple[int, int]) -> tuple[torch.Tensor, list[int]]:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
-        """The head's raw outputs; with ``targets`` (training), the loss (:meth:`loss`), so that a DDP wrapper
-        sees the forward that computes it."""
+    def forward(self, x: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None,
+                teacher: tuple[torch.Tensor, ...] | None = None) -> Any:
+        """The head's raw outputs; with ``targets`` (training), the loss (:meth:`loss`, distilled from ``teacher``'s
+        raw outputs on the same batch when given), so that a DDP wrapper sees the forward that computes it."""
         if targets is not None:
-            return self.loss(x, targets)
+            return self.loss(x, targets, teacher)
         out = self.head(self.levels(x))
         return out["cls_logits"], out["bbox_regression"], out["bbox_ctrness"]
 
-    def loss(self, x: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-        """FCOS's training loss (classification focal loss + GIoU box loss + centre-ness BCE), torchvision's."""
+    def loss(self, x: torch.Tensor, targets: list[dict[str, torch.Tensor]],
+             teacher: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """FCOS's training loss (classification focal loss + GIoU box loss + centre-ness BCE), torchvision's; plus
+        :func:`head_distillation` towards ``teacher``'s outputs when given."""
         from torchvision.models.detection.fcos import FCOS
 
         feats = self.levels(x)
@@ -112,7 +115,29 @@ class _Fcos(nn.Module):
         points, per = self.points(tuple(x.shape[-2:]))
         points = points.to(x.device)
         losses = FCOS.compute_loss(self, targets, out, [points] * x.shape[0], per)  # type: ignore[arg-type]
-        return losses["classification"] + losses["bbox_regression"] + losses["bbox_ctrness"]
+        total = losses["classification"] + losses["bbox_regression"] + losses["bbox_ctrness"]
+        if teacher is not None:
+            total = total + head_distillation((out["cls_logits"], out["bbox_regression"], out["bbox_ctrness"]), teacher)
+        return total
+
+
+def head_distillation(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """How far a pruned detector's head outputs are from its parent's on the same batch: the class scores' and
+    centre-ness' binary cross-entropy against the parent's sigmoid (soft labels), and the L1 distance of the box
+    distances (in stride units), each point weighted by the parent's best class score, so the few points where it
+    sees an object count and the thousands of background points do not drown them (output distillation as in
+    Hinton et al. 2015, weighted by the teacher's confidence as detection distillation weighs foreground)."""
+    import torch.nn.functional as F
+
+    s_cls, s_box, s_ctr = student
+    t_cls, t_box, t_ctr = (t.detach() for t in teacher)
+    t_prob = torch.sigmoid(t_cls)
+    w = t_prob.max(-1).values  # (N, P)
+    norm = w.sum().clamp_min(1.0)
+    cls = (F.binary_cross_entropy_with_logits(s_cls, t_prob, reduction="none").sum(-1) * w).sum() / norm
+    ctr = (F.binary_cross_entropy_with_logits(s_ctr, torch.sigmoid(t_ctr), reduction="none").sum(-1) * w).sum() / norm
+    box = ((s_box - t_box).abs().sum(-1) * w).sum() / norm
+    return cls + ctr + box
 
 
 class Detector(_Fcos):

@@ -5,8 +5,8 @@ channels (their GroupNorm has 32 groups, and the head's last layers are its outp
 convolutions lose the inputs whose channels went. Taylor importance reads FCOS's own loss on training batches.
 BatchNorm statistics are re-estimated on training images, then the detector recovers through the engine's loop
 with the training settings of its parent, at ``recover_epochs`` and ``recover_lr``; the best val mAP epoch is kept.
-``prune.distill`` is not read: a detector recovers on its labels alone (distilling its parent's head outputs is not
-built).
+With ``prune.distill`` the recovery adds the distance of the head's outputs to the unpruned parent's on the same
+batches (:func:`~edgeft.tasks.detect.model.head_distillation`) to FCOS's loss.
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ def prune_detector(parent: art.Artifact, data: str | os.PathLike, out: Path, cfg
     if pretrained:  # as the parent trained: its pretrained first stages stay as they are
         spec = DetectSpec.from_dict(parent.meta.extra["detect"], f"{parent.path} extra.detect")
         frozen_prefix(det, spec.frozen_stages)
-    state, metrics, work = (fit(graph, rcfg.train, decoded, contract, device, dist, out, False, pretrained)
+    teacher = reference.model if cfg.distill else None
+    state, metrics, work = (fit(graph, rcfg.train, decoded, contract, device, dist, out, False, pretrained, teacher)
                             if cfg.recover_epochs else (None, {}, Path(f"{out}.work")))
     metrics.update(measure(graph, decoded, contract, device))
     metrics["macs"] = macs

@@ -108,9 +108,10 @@ class DetectObjective(Objective):
     monitor = "mAP@[.5:.95]"
 
     def __init__(self, cfg: Any, graph: DetectorGraph, train: DecodedSet, val: DecodedSet, contract: Any,
-                 device: torch.device) -> None:
+                 device: torch.device, teacher: nn.Module | None = None) -> None:
         self.cfg, self.graph, self.train, self.val, self.contract, self.device = (cfg, graph, train, val, contract,
                                                                                   device)
+        self.teacher = teacher.eval().to(device) if teacher is not None else None  # an unpruned parent network
         self.n_train = len(train)
         self.photometric = replace(cfg.augment, hflip=False, vflip=False, rot90=False, p_affine=0.0)
 
@@ -122,7 +123,11 @@ class DetectObjective(Objective):
         x = normalize(x.to(self.device), self.contract)
         targets = [{"boxes": b.to(self.device), "labels": torch.from_numpy(self.train.labels[i]).to(self.device)}
                    for b, i in zip(boxes, idx)]
-        return module(x, targets)
+        if self.teacher is None:
+            return module(x, targets)
+        with torch.no_grad():
+            soft = self.teacher(x)
+        return module(x, targets, soft)
 
     def validate(self) -> tuple[float, dict[str, float], dict[str, str]]:
         dets = torch_detections(self.graph, self.val.images, self.contract, device=str(self.device), desc="val")
@@ -151,14 +156,15 @@ def load_sets(data: str | os.PathLike, contract: Any, threads: int | None, class
 
 
 def fit(graph: DetectorGraph, t: Any, decoded: dict[str, DecodedSet], contract: Any, device: torch.device,
-        dist: Any, out: Path, resume: bool, pretrained: bool = True) -> tuple[Any, dict[str, Any], Path]:
+        dist: Any, out: Path, resume: bool, pretrained: bool = True, teacher: nn.Module | None = None
+        ) -> tuple[Any, dict[str, Any], Path]:
     """Train ``graph``'s network through the engine's :class:`~edgeft.training.loop.Loop` (best val mAP epoch
-    restored; a ``pretrained`` backbone's BatchNorm statistics kept); (the state, the training's metrics, the
-    checkpoint folder)."""
+    restored; a ``pretrained`` backbone's BatchNorm statistics kept; distilled from ``teacher``'s head outputs when
+    given); (the state, the training's metrics, the checkpoint folder)."""
     from edgeft.training.loop import Loop, _work_dir
 
     model = graph.model
-    objective = DetectObjective(t, graph, decoded["train"], decoded["val"], contract, device)
+    objective = DetectObjective(t, graph, decoded["train"], decoded["val"], contract, device, teacher)
     loop = Loop(t, model, model, objective, device, dist, _work_dir(Path(out)))
     loop.before_epoch = lambda: set_train_mode(model, pretrained)
     t_train = time.time()
