@@ -56,6 +56,8 @@ PIECES: dict[str, tuple[str, str]] = {
     "edgeft.tasks.detect.training": ("training", "edgeft.training"),
     "edgeft.tasks.detect.train": ("stages", "edgeft.tasks.detect.train"),
     "edgeft.tasks.detect.prune": ("stages", "edgeft.prune"),
+    "edgeft.tasks.detect.qat": ("stages", "edgeft.quantize"),
+    "edgeft.tasks.detect.checkpoint": ("stages", "edgeft.importer"),
 }
 FLOOR_NAMES = [name for name, _ in FLOORS]
 STAGE_FLOOR = FLOOR_NAMES.index("stages")

@@ -28,29 +28,7 @@ from edgeft.models.inference import normalize, to_tensor
 from edgeft.prune.channels import (PruneError, channel_importance, prune_to_target, recalibrate_batchnorm,
                                    where_landed)
 from edgeft.prune.config import PruneConfig
-from edgeft.tasks.detect.config import TRAIN_KEYS, DetectConfig
 from edgeft.tasks.detect.model import DetectSpec, Detector
-
-
-def parent_training(parent: art.Artifact, epochs: int, lr: float, seed: int, threads: int | None) -> DetectConfig:
-    """The parent's own training settings (its lineage's ``detect`` entry) with a later stage's epochs, lr, seed and
-    threads (pruning's recovery, QAT)."""
-    entry = next((e for e in parent.meta.lineage if e.get("stage") == "detect"), None)
-    if entry is None:
-        raise ConfigError(f"{parent.path} records no detect stage in its lineage, so the settings it trained with "
-                          "are unknown (an imported detector); pruning and QAT retrain a detector trained by "
-                          "`edgeft detect`")
-    params = {k: v for k, v in entry["params"].items() if k in TRAIN_KEYS}
-    params.update(epochs=max(1, epochs), lr=lr, seed=seed, weights=None, warmup_epochs=0.0,
-                  **({"threads": threads} if threads else {}))
-    return DetectConfig.from_dict(params, "the parent's detect settings")
-
-
-def parent_weights(parent: art.Artifact) -> str | None:
-    """The weights the parent's backbone started from (None: random initialisation)."""
-    entry = next((e for e in parent.meta.lineage if e.get("stage") == "detect"), {})
-    w = entry.get("params", {}).get("weights")
-    return None if w is None or str(w).startswith("none") else str(w)
 
 
 def _protected(det: Detector, names: list[str]) -> list[torch.nn.Module]:
@@ -79,7 +57,8 @@ def prune_detector(parent: art.Artifact, data: str | os.PathLike, out: Path, cfg
                    force: bool = False) -> art.Artifact:
     """Prune the detector ``parent``'s backbone to ``cfg``'s target, recover it on ``data``; write ``out``."""
     from edgeft.runtime.torch_shapes import shape_spec
-    from edgeft.tasks.detect.training import fit, frozen_prefix, load_sets, measure, save_detector
+    from edgeft.tasks.detect.training import (fit, frozen_prefix, load_sets, measure, parent_training, parent_weights,
+                                              save_detector)
     from edgeft.training.loop import setup
 
     out = art.refuse_existing(out, force)

@@ -29,8 +29,8 @@ def qat_detector(parent_path: Path, out: Path, cfg: Any, calib: Path, data: Path
     from edgeft.quantize.ptq import quantize
     from edgeft.quantize.qat import convert_back, input_ranges, prepare
     from edgeft.tasks.detect.model import DetectSpec
-    from edgeft.tasks.detect.prune import parent_training, parent_weights
-    from edgeft.tasks.detect.training import fit, frozen_prefix, load_sets, measure, save_detector
+    from edgeft.tasks.detect.training import (fit, frozen_prefix, load_sets, measure, parent_training, parent_weights,
+                                              save_detector)
     from edgeft.training.loop import setup
 
     out = art.refuse_existing(out, force)

@@ -18,8 +18,9 @@ import torch.nn as nn
 from edgeft import artifact as art
 from edgeft import progress
 from edgeft.data import augment as aug
-from edgeft.errors import DataError
+from edgeft.errors import ConfigError, DataError
 from edgeft.models.inference import normalize, to_tensor
+from edgeft.tasks.detect.config import TRAIN_KEYS, DetectConfig
 from edgeft.tasks.detect.data import DecodedSet, decode, read_split
 from edgeft.tasks.detect.metrics import DetectionMetrics, coco_metrics
 from edgeft.tasks.detect.model import Detector
@@ -199,3 +200,22 @@ def save_detector(graph: DetectorGraph, out: Path, meta: art.Meta, state: Any, d
                 force=force)
 
 
+def parent_training(parent: art.Artifact, epochs: int, lr: float, seed: int, threads: int | None) -> DetectConfig:
+    """The parent's own training settings (its lineage's ``detect`` entry) with a later stage's epochs, lr, seed and
+    threads (pruning's recovery, QAT)."""
+    entry = next((e for e in parent.meta.lineage if e.get("stage") == "detect"), None)
+    if entry is None:
+        raise ConfigError(f"{parent.path} records no detect stage in its lineage, so the settings it trained with "
+                          "are unknown (an imported detector); pruning and QAT retrain a detector trained by "
+                          "`edgeft detect`")
+    params = {k: v for k, v in entry["params"].items() if k in TRAIN_KEYS}
+    params.update(epochs=max(1, epochs), lr=lr, seed=seed, weights=None, warmup_epochs=0.0,
+                  **({"threads": threads} if threads else {}))
+    return DetectConfig.from_dict(params, "the parent's detect settings")
+
+
+def parent_weights(parent: art.Artifact) -> str | None:
+    """The weights the parent's backbone started from (None: random initialisation)."""
+    entry = next((e for e in parent.meta.lineage if e.get("stage") == "detect"), {})
+    w = entry.get("params", {}).get("weights")
+    return None if w is None or str(w).startswith("none") else str(w)
