@@ -36,31 +36,36 @@ def doctor(as_json: bool, requirements: tuple[str, ...]) -> None:
 
 @cli.command("infer")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.argument("source")
+@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
 @click.option("--backend", default="auto", show_default=True,
               help="auto (the fastest that runs here; on a CPU the runtime `edgeft bench` measured fastest for this "
                    "model on this machine) or one of tensorrt, ort-trt, ort-cuda, ort-cpu, ov-cpu, ov-gpu, torch-cuda, "
                    "torch.")
-@click.option("--batch", type=int, default=1, show_default=True, help="Frames per inference call.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Frames per inference call (of one stream).")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), help="JSON lines file (default: stdout).")
 @click.option("--threads", type=int, default=None, help=THREADS_HELP)
 @click.option("--queue", "queue_size", type=int, default=8, show_default=True,
               help="Live sources: frames buffered before the oldest are dropped.")
 @click.option("--reconnects", type=int, default=10, show_default=True,
-              help="Live sources: reopen attempts (with back-off) before giving up.")
-@click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")
+              help="Live sources: reopen attempts (with back-off) before the stream counts as lost (exit 3 when "
+                   "every stream has stopped).")
+@click.option("--max-frames", type=int, default=None, help="Stop after this many frames (all streams together).")
 @click.option("--input-size", type=int, default=None,
               help="Bare ONNX without edgeft metadata: square input size, ImageNet-style centre crop (for any other "
                    "preprocessing, import it once: edgeft import FILE.onnx --size HxW --resize ... --out ART).")
 @click.option("--mean", default=None, help="Bare ONNX: per-channel mean, e.g. 0.485,0.456,0.406.")
 @click.option("--std", default=None, help="Bare ONNX: per-channel std.")
 @click.option("--classes", default=None, help="Bare ONNX: class names, comma-separated.")
-@click.option("--source-name", default=None,
-              help="The name results, logs and metrics give the source (default: the URL without credentials).")
+@click.option("--source-name", "source_names", multiple=True,
+              help="The name results, logs, metrics, topics and evidence give a source (default: the URL without "
+                   "credentials); once per SOURCE, in order.")
 @click.option("--metrics-port", type=int, default=None,
-              help="Serve Prometheus metrics (frames, classes, latency) at http://HOST:PORT/metrics; 0: a free port.")
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics, and the probes /healthz and /readyz; 0: a "
+                   "free port.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Address the metrics endpoint binds to (0.0.0.0: every interface).")
+@click.option("--ready-within", type=float, default=10.0, show_default=True, metavar="S",
+              help="/readyz answers 503 when a running stream gave no frame for this many seconds.")
 @click.option("--stats-every", type=int, default=None, metavar="N",
               help="Write the counters (decisions, rates, score drift, latency) as a JSON line to stderr every N "
                    "frames and at the end.")
@@ -71,21 +76,45 @@ def doctor(as_json: bool, requirements: tuple[str, ...]) -> None:
               metavar="DIR",
               help="Write what the model draws over each frame to DIR (PNG): an anomaly model's heatmap (blue = a "
                    "typical good patch, red = the reject threshold), a detector's boxes with their scores.")
-def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path | None, threads: int | None,
-              queue_size: int, reconnects: int, max_frames: int | None, input_size: int | None, mean: str | None,
-              std: str | None, classes: str | None, source_name: str | None, metrics_port: int | None,
-              metrics_host: str, stats_every: int | None, require_policy: bool, heatmaps_dir: Path | None) -> None:
-    """Run MODEL (artifact directory or .onnx) on SOURCE: image, folder, glob, video, camera index or URL.
+@click.option("--station", "station_name", default=None,
+              help="This station's name in MQTT topics and payloads (default: the host name).")
+@click.option("--mqtt", "mqtt_url", default=None, metavar="URL",
+              help="Publish every decision to this MQTT broker (mqtt://[user:${PASSWORD}@]host[:port], mqtts:// for "
+                   "TLS), QoS 1, on PREFIX/STREAM/decision; events on PREFIX/status.")
+@click.option("--mqtt-topic", default=None, metavar="PREFIX", help="Topic prefix  [default: edgeft/STATION]")
+@click.option("--mqtt-buffer", type=int, default=10000, show_default=True,
+              help="Decisions kept while the broker is away; past it new ones are dropped and counted.")
+@click.option("--save", "save", nargs=2, default=None, metavar="KINDS DIR",
+              help="Keep the frames of these decisions (e.g. reject,review) in DIR: PNG and a JSON sidecar each.")
+@click.option("--save-cap-mb", type=float, default=2048.0, show_default=True,
+              help="DIR's size before the oldest kept frames are removed.")
+@click.option("--save-pass-share", type=float, default=0.0, show_default=True,
+              help="Also keep this share of passed frames, for audit.")
+@click.option("--watch", is_flag=True,
+              help="Watch MODEL (an artifact directory or a symlink to one) and swap in a new model between frames "
+                   "when its meta.json changes (or on SIGHUP); a model that fails its checks is refused.")
+@click.option("--realtime", is_flag=True,
+              help="Read video files at their recorded frame rate, as a camera delivers them (a rehearsal of the "
+                   "station with recorded footage); default: as fast as they decode.")
+def infer_cmd(model: Path, sources: tuple[str, ...], backend: str, batch: int, out_path: Path | None,
+              threads: int | None, queue_size: int, reconnects: int, max_frames: int | None, input_size: int | None,
+              mean: str | None, std: str | None, classes: str | None, source_names: tuple[str, ...],
+              metrics_port: int | None, metrics_host: str, ready_within: float, stats_every: int | None,
+              require_policy: bool, heatmaps_dir: Path | None, station_name: str | None, mqtt_url: str | None,
+              mqtt_topic: str | None, mqtt_buffer: int, save: tuple[str, str] | None, save_cap_mb: float,
+              save_pass_share: float, watch: bool, realtime: bool) -> None:
+    """Run MODEL (artifact directory or .onnx) on each SOURCE: image, folder, glob, video, camera index or URL.
+
+    Several sources share one model session (an inspection station's cameras); each frame's JSON line names its
+    source. Exit status: 0 when every source ended, 3 when a live source was lost after --reconnects and no other
+    is still running (a supervisor's Restart=on-failure brings the station back), 2 for bad input.
 
     Credentials in a URL are never written: results and logs name the source rtsp://***@host/path (or
     --source-name). Keep them out of shell history with ${VAR} in the URL, or EDGEFT_RTSP_PASSWORD for a URL
     that names only the user (rtsp://admin@camera/stream)."""
     from edgeft.contract import InputContract
     from edgeft.errors import ConfigError
-    from edgeft.redact import resolve
-    from edgeft.runtime import Predictor
-    from edgeft.runtime.infer import run
-    from edgeft.runtime.monitor import LineMetrics, MetricsServer
+    from edgeft.station.run import StationConfig, run_station
 
     contract = None
     if input_size or mean or std:
@@ -96,40 +125,17 @@ def infer_cmd(model: Path, source: str, backend: str, batch: int, out_path: Path
         except ValueError:
             raise ConfigError(f"--mean/--std must be comma-separated numbers, got {mean!r} / {std!r}") from None
         contract = InputContract(size=(input_size, input_size), mean=m, std=s, color="GRAY" if len(m) == 1 else "RGB")
-    if batch < 1:
-        raise ConfigError(f"--batch must be >= 1, got {batch}")
-    src = resolve(source, source_name)
-    if stats_every is not None and stats_every < 1:
-        raise ConfigError(f"--stats-every must be >= 1 frames, got {stats_every}")
-    predictor = Predictor(model, backend=backend, threads=threads, contract=contract,
-                          class_names=classes.split(",") if classes else None, require_policy=require_policy)
-    if heatmaps_dir is not None and not hasattr(predictor.head, "draw"):
-        predictor.close()
-        raise ConfigError(f"--heatmaps needs an anomaly model (`edgeft anomaly`) or a detector (`edgeft detect`); "
-                          f"{model} is a {predictor.task.name} model, which draws nothing over its frames")
-    progress.info(f"backend: {predictor.backend_name} ({predictor.backend_reason})")
-    if predictor.policy is not None:
-        progress.info(f"decisions: {predictor.policy.text()}")
-    metrics = server = None
-    if metrics_port is not None or stats_every:
-        metrics = LineMetrics(src.name, predictor.backend_name, predictor.class_names, predictor.policy)
-    if metrics_port is not None:
-        server = MetricsServer(metrics, metrics_host, metrics_port)
-        progress.info(f"metrics: {server.url}")
-    if out_path:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-    out = open(out_path, "w") if out_path else sys.stdout
-    try:
-        stats = run(predictor, src, out, batch=batch, queue_size=queue_size, max_reconnects=reconnects,
-                    max_frames=max_frames, metrics=metrics, stats_every=stats_every, heatmaps=heatmaps_dir)
-    finally:
-        if out_path:
-            out.close()
-        predictor.close()
-        if server is not None:
-            server.close()
-    progress.info(f"{stats.frames} frames, {stats.unreadable} unreadable, {stats.dropped} dropped, "
-                  f"{stats.reconnects} reconnects")
+    cfg = StationConfig(model=model, sources=list(sources), names=list(source_names), backend=backend, batch=batch,
+                        threads=threads, queue_size=queue_size, reconnects=reconnects, max_frames=max_frames,
+                        contract=contract, classes=classes.split(",") if classes else None,
+                        metrics_port=metrics_port, metrics_host=metrics_host, ready_within_s=ready_within,
+                        stats_every=stats_every, require_policy=require_policy, overlays=heatmaps_dir,
+                        station=station_name, mqtt=mqtt_url, mqtt_topic=mqtt_topic, mqtt_buffer=mqtt_buffer,
+                        save=save, save_cap_mb=save_cap_mb, save_pass_share=save_pass_share, watch=watch,
+                        realtime=realtime)
+    code = run_station(cfg, out_path)
+    if code:
+        sys.exit(code)
 
 
 @cli.command("optimize")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import numpy as np
 
@@ -159,24 +160,62 @@ class LineMetrics:
         return out
 
 
-class MetricsServer:
-    """``GET /metrics`` over HTTP from a daemon thread; ``close()`` stops it. ``port`` 0 takes a free port."""
+def merge_exposition(texts: list[str]) -> str:
+    """Several sources' Prometheus texts as one: each metric family once (its HELP and TYPE lines once, all its
+    samples together), as the exposition format requires."""
+    families: dict[str, list[str]] = {}
+    heads: dict[str, list[str]] = {}
+    for text in texts:
+        current = None
+        for line in text.splitlines():
+            if line.startswith("# HELP ") or line.startswith("# TYPE "):
+                current = line.split()[2]
+                if current not in heads:
+                    heads[current] = []
+                    families[current] = []
+                if len(heads[current]) < 2 and line not in heads[current]:
+                    heads[current].append(line)
+            elif line and current is not None:
+                families[current].append(line)
+    return "".join("\n".join(heads[f] + families[f]) + "\n" for f in families)
 
-    def __init__(self, metrics: LineMetrics, host: str = "127.0.0.1", port: int = 0) -> None:
+
+class MetricsServer:
+    """``GET /metrics`` over HTTP from a daemon thread; ``close()`` stops it. ``port`` 0 takes a free port.
+
+    ``metrics`` is one source's :class:`LineMetrics` or several (a station's streams); ``extra`` adds the station's
+    own counters. With ``ready`` (a callable giving (ready, details)), it also serves the supervisor's probes:
+    ``/healthz`` (200 while the process serves at all) and ``/readyz`` (200 when the model is loaded and frames flow,
+    else 503, with the details as JSON)."""
+
+    def __init__(self, metrics: LineMetrics | list[LineMetrics], host: str = "127.0.0.1", port: int = 0,
+                 ready: Any = None, extra: Any = None) -> None:
+        import json
+
         if not 0 <= port <= 65535:
             raise ConfigError(f"--metrics-port must be in 0..65535, got {port}")
+        sources = metrics if isinstance(metrics, list) else [metrics]
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the http.server interface)
-                if self.path.split("?")[0] != "/metrics":
-                    self.send_error(404)
-                    return
-                body = metrics.prometheus().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            def _send(self, code: int, body: bytes, kind: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802 (the http.server interface)
+                path = self.path.split("?")[0]
+                if path == "/metrics":
+                    text = merge_exposition([m.prometheus() for m in sources] + ([extra()] if extra else []))
+                    self._send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
+                elif path == "/healthz" and ready is not None:
+                    self._send(200, b'{"alive": true}\n', "application/json")
+                elif path == "/readyz" and ready is not None:
+                    ok, details = ready()
+                    self._send(200 if ok else 503, (json.dumps(details) + "\n").encode(), "application/json")
+                else:
+                    self.send_error(404)
 
             def log_message(self, *args) -> None:  # no access log on the camera's stderr
                 pass

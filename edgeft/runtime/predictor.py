@@ -81,8 +81,12 @@ class Predictor:
             self.contract, self.class_names = a.meta.input, list(a.meta.class_names)
             self.policy = read_policy(a.meta.extra, f"{p}/meta.json extra.decision")
             task_meta, where = a.meta.extra, f"{p}/meta.json extra"
+            self.model_sha256 = a.meta.model_sha256
         elif p.is_file() and p.suffix == ".onnx":
             files["model.onnx"] = p
+            import hashlib
+
+            self.model_sha256 = hashlib.sha256(p.read_bytes()).hexdigest()
         else:
             raise ArtifactError(f"model not found: {p}; pass an artifact directory or a .onnx file")
         if require_policy and self.policy is None:
@@ -110,6 +114,11 @@ class Predictor:
             self.contract = contract
         if class_names is not None:
             self.class_names = list(class_names)
+
+    @property
+    def model_hash(self) -> str:
+        """The model file's SHA-256, short: what every output of a station names its decisions by."""
+        return (self.model_sha256 or "")[:12]
 
     @property
     def anomaly(self):

@@ -43,6 +43,7 @@ class SourceStats:
     dropped: int = 0
     unreadable: int = 0
     reconnects: int = 0
+    lost: bool = False  # a live source that stayed away after its reconnect budget (the process exits non-zero)
 
 
 def is_gstreamer(spec: str) -> bool:
@@ -109,13 +110,19 @@ def _open_capture(spec: str):
     return cap
 
 
-def _video(src: Source, stats: SourceStats) -> Iterator[Frame]:
+def _video(src: Source, stats: SourceStats, realtime: bool = False) -> Iterator[Frame]:
     cap = _open_capture(src.spec)
     if cap is None:
         raise DataError(f"cannot open video {src.name}: OpenCV has no decoder for it or the file is corrupt")
+    import cv2
+
+    fps = cap.get(cv2.CAP_PROP_FPS) if realtime else 0.0
+    start = time.monotonic()
     try:
         i = 0
         while True:
+            if fps > 0:  # a recording replayed at the camera's pace (a station rehearsal)
+                time.sleep(max(0.0, start + i / fps - time.monotonic()))
             ok, img = cap.read()
             if not ok:
                 break
@@ -150,6 +157,7 @@ def _live(src: Source, stats: SourceStats, queue_size: int, max_reconnects: int,
                         cap.release()
                     failures += 1
                     if failures > max_reconnects:
+                        stats.lost = True
                         return
                     stats.reconnects += 1
                     stop.wait(delay)
@@ -189,8 +197,9 @@ def _live(src: Source, stats: SourceStats, queue_size: int, max_reconnects: int,
 
 
 def frames(source: str | Source, stats: SourceStats, queue_size: int = 8, max_reconnects: int = 10,
-           stop: threading.Event | None = None) -> Iterator[Frame]:
-    """Frames of ``source`` in order, each carrying the source's name; see the module doc for live sources."""
+           stop: threading.Event | None = None, realtime: bool = False) -> Iterator[Frame]:
+    """Frames of ``source`` in order, each carrying the source's name; see the module doc for live sources.
+    ``realtime``: a video file is read at its recorded frame rate rather than as fast as it decodes."""
     src = source if isinstance(source, Source) else resolve(source)
     spec = src.spec
     kind = describe(spec)
@@ -207,7 +216,7 @@ def frames(source: str | Source, stats: SourceStats, queue_size: int = 8, max_re
             raise DataError(f"no images match {src.name}")
         return _files(paths, stats)
     if kind == "video":
-        return _video(src, stats)
+        return _video(src, stats, realtime)
     if kind == "gstreamer" and not gstreamer_supported():
         raise DataError("this OpenCV build has no GStreamer support (pip's opencv-python wheels do not); use "
                         "JetPack's OpenCV (python3-opencv) for GStreamer pipelines, or pass the rtsp:// URL instead")

@@ -354,11 +354,11 @@ class Detect(Task):
             from edgeft.tasks.detect.training import torch_detections
 
             return torch_detections(from_artifact(artifact), s.images, meta.input)
-        from edgeft.runtime.backends import choose, model_files
+        from edgeft.runtime.backends import choose
 
-        files, folder, _ = model_files(str(artifact.path))
+        files = {meta.model_file: artifact.model_path}  # (an import measures its artifact before meta.json exists)
         chosen = choose("ort-cpu" if backend in (None, "auto") and meta.kind == "onnx" else backend or "auto", files)
-        return runner_detections(chosen.make(files[chosen.model_file], folder, None), s.images, meta.input,
+        return runner_detections(chosen.make(files[chosen.model_file], artifact.path, None), s.images, meta.input,
                                  chosen.name)
 
     def decide(self, artifact: Any, data: Path, rule: Any, positive: list[str], backend: str | None) -> list[str]:
