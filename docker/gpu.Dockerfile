@@ -21,12 +21,13 @@ COPY edgeft ./edgeft
 # Versions pinned by requirements/constraints.txt (the set CI tests; torch's PyPI wheel carries CUDA 13);
 # the image's own TensorRT Python bindings are used, so the trt extra is not installed from PyPI.
 # hadolint ignore=DL3013
-RUN pip install -c requirements/constraints.txt ".[train,onnx,gpu,prune]" \
+RUN pip install -c requirements/constraints.txt ".[train,onnx,gpu,prune,station]" \
     && python -c "import tensorrt, onnxruntime; print(tensorrt.__version__, onnxruntime.get_available_providers())" \
     && useradd --create-home --uid 10001 edgeft
 USER 10001
 WORKDIR /work
+# a station run with EDGEFT_METRICS_PORT set: its /readyz; anything else: the doctor check of the runtime
 HEALTHCHECK --interval=5m --timeout=120s --start-period=30s \
-    CMD ["edgeft", "-q", "doctor", "--require", "tensorrt", "--require", "ort-cuda"]
+    CMD ["edgeft", "-q", "probe", "--require", "tensorrt", "--require", "ort-cuda"]
 ENTRYPOINT ["edgeft"]
 CMD ["doctor"]

@@ -20,20 +20,25 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # python3-libnvinfer (TensorRT's Python bindings) ships in l4t-jetpack; pip is added here. The base tag fixes
 # the L4T release and its apt sources; pip's Ubuntu point release is not pinned (its exact version would
 # only break the build when Ubuntu ships a security fix).
+# python3-opencv: the distribution's OpenCV, built with GStreamer, so the documented nvv4l2decoder pipelines open
+# (pip's opencv-python-headless has no GStreamer; it is removed below, and the build fails if GStreamer is missing).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3-pip \
+    && apt-get install -y --no-install-recommends python3-pip python3-opencv \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/edgeft
 COPY pyproject.toml README.md ./
 COPY edgeft ./edgeft
 RUN pip3 install --extra-index-url "${JETSON_INDEX}" "onnxruntime-gpu==${ORT_VERSION}" \
-    && pip3 install . \
+    && pip3 install . "paho-mqtt==2.2.0" \
+    && pip3 uninstall -y opencv-python-headless \
     && python3 -c "import tensorrt; print('TensorRT', tensorrt.__version__)" \
+    && python3 -c "from edgeft.runtime.sources import gstreamer_supported as g; assert g(), 'OpenCV lacks GStreamer'" \
     && useradd --create-home --uid 10001 --groups video edgeft
 USER 10001
 WORKDIR /work
+# a station run with EDGEFT_METRICS_PORT set: its /readyz; anything else: the doctor check of the runtime
 HEALTHCHECK --interval=5m --timeout=120s --start-period=30s \
-    CMD ["edgeft", "-q", "doctor", "--require", "tensorrt"]
+    CMD ["edgeft", "-q", "probe", "--require", "tensorrt"]
 ENTRYPOINT ["edgeft"]
 CMD ["doctor"]

@@ -20,12 +20,13 @@ COPY --from=wheel /wheels /wheels
 COPY requirements/constraints.txt /tmp/constraints.txt
 # The exact versions CI tests with; the runtime extra is onnxruntime + OpenCV + numpy.
 RUN wheel="$(ls /wheels/edgeft-*.whl)" \
-    && pip install --no-cache-dir -c /tmp/constraints.txt "edgeft[runtime] @ file://${wheel}" \
+    && pip install --no-cache-dir -c /tmp/constraints.txt "edgeft[runtime,station] @ file://${wheel}" \
     && rm -rf /wheels /tmp/constraints.txt \
     && useradd --create-home --uid 10001 --groups video edgeft
 USER 10001
 WORKDIR /home/edgeft
+# a station run with EDGEFT_METRICS_PORT set: its /readyz; anything else: the doctor check of the runtime
 HEALTHCHECK --interval=5m --timeout=60s --start-period=10s \
-    CMD ["edgeft", "-q", "doctor", "--require", "ort-cpu"]
+    CMD ["edgeft", "-q", "probe", "--require", "ort-cpu"]
 ENTRYPOINT ["edgeft"]
 CMD ["doctor"]

@@ -37,7 +37,7 @@ def test_dockerfile_rules(dockerfile):
     for base in bases:
         tag = base.rsplit(":", 1)[-1]
         assert ":" in base and tag != "latest" and re.search(r"\d", tag), base
-    assert re.search(r"^HEALTHCHECK .*edgeft.*doctor.*--require", text, flags=re.M | re.S)
+    assert re.search(r"^HEALTHCHECK .*edgeft.*probe.*--require", text, flags=re.M | re.S)
     users = re.findall(r"^USER (\S+)", text, flags=re.M)
     assert users and users[-1] not in ("root", "0") and users[-1].isdigit()
     installs = " ".join(line for line in text.replace("\\\n", " ").splitlines() if "pip" in line and "install" in line)
@@ -116,3 +116,39 @@ print(json.dumps({{"backend": p.backend_name, "label": out[0].label, "torch": "t
     lines = [json.loads(line) for line in r.stdout.strip().splitlines()]
     assert {line["backend"] for line in lines} == {"ov-cpu"} and len(lines) == len(list((tiny_data / "test" /
                                                                                           "bad").glob("*.png")))
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
+def test_the_station_unit_passes_systemd_analyze_verify_and_edgeft_takes_its_options(tmp_path):
+    """deploy/systemd/edgeft-station.service: systemd finds nothing to warn about (with the venv's edgeft in place of
+    /opt/edgeft/venv), and its ExecStart's options are ones `edgeft infer` parses."""
+    import shlex
+
+    from edgeft.cli import cli
+
+    text = (ROOT / "deploy/systemd/edgeft-station.service").read_text()
+    here = str(Path(sys.executable).parent / "edgeft")
+    unit = tmp_path / "edgeft-station.service"
+    unit.write_text(text.replace("/opt/edgeft/venv/bin/edgeft", here))
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
+    exec_start = text.split("ExecStart=", 1)[1].split("\nExecReload=")[0].replace("\\\n", " ")
+    args = shlex.split(exec_start.replace("$$", "$"))
+    assert args[:2] == ["/opt/edgeft/venv/bin/edgeft", "infer"]
+    infer = cli.commands["infer"]
+    ctx = infer.make_context("infer", args[2:])  # click refuses an option infer does not take
+    assert ctx.params["watch"] and ctx.params["save"] == ("reject,review", "/var/lib/edgeft/evidence")
+    assert len(ctx.params["sources"]) == len(ctx.params["source_names"]) == 2
+
+
+def test_the_jetson_image_opens_gstreamer_pipelines():
+    """pip's opencv-python-headless has no GStreamer, so nvv4l2decoder pipelines cannot open with it: the Jetson image
+    installs the distribution's OpenCV, removes the wheel, and its build fails unless OpenCV reports GStreamer (the
+    check edgeft itself makes before opening a pipeline)."""
+    text = (ROOT / "docker/jetson.Dockerfile").read_text()
+    assert "python3-opencv" in text and "pip3 uninstall -y opencv-python-headless" in text
+    install, check = text.index("pip3 install ."), text.index("gstreamer_supported as g; assert g()")
+    assert install < text.index("pip3 uninstall -y opencv-python-headless") < check
+    from edgeft.runtime.sources import gstreamer_supported
+
+    assert isinstance(gstreamer_supported(), bool)  # the check itself runs (pip's wheel here: False)

@@ -90,6 +90,11 @@ def infer(*args, timeout: float = 120) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, cwd=REPO, env={**os.environ, "EDGEFT_QUIET": "0"})
 
 
+def edgeft_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeft", *[str(a) for a in args]], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+
+
 def lines_of(path: Path) -> dict[str, list[dict]]:
     """JSON lines grouped by source, without what differs between runs (time, latency)."""
     out: dict[str, list[dict]] = {}
@@ -245,6 +250,9 @@ def test_probes_say_alive_and_ready_while_frames_flow(decided_model, tmp_path):
                 assert e.code == 503
                 time.sleep(0.1)
         assert ready["ready"] and set(ready["streams"]) == {"a", "b"}
+        port = base.rsplit(":", 1)[1]
+        assert edgeft_cli("probe", "--port", port).returncode == 0  # the images' health check
+        assert edgeft_cli("probe", "--port", str(free_port())).returncode == 1  # nothing there
         with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
             text = r.read().decode()
         assert text.count("# HELP edgeft_frames_total") == 1  # one family, both streams' samples in it

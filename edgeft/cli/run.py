@@ -59,9 +59,9 @@ def doctor(as_json: bool, requirements: tuple[str, ...]) -> None:
 @click.option("--source-name", "source_names", multiple=True,
               help="The name results, logs, metrics, topics and evidence give a source (default: the URL without "
                    "credentials); once per SOURCE, in order.")
-@click.option("--metrics-port", type=int, default=None,
+@click.option("--metrics-port", type=int, default=None, envvar="EDGEFT_METRICS_PORT",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics, and the probes /healthz and /readyz; 0: a "
-                   "free port.")
+                   "free port. Default: $EDGEFT_METRICS_PORT (what `edgeft probe` reads too).")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Address the metrics endpoint binds to (0.0.0.0: every interface).")
 @click.option("--ready-within", type=float, default=10.0, show_default=True, metavar="S",
@@ -136,6 +136,41 @@ def infer_cmd(model: Path, sources: tuple[str, ...], backend: str, batch: int, o
     code = run_station(cfg, out_path)
     if code:
         sys.exit(code)
+
+
+@cli.command("probe")
+@click.option("--port", type=int, default=None, envvar="EDGEFT_METRICS_PORT",
+              help="The station's metrics port  [default: $EDGEFT_METRICS_PORT]")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--alive", is_flag=True, help="Ask /healthz (the process serves) instead of /readyz (frames flow).")
+@click.option("--require", "requirements", multiple=True, metavar="NAME",
+              help="Without a port: exit 1 unless this doctor check or backend is usable (as `edgeft doctor --require`).")
+@click.option("--timeout", type=float, default=5.0, show_default=True)
+def probe_cmd(port: int | None, host: str, alive: bool, requirements: tuple[str, ...], timeout: float) -> None:
+    """A container's or supervisor's health check: exit 0 when the station on PORT is ready (/readyz: the model is
+    loaded and every running stream gave a frame lately), 1 when it is not or does not answer. Without a port (a
+    container running something else than a station), what `edgeft doctor --require` checks."""
+    import urllib.error
+    import urllib.request
+
+    if port is None:
+        from edgeft import doctor as doc
+
+        missing = doc.unmet(list(requirements), doc.run_checks())
+        if missing:
+            click.echo(f"not usable here: {', '.join(missing)}", err=True)
+            sys.exit(1)
+        return
+    url = f"http://{host}:{port}/{'healthz' if alive else 'readyz'}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            click.echo(r.read().decode().strip())
+    except urllib.error.HTTPError as e:
+        click.echo(f"{url}: {e.code} {e.read().decode().strip()}", err=True)
+        sys.exit(1)
+    except (urllib.error.URLError, OSError) as e:
+        click.echo(f"{url}: no answer ({getattr(e, 'reason', e)})", err=True)
+        sys.exit(1)
 
 
 @cli.command("optimize")
