@@ -192,11 +192,13 @@ def test_decisions_wait_for_a_broker_stopped_for_5_seconds_and_none_is_lost(deci
 
 
 def test_an_unreachable_broker_at_start_does_not_stop_the_line(decided_model, tmp_path):
-    r = infer(decided_model, video(tmp_path / "v.avi", 20), "--mqtt", f"mqtt://127.0.0.1:{free_port()}",
-              "--mqtt-buffer", "5", "--out", tmp_path / "r.jsonl")
+    r = infer(decided_model, video(tmp_path / "v.avi", 20), "--mqtt",
+              f"mqtt://edgeft:s3cret-pw@127.0.0.1:{free_port()}", "--mqtt-buffer", "5", "--out", tmp_path / "r.jsonl")
     assert r.returncode == 0, r.stderr
-    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 20  # every frame inferred and written
+    results = (tmp_path / "r.jsonl").read_text()
+    assert len(results.splitlines()) == 20  # every frame inferred and written
     assert "not reachable yet" in r.stderr and "buffer full" in r.stderr  # and what could not be sent is said
+    assert "s3cret-pw" not in r.stderr + r.stdout + results  # the broker's password is printed nowhere
 
 
 def test_rejected_and_reviewed_parts_are_kept_with_their_sidecar_and_the_cap_rotates(decided_model, tmp_path):
@@ -377,3 +379,76 @@ def test_bad_station_settings_are_refused_in_one_line(cli, decided_model, tmp_pa
     r = cli("infer", decided_model, v, w, *args, "--out", tmp_path / "r.jsonl")
     assert_one_line_error(r, *fragments)
     assert not (tmp_path / "r.jsonl").exists() and not (tmp_path / "DIR").exists()
+
+
+class PlcServer:
+    """A real OPC UA server (asyncua's), as a PLC exposes its tags: for each stream a Decision (String, or Int32 for
+    the one named "numeric") and a Seq (UInt32) variable under ns=2;s=Cell7.STREAM, each change recorded."""
+
+    def __init__(self, streams: list[str]) -> None:
+        from asyncua import ua
+        from asyncua.sync import Server
+
+        self.port = free_port()
+        self.url = f"opc.tcp://127.0.0.1:{self.port}/plc/"
+        self.server = Server()
+        self.server.set_endpoint(self.url)
+        ns = self.server.register_namespace("urn:edgeft-test-plc")
+        assert ns == 2
+        cell = self.server.nodes.objects.add_object(ns, "Cell7")
+        self.changes: list[tuple[str, str, object]] = []
+        self.vars = {}
+        for s in streams:
+            numeric = s == "numeric"
+            d = cell.add_variable(ua.NodeId(f"Cell7.{s}.Decision", ns), f"{s}.Decision",
+                                  ua.Variant(0, ua.VariantType.Int32) if numeric else "")
+            q = cell.add_variable(ua.NodeId(f"Cell7.{s}.Seq", ns), f"{s}.Seq", ua.Variant(0, ua.VariantType.UInt32))
+            d.set_writable()
+            q.set_writable()
+            self.vars[s] = (d, q)
+        self.server.start()
+        recorder = self
+
+        class Handler:
+            def datachange_notification(self, node, val, data):
+                recorder.changes.append((node.nodeid.Identifier, val))
+
+        self.sub = self.server.create_subscription(20, Handler())
+        for d, q in self.vars.values():
+            self.sub.subscribe_data_change([d, q])
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def test_decisions_are_written_to_a_plcs_opc_ua_tags_with_a_sequence_number(decided_model, tmp_path):
+    plc = PlcServer(["left", "numeric"])
+    try:
+        v1, v2 = video(tmp_path / "v1.avi", 60, seed=8), video(tmp_path / "v2.avi", 45, seed=9)
+        r = infer(decided_model, v1, v2, "--realtime", "--source-name", "left", "--source-name", "numeric",
+                  "--opcua", plc.url, "--opcua-node", "ns=2;s=Cell7.{stream}", "--out", tmp_path / "r.jsonl",
+                  "--metrics-port", "0")
+        assert r.returncode == 0, r.stderr
+        time.sleep(0.3)  # the last notifications
+        lines = lines_of(tmp_path / "r.jsonl")
+        for stream, n in (("left", 60), ("numeric", 45)):
+            d, q = plc.vars[stream]
+            last = lines[stream][-1]["decision"]
+            assert q.read_value() == n  # the PLC sees the last part's number ...
+            assert d.read_value() == (last if stream == "left" else {"pass": 0, "review": 1, "reject": 2}[last])
+            seqs = [v for k, v in plc.changes if k == f"Cell7.{stream}.Seq" and v]
+            assert seqs == sorted(seqs) and len(seqs) >= 0.9 * n  # ... every new part, in order, at 30 frames/s
+    finally:
+        plc.stop()
+
+
+def test_an_opc_ua_node_the_plc_does_not_have_is_refused_in_one_line(cli, decided_model, tmp_path):
+    plc = PlcServer(["left"])
+    try:
+        v = video(tmp_path / "v.avi", 5)
+        r = cli("infer", decided_model, v, "--source-name", "right", "--opcua", plc.url, "--opcua-node",
+                "ns=2;s=Cell7.{stream}", "--out", tmp_path / "r.jsonl")
+        assert_one_line_error(r, "no variable ns=2;s=Cell7.right.Decision", "stream 'right'")
+        assert not (tmp_path / "r.jsonl").exists()
+    finally:
+        plc.stop()

@@ -93,6 +93,11 @@ def doctor(as_json: bool, requirements: tuple[str, ...]) -> None:
 @click.option("--watch", is_flag=True,
               help="Watch MODEL (an artifact directory or a symlink to one) and swap in a new model between frames "
                    "when its meta.json changes (or on SIGHUP); a model that fails its checks is refused.")
+@click.option("--opcua", "opcua_url", default=None, metavar="URL",
+              help="Write each stream's latest decision to a PLC's OPC UA server (opc.tcp://[user:${PASSWORD}@]host:"
+                   "port): variables NODE.Decision and NODE.Seq, see --opcua-node.")
+@click.option("--opcua-node", default=None, metavar="NODEID",
+              help='The node id of each stream\'s object, {stream} replaced by its name, e.g. "ns=2;s=Cell7.{stream}".')
 @click.option("--realtime", is_flag=True,
               help="Read video files at their recorded frame rate, as a camera delivers them (a rehearsal of the "
                    "station with recorded footage); default: as fast as they decode.")
@@ -102,7 +107,8 @@ def infer_cmd(model: Path, sources: tuple[str, ...], backend: str, batch: int, o
               metrics_port: int | None, metrics_host: str, ready_within: float, stats_every: int | None,
               require_policy: bool, heatmaps_dir: Path | None, station_name: str | None, mqtt_url: str | None,
               mqtt_topic: str | None, mqtt_buffer: int, save: tuple[str, str] | None, save_cap_mb: float,
-              save_pass_share: float, watch: bool, realtime: bool) -> None:
+              save_pass_share: float, watch: bool, opcua_url: str | None, opcua_node: str | None,
+              realtime: bool) -> None:
     """Run MODEL (artifact directory or .onnx) on each SOURCE: image, folder, glob, video, camera index or URL.
 
     Several sources share one model session (an inspection station's cameras); each frame's JSON line names its
@@ -132,7 +138,7 @@ def infer_cmd(model: Path, sources: tuple[str, ...], backend: str, batch: int, o
                         stats_every=stats_every, require_policy=require_policy, overlays=heatmaps_dir,
                         station=station_name, mqtt=mqtt_url, mqtt_topic=mqtt_topic, mqtt_buffer=mqtt_buffer,
                         save=save, save_cap_mb=save_cap_mb, save_pass_share=save_pass_share, watch=watch,
-                        realtime=realtime)
+                        realtime=realtime, opcua=opcua_url, opcua_node=opcua_node)
     code = run_station(cfg, out_path)
     if code:
         sys.exit(code)

@@ -6,6 +6,7 @@ Where each piece is, by what it does:
 - ``streams``: several cameras through one model session, each at its own pace, a slow or lost one never holding up
   the others;
 - ``mqtt``: every decision to the line's broker (QoS 1, buffered while the broker is away);
+- ``opcua``: each stream's latest decision and part number written to a PLC's OPC UA variables;
 - ``evidence``: the rejected and reviewed parts kept (PNG and a JSON sidecar) within a disk cap, for audit and
   relabelling;
 - ``swap``: a new model loaded, checked and swapped in between frames.

@@ -45,6 +45,8 @@ class StationConfig:
     save_pass_share: float = 0.0
     watch: bool = False
     realtime: bool = False
+    opcua: str | None = None
+    opcua_node: str | None = None
 
     def check(self) -> None:
         if self.batch < 1:
@@ -104,6 +106,13 @@ def run_station(cfg: StationConfig, out_path: Path | None = None, out: Any = Non
         target = MqttTarget.parse(cfg.mqtt, name, cfg.mqtt_topic)
     elif cfg.mqtt_topic is not None:
         raise ConfigError("--mqtt-topic names where decisions go on a broker; give the broker with --mqtt URL")
+    plc = None
+    if cfg.opcua is not None:
+        from edgeft.station.opcua import OpcUaTarget
+
+        plc = OpcUaTarget.parse(cfg.opcua, cfg.opcua_node)
+    elif cfg.opcua_node is not None:
+        raise ConfigError("--opcua-node names the variables decisions are written to; give the server with --opcua URL")
 
     def load(path: Path) -> Any:
         return Predictor(path, backend=cfg.backend, threads=cfg.threads, contract=cfg.contract,
@@ -136,6 +145,12 @@ def run_station(cfg: StationConfig, out_path: Path | None = None, out: Any = Non
 
             evidence = EvidenceKeeper(evidence_cfg)
             closing.append(evidence)
+        opcua = None
+        if plc is not None:
+            from edgeft.station.opcua import OpcUaOut
+
+            opcua = OpcUaOut(plc, [st.name for st in streams])
+            closing.append(opcua)
         if target is not None:
             from edgeft.station.mqtt import MqttOut
 
@@ -146,7 +161,7 @@ def run_station(cfg: StationConfig, out_path: Path | None = None, out: Any = Non
             Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         stream_out = out or (open(out_path, "w") if out_path else sys.stdout)
         station = Station(slot, streams, stream_out, batch=cfg.batch, queue_size=cfg.queue_size,
-                          max_reconnects=cfg.reconnects, mqtt=mqtt, evidence=evidence,
+                          max_reconnects=cfg.reconnects, mqtt=mqtt, evidence=evidence, opcua=opcua,
                           overlays=_overlay_writer(Path(cfg.overlays)) if cfg.overlays is not None else None,
                           stats_every=cfg.stats_every)
         station.max_frames, station.realtime = cfg.max_frames, cfg.realtime
@@ -154,7 +169,7 @@ def run_station(cfg: StationConfig, out_path: Path | None = None, out: Any = Non
         if cfg.metrics_port is not None:
             server = MetricsServer([s.metrics for s in streams], cfg.metrics_host, cfg.metrics_port,
                                    ready=lambda: station.readiness(cfg.ready_within_s),
-                                   extra=lambda: station_counters(name, slot, mqtt, evidence))
+                                   extra=lambda: station_counters(name, slot, mqtt, evidence, opcua))
             closing.append(server)
             progress.info(f"metrics: {server.url}")
             progress.info(f"probes: http://{server.host}:{server.port}/healthz and /readyz")
@@ -186,8 +201,9 @@ def run_station(cfg: StationConfig, out_path: Path | None = None, out: Any = Non
         (slot.current if slot is not None else predictor).close()
 
 
-def station_counters(name: str, slot: Any, mqtt: Any, evidence: Any) -> str:
-    """The station's own counters in Prometheus' text format: model swaps, MQTT delivery, kept evidence."""
+def station_counters(name: str, slot: Any, mqtt: Any, evidence: Any, opcua: Any = None) -> str:
+    """The station's own counters in Prometheus' text format: model swaps, MQTT delivery, OPC UA writes, kept
+    evidence."""
     base = f'station="{name}"'
     out = ["# HELP edgeft_model_info the model serving now (its file's SHA-256, short)", "# TYPE edgeft_model_info gauge",
            f'edgeft_model_info{{{base},model="{slot.current.model_hash}"}} 1',
@@ -204,6 +220,13 @@ def station_counters(name: str, slot: Any, mqtt: Any, evidence: Any) -> str:
                 f"edgeft_mqtt_pending{{{base}}} {c['pending']}",
                 "# HELP edgeft_mqtt_connected 1 while the broker is connected", "# TYPE edgeft_mqtt_connected gauge",
                 f"edgeft_mqtt_connected{{{base}}} {int(mqtt.connected.is_set())}"]
+    if opcua is not None:
+        c = opcua.counters()
+        out += ["# HELP edgeft_opcua_writes_total decisions written to the PLC, replaced by a newer one before they "
+                "were written (superseded), or made while it was away (missed)", "# TYPE edgeft_opcua_writes_total counter"]
+        out += [f'edgeft_opcua_writes_total{{{base},result="{k}"}} {v}' for k, v in c.items()]
+        out += ["# HELP edgeft_opcua_connected 1 while the PLC's server is connected",
+                "# TYPE edgeft_opcua_connected gauge", f"edgeft_opcua_connected{{{base}}} {int(opcua.connected.is_set())}"]
     if evidence is not None:
         c = evidence.counters()
         out += ["# HELP edgeft_evidence_total frames kept, or skipped because the writer fell behind or failed",

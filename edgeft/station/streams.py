@@ -5,7 +5,7 @@ oldest frames when inference falls behind, a file's waits) and a small queue; th
 the streams in turn, so a slow or dead stream never holds up the others: a stream that has nothing waiting is
 skipped, and one that ends (a file, even a truncated one) or is lost (a live source past its reconnect budget) leaves
 the others running. Per stream: its own JSON lines (``source`` names it), counters on the metrics endpoint, MQTT
-topic, evidence folder and decision sequence number.
+topic, OPC UA variables, evidence folder and decision sequence number.
 
 What a supervisor acts on: the process exits :data:`EXIT_SOURCE_LOST` (3) when every stream has stopped and a live
 one among them was lost, so ``systemd``'s ``Restart=on-failure`` (or a container's restart policy) brings the station
@@ -67,11 +67,12 @@ class Station:
 
     def __init__(self, slot: Any, streams: list[Stream], out: IO[str], batch: int = 1, queue_size: int = 8,
                  max_reconnects: int = 10, mqtt: Any = None, evidence: Any = None, overlays: Any = None,
+                 opcua: Any = None,
                  stats_every: int | None = None, stats_out: IO[str] | None = None,
                  stop: threading.Event | None = None) -> None:
         self.slot, self.streams, self.out, self.batch = slot, streams, out, batch
         self.queue_size, self.max_reconnects = queue_size, max_reconnects
-        self.mqtt, self.evidence, self.overlays = mqtt, evidence, overlays
+        self.mqtt, self.evidence, self.overlays, self.opcua = mqtt, evidence, overlays, opcua
         self.stats_every, self.stats_out = stats_every, stats_out
         self.stop = stop or threading.Event()
         self._ready = threading.Condition()
@@ -183,6 +184,8 @@ class Station:
                     stream.seq += 1
                     if self.mqtt is not None:
                         self.mqtt.decision(stream.name, line, stream.seq, predictor.model_hash)
+                    if self.opcua is not None:
+                        self.opcua.decision(stream.name, line, stream.seq)
                     if self.evidence is not None:
                         self.evidence.offer(stream.name, f.image, line, predictor.policy.text(),
                                             predictor.model_hash)
