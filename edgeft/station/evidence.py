@@ -2,12 +2,14 @@
 sampled share of passed ones for audit, so that a person can check a decision and relabel the parts the model was
 unsure of (what the next model learns from).
 
-Each kept frame is a PNG (the frame as the camera gave it, lossless) and a JSON sidecar of the same name: the stream,
+Each kept frame is a PNG (the frame as the camera gave it, lossless; one channel when its three are equal, as a
+monochrome camera's are) and a JSON sidecar of the same name: the stream,
 the frame number and time, the prediction (class, score, not-OK score, a detector's boxes), the decision and the
 policy it came from, and the model's hash. Files go to ``DIR/STREAM/`` named ``YYYYmmdd-HHMMSS-FRAME-DECISION``.
 
 Writing never stalls inference: frames are handed to a writer thread through a bounded queue; a frame that finds it
-full is not kept and is counted (``edgeft_evidence_skipped_total``). ``cap_mb`` bounds the folder: past it, the
+full is not kept and is counted (``edgeft_evidence_total{result="skipped"}``). The writing still takes CPU, in
+proportion to the share of frames kept (``benchmarks/station_evidence.py``). ``cap_mb`` bounds the folder: past it, the
 oldest kept frames go first (the folder is a rolling window of the latest evidence, never a disk-full failure).
 """
 
@@ -77,6 +79,7 @@ class EvidenceKeeper:
         self.kept = self.skipped = self.removed = 0
         self._rng = random.Random(seed)
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
+        self._folders: set[Path] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._write_loop, daemon=True, name="edgeft-evidence")
         self._thread.start()
@@ -113,20 +116,30 @@ class EvidenceKeeper:
                               f"{getattr(e, 'strerror', None) or e}")
 
     def _write(self, stream: str, image: np.ndarray, line: dict[str, Any], policy: str, model: str) -> None:
-        from edgeft.images import write_image
+        """The PNG, then its sidecar (written to a temporary name and renamed: a sidecar present means both are
+        complete, what a relabelling tool keys on); sizes from the bytes written, the folder made once."""
+        import cv2
 
         folder = self.cfg.folder / _safe(stream)
-        folder.mkdir(parents=True, exist_ok=True)
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(line.get("timestamp") or time.time()))
         stem = f"{stamp}-{int(line.get('frame', 0)):06d}-{line.get('decision')}"
-        png = write_image(folder / f"{stem}.png", image)
-        side = folder / f"{stem}.json"
-        tmp = side.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"stream": stream, **line, "policy": policy, "model": model}, indent=1) + "\n")
+        if image.ndim == 3 and image.shape[2] == 3 and (image[..., 0] == image[..., 1]).all() and \
+                (image[..., 1] == image[..., 2]).all():
+            image = image[..., 0]  # a monochrome camera's frame, decoded as BGR: the same pixels, a third to encode
+        ok, png = cv2.imencode(".png", image)
+        if not ok:
+            raise OSError(f"PNG encoding failed for a {image.shape} frame")
+        png_path, side = folder / f"{stem}.png", folder / f"{stem}.json"
+        png_path.write_bytes(png.tobytes())
+        text = (json.dumps({"stream": stream, **line, "policy": policy, "model": model}, indent=1) + "\n").encode()
+        tmp = folder / f".{stem}.json.tmp"
+        tmp.write_bytes(text)
         tmp.replace(side)
         with self._lock:
-            for p in (png, side):
-                size = p.stat().st_size
+            for p, size in ((png_path, len(png)), (side, len(text))):
                 self._files.append((p, size))
                 self.bytes += size
             self.kept += 1
