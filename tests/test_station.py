@@ -452,3 +452,29 @@ def test_an_opc_ua_node_the_plc_does_not_have_is_refused_in_one_line(cli, decide
         assert not (tmp_path / "r.jsonl").exists()
     finally:
         plc.stop()
+
+
+def test_batches_fill_up_to_the_batch_size_and_decide_as_one_frame_at_a_time(decided_model, tmp_path):
+    v = video(tmp_path / "v.avi", 21)
+    for b in (1, 8):
+        r = infer(decided_model, v, "--batch", b, "--out", tmp_path / f"b{b}.jsonl")
+        assert r.returncode == 0, r.stderr
+    one, eight = (lines_of(tmp_path / f"b{b}.jsonl")[str(v)] for b in (1, 8))
+    assert [(d["frame"], d["label"], d["decision"]) for d in one] == [(d["frame"], d["label"], d["decision"])
+                                                                     for d in eight]
+    assert max(abs(a["not_ok"] - b["not_ok"]) for a, b in zip(one, eight)) < 1e-4
+    import io
+
+    from edgeft.redact import resolve
+    from edgeft.runtime import Predictor
+    from edgeft.station.streams import Station, Stream
+    from edgeft.station.swap import ModelSlot
+
+    predictor, sizes = Predictor(decided_model), []
+    real = predictor.predict
+    predictor.predict = lambda frames: sizes.append(len(frames)) or real(frames)
+    try:
+        Station(ModelSlot(predictor, Predictor), [Stream(resolve(str(v)))], io.StringIO(), batch=8).run()
+    finally:
+        predictor.close()
+    assert sum(sizes) == 21 and max(sizes) == 8  # a file's reader keeps a whole batch waiting

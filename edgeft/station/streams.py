@@ -28,7 +28,7 @@ from edgeft.redact import Source
 from edgeft.runtime.sources import Frame, SourceStats, frames
 
 EXIT_SOURCE_LOST = 3  # every stream stopped, and a live one was lost: the supervisor should restart the station
-STREAM_QUEUE = 4  # frames a stream's reader hands over ahead of inference (a file's reader waits when it is full)
+STREAM_QUEUE = 4  # frames (at least a batch) a stream's reader hands over ahead of inference; a file's reader waits
 
 
 @dataclass
@@ -67,8 +67,7 @@ class Station:
 
     def __init__(self, slot: Any, streams: list[Stream], out: IO[str], batch: int = 1, queue_size: int = 8,
                  max_reconnects: int = 10, mqtt: Any = None, evidence: Any = None, overlays: Any = None,
-                 opcua: Any = None,
-                 stats_every: int | None = None, stats_out: IO[str] | None = None,
+                 opcua: Any = None, stats_every: int | None = None, stats_out: IO[str] | None = None,
                  stop: threading.Event | None = None) -> None:
         self.slot, self.streams, self.out, self.batch = slot, streams, out, batch
         self.queue_size, self.max_reconnects = queue_size, max_reconnects
@@ -83,11 +82,12 @@ class Station:
 
     # ------------------------------------------------------------------------------------------- readers
     def _read(self, stream: Stream) -> None:
+        ahead = max(STREAM_QUEUE, self.batch)  # room for a whole batch
         try:
             for f in frames(stream.source, stream.stats, self.queue_size, self.max_reconnects, self.stop,
                             self.realtime):
                 with self._ready:
-                    while len(stream.queue) >= STREAM_QUEUE and not self.stop.is_set():
+                    while len(stream.queue) >= ahead and not self.stop.is_set():
                         self._ready.wait(0.1)  # a file waits for inference; a live reader drops on its own side
                     if self.stop.is_set():
                         return
