@@ -11,7 +11,9 @@ Where each piece is, by what it does:
 - ``metrics``: mAP by pycocotools, boxes found at an operating confidence, each image's not-OK score;
 - ``config``, ``training`` and ``train``: ``edgeft detect`` (a recipe's ``detect:`` section) through the one
   training engine: the detector's objective for the loop (FCOS's loss, val mAP), and the stage;
-- ``prune``: its backbone pruned, recovered with its own training settings;
+- ``prune``: its backbone pruned, recovered with its own training settings (distilling the parent's head);
+- ``qat``: its quantization-aware training on FCOS's loss, then PTQ's path;
+- ``checkpoint``: a torchvision FCOS checkpoint brought in with its own weights;
 - ``gallery``: the report's test images, the most missed boxes first.
 This module is the task object that the stages, the predictor and ``edgeft eval`` ask."""
 
