@@ -55,6 +55,29 @@ def data_trees(out: Path, tile: int, force: bool) -> None:
     click.echo(f"wrote {out} (DeepForest example data, MIT; see {out / 'LICENSE-DATA.txt'})")
 
 
+@data.command("collect")
+@click.argument("saved", type=click.Path(path_type=Path))
+@click.option("--into", required=True, type=click.Path(path_type=Path),
+              help="The data folder the parts join (train/CLASS/...; its classes are the labels allowed).")
+@click.option("--labels", type=click.Path(path_type=Path), help="A CSV with the columns part and label.")
+@click.option("--sorted", "sorted_dir", type=click.Path(path_type=Path),
+              help="Or: a folder with one subfolder per class, holding the kept PNGs a person sorted.")
+@click.option("--test-share", type=float, default=0.3, show_default=True,
+              help="Share of each class's new parts kept for the new test slice (new-test/), never trained on.")
+@click.option("--seed", default=0, show_default=True)
+def data_collect(saved: Path, into: Path, labels: Path | None, sorted_dir: Path | None, test_share: float,
+                 seed: int) -> None:
+    """Turn the frames a station kept (edgeft infer --save KINDS SAVED), labelled by a person, into training data:
+    train/ and a new test slice, with where each part came from in DATA/collected.jsonl."""
+    from edgeft.data.collect import collect
+
+    summary = collect(saved, into, labels=labels, sorted_dir=sorted_dir, test_share=test_share, seed=seed)
+    for split, c in sorted(summary["splits"].items()):
+        click.echo(f"{split:<9} " + "  ".join(f"{k}={v}" for k, v in sorted(c.items())))
+    click.echo(f"collected {summary['collected']} part(s) into {into} ({summary['already']} collected before, "
+               f"{summary['unlabelled']} not labelled); provenance: {summary['provenance']}")
+
+
 @cli.command("detect")
 @click.option("--data", required=True, type=click.Path(path_type=Path),
               help="Box-labelled data: train/ val/ [test/] each with a COCO JSON file, or the YOLO layout "
