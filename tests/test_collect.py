@@ -118,3 +118,41 @@ def test_bad_labels_are_refused_in_one_line_and_nothing_is_copied(cli, station_k
     before = listing(data)
     assert_one_line_error(cli("data", "collect", saved, "--into", data, *args), *fragments)
     assert listing(data) == before
+
+
+def test_the_deployed_model_is_fine_tuned_on_old_and_new_parts_from_its_own_weights(cli, station_kept, tiny_data,
+                                                                                    tmp_path):
+    """`edgeft finetune --from DEPLOYED`: the deployed ONNX model's PyTorch weights are found through its lineage
+    and trained further on the data with the collected parts; its classes, contract and lineage carry on."""
+    import torch
+
+    from edgeft import artifact
+    from edgeft.finetune.stage import deployed_weights
+
+    deployed = station_kept.parent / "model"
+    data = fresh_data(tiny_data, tmp_path)
+    labels = tmp_path / "labels.csv"
+    with open(labels, "w", newline="") as f:
+        csv.writer(f).writerows([["part", "label"]] + [[p.stem, truth(p)] for p in station_kept.rglob("*.png")])
+    assert cli("data", "collect", station_kept, "--into", data, "--labels", labels).exit_code == 0
+    r = cli("finetune", "--from", deployed, "--data", data, "--out", tmp_path / "next", "--epochs", "1",
+            "--threads", "2")
+    assert r.exit_code == 0, r.output
+    parent = deployed_weights(deployed)
+    new = artifact.load(tmp_path / "next")
+    assert new.meta.kind == "torch" and new.meta.class_names == parent.meta.class_names
+    assert new.meta.input == artifact.load(deployed).meta.input
+    assert new.meta.lineage[-1]["stage"] == "finetune" and new.meta.lineage[-1]["params"]["from"] == str(deployed)
+    a = torch.load(parent.model_path, weights_only=True)
+    b = torch.load(new.model_path, weights_only=True)
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())  # it trained
+    other = write_folder(tmp_path / "other", {"train": 2, "val": 2}, classes=("crack", "good", "spot"))
+    assert_one_line_error(cli("finetune", "--from", deployed, "--data", other, "--out", tmp_path / "x"),
+                          "are not the deployed model's")
+    moved = tmp_path / "deployed"
+    shutil.copytree(deployed, moved)
+    meta = json.loads((moved / "meta.json").read_text())
+    meta["lineage"][-1]["parent"] = str(tmp_path / "gone")
+    (moved / "meta.json").write_text(json.dumps(meta))
+    assert_one_line_error(cli("finetune", "--from", moved, "--data", data, "--out", tmp_path / "y"), "which is not here")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

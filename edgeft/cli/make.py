@@ -151,12 +151,31 @@ def detect_cmd(data: Path, out: Path, config_path: Path | None, model: str | Non
               help="Any other FinetuneConfig field, e.g. --set label_smoothing=0.05 --set augment.rotate_deg=10.")
 @click.option("--resume", is_flag=True, help="Continue from OUT.work/last.pt (kept after Ctrl-C or a crash).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--from", "from_art", type=click.Path(path_type=Path), default=None,
+              help="Fine-tune the deployed model (an artifact: ONNX, INT8 or PyTorch; its PyTorch weights are found "
+                   "through its lineage) on DATA, old parts and new, with its own settings at --epochs and --lr.")
 def finetune(data: Path, out: Path, config_path: Path | None, overrides: tuple[str, ...], resume: bool, force: bool,
-             **options) -> None:
+             from_art: Path | None, **options) -> None:
     """Fine-tune a pretrained model on an ImageFolder and write a PyTorch artifact with its metrics."""
     from edgeft.finetune import FinetuneConfig
     from edgeft.finetune import finetune as run
     from edgeft.metrics import TrainingRun, split_metrics
+
+    if from_art is not None:
+        from edgeft.errors import ConfigError
+        from edgeft.finetune.stage import finetune_from
+
+        asked = [k for k, v in options.items() if v is not None and k not in ("epochs", "lr", "mode", "threads")]
+        if asked or config_path or overrides or resume:
+            raise ConfigError(f"--from fine-tunes the deployed model with its own settings; only --epochs, --lr, "
+                              f"--mode and --threads apply (got {', '.join(asked) or '--config/--set/--resume'})")
+        art = finetune_from(from_art, data, out, epochs=options.get("epochs") or 3, lr=options.get("lr") or 1e-4,
+                            mode=options.get("mode") or "full", threads=options.get("threads"), force=force)
+        for split in ("val", "test"):
+            if split in art.meta.metrics:
+                click.echo(split_metrics(art.meta.metrics, split).summary(art.meta.class_names, title=f"{split}:"))
+        click.echo(f"wrote {art.path} (fine-tuned from {from_art})")
+        return
 
     d = load_config(config_path)
     d.update(parse_overrides(overrides))

@@ -77,3 +77,60 @@ def _merge_lora(trained: loop.Trained, cfg: FinetuneConfig, contract: InputContr
                         "trainable_params": int(sum(v.numel() for v in state.values())),
                         "adapter_bytes": len(blob), "merge_max_abs_diff": diff}}
     return {lora.ADAPTER_FILE: blob}, metrics
+
+
+def deployed_weights(path: str | os.PathLike) -> Artifact:
+    """The PyTorch artifact a deployed model (an FP32 or INT8 ONNX file, an engine) was made from, found through its
+    lineage: each stage records its parent's path and the SHA-256 of the parent's model file."""
+    from pathlib import Path
+
+    from edgeft.artifact import load
+    from edgeft.errors import ArtifactError
+
+    a = load(path)
+    while a.meta.kind != "torch":
+        entry = a.meta.lineage[-1] if a.meta.lineage else {}
+        parent = entry.get("parent")
+        if not parent:
+            raise ArtifactError(f"{a.path} records no PyTorch model it was made from (an imported {a.meta.kind} file "
+                                "has only its graph): fine-tune from the PyTorch artifact or checkpoint instead")
+        if "(QAT weights, not kept)" in str(parent):
+            raise ArtifactError(f"{a.path} was quantized after QAT, whose weights were not kept: fine-tune from the "
+                                "model QAT started from (its lineage's parent)")
+        p = Path(parent)
+        if not (p / "meta.json").is_file():
+            raise ArtifactError(f"{a.path} was made from {p}, which is not here: fine-tune from that PyTorch artifact "
+                                "(copy it beside the deployed one)")
+        parent_art = load(p)
+        if entry.get("parent_sha256") and parent_art.meta.model_sha256 != entry["parent_sha256"]:
+            raise ArtifactError(f"{p} changed since {a.path} was made from it (its model's SHA-256 differs): it is not "
+                                "the deployed model's parent")
+        a = parent_art
+    return a
+
+
+def finetune_from(deployed: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, epochs: int,
+                  lr: float, mode: str = "full", threads: int | None = None, force: bool = False) -> Artifact:
+    """Fine-tune the deployed model (not the ImageNet weights again) on ``data``, the old parts and the new: its own
+    network, pruned shape, head, input contract and training settings, at ``epochs`` and ``lr``; a classifier."""
+    from edgeft.data.imagefolder import find_splits, scan_split
+    from edgeft.errors import ConfigError, DataError
+    from edgeft.models import from_artifact
+    from edgeft.tasks import registry as tasks
+    from edgeft.training.config import config_from_parent
+
+    out = refuse_existing(out, force)
+    parent = deployed_weights(deployed)
+    task = tasks.of(parent.meta)
+    if task.name != "classify":
+        raise ConfigError(f"--from {deployed}: a {task.name} model; fine-tuning from a deployed model is built for "
+                          "classifiers")
+    classes = scan_split(find_splits(data)["train"]).classes
+    if sorted(classes) != sorted(parent.meta.class_names):
+        raise DataError(f"{data}'s classes {classes} are not the deployed model's {parent.meta.class_names}: the "
+                        "new data must be labelled with the classes the model decides between")
+    model = from_artifact(parent)
+    cfg = config_from_parent(parent, mode, epochs, lr, threads)
+    params = {"from": str(deployed), "from_sha256": parent.meta.model_sha256, "train": cfg.to_dict()}
+    return loop.retrain(parent, model, cfg, data, out, stage="finetune", lineage_params=params, force=force)
+
