@@ -74,6 +74,13 @@ def test_labelled_parts_join_train_and_a_new_test_slice_with_their_provenance(cl
     assert listing(data / "test") == listing(tiny_data / "test")  # the old test split is frozen
     r = cli("data", "collect", station_kept, "--into", data, "--labels", labels)
     assert r.exit_code == 0 and "collected 0 part(s)" in r.stdout and "11 collected before" in r.stdout
+    r = cli("eval", station_kept.parent / "model", "--data", data, "--split", "new-test", "--json")
+    assert r.exit_code == 0, r.output  # the new slice is measured like any split
+    assert json.loads(r.stdout)["n"] == sum(x["split"] == "new-test" for x in records)
+    from edgeft.data.imagefolder import find_splits, sealed_test
+
+    with sealed_test(data):  # a search reads neither test slice
+        assert set(find_splits(data)) == {"train", "val"}
 
 
 def test_parts_sorted_into_class_folders_are_collected_too(cli, station_kept, tiny_data, tmp_path):

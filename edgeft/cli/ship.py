@@ -143,7 +143,8 @@ def build_cmd(artifact: Path, out: Path, precision: str, batch: str, workspace_m
 @cli.command("eval")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path), help=DATA_HELP)
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test", "new-test"]),
+              help="new-test: the slice of new parts `edgeft data collect` set aside.")
 @click.option("--tta-views", type=click.Choice(["1", "2", "4", "8"]), default=None,
               help="Override the artifact's recorded test-time views.")
 @click.option("--backend", default=None,

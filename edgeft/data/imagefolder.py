@@ -23,8 +23,9 @@ from edgeft.contract import ImageRangeError, InputContract
 from edgeft.errors import ConfigError, DataError
 from edgeft.images import IMAGE_SUFFIXES, is_image, read_image  # noqa: F401 (part of this module's interface)
 
-SPLITS = ("train", "val", "test")
-_SEALED: set[Path] = set()  # data folders whose test split is hidden (see sealed_test)
+SPLITS = ("train", "val", "test", "new-test")  # new-test: new parts a station kept (edgeft data collect), never trained on
+HELD_OUT = ("test", "new-test")  # what a search must not read
+_SEALED: set[Path] = set()  # data folders whose test splits are hidden (see sealed_test)
 
 
 @contextmanager
@@ -86,7 +87,8 @@ def find_splits(root: str | os.PathLike) -> dict[str, Any]:
     else:
         found = {s: r / s for s in SPLITS if (r / s).is_dir()}
     if _SEALED and r.resolve() in _SEALED:
-        found.pop("test", None)
+        for s in HELD_OUT:
+            found.pop(s, None)
     if "train" not in found and is_manifest(r):
         raise DataError(f"manifest {r} has no train rows; give some rows split train")
     if "train" not in found:
