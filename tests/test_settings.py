@@ -28,7 +28,7 @@ def _commands():
                "precision": PRECISIONS}
     # command, its config, {option name: config field} where they differ, options that are not config fields
     return choices, [
-        ("finetune", FinetuneConfig, {}, {"data", "out", "config_path", "overrides", "resume", "force"}),
+        ("finetune", FinetuneConfig, {}, {"data", "out", "config_path", "overrides", "resume", "force", "from_art"}),
         ("prune", PruneConfig, {"ignore": "ignore"}, {"artifact", "data", "out", "force"}),
         ("quantize", QuantizeConfig, {}, {"artifact", "out", "calib", "data", "epochs", "lr", "qat_mode", "force"}),
         ("build", BuildConfig, {}, {"artifact", "out", "data", "calib", "force"}),
