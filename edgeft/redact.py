@@ -45,18 +45,24 @@ class Source:
         return f"Source(name={self.name!r})"
 
 
+def expand(url: str, what: str, environ: os._Environ | dict | None = None) -> str:
+    """``url`` with each ``${VAR}`` replaced by the environment's value, percent-encoded (a password may hold '@' or
+    '/'); refuses, naming ``what`` (already redacted), a variable that is not set."""
+    env = os.environ if environ is None else environ
+    missing = [v for v in _VAR.findall(url) if v not in env]
+    if missing:
+        raise ConfigError(f"{what} names the environment variable {missing[0]}, which is not set; export "
+                          f"it (e.g. {missing[0]}=... in the service's environment file) or write the value in the URL")
+    return _VAR.sub(lambda m: quote(env[m.group(1)], safe=""), url)
+
+
 def resolve(spec: str, name: str | None = None, environ: os._Environ | dict | None = None) -> Source:
     """Expand ``${VAR}`` and ``EDGEFT_RTSP_PASSWORD`` in ``spec`` and check its credentials' syntax.
 
     Raises ConfigError (one line, redacted) for a variable that is unset or credentials whose reserved
     characters are not percent-encoded."""
     env = os.environ if environ is None else environ
-    shown = name or redact_text(spec)
-    missing = [v for v in _VAR.findall(spec) if v not in env]
-    if missing:
-        raise ConfigError(f"source {shown} names the environment variable {missing[0]}, which is not set; export "
-                          f"it (e.g. {missing[0]}=... in the service's environment file) or write the value in the URL")
-    expanded = _VAR.sub(lambda m: quote(env[m.group(1)], safe=""), spec)
+    expanded = expand(spec, f"source {name or redact_text(spec)}", env)
     m = re.match(r"(?i)([a-z][a-z0-9+.\-]*://)([^/?#]*)(.*)$", expanded, flags=re.S)
     if m is None:  # a file, a camera index, or a GStreamer pipeline (whose location= may hold a credentialed URL)
         return Source(expanded, name or redact_text(expanded))

@@ -373,6 +373,7 @@ def test_a_new_model_with_other_classes_is_refused_in_one_line(decided_model, ti
     (["--save", "reject,review", "DIR", "--save-cap-mb", "0"], ["--save-cap-mb must be positive"]),
     (["--save", "rejects", "DIR"], ["--save 'rejects'", "reject, review, pass"]),
     (["--station", "cell/7"], ["--station 'cell/7'"]),
+    (["--mqtt", "mqtt://edgeft:${EDGEFT_TEST_UNSET}@127.0.0.1:1883"], ["EDGEFT_TEST_UNSET", "is not set"]),
 ])
 def test_bad_station_settings_are_refused_in_one_line(cli, decided_model, tmp_path, args, fragments):
     (tmp_path / "FILE").write_text("a file, not a folder")
@@ -480,3 +481,14 @@ def test_batches_fill_up_to_the_batch_size_and_decide_as_one_frame_at_a_time(dec
     finally:
         predictor.close()
     assert sum(sizes) == 21 and max(sizes) == 8  # a file's reader keeps a whole batch waiting
+
+
+def test_a_broker_password_from_the_environment_may_hold_reserved_characters(monkeypatch):
+    from edgeft.station.mqtt import MqttTarget
+    from edgeft.station.opcua import OpcUaTarget
+
+    monkeypatch.setenv("EDGEFT_TEST_PW", "p@ss/w:rd")
+    t = MqttTarget.parse("mqtts://edgeft:${EDGEFT_TEST_PW}@broker:8883", "cell7")
+    assert (t.host, t.port, t.tls, t.username, t.password) == ("broker", 8883, True, "edgeft", "p@ss/w:rd")
+    u = OpcUaTarget.parse("opc.tcp://plc:${EDGEFT_TEST_PW}@10.0.0.5:4840/ua", "ns=2;s=Cell7.{stream}")
+    assert (u.url, u.username, u.password) == ("opc.tcp://10.0.0.5:4840/ua", "plc", "p@ss/w:rd")

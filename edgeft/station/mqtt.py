@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 from edgeft import progress
 from edgeft.errors import ConfigError, DependencyError
-from edgeft.redact import redact_text
+from edgeft.redact import expand, redact_text
 
 SCHEMES = {"mqtt": 1883, "mqtts": 8883}
 DEFAULT_BUFFER = 10000  # messages: at 10 decisions a second, about 17 minutes of a broker away
@@ -55,12 +55,8 @@ class MqttTarget:
     @classmethod
     def parse(cls, url: str, station: str, prefix: str | None = None) -> "MqttTarget":
         """``mqtt://[user[:password]@]host[:port]``; ``${VAR}`` in it is read from the environment."""
-        import os
-        import re
-
         shown = redact_text(url)
-        expanded = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: os.environ.get(m.group(1), ""), url)
-        u = urlsplit(expanded)
+        u = urlsplit(expand(url, f"--mqtt {shown}"))
         if u.scheme not in SCHEMES or not u.hostname:
             raise ConfigError(f"--mqtt {shown}: give the broker as mqtt://host[:port] (or mqtts:// for TLS)")
         try:

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from edgeft import progress
 from edgeft.errors import ConfigError, DependencyError
-from edgeft.redact import redact_text
+from edgeft.redact import expand, redact_text
 
 CODES = {"pass": 0, "review": 1, "reject": 2}  # a numeric Decision variable's values
 RETRY_S = 3.0
@@ -51,12 +51,10 @@ class OpcUaTarget:
 
     @classmethod
     def parse(cls, url: str, node: str | None) -> "OpcUaTarget":
-        import os
         import re
 
         shown = redact_text(url)
-        expanded = re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: os.environ.get(m.group(1), ""), url)
-        u = urlsplit(expanded)
+        u = urlsplit(expand(url, f"--opcua {shown}"))
         if u.scheme != "opc.tcp" or not u.hostname:
             raise ConfigError(f"--opcua {shown}: give the server as opc.tcp://host:port[/path]")
         if not node:
