@@ -231,13 +231,12 @@ def test_a_class_keeps_its_colour_in_every_frame_of_the_overlays():
     from edgeft.tasks.detect.boxes import PALETTE
 
     head = DetectHead()
-    head.class_names = ["scratch", "spot"]  # what predict() records from the model
     frame = np.zeros((40, 40, 3), np.uint8)
     colours = []
     for boxes in ([{"box": [5, 5, 30, 30], "score": 0.9, "class": "spot"}],
                   [{"box": [2, 2, 10, 10], "score": 0.8, "class": "scratch"},
                    {"box": [5, 5, 30, 30], "score": 0.9, "class": "spot"}]):
-        drawn = head.draw(frame, Prediction("spot", 1, 0.9, [], extras={"boxes": boxes}), None)
+        drawn = head.draw(frame, Prediction("spot", 1, 0.9, [], extras={"boxes": boxes}), None, ["scratch", "spot"])
         colours.append(tuple(int(v) for v in drawn[30, 18]))  # the spot box's bottom edge
     assert colours[0] == colours[1] == PALETTE[1]
 

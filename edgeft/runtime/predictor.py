@@ -158,7 +158,7 @@ class Predictor:
         """What the task draws of a prediction over its frame (an anomaly model: the heatmap on a fixed scale; a
         detector: its boxes), as an 8-bit BGR image; refused for a task that draws nothing."""
         self.check_draws()
-        return self.head.draw(frame, prediction, self.policy)
+        return self.head.draw(frame, prediction, self.policy, self.class_names)
 
     def predict(self, frames: Sequence[np.ndarray] | np.ndarray, source: str = "BGR") -> list[Prediction]:
         """Predictions for a list of frames (a single HxW[xC] array is one frame)."""

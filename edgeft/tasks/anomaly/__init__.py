@@ -55,7 +55,7 @@ class AnomalyHead:
         policy: the fit's highest good val score)."""
         return self.spec.map_floor, policy.reject_at if policy is not None else self.spec.map_ceiling
 
-    def draw(self, frame: np.ndarray, prediction: Any, policy: Any) -> np.ndarray:
+    def draw(self, frame: np.ndarray, prediction: Any, policy: Any, class_names: list[str]) -> np.ndarray:
         """The heatmap over the frame on the fixed scale, as ``edgeft infer --heatmaps`` writes it."""
         from edgeft.tasks.anomaly.heatmap import overlay
 

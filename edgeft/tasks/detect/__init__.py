@@ -35,16 +35,12 @@ class DetectHead:
 
     places_boxes = True  # the predictor passes each frame's size and the contract, to put boxes back on the frame
 
-    def __init__(self) -> None:
-        self.class_names: list[str] = []  # the model's, from the first frame: a class keeps its colour in every frame
-
     def predict(self, runner: Any, x: np.ndarray, policy: Any, class_names: list[str],
                 sizes: list[tuple[int, int]] | None = None, contract: Any = None) -> list[Any]:
         from edgeft.runtime.predictor import Prediction
         from edgeft.tasks.detect.boxes import to_frame
         from edgeft.tasks.detect.nms import split_detections
 
-        self.class_names = list(class_names)
         per = split_detections(runner.infer_outputs(x)[0], len(x))
         out = []
         for k, (b, s, c) in enumerate(per):
@@ -65,12 +61,13 @@ class DetectHead:
                                   extras={"boxes": boxes}))
         return out
 
-    def draw(self, frame: np.ndarray, prediction: Any, policy: Any) -> np.ndarray:
-        """The frame's boxes with their classes and scores (``edgeft infer --overlays``), 8-bit BGR."""
+    def draw(self, frame: np.ndarray, prediction: Any, policy: Any, class_names: list[str]) -> np.ndarray:
+        """The frame's boxes with their classes and scores (``edgeft infer --overlays``), 8-bit BGR; a class's colour
+        is its index among the model's classes, the same in every frame."""
         from edgeft.tasks.detect.boxes import draw
 
         boxes = prediction.extras.get("boxes", [])
-        names = self.class_names + sorted({b["class"] for b in boxes} - set(self.class_names))
+        names = list(class_names) + sorted({b["class"] for b in boxes} - set(class_names))
         frame8 = frame if frame.dtype == np.uint8 else (frame / max(float(frame.max()), 1.0) * 255).astype(np.uint8)
         return draw(frame8, np.array([b["box"] for b in boxes], np.float32).reshape(-1, 4),
                     np.array([b["score"] for b in boxes]), np.array([names.index(b["class"]) for b in boxes]), names)
