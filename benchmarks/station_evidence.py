@@ -70,6 +70,31 @@ def run_once(predictor, video: Path, folder: Path | None, kinds: tuple[str, ...]
     return seconds, next(iter(stats.values())).frames, counters
 
 
+def write_cost_ms(predictor, video: Path, folder: Path, frames: int = 200) -> float:
+    """CPU milliseconds the evidence writer spends on one kept frame (PNG and sidecar), on this disk, alone: the
+    video's frames written one after another by the keeper's own write, nothing else running."""
+    import cv2
+
+    from edgeft.station.evidence import EvidenceConfig, EvidenceKeeper
+
+    cap, images = cv2.VideoCapture(str(video)), []
+    while len(images) < frames:
+        ok, img = cap.read()
+        if not ok:
+            break
+        images.append(img)
+    cap.release()
+    keeper = EvidenceKeeper(EvidenceConfig(folder, ("reject",), 4096.0))
+    line = {"source": "bench", "label": "defective", "score": 0.9, "probabilities": [0.9, 0.1], "decision": "reject",
+            "not_ok": 0.9}
+    t0 = time.process_time()
+    for i, img in enumerate(images):
+        keeper._write("bench", img, {**line, "frame": i, "timestamp": time.time()}, predictor.policy, "bench")
+    ms = (time.process_time() - t0) * 1000 / len(images)
+    keeper.close()
+    return ms
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, type=Path)
@@ -97,6 +122,7 @@ def main() -> None:
     ratios, kept, skipped, fps_without = [], 0, 0, []
     with tempfile.TemporaryDirectory(dir=args.dir, prefix=".station-evidence-") as tmp:
         video = make_video(args.data, Path(tmp) / "line", args.frames, args.defect_share, args.positive)
+        write_ms = write_cost_ms(predictor, video, Path(tmp) / "write-cost")
         run_once(predictor, video, None)  # warm-up: the session, the decoder, the page cache
         for r in range(args.rounds):
             order = (False, True) if r % 2 == 0 else (True, False)
@@ -117,6 +143,7 @@ def main() -> None:
         "median_ratio": round(statistics.median(ratios), 4), "min": round(min(ratios), 4),
         "max": round(max(ratios), 4), "rounds": len(ratios), "frames_per_run": args.frames,
         "fps_without_median": round(statistics.median(fps_without), 1),
+        "write_cpu_ms_per_kept_frame": round(write_ms, 3),
         "kept_frames_per_run": kept // len(ratios), "kept_share": round(kept / len(ratios) / args.frames, 3),
         "skipped_frames": skipped, "defect_share": args.defect_share,
         "model": str(args.model), "backend": "auto", "cpu": cpu_model(), "machine": platform.machine(),

@@ -149,6 +149,3 @@ def test_the_jetson_image_opens_gstreamer_pipelines():
     assert "python3-opencv" in text and "pip3 uninstall -y opencv-python-headless" in text
     install, check = text.index("pip3 install ."), text.index("gstreamer_supported as g; assert g()")
     assert install < text.index("pip3 uninstall -y opencv-python-headless") < check
-    from edgeft.runtime.sources import gstreamer_supported
-
-    assert isinstance(gstreamer_supported(), bool)  # the check itself runs (pip's wheel here: False)

@@ -68,6 +68,14 @@ def read_kept(saved: Path) -> list[KeptPart]:
     return out
 
 
+def _index(parts: list[KeptPart]) -> tuple[dict[str, KeptPart], dict[str, list[KeptPart]]]:
+    """The kept parts by key (STREAM/STEM) and by stem alone (a stem kept by several streams is ambiguous)."""
+    by_stem: dict[str, list[KeptPart]] = {}
+    for p in parts:
+        by_stem.setdefault(p.stem, []).append(p)
+    return {p.key: p for p in parts}, by_stem
+
+
 def _find(part: str, kept: dict[str, KeptPart], by_stem: dict[str, list[KeptPart]], where: str) -> KeptPart:
     key = part.strip().removesuffix(".png")
     if key in kept:
@@ -83,10 +91,7 @@ def _find(part: str, kept: dict[str, KeptPart], by_stem: dict[str, list[KeptPart
 
 def labels_from_csv(path: Path, parts: list[KeptPart], classes: list[str]) -> dict[str, tuple[KeptPart, str]]:
     """{part key: (part, label)} from a CSV with ``part`` and ``label`` columns (an empty label: not labelled yet)."""
-    kept = {p.key: p for p in parts}
-    by_stem: dict[str, list[KeptPart]] = {}
-    for p in parts:
-        by_stem.setdefault(p.stem, []).append(p)
+    kept, by_stem = _index(parts)
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -113,10 +118,7 @@ def labels_from_folders(sorted_dir: Path, parts: list[KeptPart], classes: list[s
     sorted_dir = Path(sorted_dir)
     if not sorted_dir.is_dir():
         raise DataError(f"--sorted {sorted_dir} is not a folder (one subfolder per class, holding kept PNGs)")
-    kept = {p.key: p for p in parts}
-    by_stem: dict[str, list[KeptPart]] = {}
-    for p in parts:
-        by_stem.setdefault(p.stem, []).append(p)
+    kept, by_stem = _index(parts)
     out: dict[str, tuple[KeptPart, str]] = {}
     for d in sorted(q for q in sorted_dir.iterdir() if q.is_dir() and not q.name.startswith(".")):
         if d.name not in classes:

@@ -90,8 +90,9 @@ class EvidenceKeeper:
             return True
         return decision == "pass" and self.cfg.sample_pass > 0 and self._rng.random() < self.cfg.sample_pass
 
-    def offer(self, stream: str, image: np.ndarray, line: dict[str, Any], policy: str, model: str) -> bool:
-        """Keep this frame if its decision is asked for; never blocks (a full queue skips it, counted)."""
+    def offer(self, stream: str, image: np.ndarray, line: dict[str, Any], policy: Any, model: str) -> bool:
+        """Keep this frame if its decision is asked for; never blocks (a full queue skips it, counted). ``policy``:
+        the model's :class:`~edgeft.decision.Policy`, put into words by the writer."""
         if not self.wants(line.get("decision")):
             return False
         try:
@@ -115,7 +116,7 @@ class EvidenceKeeper:
                 progress.warn(f"evidence: could not keep a frame in {self.cfg.folder}: "
                               f"{getattr(e, 'strerror', None) or e}")
 
-    def _write(self, stream: str, image: np.ndarray, line: dict[str, Any], policy: str, model: str) -> None:
+    def _write(self, stream: str, image: np.ndarray, line: dict[str, Any], policy: Any, model: str) -> None:
         """The PNG, then its sidecar (written to a temporary name and renamed: a sidecar present means both are
         complete, what a relabelling tool keys on); sizes from the bytes written, the folder made once."""
         import cv2
@@ -135,7 +136,7 @@ class EvidenceKeeper:
             raise OSError(f"PNG encoding failed for a {image.shape} frame")
         png_path, side = folder / f"{stem}.png", folder / f"{stem}.json"
         png_path.write_bytes(png.tobytes())
-        text = (json.dumps({"stream": stream, **line, "policy": policy, "model": model}, indent=1) + "\n").encode()
+        text = (json.dumps({"stream": stream, **line, "policy": policy.text(), "model": model}, indent=1) + "\n").encode()
         tmp = folder / f".{stem}.json.tmp"
         tmp.write_bytes(text)
         tmp.replace(side)

@@ -82,7 +82,7 @@ def _overlay_writer(folder: Path):
     return write
 
 
-def run_station(cfg: StationConfig, out_path: Path | None = None, out: Any = None) -> int:
+def run_station(cfg: StationConfig, out_path: Path | None = None) -> int:
     """Assemble and run the station; the exit status (0, or :data:`~edgeft.station.streams.EXIT_SOURCE_LOST`)."""
     from edgeft.redact import resolve
     from edgeft.runtime import Predictor
@@ -159,12 +159,11 @@ def run_station(cfg: StationConfig, out_path: Path | None = None, out: Any = Non
             slot.on_event = mqtt.event
         if out_path:
             Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        stream_out = out or (open(out_path, "w") if out_path else sys.stdout)
+        stream_out = open(out_path, "w") if out_path else sys.stdout
         station = Station(slot, streams, stream_out, batch=cfg.batch, queue_size=cfg.queue_size,
                           max_reconnects=cfg.reconnects, mqtt=mqtt, evidence=evidence, opcua=opcua,
                           overlays=_overlay_writer(Path(cfg.overlays)) if cfg.overlays is not None else None,
-                          stats_every=cfg.stats_every)
-        station.max_frames, station.realtime = cfg.max_frames, cfg.realtime
+                          stats_every=cfg.stats_every, max_frames=cfg.max_frames, realtime=cfg.realtime)
         server = None
         if cfg.metrics_port is not None:
             server = MetricsServer([s.metrics for s in streams], cfg.metrics_host, cfg.metrics_port,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from edgeft import progress
-from edgeft.errors import EdgeftError
+from edgeft.errors import ConfigError, EdgeftError
 from edgeft.redact import Source
 from edgeft.runtime.sources import Frame, SourceStats, frames
 
@@ -56,8 +56,6 @@ def check_names(sources: list[Source]) -> None:
         seen[s.name] = seen.get(s.name, 0) + 1
     twice = [n for n, k in seen.items() if k > 1]
     if twice:
-        from edgeft.errors import ConfigError
-
         raise ConfigError(f"two streams are named {twice[0]!r}: give each its own with --source-name (one per "
                           "SOURCE, in order)")
 
@@ -68,17 +66,17 @@ class Station:
     def __init__(self, slot: Any, streams: list[Stream], out: IO[str], batch: int = 1, queue_size: int = 8,
                  max_reconnects: int = 10, mqtt: Any = None, evidence: Any = None, overlays: Any = None,
                  opcua: Any = None, stats_every: int | None = None, stats_out: IO[str] | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 max_frames: int | None = None, realtime: bool = False) -> None:
         self.slot, self.streams, self.out, self.batch = slot, streams, out, batch
         self.queue_size, self.max_reconnects = queue_size, max_reconnects
         self.mqtt, self.evidence, self.overlays, self.opcua = mqtt, evidence, overlays, opcua
         self.stats_every, self.stats_out = stats_every, stats_out
-        self.stop = stop or threading.Event()
+        self.stop = threading.Event()  # set it (from any thread) to end the run after the current frame
         self._ready = threading.Condition()
         self._written = 0
         self._turn = 0  # the stream whose frames are taken next
-        self.max_frames: int | None = None
-        self.realtime = False  # video files read at their frame rate (a rehearsal with recorded footage)
+        self.max_frames = max_frames  # all streams together
+        self.realtime = realtime  # video files read at their frame rate (a rehearsal with recorded footage)
 
     # ------------------------------------------------------------------------------------------- readers
     def _read(self, stream: Stream) -> None:
@@ -187,8 +185,7 @@ class Station:
                     if self.opcua is not None:
                         self.opcua.decision(stream.name, line, stream.seq)
                     if self.evidence is not None:
-                        self.evidence.offer(stream.name, f.image, line, predictor.policy.text(),
-                                            predictor.model_hash)
+                        self.evidence.offer(stream.name, f.image, line, predictor.policy, predictor.model_hash)
             stream.last_frame = time.time()
             self.out.write(json.dumps(line) + "\n")
             self._written += 1
