@@ -1,5 +1,5 @@
-"""Commands that take a model toward the camera: export, calibration, INT8, TensorRT engines, and the checks on the
-way (eval, decide, compare-backends)."""
+"""Commands that take a model toward the camera: export, calibration, INT8, TensorRT engines, the checks on the
+way (eval, decide, compare-backends), and the hand-over to a running station (promote, rollback)."""
 
 from __future__ import annotations
 
@@ -250,3 +250,63 @@ def compare_backends_cmd(artifacts: tuple[Path, ...], data: Path, reference_dir:
     click.echo(render(rows, precision))
     if any(r.status == "fail" for r in rows):
         sys.exit(1)
+
+
+@cli.command("promote")
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option("--deployed", required=True, type=click.Path(path_type=Path),
+              help="The model the station runs (an artifact, or the model directory's current link).")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="The data folder with val/ (operating points), the frozen test/ and new-test/ (edgeft data collect).")
+@click.option("--rule", "rule_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="YAML with a promote: section (a recipe, or that section alone)  [default: the rule's defaults, "
+                   "see edgeft.promote.rule]")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder for promotion.md and promotion.json  [default: beside CANDIDATE, CANDIDATE.promotion]")
+@click.option("--into", type=click.Path(path_type=Path), default=None,
+              help="A model directory the station watches (DIR/current): on a promote the candidate becomes its next "
+                   "version and current points at it.")
+@click.option("--also", multiple=True, metavar="NAME=DIR",
+              help="Another labelled folder (class subfolders) to report both models on, e.g. a golden set; not judged.")
+@click.option("--no-latency", is_flag=True, help="Do not judge latency (the rule's max_latency_regression).")
+def promote_cmd(candidate: Path, deployed: Path, data: Path, rule_path: Path | None, report_dir: Path | None,
+                into: Path | None, also: tuple[str, ...], no_latency: bool) -> None:
+    """Judge CANDIDATE (a retrained model) against the deployed one on the frozen test split and the new parts, each
+    at its own operating point chosen on val, with paired bootstrap intervals and the paired latency gate; write the
+    promotion report, and on a promote install CANDIDATE as the next version of --into.
+
+    Exit 0: promote; 1: keep the deployed model; 3: inconclusive (how many more parts would settle it is printed);
+    2: bad input (nothing is installed)."""
+    from edgeft.errors import ConfigError
+    from edgeft.promote.stage import promote, rule_from_file, summary
+
+    extra = {}
+    for item in also:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise ConfigError(f"--also {item!r}: give NAME=DIR (a folder with one subfolder per class)")
+        if name in ("val", "test", "new-test") or name in extra:
+            raise ConfigError(f"--also {name}: the name is taken; call the folder something else")
+        if not Path(folder).is_dir():
+            raise ConfigError(f"--also {item}: {folder} is not a folder")
+        extra[name] = Path(folder)
+    rule = rule_from_file(rule_path)
+    report = report_dir or candidate.parent / f"{candidate.name}.promotion"
+    result = promote(deployed, candidate, data, rule, report, extra=extra, into=into, latency=not no_latency)
+    for line in summary(result):
+        click.echo(line)
+    click.echo(f"wrote {report / 'promotion.md'}")
+    sys.exit(result.exit_code)
+
+
+@cli.command("rollback")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--to", "to", type=int, default=None, help="The version number to serve  [default: the one before]")
+@click.option("--reason", default="", help="Why, for the directory's history.jsonl.")
+def rollback_cmd(model_dir: Path, to: int | None, reason: str) -> None:
+    """Point MODEL_DIR/current back at an earlier version (a station watching it swaps between two frames)."""
+    from edgeft.promote.versions import rollback, versions
+
+    r = rollback(model_dir, to, reason)
+    click.echo(f"{model_dir}/current -> {r['version']} (was {r['previous']}); versions: "
+               + ", ".join(p.name for _, p in versions(model_dir)))
