@@ -35,7 +35,7 @@ FLOORS = [
                 "edgeft.tensorrt"]),
     ("measure", ["edgeft.evaluate", "edgeft.bench"]),
     ("tasks", ["edgeft.tasks"]),
-    ("top", ["edgeft.optimize", "edgeft.cli", "edgeft.doctor", "edgeft.__main__"]),
+    ("top", ["edgeft.optimize", "edgeft.promote", "edgeft.cli", "edgeft.doctor", "edgeft.__main__"]),
 ]
 # a task's pieces: module -> (floor, the package it stands with); stages of one task may import each other only
 # through the stage they belong to

@@ -189,3 +189,46 @@ def test_the_rule_is_checked_before_anything_runs():
                           ({"test": {}, "new-test": {}, "max_latency_regression": None}, "states no bound")]:
         with pytest.raises(ConfigError, match=fragment):
             parse(bad)
+
+
+def recipe_file(path: Path, data: Path, deployed: Path | None, extra: str = "") -> Path:
+    text = (f"name: retrain\ndata: {data}\nthreads: 2\n" + (f"from: {deployed}\n" if deployed else "") +
+            "finetune:\n  epochs: 4\n  lr: 0.003\n  mode: full\nexport:\n  opset: 17\n"
+            "decision:\n  positive: [bad]\n  target_recall: 0.99\n" + extra)
+    path.write_text(text)
+    return path
+
+
+def test_a_recipe_retrains_the_deployed_model_and_promotes_the_result(cli, loop, tmp_path):
+    """`edgeft optimize` with from: fine-tunes the deployed model again (its lineage says so), exports and decides the
+    result like any run, and its promote: section judges it and installs it into the model directory."""
+    from edgeft import artifact
+
+    models = tmp_path / "models"
+    recipe = recipe_file(tmp_path / "r.yaml", loop["data"], None,
+                         f"promote:\n  max_latency_regression: null\n  into: {models}\n")
+    run = tmp_path / "run"
+    r = cli("optimize", recipe, "--from", loop["deployed"], "--out", run)
+    assert r.exit_code == 0, r.output
+    assert "promotion: PROMOTE (exit 0)" in r.stdout
+    first = artifact.load(run / "01-finetune")
+    assert first.meta.lineage[-1]["params"]["from"] == str(loop["deployed"])
+    assert first.meta.lineage[-1]["params"]["retrain"]["epochs"] == 4
+    doc = json.loads((run / "promotion" / "promotion.json").read_text())
+    assert doc["candidate"]["path"] == str(run / "02-export") and doc["verdict"] == "promote"
+    assert sha(models / "v0002") == sha(run / "02-export")
+
+
+@pytest.mark.parametrize("extra, deployed, fragments", [
+    ("promote: {}\n", False, ["promote: judges the run's model against the deployed one", "from:"]),
+    ("", "with weights", ["unknown field finetune.weights", "takes only epochs, lr, mode, threads and seed"]),
+    ("", "other model", ["finetune.model resnet18 is not the deployed model's architecture"]),
+])
+def test_a_retraining_recipe_is_checked_before_anything_runs(cli, loop, tmp_path, extra, deployed, fragments):
+    recipe = recipe_file(tmp_path / "r.yaml", loop["data"], loop["deployed"] if deployed else None, extra)
+    if deployed == "with weights":
+        recipe.write_text(recipe.read_text().replace("  epochs: 4\n", "  epochs: 4\n  weights: auto\n"))
+    elif deployed == "other model":
+        recipe.write_text(recipe.read_text().replace("  epochs: 4\n", "  epochs: 4\n  model: resnet18\n"))
+    assert_one_line_error(cli("optimize", recipe, "--out", tmp_path / "run"), *fragments)
+    assert not (tmp_path / "run").exists()

@@ -64,14 +64,18 @@ def data_trees(out: Path, tile: int, force: bool) -> None:
               help="Or: a folder with one subfolder per class, holding the kept PNGs a person sorted.")
 @click.option("--test-share", type=float, default=0.3, show_default=True,
               help="Share of each class's new parts kept for the new test slice (new-test/), never trained on.")
+@click.option("--val-share", type=float, default=0.0, show_default=True,
+              help="Share of each class's new parts for val/, where each model's operating point is chosen (so it "
+                   "reflects the line as it is now).")
 @click.option("--seed", default=0, show_default=True)
 def data_collect(saved: Path, into: Path, labels: Path | None, sorted_dir: Path | None, test_share: float,
-                 seed: int) -> None:
+                 val_share: float, seed: int) -> None:
     """Turn the frames a station kept (edgeft infer --save KINDS SAVED), labelled by a person, into training data:
     train/ and a new test slice, with where each part came from in DATA/collected.jsonl."""
     from edgeft.data.collect import collect
 
-    summary = collect(saved, into, labels=labels, sorted_dir=sorted_dir, test_share=test_share, seed=seed)
+    summary = collect(saved, into, labels=labels, sorted_dir=sorted_dir, test_share=test_share, seed=seed,
+                      val_share=val_share)
     for split, c in sorted(summary["splits"].items()):
         click.echo(f"{split:<9} " + "  ".join(f"{k}={v}" for k, v in sorted(c.items())))
     click.echo(f"collected {summary['collected']} part(s) into {into} ({summary['already']} collected before, "
@@ -153,7 +157,8 @@ def detect_cmd(data: Path, out: Path, config_path: Path | None, model: str | Non
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--from", "from_art", type=click.Path(path_type=Path), default=None,
               help="Fine-tune the deployed model (an artifact: ONNX, INT8 or PyTorch; its PyTorch weights are found "
-                   "through its lineage) on DATA, old parts and new, with its own settings at --epochs and --lr.")
+                   "through its lineage) on DATA, old parts and new, with its own settings at --epochs and --lr "
+                   "(defaults: edgeft.training.config.RetrainConfig, 3 epochs at 1e-4).")
 def finetune(data: Path, out: Path, config_path: Path | None, overrides: tuple[str, ...], resume: bool, force: bool,
              from_art: Path | None, **options) -> None:
     """Fine-tune a pretrained model on an ImageFolder and write a PyTorch artifact with its metrics."""
@@ -169,8 +174,11 @@ def finetune(data: Path, out: Path, config_path: Path | None, overrides: tuple[s
         if asked or config_path or overrides or resume:
             raise ConfigError(f"--from fine-tunes the deployed model with its own settings; only --epochs, --lr, "
                               f"--mode and --threads apply (got {', '.join(asked) or '--config/--set/--resume'})")
-        art = finetune_from(from_art, data, out, epochs=options.get("epochs") or 3, lr=options.get("lr") or 1e-4,
-                            mode=options.get("mode") or "full", threads=options.get("threads"), force=force)
+        from edgeft.training.config import RetrainConfig
+
+        cfg = RetrainConfig(**{k: options[k] for k in ("epochs", "lr", "mode", "threads")
+                               if options.get(k) is not None})
+        art = finetune_from(from_art, data, out, cfg, force=force)
         for split in ("val", "test"):
             if split in art.meta.metrics:
                 click.echo(split_metrics(art.meta.metrics, split).summary(art.meta.class_names, title=f"{split}:"))

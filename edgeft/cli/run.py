@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from edgeft import __version__, progress
+from edgeft import __version__
 from edgeft.cli.base import THREADS_HELP, cli, parse_overrides
 
 
@@ -189,19 +189,29 @@ def probe_cmd(port: int | None, host: str, alive: bool, requirements: tuple[str,
 @click.option("--dry-run", is_flag=True, help="Print the resolved recipe and the plan; run nothing.")
 @click.option("--only", multiple=True, metavar="STAGE",
               help="Rerun only these stages (repeatable); the others are reused from the run folder.")
+@click.option("--from", "from_art", type=click.Path(path_type=Path), default=None,
+              help="Fine-tune this deployed model again (the recipe's from:) instead of the pretrained weights; with "
+                   "a promote: section the run's model is then judged against it.")
 def optimize_cmd(recipe_path: Path, overrides: tuple[str, ...], out: Path | None, resume: bool, force: bool,
-                 dry_run: bool, only: tuple[str, ...]) -> None:
+                 dry_run: bool, only: tuple[str, ...], from_art: Path | None) -> None:
     """Run a recipe: finetune -> prune -> export -> quantize -> build -> bench, then gates and a report.
 
     The recipe's task: names its first stage (task: anomaly: anomaly, fitted on good parts, then prune -> export ->
     quantize -> build -> bench; its report shows the test parts with their heatmaps, examples/elpv-anomaly.yaml).
 
-    Exit 1 when a gate fails (after the report is written), 2 on a user error.
+    The retraining loop: with from: (or --from) the deployed model is fine-tuned again on old and new parts, and a
+    promote: section judges the result against it (RUN/promotion/promotion.md).
+
+    Exit 1 when a gate fails (after the report is written), 2 on a user error; with a promote: section, 0 promote,
+    1 keep the deployed model, 3 inconclusive.
     """
     from edgeft.optimize import recipe as recipe_mod
     from edgeft.optimize.pipeline import check_only, describe, optimize
 
-    recipe = recipe_mod.load(recipe_path, overrides=parse_overrides(overrides))
+    changes = parse_overrides(overrides)
+    if from_art is not None:
+        changes["from"] = str(from_art)
+    recipe = recipe_mod.load(recipe_path, overrides=changes)
     check_only(recipe, list(only))
     run_dir = out or Path("runs") / recipe.name
     if dry_run:
@@ -229,5 +239,11 @@ def optimize_cmd(recipe_path: Path, overrides: tuple[str, ...], out: Path | None
     for g in result.gates:
         click.echo(f"gate {g.gate}: {g.status} (value {g.value}, limit {g.limit}; {g.detail})")
     click.echo(f"wrote {result.report} and {result.run / 'report.md'}")
-    if result.failed:
-        sys.exit(1)
+    if result.promotion is not None:
+        from edgeft.promote.stage import summary
+
+        for line in summary(result.promotion):
+            click.echo(line)
+        click.echo(f"wrote {result.run / 'promotion' / 'promotion.md'}")
+    if result.exit_code:
+        sys.exit(result.exit_code)

@@ -4,9 +4,10 @@ person, become training data.
 A person labels the kept parts in one of two ways: a CSV (columns ``part`` and ``label``; ``part`` is the kept
 frame's file name, with or without its stream folder and suffix), or by moving the PNG files into one folder per
 class (``--sorted DIR``: ``DIR/CLASS/*.png``). A part without a label stays where it is, not collected. Each
-labelled part is copied into the data folder, most of each class into ``train/CLASS/`` and a share into
-``new-test/CLASS/``: a test slice of new parts that no model was trained or tuned on, beside the old ``test/``, which
-stays as it was (the deployed model and its successor are compared on both). ``DATA/collected.jsonl`` keeps where each
+labelled part is copied into the data folder, most of each class into ``train/CLASS/``, a share into
+``new-test/CLASS/`` (and with ``--val-share`` one into ``val/CLASS/``, where operating points are chosen): a test
+slice of new parts that no model was trained or tuned on, beside the old ``test/``, which stays as it was (the
+deployed model and its successor are compared on both). ``DATA/collected.jsonl`` keeps where each
 one came from: the station's stream, the time, the model that judged it (its hash), its decision and score, and who
 labelled it how.
 
@@ -133,15 +134,17 @@ def labels_from_folders(sorted_dir: Path, parts: list[KeptPart], classes: list[s
 
 
 def collect(saved: Path, into: Path, labels: Path | None = None, sorted_dir: Path | None = None,
-            test_share: float = 0.3, seed: int = 0) -> dict[str, Any]:
-    """Copy the labelled kept parts into ``into`` (train and the new test slice) and record where each came from;
-    returns counts per split and class."""
+            test_share: float = 0.3, seed: int = 0, val_share: float = 0.0) -> dict[str, Any]:
+    """Copy the labelled kept parts into ``into`` (train, the new test slice, and with ``val_share`` val, where
+    operating points are chosen: a share there moves them toward the line as it is now) and record where each came
+    from; returns counts per split and class."""
     from edgeft.data.imagefolder import find_splits, scan_split
 
     if (labels is None) == (sorted_dir is None):
         raise DataError("say how the kept parts were labelled: --labels CSV (part,label) or --sorted DIR (class folders)")
-    if not 0 <= test_share < 1:
-        raise DataError(f"--test-share must be in [0, 1), got {test_share}")
+    if not 0 <= test_share < 1 or not 0 <= val_share < 1 or test_share + val_share >= 1:
+        raise DataError(f"--test-share and --val-share must be in [0, 1) and leave a share for train, got {test_share} "
+                        f"and {val_share}")
     into = Path(into)
     splits = find_splits(into)
     if not isinstance(splits["train"], Path):
@@ -164,8 +167,9 @@ def collect(saved: Path, into: Path, labels: Path | None = None, sorted_dir: Pat
         ps = list(ps)
         rng.shuffle(ps)
         n_test = int(round(len(ps) * test_share))
+        n_val = int(round(len(ps) * val_share))
         for k, p in enumerate(ps):
-            split = NEW_TEST if k < n_test else "train"
+            split = NEW_TEST if k < n_test else "val" if k < n_test + n_val else "train"
             name = f"kept-{p.key.replace('/', '-')}.png"
             plan.append((p, lab, split, into / split / lab / name))
     clash = [dst for *_, dst in plan if dst.exists()]

@@ -17,7 +17,7 @@ from edgeft.artifact import Artifact, Meta, lineage_entry, refuse_existing
 from edgeft.contract import InputContract
 from edgeft.errors import TrainingError
 from edgeft.training import loop
-from edgeft.training.config import FinetuneConfig
+from edgeft.training.config import FinetuneConfig, RetrainConfig
 from edgeft.models import create, resolve_weights
 
 
@@ -109,28 +109,39 @@ def deployed_weights(path: str | os.PathLike) -> Artifact:
     return a
 
 
-def finetune_from(deployed: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, epochs: int,
-                  lr: float, mode: str = "full", threads: int | None = None, force: bool = False) -> Artifact:
+def finetune_from(deployed: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
+                  cfg: RetrainConfig | None = None, force: bool = False) -> Artifact:
     """Fine-tune the deployed model (not the ImageNet weights again) on ``data``, the old parts and the new: its own
-    network, pruned shape, head, input contract and training settings, at ``epochs`` and ``lr``; a classifier."""
+    network, pruned shape, head, input contract and training settings, at ``cfg``'s epochs and learning rate; a
+    classifier."""
     from edgeft.data.imagefolder import find_splits, scan_split
-    from edgeft.errors import ConfigError, DataError
+    from edgeft.errors import DataError
     from edgeft.models import from_artifact
-    from edgeft.tasks import registry as tasks
     from edgeft.training.config import config_from_parent
 
+    cfg = cfg or RetrainConfig()
     out = refuse_existing(out, force)
-    parent = deployed_weights(deployed)
-    task = tasks.of(parent.meta)
-    if task.name != "classify":
-        raise ConfigError(f"--from {deployed}: a {task.name} model; fine-tuning from a deployed model is built for "
-                          "classifiers")
+    parent = deployed_parent(deployed)
     classes = scan_split(find_splits(data)["train"]).classes
     if sorted(classes) != sorted(parent.meta.class_names):
         raise DataError(f"{data}'s classes {classes} are not the deployed model's {parent.meta.class_names}: the "
                         "new data must be labelled with the classes the model decides between")
     model = from_artifact(parent)
-    cfg = config_from_parent(parent, mode, epochs, lr, threads)
-    params = {"from": str(deployed), "from_sha256": parent.meta.model_sha256, "train": cfg.to_dict()}
-    return loop.retrain(parent, model, cfg, data, out, stage="finetune", lineage_params=params, force=force)
+    train_cfg = config_from_parent(parent, cfg.mode, cfg.epochs, cfg.lr, cfg.threads, seed=cfg.seed)
+    # the training settings as a fine-tuning records them, so later stages (pruning recovery, QAT) inherit them
+    params = {**train_cfg.to_dict(), "from": str(deployed), "from_sha256": parent.meta.model_sha256,
+              "retrain": cfg.to_dict()}
+    return loop.retrain(parent, model, train_cfg, data, out, stage="finetune", lineage_params=params, force=force)
 
+
+def deployed_parent(deployed: str | os.PathLike) -> Artifact:
+    """The deployed model's PyTorch weights (:func:`deployed_weights`), refused unless it is a classifier."""
+    from edgeft.errors import ConfigError
+    from edgeft.tasks import registry as tasks
+
+    parent = deployed_weights(deployed)
+    task = tasks.of(parent.meta)
+    if task.name != "classify":
+        raise ConfigError(f"--from {deployed}: a {task.name} model; fine-tuning from a deployed model is built for "
+                          "classifiers")
+    return parent

@@ -125,6 +125,11 @@ def step_hash(recipe: Recipe, step: Step, run: Path, data_fp: str) -> str:
     settings: Any = recipe.stage_config(step.stage)
     if step.stage == recipe.first_stage:
         settings = {k: v for k, v in settings.items() if k != "threads"}
+    if step.stage == recipe.first_stage and recipe.from_ is not None:  # a new deployed model is another start
+        from edgeft.finetune.stage import deployed_weights
+
+        settings = {**settings, "from": str(recipe.from_),
+                    "from_sha256": deployed_weights(recipe.from_).meta.model_sha256}
     if step.stage == "import":  # the file replaced in place is another model
         from edgeft.importer.stage import source_sha256
 
@@ -292,10 +297,33 @@ class RunResult:
     gates: list[Any]  # gates.GateVerdict per gate
     report: Path
     rows: list[Any] = field(default_factory=list)  # report.Row per model step
+    promotion: Any = None  # edgeft.promote.compare.Promotion, with a promote: section and the gates passed
 
     @property
     def failed(self) -> bool:
         return any(g.status == "fail" for g in self.gates)
+
+    @property
+    def exit_code(self) -> int:
+        """1 when a gate failed; with a promote: section, the promotion's (0 promote, 1 keep, 3 inconclusive)."""
+        if self.failed:
+            return 1
+        return self.promotion.exit_code if self.promotion is not None else 0
+
+
+def run_promotion(recipe: Recipe, run: Path, steps: list[Step], results: dict[str, StepResult]):
+    """The recipe's promote: section: the run's final model against the deployed one, the report in RUN/promotion/,
+    and on a promote the model directory's next version (``promote.into``). A model directory cannot run an engine
+    built for another GPU, so the comparison takes the last CPU model (INT8 or FP32 ONNX) when the last step is a
+    build."""
+    from edgeft.promote.stage import promote
+
+    cpu_steps = [s for s in steps if s.stage not in ("bench", "build") and results.get(s.name)
+                 and results[s.name].status != "skipped"]
+    final = cpu_steps[-1]
+    decision = (list(recipe.decision.positive), recipe.decision.rule()) if recipe.decision else None
+    progress.info(f"[promotion] {final.label} ({final.name}) against the deployed {recipe.from_}")
+    return promote(recipe.from_, run / final.name, recipe.data, recipe.promote, run / "promotion", decision=decision)
 
 
 def check_only(recipe: Recipe, only: list[str] | None) -> None:
@@ -313,8 +341,9 @@ def describe(recipe: Recipe, run: Path, resume: bool = False, only: list[str] | 
     lines = [f"run {run}  (data {recipe.data}, stages {' -> '.join(recipe.stages)})"]
     for s in plan(recipe):
         first = recipe.sections[recipe.stages[0]]
-        origin = f"your {Path(first.model).name}" if s.stage == "import" else "pretrained " + getattr(first, "model",
-                                                                                                          "weights")
+        origin = (f"your {Path(first.model).name}" if s.stage == "import" else
+                  f"deployed {recipe.from_}" if recipe.from_ is not None else
+                  "pretrained " + getattr(first, "model", "weights"))
         src = s.parent or (", ".join(s.inputs) if s.inputs else origin)
         rec = state["steps"].get(s.name)
         if only and s.stage not in only:
@@ -445,4 +474,10 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
 
         search = (load_result(run) or {}).get("result")
     report = write_report(recipe, run, steps, results, rows, doc, gates, search, gallery)
-    return RunResult(run, list(results.values()), gates, report, rows)
+    result = RunResult(run, list(results.values()), gates, report, rows)
+    if recipe.promote is not None:
+        if result.failed:
+            progress.warn("a gate failed: the run's model is not compared for promotion; the deployed model stays")
+        else:
+            result.promotion = run_promotion(recipe, run, steps, results)
+    return result

@@ -12,6 +12,11 @@ honour (an anomaly recipe has no accuracy gate, no ``decision:`` section and no 
 An ``import:`` section (``edgeft.importer.ImportConfig``) takes the first stage's place: the chain starts from the
 user's own fine-tuned checkpoint or ONNX file, measured on the data as it was brought. An ONNX file has no PyTorch
 weights, so its chain is import -> quantize (PTQ) -> build -> bench.
+
+The retraining loop: ``from: DEPLOYED`` (or ``edgeft optimize --from``) fine-tunes the deployed model again instead of
+the pretrained weights (its ``finetune:`` section then holds only ``RetrainConfig``'s epochs, lr, mode, threads and
+seed), and a ``promote:`` section (``edgeft.promote.rule``) judges the run's final model against it and, on a promote,
+installs it in the station's model directory.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from edgeft.settings import section
 
 SHARED_STAGES = ("prune", "export", "quantize", "build", "bench")  # every task's; its first stage is its own
 IMPORT = "import"  # a recipe may start from the user's own model instead of its task's first stage
-KEYS = {"name", "data", "prepare_data", "threads", "task", "stages", "gates", "decision", "search", IMPORT,
-        *SHARED_STAGES}
+FROM, PROMOTE = "from", "promote"  # the retraining loop: start from the deployed model; when the result replaces it
+KEYS = {"name", "data", "prepare_data", "threads", "task", "stages", "gates", "decision", "search", IMPORT, FROM,
+        PROMOTE, *SHARED_STAGES}
 PREPARERS = ("elpv", "trees")
 
 
@@ -142,6 +148,8 @@ class Recipe:
     decision: DecisionSection | None = None
     search: SearchSection | None = None
     task: str = "classify"
+    from_: Path | None = None  # the deployed model the first stage fine-tunes again (recipe key ``from``)
+    promote: Any = None  # an edgeft.promote.rule.PromoteRule: when the run's model replaces the deployed one
 
     @property
     def dynamic_batch(self) -> bool:
@@ -166,6 +174,8 @@ class Recipe:
         """What the first model is called in the plan, the report and the search: imported, or the task's own."""
         if self.first_stage == IMPORT:
             return "imported ONNX FP32" if self.imports_onnx else "imported FP32"
+        if self.from_ is not None:
+            return "retrained FP32 (from the deployed model)"
         return self.plugin.first_label(self)
 
     @property
@@ -185,7 +195,9 @@ class Recipe:
                 "prepare_data": self.prepare_data, "threads": self.threads, "stages": self.stages,
                 **{s: self.stage_config(s) for s in self.stages}, "gates": asdict(self.gates),
                 **({"decision": asdict(self.decision)} if self.decision else {}),
-                **({"search": asdict(self.search)} if self.search else {})}
+                **({"search": asdict(self.search)} if self.search else {}),
+                **({FROM: str(self.from_)} if self.from_ is not None else {}),
+                **({PROMOTE: self.promote.to_dict()} if self.promote is not None else {})}
 
 
 def config_hash(value: Any) -> str:
@@ -453,7 +465,11 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
     if unused:
         raise ConfigError(f"section {unused[0]}: is given but {unused[0]} is not in stages: {stages}")
     sections = {s: d.get(s) or {} for s in stages}
+    retrain_section = sections.get("finetune") if d.get(FROM) not in (None, "") else None
+    if retrain_section is not None:
+        sections["finetune"] = {}  # with from:, the section is a RetrainConfig (_from), not a fresh fine-tuning's
     _check_stage_sections(sections, task)
+    from_ = _from(d, task, stages, sections, retrain_section)
     onnx_import = IMPORT in sections and sections[IMPORT].is_onnx
     if "build" in stages and "export" not in stages and "quantize" not in stages and not onnx_import:
         raise ConfigError("stages: build needs an ONNX model; add export (FP32/FP16) or quantize (INT8) before it")
@@ -480,9 +496,51 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
     task.check_recipe(d, sections)
     decision = _decision(d.get("decision"))
     gates = _gates(d.get("gates"), stages, decision, sections, task)
+    promote = None
+    if PROMOTE in d:
+        from edgeft.promote.rule import parse as parse_rule
+
+        if from_ is None:
+            raise ConfigError("promote: judges the run's model against the deployed one; name that model with from: "
+                              "(or edgeft optimize --from), or compare by hand with edgeft promote")
+        promote = parse_rule(d[PROMOTE])
     return Recipe(name=name, data=Path(os.path.expanduser(str(d["data"]))), stages=stages, sections=sections,
                   gates=gates, prepare_data=prepare, threads=threads, source=source, decision=decision,
-                  search=_search(d.get("search"), stages, sections, gates), task=task.name)
+                  search=_search(d.get("search"), stages, sections, gates), task=task.name, from_=from_,
+                  promote=promote)
+
+
+def _from(d: dict[str, Any], task, stages: list[str], sections: dict[str, Any], raw: Any) -> Path | None:
+    """The deployed model of ``from:``, checked now (a classifier whose PyTorch weights its lineage finds); the
+    ``finetune:`` section (``raw``) becomes a :class:`~edgeft.training.config.RetrainConfig`: the deployed model's own
+    settings, at these epochs and learning rate."""
+    if d.get(FROM) in (None, ""):
+        return None
+    if task.name != "classify" or stages[0] != "finetune":
+        raise ConfigError(f"from: fine-tunes a deployed classifier again; a {task.name} recipe starting with "
+                          f"{stages[0]}: cannot (retrain it with its own first stage, and compare with edgeft promote)")
+    from edgeft.finetune.stage import deployed_parent
+    from edgeft.training.config import RetrainConfig
+
+    deployed = Path(os.path.expanduser(str(d[FROM])))
+    parent = deployed_parent(deployed)
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"finetune must be a mapping of option: value, got {type(raw).__name__}")
+    section_d = dict(raw or {})
+    model = section_d.pop("model", None)
+    if model is not None and model != parent.meta.arch:
+        raise ConfigError(f"finetune.model {model} is not the deployed model's architecture ({parent.meta.arch}); with "
+                          "from:, the deployed model is fine-tuned again: drop finetune.model")
+    try:
+        sections["finetune"] = section(RetrainConfig, section_d, "finetune")
+    except ConfigError as e:
+        msg = str(e)
+        if msg.startswith("unknown field"):
+            msg += ("; with from:, the deployed model's own settings are used and finetune: takes only epochs, lr, "
+                    "mode, threads and seed")
+        raise ConfigError(msg) from None
+    return deployed
+
 
 
 def _other_task(task, stage: str) -> str:

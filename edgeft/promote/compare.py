@@ -103,7 +103,7 @@ class Promotion:
     bounds: list[BoundResult]
     latency: dict[str, Any] | None = None
     installed: dict[str, Any] | None = None  # the model directory's new version, when promoted into one
-    candidate_policy: dict[str, Any] = field(default_factory=dict)  # the operating point a promoted candidate ships with
+    candidate_policy: dict[str, Any] = field(default_factory=dict)  # the operating point a promoted candidate gets
 
     @property
     def exit_code(self) -> int:

@@ -70,7 +70,8 @@ class SliceBounds:
             if v < 0:
                 raise ConfigError(f"promote.{slice_name}.{f.name} must be >= 0 (a size of change), got {v:g}")
             metric, sense, sign, scale = BOUNDS[f.name]
-            out.append(Bound(slice_name, f.name, metric, sense, sign * v / scale + 0.0, strict=f.name.startswith("min_")))
+            out.append(Bound(slice_name, f.name, metric, sense, sign * v / scale + 0.0,  # + 0.0: no "-0" in the text
+                             strict=f.name.startswith("min_")))
         return out
 
 
@@ -98,6 +99,7 @@ class PromoteRule:
     resamples: int = 2000
     seed: int = 0
     into: str | None = None  # a model directory the station watches: a promoted model becomes its next version
+    also: dict[str, str] = field(default_factory=dict)  # NAME: labelled folder (class subfolders), reported, not judged
 
     def bounds(self) -> list[Bound]:
         return self.test.bounds("test") + self.new_test.bounds("new-test")
@@ -123,7 +125,7 @@ def parse(d: Any, where: str = "promote") -> PromoteRule:
     for key in d:
         if key in ("new_test", "newtest"):
             raise ConfigError(f"{where}.{key}: the new parts' slice is spelled new-test")
-        if isinstance(d[key], dict):
+        if isinstance(d[key], dict) and key != "also":
             metrics_hint = "; a bound names recall, false_reject or auroc" if key in ("map", "accuracy") else ""
             raise ConfigError(f"{where}.{key}: slices are {', '.join(SLICES)}{close_matches(str(key), SLICES)}"
                               f"{metrics_hint}")
@@ -137,6 +139,11 @@ def parse(d: Any, where: str = "promote") -> PromoteRule:
         raise ConfigError(f"{where}.level must be between 0.5 and 1 (0.95: 95% intervals), got {rule.level}")
     if rule.resamples < 200:
         raise ConfigError(f"{where}.resamples must be >= 200 (the intervals' tails need them), got {rule.resamples}")
+    if not isinstance(rule.also, dict) or not all(isinstance(v, str) for v in rule.also.values()):
+        raise ConfigError(f"{where}.also must map a name to a labelled folder, e.g. also: {{golden: data/golden}}")
+    taken = [k for k in rule.also if k in ("val", *SLICES)]
+    if taken:
+        raise ConfigError(f"{where}.also.{taken[0]}: the name is taken by the data's own split; call it something else")
     if not rule.bounds() and rule.max_latency_regression is None:
         raise ConfigError(f"{where} states no bound: name at least one, e.g. new-test: {{min_false_reject_drop_pp: "
                           "0}}")

@@ -29,6 +29,12 @@ def promote(deployed: str | os.PathLike, candidate: str | os.PathLike, data: str
     into = into if into is not None else rule.into
     if into is not None:  # a model directory that could not take the candidate is refused before minutes are spent
         versions.check(into, Path(deployed))
+    extra = {**{k: Path(v) for k, v in rule.also.items()}, **(extra or {})}
+    for name, folder in extra.items():
+        if not folder.is_dir():
+            from edgeft.errors import DataError
+
+            raise DataError(f"also {name}: {folder} is not a folder (a labelled folder with one subfolder per class)")
     result = compare(deployed, candidate, data, rule, decision=decision, extra=extra, latency=latency)
     report = Path(report)
     report.mkdir(parents=True, exist_ok=True)
@@ -61,7 +67,8 @@ def render(result: Promotion, data: str | os.PathLike) -> str:
         return f"{v * 100:+.2f} pp" if metric != "auroc" else f"{v:+.4f}"
 
     bounds = [{"label": b.bound.text(), "value": change_text(b.bound.metric, b.change.value),
-               "interval": f"[{change_text(b.bound.metric, b.change.low)}, {change_text(b.bound.metric, b.change.high)}]",
+               "interval": (f"[{change_text(b.bound.metric, b.change.low)}, "
+                            f"{change_text(b.bound.metric, b.change.high)}]"),
                "status": b.status, "more": f"{b.more_parts} more {b.of_class} parts" if b.more_parts else ""}
               for b in result.bounds]
     slices = []

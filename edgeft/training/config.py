@@ -184,6 +184,30 @@ package ships for ``model`` (``package:efficientnet_lite0``), and a model withou
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@dataclass
+class RetrainConfig:
+    """Fine-tuning the deployed model again (``edgeft finetune --from``, a recipe's ``from:``): its own network, head,
+    input contract and training settings, with only these changed. A short, gentle run: the model already knows the
+    line, and the new parts should move it, not reset it."""
+
+    epochs: int = 3
+    lr: float = 1e-4
+    mode: str = "full"  # partial: the blocks the deployed model's fine-tuning trained (its cached prefix: faster)
+    threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("full", "partial"):
+            raise ConfigError(f"mode must be full or partial when fine-tuning the deployed model, got {self.mode!r}")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if not 0 < self.lr < 1:
+            raise ConfigError(f"lr must be a learning rate between 0 and 1, got {self.lr}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def config_from_parent(parent, mode: str, epochs: int, lr: float, threads: int | None = None,
                        seed: int = 0, cache_views: int | None = None, patience: int | None = None) -> FinetuneConfig:
     """Training settings for a later stage (pruning recovery, QAT): the parent's own fine-tuning settings

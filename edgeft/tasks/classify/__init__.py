@@ -97,9 +97,14 @@ class Classify(FolderData, Task):
         return "fine-tuned FP32"
 
     def run_first(self, recipe: Any, out: Path, resume: bool) -> None:
-        from edgeft.finetune.stage import finetune
+        from edgeft.finetune.stage import finetune, finetune_from
 
         cfg = recipe.sections["finetune"]
+        if recipe.from_ is not None:  # the retraining loop: the deployed model, not the pretrained weights
+            if recipe.threads and not cfg.threads:
+                cfg = replace(cfg, threads=recipe.threads)
+            finetune_from(recipe.from_, recipe.data, out, cfg, force=True)
+            return
         if recipe.threads and not cfg.threads:
             cfg = replace(cfg, threads=recipe.threads)
         finetune(cfg, recipe.data, out, force=True, resume=resume)

@@ -1,0 +1,151 @@
+"""One turn of the retraining loop on ELPV, staged as a plant would live it, printing JSON.
+
+A line ran monocrystalline cells only and deployed a model fine-tuned on them (examples/loop/mono.yaml). Then it
+switched to polycrystalline cells: the station (`edgeft infer --save reject,review`, a share of passes kept for
+audit) judged the poly cells of ELPV's train and val splits, a person labelled what it kept (here: the cells' real
+grades from the data set), `edgeft data collect` added them to the data (train, val and a new test slice), and
+examples/loop/retrain.yaml fine-tuned the deployed model again, compressed it the same way and judged it against the
+deployed one (exit 0 promote, 1 keep, 3 inconclusive). ELPV's poly test cells, which the station never saw, are
+reported beside (promote.also). The same loop with the labels of the new training parts shuffled (a careless
+labelling) must not promote.
+
+    python benchmarks/retrain_loop.py [--skip-mono]   (about 35 minutes on 2 cores; runs/loop/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EDGEFT = [sys.executable, "-m", "edgeft"]
+DATA, RUNS = ROOT / "data" / "loop", ROOT / "runs" / "loop"
+
+
+def sh(*args, ok=(0,)) -> int:
+    print("$ edgeft " + " ".join(map(str, args)), file=sys.stderr, flush=True)
+    rc = subprocess.run([*EDGEFT, *map(str, args)], cwd=ROOT).returncode
+    if rc not in ok:
+        raise SystemExit(f"edgeft {args[0]} exited {rc}")
+    return rc
+
+
+def stage_data() -> dict[str, str]:
+    """data/loop/mono (train/val/test of mono cells), poly-line (poly train+val cells: what the station sees) and
+    poly-test (poly test cells: never seen), copied from data/elpv by its split.csv; returns file -> class."""
+    src = ROOT / "data" / "elpv"
+    if not (src / "split.csv").is_file():
+        sh("data", "elpv", "--out", src)
+    rows = list(csv.DictReader(open(src / "split.csv")))
+    if not (DATA / "mono").is_dir():
+        for r in rows:
+            if r["cell_type"] == "mono":
+                d = DATA / "mono" / r["split"] / r["class"]
+            elif r["split"] == "test":
+                d = DATA / "poly-test" / "test" / r["class"]
+            else:
+                d = DATA / "poly-line"
+            d.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / r["split"] / r["class"] / r["file"], d / r["file"])
+    return {r["file"]: r["class"] for r in rows}
+
+
+def label_csv(kept: Path, grades: dict[str, str], out: Path) -> int:
+    """The person's labels: each kept frame's cell (its sidecar's source) and its real grade."""
+    rows = []
+    for side in sorted(kept.rglob("*.json")):
+        source = Path(json.loads(side.read_text())["source"]).name
+        rows.append([f"{side.parent.name}/{side.stem}", grades[source]])
+    with open(out, "w", newline="") as f:
+        csv.writer(f).writerows([["part", "label"], *rows])
+    return len(rows)
+
+
+def shuffle_train_labels(data: Path, seed: int = 0) -> int:
+    """A careless labelling: the collected training parts' labels permuted among themselves (files moved between the
+    class folders); val and the new test slice keep the real grades, so the comparison stays honest."""
+    recs = [json.loads(x) for x in (data / "collected.jsonl").read_text().splitlines()]
+    train = [r for r in recs if r["split"] == "train"]
+    labels = [r["label"] for r in train]
+    random.Random(seed).shuffle(labels)
+    moved = 0
+    for r, lab in zip(train, labels):
+        if lab != r["label"]:
+            src = data / r["file"]
+            dst = data / "train" / lab / src.name
+            src.rename(dst)
+            moved += 1
+    return moved
+
+
+def first_stage_seconds(run: Path) -> float:
+    steps = json.loads((run / "pipeline.json").read_text())["steps"]
+    return next(v["seconds"] for k, v in steps.items() if k.startswith("01-"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-mono", action="store_true", help="reuse runs/loop/mono")
+    args = ap.parse_args()
+    t0 = time.time()
+    grades = stage_data()
+    if not args.skip_mono:
+        sh("optimize", "examples/loop/mono.yaml", "--out", RUNS / "mono", "--force")
+    deployed = RUNS / "mono" / "03-quantize"
+    kept = RUNS / "kept"
+    shutil.rmtree(kept, ignore_errors=True)
+    sh("-q", "infer", deployed, DATA / "poly-line", "--source-name", "line2", "--save", "reject,review", kept,
+       "--save-pass-share", "0.2", "--out", RUNS / "station.jsonl")
+    n_kept = label_csv(kept, grades, RUNS / "labels.csv")
+    decisions = [json.loads(x)["decision"] for x in (RUNS / "station.jsonl").read_text().splitlines() if '"decision"' in x]
+    for name in ("line", "line-shuffled"):
+        shutil.rmtree(DATA / name, ignore_errors=True)
+        shutil.copytree(DATA / "mono", DATA / name)
+        sh("-q", "data", "collect", kept, "--into", DATA / name, "--labels", RUNS / "labels.csv", "--test-share", "0.3",
+           "--val-share", "0.2")
+    moved = shuffle_train_labels(DATA / "line-shuffled")
+    shutil.rmtree(RUNS / "models", ignore_errors=True)
+    shutil.rmtree(RUNS / "models-shuffled", ignore_errors=True)
+    rc = sh("optimize", "examples/loop/retrain.yaml", "--out", RUNS / "retrain", "--force", ok=(0, 1, 3))
+    rc_bad = sh("optimize", "examples/loop/retrain.yaml", "--out", RUNS / "retrain-shuffled", "--force", "--set",
+                f"data={DATA / 'line-shuffled'}", "--set", f"promote.into={RUNS / 'models-shuffled'}", ok=(0, 1, 3))
+
+    def slices(run: Path) -> dict:
+        doc = json.loads((run / "promotion" / "promotion.json").read_text())
+        out = {"verdict": doc["verdict"], "exit_code": doc["exit_code"], "reason": doc["reason"],
+               "latency": {k: doc["latency"].get(k) for k in ("verdict", "ratio", "interval", "rounds")}
+               if doc["latency"] else None, "installed": doc["installed"]}
+        for s in doc["slices"]:
+            out[s["name"]] = {"n_defective": s["n_defective"], "n_good": s["n_good"],
+                              **{side: {k: round(s[side][k], 4) for k in ("recall", "false_reject", "auroc")}
+                                 | {"recall_interval": [round(v, 4) for v in s[side]["recall_interval"]],
+                                    "false_reject_interval": [round(v, 4) for v in s[side]["false_reject_interval"]]}
+                                 for side in ("deployed", "candidate")},
+                              "changes": {k: {kk: round(vv, 4) for kk, vv in v.items()} for k, v in s["changes"].items()},
+                              "flips": {k: len(v) for k, v in s["flips"].items()}}
+        return out
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    print(json.dumps({
+        "cpu": cpu, "station": {"cells": len(decisions), "decisions": {d: decisions.count(d) for d in set(decisions)},
+                                "kept": n_kept},
+        "collected": Counter(json.loads(x)["split"] for x in (DATA / "line" / "collected.jsonl").read_text().splitlines()),
+        "shuffled_train_labels_moved": moved,
+        "finetune_seconds": {"original_mono": first_stage_seconds(RUNS / "mono"),
+                             "retrain_from_deployed": first_stage_seconds(RUNS / "retrain"),
+                             "retrain_shuffled": first_stage_seconds(RUNS / "retrain-shuffled")},
+        "retrain": {"exit_code": rc, **slices(RUNS / "retrain")},
+        "retrain_shuffled": {"exit_code": rc_bad, **slices(RUNS / "retrain-shuffled")},
+        "wall_s": round(time.time() - t0, 1)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
