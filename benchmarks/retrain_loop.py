@@ -9,7 +9,9 @@ deployed one (exit 0 promote, 1 keep, 3 inconclusive). ELPV's poly test cells, w
 reported beside (promote.also). The same loop with the labels of the new training parts shuffled (a careless
 labelling) must not promote.
 
-    python benchmarks/retrain_loop.py [--skip-mono]   (about 35 minutes on 2 cores; runs/loop/)
+    python benchmarks/retrain_loop.py [--skip-mono] [--skip-station] [--seed S]
+        (about 30 minutes on 2 cores; runs/loop/; --seed S: another draw of the collected parts' splits and of the
+        fine-tuning, into runs/loop/*-sS and data/loop/line*-sS)
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def sh(*args, ok=(0,)) -> int:
     print("$ edgeft " + " ".join(map(str, args)), file=sys.stderr, flush=True)
     rc = subprocess.run([*EDGEFT, *map(str, args)], cwd=ROOT).returncode
     if rc not in ok:
-        raise SystemExit(f"edgeft {args[0]} exited {rc}")
+        raise SystemExit(f"edgeft {' '.join(map(str, args))} exited {rc}")
     return rc
 
 
@@ -43,7 +45,7 @@ def stage_data() -> dict[str, str]:
     poly-test (poly test cells: never seen), copied from data/elpv by its split.csv; returns file -> class."""
     src = ROOT / "data" / "elpv"
     if not (src / "split.csv").is_file():
-        sh("data", "elpv", "--out", src)
+        sh("data", "elpv", src)
     rows = list(csv.DictReader(open(src / "split.csv")))
     if not (DATA / "mono").is_dir():
         for r in rows:
@@ -94,29 +96,36 @@ def first_stage_seconds(run: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-mono", action="store_true", help="reuse runs/loop/mono")
+    ap.add_argument("--skip-station", action="store_true", help="reuse runs/loop/kept (the station's kept frames)")
+    ap.add_argument("--seed", type=int, default=0, help="the collect split's and the fine-tuning's seed")
     args = ap.parse_args()
+    tag = f"-s{args.seed}" if args.seed else ""
     t0 = time.time()
     grades = stage_data()
     if not args.skip_mono:
         sh("optimize", "examples/loop/mono.yaml", "--out", RUNS / "mono", "--force")
     deployed = RUNS / "mono" / "03-quantize"
     kept = RUNS / "kept"
-    shutil.rmtree(kept, ignore_errors=True)
-    sh("-q", "infer", deployed, DATA / "poly-line", "--source-name", "line2", "--save", "reject,review", kept,
-       "--save-pass-share", "0.2", "--out", RUNS / "station.jsonl")
+    if not args.skip_station:
+        shutil.rmtree(kept, ignore_errors=True)
+        sh("-q", "infer", deployed, DATA / "poly-line", "--source-name", "line2", "--save", "reject,review", kept,
+           "--save-pass-share", "0.2", "--out", RUNS / "station.jsonl")
     n_kept = label_csv(kept, grades, RUNS / "labels.csv")
     decisions = [json.loads(x)["decision"] for x in (RUNS / "station.jsonl").read_text().splitlines() if '"decision"' in x]
-    for name in ("line", "line-shuffled"):
-        shutil.rmtree(DATA / name, ignore_errors=True)
-        shutil.copytree(DATA / "mono", DATA / name)
-        sh("-q", "data", "collect", kept, "--into", DATA / name, "--labels", RUNS / "labels.csv", "--test-share", "0.3",
-           "--val-share", "0.2")
-    moved = shuffle_train_labels(DATA / "line-shuffled")
-    shutil.rmtree(RUNS / "models", ignore_errors=True)
-    shutil.rmtree(RUNS / "models-shuffled", ignore_errors=True)
-    rc = sh("optimize", "examples/loop/retrain.yaml", "--out", RUNS / "retrain", "--force", ok=(0, 1, 3))
-    rc_bad = sh("optimize", "examples/loop/retrain.yaml", "--out", RUNS / "retrain-shuffled", "--force", "--set",
-                f"data={DATA / 'line-shuffled'}", "--set", f"promote.into={RUNS / 'models-shuffled'}", ok=(0, 1, 3))
+    line, shuffled = DATA / f"line{tag}", DATA / f"line-shuffled{tag}"
+    for d in (line, shuffled):
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(DATA / "mono", d)
+        sh("-q", "data", "collect", kept, "--into", d, "--labels", RUNS / "labels.csv", "--test-share", "0.3",
+           "--val-share", "0.2", "--seed", args.seed)
+    moved = shuffle_train_labels(shuffled, args.seed)
+    runs = {}
+    for name, data in ((f"retrain{tag}", line), (f"retrain-shuffled{tag}", shuffled)):
+        models = RUNS / f"models{name.removeprefix('retrain')}"
+        shutil.rmtree(models, ignore_errors=True)
+        runs[name] = sh("optimize", "examples/loop/retrain.yaml", "--out", RUNS / name, "--force", "--set",
+                        f"data={data}", "--set", f"promote.into={models}", "--set", f"finetune.seed={args.seed}",
+                        ok=(0, 1, 3))
 
     def slices(run: Path) -> dict:
         doc = json.loads((run / "promotion" / "promotion.json").read_text())
@@ -137,13 +146,12 @@ def main() -> None:
     print(json.dumps({
         "cpu": cpu, "station": {"cells": len(decisions), "decisions": {d: decisions.count(d) for d in set(decisions)},
                                 "kept": n_kept},
-        "collected": Counter(json.loads(x)["split"] for x in (DATA / "line" / "collected.jsonl").read_text().splitlines()),
+        "seed": args.seed,
+        "collected": Counter(json.loads(x)["split"] for x in (line / "collected.jsonl").read_text().splitlines()),
         "shuffled_train_labels_moved": moved,
         "finetune_seconds": {"original_mono": first_stage_seconds(RUNS / "mono"),
-                             "retrain_from_deployed": first_stage_seconds(RUNS / "retrain"),
-                             "retrain_shuffled": first_stage_seconds(RUNS / "retrain-shuffled")},
-        "retrain": {"exit_code": rc, **slices(RUNS / "retrain")},
-        "retrain_shuffled": {"exit_code": rc_bad, **slices(RUNS / "retrain-shuffled")},
+                             **{name: first_stage_seconds(RUNS / name) for name in runs}},
+        **{name: {"exit_code": rc, **slices(RUNS / name)} for name, rc in runs.items()},
         "wall_s": round(time.time() - t0, 1)}, indent=1))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +69,24 @@ def test_a_better_candidate_is_promoted_into_the_model_directory_and_rolled_back
     assert (models / "current").is_symlink() and model_hash_at(models / "current") == sha(loop["candidate"])
     shipped = json.loads((models / "v0002" / "meta.json").read_text())["extra"]["decision"]
     assert shipped["reject_at"] == pytest.approx(doc["thresholds"]["candidate"])
-    r = cli("rollback", models, "--reason", "scratches missed on line 2")
-    assert r.exit_code == 0 and "current -> v0001 (was v0002)" in r.stdout
+    running = json.loads((loop["deployed"] / "meta.json").read_text())["extra"]["decision"]
+    assert doc["thresholds"]["deployed"] == pytest.approx(running["reject_at"])  # judged as it runs today
+    # a station watching models/current swaps to what the link points at: the rollback's model, between two frames
+    from edgeft.runtime import Predictor
+    from edgeft.station.swap import ModelSlot
+
+    slot = ModelSlot(Predictor(models / "current"), lambda p: Predictor(p), models / "current", poll_s=0.05)
+    slot.watch()
+    try:
+        r = cli("rollback", models, "--reason", "scratches missed on line 2")
+        assert r.exit_code == 0 and "current -> v0001 (was v0002)" in r.stdout
+        deadline = time.time() + 30
+        while time.time() < deadline and slot._next is None:
+            time.sleep(0.02)
+        slot.swap_if_due()
+        assert slot.swaps == 1 and slot.current.model_hash == sha(loop["deployed"])[:12]
+    finally:
+        slot.close()
     assert model_hash_at(models / "current") == sha(loop["deployed"])
     events = [json.loads(x) for x in (models / "history.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events] == ["adopt", "promote", "rollback"]
@@ -110,6 +127,7 @@ def write_rule(path: Path, text: str) -> Path:
     ("no new slice", ["has no new-test/ split", "edgeft data collect"]),
     ("no defective new parts", ["new-test has no defective parts"]),
     ("other classes", ["are not the deployed model's"]),
+    ("other contract", ["input contract differs from the deployed model's in size"]),
     ("unknown metric", ["unknown field promote.new-test.max_map_drop"]),
     ("into serves another", ["serves another model"]),
 ])
@@ -128,6 +146,12 @@ def test_bad_input_is_refused_in_one_line_and_nothing_is_written(cli, loop, tmp_
         shutil.copytree(loop["candidate"], candidate)
         meta = json.loads((candidate / "meta.json").read_text())
         meta["class_names"] = ["crack", "ok"]
+        (candidate / "meta.json").write_text(json.dumps(meta))
+    elif breakage == "other contract":
+        candidate = tmp_path / "other"
+        shutil.copytree(loop["candidate"], candidate)
+        meta = json.loads((candidate / "meta.json").read_text())
+        meta["input"]["size"] = [48, 48]
         (candidate / "meta.json").write_text(json.dumps(meta))
     elif breakage == "unknown metric":
         args = ["--rule", write_rule(tmp_path / "r.yaml", "promote:\n  new-test:\n    max_map_drop: 1\n")]
@@ -163,6 +187,11 @@ def test_a_bound_is_met_only_when_its_whole_interval_clears_it():
                       {"verdict": "regression", "reason": "slower"})[0] == "keep"
     no_gain = parse({"new-test": {"min_recall_gain_pp": 0}}).bounds()[-1]
     assert judge(no_gain, Change(0.0, 0.0, 0.0), 50, "defective").status == "missed"  # no change is no gain
+    floor = parse({"new-test": {"min_recall": 0.9}}).bounds()[-1]  # the candidate's own recall, whatever ran before
+    assert floor.absolute and "candidate's recall >= 90%" in floor.text()
+    assert judge(floor, Change(0.957, 0.902, 0.981), 115, "defective").status == "met"
+    assert judge(floor, Change(0.88, 0.81, 0.93), 115, "defective").status == "missed"
+    assert judge(floor, Change(0.93, 0.87, 0.96), 115, "defective").status == "inconclusive"
 
 
 def test_paired_changes_resample_the_same_parts_for_both_models():
@@ -185,6 +214,7 @@ def test_the_rule_is_checked_before_anything_runs():
 
     for bad, fragment in [({"new_test": {}}, "spelled new-test"), ({"tset": {}}, "did you mean: test"),
                           ({"test": {"max_recall_drop_pp": -1}}, "must be >= 0"), ({"level": 2}, "between 0.5 and 1"),
+                          ({"new-test": {"min_recall": 95}}, "a share between 0 and 1"),
                           ({"max_latency_regression": 0}, "a fraction like 0.10"),
                           ({"test": {}, "new-test": {}, "max_latency_regression": None}, "states no bound")]:
         with pytest.raises(ConfigError, match=fragment):

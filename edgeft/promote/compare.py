@@ -1,10 +1,11 @@
 """The deployed model and a candidate side by side, part by part, on the slices that decide a promotion.
 
 Both models score every part of val, the frozen old ``test`` split, the ``new-test`` slice of new parts (and any extra
-labelled folder the user keeps, reported only). Each model gets its own operating point, chosen on val by the line's
-decision rule (a retrained model's scores move, and a threshold carried over from the other model silently changes
-its escape rate); the deployed model's threshold as it runs today is reported beside it. The differences (candidate
-minus deployed) in recall, false-reject rate and AUROC come with a **paired** bootstrap interval: the same parts,
+labelled folder the user keeps, reported only). The candidate gets its own operating point, chosen on val by the
+line's decision rule (a retrained model's scores move, and a threshold carried over from the other model silently
+changes its escape rate); the deployed model is judged as it runs today, at its own policy's threshold (keeping it is
+the alternative), and the same model re-thresholded on today's val is reported beside it (what a new threshold alone
+would do). The differences (candidate minus deployed) in recall, false-reject rate and AUROC come with a **paired** bootstrap interval: the same parts,
 resampled with replacement (defective and good ones separately), score both models in each resample, so the
 variation the two share cancels; the thresholds stay as chosen (the interval is of the parts, not of val). The parts
 whose decision flipped are listed: escapes now caught, false rejects now passed, and the reverse.
@@ -64,7 +65,7 @@ class SliceResult:
     n_good: int
     deployed: SideOutcome
     candidate: SideOutcome
-    as_running: SideOutcome | None  # the deployed model at the threshold it runs with today
+    rethresholded: SideOutcome | None  # the deployed model at a threshold chosen on today's val (reported)
     changes: dict[str, Change]  # recall, false_reject, auroc
     flips: Flips
     judged: bool = True  # False: an extra folder, reported only
@@ -78,11 +79,16 @@ class BoundResult:
     more_parts: int | None = None  # inconclusive: about how many more parts of the deciding class would settle it
     of_class: str = ""
 
+    def value_text(self, v: float) -> str:
+        """A measured value in the bound's unit: a rate in %, a change in pp, an AUROC change as it is."""
+        if self.bound.absolute:
+            return f"{v * 100:.1f}%"
+        return f"{v * 100:+.2f} pp" if self.bound.metric != "auroc" else f"{v:+.4f}"
+
     def text(self) -> str:
-        unit, pp = (100.0, " pp") if self.bound.metric != "auroc" else (1.0, "")
         c = self.change
-        s = (f"{self.bound.text()}: {c.value * unit:+.2f}{pp} [{c.low * unit:+.2f}, {c.high * unit:+.2f}] -> "
-             f"{self.status}")
+        s = (f"{self.bound.text()}: {self.value_text(c.value)} [{self.value_text(c.low)}, {self.value_text(c.high)}] "
+             f"-> {self.status}")
         if self.more_parts:
             s += f" (about {self.more_parts} more {self.of_class} parts in {self.bound.slice} would settle it)"
         return s
@@ -98,7 +104,7 @@ class Promotion:
     candidate: dict[str, Any]
     rule: dict[str, Any]
     decision_rule: str
-    thresholds: dict[str, float]  # deployed, candidate (chosen on val), deployed_running
+    thresholds: dict[str, float]  # deployed (as it runs), candidate (chosen on val), deployed_rethresholded
     slices: list[SliceResult]
     bounds: list[BoundResult]
     latency: dict[str, Any] | None = None
@@ -253,7 +259,8 @@ def compare(deployed: str | Path, candidate: str | Path, data: str | Path, rule:
             decision=None, extra: dict[str, Path] | None = None, latency: bool = True) -> Promotion:
     """Compare ``candidate`` with ``deployed`` (artifact directories of classifiers) on ``data``'s val (operating
     points), test and new-test (the judged slices) and ``extra`` labelled folders (reported), and judge by ``rule``.
-    ``decision``: the line's policy (positive classes and rule); by default the deployed model's."""
+    ``decision``: the line's policy (positive classes and rule) the candidate's threshold is chosen by; by default the
+    deployed model's. The deployed model is judged at its own policy (chosen on val by ``decision`` when it has none)."""
     from edgeft import progress
     from edgeft.artifact import load
     from edgeft.data.collect import NEW_TEST
@@ -271,6 +278,9 @@ def compare(deployed: str | Path, candidate: str | Path, data: str | Path, rule:
                               "with `edgeft decide`, or name it (--target-recall / --max-false-reject, --positive)")
         decision = (running.positive, running.rule)
     positive, dec_rule = decision
+    if running is not None and sorted(running.positive) != sorted(positive):
+        raise ConfigError(f"the deployed model's policy calls {', '.join(running.positive)} not OK, the decision rule "
+                          f"{', '.join(positive)}: the two would count escapes differently; name the same classes")
     found = find_splits(data)
     for need, why in (("val", "each model's operating point is chosen on val"),
                       ("test", "the old test split shows what the candidate forgot"),
@@ -293,7 +303,8 @@ def compare(deployed: str | Path, candidate: str | Path, data: str | Path, rule:
         progress.info(f"scoring {split} ({len(s)} parts) with both models")
         loaded[split] = (s, y, _scores(dep, s), _scores(cand, s_cand))
     val_s, _, val_dep, val_cand = loaded["val"]
-    pol_dep = choose(dec_rule, val_s.labels, val_dep, names, positive, split="val")
+    retuned = choose(dec_rule, val_s.labels, val_dep, names, positive, split="val")
+    pol_dep = running if running is not None else retuned
     pol_cand = choose(dec_rule, val_s.labels, val_cand, names, positive, split="val")
     results: list[SliceResult] = []
     for split, folder in splits[1:]:
@@ -301,28 +312,45 @@ def compare(deployed: str | Path, candidate: str | Path, data: str | Path, rule:
         sd, sc = pol_dep.score(p_dep), pol_cand.score(p_cand)
         dd, dc = pol_dep.decide(sd), pol_cand.decide(sc)
         changes = paired_changes(y, (dd, sd), (dc, sc), rule.resamples, rule.level, rule.seed)
-        as_running = _side(y, running.decide(running.score(p_dep)), sd) if running is not None else None
+        rethresholded = _side(y, retuned.decide(sd), sd) if running is not None else None
         results.append(SliceResult(split, int(y.sum()), int((~y).sum()), _side(y, dd, sd), _side(y, dc, sc),
-                                   as_running, changes, _flips(s.paths, folder or data, y, dd, dc),
+                                   rethresholded, changes, _flips(s.paths, folder or data, y, dd, dc),
                                    judged=folder is None))
     by_name = {r.name: r for r in results}
-    judged = []
-    for b in rule.bounds():
-        r = by_name[b.slice]
-        n, of = {"recall": (r.n_defective, "defective"), "false_reject": (r.n_good, "good"),
-                 "auroc": (min(r.n_defective, r.n_good), "defective and good")}[b.metric]
-        judged.append(judge(b, r.changes[b.metric], n, of))
+    judged = [judge(b, _measured(b, by_name[b.slice], rule.level), *_deciding(b, by_name[b.slice]))
+              for b in rule.bounds()]
     lat = _latency(dep.path, cand.path, rule) if latency and rule.max_latency_regression is not None else None
     verdict, reason = verdict_of(judged, lat)
     thresholds = {"deployed": pol_dep.reject_at, "candidate": pol_cand.reject_at}
     if running is not None:
-        thresholds["deployed_running"] = running.reject_at
+        thresholds["deployed_rethresholded"] = retuned.reject_at
+    deployed_at = (f"the deployed model as it runs ({running.rule.text()}, chosen on {running.chosen_on} when it was "
+                   "made)" if running is not None else "the deployed model (it has no policy) chosen the same way")
     return Promotion(verdict=verdict, reason=reason,
                      deployed={"path": str(dep.path), "sha256": dep.meta.model_sha256},
                      candidate={"path": str(cand.path), "sha256": cand.meta.model_sha256}, rule=rule.to_dict(),
-                     decision_rule=f"not OK = {' + '.join(positive)}; {dec_rule.text()}, chosen on val for each model",
+                     decision_rule=f"not OK = {' + '.join(positive)}; the candidate at {dec_rule.text()}, chosen on "
+                                   f"today's val; {deployed_at}",
                      thresholds=thresholds, slices=results, bounds=judged, latency=lat,
                      candidate_policy=pol_cand.to_dict())
+
+
+def _measured(b: Bound, r: SliceResult, level: float) -> Change:
+    """What a bound judges: the paired change, or (absolute) the candidate's own rate with its Wilson interval."""
+    from edgeft.metrics.intervals import wilson_interval
+
+    if not b.absolute:
+        return r.changes[b.metric]
+    o = r.candidate
+    k, n = ((r.n_defective - o.escapes, r.n_defective) if b.metric == "recall" else (o.false_rejects, r.n_good))
+    lo, hi = wilson_interval(k, n, level)
+    return Change(k / n, lo, hi)
+
+
+def _deciding(b: Bound, r: SliceResult) -> tuple[int, str]:
+    """The count of the parts a bound's metric is measured on, and their kind (for "about N more parts")."""
+    return {"recall": (r.n_defective, "defective"), "false_reject": (r.n_good, "good"),
+            "auroc": (min(r.n_defective, r.n_good), "defective and good")}[b.metric]
 
 
 def _latency(deployed: Path, candidate: Path, rule: PromoteRule) -> dict[str, Any]:

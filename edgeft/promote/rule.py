@@ -1,9 +1,12 @@
 """The promotion rule (a recipe's ``promote:`` section, or ``edgeft promote --rule FILE``): when a candidate model
 replaces the deployed one.
 
-Each bound is on a difference, candidate minus deployed, measured on one slice of parts at each model's own operating
-point (chosen on val by the line's decision rule): recall and false-reject rate in percentage points, AUROC in its own
-unit. A bound is **met** when the whole paired-bootstrap interval of the difference lies on its good side, **missed**
+A relative bound is on a difference, candidate minus deployed, measured on one slice of parts: the candidate at its
+operating point (chosen on val by the line's decision rule), the deployed model as it runs today (its own policy; the
+alternative to promoting is keeping it as it is): recall and false-reject rate in percentage points, AUROC in its own
+unit. An absolute bound (``min_recall``, ``max_false_reject``) is on the candidate's own rate, the line's requirement
+whatever the deployed model did (a model that rejects nearly every part of a new kind has nearly 100% recall on it,
+and "recall not lower" would admit only another such model). A bound is **met** when the whole paired-bootstrap interval of the difference lies on its good side, **missed**
 when the measured difference itself lies on the bad side, and **inconclusive** in between (the candidate looks good
 enough, but the slice has too few parts to be sure). The candidate is promoted when every bound is met, kept out when
 one is missed, and the verdict is inconclusive otherwise, with how many more parts would settle it.
@@ -27,19 +30,23 @@ METRICS = ("recall", "false_reject", "auroc")  # what a bound may name: a classi
 
 @dataclass(frozen=True)
 class Bound:
-    """One bound of the rule: ``candidate - deployed`` of ``metric`` on ``slice`` must be ``>= value`` (``sense``
-    ``>=``) or ``<= value``; ``value`` in the metric's own unit (a fraction for recall and false reject)."""
+    """One bound of the rule: ``candidate - deployed`` of ``metric`` on ``slice`` (with ``absolute``, the candidate's
+    own rate) must be ``>= value`` (``sense`` ``>=``) or ``<= value``; ``value`` in the metric's own unit (a fraction
+    for recall and false reject)."""
 
     slice: str
     field: str  # the rule's field, e.g. min_false_reject_drop_pp
     metric: str
     sense: str  # ">=" or "<="
     value: float
-    strict: bool = False  # a gain (min_...): the change must lie beyond the value, not on it (no change is no gain)
+    strict: bool = False  # a gain (min_..._pp): the change must lie beyond the value, not on it (no change, no gain)
+    absolute: bool = False  # on the candidate's own rate (its Wilson interval), not on the change
 
     def text(self) -> str:
         unit = 100.0 if self.metric != "auroc" else 1.0
         word = {"recall": "recall", "false_reject": "false reject", "auroc": "AUROC"}[self.metric]
+        if self.absolute:
+            return f"{self.slice}: candidate's {word} {self.sense} {self.value * 100:g}% ({self.field})"
         pp = " pp" if self.metric != "auroc" else ""
         sense = self.sense.rstrip("=") if self.strict else self.sense
         return f"{self.slice}: {word} change {sense} {self.value * unit:+g}{pp} ({self.field})"
@@ -60,12 +67,21 @@ class SliceBounds:
     min_false_reject_drop_pp: float | None = None  # false rejects at least this much lower (0: lower at all)
     max_auroc_drop: float | None = None  # AUROC at most this much lower (0.01 = one hundredth)
     min_auroc_gain: float | None = None  # AUROC at least this much higher
+    min_recall: float | None = None  # the candidate catches at least this share of the defective parts (0.9 = 90%)
+    max_false_reject: float | None = None  # the candidate rejects at most this share of the good parts
 
     def bounds(self, slice_name: str) -> list[Bound]:
         out = []
         for f in fields(self):
             v = getattr(self, f.name)
             if v is None:
+                continue
+            if f.name in ABSOLUTE:
+                if not 0 < v < 1:
+                    raise ConfigError(f"promote.{slice_name}.{f.name} must be a share between 0 and 1 (0.9 = 90%), "
+                                      f"got {v:g}")
+                metric, sense = ABSOLUTE[f.name]
+                out.append(Bound(slice_name, f.name, metric, sense, float(v), absolute=True))
                 continue
             if v < 0:
                 raise ConfigError(f"promote.{slice_name}.{f.name} must be >= 0 (a size of change), got {v:g}")
@@ -80,6 +96,7 @@ BOUNDS = {"max_recall_drop_pp": ("recall", ">=", -1, 100.0), "min_recall_gain_pp
           "max_false_reject_rise_pp": ("false_reject", "<=", 1, 100.0),
           "min_false_reject_drop_pp": ("false_reject", "<=", -1, 100.0),
           "max_auroc_drop": ("auroc", ">=", -1, 1.0), "min_auroc_gain": ("auroc", ">=", 1, 1.0)}
+ABSOLUTE = {"min_recall": ("recall", ">="), "max_false_reject": ("false_reject", "<=")}  # the candidate's own rates
 
 
 @dataclass

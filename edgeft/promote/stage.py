@@ -63,19 +63,15 @@ def render(result: Promotion, data: str | os.PathLike) -> str:
     """promotion.md's text."""
     import jinja2
 
-    def change_text(metric: str, v: float) -> str:
-        return f"{v * 100:+.2f} pp" if metric != "auroc" else f"{v:+.4f}"
-
-    bounds = [{"label": b.bound.text(), "value": change_text(b.bound.metric, b.change.value),
-               "interval": (f"[{change_text(b.bound.metric, b.change.low)}, "
-                            f"{change_text(b.bound.metric, b.change.high)}]"),
+    bounds = [{"label": b.bound.text(), "value": b.value_text(b.change.value),
+               "interval": f"[{b.value_text(b.change.low)}, {b.value_text(b.change.high)}]",
                "status": b.status, "more": f"{b.more_parts} more {b.of_class} parts" if b.more_parts else ""}
               for b in result.bounds]
     slices = []
     for s in result.slices:
-        rows = [_side_row("deployed", s.deployed), _side_row("candidate", s.candidate)]
-        if s.as_running is not None:
-            rows.insert(1, _side_row("deployed, at today's threshold", s.as_running))
+        rows = [_side_row("deployed, as it runs", s.deployed), _side_row("candidate", s.candidate)]
+        if s.rethresholded is not None:
+            rows.insert(1, _side_row("deployed, re-thresholded on today's val (reference)", s.rethresholded))
         f = s.flips
         slices.append({**asdict(s), "rows": rows, "flip_lists": [
             ("Escapes now caught", f.escape_now_caught), ("Caught parts that now escape", f.caught_now_escape),
