@@ -33,7 +33,7 @@ FLOORS = [
     ("training", ["edgeft.models", "edgeft.data", "edgeft.training"]),
     ("stages", ["edgeft.importer", "edgeft.finetune", "edgeft.prune", "edgeft.export", "edgeft.quantize",
                 "edgeft.tensorrt"]),
-    ("measure", ["edgeft.evaluate", "edgeft.bench"]),
+    ("measure", ["edgeft.evaluate", "edgeft.bench", "edgeft.history"]),
     ("tasks", ["edgeft.tasks"]),
     ("top", ["edgeft.optimize", "edgeft.promote", "edgeft.cli", "edgeft.doctor", "edgeft.__main__"]),
 ]

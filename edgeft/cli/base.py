@@ -23,7 +23,7 @@ from edgeft.redact import redact_text
 # Optional dependencies and the extra that installs each (the base install is the camera runtime's core).
 EXTRAS = {"torch": "train", "torchvision": "train", "timm": "train", "safetensors": "train", "onnx": "onnx",
           "onnxslim": "onnx", "onnxruntime": "runtime", "torch_pruning": "prune", "elpv_dataset": "demo",
-          "jinja2": "train"}
+          "jinja2": "train", "sqlalchemy": "history", "alembic": "history"}
 THREADS_HELP = "CPU threads  [default: all cores]"
 DATA_HELP = ("Data: an ImageFolder with train/ val/ [test/], or a manifest (.csv or .jsonl with path, label and split "
              "columns).")

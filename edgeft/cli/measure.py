@@ -1,8 +1,9 @@
 """Commands that measure speed and guard it in CI: bench, compare (a dedicated device against a committed
-baseline), gate (two models side by side on a shared runner)."""
+baseline), gate (two models side by side on a shared runner), history (results kept per device, and their drift)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import click
 
 from edgeft.bench.gate import GateConfig
 from edgeft.bench.harness import BenchConfig
-from edgeft.cli.base import THREADS_HELP, cli, fraction, int_list, write_json
+from edgeft.cli.base import THREADS_HELP, Group, cli, fraction, int_list, write_json
 
 
 @cli.command("bench")
@@ -103,3 +104,97 @@ def gate_cmd(baseline: str, candidate: str, max_regression: str, backend: str, b
         write_json(out_path, result.to_dict())
     click.echo(render(result, markdown))
     sys.exit(result.exit_code)
+
+
+@cli.group("history", cls=Group)
+def history() -> None:
+    """Results that are kept: bench and gate results appended to one store (SQLite file or SQLAlchemy URL), per
+    device and model, with a change detector that flags a slow drift each change's gate passed."""
+
+
+STORE_HELP = "The results store: a SQLite file, or a SQLAlchemy URL (postgresql+psycopg://...)  [default: $EDGEFT_HISTORY]"
+
+
+def _commit(commit: str | None) -> str:
+    import os
+    import subprocess
+
+    from edgeft.errors import ConfigError
+
+    if commit:
+        return commit
+    for var in ("GITHUB_SHA", "CI_COMMIT_SHA", "BUILDKITE_COMMIT"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    raise ConfigError("which commit are these results of? name it with --commit (no git checkout here)")
+
+
+@history.command("record")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--store", default=None, help=STORE_HELP)
+@click.option("--commit", default=None, help="The commit measured  [default: $GITHUB_SHA, $CI_COMMIT_SHA, or git's HEAD]")
+@click.option("--name", default=None, help="The model's name in its series  [default: its file or folder name]")
+def history_record(files: tuple[Path, ...], store: str | None, commit: str | None, name: str | None) -> None:
+    """Append results files (edgeft bench --out, edgeft gate --out, an optimize run's NN-bench/results.json) to the
+    store, all of them in one transaction."""
+    from edgeft.history.records import rows_of
+    from edgeft.history.store import open_store
+
+    sha = _commit(commit)
+    rows = [r for f in files for r in rows_of(f, sha, name)]
+    s = open_store(store)
+    try:
+        n = s.append(rows)
+    finally:
+        s.close()
+    click.echo(f"recorded {n} result(s) of {len({(r.model, r.backend, r.batch) for r in rows})} model/backend/batch "
+               f"series at commit {sha[:12]} in {s.url.split('@')[-1]}")
+
+
+@history.command("show")
+@click.option("--store", default=None, help=STORE_HELP)
+@click.option("--model", default=None, help="Only this model's series.")
+@click.option("--device", default=None, help="Only this device key.")
+@click.option("--backend", default=None, help="Only this backend.")
+@click.option("--metric", default="p50_ms", show_default=True, help="p50_ms, p99_ms, throughput_ips, gate_ratio.")
+@click.option("--reference", type=int, default=10, show_default=True,
+              help="The series' first N points are its reference level.")
+@click.option("--recent", type=int, default=3, show_default=True, help="The last N points are its current level.")
+@click.option("--min-change", default="5%", show_default=True, help="Smaller changes are never flagged.")
+@click.option("--check", "fail_on_drift", is_flag=True, help="Exit 1 when a series is flagged (a CI step).")
+@click.option("--json", "as_json", is_flag=True, help="Print the series and verdicts as JSON.")
+def history_show(store: str | None, model: str | None, device: str | None, backend: str | None, metric: str,
+                 reference: int, recent: int, min_change: str, fail_on_drift: bool, as_json: bool) -> None:
+    """Each series (model, device, backend, batch) of METRIC: its points, its reference and current level, and
+    whether it has drifted (edgeft.history.drift states the method)."""
+    from dataclasses import asdict
+
+    from edgeft.history.series import group
+    from edgeft.history.store import open_store
+
+    s = open_store(store)
+    try:
+        rows = s.rows(model=model, device=device, backend=backend, metric=metric)
+    finally:
+        s.close()
+    series = group(rows)
+    verdicts = [(x, x.judge(reference, recent, fraction(min_change, "--min-change"))) for x in series]
+    if as_json:
+        click.echo(json.dumps([{"kind": x.kind, "device": x.device, "model": x.model, "backend": x.backend, "batch": x.batch,
+                                "metric": x.metric, "points": [[r.commit, r.recorded_at, r.value] for r in x.rows],
+                                "verdict": asdict(v)} for x, v in verdicts], indent=1))
+    else:
+        if not series:
+            click.echo(f"no {metric} results in the store{' for these filters' if model or device or backend else ''}")
+        for x, v in verdicts:
+            flag = "DRIFT" if v.flagged else "ok"
+            click.echo(f"{flag:<5} {x.title()}: {len(x.rows)} points, last {x.values[-1]:.4g} at "
+                       f"{x.rows[-1].commit[:12]}; {v.reason}")
+    if fail_on_drift and any(v.flagged for _, v in verdicts):
+        sys.exit(1)
