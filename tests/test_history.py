@@ -55,9 +55,12 @@ def test_ten_steps_of_three_percent_each_pass_the_gate_and_the_history_flags_the
             first_flag = k
     s.close()
     assert first_flag is not None and first_flag <= 4, first_flag
-    doc = json.loads(cli("history", "show", "--store", store, "--json").stdout)
+    r = cli("history", "show", "--store", store, "--json", "--html", tmp_path / "h.html")
+    doc = json.loads(r.stdout)
     assert len(doc) == 1 and len(doc[0]["points"]) == 20 and doc[0]["verdict"]["flagged"]
     assert doc[0]["verdict"]["change"] > 0.25  # 1.03^10 - 1 = 34%
+    page = (tmp_path / "h.html").read_text()
+    assert page.count("<svg") == 1 and "DRIFT: demo p50_ms" in page and page.count("<circle") == 20
 
 
 def test_an_unchanged_series_raises_no_flag():

@@ -28,7 +28,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edgeft"
 FLOORS = [
     ("ground", ["edgeft", "edgeft.__init__", "edgeft.errors", "edgeft.contract", "edgeft.artifact", "edgeft.metrics",
                 "edgeft.parity", "edgeft.decision", "edgeft.settings", "edgeft.redact", "edgeft.progress",
-                "edgeft.images", "edgeft.host", "edgeft.tasks.registry"]),
+                "edgeft.images", "edgeft.host", "edgeft.svg", "edgeft.tasks.registry"]),
     ("runtime", ["edgeft.runtime", "edgeft.station"]),
     ("training", ["edgeft.models", "edgeft.data", "edgeft.training"]),
     ("stages", ["edgeft.importer", "edgeft.finetune", "edgeft.prune", "edgeft.export", "edgeft.quantize",

@@ -387,7 +387,8 @@ def test_plot_labels_stay_inside_the_plot():
     """The rightmost point's label ran past the SVG's right edge ('01-finetune to...' in report.html)."""
     import re
 
-    from edgeft.optimize.charts import LABEL_CHAR_PX, pareto_svg
+    from edgeft.optimize.charts import pareto_svg
+    from edgeft.svg import LABEL_CHAR_PX
     from edgeft.optimize.rows import Row
 
     from edgeft.bench.harness import latency_stats

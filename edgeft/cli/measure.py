@@ -169,8 +169,11 @@ def history_record(files: tuple[Path, ...], store: str | None, commit: str | Non
 @click.option("--min-change", default="5%", show_default=True, help="Smaller changes are never flagged.")
 @click.option("--check", "fail_on_drift", is_flag=True, help="Exit 1 when a series is flagged (a CI step).")
 @click.option("--json", "as_json", is_flag=True, help="Print the series and verdicts as JSON.")
+@click.option("--html", "html_out", type=click.Path(path_type=Path), default=None,
+              help="Also write every series as a chart on one HTML page (SVG inside; nothing fetched).")
 def history_show(store: str | None, model: str | None, device: str | None, backend: str | None, metric: str,
-                 reference: int, recent: int, min_change: str, fail_on_drift: bool, as_json: bool) -> None:
+                 reference: int, recent: int, min_change: str, fail_on_drift: bool, as_json: bool,
+                 html_out: Path | None) -> None:
     """Each series (model, device, backend, batch) of METRIC: its points, its reference and current level, and
     whether it has drifted (edgeft.history.drift states the method)."""
     from dataclasses import asdict
@@ -196,5 +199,9 @@ def history_show(store: str | None, model: str | None, device: str | None, backe
             flag = "DRIFT" if v.flagged else "ok"
             click.echo(f"{flag:<5} {x.title()}: {len(x.rows)} points, last {x.values[-1]:.4g} at "
                        f"{x.rows[-1].commit[:12]}; {v.reason}")
+    if html_out is not None:
+        from edgeft.history.plot import write
+
+        click.echo(f"wrote {write(verdicts, html_out, reference, recent)}", err=as_json)
     if fail_on_drift and any(v.flagged for _, v in verdicts):
         sys.exit(1)
