@@ -14,7 +14,7 @@ RUNS   ?= runs
 # is never imported).
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --no-cache-dir --disable-pip-version-check -c requirements/constraints.txt -e '.[train,onnx,runtime,openvino,prune,lora,detect,station,opcua,history,demo,dev]'
+	$(PY) -m pip install -q --no-cache-dir --disable-pip-version-check -c requirements/constraints.txt -e '.[train,onnx,runtime,openvino,prune,lora,detect,station,opcua,history,track,demo,dev]'
 	$(PY) -m pip install -q --no-cache-dir --disable-pip-version-check --no-deps -c requirements/constraints.txt deepforest
 	touch $(STAMP)
 

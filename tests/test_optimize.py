@@ -84,6 +84,12 @@ def test_run_folder_report_and_gates(finished_run):
     assert '<span class="pass">pass</span>' in html and "**" not in html  # gate cells styled, no Markdown
     for table_ in ("Stages", "Gates", "Lineage"):  # every table in both formats, from the same rows
         assert f"## {table_}" in md and f"<h2>{table_}</h2>" in html
+    # the training curves of the fine-tuning and of the pruning's recovery, each from its meta.json history
+    assert "## Training curves" in md and "<h2>Training curves</h2>" in html
+    for step in ("01-finetune", "02-prune"):
+        assert f"(training-{step}.svg)" in md and (run / f"training-{step}.svg").is_file()
+        svg = (run / f"training-{step}.svg").read_text()
+        assert svg.count("<polyline") >= 2 and "train_loss" in svg and "val_" in svg
 
 
 def test_every_model_gets_its_own_policy_chosen_on_val_and_is_reported_at_it(finished_run, tiny_data):

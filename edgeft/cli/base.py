@@ -23,7 +23,7 @@ from edgeft.redact import redact_text
 # Optional dependencies and the extra that installs each (the base install is the camera runtime's core).
 EXTRAS = {"torch": "train", "torchvision": "train", "timm": "train", "safetensors": "train", "onnx": "onnx",
           "onnxslim": "onnx", "onnxruntime": "runtime", "torch_pruning": "prune", "elpv_dataset": "demo",
-          "jinja2": "train", "sqlalchemy": "history", "alembic": "history"}
+          "jinja2": "train", "sqlalchemy": "history", "alembic": "history", "mlflow": "track"}
 THREADS_HELP = "CPU threads  [default: all cores]"
 DATA_HELP = ("Data: an ImageFolder with train/ val/ [test/], or a manifest (.csv or .jsonl with path, label and split "
              "columns).")
@@ -71,8 +71,11 @@ class Group(click.Group):
 @click.version_option(__version__, prog_name="edgeft")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or status lines (for CI logs).")
 @click.option("--debug", is_flag=True, help="Show tracebacks for user errors too.")
+@click.option("--track", metavar="URI", default=None,
+              help="Log every training's curves and settings to MLflow: a store file (mlflow.db) or a tracking server "
+                   "URL  [default: $EDGEFT_TRACK; off]")
 @click.pass_context
-def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
+def cli(ctx: click.Context, quiet: bool, debug: bool, track: str | None) -> None:
     """Fine-tune a pretrained image model and ship it, pruned and INT8, to edge GPUs.
 
     Stages: finetune → prune → quantize → export → build → bench → compare; every stage reads an
@@ -82,6 +85,11 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
     ctx.obj["debug"] = debug
     if quiet:
         progress.set_quiet(True)
+    if track:
+        from edgeft.training.track import ENV, tracking_uri
+
+        tracking_uri(track)  # a bad value is refused now, not when the first epoch ends
+        os.environ[ENV] = track  # read by edgeft.training.track where training starts
 
 
 FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")

@@ -116,3 +116,37 @@ def search_svg(result: dict[str, Any], width: int = 560, height: int = 320) -> s
         parts.append(ax.label(ax.sx(x), ax.sy(y), label + (" (shipped)" if shipped else "")))
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+LOSS_KEYS = ("train_loss", "val_loss", "distill_loss")
+
+
+def training_svg(history: list[dict[str, Any]], width: int = 320, height: int = 210) -> str:
+    """One training's curves from its epoch history: the losses on the left, the val metrics (accuracy, AUROC, mAP,
+    each in [0, 1]) on the right, the best epoch's marker where the record says so."""
+    if not history:
+        return ""
+    epochs = [int(h.get("epoch", i + 1)) for i, h in enumerate(history)]
+    losses = {k: [h.get(k) for h in history] for k in LOSS_KEYS if any(h.get(k) is not None for h in history)}
+    quality = {k: [h.get(k) for h in history] for k in history[0] if k.startswith("val_") and k not in LOSS_KEYS
+               and all(isinstance(h.get(k), (int, float)) for h in history)}
+    panels = []
+    for offset, (title, series) in enumerate((("loss", losses), ("val", quality))):
+        values = [v for vs in series.values() for v in vs if v is not None]
+        if not values:
+            continue
+        lo, hi = (0.0, 1.0) if title == "val" else (0.0, max(values) * 1.1)
+        ax = Axes(width, height, min(epochs), max(max(epochs), min(epochs) + 1), lo, hi,
+                  margins=(45, 10, 10, 40))
+        parts = ax.frame("epoch", title, grid=True, ticks=4)[1:]  # the panel's axes, without the SVG's opening
+        for i, (name, vs) in enumerate(series.items()):
+            colour = ROC_COLOURS[i % len(ROC_COLOURS)]
+            pts = " ".join(f"{ax.sx(e):.1f},{ax.sy(v):.1f}" for e, v in zip(epochs, vs) if v is not None)
+            parts.append(f'<polyline points="{pts}" fill="none" stroke="{colour}"/>')
+            parts.append(f'<text x="{width - 12}" y="{22 + 13 * i}" text-anchor="end" fill="{colour}">'
+                         f'{html.escape(name)}</text>')
+        panels.append(f'<g transform="translate({offset * width},0)">' + "\n".join(parts) + "</g>")
+    if not panels:
+        return ""
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width * 2}" height="{height}" font-family="sans-serif" '
+            'font-size="11"><rect width="100%" height="100%" fill="white"/>' + "\n".join(panels) + "</svg>")

@@ -449,6 +449,12 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
 
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
+    from edgeft.training.track import ENV, ENV_EXPERIMENT
+
+    if recipe.track:  # every training of the run logs to the recipe's tracker (or --track's), in the recipe's experiment
+        os.environ[ENV] = recipe.track
+    if os.environ.get(ENV):
+        os.environ.setdefault(ENV_EXPERIMENT, recipe.name)
     state = _read_state(run)
     state["recipe"] = recipe.to_dict()
     steps = plan(recipe)

@@ -35,8 +35,9 @@ from edgeft.settings import section
 SHARED_STAGES = ("prune", "export", "quantize", "build", "bench")  # every task's; its first stage is its own
 IMPORT = "import"  # a recipe may start from the user's own model instead of its task's first stage
 FROM, PROMOTE = "from", "promote"  # the retraining loop: start from the deployed model; when the result replaces it
+TRACK = "track"  # an MLflow store or server every training of the run logs its curves to (edgeft.training.track)
 KEYS = {"name", "data", "prepare_data", "threads", "task", "stages", "gates", "decision", "search", IMPORT, FROM,
-        PROMOTE, *SHARED_STAGES}
+        PROMOTE, TRACK, *SHARED_STAGES}
 PREPARERS = ("elpv", "trees")
 
 
@@ -149,6 +150,7 @@ class Recipe:
     search: SearchSection | None = None
     task: str = "classify"
     from_: Path | None = None  # the deployed model the first stage fine-tunes again (recipe key ``from``)
+    track: str | None = None  # an MLflow tracking store file or server URL (edgeft.training.track)
     promote: Any = None  # an edgeft.promote.rule.PromoteRule: when the run's model replaces the deployed one
 
     @property
@@ -197,7 +199,8 @@ class Recipe:
                 **({"decision": asdict(self.decision)} if self.decision else {}),
                 **({"search": asdict(self.search)} if self.search else {}),
                 **({FROM: str(self.from_)} if self.from_ is not None else {}),
-                **({PROMOTE: self.promote.to_dict()} if self.promote is not None else {})}
+                **({PROMOTE: self.promote.to_dict()} if self.promote is not None else {}),
+                **({TRACK: self.track} if self.track else {})}
 
 
 def config_hash(value: Any) -> str:
@@ -507,7 +510,18 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
     return Recipe(name=name, data=Path(os.path.expanduser(str(d["data"]))), stages=stages, sections=sections,
                   gates=gates, prepare_data=prepare, threads=threads, source=source, decision=decision,
                   search=_search(d.get("search"), stages, sections, gates), task=task.name, from_=from_,
-                  promote=promote)
+                  promote=promote, track=_track(d.get(TRACK)))
+
+
+def _track(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"track must be an MLflow store file (mlflow.db) or a tracking server URL, got {value!r}")
+    from edgeft.training.track import tracking_uri
+
+    tracking_uri(value)
+    return value
 
 
 def _from(d: dict[str, Any], task, stages: list[str], sections: dict[str, Any], raw: Any) -> Path | None:

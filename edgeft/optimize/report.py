@@ -17,7 +17,7 @@ from edgeft import artifact as art
 from edgeft.bench.harness import cpu_runtime_text
 from edgeft.errors import EdgeftError
 from edgeft.metrics import paired_drop
-from edgeft.optimize.charts import pareto_svg, pr_svg, quality_name, roc_svg, search_svg
+from edgeft.optimize.charts import pareto_svg, pr_svg, quality_name, roc_svg, search_svg, training_svg
 from edgeft.optimize.gates import GateVerdict
 from edgeft.optimize.rows import Row, final, fmt, p50_ms, rate_text, ratio_text, reference
 
@@ -222,6 +222,7 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
         raise EdgeftError(f"no stage in {run} produced a model to report on")
     charts = {"pareto": pareto_svg(rows), "roc": roc_svg(rows), "pr": pr_svg(rows),
               "search": search_svg(search) if search else ""}
+    training = [(r, f"training-{r.step}.svg", training_svg(r.history)) for r in rows if r.history]
     data = {"name": recipe.name, "source": recipe.source, "data": str(recipe.data),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "lines": headline(rows, gates, (doc or {}).get("cpu_runtime")) + [stage_time(results)],
@@ -229,6 +230,7 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
             "search_lines": search_lines(search) if search else [],
             "search_table": search_table(search) if search else None,
             "gallery": gallery,
+            "training": [{"label": r.label, "step": r.step, "file": f, "svg": svg} for r, f, svg in training if svg],
             "device": json.dumps((doc or {}).get("device") or {}, indent=1),
             "recipe_yaml": yaml.safe_dump(recipe.to_dict(), sort_keys=False).rstrip(),
             **_tables(recipe, run, steps, results, rows, gates)}
@@ -240,7 +242,8 @@ def write_report(recipe, run: Path, steps, results, rows: list[Row], doc: dict[s
         rendered[name] = env.get_template(name + ".j2").render(**data)
     for name, text in (("report.md", rendered["report.md"]), ("report.html", rendered["report.html"]),
                        ("pareto.svg", charts["pareto"]),
-                       ("roc.svg", charts["roc"]), ("pr.svg", charts["pr"]), ("search.svg", charts["search"])):
+                       ("roc.svg", charts["roc"]), ("pr.svg", charts["pr"]), ("search.svg", charts["search"]),
+                       *[(f, svg) for _, f, svg in training]):
         if not text:
             continue
         tmp = run / f".{name}.tmp"

@@ -40,6 +40,7 @@ class Row:
     task_metrics: Any = None  # a task's own record where it has no accuracy or AUROC
     image_decisions: Decisions | None = None  # a task's own part-level ones (a detector: its best defect box)
     image_policy: Outcome | None = None
+    history: list[dict[str, Any]] | None = None  # a trained model's epoch records (meta.json extra.history)
 
     @property
     def decisions(self) -> Decisions | None:
@@ -130,6 +131,8 @@ def collect(run: Path, steps, results) -> tuple[list[Row], dict[str, Any] | None
         for key, value in tasks.of(a.meta).read_row(a.meta).items():  # the task says what its numbers are
             setattr(row, key, value)
         row.size_bytes = a.model_path.stat().st_size
+        if a.meta.kind == "torch" and a.meta.extra.get("history"):
+            row.history = a.meta.extra["history"]
         row.sha256 = a.meta.model_sha256
         counts[s.name] = _count(a) if a.meta.kind == "torch" else counts.get(s.parent, (None, None))
         row.params, row.macs = counts[s.name]

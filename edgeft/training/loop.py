@@ -288,6 +288,7 @@ def train(cfg: FinetuneConfig, data: str | os.PathLike, out: Path, model: nn.Mod
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
     }
     metrics.update(_final_metrics(cfg, model, ds, contract, device))
+    loop.track.final(metrics)
     return Trained(model, ds, metrics, state, device, dist, loop.work)
 
 
@@ -463,7 +464,20 @@ class Loop:
         self.before_epoch = lambda: set_train_mode(model, cfg.mode, cfg.trainable_blocks)
 
     def run(self, resume: bool, t_train: float) -> tuple[TrainState, bool]:
-        """Train to ``cfg.epochs`` or early stop; (the state with the best weights, whether it stopped early)."""
+        """Train to ``cfg.epochs`` or early stop; (the state with the best weights, whether it stopped early). With a
+        tracker (``edgeft --track``), each epoch's record is logged as it ends (:mod:`edgeft.training.track`)."""
+        from edgeft.training.track import Run
+
+        self.track = Run(self.work.name.removesuffix(".work"), self.cfg.to_dict(), off=not self.dist.main)
+        try:
+            state, stopped_early = self._run(resume, t_train)
+        except BaseException:
+            self.track.finish("FAILED")
+            raise
+        self.track.finish()
+        return state, stopped_early
+
+    def _run(self, resume: bool, t_train: float) -> tuple[TrainState, bool]:
         cfg = self.cfg
         ckpt, fingerprint = self.work / "last.pt", cfg.fingerprint()
         state = TrainState()
@@ -483,6 +497,7 @@ class Loop:
             state.epoch = epoch + 1
             state.history.append({"epoch": epoch + 1, "train_loss": running / max(seen, 1), **record,
                                   "lr": self.opt.param_groups[0]["lr"], "seconds": time.time() - t_train})
+            self.track.log(epoch + 1, state.history[-1])
             if score > state.best_score:
                 state.best_score, state.best_epoch = score, epoch + 1
                 state.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
