@@ -74,3 +74,15 @@ def test_the_paired_gate_step_runs_as_written_on_the_shipped_models(tiny_onnx, t
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "baseline 05-quantize, candidate 05-quantize" in (tmp_path / "gate.md").read_text()
+    # the history step, as written, on two runs of the workflow: both kept in the store the cache carries
+    history = _step(w, "History")["run"]
+    assert {"key": "latency-history-${{ github.run_id }}", "restore-keys": "latency-history-",
+            "path": "history.sqlite"} == next(s["with"] for s in w["jobs"]["gate"]["steps"]
+                                              if s.get("name") == "Restore the results history")
+    for sha in ("a" * 40, "b" * 40):
+        r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", history], cwd=tmp_path,
+                           env={**env, "GITHUB_SHA": sha}, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+    shown = (tmp_path / "history.txt").read_text()
+    assert "05-quantize p50_ms (gate) on ort-cpu batch 1" in shown and "2 points" in shown and "bbbbbbbbbbbb" in shown
+    assert (tmp_path / "history.html").is_file()
