@@ -63,6 +63,15 @@ def test_ten_steps_of_three_percent_each_pass_the_gate_and_the_history_flags_the
     assert page.count("<svg") == 1 and "DRIFT: demo p50_ms" in page and page.count("<circle") == 20
 
 
+def test_a_falling_accuracy_is_flagged_and_a_rising_one_is_not():
+    from edgeft.history.drift import check
+
+    flat = [0.90, 0.91, 0.90, 0.89, 0.90, 0.91, 0.90, 0.90, 0.89, 0.91]
+    assert check(flat + [0.80, 0.79, 0.80], "test.accuracy").flagged
+    assert not check(flat + [0.99, 0.99, 0.99], "test.accuracy").flagged
+    assert check(flat + [0.99, 0.99, 0.99], "p50_ms").flagged  # a latency that rose
+
+
 def test_an_unchanged_series_raises_no_flag():
     """100 series of 30 commits at the host's noise, judged after every commit: the false alarms counted."""
     from edgeft.history.drift import check
@@ -225,3 +234,19 @@ def test_the_migrations_make_the_table_the_code_reads(tmp_path):
     s.close()
     assert cols == {c.name: c.nullable for c in results.c}
     assert idx == {i.name: [c.name for c in i.columns] for i in results.indexes}
+
+
+def test_an_evaluation_is_recorded_as_its_split_s_numbers(cli, tiny_onnx, tiny_data, tmp_path):
+    store = tmp_path / "h.sqlite"
+    r = cli("eval", tiny_onnx.path, "--data", tiny_data, "--positive", "bad", "--record", store, "--commit", "e1")
+    assert r.exit_code == 0, r.output
+    from edgeft.history.store import open_store
+
+    s = open_store(store)
+    got = {r.metric: r for r in s.rows(kind="eval")}
+    s.close()
+    assert {"test.accuracy", "test.balanced_accuracy", "test.decisions.auroc"} <= set(got)
+    assert got["test.accuracy"].backend == "ort-cpu" and got["test.accuracy"].commit == "e1"
+    assert got["test.accuracy"].model_sha256 == tiny_onnx.meta.model_sha256
+    doc = json.loads(cli("history", "show", "--store", store, "--metric", "test.accuracy", "--json").stdout)
+    assert len(doc) == 1 and doc[0]["points"][0][2] == pytest.approx(got["test.accuracy"].value)

@@ -115,7 +115,8 @@ def history() -> None:
 STORE_HELP = "The results store: a SQLite file, or a SQLAlchemy URL (postgresql+psycopg://...)  [default: $EDGEFT_HISTORY]"
 
 
-def _commit(commit: str | None) -> str:
+def commit_of(commit: str | None) -> str:
+    """The commit results belong to: ``--commit``, the CI's variable, or git's HEAD here."""
     import os
     import subprocess
 
@@ -146,7 +147,7 @@ def history_record(files: tuple[Path, ...], store: str | None, commit: str | Non
     from edgeft.history.records import rows_of
     from edgeft.history.store import open_store
 
-    sha = _commit(commit)
+    sha = commit_of(commit)
     rows = [r for f in files for r in rows_of(f, sha, name)]
     s = open_store(store)
     try:

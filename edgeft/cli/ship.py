@@ -155,8 +155,11 @@ def build_cmd(artifact: Path, out: Path, precision: str, batch: str, workspace_m
               help="A 'not OK' class (repeatable): AUROC, average precision and operating points (recall at fixed "
                    "false-reject rates, false rejects at fixed recalls) for it.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
+@click.option("--record", "record_store", default=None, metavar="STORE",
+              help="Also append the numbers to a results store (edgeft history), as SPLIT.METRIC of this model.")
+@click.option("--commit", default=None, help="With --record: the commit measured  [default: $GITHUB_SHA or git's HEAD]")
 def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, backend: str | None,
-             positive: tuple[str, ...], as_json: bool) -> None:
+             positive: tuple[str, ...], as_json: bool, record_store: str | None, commit: str | None) -> None:
     """The metrics of ARTIFACT's task on a split, run by any backend of the runtime (PyTorch, ONNX, a TensorRT engine
     where TensorRT exists): a classifier's accuracy, per-class precision/recall/F1, confusion matrix, and with a
     positive class or a policy its AUROC and operating points."""
@@ -168,6 +171,20 @@ def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, back
     m = task.evaluate(art, data, split, backend=backend, positive=list(positive),
                       tta_views=int(tta_views) if tta_views else None)
     click.echo(json.dumps(m.to_dict(), indent=2) if as_json else task.eval_text(m, art, f"{artifact} on {data}/{split}"))
+    if record_store is not None:
+        from edgeft.cli.measure import commit_of
+        from edgeft.history.records import eval_rows
+        from edgeft.history.store import open_store
+        from edgeft.evaluate import DEFAULT_BACKEND
+
+        used = backend or DEFAULT_BACKEND.get(art.meta.kind, "auto")
+        rows = eval_rows(Path(artifact).name, art.meta.model_sha256, split, used, m.to_dict(), commit_of(commit))
+        s = open_store(record_store)
+        try:
+            s.append(rows)
+        finally:
+            s.close()
+        click.echo(f"recorded {len(rows)} number(s) in the results store", err=as_json)
 
 
 @cli.command("decide")

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-HIGHER_IS_BETTER = ("throughput_ips", "accuracy", "auroc", "recall", "map")
+HIGHER_IS_BETTER = ("throughput_ips", "accuracy", "balanced_accuracy", "auroc", "recall", "map", "map50",
+                    "average_precision")
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a rise of ``metric`` (its last dotted part: test.decisions.auroc is an AUROC) is an improvement."""
+    return metric.rsplit(".", 1)[-1] in HIGHER_IS_BETTER
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,7 @@ def check(values: list[float] | np.ndarray, metric: str = "p50_ms", reference: i
         return Verdict(False, None, None, None, None,
                        f"{len(v)} points: a verdict needs {reference + recent} ({reference} reference, {recent} recent)")
     logs = np.log(v)
-    sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0
+    sign = -1.0 if higher_is_better(metric) else 1.0
     ref = logs[:reference]
     sigma = max(1.4826 * float(np.median(np.abs(ref - np.median(ref)))), 1e-6)
     se = 1.2533 * sigma * math.sqrt(1 / reference + 1 / recent)

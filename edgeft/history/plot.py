@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeft.history.drift import HIGHER_IS_BETTER, Verdict
+from edgeft.history.drift import Verdict, higher_is_better
 from edgeft.history.series import Series
 from edgeft.svg import Axes
 
@@ -22,7 +22,7 @@ def series_svg(s: Series, v: Verdict, reference: int = 10, recent: int = 3, widt
     ref = float(np.median(vals[:reference])) if len(vals) else 0.0
     limit = None
     if v.threshold is not None:
-        limit = ref / (1 + v.threshold) if s.metric in HIGHER_IS_BETTER else ref * (1 + v.threshold)
+        limit = ref / (1 + v.threshold) if higher_is_better(s.metric) else ref * (1 + v.threshold)
     lo = min(float(vals.min()), limit or math.inf, ref) if len(vals) else 0.0
     hi = max(float(vals.max()), limit or -math.inf, ref) if len(vals) else 1.0
     pad = (hi - lo) * 0.1 or abs(hi) * 0.05 or 1.0

@@ -80,6 +80,32 @@ def _bench(doc: dict[str, Any], commit: str, name: str | None, when: float) -> l
     return out
 
 
+SKIPPED = ("per_class", "recall_at_false_reject", "false_reject_at_recall", "roc", "confusion", "correct", "pr_curve",
+           "pr")
+
+
+def eval_rows(model: str, model_sha256: str, split: str, backend: str, metrics: dict[str, Any], commit: str,
+              when: float | None = None) -> list[Row]:
+    """An evaluation's numbers (``edgeft eval --record``: a task's record as a dict) as ``SPLIT.NAME`` metrics, the
+    scalars of its top two levels (accuracy, balanced accuracy, AUROC, the policy's recall and false rejects, a
+    detector's mAP); curves, matrices and per-class tables stay in the artifact."""
+    from edgeft.bench.harness import fingerprint
+
+    flat: dict[str, float] = {}
+    for k, v in metrics.items():
+        if k in SKIPPED:
+            continue
+        if isinstance(v, dict):
+            for kk, vv in v.items():
+                if kk not in SKIPPED and isinstance(vv, (int, float)) and not isinstance(vv, bool):
+                    flat[f"{k}.{kk}"] = float(vv)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            flat[k] = float(v)
+    base = _common(fingerprint(), "eval", commit, when if when is not None else time.time())
+    return [Row(**base, model=model, model_sha256=model_sha256, backend=backend, batch=1, metric=f"{split}.{k}",
+                value=v, extra="{}") for k, v in sorted(flat.items()) if v == v]
+
+
 def _sha(value: Any) -> str:
     """A gate's model hash: a string, or {file: short hash} for an artifact's files (joined)."""
     if isinstance(value, dict):
