@@ -40,6 +40,20 @@ def test_a_fine_tuning_logs_its_curves_settings_and_final_metrics(cli, tiny_data
     assert logged == pytest.approx([h["train_loss"] for h in history])  # the tracker and meta.json agree
 
 
+def test_an_anomaly_fit_logs_its_settings_and_numbers(cli, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from tests.test_anomaly import TINY_ANOMALY, write_anomaly_folder
+
+    monkeypatch.delenv("EDGEFT_TRACK", raising=False)
+    data = write_anomaly_folder(tmp_path / "parts")
+    store = tmp_path / "mlflow.db"
+    r = cli("--track", store, "anomaly", "--data", data, "--good", "good", "--out", tmp_path / "fit", *TINY_ANOMALY)
+    assert r.exit_code == 0, r.output
+    _, runs = runs_of(f"sqlite:///{store}", "edgeft")
+    assert [x.info.run_name for x in runs] == ["fit"] and runs[0].data.params["method"] == "padim"
+    assert "final.val.auroc" in runs[0].data.metrics
+
+
 def test_tracking_is_off_unless_asked_and_a_bad_store_is_one_line(cli, tiny_data, tmp_path, monkeypatch):
     monkeypatch.delenv("EDGEFT_TRACK", raising=False)
     args = ["finetune", "--data", tiny_data, "--model", TINY["model"], "--weights", "none", "--mode", "full",

@@ -6,7 +6,7 @@ Off unless asked: ``edgeft --track URI`` (or ``$EDGEFT_TRACK``, or a recipe's ``
 run of the one epoch loop (fine-tuning, pruning recovery, QAT, a detector's training) is then an MLflow run named
 after its output folder, in the experiment ``$EDGEFT_TRACK_EXPERIMENT`` (a recipe's name; ``edgeft`` otherwise):
 its settings as parameters, each epoch's record (loss, val accuracy and AUROC, learning rate, seconds) as metrics at
-that step, and the final metrics when training ends. The artifact's meta.json keeps the same history either way.
+that step, and the final metrics when training ends; an anomaly model's fit (no epochs) logs its settings and numbers. The artifact's meta.json keeps the same history either way.
 """
 
 from __future__ import annotations

@@ -126,4 +126,10 @@ def fit(cfg: AnomalyConfig, data: str | os.PathLike, out: str | os.PathLike, for
         extra["decision"] = policy.to_dict()
     meta = Meta(kind="torch", arch=cfg.model, class_names=[cfg.good, ANOMALOUS], input=contract,
                 lineage=[lineage_entry("anomaly", params)], metrics={"anomaly": metrics.to_dict()}, extra=extra)
-    return save_artifact(model, out, meta, force=force)
+    artifact = save_artifact(model, out, meta, force=force)
+    from edgeft.training.track import Run  # a fit has no epochs: its settings and numbers, when tracking is asked
+
+    run = Run(out.name, params)
+    run.final(metrics.to_dict())
+    run.finish()
+    return artifact
