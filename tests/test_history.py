@@ -118,8 +118,8 @@ def _writer(store: str, tag: str, n: int) -> None:  # pragma: no cover (runs in 
         s.append(rows([1.0, 2.0], model=tag, start=2 * i))
 
 
-def test_two_processes_appending_at_once_lose_no_row(tmp_path):
-    store = str(tmp_path / "h.sqlite")
+def appending_at_once(store: str) -> list:
+    """Two processes appending 60 recordings of 2 rows each to a fresh store at the same time; the rows then there."""
     code = ("import sys; sys.path.insert(0, {root!r}); from tests.test_history import _writer; "
             "_writer({store!r}, {tag!r}, 60)")
     root = str(Path(__file__).resolve().parents[1])
@@ -130,6 +130,11 @@ def test_two_processes_appending_at_once_lose_no_row(tmp_path):
     s = open_store(store)
     got = s.rows()
     s.close()
+    return got
+
+
+def test_two_processes_appending_at_once_lose_no_row(tmp_path):
+    got = appending_at_once(str(tmp_path / "h.sqlite"))
     assert len(got) == 240 and sum(r.model == "a" for r in got) == 120
 
 
@@ -220,6 +225,12 @@ def test_the_same_store_on_a_postgresql_server(cli, postgres, tmp_path):
     s.append(rows([3.0] * 10 + [3.3, 3.4, 3.5]))
     s.close()
     assert cli("history", "show", "--store", f"sqlite:///{store}", "--check").exit_code == 1
+
+
+def test_two_processes_appending_to_a_postgresql_server_lose_no_row(postgres):
+    pytest.importorskip("psycopg")
+    got = appending_at_once(postgres)  # both make the schema on a fresh database: one wins, the other waits or retries
+    assert len(got) == 240 and sum(r.model == "b" for r in got) == 120
 
 
 def test_the_migrations_make_the_table_the_code_reads(tmp_path):

@@ -148,8 +148,13 @@ def open_store(store: str | os.PathLike | None = None) -> Store:
     return Store(engine, url)
 
 
+MIGRATION_LOCK = 7420311  # PostgreSQL advisory lock key: one process at a time brings a store to the schema
+
+
 def _migrate(engine: Any, shown: str) -> None:
-    """Bring the store to this edgeft's schema (Alembic's head), or refuse one from a newer edgeft."""
+    """Bring the store to this edgeft's schema (Alembic's head), or refuse one from a newer edgeft. Processes opening a
+    new store at once take turns: PostgreSQL through an advisory lock held for the migration's transaction, SQLite
+    through its write lock (the loser of a race sees the table made and looks again)."""
     import sqlalchemy as sa
     from alembic import command
     from alembic.config import Config
@@ -162,23 +167,24 @@ def _migrate(engine: Any, shown: str) -> None:
     known = {s.revision for s in script.walk_revisions()}
     head = script.get_current_head()
     for attempt in range(3):
-        with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
-            tables = set(sa.inspect(conn).get_table_names())
-        if current is not None and current not in known:
-            raise StoreError(f"{shown} was written by a newer edgeft (results schema {current}; this one reads up to "
-                             f"{head}): upgrade edgeft to read it")
-        if current is None and tables - {"alembic_version"}:
-            raise StoreError(f"{shown} holds other tables ({', '.join(sorted(tables)[:3])}) and no edgeft results "
-                             "schema: it is not a results store; name another")
-        if current == head:
-            return
         try:
             with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+                current = MigrationContext.configure(conn).get_current_revision()
+                tables = set(sa.inspect(conn).get_table_names())
+                if current is not None and current not in known:
+                    raise StoreError(f"{shown} was written by a newer edgeft (results schema {current}; this one reads "
+                                     f"up to {head}): upgrade edgeft to read it")
+                if current is None and tables - {"alembic_version"}:
+                    raise StoreError(f"{shown} holds other tables ({', '.join(sorted(tables)[:3])}) and no edgeft "
+                                     "results schema: it is not a results store; name another")
+                if current == head:
+                    return
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
             return
-        except sa.exc.OperationalError as e:  # another process made the schema meanwhile: look again
-            if "already exists" not in str(e) or attempt == 2:
+        except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError) as e:
+            if attempt == 2 or not any(w in str(e) for w in ("already exists", "duplicate key", "locked")):
                 raise
-            time.sleep(0.2)
+            time.sleep(0.2 * (attempt + 1))  # another process made the schema meanwhile: look again
