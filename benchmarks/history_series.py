@@ -4,10 +4,14 @@
 
 MODEL_DIR: an ONNX artifact (the demo's final INT8 model, runs/elpv/05-quantize). The model is benched ``--runs``
 times (``edgeft bench``, ort-cpu, 2 threads, 5 interleaved rounds each), every result recorded in a fresh store as
-commits c00, c01, ...; then a slowed copy of it, the same graph with a chain of elementwise multiplications by 1 on
-its input appended until the paired gate (``edgeft gate``) measures it ``--slowdown`` slower than the original, is
-benched ``--slow-runs`` times and recorded as the next commits. The drift check's verdict after each commit is
+commits c00, c01, ...; then a slowed copy of it, the same graph with a chain of multiplications of its input by 2 and
+by 0.5 in turn (exact in floating point: the outputs do not change) grown until the paired gate (``edgeft gate``)
+measures it ``--slowdown`` slower than the original, is benched ``--slow-runs`` times and recorded as the next commits. The drift check's verdict after each commit is
 printed, with the host's run-to-run spread (the CV of the first runs' p50s).
+
+``--paired``: each commit is instead gated (``edgeft gate``, ABBA rounds in one process) against the original model
+kept as a pinned baseline, and the series is the gate's ratio: a host that changes speed between runs slows both sides
+of a round alike.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ def edgeft(*args, ok=(0,)) -> subprocess.CompletedProcess:
 
 
 def slowed(model_dir: Path, out: Path, n_ops: int) -> Path:
-    """A copy of the artifact whose graph first multiplies its input by 1.0, ``n_ops`` times (real work on every call
-    that no graph optimiser removes, since 1.0 is a runtime constant it does not fold away from a graph input)."""
+    """A copy of the artifact whose graph first multiplies its input by 2 and by 0.5 in turn, ``n_ops`` times (made
+    even): real work on every call, the same outputs. (A multiplication by 1 is removed by ONNX Runtime's optimiser: a
+    chain of 15,104 of them measured 1.0075x.)"""
     import onnx
     from onnx import TensorProto, helper
 
@@ -44,13 +49,14 @@ def slowed(model_dir: Path, out: Path, n_ops: int) -> Path:
     m = onnx.load(str(path))
     g = m.graph
     x = g.input[0].name
-    one = helper.make_tensor("edgeft_slow_one", TensorProto.FLOAT, [], [1.0])
-    g.initializer.append(one)
+    g.initializer.append(helper.make_tensor("edgeft_slow_two", TensorProto.FLOAT, [], [2.0]))
+    g.initializer.append(helper.make_tensor("edgeft_slow_half", TensorProto.FLOAT, [], [0.5]))
     prev = x
     nodes = []
-    for i in range(n_ops):
+    for i in range(n_ops + n_ops % 2):
         nxt = f"edgeft_slow_{i}"
-        nodes.append(helper.make_node("Mul", [prev, "edgeft_slow_one"], [nxt], name=f"edgeft_slow_mul_{i}"))
+        k = "edgeft_slow_two" if i % 2 == 0 else "edgeft_slow_half"
+        nodes.append(helper.make_node("Mul", [prev, k], [nxt], name=f"edgeft_slow_mul_{i}"))
         prev = nxt
     for node in g.node:
         node.input[:] = [prev if v == x else v for v in node.input]
@@ -63,6 +69,14 @@ def slowed(model_dir: Path, out: Path, n_ops: int) -> Path:
     meta["model_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     return out
+
+
+def gate_and_record(baseline: Path, model: Path, store: Path, commit: str, work: Path, name: str) -> float:
+    out = work / f"{commit}-gate.json"
+    edgeft("-q", "gate", baseline, model, "--max-regression", "50%", "--threads", "2", "--min-rounds", "15",
+           "--time-cap-s", "60", "--out", out, ok=(0, 1, 3))
+    edgeft("-q", "history", "record", out, "--store", store, "--commit", commit, "--name", name)
+    return json.loads(out.read_text())["ratio"]
 
 
 def bench_and_record(model: Path, store: Path, commit: str, work: Path, name: str) -> float:
@@ -80,12 +94,13 @@ def main() -> None:
     ap.add_argument("--slow-runs", type=int, default=5)
     ap.add_argument("--slowdown", type=float, default=0.05)
     ap.add_argument("--store", type=Path, default=None)
+    ap.add_argument("--paired", action="store_true", help="gate each commit against the original (a ratio series)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgeft-history-", dir=ROOT / "runs"))
     store = args.store or work / "history.sqlite"
     name = args.model.name
     # the slowed copy, sized by the paired gate: more multiplications until the median ratio reaches the slowdown
-    n, ratio, tried = 4, 1.0, []
+    n, ratio, tried = 8, 1.0, []
     while True:
         slow = slowed(args.model, work / "slow", n)
         g = work / "gate.json"
@@ -94,21 +109,25 @@ def main() -> None:
         tried.append({"muls": n, "ratio": round(ratio, 4)})
         if ratio >= 1 + args.slowdown or n >= 4096:
             break
-        n = max(n + 1, int(n * min(4.0, max(1.2, args.slowdown / max(ratio - 1, 1e-3)))))
+        n = max(n + 2, int(n * min(4.0, max(1.2, args.slowdown / max(ratio - 1, 1e-3)))))
     p50s, verdicts = [], []
     for k in range(args.runs + args.slow_runs):
         model = args.model if k < args.runs else slow
-        p50s.append(bench_and_record(model, store, f"c{k:02d}", work, name))
-        doc = json.loads(edgeft("-q", "history", "show", "--store", store, "--json").stdout)
-        v = next(d for d in doc if d["kind"] == "bench")["verdict"]
-        verdicts.append({"commit": f"c{k:02d}", "slowed": k >= args.runs, "p50_ms": round(p50s[-1], 4),
+        if args.paired:
+            p50s.append(gate_and_record(args.model, model, store, f"c{k:02d}", work, name))
+        else:
+            p50s.append(bench_and_record(model, store, f"c{k:02d}", work, name))
+        metric = "gate_ratio" if args.paired else "p50_ms"
+        doc = json.loads(edgeft("-q", "history", "show", "--store", store, "--metric", metric, "--json").stdout)
+        v = next(d for d in doc if d["kind"] == ("gate" if args.paired else "bench"))["verdict"]
+        verdicts.append({"commit": f"c{k:02d}", "slowed": k >= args.runs, metric: round(p50s[-1], 4),
                          "flagged": v["flagged"], "change": v["change"] and round(v["change"], 4)})
-    edgeft("-q", "history", "show", "--store", store, "--html", work / "history.html", ok=(0, 1))
+    edgeft("-q", "history", "show", "--store", store, "--metric", metric, "--html", work / "history.html", ok=(0, 1))
     base = p50s[:args.runs]
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "")
     first = next((v["commit"] for v in verdicts if v["flagged"]), None)
     print(json.dumps({"cpu": cpu, "model": str(args.model), "store": str(store), "chart": str(work / "history.html"),
-                      "cv_first_runs": round(statistics.stdev(base) / statistics.mean(base), 4),
+                      "metric": metric, "cv_first_runs": round(statistics.stdev(base) / statistics.mean(base), 4),
                       "slowed": {"muls": n, "gate_ratio": round(ratio, 4), "sizing": tried},
                       "first_flagged": first, "series": verdicts}, indent=1))
 

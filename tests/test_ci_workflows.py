@@ -84,5 +84,7 @@ def test_the_paired_gate_step_runs_as_written_on_the_shipped_models(tiny_onnx, t
                            env={**env, "GITHUB_SHA": sha}, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr
     shown = (tmp_path / "history.txt").read_text()
-    assert "05-quantize p50_ms (gate) on ort-cpu batch 1" in shown and "2 points" in shown and "bbbbbbbbbbbb" in shown
+    assert "05-quantize vs reference gate_ratio (gate) on ort-cpu batch 1" in shown and "bbbbbbbbbbbb" in shown
+    assert "05-quantize gate_ratio (gate)" in shown  # the per-change gate's ratio, kept beside
+    assert shown.count(": 2 points,") == 2 and (tmp_path / "reference" / "model.onnx").is_file()
     assert (tmp_path / "history.html").is_file()
