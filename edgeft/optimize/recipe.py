@@ -556,7 +556,6 @@ def _from(d: dict[str, Any], task, stages: list[str], sections: dict[str, Any], 
     return deployed
 
 
-
 def _other_task(task, stage: str) -> str:
     """Why a stage of another task is refused, and what to do instead."""
     from edgeft import tasks

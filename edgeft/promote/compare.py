@@ -5,10 +5,11 @@ labelled folder the user keeps, reported only). The candidate gets its own opera
 line's decision rule (a retrained model's scores move, and a threshold carried over from the other model silently
 changes its escape rate); the deployed model is judged as it runs today, at its own policy's threshold (keeping it is
 the alternative), and the same model re-thresholded on today's val is reported beside it (what a new threshold alone
-would do). The differences (candidate minus deployed) in recall, false-reject rate and AUROC come with a **paired** bootstrap interval: the same parts,
-resampled with replacement (defective and good ones separately), score both models in each resample, so the
-variation the two share cancels; the thresholds stay as chosen (the interval is of the parts, not of val). The parts
-whose decision flipped are listed: escapes now caught, false rejects now passed, and the reverse.
+would do). The differences (candidate minus deployed) in recall, false-reject rate and AUROC come with a **paired**
+bootstrap interval: the same parts, resampled with replacement (defective and good ones separately), score both
+models in each resample, so the variation the two share cancels; the thresholds stay as chosen (the interval is of
+the parts, not of val). The parts whose decision flipped are listed: escapes now caught, false rejects now passed,
+and the reverse.
 """
 
 from __future__ import annotations
@@ -239,6 +240,8 @@ def judge(b: Bound, c: Change, n: int, of_class: str) -> BoundResult:
 
 
 def verdict_of(bounds: list[BoundResult], latency: dict[str, Any] | None) -> tuple[str, str]:
+    """(verdict, why): keep when a bound or the latency gate is missed, inconclusive when one cannot tell yet, else
+    promote."""
     missed = [b for b in bounds if b.status == "missed"]
     unsure = [b for b in bounds if b.status == "inconclusive"]
     lat = (latency or {}).get("verdict")

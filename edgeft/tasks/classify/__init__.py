@@ -100,14 +100,12 @@ class Classify(FolderData, Task):
         from edgeft.finetune.stage import finetune, finetune_from
 
         cfg = recipe.sections["finetune"]
-        if recipe.from_ is not None:  # the retraining loop: the deployed model, not the pretrained weights
-            if recipe.threads and not cfg.threads:
-                cfg = replace(cfg, threads=recipe.threads)
-            finetune_from(recipe.from_, recipe.data, out, cfg, force=True)
-            return
         if recipe.threads and not cfg.threads:
             cfg = replace(cfg, threads=recipe.threads)
-        finetune(cfg, recipe.data, out, force=True, resume=resume)
+        if recipe.from_ is not None:  # the retraining loop: the deployed model, not the pretrained weights
+            finetune_from(recipe.from_, recipe.data, out, cfg, force=True)
+        else:
+            finetune(cfg, recipe.data, out, force=True, resume=resume)
 
     def measure(self, recipe: Any, stage: str, out: Path, always: bool) -> None:
         """With a decision section: choose this model's own policy on val, then measure it on the held-out split with
