@@ -19,7 +19,7 @@ def runs_of(uri: str, experiment: str):
 
 def test_a_fine_tuning_logs_its_curves_settings_and_final_metrics(cli, tiny_data, tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
-    monkeypatch.delenv("EDGEFT_TRACK", raising=False)
+    monkeypatch.setenv("EDGEFT_TRACK", "")  # recorded, so what --track sets is undone after the test
     store = tmp_path / "mlflow.db"
     r = cli("--track", store, "finetune", "--data", tiny_data, "--out", tmp_path / "ft", "--model", TINY["model"],
             "--weights", "none", "--mode", "full", "--epochs", "3", "--image-size", "32", "--resize", "stretch",
@@ -44,7 +44,7 @@ def test_an_anomaly_fit_logs_its_settings_and_numbers(cli, tmp_path, monkeypatch
     pytest.importorskip("mlflow")
     from tests.test_anomaly import TINY_ANOMALY, write_anomaly_folder
 
-    monkeypatch.delenv("EDGEFT_TRACK", raising=False)
+    monkeypatch.setenv("EDGEFT_TRACK", "")  # recorded, so what --track sets is undone after the test
     data = write_anomaly_folder(tmp_path / "parts")
     store = tmp_path / "mlflow.db"
     r = cli("--track", store, "anomaly", "--data", data, "--good", "good", "--out", tmp_path / "fit", *TINY_ANOMALY)
@@ -55,7 +55,7 @@ def test_an_anomaly_fit_logs_its_settings_and_numbers(cli, tmp_path, monkeypatch
 
 
 def test_tracking_is_off_unless_asked_and_a_bad_store_is_one_line(cli, tiny_data, tmp_path, monkeypatch):
-    monkeypatch.delenv("EDGEFT_TRACK", raising=False)
+    monkeypatch.setenv("EDGEFT_TRACK", "")  # recorded, so what --track sets is undone after the test
     args = ["finetune", "--data", tiny_data, "--model", TINY["model"], "--weights", "none", "--mode", "full",
             "--epochs", "1", "--image-size", "32", "--resize", "stretch", "--batch-size", "8", "--threads", "2"]
     assert cli(*args, "--out", tmp_path / "a").exit_code == 0
