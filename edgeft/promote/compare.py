@@ -301,10 +301,8 @@ def compare(deployed: str | Path, candidate: str | Path, data: str | Path, rule:
             kind = "defective" if not y.any() else "good"
             raise DataError(f"{split} has no {kind} parts ({'/'.join(positive)} {'absent' if not y.any() else 'only'}):"
                             f" recall and false rejects cannot both be compared on it; collect parts of both kinds")
-        same_input = dep.meta.input.to_dict() == cand.meta.input.to_dict()
-        s_cand = s if same_input else _load(data, split, cand, folder)
-        progress.info(f"scoring {split} ({len(s)} parts) with both models")
-        loaded[split] = (s, y, _scores(dep, s), _scores(cand, s_cand))
+        progress.info(f"scoring {split} ({len(s)} parts) with both models")  # one contract (_check_pair): one decode
+        loaded[split] = (s, y, _scores(dep, s), _scores(cand, s))
     val_s, _, val_dep, val_cand = loaded["val"]
     retuned = choose(dec_rule, val_s.labels, val_dep, names, positive, split="val")
     pol_dep = running if running is not None else retuned

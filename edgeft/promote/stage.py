@@ -133,9 +133,12 @@ def rule_from_file(path: str | os.PathLike | None, overrides: dict[str, Any] | N
             raise ConfigError(f"--rule {p} is not valid YAML: {e}") from None
         if not isinstance(doc, dict):
             raise ConfigError(f"--rule {p} must be a mapping with a promote: section")
-        d = doc.get("promote", doc) if "promote" in doc or not ({"name", "data"} & set(doc)) else None
-        if d is None:
+        if "promote" in doc:
+            d = doc["promote"]
+        elif "data" in doc:
             raise ConfigError(f"--rule {p} is a recipe without a promote: section; add one")
+        else:
+            d = doc  # the section alone
     d = dict(d or {})
     d.update(overrides or {})
     return parse(d, "promote")

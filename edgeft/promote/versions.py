@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeft.errors import ConfigError
+from edgeft.station.swap import model_hash_at  # the hash the station's watcher compares
 
 CURRENT = "current"
 HISTORY = "history.jsonl"
@@ -51,13 +52,6 @@ def current(root: str | os.PathLike) -> int | None:
         raise ConfigError(f"{link} points at {os.readlink(link)}, not a version of {root}: point it at one "
                           f"(ln -sfn v0001 {link})")
     return int(m.group(1))
-
-
-def model_sha(path: Path) -> str | None:
-    try:
-        return json.loads((Path(path) / "meta.json").read_text()).get("model_sha256")
-    except (OSError, ValueError):
-        return None
 
 
 def _flip(root: Path, version: Path) -> None:
@@ -96,10 +90,10 @@ def check(root: str | os.PathLike, deployed: Path) -> None:
     if have and now is None:
         raise ConfigError(f"{root} holds versions but no {CURRENT} link; point it at the running one "
                           f"(ln -sfn {have[-1][1].name} {root / CURRENT})")
-    if now is not None and model_sha(root / CURRENT) != model_sha(deployed):
-        raise ConfigError(f"{root / CURRENT} serves another model (sha256 {str(model_sha(root / CURRENT))[:12]}) than "
+    if now is not None and model_hash_at(root / CURRENT) != model_hash_at(deployed):
+        raise ConfigError(f"{root / CURRENT} serves another model (sha256 {str(model_hash_at(root / CURRENT))[:12]}) than "
                           f"the deployed one the candidate is compared with ({deployed}, sha256 "
-                          f"{str(model_sha(deployed))[:12]}); compare against {root / CURRENT}, what the station runs")
+                          f"{str(model_hash_at(deployed))[:12]}); compare against {root / CURRENT}, what the station runs")
 
 
 def install(root: str | os.PathLike, deployed: Path, candidate: Path, decision: dict[str, Any] | None,
@@ -112,18 +106,16 @@ def install(root: str | os.PathLike, deployed: Path, candidate: Path, decision: 
     root.mkdir(parents=True, exist_ok=True)
     have = versions(root)
     now = current(root)
-    dep_sha = model_sha(deployed)
-    made = []
+    dep_sha = model_hash_at(deployed)
     if not have:
-        made.append(_copy_in(root, deployed, 1, None))
-        _flip(root, made[-1])
-        _log(root, {"event": "adopt", "to": made[-1].name, "model_sha256": dep_sha, "source": str(deployed)})
-        have = versions(root)
-        now = have[-1][0]
+        first = _copy_in(root, deployed, 1, None)
+        _flip(root, first)
+        _log(root, {"event": "adopt", "to": first.name, "model_sha256": dep_sha, "source": str(deployed)})
+        have, now = [(1, first)], 1
     nxt = have[-1][0] + 1
     new = _copy_in(root, candidate, nxt, decision)
     _flip(root, new)
-    _log(root, {"event": "promote", "from": f"v{now:04d}", "to": new.name, "model_sha256": model_sha(new),
+    _log(root, {"event": "promote", "from": f"v{now:04d}", "to": new.name, "model_sha256": model_hash_at(new),
                 "source": str(candidate), **record})
     return {"dir": str(root), "version": new.name, "previous": f"v{now:04d}", "current": str(root / CURRENT)}
 
@@ -142,9 +134,9 @@ def rollback(root: str | os.PathLike, to: int | None = None, reason: str = "") -
         to = max(older)
     if to not in have:
         raise ConfigError(f"{root} has no version {to}; it has {', '.join(p.name for p in have.values())}")
-    if model_sha(have[to]) is None:
+    if model_hash_at(have[to]) is None:
         raise ConfigError(f"{have[to]} has no readable meta.json: it is not a model version to serve")
     _flip(root, have[to])
     _log(root, {"event": "rollback", "from": f"v{now:04d}" if now is not None else None, "to": f"v{to:04d}",
-                "model_sha256": model_sha(have[to]), "reason": reason})
+                "model_sha256": model_hash_at(have[to]), "reason": reason})
     return {"dir": str(root), "version": f"v{to:04d}", "previous": f"v{now:04d}" if now is not None else None}

@@ -44,16 +44,10 @@ def _mlflow():
     return mlflow
 
 
-def _scalars(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+def _scalars(d: dict[str, Any]) -> dict[str, float]:
     """The finite numbers of a (nested) record, keys joined with '.' (MLflow metrics are flat floats)."""
-    out: dict[str, float] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_scalars(v, key + "."))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            out[key.replace("@", "_at_")] = float(v)
-    return out
+    return {k.replace("@", "_at_"): float(v) for k, v in _flatten(d).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 class Run:
@@ -65,7 +59,8 @@ class Run:
         if self.uri is None:
             return
         mlflow = _mlflow()
-        client = self._client(mlflow)
+        self._entities = mlflow.entities
+        self._client = client = mlflow.tracking.MlflowClient(tracking_uri=self.uri)
         experiment = os.environ.get(ENV_EXPERIMENT) or DEFAULT_EXPERIMENT
         try:
             exp = client.get_experiment_by_name(experiment)
@@ -80,19 +75,15 @@ class Run:
             items = list(flat.items())[i:i + 100]
             client.log_batch(self.run_id, params=[mlflow.entities.Param(k, v) for k, v in items])
 
-    def _client(self, mlflow):
-        return mlflow.tracking.MlflowClient(tracking_uri=self.uri)
-
     def log(self, step: int, record: dict[str, Any]) -> None:
         """One epoch's record as metrics at ``step``."""
         if self.run_id is None:
             return
         import time
 
-        mlflow = _mlflow()
         now = int(time.time() * 1000)
-        metrics = [mlflow.entities.Metric(k, v, now, step) for k, v in _scalars(record).items() if k != "epoch"]
-        self._client(mlflow).log_batch(self.run_id, metrics=metrics)
+        metrics = [self._entities.Metric(k, v, now, step) for k, v in _scalars(record).items() if k != "epoch"]
+        self._client.log_batch(self.run_id, metrics=metrics)
 
     def final(self, metrics: dict[str, Any]) -> None:
         """Metrics measured after training (``final.``-prefixed: val and test of the best epoch's weights)."""
@@ -100,15 +91,14 @@ class Run:
             return
         import time
 
-        mlflow = _mlflow()
         now = int(time.time() * 1000)
-        self._client(mlflow).log_batch(self.run_id, metrics=[mlflow.entities.Metric(f"final.{k}", v, now, 0)
-                                                             for k, v in _scalars(metrics).items()])
+        self._client.log_batch(self.run_id, metrics=[self._entities.Metric(f"final.{k}", v, now, 0)
+                                                     for k, v in _scalars(metrics).items()])
 
     def finish(self, status: str = "FINISHED") -> None:
         """The run closed (FAILED when training stopped on an error); :meth:`final` may still add to it."""
         if self.run_id is not None:
-            self._client(_mlflow()).set_terminated(self.run_id, status=status)
+            self._client.set_terminated(self.run_id, status=status)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
