@@ -38,8 +38,7 @@ def edgeft(*args, ok=(0,)) -> subprocess.CompletedProcess:
 
 def slowed(model_dir: Path, out: Path, n_ops: int) -> Path:
     """A copy of the artifact whose graph first multiplies its input by 2 and by 0.5 in turn, ``n_ops`` times (made
-    even): real work on every call, the same outputs. (A multiplication by 1 is removed by ONNX Runtime's optimiser: a
-    chain of 15,104 of them measured 1.0075x.)"""
+    even): real work on every call, the same outputs (ONNX Runtime's optimiser removes a multiplication by 1)."""
     import onnx
     from onnx import TensorProto, helper
 
