@@ -1,11 +1,12 @@
 """Several streams through one model (``edgeft infer MODEL cam1 cam2 cam3``): one process, one model session.
 
 Each stream has a reader thread of its own (:func:`edgeft.runtime.sources.frames`: a live camera's reader drops the
-oldest frames when inference falls behind, a file's waits) and a small queue; the inference loop takes frames from
-the streams in turn, so a slow or dead stream never holds up the others: a stream that has nothing waiting is
-skipped, and one that ends (a file, even a truncated one) or is lost (a live source past its reconnect budget) leaves
-the others running. Per stream: its own JSON lines (``source`` names it), counters on the metrics endpoint, MQTT
-topic, OPC UA variables, evidence folder and decision sequence number.
+oldest frames when inference falls behind, a file's waits) and a small queue; the inference loop takes frames from the
+streams in turn (a camera's as soon as one is there, a file's a whole ``batch`` at a time), so a slow or dead stream
+never holds up the others: a stream that has nothing waiting is skipped, and one that ends (a file, even a truncated
+one) or is lost (a live source past its reconnect budget) leaves the others running. Per stream: its own JSON lines
+(``source`` names it), counters on the metrics endpoint, MQTT topic, OPC UA variables, evidence folder and decision
+sequence number.
 
 What a supervisor acts on: the process exits :data:`EXIT_SOURCE_LOST` (3) when every stream has stopped and a live
 one among them was lost, so ``systemd``'s ``Restart=on-failure`` (or a container's restart policy) brings the station
@@ -25,7 +26,7 @@ from typing import IO, Any
 from edgeft import progress
 from edgeft.errors import ConfigError, EdgeftError
 from edgeft.redact import Source
-from edgeft.runtime.sources import Frame, SourceStats, frames
+from edgeft.runtime.sources import Frame, SourceStats, describe, frames
 
 EXIT_SOURCE_LOST = 3  # every stream stopped, and a live one was lost: the supervisor should restart the station
 STREAM_QUEUE = 4  # frames (at least a batch) a stream's reader hands over ahead of inference; a file's reader waits
@@ -43,6 +44,7 @@ class Stream:
     error: str | None = None  # why it could not be opened or read
     done: threading.Event = field(default_factory=threading.Event)
     queue: collections.deque = field(default_factory=collections.deque)
+    fills: bool = False  # a file read as fast as it decodes: its frames wait for a whole batch (a live one never)
 
     @property
     def name(self) -> str:
@@ -58,6 +60,13 @@ def check_names(sources: list[Source]) -> None:
     if twice:
         raise ConfigError(f"two streams are named {twice[0]!r}: give each its own with --source-name (one per "
                           "SOURCE, in order)")
+
+
+def _is_file(spec: str) -> bool:
+    try:
+        return describe(spec) in ("image", "folder", "glob", "video")
+    except EdgeftError:  # not there: its reader reports it
+        return False
 
 
 class Station:
@@ -77,6 +86,8 @@ class Station:
         self._turn = 0  # the stream whose frames are taken next
         self.max_frames = max_frames  # all streams together
         self.realtime = realtime  # video files read at their frame rate (a rehearsal with recorded footage)
+        for s in streams:  # nothing is late on a file: its batches fill up (fewer, larger calls); a camera's never wait
+            s.fills = batch > 1 and not realtime and _is_file(s.source.spec)
 
     # ------------------------------------------------------------------------------------------- readers
     def _read(self, stream: Stream) -> None:
@@ -113,7 +124,7 @@ class Station:
                 n = len(self.streams)
                 for k in range(n):
                     s = self.streams[(self._turn + k) % n]
-                    if s.queue:
+                    if s.queue and (not s.fills or len(s.queue) >= self.batch or s.done.is_set()):
                         self._turn = (self._turn + k + 1) % n
                         group = [s.queue.popleft() for _ in range(min(self.batch, len(s.queue)))]
                         self._ready.notify_all()
