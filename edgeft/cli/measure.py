@@ -12,6 +12,7 @@ import click
 from edgeft.bench.gate import GateConfig
 from edgeft.bench.harness import BenchConfig
 from edgeft.cli.base import THREADS_HELP, Group, cli, fraction, int_list, write_json
+from edgeft.history.drift import MIN_CHANGE
 
 
 @cli.command("bench")
@@ -167,7 +168,8 @@ def history_record(files: tuple[Path, ...], store: str | None, commit: str | Non
 @click.option("--reference", type=int, default=10, show_default=True,
               help="The series' first N points are its reference level.")
 @click.option("--recent", type=int, default=3, show_default=True, help="The last N points are its current level.")
-@click.option("--min-change", default="5%", show_default=True, help="Smaller changes are never flagged.")
+@click.option("--min-change", default=f"{MIN_CHANGE:.0%}", show_default=True,
+              help="Smaller changes are never flagged; above it the series' own noise decides.")
 @click.option("--check", "fail_on_drift", is_flag=True, help="Exit 1 when a series is flagged (a CI step).")
 @click.option("--json", "as_json", is_flag=True, help="Print the series and verdicts as JSON.")
 @click.option("--html", "html_out", type=click.Path(path_type=Path), default=None,

@@ -2,9 +2,10 @@
 
 Method (a step test against a fixed reference, on logarithms so a change is a ratio): the reference level is the
 median of the series' first ``reference`` points (or of those since a point the user accepted); the current level
-is the median of the last ``recent`` points. The noise is estimated from the reference points themselves (1.4826 x
-the median absolute deviation of their logarithms: the host's own run-to-run spread, robust to an outlier). A series
-is flagged when the current level exceeds the reference by more than ``min_change`` and by more than ``z`` standard
+is the median of the last ``recent`` points. The noise is estimated from the reference points themselves: the larger
+of their logarithms' standard deviation and 1.4826 x their median absolute deviation (the host's own run-to-run
+spread; ten points' MAD alone often reads a noisy host as a quiet one, and its series then raised false alarms). A
+series is flagged when the current level exceeds the reference by more than ``min_change`` and by more than ``z`` standard
 errors of the difference of the two medians (a median's standard error is 1.2533 sigma / sqrt(n)). A fixed
 reference is what catches a slow drift: a sliding one moves with it and never sees ten 3% steps. Lower-is-better
 metrics (latency) flag a rise, higher-is-better ones (throughput, accuracy) a fall.
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+MIN_CHANGE = 0.03  # the smallest change ever flagged; above it the series' own noise decides (docs/experiments.md)
+Z = 3.0  # standard errors of the difference of the two medians a change must exceed
 HIGHER_IS_BETTER = ("throughput_ips", "accuracy", "balanced_accuracy", "auroc", "recall", "map", "map50",
                     "average_precision")
 
@@ -37,7 +40,7 @@ class Verdict:
 
 
 def check(values: list[float] | np.ndarray, metric: str = "p50_ms", reference: int = 10, recent: int = 3,
-          min_change: float = 0.05, z: float = 3.0) -> Verdict:
+          min_change: float = MIN_CHANGE, z: float = Z) -> Verdict:
     """Whether the series' latest ``recent`` points have moved away from its first ``reference`` ones."""
     v = np.asarray(values, dtype=np.float64)
     if len(v) < reference + recent or np.any(v <= 0):
@@ -46,7 +49,7 @@ def check(values: list[float] | np.ndarray, metric: str = "p50_ms", reference: i
     logs = np.log(v)
     sign = -1.0 if higher_is_better(metric) else 1.0
     ref = logs[:reference]
-    sigma = max(1.4826 * float(np.median(np.abs(ref - np.median(ref)))), 1e-6)
+    sigma = max(1.4826 * float(np.median(np.abs(ref - np.median(ref)))), float(np.std(ref, ddof=1)), 1e-6)
     se = 1.2533 * sigma * math.sqrt(1 / reference + 1 / recent)
     limit = max(math.log1p(min_change), z * se)
     first = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeft.history.drift import Verdict, check
+from edgeft.history.drift import MIN_CHANGE, Z, Verdict, check
 from edgeft.history.store import Row
 
 
@@ -22,7 +22,7 @@ class Series:
     def values(self) -> list[float]:
         return [r.value for r in self.rows]
 
-    def judge(self, reference: int = 10, recent: int = 3, min_change: float = 0.05, z: float = 3.0) -> Verdict:
+    def judge(self, reference: int = 10, recent: int = 3, min_change: float = MIN_CHANGE, z: float = Z) -> Verdict:
         return check(self.values, self.metric, reference, recent, min_change, z)
 
     def title(self) -> str:
