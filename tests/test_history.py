@@ -117,10 +117,14 @@ def test_bench_and_gate_results_are_recorded_and_devices_are_kept_apart(cli, tin
     assert sorted(len(d["points"]) for d in doc) == [1, 1, 1]  # bench on two devices, the gate's candidate
     from edgeft.history.store import open_store
 
+    from edgeft.artifact import sha256_file
+
     s = open_store(store)
-    kinds = {(r.kind, r.metric) for r in s.rows()}
+    kept = s.rows()
     s.close()
+    kinds = {(r.kind, r.metric) for r in kept}
     assert {("bench", "p50_ms"), ("bench", "p99_ms"), ("gate", "gate_ratio"), ("gate", "p50_ms")} <= kinds
+    assert {r.model_sha256 for r in kept if r.kind == "gate"} == {sha256_file(tiny_onnx.model_path)}  # the whole hash
 
 
 def _writer(store: str, tag: str, n: int) -> None:  # pragma: no cover (runs in a child process)

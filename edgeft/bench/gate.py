@@ -179,7 +179,7 @@ def _describe(spec: str) -> dict[str, Any]:
 
         classes = list(artifact.load(artifact_dir).meta.class_names)
     return {"spec": spec, "files": files, "artifact_dir": artifact_dir, "chw": chw, "classes": classes,
-            "sha256": {k: sha256_file(v)[:16] for k, v in files.items()}}
+            "sha256": {k: sha256_file(v) for k, v in files.items()}}
 
 
 def _runner(desc: dict[str, Any], cfg: GateConfig, side: str):

@@ -91,3 +91,17 @@ def read_manifest(path: str | Path, splits: tuple[str, ...]) -> dict[str, Manife
     if not found:
         raise DataError(f"manifest {path} lists no images")
     return found
+
+
+def manifest_column(path: str | Path, column: str, images: list[Path]) -> list[str | None] | None:
+    """An optional column's value for each of ``images`` (None where a row leaves it empty), or None when no row of
+    the manifest has it."""
+    path = Path(path)
+    table: dict[Path, str] = {}
+    for _, row in _rows(path):
+        if row.get(column):
+            image = Path(row["path"])
+            table[(image if image.is_absolute() else path.parent / image).resolve()] = row[column]
+    if not table:
+        return None
+    return [table.get(Path(p).resolve()) for p in images]

@@ -107,10 +107,14 @@ def eval_rows(model: str, model_sha256: str, split: str, backend: str, metrics: 
 
 
 def _sha(value: Any) -> str:
-    """A gate's model hash: a string, or {file: short hash} for an artifact's files (joined)."""
+    """A gate's model hash, the SHA-256 of its file: a string, or {file: SHA-256} for an artifact's files (one file:
+    its hash; several: the SHA-256 of their sorted name:hash lines, one identity for the set)."""
     if isinstance(value, dict):
-        return ",".join(str(v) for _, v in sorted(value.items()))[:64]
-    return str(value or "")[:64]
+        if len(value) == 1:
+            return str(next(iter(value.values())))
+        lines = "\n".join(f"{k}:{v}" for k, v in sorted(value.items()))
+        return hashlib.sha256(lines.encode()).hexdigest()
+    return str(value or "")
 
 
 def _gate(doc: dict[str, Any], commit: str, name: str | None, when: float) -> list[Row]:
