@@ -14,6 +14,11 @@ rule places the pass line (a part at or above it is not passed), and the band ta
 the not-passed parts, up to the budget, so a person sees them instead of the scrap bin. Recall counts every
 defective part that is not passed; false reject counts good parts rejected without review.
 
+A line that runs several products (mono and poly cells, two housings) gets an operating point per product with
+``by_product``: the rule is applied to each product's own val parts (the data names each image's product,
+:mod:`edgeft.data.products`), because one threshold over a mix moves with the mix; a part of no named product is
+decided at the overall point.
+
 The policy also keeps the val score distribution in ten bins, against which the camera measures drift
 (population stability index, :func:`psi`). Numpy only: the runtime applies policies without torch.
 """
@@ -22,12 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from edgeft.errors import ConfigError, DataError
+from edgeft.errors import ConfigError, DataError, close_matches
 from edgeft.metrics import Outcome, _from_dict, _Record, labelled_not_ok, not_ok_score, roc_curve
 
 DECISIONS = ("pass", "review", "reject")
@@ -47,6 +52,7 @@ class Rule(_Record):
     escape_cost: float | None = None
     false_reject_cost: float = 1.0
     review_budget: float | None = None
+    by_product: bool = False  # an operating point per product, each chosen on that product's val parts
 
     def __post_init__(self) -> None:
         w = self.WHERE
@@ -77,7 +83,20 @@ class Rule(_Record):
             parts.append(f"least cost (escape {self.escape_cost:g}, false reject {self.false_reject_cost:g})")
         if self.review_budget is not None:
             parts.append(f"review <= {self.review_budget * 100:g}%")
+        if self.by_product:
+            parts.append("per product")
         return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Point(_Record):
+    """One product's operating point: its thresholds and its val outcome at them."""
+
+    WHERE = "decision.products"
+
+    pass_below: float
+    reject_at: float
+    val: Outcome
 
 
 @dataclass(frozen=True)
@@ -93,32 +112,55 @@ class Policy:
     val: Outcome
     drift_edges: list[float]  # inner edges of the val score bins
     drift_expected: list[float]  # val's share in each bin
+    products: dict[str, Point] = field(default_factory=dict)  # by_product: each product's own point
 
     @property
     def has_review(self) -> bool:
         return self.reject_at > self.pass_below
 
+    def for_product(self, product: str | None) -> "Policy":
+        """The policy a part of ``product`` is decided by: its own operating point where the policy has one, else the
+        overall one (``product`` None, or a policy chosen for the whole mix)."""
+        if product is None or not self.products:
+            return self
+        if product not in self.products:
+            raise ConfigError(f"product {product!r} has no operating point in this model's policy (it has "
+                              f"{', '.join(sorted(self.products))}){close_matches(product, list(self.products))}; "
+                              "name one of those, or choose the policy again on val data that has it")
+        p = self.products[product]
+        return dataclasses.replace(self, pass_below=p.pass_below, reject_at=p.reject_at, val=p.val, products={})
+
     def score(self, probabilities: np.ndarray) -> np.ndarray:
         """The "not OK" score of softmax rows (N x classes): the positive classes' total probability."""
         return not_ok_score(probabilities, self.class_names, self.positive)
 
-    def decide(self, scores: np.ndarray | float) -> np.ndarray:
-        """'pass', 'review' or 'reject' for each score."""
-        return _decide(scores, self.pass_below, self.reject_at)
+    def decide(self, scores: np.ndarray | float, products: list[str | None] | None = None) -> np.ndarray:
+        """'pass', 'review' or 'reject' for each score; ``products`` (one a score) picks each part's own operating
+        point, a part of no product or of one the policy does not know taking the overall one."""
+        s = np.asarray(scores, dtype=np.float64)
+        if products is None or not self.products:
+            return _decide(s, self.pass_below, self.reject_at)
+        lo = np.array([self.products[p].pass_below if p in self.products else self.pass_below for p in products])
+        hi = np.array([self.products[p].reject_at if p in self.products else self.reject_at for p in products])
+        return _decide(s, lo, hi)
 
     def drift(self, scores: np.ndarray) -> float:
         """Population stability index of ``scores`` against the val scores the policy was chosen on."""
         return psi(self.drift_expected, bin_counts(self.drift_edges, scores))
 
-    def outcome(self, positive: np.ndarray, scores: np.ndarray) -> Outcome:
-        return outcome(np.asarray(positive, dtype=bool), self.decide(scores))
+    def outcome(self, positive: np.ndarray, scores: np.ndarray, products: list[str | None] | None = None) -> Outcome:
+        return outcome(np.asarray(positive, dtype=bool), self.decide(scores, products))
 
     def text(self) -> str:
         band = (f", review {self.pass_below:.4f}-{self.reject_at:.4f}" if self.has_review else "")
         v = self.val
-        return (f"not OK = {' + '.join(self.positive)}; reject at score >= {self.reject_at:.4f}{band} "
+        text = (f"not OK = {' + '.join(self.positive)}; reject at score >= {self.reject_at:.4f}{band} "
                 f"({self.rule.text()}, chosen on {self.chosen_on}: recall {v.recall * 100:.1f}%, false reject "
                 f"{v.false_reject * 100:.1f}%{f', review {v.review_rate * 100:.1f}%' if self.has_review else ''})")
+        for name, p in sorted(self.products.items()):
+            text += (f"; {name}: reject at >= {p.reject_at:.4f} (recall {p.val.recall * 100:.1f}%, false reject "
+                     f"{p.val.false_reject * 100:.1f}% of {p.val.n_positive} + {p.val.n_negative} val parts)")
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -130,7 +172,8 @@ class Policy:
         p = _from_dict(cls, d, where)
         try:
             p = dataclasses.replace(p, rule=Rule.from_dict(p.rule, f"{where}.rule"),
-                                    val=Outcome.from_dict(p.val, f"{where}.val"))
+                                    val=Outcome.from_dict(p.val, f"{where}.val"),
+                                    products={k: _point(v, f"{where}.products.{k}") for k, v in p.products.items()})
         except ConfigError as e:
             raise ArtifactError(f"{where} is not a decision policy this edgeft reads ({e}); choose it again with "
                                 "`edgeft decide`") from None
@@ -141,7 +184,12 @@ class Policy:
         return p
 
 
-def _decide(scores: np.ndarray | float, pass_below: float, reject_at: float) -> np.ndarray:
+def _point(d: Any, where: str) -> Point:
+    p = Point.from_dict(d, where)
+    return dataclasses.replace(p, val=Outcome.from_dict(p.val, f"{where}.val"))
+
+
+def _decide(scores: np.ndarray | float, pass_below: Any, reject_at: Any) -> np.ndarray:
     s = np.asarray(scores, dtype=np.float64)
     return np.where(s < pass_below, "pass", np.where(s >= reject_at, "reject", "review"))
 
@@ -165,21 +213,46 @@ def _between(upper: float, lower: float) -> float:
 
 
 def choose(rule: Rule, labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], positive: list[str],
-           split: str = "val") -> Policy:
+           split: str = "val", products: list[str | None] | None = None) -> Policy:
     """The policy ``rule`` asks for, chosen on one labelled split (val): softmax ``probabilities`` (N x classes)
     and integer ``labels``. Refuses a split without both kinds of parts and a rule no threshold meets."""
     y, score = labelled_not_ok(labels, probabilities, class_names, positive, f"the {split} split")
-    return choose_on_scores(rule, y, score, class_names, positive, split)
+    return choose_on_scores(rule, y, score, class_names, positive, split, products)
 
 
 def choose_on_scores(rule: Rule, y: np.ndarray, score: np.ndarray, class_names: list[str], positive: list[str],
-                     split: str = "val") -> Policy:
+                     split: str = "val", products: list[str | None] | None = None) -> Policy:
     """The policy ``rule`` asks for on parts' "not OK" scores (``y``: which parts are not OK), however the task
-    scores a part (a classifier: the positive classes' probability; a detector: its best defect box)."""
+    scores a part (a classifier: the positive classes' probability; a detector: its best defect box). With
+    ``rule.by_product``, ``products`` names each part's product and every product named gets its own point."""
     y, score = np.asarray(y, dtype=bool), np.asarray(score, dtype=np.float64)
+    pass_below, reject_at = _thresholds(rule, y, score, f"the {split} split", positive)
+    edges = np.unique(np.quantile(score, np.linspace(0, 1, DRIFT_BINS + 1)[1:-1]))
+    expected = bin_counts(edges, score) / len(score)
+    policy = Policy(positive=list(positive), class_names=list(class_names), pass_below=pass_below, reject_at=reject_at,
+                    rule=rule, chosen_on=split, val=outcome(y, _decide(score, pass_below, reject_at)),
+                    drift_edges=[float(e) for e in edges], drift_expected=[float(e) for e in expected])
+    if not rule.by_product:
+        return policy
+    named = sorted({p for p in (products or []) if p is not None})
+    if not named:
+        raise DataError(f"decision.by_product: the {split} split names no products; name each image's product in "
+                        "the data folder's products.csv (pattern,product) or a manifest's product column, or drop "
+                        "by_product")
+    points = {}
+    for name in named:
+        m = np.array([p == name for p in products], dtype=bool)
+        lo, hi = _thresholds(rule, y[m], score[m], f"the {split} split's {name} parts", positive)
+        points[name] = Point(pass_below=lo, reject_at=hi, val=outcome(y[m], _decide(score[m], lo, hi)))
+    policy = dataclasses.replace(policy, products=points)
+    return dataclasses.replace(policy, val=policy.outcome(y, score, products))
+
+
+def _thresholds(rule: Rule, y: np.ndarray, score: np.ndarray, split: str, positive: list[str]) -> tuple[float, float]:
+    """(pass_below, reject_at) that ``rule`` chooses on these parts (``split`` names them in an error)."""
     if y.all() or not y.any():
-        raise DataError(f"the {split} split has {'no' if not y.any() else 'only'} {'/'.join(positive)} parts: "
-                        "operating points and thresholds are undefined on it; use a split with both kinds of parts")
+        raise DataError(f"{split} has {'no' if not y.any() else 'only'} {'/'.join(positive)} parts: operating points "
+                        "and thresholds are undefined on it; use data with both kinds of parts")
     fr, rec, thr = roc_curve(y, score)  # thr descending; point i rejects every score >= thr[i]
     distinct = np.r_[thr[1:], -np.inf]  # the next lower score after each point, for a threshold between the two
     if rule.escape_cost is not None:
@@ -188,13 +261,13 @@ def choose_on_scores(rule: Rule, y: np.ndarray, score: np.ndarray, class_names: 
     elif rule.target_recall is not None:
         i = int(np.nonzero(rec >= rule.target_recall - 1e-12)[0][0])
         if rule.max_false_reject is not None and fr[i] > rule.max_false_reject + 1e-12:
-            raise DataError(f"decision: no threshold catches {rule.target_recall * 100:g}% of the {split} split's "
+            raise DataError(f"decision: no threshold catches {rule.target_recall * 100:g}% of {split}'s "
                             f"defective parts with at most {rule.max_false_reject * 100:g}% false rejects (it takes "
                             f"{fr[i] * 100:.1f}%); lower target_recall, raise max_false_reject, or improve the model")
     else:
         i = int(np.nonzero(fr <= rule.max_false_reject + 1e-12)[0][-1])
         if rec[i] == 0:
-            raise DataError(f"decision: no threshold catches any defective part of the {split} split with at most "
+            raise DataError(f"decision: no threshold catches any defective part of {split} with at most "
                             f"{rule.max_false_reject * 100:g}% false rejects; raise max_false_reject")
     pass_below = _between(thr[i], distinct[i]) if i > 0 else float(np.nextafter(thr[1], np.inf))
     reject_at = pass_below
@@ -206,13 +279,7 @@ def choose_on_scores(rule: Rule, y: np.ndarray, score: np.ndarray, class_names: 
             upper = above[k] if k < len(above) else np.inf
             lower = above[k - 1]
             reject_at = _between(upper, lower) if upper > lower else float(lower)
-    edges = np.unique(np.quantile(score, np.linspace(0, 1, DRIFT_BINS + 1)[1:-1]))
-    expected = bin_counts(edges, score) / len(score)
-    reject_at = max(reject_at, pass_below)
-    decisions = _decide(score, pass_below, reject_at)
-    return Policy(positive=list(positive), class_names=list(class_names), pass_below=pass_below, reject_at=reject_at,
-                  rule=rule, chosen_on=split, val=outcome(y, decisions), drift_edges=[float(e) for e in edges],
-                  drift_expected=[float(e) for e in expected])
+    return pass_below, max(reject_at, pass_below)
 
 
 def choose_for_anomaly(rule: Rule, anomalous: np.ndarray, scores: np.ndarray, good: str,

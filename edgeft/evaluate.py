@@ -78,7 +78,7 @@ def metrics_from_logits(artifact: Artifact, split: ImageSet, out: np.ndarray, vi
         decisions = decision_metrics(split.labels, probs, artifact.meta.class_names, positive)
         if policy is not None:
             outcome = policy.outcome(positive_mask(split.labels, policy.class_names, policy.positive),
-                                     policy.score(probs))
+                                     policy.score(probs), split.products)
     correct = (out.argmax(1) == np.asarray(split.labels)).astype(int).tolist()
     return replace(m, tta_views=views, decisions=decisions, policy=outcome, correct=correct)
 
@@ -98,6 +98,6 @@ def choose_policy(artifact: Artifact, val: ImageSet, rule: Rule, positive: list[
     if out is None:  # ``out``: the artifact's logits on ``val`` when the caller has them
         out, _ = logits(artifact, val, tta_views, batch_size, "cpu", backend)
     policy = choose(rule, val.labels, softmax(out.astype(np.float64)), list(artifact.meta.class_names), positive,
-                    split=val.name)
+                    split=val.name, products=val.products)
     art.update_metrics(artifact, {}, extra={"decision": policy.to_dict()})
     return policy

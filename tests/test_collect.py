@@ -93,6 +93,42 @@ def test_parts_sorted_into_class_folders_are_collected_too(cli, station_kept, ti
     assert len(list((data / "train").rglob("kept-*.png"))) == 5 and not (data / "new-test").exists()
 
 
+def test_the_product_a_station_stream_named_follows_its_parts_into_the_data(cli, station_kept, tiny_data, tmp_path):
+    """A station told what its stream shows (infer --product) keeps it in each sidecar; collect writes it into the
+    data's products.csv (or --product's name), where decide --by-product finds it."""
+    from edgeft.data.products import products_of
+
+    model = station_kept.parent / "model"
+    parts = write_folder(tmp_path / "line", {"today": 6}, seed=6) / "today"
+    r = cli("infer", model, parts, "--source-name", "cam2", "--product", "poly", "--save", "reject,review,pass",
+            tmp_path / "saved",
+            "--out", tmp_path / "r.jsonl")
+    assert r.exit_code == 0, r.output
+    sides = [json.loads(p.read_text()) for p in (tmp_path / "saved").rglob("*.json")]
+    assert len(sides) == 12 and {x["product"] for x in sides} == {"poly"}
+    data = fresh_data(tiny_data, tmp_path)
+    (data / "products.csv").write_text("pattern,product\n*,mono\n")  # the data the line had: all mono
+    r = cli("data", "collect", tmp_path / "saved", "--into", data, "--sorted", tmp_path / "saved", "--test-share",
+            "0.5")
+    assert r.exit_code != 0  # the saved folder is not sorted by class: refused, and nothing written
+    assert (data / "products.csv").read_text() == "pattern,product\n*,mono\n"
+    labels = tmp_path / "labels.csv"
+    labels.write_text("part,label\n" + "".join(f"{p.parent.name}/{p.stem},{truth(p)}\n"
+                                                for p in sorted((tmp_path / "saved").rglob("*.png"))))
+    r = cli("data", "collect", tmp_path / "saved", "--into", data, "--labels", labels, "--test-share", "0.5")
+    assert r.exit_code == 0, r.output
+    records = [json.loads(x) for x in (data / "collected.jsonl").read_text().splitlines()]
+    assert {x["product"] for x in records} == {"poly"}
+    files = sorted(data.rglob("*.png"))
+    named = dict(zip(files, products_of(data, files)))
+    assert all(v == ("poly" if p.name.startswith("kept-") else "mono") for p, v in named.items())
+    other = fresh_data(tiny_data, tmp_path / "other")
+    r = cli("data", "collect", tmp_path / "saved", "--into", other, "--labels", labels, "--product", "housing-b")
+    assert r.exit_code == 0, r.output  # --product names them, whatever the stream said
+    kept = sorted(other.rglob("kept-*.png"))
+    assert len(kept) == 12 and set(products_of(other, kept)) == {"housing-b"}
+
+
 @pytest.mark.parametrize("breakage, fragments", [
     ("orphan", ["have no JSON sidecar"]),
     ("unknown part", ["part 'nowhere' is not among the kept frames"]),

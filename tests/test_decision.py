@@ -235,3 +235,102 @@ def test_the_policy_is_chosen_on_one_view_as_the_camera_runs_it(tiny_onnx, tiny_
     assert views == 1
     y = positive_mask(val.labels, a.meta.class_names, ["bad"])
     assert p.outcome(y, p.score(softmax(one.astype(float)))) == p.val
+
+
+def test_an_operating_point_per_product_holds_each_product_s_own_rule():
+    """Two products whose scores sit at different levels (a poly cell scores higher, defective or not): one threshold
+    over the mix misses the rule on one product; by_product meets it on each, and parts of no product or of an
+    unknown one are decided at the overall point."""
+    labels_a, probs_a, y_a, s_a = scores(300, seed=3)
+    labels_b, probs_b, y_b, s_b = scores(300, seed=4, shift=0.25)
+    labels, probs = np.r_[labels_a, labels_b], np.r_[probs_a, probs_b]
+    y, s = np.r_[y_a, y_b], np.r_[s_a, s_b]
+    products = ["mono"] * 300 + ["poly"] * 300
+    rule = Rule(target_recall=0.95, by_product=True)
+    mix = choose(Rule(target_recall=0.95), labels, probs, CLASSES, ["defective"])
+    assert rates(y_a, s_a, mix.reject_at)[0] < 0.95  # the mix's threshold escapes mono defects
+    p = choose(rule, labels, probs, CLASSES, ["defective"], products=products)
+    assert sorted(p.products) == ["mono", "poly"] and "per product" in p.text() and "poly: reject at" in p.text()
+    for name, yy, ss in (("mono", y_a, s_a), ("poly", y_b, s_b)):
+        point = p.products[name]
+        recall, fr = rates(yy, ss, point.reject_at)
+        assert recall >= 0.95 and (point.val.recall, point.val.false_reject) == pytest.approx((recall, fr))
+        one = p.for_product(name)
+        assert one.reject_at == point.reject_at and not one.products
+        assert (one.decide(ss) == p.decide(ss, [name] * len(ss))).all()
+    assert p.products["poly"].reject_at > p.products["mono"].reject_at
+    assert (p.decide(s, [None] * len(s)) == p.decide(s)).all() and (p.decide(s, ["other"] * len(s)) == p.decide(s)).all()
+    assert p.val.recall == pytest.approx(1 - ((p.decide(s, products) == "pass") & y).sum() / y.sum())
+    assert Policy.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+    old = p.to_dict()
+    del old["products"]  # an artifact written before products existed reads as one point
+    assert Policy.from_dict(old).products == {}
+    with pytest.raises(ConfigError, match="'pol' has no operating point.*mono, poly.*did you mean: poly"):
+        p.for_product("pol")
+    with pytest.raises(DataError, match="names no products.*products.csv"):
+        choose(rule, labels, probs, CLASSES, ["defective"])
+    with pytest.raises(DataError, match="the val split's poly parts has no defective parts"):
+        choose(rule, labels, probs, CLASSES, ["defective"],
+               products=["mono"] * 300 + ["poly" if not yy else "mono" for yy in y_b])
+
+
+def test_products_are_read_from_a_folder_s_patterns_and_a_manifest_s_column(tmp_path):
+    from edgeft.data.products import append_products, products_of
+
+    root = tmp_path / "data"
+    files = ["val/bad/cell1.png", "val/bad/kept-line2-7.png", "test/good/kept-line2-[8].png"]
+    assert products_of(root, [root / f for f in files]) is None  # no products.csv: the data names none
+    root.mkdir()
+    (root / "products.csv").write_text("pattern,product\n*/kept-line2-*,poly\n*/good/*,mono\n")
+    assert products_of(root, [root / f for f in files]) == [None, "poly", "poly"]
+    append_products(root, ["test/good/kept-line2-[8].png"], "poly-b")  # exact paths go first, brackets escaped
+    assert products_of(root, [root / f for f in files]) == [None, "poly", "poly-b"]
+    manifest = tmp_path / "m.csv"
+    for f in files[:2]:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_bytes(b"")
+    manifest.write_text(f"path,label,split,product\n{files[0]},bad,val,mono\n{files[1]},bad,val,\n")
+    assert products_of(manifest, [tmp_path / f for f in files[:2]]) == ["mono", None]
+    (root / "products.csv").write_text("pattern,kind\n*,mono\n")
+    with pytest.raises(DataError, match="no 'product' column.*pattern,product"):
+        products_of(root, [root / files[0]])
+
+
+def test_decide_by_product_and_infer_at_each_product_s_point(tiny_onnx, tiny_data, tmp_path, cli):
+    """decide --by-product on a folder whose products.csv names two products; infer --product decides each source at
+    its product's point; a product the policy lacks, or one without a policy, is refused in one line."""
+    from edgeft.decision import read_policy
+    from edgeft import artifact
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "products.csv").write_text("pattern,product\n*_00[0-3].png,a\n*,b\n")
+    path = tmp_path / "model"
+    shutil.copytree(tiny_onnx.path, path)
+    r = cli("decide", path, "--data", data, "--positive", "bad", "--target-recall", "0.9", "--by-product")
+    assert r.exit_code == 0, r.output
+    p = read_policy(artifact.load(path).meta.extra)
+    assert sorted(p.products) == ["a", "b"] and "per product" in r.stdout
+    r = cli("eval", path, "--data", data, "--split", "val")
+    assert r.exit_code == 0 and f"recall {p.val.recall * 100:.1f}%" in r.stdout  # the same parts, each at its point
+    out = tmp_path / "r.jsonl"
+    for cam in ("cam-a", "cam-b"):
+        shutil.copytree(data / "test", tmp_path / cam)
+    r = cli("infer", path, tmp_path / "cam-a", tmp_path / "cam-b", "--product", "a", "--product", "b", "--out", out)
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 32
+    for line in lines:
+        product = "a" if "cam-a" in line["source"] else "b"
+        assert line["product"] == product
+        assert line["decision"] == str(p.for_product(product).decide(line["not_ok"])[()])
+    assert_one_line_error(cli("infer", path, data / "test", "--product", "c"), "'c' has no operating point", "a, b")
+    assert_one_line_error(cli("infer", path, data / "test", data / "test", data / "test", "--product", "a",
+                              "--product", "b"), "--product was given 2 times for 3 sources")
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_onnx.path, plain)
+    assert_one_line_error(cli("infer", plain, data / "test", "--product", "a"), "carries none")
+    before = (plain / "meta.json").read_text()
+    assert_one_line_error(cli("decide", plain, "--data", tiny_data, "--positive", "bad", "--target-recall", "0.9",
+                              "--by-product"), "names no products", "products.csv")
+    assert (plain / "meta.json").read_text() == before

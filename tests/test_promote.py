@@ -107,6 +107,37 @@ def test_a_worse_candidate_is_kept_out_and_nothing_is_installed(cli, loop, tmp_p
     assert not models.exists()
 
 
+def test_a_line_of_two_products_is_compared_at_each_product_s_operating_point(cli, loop, tmp_path):
+    """The deployed model decided per product (products.csv in the data, an also-folder with its own): the candidate
+    gets a point per product on today's val, every slice's parts are decided at their product's point, and the
+    installed version carries the points."""
+    from edgeft.decision import read_policy
+    from edgeft import artifact
+
+    data, deployed, candidate = tmp_path / "data", tmp_path / "deployed", tmp_path / "candidate"
+    shutil.copytree(loop["data"], data)
+    (data / "products.csv").write_text("pattern,product\n*_00[0-4].png,a\n*,b\n")
+    golden = tmp_path / "golden"
+    shutil.copytree(loop["data"] / "test", golden)
+    (golden / "products.csv").write_text("pattern,product\n*,b\n")
+    shutil.copytree(loop["deployed"], deployed)
+    shutil.copytree(loop["candidate"], candidate)
+    assert cli("decide", deployed, "--data", data, "--positive", "bad", "--target-recall", "0.9",
+               "--by-product").exit_code == 0
+    r = cli("promote", candidate, "--deployed", deployed, "--data", data, "--into", tmp_path / "models", "--report",
+            tmp_path / "report", "--also", f"golden={golden}", "--no-latency")
+    assert r.exit_code in (0, 1, 3), r.output
+    doc = json.loads((tmp_path / "report" / "promotion.json").read_text())
+    assert {"deployed (a)", "deployed (b)", "candidate (a)", "candidate (b)"} <= set(doc["thresholds"])
+    assert "per product" in doc["decision_rule"] and "candidate (b)" in (tmp_path / "report" / "promotion.md").read_text()
+    running = read_policy(artifact.load(deployed).meta.extra)
+    assert doc["thresholds"]["deployed (a)"] == pytest.approx(running.products["a"].reject_at)
+    assert sorted(doc["candidate_policy"]["products"]) == ["a", "b"]
+    if r.exit_code == 0:
+        shipped = read_policy(artifact.load(tmp_path / "models" / "current").meta.extra)
+        assert sorted(shipped.products) == ["a", "b"]
+
+
 def test_latency_is_judged_by_the_paired_gate(cli, loop, tmp_path):
     rule = tmp_path / "rule.yaml"
     rule.write_text("promote:\n  max_latency_regression: 1.0\n  latency_time_cap_s: 30\n")
@@ -253,6 +284,7 @@ def test_a_recipe_retrains_the_deployed_model_and_promotes_the_result(cli, loop,
     ("promote: {}\n", False, ["promote: judges the run's model against the deployed one", "from:"]),
     ("", "with weights", ["unknown field finetune.weights", "takes only epochs, lr, mode, threads and seed"]),
     ("", "other model", ["finetune.model resnet18 is not the deployed model's architecture"]),
+    ("", "by product", ["decision.by_product", "val split names no products", "products.csv"]),
 ])
 def test_a_retraining_recipe_is_checked_before_anything_runs(cli, loop, tmp_path, extra, deployed, fragments):
     recipe = recipe_file(tmp_path / "r.yaml", loop["data"], loop["deployed"] if deployed else None, extra)
@@ -260,5 +292,7 @@ def test_a_retraining_recipe_is_checked_before_anything_runs(cli, loop, tmp_path
         recipe.write_text(recipe.read_text().replace("  epochs: 4\n", "  epochs: 4\n  weights: auto\n"))
     elif deployed == "other model":
         recipe.write_text(recipe.read_text().replace("  epochs: 4\n", "  epochs: 4\n  model: resnet18\n"))
+    elif deployed == "by product":
+        recipe.write_text(recipe.read_text().replace("  target_recall: 0.99\n", "  target_recall: 0.99\n  by_product: true\n"))
     assert_one_line_error(cli("optimize", recipe, "--out", tmp_path / "run"), *fragments)
     assert not (tmp_path / "run").exists()

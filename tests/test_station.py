@@ -475,7 +475,7 @@ def test_batches_fill_up_to_the_batch_size_and_decide_as_one_frame_at_a_time(dec
 
     predictor, sizes = Predictor(decided_model), []
     real = predictor.predict
-    predictor.predict = lambda frames: sizes.append(len(frames)) or real(frames)
+    predictor.predict = lambda frames, **kw: sizes.append(len(frames)) or real(frames, **kw)
     try:
         Station(ModelSlot(predictor, Predictor), [Stream(resolve(str(v)))], io.StringIO(), batch=8).run()
     finally:

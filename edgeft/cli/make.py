@@ -67,15 +67,18 @@ def data_trees(out: Path, tile: int, force: bool) -> None:
 @click.option("--val-share", type=float, default=0.0, show_default=True,
               help="Share of each class's new parts for val/, where each model's operating point is chosen (so it "
                    "reflects the line as it is now).")
+@click.option("--product", default=None,
+              help="The product these parts show, written to DATA/products.csv (default: the one the station's "
+                   "stream named with infer --product, if any): operating points per product (decide --by-product).")
 @click.option("--seed", default=0, show_default=True)
 def data_collect(saved: Path, into: Path, labels: Path | None, sorted_dir: Path | None, test_share: float,
-                 val_share: float, seed: int) -> None:
+                 val_share: float, product: str | None, seed: int) -> None:
     """Turn the frames a station kept (edgeft infer --save KINDS SAVED), labelled by a person, into training data:
     train/ and a new test slice, with where each part came from in DATA/collected.jsonl."""
     from edgeft.data.collect import collect
 
     summary = collect(saved, into, labels=labels, sorted_dir=sorted_dir, test_share=test_share, seed=seed,
-                      val_share=val_share)
+                      val_share=val_share, product=product)
     for split, c in sorted(summary["splits"].items()):
         click.echo(f"{split:<9} " + "  ".join(f"{k}={v}" for k, v in sorted(c.items())))
     click.echo(f"collected {summary['collected']} part(s) into {into} ({summary['already']} collected before, "

@@ -59,6 +59,9 @@ def doctor(as_json: bool, requirements: tuple[str, ...]) -> None:
 @click.option("--source-name", "source_names", multiple=True,
               help="The name results, logs, metrics, topics and evidence give a source (default: the URL without "
                    "credentials); once per SOURCE, in order.")
+@click.option("--product", "products", multiple=True,
+              help="The product a source shows, decided at the policy's operating point for it (a policy chosen "
+                   "--by-product); once for every SOURCE, or once per SOURCE in order.")
 @click.option("--metrics-port", type=int, default=None, envvar="EDGEFT_METRICS_PORT",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics, and the probes /healthz and /readyz; 0: a "
                    "free port. Default: $EDGEFT_METRICS_PORT (what `edgeft probe` reads too).")
@@ -104,7 +107,7 @@ def doctor(as_json: bool, requirements: tuple[str, ...]) -> None:
 def infer_cmd(model: Path, sources: tuple[str, ...], backend: str, batch: int, out_path: Path | None,
               threads: int | None, queue_size: int, reconnects: int, max_frames: int | None, input_size: int | None,
               mean: str | None, std: str | None, classes: str | None, source_names: tuple[str, ...],
-              metrics_port: int | None, metrics_host: str, ready_within: float, stats_every: int | None,
+              products: tuple[str, ...], metrics_port: int | None, metrics_host: str, ready_within: float, stats_every: int | None,
               require_policy: bool, heatmaps_dir: Path | None, station_name: str | None, mqtt_url: str | None,
               mqtt_topic: str | None, mqtt_buffer: int, save: tuple[str, str] | None, save_cap_mb: float,
               save_pass_share: float, watch: bool, opcua_url: str | None, opcua_node: str | None,
@@ -131,7 +134,8 @@ def infer_cmd(model: Path, sources: tuple[str, ...], backend: str, batch: int, o
         except ValueError:
             raise ConfigError(f"--mean/--std must be comma-separated numbers, got {mean!r} / {std!r}") from None
         contract = InputContract(size=(input_size, input_size), mean=m, std=s, color="GRAY" if len(m) == 1 else "RGB")
-    cfg = StationConfig(model=model, sources=list(sources), names=list(source_names), backend=backend, batch=batch,
+    cfg = StationConfig(model=model, sources=list(sources), names=list(source_names), products=list(products),
+                        backend=backend, batch=batch,
                         threads=threads, queue_size=queue_size, reconnects=reconnects, max_frames=max_frames,
                         contract=contract, classes=classes.split(",") if classes else None,
                         metrics_port=metrics_port, metrics_host=metrics_host, ready_within_s=ready_within,

@@ -202,10 +202,12 @@ def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, back
 @click.option("--false-reject-cost", type=float, default=1.0, show_default=True)
 @click.option("--review-budget", type=float, default=None, help="A review band: at most this share of parts (0.05) "
               "goes to a person, the least certain of those not passed.")
+@click.option("--by-product", is_flag=True, help="An operating point per product the data names (its products.csv "
+              "or a manifest's product column), each chosen on that product's val parts.")
 @click.option("--backend", default=None, help="Runtime backend that scores val (default: as `edgeft eval`).")
 def decide_cmd(artifact: Path, data: Path, positive: tuple[str, ...], target_recall: float | None,
                max_false_reject: float | None, escape_cost: float | None, false_reject_cost: float,
-               review_budget: float | None, backend: str | None) -> None:
+               review_budget: float | None, by_product: bool, backend: str | None) -> None:
     """Choose ARTIFACT's decision policy (pass / review / reject) on the val split and write it into the artifact,
     where `edgeft infer` and Predictor apply it. With a test/ split, prints what it does there. A classifier's
     "not OK" score is its positive classes' probability; a detector's, an image's best box of a positive class."""
@@ -214,7 +216,7 @@ def decide_cmd(artifact: Path, data: Path, positive: tuple[str, ...], target_rec
     from edgeft.tasks import registry as tasks
 
     rule = Rule(target_recall=target_recall, max_false_reject=max_false_reject, escape_cost=escape_cost,
-                false_reject_cost=false_reject_cost, review_budget=review_budget)
+                false_reject_cost=false_reject_cost, review_budget=review_budget, by_product=by_product)
     art = art_mod.load(artifact)
     for line in tasks.of(art.meta).decide(art, data, rule, list(positive), backend):
         click.echo(line)

@@ -134,10 +134,13 @@ def labels_from_folders(sorted_dir: Path, parts: list[KeptPart], classes: list[s
 
 
 def collect(saved: Path, into: Path, labels: Path | None = None, sorted_dir: Path | None = None,
-            test_share: float = 0.3, seed: int = 0, val_share: float = 0.0) -> dict[str, Any]:
+            test_share: float = 0.3, seed: int = 0, val_share: float = 0.0,
+            product: str | None = None) -> dict[str, Any]:
     """Copy the labelled kept parts into ``into`` (train, the new test slice, and with ``val_share`` val, where
     operating points are chosen: a share there moves them toward the line as it is now) and record where each came
-    from; returns counts per split and class."""
+    from; returns counts per split and class. Each part's product (``product``, else the one its station stream
+    named, ``infer --product``) goes into ``into``'s products.csv, for operating points per product."""
+    from edgeft.data.products import PRODUCTS_FILE, append_products
     from edgeft.data.imagefolder import find_splits, scan_split
 
     if (labels is None) == (sorted_dir is None):
@@ -177,6 +180,8 @@ def collect(saved: Path, into: Path, labels: Path | None = None, sorted_dir: Pat
         raise DataError(f"{clash[0]} exists but {prov.name} does not list it; remove it or restore {prov.name}")
     written: list[Path] = []
     records = []
+    table = into / PRODUCTS_FILE
+    table_before = table.read_bytes() if table.is_file() else None
     how = f"csv {labels}" if labels is not None else f"folders {sorted_dir}"
     try:
         for p, lab, split, dst in plan:
@@ -189,13 +194,20 @@ def collect(saved: Path, into: Path, labels: Path | None = None, sorted_dir: Pat
             records.append({"part": p.key, "file": dst.relative_to(into).as_posix(), "split": split, "label": lab,
                             "labelled_by": how, "stream": s.get("stream"), "time": s.get("timestamp"),
                             "frame": s.get("frame"), "model": s.get("model"), "decision": s.get("decision"),
-                            "not_ok": s.get("not_ok"), "predicted": s.get("label")})
+                            "not_ok": s.get("not_ok"), "predicted": s.get("label"),
+                            "product": product or s.get("product")})
+        for name in sorted({r["product"] for r in records if r["product"]}):
+            append_products(into, [r["file"] for r in records if r["product"] == name], name)
         with open(prov, "a") as f:
             for r in records:
                 f.write(json.dumps(r) + "\n")
     except OSError as e:
         for w in written:
             w.unlink(missing_ok=True)
+        if table_before is None:
+            table.unlink(missing_ok=True)
+        else:
+            table.write_bytes(table_before)
         raise DataError(f"collecting into {into} failed ({e.strerror or e}); nothing was added") from None
     counts: dict[str, dict[str, int]] = {}
     for _, lab, split, _ in plan:

@@ -95,13 +95,14 @@ class DecisionSection:
     escape_cost: float | None = None
     false_reject_cost: float = 1.0
     review_budget: float | None = None
+    by_product: bool = False  # an operating point per product the data names (products.csv), each on its val parts
 
     def rule(self):
         from edgeft.decision import Rule
 
         return Rule(target_recall=self.target_recall, max_false_reject=self.max_false_reject,
                     escape_cost=self.escape_cost, false_reject_cost=self.false_reject_cost,
-                    review_budget=self.review_budget)
+                    review_budget=self.review_budget, by_product=self.by_product)
 
 
 @dataclass

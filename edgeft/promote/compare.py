@@ -159,8 +159,10 @@ def _load(data: Path, split: str, artifact, folder: Path | None = None):
         return load_split(data, split, artifact.meta.input, classes=artifact.meta.class_names)
     from dataclasses import replace
 
+    from edgeft.data.imagefolder import with_products
+
     s = decode_split(scan_split(folder, artifact.meta.class_names, classes_from="the model"), artifact.meta.input)
-    return replace(s, name=split)
+    return replace(with_products(folder, s), name=split)  # its products from a products.csv in the folder
 
 
 def _side(positive: np.ndarray, decisions: np.ndarray, score: np.ndarray) -> SideOutcome:
@@ -304,16 +306,16 @@ def compare(deployed: str | Path, candidate: str | Path, data: str | Path, rule:
         progress.info(f"scoring {split} ({len(s)} parts) with both models")  # one contract (_check_pair): one decode
         loaded[split] = (s, y, _scores(dep, s), _scores(cand, s))
     val_s, _, val_dep, val_cand = loaded["val"]
-    retuned = choose(dec_rule, val_s.labels, val_dep, names, positive, split="val")
+    retuned = choose(dec_rule, val_s.labels, val_dep, names, positive, split="val", products=val_s.products)
     pol_dep = running if running is not None else retuned
-    pol_cand = choose(dec_rule, val_s.labels, val_cand, names, positive, split="val")
+    pol_cand = choose(dec_rule, val_s.labels, val_cand, names, positive, split="val", products=val_s.products)
     results: list[SliceResult] = []
     for split, folder in splits[1:]:
         s, y, p_dep, p_cand = loaded[split]
         sd, sc = pol_dep.score(p_dep), pol_cand.score(p_cand)
-        dd, dc = pol_dep.decide(sd), pol_cand.decide(sc)
+        dd, dc = pol_dep.decide(sd, s.products), pol_cand.decide(sc, s.products)  # each part at its product's point
         changes = paired_changes(y, (dd, sd), (dc, sc), rule.resamples, rule.level, rule.seed)
-        rethresholded = _side(y, retuned.decide(sd), sd) if running is not None else None
+        rethresholded = _side(y, retuned.decide(sd, s.products), sd) if running is not None else None
         results.append(SliceResult(split, int(y.sum()), int((~y).sum()), _side(y, dd, sd), _side(y, dc, sc),
                                    rethresholded, changes, _flips(s.paths, folder or data, y, dd, dc),
                                    judged=folder is None))
@@ -325,6 +327,8 @@ def compare(deployed: str | Path, candidate: str | Path, data: str | Path, rule:
     thresholds = {"deployed": pol_dep.reject_at, "candidate": pol_cand.reject_at}
     if running is not None:
         thresholds["deployed_rethresholded"] = retuned.reject_at
+    for side, pol in (("deployed", pol_dep), ("candidate", pol_cand)):
+        thresholds.update({f"{side} ({name})": p.reject_at for name, p in sorted(pol.products.items())})
     deployed_at = (f"the deployed model as it runs ({running.rule.text()}, chosen on {running.chosen_on} when it was "
                    "made)" if running is not None else "the deployed model (it has no policy) chosen the same way")
     return Promotion(verdict=verdict, reason=reason,

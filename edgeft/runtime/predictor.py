@@ -160,15 +160,18 @@ class Predictor:
         self.check_draws()
         return self.head.draw(frame, prediction, self.policy, self.class_names)
 
-    def predict(self, frames: Sequence[np.ndarray] | np.ndarray, source: str = "BGR") -> list[Prediction]:
-        """Predictions for a list of frames (a single HxW[xC] array is one frame)."""
+    def predict(self, frames: Sequence[np.ndarray] | np.ndarray, source: str = "BGR",
+                product: str | None = None) -> list[Prediction]:
+        """Predictions for a list of frames (a single HxW[xC] array is one frame). ``product``: the product these
+        frames show, decided at its own operating point where the policy has one per product."""
         if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
             frames = [frames]
         x = self.preprocess(frames, source)
+        policy = self.policy.for_product(product) if self.policy is not None else None
         if getattr(self.head, "places_boxes", False):  # a detector's boxes go back onto each frame
             sizes = [self.contract.crop(f).shape[:2] for f in frames]
-            return self.head.predict(self.runner, x, self.policy, self.class_names, sizes=sizes, contract=self.contract)
-        return self.head.predict(self.runner, x, self.policy, self.class_names)
+            return self.head.predict(self.runner, x, policy, self.class_names, sizes=sizes, contract=self.contract)
+        return self.head.predict(self.runner, x, policy, self.class_names)
 
     def close(self) -> None:
         self.runner.deactivate()

@@ -22,6 +22,7 @@ class StationConfig:
     model: Path
     sources: list[str]
     names: list[str] = field(default_factory=list)
+    products: list[str] = field(default_factory=list)  # one for every source, or one per source
     backend: str = "auto"
     batch: int = 1
     threads: int | None = None
@@ -56,6 +57,9 @@ class StationConfig:
         if self.names and len(self.names) != len(self.sources):
             raise ConfigError(f"--source-name was given {len(self.names)} time(s) for {len(self.sources)} source(s): "
                               "give one per SOURCE, in order, or none")
+        if len(self.products) not in (0, 1, len(self.sources)):
+            raise ConfigError(f"--product was given {len(self.products)} times for {len(self.sources)} sources: give "
+                              "one for every SOURCE, or one per SOURCE, in order")
         if not self.ready_within_s > 0:
             raise ConfigError(f"--ready-within must be positive seconds, got {self.ready_within_s}")
         if self.watch and not Path(self.model).is_dir():
@@ -69,6 +73,22 @@ class StationConfig:
 def station_name(given: str | None) -> str:
     """The station's name: the one given, else the host's, as a topic level."""
     return given or re.sub(r"[^A-Za-z0-9._-]+", "-", socket.gethostname()) or "station"
+
+
+def check_products(policy: Any, products: list[str | None], names: list[str], model: Path) -> None:
+    """Refuse a product the model's policy has no operating point for; warn for a stream of a per-product policy that
+    names none (it is decided at the point chosen over the whole mix)."""
+    named = [p for p in products if p is not None]
+    if named and policy is None:
+        raise ConfigError(f"--product chooses an operating point of the model's decision policy, and {model} carries "
+                          "none; choose one with `edgeft decide --by-product`")
+    for p in named:
+        policy.for_product(p)  # ConfigError naming the products it has
+    if policy is not None and policy.products:
+        for n, p in zip(names, products):
+            if p is None:
+                progress.warn(f"stream {n} names no product; the model has an operating point per product "
+                              f"({', '.join(sorted(policy.products))}): it is decided at the overall one; pass --product")
 
 
 def _overlay_writer(folder: Path):
@@ -134,8 +154,11 @@ def run_station(cfg: StationConfig, out_path: Path | None = None) -> int:
         progress.info(f"backend: {predictor.backend_name} ({predictor.backend_reason}); model {predictor.model_hash}")
         if predictor.policy is not None:
             progress.info(f"decisions: {predictor.policy.text()}")
+        products = cfg.products * len(sources) if len(cfg.products) == 1 else cfg.products or [None] * len(sources)
+        check_products(predictor.policy, products, [s.name for s in sources], cfg.model)
         slot = ModelSlot(predictor, load, Path(cfg.model) if cfg.watch else None)
-        streams = [Stream(s) for s in sources]
+        slot.products = {p for p in products if p is not None}
+        streams = [Stream(s, product=p) for s, p in zip(sources, products)]
         if cfg.metrics_port is not None or cfg.stats_every:
             for st in streams:
                 st.metrics = LineMetrics(st.name, predictor.backend_name, predictor.class_names, predictor.policy)

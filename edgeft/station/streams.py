@@ -45,6 +45,7 @@ class Stream:
     done: threading.Event = field(default_factory=threading.Event)
     queue: collections.deque = field(default_factory=collections.deque)
     fills: bool = False  # a file read as fast as it decodes: its frames wait for a whole batch (a live one never)
+    product: str | None = None  # what it shows: decided at the policy's operating point for that product
 
     @property
     def name(self) -> str:
@@ -168,11 +169,13 @@ class Station:
         for f in good:
             self.slot.remember(f.image)
         t0 = time.perf_counter()
-        preds = predictor.predict([f.image for f in good]) if good else []
+        preds = predictor.predict([f.image for f in good], product=stream.product) if good else []
         per_frame_ms = (time.perf_counter() - t0) * 1000 / max(1, len(good))
         by_id = {id(f): p for f, p in zip(good, preds)}
         for f in group:
             line: dict[str, Any] = {"source": f.source, "frame": f.index, "timestamp": round(f.timestamp, 6)}
+            if stream.product is not None:
+                line["product"] = stream.product
             if f.image is None:
                 line["error"] = f.error
                 if stream.metrics is not None:

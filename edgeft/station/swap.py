@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeft import progress
-from edgeft.errors import EdgeftError
+from edgeft.errors import ConfigError, EdgeftError
 
 CHECK_FRAMES = 4  # the last frames seen, run through a new model before it serves
 
@@ -51,6 +51,7 @@ class ModelSlot:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._seen = model_hash_at(path) if path is not None else None
+        self.products: set[str] = set()  # the products the streams name: a new model must decide each
         self._thread: threading.Thread | None = None
 
     def remember(self, image: np.ndarray) -> None:
@@ -117,6 +118,11 @@ class ModelSlot:
                         "are set up for the running one: restart the station for a new contract")
         if old.policy is not None and new.policy is None:
             return "it carries no decision policy and the running model decides (edgeft decide, or a recipe's decision:)"
+        for product in sorted(self.products) if new.policy is not None else ():
+            try:
+                new.policy.for_product(product)
+            except ConfigError as e:
+                return str(e)
         frames = list(self._recent)
         if frames:
             try:

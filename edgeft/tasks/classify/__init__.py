@@ -92,6 +92,14 @@ class Classify(FolderData, Task):
             raise ConfigError(f"decision.positive: {unknown[0]!r} is not a class of {recipe.data} "
                               f"({', '.join(classes)})"
                               f"{close_matches(unknown[0], classes)}")
+        if recipe.decision.by_product:
+            from edgeft.data.products import products_of
+
+            val = scan_split(splits["val"], classes)
+            if not any(products_of(recipe.data, val.paths) or []):
+                raise DataError(f"decision.by_product: {recipe.data}'s val split names no products; name each image's "
+                                "product in its products.csv (pattern,product) or a manifest's product column, or "
+                                "drop by_product")
 
     def first_label(self, recipe: Any) -> str:
         return "fine-tuned FP32"

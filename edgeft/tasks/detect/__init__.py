@@ -390,15 +390,17 @@ class Detect(Task):
             raise ConfigError(f"{data} has no val split: a policy is chosen on val, never on test; add one")
 
         def scored(split: str):
+            from edgeft.data.products import products_of
+
             s = self.read_images(data, split, artifact.meta.input, names)
             y = np.array([bool(np.isin(lab, idx).any()) for _, lab in s.truth])
-            return y, image_scores(self.detections(artifact, s, backend), idx)
+            return y, image_scores(self.detections(artifact, s, backend), idx), products_of(data, s.paths)
 
-        y, score = scored("val")
-        policy = choose_on_scores(rule, y, score, names, positive, "val")
+        y, score, products = scored("val")
+        policy = choose_on_scores(rule, y, score, names, positive, "val", products)
         split = "test" if "test" in found else "val"  # the held-out split, as the stages report mAP on it
-        yt, st = scored("test") if split == "test" else (y, score)
-        outcome = policy.outcome(yt, st)
+        yt, st, pt = scored("test") if split == "test" else (y, score, products)
+        outcome = policy.outcome(yt, st, pt)
         metrics: dict[str, Any] = {}
         record = dict(artifact.meta.metrics.get(split) or {})
         if record:  # the split's mAP record, measured by the stage that made the model
