@@ -325,6 +325,15 @@ def test_decide_by_product_and_infer_at_each_product_s_point(tiny_onnx, tiny_dat
         assert line["product"] == product
         assert line["decision"] == str(p.for_product(product).decide(line["not_ok"])[()])
     assert_one_line_error(cli("infer", path, data / "test", "--product", "c"), "'c' has no operating point", "a, b")
+    from edgeft.runtime import Predictor
+    from edgeft.station.swap import ModelSlot
+
+    with Predictor(path) as running, Predictor(path) as new:  # a hot swap keeps every stream's product decided
+        slot = ModelSlot(running, Predictor)
+        slot.products = {"a"}
+        assert slot.incompatible(new) is None
+        slot.products = {"a", "c"}
+        assert "'c' has no operating point" in slot.incompatible(new)
     assert_one_line_error(cli("infer", path, data / "test", data / "test", data / "test", "--product", "a",
                               "--product", "b"), "--product was given 2 times for 3 sources")
     plain = tmp_path / "plain"

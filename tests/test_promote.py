@@ -64,6 +64,7 @@ def test_a_better_candidate_is_promoted_into_the_model_directory_and_rolled_back
         len(new["flips"]["passed_now_false_reject"])
     md = (report / "promotion.md").read_text()
     assert "# Promotion: PROMOTE" in md and "new-test" in md and "False rejects now passed" in md
+    assert "- note: test: recall change >= -3 pp (max_recall_drop_pp): 3 pp of 10 defective parts" in md
     # the deployed model is kept as v0001, the candidate is v0002, and the station's watched link serves it
     assert sha(models / "v0001") == sha(loop["deployed"]) and sha(models / "v0002") == sha(loop["candidate"])
     assert (models / "current").is_symlink() and model_hash_at(models / "current") == sha(loop["candidate"])
@@ -250,6 +251,19 @@ def test_the_rule_is_checked_before_anything_runs():
                           ({"test": {}, "new-test": {}, "max_latency_regression": None}, "states no bound")]:
         with pytest.raises(ConfigError, match=fragment):
             parse(bad)
+
+
+def test_a_bound_narrower_than_its_slice_can_resolve_is_noted():
+    """ELPV's frozen mono test (55 defective, 106 good): 3 pp is 1.6 defective parts, met only if none changes
+    decision; 10 pp (5.5 parts) and a slice of 1,000 are fine."""
+    from edgeft.promote.compare import resolution_notes
+    from edgeft.promote.rule import PromoteRule, SliceBounds
+
+    rule = PromoteRule(test=SliceBounds(max_recall_drop_pp=3, max_false_reject_rise_pp=10),
+                       new_test=SliceBounds(max_recall_drop_pp=3))
+    notes = resolution_notes(rule.bounds(), {"test": (55, 106), "new-test": (1000, 1000)})
+    assert len(notes) == 1 and "3 pp of 55 defective parts is 1.6 part(s)" in notes[0] and "at most 0 of them" in notes[0]
+    assert "max_auroc_drop" in notes[0]
 
 
 def recipe_file(path: Path, data: Path, deployed: Path | None, extra: str = "") -> Path:

@@ -111,6 +111,7 @@ class Promotion:
     latency: dict[str, Any] | None = None
     installed: dict[str, Any] | None = None  # the model directory's new version, when promoted into one
     candidate_policy: dict[str, Any] = field(default_factory=dict)  # the operating point a promoted candidate gets
+    notes: list[str] = field(default_factory=list)  # bounds tighter than their slice can resolve
 
     @property
     def exit_code(self) -> int:
@@ -305,6 +306,9 @@ def compare(deployed: str | Path, candidate: str | Path, data: str | Path, rule:
                             f" recall and false rejects cannot both be compared on it; collect parts of both kinds")
         progress.info(f"scoring {split} ({len(s)} parts) with both models")  # one contract (_check_pair): one decode
         loaded[split] = (s, y, _scores(dep, s), _scores(cand, s))
+    notes = resolution_notes(rule.bounds(), {k: (int(v[1].sum()), int((~v[1]).sum())) for k, v in loaded.items()})
+    for note in notes:
+        progress.warn(note)
     val_s, _, val_dep, val_cand = loaded["val"]
     retuned = choose(dec_rule, val_s.labels, val_dep, names, positive, split="val", products=val_s.products)
     pol_dep = running if running is not None else retuned
@@ -337,7 +341,7 @@ def compare(deployed: str | Path, candidate: str | Path, data: str | Path, rule:
                      decision_rule=f"not OK = {' + '.join(positive)}; the candidate at {dec_rule.text()}, chosen on "
                                    f"today's val; {deployed_at}",
                      thresholds=thresholds, slices=results, bounds=judged, latency=lat,
-                     candidate_policy=pol_cand.to_dict())
+                     candidate_policy=pol_cand.to_dict(), notes=notes)
 
 
 def _measured(b: Bound, r: SliceResult, level: float) -> Change:
@@ -350,6 +354,25 @@ def _measured(b: Bound, r: SliceResult, level: float) -> Change:
     k, n = ((r.n_defective - o.escapes, r.n_defective) if b.metric == "recall" else (o.false_rejects, r.n_good))
     lo, hi = wilson_interval(k, n, level)
     return Change(k / n, lo, hi)
+
+
+def resolution_notes(bounds: list[Bound], counts: dict[str, tuple[int, int]]) -> list[str]:
+    """A note for each tolerance bound (at most so many points worse) narrower than its slice can resolve: the paired
+    interval of a change on n parts of which k changed decision is about 1.96 sqrt(k) / n wide each side, so a
+    tolerance of m clears only while k <= (m n / 1.96)^2; under 3 parts' worth, a candidate that flips more than two
+    of them is never met there, whatever it gained. ``counts``: slice -> (defective, good)."""
+    notes = []
+    for b in bounds:
+        if b.field not in ("max_recall_drop_pp", "max_false_reject_rise_pp") or b.slice not in counts:
+            continue
+        n, kind = (counts[b.slice][0], "defective") if b.metric == "recall" else (counts[b.slice][1], "good")
+        parts = abs(b.value) * n
+        if n and parts < 3:
+            k = int((parts / 1.96) ** 2)
+            notes.append(f"{b.text()}: {abs(b.value) * 100:g} pp of {n} {kind} parts is {parts:.1f} part(s); a paired "
+                         f"interval clears it only while at most {k} of them change decision: loosen it, bound "
+                         "AUROC on this slice (max_auroc_drop), or add parts to it")
+    return notes
 
 
 def _deciding(b: Bound, r: SliceResult) -> tuple[int, str]:

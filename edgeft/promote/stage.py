@@ -88,7 +88,7 @@ def render(result: Promotion, data: str | os.PathLike) -> str:
     return env.get_template("promotion.md.j2").render(
         verdict=result.verdict, exit_code=result.exit_code, reason=result.reason, deployed=result.deployed,
         candidate=result.candidate, data=str(data), decision_rule=result.decision_rule, thresholds=result.thresholds,
-        rule=result.rule, installed=result.installed, bounds=bounds, latency=lat, slices=slices)
+        rule=result.rule, installed=result.installed, bounds=bounds, latency=lat, slices=slices, notes=result.notes)
 
 
 def write(result: Promotion, report: Path, data: str | os.PathLike) -> None:
