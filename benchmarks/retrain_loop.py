@@ -1,13 +1,13 @@
 """One turn of the retraining loop on ELPV, staged as a plant would live it, printing JSON.
 
 A line ran monocrystalline cells only and deployed a model fine-tuned on them (examples/loop/mono.yaml). Then it
-switched to polycrystalline cells: the station (`edgeft infer --save reject,review`, a share of passes kept for
-audit) judged the poly cells of ELPV's train and val splits, a person labelled what it kept (here: the cells' real
-grades from the data set), `edgeft data collect` added them to the data (train, val and a new test slice), and
-examples/loop/retrain.yaml fine-tuned the deployed model again, compressed it the same way and judged it against the
-deployed one (exit 0 promote, 1 keep, 3 inconclusive). ELPV's poly test cells, which the station never saw, are
-reported beside (promote.also). The same loop with the labels of the new training parts shuffled (a careless
-labelling) must not promote.
+switched to polycrystalline cells: the station (`edgeft infer --product poly --save reject,review`, a share of passes
+kept for audit) judged the poly cells of ELPV's train and val splits, a person labelled what it kept (here: the
+cells' real grades from the data set), `edgeft data collect` added them to the data (train, val and a new test slice;
+their product, poly, into its products.csv, the old cells mono), and examples/loop/retrain.yaml fine-tuned the
+deployed model again, compressed it the same way and judged it against the deployed one (exit 0 promote, 1 keep, 3
+inconclusive). ELPV's poly test cells, which the station never saw, are reported beside (promote.also). The same loop
+with the labels of the new training parts shuffled (a careless labelling) must not promote.
 
     python benchmarks/retrain_loop.py [--skip-mono] [--skip-station] [--seed S]
         (about 30 minutes on 2 cores; runs/loop/; --seed S: another draw of the collected parts' splits and of the
@@ -102,20 +102,22 @@ def main() -> None:
     tag = f"-s{args.seed}" if args.seed else ""
     t0 = time.time()
     grades = stage_data()
+    (DATA / "poly-test" / "test" / "products.csv").write_text("pattern,product\n*,poly\n")
     if not args.skip_mono:
         sh("optimize", "examples/loop/mono.yaml", "--out", RUNS / "mono", "--force")
     deployed = RUNS / "mono" / "03-quantize"
     kept = RUNS / "kept"
     if not args.skip_station:
         shutil.rmtree(kept, ignore_errors=True)
-        sh("-q", "infer", deployed, DATA / "poly-line", "--source-name", "line2", "--save", "reject,review", kept,
-           "--save-pass-share", "0.2", "--out", RUNS / "station.jsonl")
+        sh("-q", "infer", deployed, DATA / "poly-line", "--source-name", "line2", "--product", "poly", "--save",
+           "reject,review", kept, "--save-pass-share", "0.2", "--out", RUNS / "station.jsonl")
     n_kept = label_csv(kept, grades, RUNS / "labels.csv")
     decisions = [json.loads(x)["decision"] for x in (RUNS / "station.jsonl").read_text().splitlines() if '"decision"' in x]
     line, shuffled = DATA / f"line{tag}", DATA / f"line-shuffled{tag}"
     for d in (line, shuffled):
         shutil.rmtree(d, ignore_errors=True)
         shutil.copytree(DATA / "mono", d)
+        (d / "products.csv").write_text("pattern,product\n*,mono\n")  # collect puts the kept poly cells ahead
         sh("-q", "data", "collect", kept, "--into", d, "--labels", RUNS / "labels.csv", "--test-share", "0.3",
            "--val-share", "0.2", "--seed", args.seed)
     moved = shuffle_train_labels(shuffled, args.seed)
@@ -131,7 +133,8 @@ def main() -> None:
         doc = json.loads((run / "promotion" / "promotion.json").read_text())
         out = {"verdict": doc["verdict"], "exit_code": doc["exit_code"], "reason": doc["reason"],
                "latency": {k: doc["latency"].get(k) for k in ("verdict", "ratio", "interval", "rounds")}
-               if doc["latency"] else None, "installed": doc["installed"]}
+               if doc["latency"] else None, "installed": doc["installed"], "thresholds": doc["thresholds"],
+               "notes": doc["notes"]}
         for s in doc["slices"]:
             out[s["name"]] = {"n_defective": s["n_defective"], "n_good": s["n_good"],
                               **{side: {k: round(s[side][k], 4) for k in ("recall", "false_reject", "auroc")}
