@@ -99,6 +99,16 @@ def check_onnxruntime() -> Check:
     return Check("onnxruntime", True, ort.__version__, detail)
 
 
+def check_cpu() -> Check:
+    """The CPU's units for reduced precision: what INT8 and bf16 run on here (the CPU runtime choice depends on it)."""
+    from edgeft.host import cpu_model, precision_units
+
+    units = precision_units()
+    detail = (f"{cpu_model() or 'unknown CPU'}; INT8: {units['int8'] or 'no dot-product unit'}; bf16: "
+              f"{units['bf16'] or 'none (bf16 would be emulated; --backend ov-cpu-bf16 is unavailable)'}")
+    return Check("cpu", True, detail=detail)
+
+
 def check_openvino() -> Check:
     ov, err = _import("openvino")
     if ov is None:
@@ -157,6 +167,7 @@ def run_checks() -> list[Check]:
                                hint="not installed: pip install opencv-python-headless"))
     checks.append(check_module("onnx", "onnx", "onnx", ["export", "quantize"],
                                hint="not installed: pip install 'edgeft[onnx]'"))
+    checks.append(check_cpu())
     checks.append(check_onnxruntime())
     checks.append(check_openvino())
     checks.append(check_module("torch-pruning", "torch_pruning", "torch-pruning", ["prune"],

@@ -22,3 +22,31 @@ def cpu_model() -> str:
 def machine() -> dict[str, str]:
     return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu_model(),
             "cpu_count": str(os.cpu_count())}
+
+
+# The instruction-set features that decide which precisions run fast on a CPU, and what each enables.
+INT8_UNITS = (("amx_int8", "AMX-INT8 tiles"), ("avx512_vnni", "AVX512-VNNI dot products"),
+              ("avx_vnni", "AVX-VNNI dot products"), ("asimddp", "NEON dot product"), ("i8mm", "Arm I8MM"))
+BF16_UNITS = (("amx_bf16", "AMX-BF16 tiles"), ("avx512_bf16", "AVX512-BF16 dot products (no AMX)"),
+              ("bf16", "Arm BF16"))
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU's feature flags (x86 ``flags``, Arm ``Features``) from /proc/cpuinfo, or from ``cpuinfo``'s text."""
+    try:
+        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def precision_units(flags: frozenset[str] | set[str] | None = None) -> dict[str, str | None]:
+    """Which unit runs each reduced precision on this CPU (``int8``, ``bf16``), in words, or None: without a bf16
+    unit a bf16 model is emulated (slower than FP32), without a dot-product unit INT8 gains less."""
+    f = cpu_flags() if flags is None else frozenset(flags)
+    return {"int8": next((words for flag, words in INT8_UNITS if flag in f), None),
+            "bf16": next((words for flag, words in BF16_UNITS if flag in f), None)}

@@ -33,6 +33,7 @@ class Tolerance:
 TOLERANCES = {
     "fp32": Tolerance(rtol=1e-3, tie=2e-3, min_agreement=1.0, min_cosine=0.9999),
     "fp16": Tolerance(rtol=None, tie=0.01, min_agreement=0.99, min_cosine=0.999),
+    "bf16": Tolerance(rtol=None, tie=0.02, min_agreement=0.98, min_cosine=0.995),  # 8 mantissa bits to fp16's 11
     "int8": Tolerance(rtol=None, tie=0.05, min_agreement=0.97, min_cosine=0.99),
 }
 

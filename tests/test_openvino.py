@@ -124,3 +124,50 @@ def test_bad_input_is_one_line(cli, tiny_onnx, tmp_path):
     r = cli("infer", tmp_path / "odd.onnx", "x.png", "--backend", "ov-cpu", "--input-size", "32", "--mean",
             "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--classes", "a,b")
     assert_one_line_error(r, "OpenVINO cannot read", "run it on ort-cpu instead")
+
+
+XEON_SPR = "avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16"
+EPYC_ZEN3 = "avx2 fma sse4_2"
+EPYC_ZEN4 = "avx2 avx512f avx512_vnni avx512_bf16"
+NEOVERSE_V1 = "fp asimd asimddp bf16 i8mm sve"
+
+
+def test_the_cpu_s_precision_units_are_read_from_its_flags():
+    from edgeft.host import cpu_flags, precision_units
+
+    assert precision_units(set(XEON_SPR.split())) == {"int8": "AMX-INT8 tiles", "bf16": "AMX-BF16 tiles"}
+    assert precision_units(set(EPYC_ZEN3.split())) == {"int8": None, "bf16": None}
+    assert precision_units(set(EPYC_ZEN4.split())) == {"int8": "AVX512-VNNI dot products",
+                                                       "bf16": "AVX512-BF16 dot products (no AMX)"}
+    assert precision_units(set(NEOVERSE_V1.split())) == {"int8": "NEON dot product", "bf16": "Arm BF16"}
+    assert cpu_flags("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16\n") == {"fpu", "avx2", "amx_bf16"}
+    assert cpu_flags("processor\t: 0\nFeatures\t: fp asimd asimddp\n") == {"fp", "asimd", "asimddp"}
+
+
+def test_bf16_runs_where_the_cpu_has_a_unit_and_is_refused_in_one_line_elsewhere(cli, trained, tiny_data,
+                                                                                  monkeypatch):
+    """ov-cpu-bf16 is a backend asked for by name: where OpenVINO reports a bf16 unit it runs the FP32 artifact in
+    bf16 (judged by the bf16 parity rule against ov-cpu's FP32); where the CPU has none, one line names the missing
+    unit, and auto never picks it (a precision nobody measured the accuracy of)."""
+    from edgeft.parity import compare
+    from edgeft.runtime import openvino as ov_mod
+
+    ft, onnx_art, _ = trained
+    x = onnx_art.meta.input.normalize(np.stack([onnx_art.meta.input.prepare(f) for f in _frames(8)]))
+    if backends_mod.BACKENDS["ov-cpu-bf16"].available():
+        with Predictor(onnx_art.path, backend="ov-cpu-bf16") as bf16, Predictor(onnx_art.path, backend="ov-cpu") as f32:
+            assert bf16.backend_name == "ov-cpu-bf16"
+            p = compare(f32.runner.infer(x), bf16.runner.infer(x), "bf16")
+            assert p.passed, p.explain()
+        r = cli("compare-backends", onnx_art.path, "--data", tiny_data, "--reference", ft.path)
+        row = next(line for line in r.output.splitlines() if line.startswith("ov-cpu-bf16"))
+        assert row.split()[1] == "pass", r.output
+    with Predictor(onnx_art.path) as auto:
+        assert auto.backend_name != "ov-cpu-bf16"
+    monkeypatch.setattr(ov_mod, "cpu_capabilities", lambda: ("FP32", "INT8"))
+    monkeypatch.setattr("edgeft.host.cpu_flags", lambda cpuinfo=None: frozenset(EPYC_ZEN3.split()))
+    assert_one_line_error(cli("infer", onnx_art.path, "x.png", "--backend", "ov-cpu-bf16"),
+                          "backend ov-cpu-bf16 is not available here", "has no bf16 unit", "amx_bf16, avx512_bf16")
+    from edgeft.doctor import check_cpu
+
+    assert "bf16: none (bf16 would be emulated; --backend ov-cpu-bf16 is unavailable)" in check_cpu().detail

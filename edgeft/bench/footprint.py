@@ -18,6 +18,7 @@ from typing import Any
 
 # What each CPU backend imports before a model is loaded: the baseline the model's memory is counted above.
 RUNTIME_MODULES = {"ort-cpu": ("numpy", "onnxruntime"), "ov-cpu": ("numpy", "openvino"),
+                   "ov-cpu-bf16": ("numpy", "openvino"),
                    "torch": ("numpy", "torch", "timm", "edgeft.models")}
 
 

@@ -13,12 +13,13 @@ from edgeft.bench.gate import GateConfig
 from edgeft.bench.harness import BenchConfig
 from edgeft.cli.base import THREADS_HELP, Group, cli, fraction, int_list, write_json
 from edgeft.history.drift import MIN_CHANGE
+from edgeft.runtime.backends import BACKENDS
 
 
 @cli.command("bench")
 @click.argument("models", nargs=-1, required=True)
 @click.option("--backend", "backends", multiple=True, default=BenchConfig().backends, show_default=True,
-              help="auto, ort-cpu, ov-cpu, ov-gpu, ort-cuda, ort-trt, tensorrt, torch, torch-cuda (repeatable). "
+              help="auto, " + ", ".join(BACKENDS) + " (repeatable). "
                    "An artifact measured on ort-cpu and ov-cpu keeps which ran it faster on this machine.")
 @click.option("--batch", "batches", default=",".join(map(str, BenchConfig().batches)), show_default=True,
               help="Batch sizes, e.g. 1,8.")

@@ -10,6 +10,7 @@ import click
 
 from edgeft import __version__
 from edgeft.cli.base import THREADS_HELP, cli, parse_overrides
+from edgeft.runtime.backends import BACKENDS
 
 
 @cli.command()
@@ -39,8 +40,7 @@ def doctor(as_json: bool, requirements: tuple[str, ...]) -> None:
 @click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
 @click.option("--backend", default="auto", show_default=True,
               help="auto (the fastest that runs here; on a CPU the runtime `edgeft bench` measured fastest for this "
-                   "model on this machine) or one of tensorrt, ort-trt, ort-cuda, ort-cpu, ov-cpu, ov-gpu, torch-cuda, "
-                   "torch.")
+                   "model on this machine) or one of " + ", ".join(BACKENDS) + ".")
 @click.option("--batch", type=int, default=1, show_default=True, help="Frames per inference call (of one stream).")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), help="JSON lines file (default: stdout).")
 @click.option("--threads", type=int, default=None, help=THREADS_HELP)

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from edgeft.cli.base import DATA_HELP, THREADS_HELP, cli, int_list
+from edgeft.runtime.backends import BACKENDS
 
 
 @cli.command("export")
@@ -148,8 +149,7 @@ def build_cmd(artifact: Path, out: Path, precision: str, batch: str, workspace_m
 @click.option("--tta-views", type=click.Choice(["1", "2", "4", "8"]), default=None,
               help="Override the artifact's recorded test-time views.")
 @click.option("--backend", default=None,
-              help="Runtime backend that runs the model (auto, ort-cpu, ov-cpu, ov-gpu, ort-cuda, ort-trt, tensorrt, "
-                   "torch, torch-cuda)"
+              help="Runtime backend that runs the model (auto, " + ", ".join(BACKENDS) + ")"
                    "  [default: torch for PyTorch artifacts, ort-cpu for ONNX, tensorrt for engines]")
 @click.option("--positive", multiple=True, metavar="CLASS",
               help="A 'not OK' class (repeatable): AUROC, average precision and operating points (recall at fixed "

@@ -141,12 +141,29 @@ def _tensorrt_runner(f: Path, a: Path | None, t: int | None) -> Runner:
     return TensorRTRunner(f, a)
 
 
-def _openvino_runner(device: str):
+def _openvino_runner(device: str, precision: str = "f32"):
     def make(f: Path, a: Path | None, t: int | None) -> Runner:
         from edgeft.runtime.openvino import OpenVINORunner
 
-        return OpenVINORunner(f, device, t)
+        return OpenVINORunner(f, device, t, precision)
     return make
+
+
+def _openvino_bf16() -> bool:
+    from edgeft.runtime.openvino import cpu_capabilities
+
+    return "BF16" in cpu_capabilities()
+
+
+def _no_bf16() -> str:
+    """Why ov-cpu-bf16 cannot run here, naming what is missing."""
+    from edgeft.host import BF16_UNITS, cpu_model
+    from edgeft.runtime.openvino import available_devices
+
+    if "CPU" not in available_devices():
+        return "OpenVINO is not installed (pip install 'edgeft[openvino]')"
+    return (f"this CPU ({cpu_model() or 'unknown'}) has no bf16 unit (none of {', '.join(f for f, _ in BF16_UNITS)} "
+            "in its flags), so OpenVINO would emulate bf16 slower than FP32; use ov-cpu or ort-cpu")
 
 
 def _openvino(device: str) -> Callable[[], bool]:
@@ -172,6 +189,8 @@ class Backend:
     available: Callable[[], bool]
     make: Callable[[Path, Path | None, int | None], Runner]  # (model file, artifact dir, threads)
     description: str
+    missing: Callable[[], str] | None = None  # why it is not available here, when a description alone cannot say
+    precision: str | None = None  # a reduced precision it computes an FP32 model in (bf16), judged by its parity rule
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
@@ -184,6 +203,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             lambda f, a, t: OrtRunner(f, "CPUExecutionProvider", t), "ONNX Runtime on the CPU"),
     Backend("ov-cpu", "model.onnx", _openvino("CPU"), _openvino_runner("CPU"),
             "OpenVINO on the CPU (pip install 'edgeft[openvino]')"),
+    Backend("ov-cpu-bf16", "model.onnx", _openvino_bf16, _openvino_runner("CPU", "bf16"),
+            "OpenVINO on the CPU at bf16 inference precision (a CPU with a bf16 unit)", _no_bf16, "bf16"),
     Backend("ov-gpu", "model.onnx", _openvino("GPU"), _openvino_runner("GPU"),
             "OpenVINO on an Intel GPU (openvino and the GPU's driver)"),
     Backend("torch", "model.pt", lambda: importlib.util.find_spec("torch") is not None,
@@ -220,7 +241,8 @@ def choose_with_reason(name: str, files: dict[str, Path],
             raise ConfigError(f"backend {name} runs {b.model_file}, which this artifact does not have "
                               f"(it has {', '.join(files) or 'no model file'})")
         if not b.available():
-            raise DependencyError(f"backend {name} is not available here ({b.description}); run `edgeft doctor`")
+            why = b.missing() if b.missing is not None else b.description
+            raise DependencyError(f"backend {name} is not available here ({why}); run `edgeft doctor`")
         return b, "asked for"
     first = next((BACKENDS[c] for c in AUTO_ORDER if BACKENDS[c].model_file in files and BACKENDS[c].available()),
                  None)

@@ -53,7 +53,8 @@ def compare_backends(model_dirs: list[Path], images_for: Callable[[Any], np.ndar
         except (EdgeftError, RuntimeError) as e:
             out.append(BackendCheck(name, "fail", reason=str(e).splitlines()[0][:200]))
             continue
-        p = compare(reference_logits, got, precision)
+        rule = backend.precision if backend.precision and precision == "fp32" else precision  # bf16 of an FP32 model
+        p = compare(reference_logits, got, rule)
         out.append(BackendCheck(name, "pass" if p.passed else "fail", agreement=p.agreement,
                                 max_abs_diff=p.max_abs_diff, cosine=p.cosine, reason=p.explain()))
     return out

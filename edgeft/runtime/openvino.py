@@ -1,9 +1,11 @@
 """OpenVINO: the CPU (and Intel GPU) runtime of line PCs without an NVIDIA GPU, from the same ONNX artifact.
 
 OpenVINO reads edgeft's ONNX files unchanged, FP32 and INT8 QDQ alike. The runner compiles for one device with
-FP32 inference precision: on CPUs with bf16 units OpenVINO would otherwise run FP32 models in bf16, which moves
-the logits further than the FP32 parity rule allows and is a precision the user did not ask for. ``openvino``
-is imported only when a runner activates, never by ``import edgeft``.
+FP32 inference precision (``ov-cpu``): on CPUs with bf16 units OpenVINO would otherwise run FP32 models in bf16, which
+moves the logits further than the FP32 parity rule allows and is a precision the user did not ask for. bf16 is a
+backend of its own (``ov-cpu-bf16``), asked for by name, measured like any other, and available only where the CPU
+has a bf16 unit (OpenVINO's ``OPTIMIZATION_CAPABILITIES`` lists BF16). ``openvino`` is imported only when a runner
+activates or availability is asked, never by ``import edgeft``.
 """
 
 from __future__ import annotations
@@ -44,12 +46,24 @@ def available_devices() -> tuple[str, ...]:
         return ()
 
 
-class OpenVINORunner(Runner):
-    """An ONNX model compiled by OpenVINO for ``device`` (``CPU``, ``GPU``, ``GPU.1`` ...), batch 1 latency hint."""
+@functools.lru_cache(maxsize=1)
+def cpu_capabilities() -> tuple[str, ...]:
+    """What OpenVINO's CPU plugin can run natively here (FP32, INT8, BF16, ...); empty without OpenVINO."""
+    if "CPU" not in available_devices():
+        return ()
+    try:
+        return tuple(ov_module().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    except RuntimeError:
+        return ()
 
-    def __init__(self, path: Path, device: str = "CPU", threads: int | None = None):
-        self.path, self.device, self.threads = Path(path), device, threads
-        self.name = "ov-cpu" if device == "CPU" else "ov-gpu"
+
+class OpenVINORunner(Runner):
+    """An ONNX model compiled by OpenVINO for ``device`` (``CPU``, ``GPU``, ``GPU.1`` ...), batch 1 latency hint, at
+    ``precision`` (``f32``; ``bf16`` on a CPU with a bf16 unit)."""
+
+    def __init__(self, path: Path, device: str = "CPU", threads: int | None = None, precision: str = "f32"):
+        self.path, self.device, self.threads, self.precision = Path(path), device, threads, precision
+        self.name = ("ov-cpu" if device == "CPU" else "ov-gpu") + ("-bf16" if precision == "bf16" else "")
         self.model = self.compiled = self.request = None
 
     def activate(self) -> None:
@@ -64,7 +78,7 @@ class OpenVINORunner(Runner):
         except RuntimeError as e:  # an op its ONNX frontend cannot read, or a file that is no ONNX model
             raise ArtifactError(f"OpenVINO cannot read {self.path}: {_first_line(e)}; run it on ort-cpu instead") \
                 from None
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": self.precision}
         if self.threads and self.device == "CPU":
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         try:
