@@ -76,6 +76,33 @@ def compare_cmd(baseline: Path, current: Path, metric: str, max_regression: str,
         sys.exit(1)
 
 
+@cli.command("profile")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
+@click.option("--calls", type=int, default=200, show_default=True, help="Profiled calls (after 20 warm-up calls).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the profile here.")
+def profile_cmd(model: Path, threads: int | None, calls: int, json_out: Path | None) -> None:
+    """Where MODEL's time goes on ONNX Runtime's CPU provider (batch 1): each operator's time per call from its own
+    profiler, grouped (depthwise, pointwise, elementwise, Q/DQ, layout, ...), and how much of a call they account for."""
+    import os
+
+    from edgeft.bench.profile import profile_ort
+    from edgeft.errors import ConfigError
+    from edgeft.runtime.backends import model_files
+
+    if calls < 1:
+        raise ConfigError(f"--calls must be >= 1, got {calls}")
+    files, _, chw = model_files(str(model))
+    if "model.onnx" not in files:
+        raise ConfigError(f"{model} has no ONNX model (it has {', '.join(files)}); profile an exported artifact")
+    if chw is None:
+        raise ConfigError(f"{model} is a bare ONNX file; profile its artifact directory (its input size is there)")
+    p = profile_ort(files["model.onnx"], (1, *chw), threads or os.cpu_count() or 1, calls=calls)
+    click.echo(p.text())
+    if json_out is not None:
+        write_json(json_out, p.to_dict())
+
+
 @cli.command("gate")
 @click.argument("baseline")
 @click.argument("candidate")

@@ -27,8 +27,11 @@ def time_calls(fn: Callable[[], Any], warmup: int = 10, iters: int = 50, min_sec
             "min_ms": s[0], "max_ms": s[-1], "samples_ms": samples}
 
 
-def ort_session(onnx_path: str, threads: int = 2, providers: tuple[str, ...] = ("CPUExecutionProvider",)):
-    """An ONNX Runtime session on exactly ``providers``; refuses a silent fallback to another provider."""
+def ort_session(onnx_path: str, threads: int = 2, providers: tuple[str, ...] = ("CPUExecutionProvider",),
+                profile_prefix: str | None = None, optimized_path: str | None = None):
+    """An ONNX Runtime session on exactly ``providers``; refuses a silent fallback to another provider.
+    ``profile_prefix``: record every operator's time (ONNX Runtime's profiler, a JSON file from ``end_profiling``);
+    ``optimized_path``: write the graph as ONNX Runtime runs it (its fused operators, the names the profile uses)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -41,6 +44,11 @@ def ort_session(onnx_path: str, threads: int = 2, providers: tuple[str, ...] = (
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    if optimized_path is not None:
+        so.optimized_model_filepath = optimized_path
     sess = ort.InferenceSession(str(onnx_path), so, providers=list(providers))
     missing = [p for p in providers if p not in sess.get_providers()]
     if missing:
