@@ -113,6 +113,7 @@ class Policy:
     drift_edges: list[float]  # inner edges of the val score bins
     drift_expected: list[float]  # val's share in each bin
     products: dict[str, Point] = field(default_factory=dict)  # by_product: each product's own point
+    scored_with: str | None = None  # the reduced-precision backend (ov-cpu-bf16) whose scores it was chosen on
 
     @property
     def has_review(self) -> bool:
@@ -157,6 +158,8 @@ class Policy:
         text = (f"not OK = {' + '.join(self.positive)}; reject at score >= {self.reject_at:.4f}{band} "
                 f"({self.rule.text()}, chosen on {self.chosen_on}: recall {v.recall * 100:.1f}%, false reject "
                 f"{v.false_reject * 100:.1f}%{f', review {v.review_rate * 100:.1f}%' if self.has_review else ''})")
+        if self.scored_with:
+            text += f"; chosen on {self.scored_with}'s scores: the model runs there"
         for name, p in sorted(self.products.items()):
             text += (f"; {name}: reject at >= {p.reject_at:.4f} (recall {p.val.recall * 100:.1f}%, false reject "
                      f"{p.val.false_reject * 100:.1f}% of {p.val.n_positive} + {p.val.n_negative} val parts)")

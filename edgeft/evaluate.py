@@ -99,5 +99,9 @@ def choose_policy(artifact: Artifact, val: ImageSet, rule: Rule, positive: list[
         out, _ = logits(artifact, val, tta_views, batch_size, "cpu", backend)
     policy = choose(rule, val.labels, softmax(out.astype(np.float64)), list(artifact.meta.class_names), positive,
                     split=val.name, products=val.products)
+    from edgeft.runtime.backends import BACKENDS
+
+    if backend in BACKENDS and BACKENDS[backend].precision:  # scores of a reduced precision: the model must run there
+        policy = replace(policy, scored_with=backend)
     art.update_metrics(artifact, {}, extra={"decision": policy.to_dict()})
     return policy

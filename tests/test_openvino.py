@@ -171,3 +171,33 @@ def test_bf16_runs_where_the_cpu_has_a_unit_and_is_refused_in_one_line_elsewhere
     from edgeft.doctor import check_cpu
 
     assert "bf16: none (bf16 would be emulated; --backend ov-cpu-bf16 is unavailable)" in check_cpu().detail
+
+
+def test_a_policy_chosen_on_bf16_scores_runs_on_bf16_and_says_so_where_it_cannot(cli, trained, tiny_data, tmp_path,
+                                                                                   monkeypatch):
+    """decide --backend ov-cpu-bf16 chooses the threshold on bf16 scores and records it: auto then runs the model in
+    bf16 (the precision its operating point belongs to); on a CPU without a bf16 unit it runs FP32 and says that the
+    decisions near the threshold may differ, never silently."""
+    import shutil
+
+    from edgeft import artifact
+    from edgeft.decision import read_policy
+    from edgeft.runtime import openvino as ov_mod
+
+    _, onnx_art, _ = trained
+    art = tmp_path / "model"
+    shutil.copytree(onnx_art.path, art)
+    if not backends_mod.BACKENDS["ov-cpu-bf16"].available():
+        pytest.skip("this CPU has no bf16 unit (OpenVINO lists no BF16): the bf16 path cannot be chosen here")
+    r = cli("decide", art, "--data", tiny_data, "--positive", "bad", "--target-recall", "0.9", "--backend",
+            "ov-cpu-bf16")
+    assert r.exit_code == 0 and "chosen on ov-cpu-bf16's scores" in r.stdout, r.output
+    assert read_policy(artifact.load(art).meta.extra).scored_with == "ov-cpu-bf16"
+    with Predictor(art) as p:
+        assert p.backend_name == "ov-cpu-bf16" and "chosen on ov-cpu-bf16's bf16 scores" in p.backend_reason
+    with Predictor(art, backend="ort-cpu") as p:
+        assert "asked for" in p.backend_reason and "may differ on ort-cpu" in p.backend_reason
+    monkeypatch.setattr(ov_mod, "cpu_capabilities", lambda: ("FP32", "INT8"))
+    with Predictor(art) as p:
+        assert p.backend_name in ("ort-cpu", "ov-cpu") and "which cannot run here" in p.backend_reason
+        assert "has no bf16 unit" in p.backend_reason

@@ -232,9 +232,23 @@ def choose(name: str, files: dict[str, Path], measured: dict[str, Any] | None = 
     return choose_with_reason(name, files, measured)[0]
 
 
-def choose_with_reason(name: str, files: dict[str, Path],
-                       measured: dict[str, Any] | None = None) -> tuple[Backend, str]:
-    """:func:`choose`, and in words why that backend (for ``auto``)."""
+def choose_with_reason(name: str, files: dict[str, Path], measured: dict[str, Any] | None = None,
+                       scored_with: str | None = None) -> tuple[Backend, str]:
+    """:func:`choose`, and in words why that backend (for ``auto``). ``scored_with``: the reduced-precision backend
+    the model's operating point was chosen on (its policy's), which ``auto`` runs where it can, and says so where it
+    cannot."""
+    if scored_with and scored_with in BACKENDS:
+        s = BACKENDS[scored_with]
+        why = f"its operating point was chosen on {scored_with}'s {s.precision} scores"
+        if name == "auto" and s.available() and s.model_file in files:
+            return s, why
+        if name == "auto":
+            missing = s.missing() if s.missing is not None and not s.available() else "it cannot run this file"
+            b, reason = choose_with_reason(name, files, measured)
+            return b, f"{why}, which cannot run here ({missing}): decisions near the threshold may differ; {reason}"
+        if name != scored_with:
+            b, _ = choose_with_reason(name, files)
+            return b, f"asked for; {why}: decisions near the threshold may differ on {name}"
     if name != "auto":
         b = lookup(name)
         if b.model_file not in files:
