@@ -34,7 +34,7 @@ DATA, RUNS = ROOT / "data" / "loop", ROOT / "runs" / "loop"
 
 def sh(*args, ok=(0,)) -> int:
     print("$ edgeft " + " ".join(map(str, args)), file=sys.stderr, flush=True)
-    rc = subprocess.run([*EDGEFT, *map(str, args)], cwd=ROOT).returncode
+    rc = subprocess.run([*EDGEFT, *map(str, args)], cwd=ROOT, stdout=sys.stderr).returncode  # stdout: the JSON only
     if rc not in ok:
         raise SystemExit(f"edgeft {' '.join(map(str, args))} exited {rc}")
     return rc
