@@ -90,13 +90,16 @@ class Rule(_Record):
 
 @dataclass(frozen=True)
 class Point(_Record):
-    """One product's operating point: its thresholds and its val outcome at them."""
+    """One product's operating point: its thresholds, its val outcome at them, and its val score distribution (a
+    stream of one product measures drift against its own product's parts, not the mix)."""
 
     WHERE = "decision.products"
 
     pass_below: float
     reject_at: float
     val: Outcome
+    drift_edges: list[float] = field(default_factory=list)
+    drift_expected: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,9 @@ class Policy:
                               f"{', '.join(sorted(self.products))}){close_matches(product, list(self.products))}; "
                               "name one of those, or choose the policy again on val data that has it")
         p = self.products[product]
-        return dataclasses.replace(self, pass_below=p.pass_below, reject_at=p.reject_at, val=p.val, products={})
+        drift = dict(drift_edges=p.drift_edges, drift_expected=p.drift_expected) if p.drift_expected else {}
+        return dataclasses.replace(self, pass_below=p.pass_below, reject_at=p.reject_at, val=p.val, products={},
+                                   **drift)
 
     def score(self, probabilities: np.ndarray) -> np.ndarray:
         """The "not OK" score of softmax rows (N x classes): the positive classes' total probability."""
@@ -230,11 +235,9 @@ def choose_on_scores(rule: Rule, y: np.ndarray, score: np.ndarray, class_names: 
     ``rule.by_product``, ``products`` names each part's product and every product named gets its own point."""
     y, score = np.asarray(y, dtype=bool), np.asarray(score, dtype=np.float64)
     pass_below, reject_at = _thresholds(rule, y, score, f"the {split} split", positive)
-    edges = np.unique(np.quantile(score, np.linspace(0, 1, DRIFT_BINS + 1)[1:-1]))
-    expected = bin_counts(edges, score) / len(score)
     policy = Policy(positive=list(positive), class_names=list(class_names), pass_below=pass_below, reject_at=reject_at,
                     rule=rule, chosen_on=split, val=outcome(y, _decide(score, pass_below, reject_at)),
-                    drift_edges=[float(e) for e in edges], drift_expected=[float(e) for e in expected])
+                    **_drift_bins(score))
     if not rule.by_product:
         return policy
     named = sorted({p for p in (products or []) if p is not None})
@@ -246,9 +249,17 @@ def choose_on_scores(rule: Rule, y: np.ndarray, score: np.ndarray, class_names: 
     for name in named:
         m = np.array([p == name for p in products], dtype=bool)
         lo, hi = _thresholds(rule, y[m], score[m], f"the {split} split's {name} parts", positive)
-        points[name] = Point(pass_below=lo, reject_at=hi, val=outcome(y[m], _decide(score[m], lo, hi)))
+        points[name] = Point(pass_below=lo, reject_at=hi, val=outcome(y[m], _decide(score[m], lo, hi)),
+                             **_drift_bins(score[m]))
     policy = dataclasses.replace(policy, products=points)
     return dataclasses.replace(policy, val=policy.outcome(y, score, products))
+
+
+def _drift_bins(score: np.ndarray) -> dict[str, list[float]]:
+    """The val score distribution in ten bins (their inner edges and val's share in each), for :func:`psi`."""
+    edges = np.unique(np.quantile(score, np.linspace(0, 1, DRIFT_BINS + 1)[1:-1]))
+    return {"drift_edges": [float(e) for e in edges],
+            "drift_expected": [float(e) for e in bin_counts(edges, score) / len(score)]}
 
 
 def _thresholds(rule: Rule, y: np.ndarray, score: np.ndarray, split: str, positive: list[str]) -> tuple[float, float]:

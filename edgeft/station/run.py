@@ -161,7 +161,8 @@ def run_station(cfg: StationConfig, out_path: Path | None = None) -> int:
         streams = [Stream(s, product=p) for s, p in zip(sources, products)]
         if cfg.metrics_port is not None or cfg.stats_every:
             for st in streams:
-                st.metrics = LineMetrics(st.name, predictor.backend_name, predictor.class_names, predictor.policy)
+                policy = predictor.policy.for_product(st.product) if predictor.policy is not None else None
+                st.metrics = LineMetrics(st.name, predictor.backend_name, predictor.class_names, policy)
         evidence = mqtt = None
         if evidence_cfg is not None:
             from edgeft.station.evidence import EvidenceKeeper
