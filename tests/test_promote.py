@@ -215,6 +215,9 @@ def test_a_bound_is_met_only_when_its_whole_interval_clears_it():
     assert keep_recall.value == pytest.approx(-0.01)
     assert judge(keep_recall, Change(0.0, 0.0, 0.0), 50, "defective").status == "met"
     assert verdict_of([judge(keep_recall, Change(0.0, 0.0, 0.0), 50, "defective"), unsure], None)[0] == "inconclusive"
+    at_bound = judge(keep_recall, Change(-0.0099, -0.08, 0.06), 50, "defective")  # a hair inside its bound
+    assert at_bound.status == "inconclusive" and at_bound.at_bound and at_bound.more_parts is None
+    assert "sits at the bound" in verdict_of([at_bound], None)[1]
     assert verdict_of([judge(keep_recall, Change(0.0, 0.0, 0.0), 50, "defective")],
                       {"verdict": "regression", "reason": "slower"})[0] == "keep"
     no_gain = parse({"new-test": {"min_recall_gain_pp": 0}}).bounds()[-1]

@@ -79,6 +79,7 @@ class BoundResult:
     status: str  # met | missed | inconclusive
     more_parts: int | None = None  # inconclusive: about how many more parts of the deciding class would settle it
     of_class: str = ""
+    at_bound: bool = False  # inconclusive with the measured change on the bound: more parts would hardly settle it
 
     def value_text(self, v: float) -> str:
         """A measured value in the bound's unit: a rate in %, a change in pp, an AUROC change as it is."""
@@ -226,6 +227,9 @@ def _flips(paths: list[Path], root: Path, positive: np.ndarray, dep: np.ndarray,
 
 # ----------------------------------------------------------------------------------------------- judging
 
+MORE_PARTS_CAP = 10  # "about N more parts" is said up to ten times the slice's count; past it, that the change is at the bound
+
+
 def judge(b: Bound, c: Change, n: int, of_class: str) -> BoundResult:
     """met: the whole interval on the bound's good side; missed: the measured change itself on the bad side;
     inconclusive: in between, with about how many more parts (of ``n``, the deciding class's count on the slice) would
@@ -239,6 +243,8 @@ def judge(b: Bound, c: Change, n: int, of_class: str) -> BoundResult:
     more = None
     if room > 1e-9 and n > 0:
         more = max(1, math.ceil(round(n * (half / room) ** 2, 6)) - n)
+    if more is None or more > MORE_PARTS_CAP * n:  # over ten times the slice: no collection settles it
+        return BoundResult(b, c, "inconclusive", None, of_class, at_bound=True)
     return BoundResult(b, c, "inconclusive", more, of_class)
 
 
@@ -253,8 +259,9 @@ def verdict_of(bounds: list[BoundResult], latency: dict[str, Any] | None) -> tup
                                                   else [])
         return "keep", "missed: " + "; ".join(why)
     if unsure or lat == "inconclusive":
-        why = [f"{b.bound.text()}" + (f" (about {b.more_parts} more {b.of_class} parts)" if b.more_parts else "")
-               for b in unsure] + (["latency: " + latency["reason"]] if lat == "inconclusive" else [])
+        why = [f"{b.bound.text()}" + (f" (about {b.more_parts} more {b.of_class} parts)" if b.more_parts else
+                                      " (the measured change sits at the bound: more parts would hardly settle it)"
+                                      if b.at_bound else "") for b in unsure] + (["latency: " + latency["reason"]] if lat == "inconclusive" else [])
         return "inconclusive", "cannot tell yet: " + "; ".join(why)
     return "promote", "every bound met" + (" and latency within the gate" if latency else "")
 

@@ -65,7 +65,8 @@ def render(result: Promotion, data: str | os.PathLike) -> str:
 
     bounds = [{"label": b.bound.text(), "value": b.value_text(b.change.value),
                "interval": f"[{b.value_text(b.change.low)}, {b.value_text(b.change.high)}]",
-               "status": b.status, "more": f"{b.more_parts} more {b.of_class} parts" if b.more_parts else ""}
+               "status": b.status, "more": f"about {b.more_parts} more {b.of_class} parts" if b.more_parts else
+               "at the bound: more parts would hardly settle it" if b.at_bound else ""}
               for b in result.bounds]
     slices = []
     for s in result.slices:
