@@ -287,6 +287,8 @@ def test_products_are_read_from_a_folder_s_patterns_and_a_manifest_s_column(tmp_
     assert products_of(root, [root / f for f in files]) == [None, "poly", "poly"]
     append_products(root, ["test/good/kept-line2-[8].png"], "poly-b")  # exact paths go first, brackets escaped
     assert products_of(root, [root / f for f in files]) == [None, "poly", "poly-b"]
+    (root / "products.csv").write_text("pattern,product\n*/bad/*,x\nval/bad/cell1.png,y\n")
+    assert products_of(root, [root / files[0]]) == ["x"]  # the first row that matches, a pattern before a path
     manifest = tmp_path / "m.csv"
     for f in files[:2]:
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)

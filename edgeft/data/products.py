@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import re
 from pathlib import Path
 
 from edgeft.errors import DataError
@@ -51,14 +52,30 @@ def products_of(root: str | Path, paths: list[Path]) -> list[str | None] | None:
     if not table.is_file():
         return None
     rows = _patterns(table)
+    exact: dict[str, int] = {}  # a row naming one path (collect writes one a part): looked up, not matched
+    for i, (pattern, _) in enumerate(rows):
+        plain = _unescape(pattern)
+        if plain is not None:
+            exact.setdefault(plain, i)
+    globs = [(i, pattern) for i, (pattern, _) in enumerate(rows) if _unescape(pattern) is None]
+    base = r.resolve()
     out: list[str | None] = []
     for p in paths:
         try:
-            rel = Path(p).resolve().relative_to(r.resolve()).as_posix()
+            rel = Path(p).resolve().relative_to(base).as_posix()
         except ValueError:
             rel = Path(p).as_posix()
-        out.append(next((product for pattern, product in rows if fnmatch.fnmatchcase(rel, pattern)), None))
+        first = exact.get(rel, len(rows))
+        first = next((i for i, pattern in globs if i < first and fnmatch.fnmatchcase(rel, pattern)), first)
+        out.append(rows[first][1] if first < len(rows) else None)
     return out
+
+
+def _unescape(pattern: str) -> str | None:
+    """The one path a pattern matches when it has no wildcard (``[x]`` brackets one character), else None."""
+    if any(c in re.sub(r"\[(.)\]", "", pattern) for c in "*?["):
+        return None
+    return re.sub(r"\[(.)\]", r"\1", pattern)
 
 
 def append_products(root: str | Path, files: list[str], product: str) -> None:
