@@ -139,6 +139,8 @@ def open_store(store: str | os.PathLike | None = None) -> Store:
                           "pip install 'edgeft[history]'") from None
     except sa.exc.ArgumentError as e:
         raise ConfigError(f"--store {shown}: {e}") from None
+    if sqlite:
+        _sqlite_transactions(engine)
     try:
         _migrate(engine, shown)
     except sa.exc.DatabaseError as e:
@@ -146,6 +148,22 @@ def open_store(store: str | os.PathLike | None = None) -> Store:
         what = "is not a results store (not an SQLite database)" if sqlite else "cannot be reached or read"
         raise StoreError(f"{shown} {what}: {_reason(e)}") from None
     return Store(engine, url)
+
+
+def _sqlite_transactions(engine: Any) -> None:
+    """SQLite transactions that SQLAlchemy begins itself, each taking the write lock first (``BEGIN IMMEDIATE``), so a
+    migration's tables and its version stamp appear together: Python's sqlite3 otherwise runs DDL outside the
+    transaction, and a second process opening a new store at that moment saw tables without a schema version and
+    refused the store. Concurrent writers wait their turn (the busy timeout) instead of failing at commit."""
+    import sqlalchemy as sa
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # no implicit BEGIN/COMMIT from the driver
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 MIGRATION_LOCK = 7420311  # PostgreSQL advisory lock key: one process at a time brings a store to the schema
