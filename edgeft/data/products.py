@@ -3,7 +3,8 @@ gets its own operating point (:mod:`edgeft.decision`), because one threshold ove
 
 A data folder says it in ``products.csv``, rows of a path pattern and a product; a path (relative to the folder,
 ``/``-separated, e.g. ``val/defective/kept-line2-0042.png``) takes the product of the first pattern it matches
-(``fnmatch``: ``*`` crosses ``/``), and ``edgeft data collect --product`` appends the parts it adds:
+(``fnmatch``: ``*`` crosses ``/``); ``edgeft data collect`` writes the parts it adds ahead of the rows there, one
+exact path each, with ``--product`` or the product the station's stream named:
 
     pattern,product
     */kept-line2-*,poly
