@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edgeft.host import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 EDGEFT = [sys.executable, "-m", "edgeft"]
 
@@ -123,7 +125,7 @@ def main() -> None:
                          "flagged": v["flagged"], "change": v["change"] and round(v["change"], 4)})
     edgeft("-q", "history", "show", "--store", store, "--metric", metric, "--html", work / "history.html", ok=(0, 1))
     base = p50s[:args.runs]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "")
+    cpu = cpu_model()
     first = next((v["commit"] for v in verdicts if v["flagged"]), None)
     print(json.dumps({"cpu": cpu, "model": str(args.model), "store": str(store), "chart": str(work / "history.html"),
                       "metric": metric, "cv_first_runs": round(statistics.stdev(base) / statistics.mean(base), 4),

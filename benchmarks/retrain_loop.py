@@ -27,6 +27,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from edgeft.host import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 EDGEFT = [sys.executable, "-m", "edgeft"]
 DATA, RUNS = ROOT / "data" / "loop", ROOT / "runs" / "loop"
@@ -145,7 +147,7 @@ def main() -> None:
                               "flips": {k: len(v) for k, v in s["flips"].items()}}
         return out
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    cpu = cpu_model()
     print(json.dumps({
         "cpu": cpu, "station": {"cells": len(decisions), "decisions": {d: decisions.count(d) for d in set(decisions)},
                                 "kept": n_kept},

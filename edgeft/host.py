@@ -8,15 +8,22 @@ import platform
 from pathlib import Path
 
 
+def _cpuinfo(keys: tuple[str, ...], text: str | None = None) -> str | None:
+    """The first value of one of ``keys`` in /proc/cpuinfo (or in ``text``), or None."""
+    try:
+        text = Path("/proc/cpuinfo").read_text() if text is None else text
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in keys:
+            return value.strip()
+    return None
+
+
 def cpu_model() -> str:
     """The CPU's marketing name from /proc/cpuinfo (platform.processor() is often empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or ""
+    return _cpuinfo(("model name",)) or platform.processor() or ""
 
 
 def machine() -> dict[str, str]:
@@ -33,15 +40,7 @@ BF16_UNITS = (("amx_bf16", "AMX-BF16 tiles"), ("avx512_bf16", "AVX512-BF16 dot p
 
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     """The CPU's feature flags (x86 ``flags``, Arm ``Features``) from /proc/cpuinfo, or from ``cpuinfo``'s text."""
-    try:
-        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+    return frozenset((_cpuinfo(("flags", "Features"), cpuinfo) or "").split())
 
 
 def precision_units(flags: frozenset[str] | set[str] | None = None) -> dict[str, str | None]:

@@ -62,7 +62,7 @@ class ImageSet:
     paths: list[Path]
     classes: list[str]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
-    products: list[str | None] | None = None  # each image's product, where the data names them (data/products.py)
+    products: list[str | None] | None = None  # each image's product (load_split; data/products.py), for decisions
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -204,7 +204,7 @@ def stratified_carve(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 def subset(s: ImageSet, idx: np.ndarray, name: str) -> ImageSet:
     return ImageSet(name=name, images=s.images[idx], labels=s.labels[idx], paths=[s.paths[i] for i in idx],
-                    classes=s.classes, skipped=[], products=None if s.products is None else [s.products[i] for i in idx])
+                    classes=s.classes, skipped=[])
 
 
 def with_products(root: str | os.PathLike, s: ImageSet) -> ImageSet:
@@ -239,19 +239,18 @@ def load_dataset(root: str | os.PathLike, contract: InputContract, splits: tuple
         raise DataError(f"{getattr(found['train'], 'source', found['train'])} has {len(train_files.classes)} class(es) "
                         f"({', '.join(train_files.classes)}); a classifier needs at least 2")
     classes = train_files.classes
-    train = with_products(root, decode_split(train_files, contract))
+    train = decode_split(train_files, contract)
     carved = False
     val = None
     if "val" in splits and "val" in found:
-        val = with_products(root, decode_split(scan_split(found["val"], classes), contract))
+        val = decode_split(scan_split(found["val"], classes), contract)
     elif "val" in splits:
         keep, cut = stratified_carve(train.labels, val_fraction, seed)
         train, val = subset(train, keep, "train"), subset(train, cut, "val")
         carved = True
         progress.warn(f"{root} has no val/ split; carved {len(val)} images ({val_fraction:.0%} of each class) "
                       f"from train with seed {seed}")
-    test = (with_products(root, decode_split(scan_split(found["test"], classes), contract))
-            if "test" in splits and "test" in found else None)
+    test = decode_split(scan_split(found["test"], classes), contract) if "test" in splits and "test" in found else None
     if val is None:
         val = train
     return Dataset(root=Path(root), classes=classes, train=train, val=val, test=test, val_carved=carved)

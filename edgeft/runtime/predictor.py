@@ -71,6 +71,7 @@ class Predictor:
         files: dict[str, Path] = {}
         artifact_dir = None
         self.policy: Policy | None = None
+        self._product_policies: dict[str, Policy] = {}
         task_meta: dict = {}  # where the model says what its task is (meta.json's extra, or a bare .onnx's metadata)
         if p.is_dir():
             from edgeft import artifact
@@ -168,7 +169,10 @@ class Predictor:
         if isinstance(frames, np.ndarray) and frames.ndim in (2, 3):
             frames = [frames]
         x = self.preprocess(frames, source)
-        policy = self.policy.for_product(product) if self.policy is not None else None
+        policy = self.policy
+        if policy is not None and product is not None:  # a product's point, made once (the station asks every batch)
+            policy = self._product_policies.get(product) or self._product_policies.setdefault(
+                product, policy.for_product(product))
         if getattr(self.head, "places_boxes", False):  # a detector's boxes go back onto each frame
             sizes = [self.contract.crop(f).shape[:2] for f in frames]
             return self.head.predict(self.runner, x, policy, self.class_names, sizes=sizes, contract=self.contract)

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from edgeft.errors import DataError
+from edgeft.errors import DataError, EdgeftError
 from edgeft.images import IMAGE_SUFFIXES, read_image
 from edgeft.redact import Source, redact_text, resolve
 
@@ -58,6 +58,18 @@ def gstreamer_supported() -> bool:
         if line.strip().startswith("GStreamer:"):
             return line.split(":", 1)[1].strip().upper().startswith("YES")
     return False
+
+
+FILE_KINDS = ("image", "folder", "glob", "video")  # read to their end as fast as they decode; the rest are live
+
+
+def is_file(spec: str) -> bool:
+    """Whether ``spec`` is a file source (images, a folder, a glob, a video), not a camera or a stream; a source that
+    is not there counts as neither (its reader reports it)."""
+    try:
+        return describe(spec) in FILE_KINDS
+    except EdgeftError:
+        return False
 
 
 def describe(spec: str) -> str:

@@ -26,7 +26,7 @@ from typing import IO, Any
 from edgeft import progress
 from edgeft.errors import ConfigError, EdgeftError
 from edgeft.redact import Source
-from edgeft.runtime.sources import Frame, SourceStats, describe, frames
+from edgeft.runtime.sources import Frame, SourceStats, frames, is_file
 
 EXIT_SOURCE_LOST = 3  # every stream stopped, and a live one was lost: the supervisor should restart the station
 STREAM_QUEUE = 4  # frames (at least a batch) a stream's reader hands over ahead of inference; a file's reader waits
@@ -63,13 +63,6 @@ def check_names(sources: list[Source]) -> None:
                           "SOURCE, in order)")
 
 
-def _is_file(spec: str) -> bool:
-    try:
-        return describe(spec) in ("image", "folder", "glob", "video")
-    except EdgeftError:  # not there: its reader reports it
-        return False
-
-
 class Station:
     """The streams, the model they share (:class:`~edgeft.station.swap.ModelSlot`), and where results go."""
 
@@ -88,7 +81,7 @@ class Station:
         self.max_frames = max_frames  # all streams together
         self.realtime = realtime  # video files read at their frame rate (a rehearsal with recorded footage)
         for s in streams:  # nothing is late on a file: its batches fill up (fewer, larger calls); a camera's never wait
-            s.fills = batch > 1 and not realtime and _is_file(s.source.spec)
+            s.fills = batch > 1 and not realtime and is_file(s.source.spec)
 
     # ------------------------------------------------------------------------------------------- readers
     def _read(self, stream: Stream) -> None:
