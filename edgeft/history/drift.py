@@ -4,9 +4,9 @@ Method (a step test against a fixed reference, on logarithms so a change is a ra
 median of the series' first ``reference`` points (or of those since a point the user accepted); the current level
 is the median of the last ``recent`` points. The noise is estimated from the reference points themselves: the larger
 of their logarithms' standard deviation and 1.4826 x their median absolute deviation (the host's own run-to-run
-spread; ten points' MAD alone often reads a noisy host as a quiet one, and its series then raised false alarms). A
-series is flagged when the current level exceeds the reference by more than ``min_change`` and by more than ``z`` standard
-errors of the difference of the two medians (a median's standard error is 1.2533 sigma / sqrt(n)). A fixed
+spread; ten points' MAD alone often reads a noisy host as a quiet one). A series is flagged when the current level
+exceeds the reference by more than ``min_change`` and by more than ``z`` standard errors of the difference of the two
+medians (a median's standard error is 1.2533 sigma / sqrt(n)). A fixed
 reference is what catches a slow drift: a sliding one moves with it and never sees ten 3% steps. Lower-is-better
 metrics (latency) flag a rise, higher-is-better ones (throughput, accuracy) a fall.
 """

@@ -152,9 +152,9 @@ def open_store(store: str | os.PathLike | None = None) -> Store:
 
 def _sqlite_transactions(engine: Any) -> None:
     """SQLite transactions that SQLAlchemy begins itself, each taking the write lock first (``BEGIN IMMEDIATE``), so a
-    migration's tables and its version stamp appear together: Python's sqlite3 otherwise runs DDL outside the
-    transaction, and a second process opening a new store at that moment saw tables without a schema version and
-    refused the store. Concurrent writers wait their turn (the busy timeout) instead of failing at commit."""
+    migration's tables and its version stamp appear together (Python's sqlite3 would run the DDL outside the
+    transaction, and another process opening the new store then would see tables without a schema version).
+    Concurrent writers wait their turn (the busy timeout) instead of failing at commit."""
     import sqlalchemy as sa
 
     @sa.event.listens_for(engine, "connect")
@@ -172,7 +172,8 @@ MIGRATION_LOCK = 7420311  # PostgreSQL advisory lock key: one process at a time 
 def _migrate(engine: Any, shown: str) -> None:
     """Bring the store to this edgeft's schema (Alembic's head), or refuse one from a newer edgeft. Processes opening a
     new store at once take turns: PostgreSQL through an advisory lock held for the migration's transaction, SQLite
-    through its write lock (the loser of a race sees the table made and looks again)."""
+    through the write lock each transaction takes first; a process that still meets a table made meanwhile looks
+    again."""
     import sqlalchemy as sa
     from alembic import command
     from alembic.config import Config
