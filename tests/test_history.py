@@ -157,7 +157,7 @@ def test_two_processes_appending_at_once_lose_no_row(tmp_path):
 
 def test_processes_opening_a_new_store_at_once_all_find_it_made(tmp_path):
     """Six processes open one new SQLite store at the same moment, four times: the migration's tables and its version
-    stamp appear together, so none sees a half-made store (before, 7 trials in 40 had one refuse it)."""
+    stamp appear together, so none sees a half-made store (benchmarks/history_store_race.py runs more trials)."""
     code = ("import sys; sys.path.insert(0, {root!r}); from edgeft.history.store import open_store; "
             "open_store(sys.argv[1]).close()").format(root=str(Path(__file__).resolve().parents[1]))
     for trial in range(4):
