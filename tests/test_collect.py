@@ -108,13 +108,15 @@ def test_the_product_a_station_stream_named_follows_its_parts_into_the_data(cli,
     assert len(sides) == 12 and {x["product"] for x in sides} == {"poly"}
     data = fresh_data(tiny_data, tmp_path)
     (data / "products.csv").write_text("pattern,product\n*,mono\n")  # the data the line had: all mono
-    r = cli("data", "collect", tmp_path / "saved", "--into", data, "--sorted", tmp_path / "saved", "--test-share",
-            "0.5")
-    assert r.exit_code != 0  # the saved folder is not sorted by class: refused, and nothing written
-    assert (data / "products.csv").read_text() == "pattern,product\n*,mono\n"
     labels = tmp_path / "labels.csv"
     labels.write_text("part,label\n" + "".join(f"{p.parent.name}/{p.stem},{truth(p)}\n"
                                                 for p in sorted((tmp_path / "saved").rglob("*.png"))))
+    (data / "collected.jsonl").mkdir()  # the provenance cannot be written: the collect fails after the copies
+    assert_one_line_error(cli("data", "collect", tmp_path / "saved", "--into", data, "--labels", labels),
+                          "nothing was added")
+    assert (data / "products.csv").read_text() == "pattern,product\n*,mono\n"  # the products as they were
+    assert not list(data.rglob("kept-*.png"))
+    (data / "collected.jsonl").rmdir()
     r = cli("data", "collect", tmp_path / "saved", "--into", data, "--labels", labels, "--test-share", "0.5")
     assert r.exit_code == 0, r.output
     records = [json.loads(x) for x in (data / "collected.jsonl").read_text().splitlines()]

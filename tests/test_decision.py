@@ -317,6 +317,13 @@ def test_decide_by_product_and_infer_at_each_product_s_point(tiny_onnx, tiny_dat
     assert sorted(p.products) == ["a", "b"] and "per product" in r.stdout
     r = cli("eval", path, "--data", data, "--split", "val")
     assert r.exit_code == 0 and f"recall {p.val.recall * 100:.1f}%" in r.stdout  # the same parts, each at its point
+    # points no overall threshold can imitate: every part of a rejected, every part of b passed
+    d = p.to_dict()
+    d["products"]["a"].update(pass_below=0.0, reject_at=0.0)
+    d["products"]["b"].update(pass_below=1.01, reject_at=1.01)
+    artifact.update_metrics(artifact.load(path), {}, extra={"decision": d})
+    r = cli("eval", path, "--data", data, "--split", "val")  # _00[0-3] of 8 a class: half of each class is a
+    assert r.exit_code == 0 and "recall 50.0%" in r.stdout and "false reject 50.0%" in r.stdout, r.stdout
     out = tmp_path / "r.jsonl"
     for cam in ("cam-a", "cam-b"):
         shutil.copytree(data / "test", tmp_path / cam)
@@ -326,8 +333,7 @@ def test_decide_by_product_and_infer_at_each_product_s_point(tiny_onnx, tiny_dat
     assert len(lines) == 32
     for line in lines:
         product = "a" if "cam-a" in line["source"] else "b"
-        assert line["product"] == product
-        assert line["decision"] == str(p.for_product(product).decide(line["not_ok"])[()])
+        assert line["product"] == product and line["decision"] == ("reject" if product == "a" else "pass")
     assert_one_line_error(cli("infer", path, data / "test", "--product", "c"), "'c' has no operating point", "a, b")
     from edgeft.runtime import Predictor
     from edgeft.station.swap import ModelSlot

@@ -110,14 +110,14 @@ def test_a_worse_candidate_is_kept_out_and_nothing_is_installed(cli, loop, tmp_p
 
 def test_a_line_of_two_products_is_compared_at_each_product_s_operating_point(cli, loop, tmp_path):
     """The deployed model decided per product (products.csv in the data, an also-folder with its own): the candidate
-    gets a point per product on today's val, every slice's parts are decided at their product's point, and the
-    installed version carries the points."""
-    from edgeft.decision import read_policy
+    gets a point per product on today's val, and every slice's parts are decided at their product's point (the
+    deployed model's points set where no single threshold could imitate them: a rejects everything, b nothing)."""
     from edgeft import artifact
+    from edgeft.decision import read_policy
 
     data, deployed, candidate = tmp_path / "data", tmp_path / "deployed", tmp_path / "candidate"
     shutil.copytree(loop["data"], data)
-    (data / "products.csv").write_text("pattern,product\n*_00[0-4].png,a\n*,b\n")
+    (data / "products.csv").write_text("pattern,product\n*_00[0-4].png,a\n*,b\n")  # half of each class is a
     golden = tmp_path / "golden"
     shutil.copytree(loop["data"] / "test", golden)
     (golden / "products.csv").write_text("pattern,product\n*,b\n")
@@ -125,18 +125,21 @@ def test_a_line_of_two_products_is_compared_at_each_product_s_operating_point(cl
     shutil.copytree(loop["candidate"], candidate)
     assert cli("decide", deployed, "--data", data, "--positive", "bad", "--target-recall", "0.9",
                "--by-product").exit_code == 0
-    r = cli("promote", candidate, "--deployed", deployed, "--data", data, "--into", tmp_path / "models", "--report",
-            tmp_path / "report", "--also", f"golden={golden}", "--no-latency")
+    d = read_policy(artifact.load(deployed).meta.extra).to_dict()
+    d["products"]["a"].update(pass_below=0.0, reject_at=0.0)
+    d["products"]["b"].update(pass_below=1.01, reject_at=1.01)
+    artifact.update_metrics(artifact.load(deployed), {}, extra={"decision": d})
+    r = cli("promote", candidate, "--deployed", deployed, "--data", data, "--report", tmp_path / "report", "--also",
+            f"golden={golden}", "--no-latency")
     assert r.exit_code in (0, 1, 3), r.output
     doc = json.loads((tmp_path / "report" / "promotion.json").read_text())
-    assert {"deployed (a)", "deployed (b)", "candidate (a)", "candidate (b)"} <= set(doc["thresholds"])
-    assert "per product" in doc["decision_rule"] and "candidate (b)" in (tmp_path / "report" / "promotion.md").read_text()
-    running = read_policy(artifact.load(deployed).meta.extra)
-    assert doc["thresholds"]["deployed (a)"] == pytest.approx(running.products["a"].reject_at)
+    dep = {s["name"]: s["deployed"] for s in doc["slices"]}
+    assert [(dep[k]["recall"], dep[k]["false_reject"]) for k in ("test", "new-test", "golden")] == \
+        [(0.5, 0.5), (0.5, 0.5), (0.0, 0.0)]
+    assert doc["thresholds"]["deployed (a)"] == 0.0 and doc["thresholds"]["deployed (b)"] == 1.01
+    assert {"candidate (a)", "candidate (b)"} <= set(doc["thresholds"]) and "per product" in doc["decision_rule"]
     assert sorted(doc["candidate_policy"]["products"]) == ["a", "b"]
-    if r.exit_code == 0:
-        shipped = read_policy(artifact.load(tmp_path / "models" / "current").meta.extra)
-        assert sorted(shipped.products) == ["a", "b"]
+    assert "candidate (b)" in (tmp_path / "report" / "promotion.md").read_text()
 
 
 def test_latency_is_judged_by_the_paired_gate(cli, loop, tmp_path):
