@@ -6,8 +6,9 @@ MODEL_DIR: an ONNX artifact (the demo's final INT8 model, runs/elpv/05-quantize)
 times (``edgeft bench``, ort-cpu, 2 threads, 5 interleaved rounds each), every result recorded in a fresh store as
 commits c00, c01, ...; then a slowed copy of it, the same graph with a chain of multiplications of its input by 2 and
 by 0.5 in turn (exact in floating point: the outputs do not change) grown until the paired gate (``edgeft gate``)
-measures it ``--slowdown`` slower than the original, is benched ``--slow-runs`` times and recorded as the next commits. The drift check's verdict after each commit is
-printed, with the host's run-to-run spread (the CV of the first runs' p50s).
+measures it ``--slowdown`` slower than the original, is benched ``--slow-runs`` times and recorded as the next
+commits. The drift check's verdict after each commit is printed, with the host's run-to-run spread (the CV of the
+first runs' p50s).
 
 ``--paired``: each commit is instead gated (``edgeft gate``, ABBA rounds in one process) against the original model
 kept as a pinned baseline, and the series is the gate's ratio: a host that changes speed between runs slows both sides

@@ -261,7 +261,8 @@ def test_an_operating_point_per_product_holds_each_product_s_own_rule():
     assert p.products["poly"].reject_at > p.products["mono"].reject_at
     poly = p.for_product("poly")  # a poly stream measures drift against poly val scores, not the mix's
     assert poly.drift(s_b) < 0.01 < p.drift(s_b)
-    assert (p.decide(s, [None] * len(s)) == p.decide(s)).all() and (p.decide(s, ["other"] * len(s)) == p.decide(s)).all()
+    assert (p.decide(s, [None] * len(s)) == p.decide(s)).all()
+    assert (p.decide(s, ["other"] * len(s)) == p.decide(s)).all()
     assert p.val.recall == pytest.approx(1 - ((p.decide(s, products) == "pass") & y).sum() / y.sum())
     assert Policy.from_dict(json.loads(json.dumps(p.to_dict()))) == p
     old = p.to_dict()

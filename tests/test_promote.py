@@ -268,7 +268,8 @@ def test_a_bound_narrower_than_its_slice_can_resolve_is_noted():
     rule = PromoteRule(test=SliceBounds(max_recall_drop_pp=3, max_false_reject_rise_pp=10),
                        new_test=SliceBounds(max_recall_drop_pp=3))
     notes = resolution_notes(rule.bounds(), {"test": (55, 106), "new-test": (1000, 1000)})
-    assert len(notes) == 1 and "3 pp of 55 defective parts is 1.6 part(s)" in notes[0] and "at most 0 of them" in notes[0]
+    assert len(notes) == 1 and "3 pp of 55 defective parts is 1.6 part(s)" in notes[0]
+    assert "at most 0 of them" in notes[0]
     assert "max_auroc_drop" in notes[0]
 
 
@@ -313,6 +314,7 @@ def test_a_retraining_recipe_is_checked_before_anything_runs(cli, loop, tmp_path
     elif deployed == "other model":
         recipe.write_text(recipe.read_text().replace("  epochs: 4\n", "  epochs: 4\n  model: resnet18\n"))
     elif deployed == "by product":
-        recipe.write_text(recipe.read_text().replace("  target_recall: 0.99\n", "  target_recall: 0.99\n  by_product: true\n"))
+        recipe.write_text(recipe.read_text().replace("  target_recall: 0.99\n",
+                                                      "  target_recall: 0.99\n  by_product: true\n"))
     assert_one_line_error(cli("optimize", recipe, "--out", tmp_path / "run"), *fragments)
     assert not (tmp_path / "run").exists()

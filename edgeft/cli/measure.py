@@ -83,7 +83,7 @@ def compare_cmd(baseline: Path, current: Path, metric: str, max_regression: str,
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the profile here.")
 def profile_cmd(model: Path, threads: int | None, calls: int, json_out: Path | None) -> None:
     """Where MODEL's time goes on ONNX Runtime's CPU provider (batch 1): each operator's time per call from its own
-    profiler, grouped (depthwise, pointwise, elementwise, Q/DQ, layout, ...), and how much of a call they account for."""
+    profiler, grouped (depthwise, pointwise, elementwise, Q/DQ, layout, ...), and the share of a call they take."""
     import os
 
     from edgeft.bench.profile import profile_ort

@@ -107,10 +107,10 @@ def doctor(as_json: bool, requirements: tuple[str, ...]) -> None:
 def infer_cmd(model: Path, sources: tuple[str, ...], backend: str, batch: int, out_path: Path | None,
               threads: int | None, queue_size: int, reconnects: int, max_frames: int | None, input_size: int | None,
               mean: str | None, std: str | None, classes: str | None, source_names: tuple[str, ...],
-              products: tuple[str, ...], metrics_port: int | None, metrics_host: str, ready_within: float, stats_every: int | None,
-              require_policy: bool, heatmaps_dir: Path | None, station_name: str | None, mqtt_url: str | None,
-              mqtt_topic: str | None, mqtt_buffer: int, save: tuple[str, str] | None, save_cap_mb: float,
-              save_pass_share: float, watch: bool, opcua_url: str | None, opcua_node: str | None,
+              products: tuple[str, ...], metrics_port: int | None, metrics_host: str, ready_within: float,
+              stats_every: int | None, require_policy: bool, heatmaps_dir: Path | None, station_name: str | None,
+              mqtt_url: str | None, mqtt_topic: str | None, mqtt_buffer: int, save: tuple[str, str] | None,
+              save_cap_mb: float, save_pass_share: float, watch: bool, opcua_url: str | None, opcua_node: str | None,
               realtime: bool) -> None:
     """Run MODEL (artifact directory or .onnx) on each SOURCE: image, folder, glob, video, camera index or URL.
 

@@ -227,7 +227,7 @@ def _flips(paths: list[Path], root: Path, positive: np.ndarray, dep: np.ndarray,
 
 # ----------------------------------------------------------------------------------------------- judging
 
-MORE_PARTS_CAP = 10  # "about N more parts" is said up to ten times the slice's count; past it, that the change is at the bound
+MORE_PARTS_CAP = 10  # "about N more parts" up to ten times the slice's count; past it, the change sits at the bound
 
 
 def judge(b: Bound, c: Change, n: int, of_class: str) -> BoundResult:
@@ -259,9 +259,11 @@ def verdict_of(bounds: list[BoundResult], latency: dict[str, Any] | None) -> tup
                                                   else [])
         return "keep", "missed: " + "; ".join(why)
     if unsure or lat == "inconclusive":
-        why = [f"{b.bound.text()}" + (f" (about {b.more_parts} more {b.of_class} parts)" if b.more_parts else
-                                      " (the measured change sits at the bound: more parts would hardly settle it)"
-                                      if b.at_bound else "") for b in unsure] + (["latency: " + latency["reason"]] if lat == "inconclusive" else [])
+        why = [b.bound.text() + (f" (about {b.more_parts} more {b.of_class} parts)" if b.more_parts else
+                                 " (the measured change sits at the bound: more parts would hardly settle it)"
+                                 if b.at_bound else "") for b in unsure]
+        if lat == "inconclusive":
+            why.append("latency: " + latency["reason"])
         return "inconclusive", "cannot tell yet: " + "; ".join(why)
     return "promote", "every bound met" + (" and latency within the gate" if latency else "")
 

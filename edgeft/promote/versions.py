@@ -90,10 +90,11 @@ def check(root: str | os.PathLike, deployed: Path) -> None:
     if have and now is None:
         raise ConfigError(f"{root} holds versions but no {CURRENT} link; point it at the running one "
                           f"(ln -sfn {have[-1][1].name} {root / CURRENT})")
-    if now is not None and model_hash_at(root / CURRENT) != model_hash_at(deployed):
-        raise ConfigError(f"{root / CURRENT} serves another model (sha256 {str(model_hash_at(root / CURRENT))[:12]}) than "
-                          f"the deployed one the candidate is compared with ({deployed}, sha256 "
-                          f"{str(model_hash_at(deployed))[:12]}); compare against {root / CURRENT}, what the station runs")
+    serving, compared = (model_hash_at(root / CURRENT), model_hash_at(deployed)) if now is not None else (None, None)
+    if serving != compared:
+        raise ConfigError(f"{root / CURRENT} serves another model (sha256 {str(serving)[:12]}) than the deployed one "
+                          f"the candidate is compared with ({deployed}, sha256 {str(compared)[:12]}); compare against "
+                          f"{root / CURRENT}, what the station runs")
 
 
 def install(root: str | os.PathLike, deployed: Path, candidate: Path, decision: dict[str, Any] | None,

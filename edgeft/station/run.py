@@ -88,7 +88,8 @@ def check_products(policy: Any, products: list[str | None], names: list[str], mo
         for n, p in zip(names, products):
             if p is None:
                 progress.warn(f"stream {n} names no product; the model has an operating point per product "
-                              f"({', '.join(sorted(policy.products))}): it is decided at the overall one; pass --product")
+                              f"({', '.join(sorted(policy.products))}): it is decided at the overall one; pass "
+                              "--product")
 
 
 def _overlay_writer(folder: Path):
