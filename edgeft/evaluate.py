@@ -35,7 +35,7 @@ def logits(artifact: Artifact, split: ImageSet, tta_views: int | None = None, ba
     if list(split.classes) != list(artifact.meta.class_names):
         raise DataError(f"the data's classes {split.classes} differ from the model's {artifact.meta.class_names}")
     views = tta_views if tta_views is not None else int(artifact.meta.extra.get("tta_views", 1))
-    name = backend or DEFAULT_BACKEND.get(artifact.meta.kind, "auto")
+    name = scoring_backend(artifact, backend)
     if artifact.meta.kind == "torch" and name in ("torch", "torch-cuda"):
         from edgeft.models.inference import torch_logits
         from edgeft.runtime.torch_model import from_artifact
@@ -50,6 +50,27 @@ def logits(artifact: Artifact, split: ImageSet, tta_views: int | None = None, ba
     with chosen.make(artifact.model_path, artifact.path, None) as runner:
         return runner_logits(runner, split.images, artifact.meta.input, batch_size or 32, views,
                              desc=f"eval {chosen.name}"), views
+
+
+def scoring_backend(artifact: Artifact, backend: str | None = None) -> str:
+    """The backend a split is scored on: ``backend`` when given, else the runtime the artifact ships on (its
+    ``runtime`` record, written by the search: the camera runs it there, so its numbers come from there), else the
+    default for its kind. A recorded runtime that cannot run here is refused in one line naming what is missing (the
+    artifact's numbers would silently come from another precision); pass ``backend`` to score it elsewhere."""
+    if backend:
+        return backend
+    recorded = (artifact.meta.extra.get("runtime") or {}).get("backend")
+    if recorded and artifact.meta.kind == "onnx":
+        from edgeft.errors import DependencyError
+        from edgeft.runtime.backends import lookup
+
+        b = lookup(recorded)
+        if not b.available():
+            why = b.missing() if b.missing is not None else b.description
+            raise DependencyError(f"{artifact.path} ships on {recorded}, which cannot run here ({why}); score it on "
+                                  "another backend by name (--backend ort-cpu), knowing its decisions may differ")
+        return recorded
+    return DEFAULT_BACKEND.get(artifact.meta.kind, "auto")
 
 
 def evaluate(artifact: Artifact, split: ImageSet, tta_views: int | None = None, batch_size: int | None = None,
@@ -95,13 +116,14 @@ def choose_policy(artifact: Artifact, val: ImageSet, rule: Rule, positive: list[
 
     if val.name != "val":
         raise ConfigError(f"a decision policy is chosen on the val split, not on {val.name}: test must stay unseen")
-    if out is None:  # ``out``: the artifact's logits on ``val`` when the caller has them
+    backend = scoring_backend(artifact, backend)
+    if out is None:  # ``out``: the artifact's logits on ``val`` when the caller has them (on ``backend``)
         out, _ = logits(artifact, val, tta_views, batch_size, "cpu", backend)
     policy = choose(rule, val.labels, softmax(out.astype(np.float64)), list(artifact.meta.class_names), positive,
                     split=val.name, products=val.products)
     from edgeft.runtime.backends import BACKENDS
 
-    if backend in BACKENDS and BACKENDS[backend].precision:  # scores of a reduced precision: the model must run there
-        policy = replace(policy, scored_with=backend)
+    if backend in BACKENDS and backend != DEFAULT_BACKEND.get(artifact.meta.kind):  # another runtime rounds
+        policy = replace(policy, scored_with=backend)  # otherwise: the model runs there
     art.update_metrics(artifact, {}, extra={"decision": policy.to_dict()})
     return policy

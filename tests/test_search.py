@@ -88,15 +88,17 @@ def test_the_fastest_passing_candidate_ships_and_the_report_lists_every_candidat
     run, result, _ = searched
     doc = srch.load_result(run)["result"]
     by_key = {c["key"]: c for c in doc["candidates"]}
-    assert doc["passed"] and doc["chosen"] == "macs0.40-ptq"  # the fewest MACs passed, so nothing slower was paid for
-    assert by_key["macs0.70-ptq"]["status"] == "not run" and "passed first" in by_key["macs0.70-ptq"]["reason"]
+    assert doc["passed"] and doc["chosen"] == "macs0.40-ptq@ort-cpu"  # the fewest MACs passed: nothing slower paid for
+    assert by_key["macs0.70-ptq@ort-cpu"]["status"] == "not run"
+    assert "no faster than macs0.40-ptq@ort-cpu" in by_key["macs0.70-ptq@ort-cpu"]["reason"]
     shipped = json.loads((run / "05-quantize" / "meta.json").read_text())
     made = json.loads((run / "search" / "macs0.40-ptq" / "quantize" / "meta.json").read_text())
     assert shipped["model_sha256"] == made["model_sha256"]
-    assert by_key["macs0.40-ptq"]["macs_ratio"] < by_key["macs0.70-ptq"]["macs_ratio"] <= 0.7
-    assert len(by_key["macs0.40-ptq"]["speedups"]) == 2  # the candidate timed in interleaved rounds
+    assert by_key["macs0.40-ptq@ort-cpu"]["macs_ratio"] < by_key["macs0.70-ptq@ort-cpu"]["macs_ratio"] <= 0.7
+    assert len(by_key["macs0.40-ptq@ort-cpu"]["speedups"]) == 2  # the candidate timed in interleaved rounds
+    assert shipped["extra"]["runtime"]["backend"] == "ort-cpu"  # what the camera's auto runs
     md = (run / "report.md").read_text()
-    assert "## Search (on val)" in md and "macs0.70-ptq" in md and "**shipped** pass" in md
+    assert "## Search (on val)" in md and "macs0.70-ptq@ort-cpu" in md and "**shipped** pass" in md
     assert "test split sealed" in md and (run / "search.svg").read_text().count("(shipped)") == 1
     # Markdown and HTML come from the same data: the shipped mark is emphasis in both, and no Markdown reaches the HTML
     page = (run / "report.html").read_text()
@@ -105,19 +107,23 @@ def test_the_fastest_passing_candidate_ships_and_the_report_lists_every_candidat
 
 def fake_space(monkeypatch, outcomes):
     """Candidates whose val accuracy and latency are given (key -> (accuracy, p50 ms)), to test the choice alone;
-    the pruning schedule, the fine-tuned model's val metrics and the gates are the real ones."""
+    the pruning schedule, the fine-tuned model's val metrics and the gates are the real ones. Returns the models
+    paid for, in order."""
     ran = []
 
     def run_candidate(recipe, c, finetuned, snapshot, root):
-        ran.append(c.key)
+        ran.append(c.model)
         return root
 
-    def measure(recipe, c, quantized, baseline_onnx):
-        acc, p50 = outcomes[c.key]
-        c.val = {"accuracy": acc, "balanced_accuracy": acc, "n": 16, "per_class": {}, "confusion": [[8, 0], [0, 8]]}
-        c.p50_ms, c.baseline_p50_ms, c.speedups = p50, 2.0, [2.0 / p50] * 2
+    def measure(recipe, group, model_dir, baseline_onnx):
+        for c in group:
+            acc, p50 = outcomes[c.key]
+            c.val = {"accuracy": acc, "balanced_accuracy": acc, "n": 16, "per_class": {},
+                     "confusion": [[8, 0], [0, 8]]}
+            c.p50_ms, c.baseline_p50_ms, c.speedups = p50, 2.0, [2.0 / p50] * 2
     monkeypatch.setattr(srch, "_run_candidate", run_candidate)
     monkeypatch.setattr(srch, "_measure", measure)
+    monkeypatch.setattr(srch, "_ship", lambda c, root: None)
     return ran
 
 
@@ -150,10 +156,10 @@ def test_a_faster_candidate_that_misses_a_gate_is_passed_over_for_the_next_faste
                           target_macs=[0.4, 0.55, 0.7])
     run = fresh_run(tmp_path, finetuned)
     ref = base(recipe, finetuned, run / "search")[0]["accuracy"]
-    ran = fake_space(monkeypatch, {"macs0.40-ptq": (ref - 0.05, 0.9), "macs0.55-ptq": (ref, 1.2),
-                                   "macs0.70-ptq": (ref + 0.05, 1.4)})
+    ran = fake_space(monkeypatch, {"macs0.40-ptq@ort-cpu": (ref - 0.05, 0.9), "macs0.55-ptq@ort-cpu": (ref, 1.2),
+                                   "macs0.70-ptq@ort-cpu": (ref + 0.05, 1.4)})
     res = srch.search(recipe, run, run / "01-finetune")
-    assert ran == ["macs0.40-ptq", "macs0.55-ptq"] and res.chosen.key == "macs0.55-ptq" and res.passed
+    assert ran == ["macs0.40-ptq", "macs0.55-ptq"] and res.chosen.key == "macs0.55-ptq@ort-cpu" and res.passed
     missed = next(v for v in res.candidates[0].verdicts if v["status"] == "fail")
     assert missed["gate"] == "max_accuracy_drop_pp" and missed["value"] == pytest.approx(5.0)
 
@@ -164,11 +170,11 @@ def test_a_constraint_no_candidate_meets_is_explained_and_the_best_compromise_sh
                           target_macs=[0.4, 0.7])
     run = fresh_run(tmp_path, finetuned)
     ref = srch._baseline(recipe, finetuned, run / "search")[0]["accuracy"]
-    ran = fake_space(monkeypatch, {"macs0.40-ptq": (ref - 0.1, 0.9), "macs0.70-ptq": (ref, 1.4)})
+    ran = fake_space(monkeypatch, {"macs0.40-ptq@ort-cpu": (ref - 0.1, 0.9), "macs0.70-ptq@ort-cpu": (ref, 1.4)})
     res = srch.search(recipe, run, run / "01-finetune")
     # 0.4 misses accuracy (and latency): 0.7 is tried; it misses latency, and nothing slower could help
     assert ran == ["macs0.40-ptq", "macs0.70-ptq"] and not res.passed
-    assert res.chosen.key == "macs0.70-ptq"  # worst miss 1.8x its latency limit, against 0.4's 10 pp over 1 pp
+    assert res.chosen.key == "macs0.70-ptq@ort-cpu"  # worst miss 1.8x its latency limit, against 0.4's 10 pp over 1
     lines = [GateVerdict.from_dict(v).line() for v in res.chosen.verdicts]
     assert any(line.startswith("max_p50_ms.ort-cpu: missed by 0.9 ms") and "try: add smaller ratios" in line
                for line in lines)
@@ -194,7 +200,7 @@ def test_resume_reuses_finished_candidates_and_rejudges_them_when_the_gates_chan
         result = pipeline.optimize(parse(d, source="search.yaml"), run, resume=True)
     finally:
         restore()
-    assert not result.failed and srch.load_result(run)["result"]["chosen"] == "macs0.40-ptq"
+    assert not result.failed and srch.load_result(run)["result"]["chosen"] == "macs0.40-ptq@ort-cpu"
 
 
 @pytest.mark.parametrize("change, fragments", [
@@ -260,7 +266,7 @@ def test_the_compromise_does_not_pay_speed_for_a_difference_val_cannot_resolve()
     base = list(labels)
 
     def cand(key, p50, wrong):  # wrong on the first `wrong` images
-        c = srch.Candidate(key, 0.5, "ptq", status="fail", p50_ms=p50,
+        c = srch.Candidate(key, 0.5, "ptq", status="fail", p50_ms=p50, speedups=[3.0 / p50],
                            val_predictions=[1 - y if i < wrong else y for i, y in enumerate(labels)])
         c.verdicts = [{"gate": "max_accuracy_drop_pp", "limit": 1.0, "value": wrong * 1.0, "status": "fail"}]
         return c
@@ -269,3 +275,122 @@ def test_the_compromise_does_not_pay_speed_for_a_difference_val_cannot_resolve()
     assert srch.compromise([fast, slow], baseline).key == "fast"
     far = cand("far", 1.0, 12)  # clearly worse than the others: not chosen for its speed
     assert srch.compromise([far, fast, slow], baseline).key == "fast"
+
+
+def test_every_runtime_is_scored_and_timed_and_a_model_is_paid_for_only_while_it_could_be_faster(
+        tiny_data, finetuned, tmp_path, monkeypatch):
+    """Candidates are a model on a runtime. The fastest passing one ships, whatever its MACs: a less pruned model
+    is paid for only while a runtime that was faster at fewer MACs (and failed on accuracy) could still beat the
+    best passing candidate; a runtime this CPU lacks is listed as not run, naming the missing unit."""
+    from edgeft.runtime import openvino as ov_mod
+
+    monkeypatch.setattr(ov_mod, "cpu_capabilities", lambda: ("FP32", "INT8"))  # an EPYC without bf16
+    monkeypatch.setattr("edgeft.host.cpu_flags", lambda cpuinfo=None: frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    recipe = plain_recipe(tiny_data, {"max_accuracy_drop_pp": 1.0}, target_macs=[0.4, 0.55, 0.7],
+                          runtimes=["ort-cpu", "ov-cpu", "ov-cpu-bf16"])
+    run = fresh_run(tmp_path, finetuned)
+    ref = srch._baseline(recipe, finetuned, run / "search")[0]["accuracy"]
+    # p50 against a 2 ms baseline: ov-cpu is faster at every ratio but misses accuracy at 0.4
+    ran = fake_space(monkeypatch, {"macs0.40-ptq@ort-cpu": (ref, 1.0), "macs0.40-ptq@ov-cpu": (ref - 0.05, 0.5),
+                                   "macs0.55-ptq@ort-cpu": (ref, 1.2), "macs0.55-ptq@ov-cpu": (ref, 0.8),
+                                   "macs0.70-ptq@ort-cpu": (ref, 1.4), "macs0.70-ptq@ov-cpu": (ref, 0.9)})
+    res = srch.search(recipe, run, run / "01-finetune")
+    by = {c.key: c for c in res.candidates}
+    assert ran == ["macs0.40-ptq", "macs0.55-ptq"] and res.passed
+    assert res.chosen.key == "macs0.55-ptq@ov-cpu"  # 2.5x: faster than 0.4 on ort-cpu (2.0x), which passed first
+    assert by["macs0.40-ptq@ort-cpu"].status == "pass" and by["macs0.40-ptq@ov-cpu"].status == "fail"
+    assert "no faster than macs0.55-ptq@ov-cpu" in by["macs0.70-ptq@ov-cpu"].reason  # 0.55 bounds it at 2.5x
+    assert by["macs0.40-ptq@ov-cpu-bf16"].status == "not run"
+    assert "no bf16 unit" in by["macs0.40-ptq@ov-cpu-bf16"].reason
+    doc = res.to_dict()
+    assert doc["runtime"] == "ov-cpu" and doc["model"] == "macs0.55-ptq"
+    # the trade-offs: 4x a little less accurate, and 2.5x as accurate as any (ort-cpu's are as accurate, slower)
+    assert srch.pareto_front(doc["candidates"]) == ["macs0.40-ptq@ov-cpu", "macs0.55-ptq@ov-cpu"]
+    lines = " ".join(search_lines(doc))
+    assert "Runtimes scored and timed: ort-cpu, ov-cpu" in lines and "Pareto front on val" in lines
+
+
+@pytest.fixture(scope="module")
+def bf16_fragile(finetuned, tmp_path_factory):
+    """The fine-tuned model with a large vector added to both classes' weights of its classifier: its two logits
+    then differ by a small part of their size. FP32 keeps the difference (its decisions do not change); bf16 keeps
+    8 bits of mantissa and loses it. A real model whose bf16 decisions are wrong, for the search to measure."""
+    import torch
+
+    from edgeft import artifact as art
+
+    out = tmp_path_factory.mktemp("fragile") / "01-finetune"
+    shutil.copytree(finetuned, out)
+    a = art.load(out)
+    sd = torch.load(a.model_path, weights_only=True)
+    w = sd["classifier.weight"]
+    sd["classifier.weight"] = w + torch.randn(w.shape[1], generator=torch.Generator().manual_seed(0)) \
+        * w.abs().mean() * 3e4
+    torch.save(sd, a.model_path)
+    meta = json.loads((out / "meta.json").read_text())
+    meta["model_sha256"] = art.sha256_file(a.model_path)
+    (out / "meta.json").write_text(json.dumps(meta))
+    return out
+
+
+def test_bf16_that_moves_val_decisions_past_a_gate_is_refused_by_the_search(tiny_data, bf16_fragile, tmp_path):
+    """bf16 accuracy is measured, never assumed: each runtime scores val itself, so a model whose bf16 decisions
+    are wrong fails the gates there and the FP32 runtime ships, recorded as what the camera's auto runs."""
+    from edgeft import artifact as art
+    from edgeft.decision import read_policy
+    from edgeft.runtime import Predictor
+    from edgeft.runtime.backends import BACKENDS
+
+    if not BACKENDS["ov-cpu-bf16"].available():
+        pytest.skip("this CPU has no bf16 unit (OpenVINO lists no BF16): bf16 cannot be measured here")
+    d = search_recipe(tiny_data, target_macs=[0.7], method=["fp32"], runtimes=["ort-cpu", "ov-cpu-bf16"])
+    d["gates"] = {"max_accuracy_drop_pp": 10.0}
+    recipe = parse(d, source="s.yaml")
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copytree(bf16_fragile, run / "01-finetune")
+    res = srch.search(recipe, run, run / "01-finetune")
+    by = {c.key: c for c in res.candidates}
+    bf16, fp32 = by["macs0.70-fp32@ov-cpu-bf16"], by["macs0.70-fp32@ort-cpu"]
+    assert bf16.status == "fail" and [v["gate"] for v in bf16.verdicts if v["status"] == "fail"] == \
+        ["max_accuracy_drop_pp"]
+    assert fp32.status == "pass" and res.chosen.key == fp32.key
+    predictions = fp32.val_predictions
+    assert sum(p != q for p, q in zip(predictions, bf16.val_predictions)) >= 3  # bf16 really scored val itself
+    shipped = art.load(run / "search" / "macs0.70-fp32" / "export")  # fp32: the pruned ONNX model ships
+    assert shipped.meta.extra["runtime"]["backend"] == "ort-cpu"
+    assert shipped.meta.extra["runtime"]["model_precision"] == "fp32"
+    assert read_policy(shipped.meta.extra).scored_with is None  # chosen on ort-cpu's scores, its kind's default
+    assert srch.chosen_dir(run, "quantize") is None
+    with Predictor(shipped.path) as p:
+        assert p.backend_name == "ort-cpu" and "ships on ort-cpu" in p.backend_reason
+
+
+def test_an_unquantized_model_on_openvino_ships_recorded_and_the_camera_runs_it_there(tiny_data, tmp_path):
+    """The whole run with the space fp32 x ov-cpu: the quantize step is skipped with the reason, the pruned FP32
+    model ships recording its runtime, its threshold is chosen on OpenVINO's scores, the bench times it there, the
+    report says where it ships, and the Predictor's auto runs it there (another backend by name says it may differ)."""
+    from edgeft import artifact as art
+    from edgeft.decision import read_policy
+    from edgeft.runtime import Predictor
+
+    d = search_recipe(tiny_data, target_macs=[0.5], method=["fp32"], runtimes=["ov-cpu"])
+    d["gates"] = {"max_accuracy_drop_pp": 100, "max_p50_ms": {"ov-cpu": 10000}}
+    run = tmp_path / "run"
+    result = pipeline.optimize(parse(d, source="s.yaml"), run)
+    state = json.loads((run / "pipeline.json").read_text())["steps"]
+    assert state["05-quantize"]["status"] == "skipped" and "unquantized" in state["05-quantize"]["reason"]
+    assert not (run / "05-quantize").exists()
+    shipped = art.load(run / "04-export-prune")
+    assert shipped.meta.extra["runtime"]["backend"] == "ov-cpu"
+    assert read_policy(shipped.meta.extra).scored_with == "ov-cpu"
+    bench = json.loads((run / "06-bench" / "results.json").read_text())["results"]
+    assert any(r["model"].endswith("04-export-prune") and r["backend"] == "ov-cpu" and r["status"] == "ok"
+               for r in bench)
+    assert [(g.gate, g.status) for g in result.gates] == [("max_accuracy_drop_pp", "pass"),
+                                                           ("max_p50_ms.ov-cpu", "pass")]
+    assert "Ships on ov-cpu (fp32 model, fp32 inference" in (run / "report.md").read_text()
+    with Predictor(shipped.path) as p:
+        assert p.backend_name == "ov-cpu" and "ships on ov-cpu" in p.backend_reason
+    with Predictor(shipped.path, backend="ort-cpu") as p:
+        assert p.backend_name == "ort-cpu" and "may differ on ort-cpu" in p.backend_reason

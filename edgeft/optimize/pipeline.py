@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,10 @@ class Step:
     inputs: list[str] = field(default_factory=list)  # bench: the steps it measures
     label: str = ""  # what the row is called in the report
     searched: bool = False  # made by the search (RUN/search/): the step takes the chosen candidate's artifact
+
+
+class Skip(Exception):
+    """A step with nothing to make in this run, and why (the search shipped an unquantized model: no INT8 step)."""
 
 
 @dataclass
@@ -234,7 +239,10 @@ def _run_searched(recipe: Recipe, step: Step, out: Path, parent: Path, run: Path
         result = srch.search(recipe, run, parent, resume=resume)
         progress.info(f"[{step.name}] the search chose {result.chosen.key}"
                       + ("" if result.passed else " (the best compromise: no candidate met every gate on val)"))
-    srch.copy_artifact(srch.chosen_dir(run, step.stage), out)
+    src = srch.chosen_dir(run, step.stage)
+    if src is None:
+        raise Skip(f"the search ships {srch.chosen(run)['chosen']}: the pruned FP32 model, unquantized")
+    srch.copy_artifact(src, out)
 
 
 def _run_build(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
@@ -254,8 +262,10 @@ def _run_bench(recipe: Recipe, step: Step, out: Path, run: Path, done: dict[str,
     for name in step.inputs:
         if done.get(name) is None or done[name].status == "skipped":
             continue
-        model_file = art.load(run / name).meta.model_file  # each backend runs one kind of model file
-        pairs += [(str(run / name), backend) for backend in b.backends if BACKENDS[backend].model_file == model_file]
+        meta = art.load(run / name).meta
+        shipped = (meta.extra.get("runtime") or {}).get("backend")  # the search's runtime: timed where it ships
+        backends = dict.fromkeys([*b.backends, *([shipped] if shipped else [])])
+        pairs += [(str(run / name), backend) for backend in backends if BACKENDS[backend].model_file == meta.model_file]
     cfg = BenchConfig(backends=list(b.backends), batches=list(b.batches), warmup_s=b.warmup_s, duration_s=b.duration_s,
                       threads=b.threads or recipe.threads, rounds=b.rounds, memory=b.memory)
     doc = bench([], cfg, pairs=pairs)
@@ -421,6 +431,11 @@ def _run_steps(recipe: Recipe, steps: list[Step], run: Path, state: dict[str, An
                 raise
             status, reason = "skipped", str(e)
             progress.warn(f"{step.name} skipped: {reason}")
+        except Skip as e:
+            status, reason = "skipped", str(e)
+            if out_dir.exists():  # an earlier run's model of this step would read as this run's
+                shutil.rmtree(out_dir)
+            progress.info(f"[{step.name}] skipped: {reason}")
         seconds = round(time.time() - t0, 1)
         results[step.name] = StepResult(step, status, seconds, reason)
         state["steps"][step.name] = {"status": status, "hash": h, "seconds": seconds, "reason": reason,

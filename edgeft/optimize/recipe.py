@@ -107,18 +107,22 @@ class DecisionSection:
 
 @dataclass
 class SearchSection:
-    """What ``edgeft optimize`` may try to meet the gates: pruning ratios (fractions of the fine-tuned model's MACs)
-    and quantization methods; the fastest candidate that meets every gate on val ships (see
-    :mod:`edgeft.optimize.search`). ``budget_min``: minutes the search may spend after the fine-tuning."""
+    """What ``edgeft optimize`` may try to meet the gates: pruning ratios (fractions of the fine-tuned model's MACs),
+    precisions (INT8 by PTQ or QAT, or FP32) and the CPU runtimes each model may ship on; the fastest candidate that
+    meets every gate on val ships (see :mod:`edgeft.optimize.search`). ``budget_min``: minutes the search may spend
+    after the fine-tuning."""
 
     target_macs: list[float] = field(default_factory=lambda: [0.5, 0.6, 0.7])
     method: list[str] = field(default_factory=lambda: ["ptq"])
     calib_method: list[str] = field(default_factory=list)  # PTQ calibrations to try per candidate, the best on val
                                                           # kept (cheap next to a recovery); empty: quantize's
+    runtimes: list[str] = field(default_factory=lambda: ["ort-cpu"])  # each model scored and timed on each of these
+                                                                      # this machine has (the others: said why not)
     budget_min: float = 20.0
-    latency_rounds: int = 5  # interleaved rounds when each candidate's INT8 model is timed against the fine-tuned one
+    latency_rounds: int = 5  # interleaved rounds when each candidate is timed against the fine-tuned FP32 model
 
-    METHODS = ("ptq", "qat")
+    METHODS = ("ptq", "qat", "fp32")  # fp32: the pruned model unquantized (ov-cpu-bf16 computes it in bf16)
+    RUNTIMES = ("ort-cpu", "ov-cpu", "ov-cpu-bf16")
 
 
 @dataclass
@@ -349,13 +353,22 @@ def _search(d: Any, stages: list[str], sections: dict[str, Any], gates: Gates) -
         raise ConfigError(f"search.target_macs lists a ratio twice: {s.target_macs}")
     s.target_macs = sorted(float(v) for v in s.target_macs)
     if not isinstance(s.method, list) or not s.method:
-        raise ConfigError("search.method is empty: list ptq, qat or both")
+        raise ConfigError("search.method is empty: list ptq, qat, fp32 or several")
     for m in s.method:
         if m not in SearchSection.METHODS:
-            raise ConfigError(f"search.method: unknown method {m!r}; choose from ptq, qat"
+            raise ConfigError(f"search.method: unknown method {m!r}; choose from {', '.join(SearchSection.METHODS)}"
                               f"{close_matches(str(m), SearchSection.METHODS)}")
     if len(set(s.method)) != len(s.method):
         raise ConfigError(f"search.method lists a method twice: {s.method}")
+    if isinstance(s.runtimes, str):
+        s.runtimes = [s.runtimes]
+    if not isinstance(s.runtimes, list) or not s.runtimes or len(set(s.runtimes)) != len(s.runtimes):
+        raise ConfigError(f"search.runtimes must list distinct CPU runtimes, e.g. [ort-cpu, ov-cpu, ov-cpu-bf16]; got "
+                          f"{s.runtimes!r}")
+    for r in s.runtimes:
+        if r not in SearchSection.RUNTIMES:
+            raise ConfigError(f"search.runtimes: {r!r} is not a CPU runtime the search can time; choose from "
+                              f"{', '.join(SearchSection.RUNTIMES)}{close_matches(str(r), SearchSection.RUNTIMES)}")
     from edgeft.quantize.ptq import CALIB_METHODS
 
     if isinstance(s.calib_method, str):
@@ -383,14 +396,21 @@ def _search(d: Any, stages: list[str], sections: dict[str, Any], gates: Gates) -
                           "{ort-cpu: 5}) so the search knows what passes")
     from edgeft.runtime.backends import BACKENDS
 
+    gated = set()
     for key in gates.max_p50_ms:
         backend, _, batch = str(key).partition("@")
         if not BACKENDS[backend].available():
             raise ConfigError(f"gates.max_p50_ms.{key}: {backend} is not available on this machine, so the search "
                               "cannot evaluate this gate; run where it is (`edgeft doctor`) or remove the gate")
-        if backend != "ort-cpu" or batch not in ("", "1"):
-            raise ConfigError(f"gates.max_p50_ms.{key}: the search times its candidates on ort-cpu at batch 1 only, "
-                              f"so {key} cannot be evaluated while searching; gate it in a run without search:")
+        if backend not in s.runtimes or batch not in ("", "1"):
+            raise ConfigError(f"gates.max_p50_ms.{key}: the search times its candidates on "
+                              f"{', '.join(s.runtimes)} at batch 1 only, so {key} cannot be evaluated while searching; "
+                              "gate it in a run without search:")
+        gated.add(backend)
+    ungated = [r for r in s.runtimes if gated and r not in gated]
+    if ungated:  # a latency budget is the camera's: a candidate shipping on another runtime must meet one too
+        raise ConfigError(f"gates.max_p50_ms limits {', '.join(sorted(gated))} but search.runtimes also ships on "
+                          f"{', '.join(ungated)}; give each runtime its limit (max_p50_ms: {{{ungated[0]}: ...}})")
     return s
 
 

@@ -19,7 +19,7 @@ from edgeft.errors import EdgeftError
 from edgeft.metrics import paired_drop
 from edgeft.optimize.charts import pareto_svg, pr_svg, quality_name, roc_svg, search_svg, training_svg
 from edgeft.optimize.gates import GateVerdict
-from edgeft.optimize.rows import Row, final, fmt, p50_ms, rate_text, ratio_text, reference
+from edgeft.optimize.rows import Row, final, fmt, p50_ms, rate_text, ratio_text, reference, round_ratios
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -64,6 +64,9 @@ def headline(rows: list[Row], gates: list[GateVerdict],
                 spread = ratio_text(ref.latency[k], b)
                 out.append(f"On {k}: {p50_ms(b):.2f} ms p50, {ref_ms / p50_ms(b):.2f}x faster "
                            f"than {ref.label} ({ref_ms:.2f} ms" + (f"; {spread}" if spread else "") + ").")
+        shipped = runtime_sentence(rows, last)
+        if shipped:
+            out.append(shipped)
         eager = base.latency.get("torch@1")
         fk = next((k for k in last.latency if k.endswith("@1") and last.latency[k]["status"] == "ok"), None)
         if eager and eager["status"] == "ok" and fk and fk != "torch@1":
@@ -98,6 +101,22 @@ def headline(rows: list[Row], gates: list[GateVerdict],
     return out
 
 
+def runtime_sentence(rows: list[Row], last: Row) -> str:
+    """Where the final model ships when the search chose its runtime, and its speed there against the first FP32 model
+    on ONNX Runtime in the same bench rounds (the median of the per-round ratios, the bar the search chose by)."""
+    rt = last.runtime or {}
+    k = f"{rt.get('backend')}@1"
+    ref = reference(rows, "ort-cpu@1")
+    if not rt or ref is None or ref is last or last.latency.get(k, {}).get("status") != "ok":
+        return ""
+    ratios = round_ratios(ref.latency["ort-cpu@1"], last.latency[k])
+    ratio = statistics.median(ratios) if ratios else p50_ms(ref.latency["ort-cpu@1"]) / p50_ms(last.latency[k])
+    spread = f", {min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} rounds" if ratios else ""
+    return (f"Ships on {rt['backend']} ({rt.get('model_precision')} model, {rt.get('inference_precision')} inference; "
+            f"chosen by the search on {rt.get('machine')}): {p50_ms(last.latency[k]):.2f} ms p50, {ratio:.2f}x the "
+            f"{ref.label} on ort-cpu (median of paired rounds{spread}).")
+
+
 def stage_time(results) -> str:
     """The run's wall time, summed over its stages; stages reused from an earlier run count with their first time."""
     ran = sum(r.seconds for r in results.values() if r.status == "done")
@@ -130,9 +149,13 @@ def _drop_text(p: dict[str, Any]) -> str:
 
 def search_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """Every candidate the search considered, in the order it was paid for, with what it measured on val."""
+    from edgeft.optimize.search import pareto_front
+
     base = result["baseline_val"]
-    header = ["candidate", "MACs kept", "val acc. before recovery", "val acc. (INT8)", "drop ± 1 SE (paired)", "AUROC",
-              "recall / false reject", "ORT CPU p50", "speed-up (rounds)", "minutes", "status"]
+    header = ["candidate (model@runtime)", "MACs kept", "val acc. before recovery", "val acc.", "drop ± 1 SE (paired)",
+              "AUROC", "recall / false reject", "p50 on its runtime", "speed-up (rounds)", "Pareto", "minutes",
+              "status"]
+    front = set(pareto_front(result["candidates"]))
     body = []
     for c in result["candidates"]:
         v = c.get("val")
@@ -148,6 +171,7 @@ def search_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
                      f"{_pct(v, 'policy', 'recall')} / {_pct(v, 'policy', 'false_reject')}" if v and v.get("policy")
                      else "—", fmt(c.get("p50_ms"), ".2f") + (" ms" if c.get("p50_ms") else ""),
                      f"{statistics.median(sp):.2f}x ({min(sp):.2f}-{max(sp):.2f})" if sp else "—",
+                     "front" if c["key"] in front else "—",
                      f"{c['seconds'] / 60:.1f}" if c.get("seconds") else "—", status])
     return header, body
 
@@ -166,6 +190,14 @@ def search_lines(result: dict[str, Any]) -> list[str]:
                                                "(the fastest whose worst miss, relative to its limit, is within one "
                                                "paired standard error of the smallest).")]
     out += [f"On val, {GateVerdict.from_dict(v).line()}" for v in chosen.get("verdicts", []) if v["status"] == "fail"]
+    from edgeft.optimize.search import pareto_front
+
+    runtimes = sorted({c.get("runtime", "ort-cpu") for c in result["candidates"] if c.get("val")})
+    front = pareto_front(result["candidates"])
+    if len(front) > 1 or len(runtimes) > 1:
+        out.append(f"Runtimes scored and timed: {', '.join(runtimes)} (each candidate with its own threshold, chosen on "
+                   "its runtime's val scores; speed-ups are medians of per-round ratios against the fine-tuned FP32 "
+                   f"ONNX model on ort-cpu). Pareto front on val (speed-up against accuracy): {', '.join(front)}.")
     return out
 
 

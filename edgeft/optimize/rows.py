@@ -41,6 +41,7 @@ class Row:
     image_decisions: Decisions | None = None  # a task's own part-level ones (a detector: its best defect box)
     image_policy: Outcome | None = None
     history: list[dict[str, Any]] | None = None  # a trained model's epoch records (meta.json extra.history)
+    runtime: dict[str, Any] | None = None  # the runtime it ships on, where the search chose one (extra.runtime)
 
     @property
     def decisions(self) -> Decisions | None:
@@ -134,6 +135,7 @@ def collect(run: Path, steps, results) -> tuple[list[Row], dict[str, Any] | None
         if a.meta.kind == "torch" and a.meta.extra.get("history"):
             row.history = a.meta.extra["history"]
         row.sha256 = a.meta.model_sha256
+        row.runtime = a.meta.extra.get("runtime")
         counts[s.name] = _count(a) if a.meta.kind == "torch" else counts.get(s.parent, (None, None))
         row.params, row.macs = counts[s.name]
         row.latency = by_model.get(s.name, {})

@@ -1,18 +1,24 @@
 """The search behind ``edgeft optimize`` with a ``search:`` section: the fastest model that meets every gate.
 
-A user states constraints (the recipe's gates) and a space (pruning ratios, PTQ and/or QAT); the search tries
+A user states constraints (the recipe's gates) and a space (pruning ratios; INT8 by PTQ and/or QAT, or FP32; the
+CPU runtimes the model may ship on: ONNX Runtime, OpenVINO at FP32 or bf16 inference precision); the search tries
 candidates and ships the fastest one that meets every gate **on val**, or, when none does, the best compromise with
-a verdict per gate. The pipeline seals the test split while it runs (``edgeft.data.imagefolder.sealed_test``), so
+a verdict per gate. A candidate is a model on a runtime: each runtime computes the model its own way (OpenVINO's
+INT8 kernels round otherwise, bf16 keeps 8 bits of mantissa), so each is scored on val there, gets its own
+threshold there, and is judged there; the shipped artifact records the runtime (``extra.runtime``), and the camera's
+``auto`` runs exactly that. The pipeline seals the test split while it runs (``edgeft.data.imagefolder.sealed_test``), so
 no stage and no decision here can read test: the shipped model and the fine-tuned one are measured on it once, at
 the end, and the gates are judged there.
 
 Cheap before expensive:
 - the fine-tuned model is pruned **once** along the schedule, with a snapshot at every ratio of the space (BatchNorm
   re-estimated, val accuracy before recovery: what each ratio costs before any recovery is paid for);
-- candidates are then paid for fastest first (fewest MACs, PTQ before QAT of the same ratio) and the search stops at
-  the first that passes: the space is ordered by speed, so that one is the fastest passing candidate. A ratio that
-  fails only on latency is not retried with QAT (same graph, same speed), and once a ratio fails on latency no
-  slower one is tried;
+- models are then paid for in order (fewest MACs first; the methods as listed), each scored and timed on every
+  listed runtime this machine has (cheap next to a recovery), and the fastest passing candidate ships. Speed is the
+  median of per-round ratios against the fine-tuned FP32 model on ONNX Runtime timed in the same rounds, so
+  candidates timed at different moments compare. A model is paid for only while it could beat the best passing
+  candidate: on each runtime a model with more MACs is no faster than one with fewer at the same precision, QAT is
+  the same graph as PTQ, and once a ratio fails on latency on a runtime no slower one is tried there;
 - each candidate's cost is measured; the next one starts only when the budget can still pay for it, and finished
   candidates are kept in ``RUN/search/search.json`` for ``--resume``.
 
@@ -44,23 +50,35 @@ STATE_FILE = "search.json"
 
 @dataclass
 class Candidate:
-    """One point of the space, and what it measured on val."""
+    """One point of the space, a model on a runtime, and what it measured on val."""
 
-    key: str  # e.g. "macs0.50-ptq": its folder under RUN/search/
+    key: str  # e.g. "macs0.50-ptq@ov-cpu"
     target_macs: float
-    method: str
+    method: str  # ptq | qat | fp32
+    runtime: str = "ort-cpu"
     status: str = "not run"  # pass | fail | not run
     reason: str = ""  # why it did not run
     macs_ratio: float | None = None  # where pruning landed
     val_before_recovery: float | None = None  # accuracy of the BN-re-estimated snapshot
-    val: dict[str, Any] | None = None  # the INT8 model's Classification on val, at its own val-chosen policy
-    p50_ms: float | None = None  # INT8, ONNX Runtime CPU, batch 1 (median of the interleaved rounds)
-    baseline_p50_ms: float | None = None  # the fine-tuned FP32 ONNX model in the same rounds
+    val: dict[str, Any] | None = None  # the model's Classification on val on this runtime, at its own val policy
+    p50_ms: float | None = None  # on this runtime, batch 1 (median of the interleaved rounds)
+    baseline_p50_ms: float | None = None  # the fine-tuned FP32 ONNX model on ONNX Runtime in the same rounds
     speedups: list[float] = field(default_factory=list)  # per-round paired ratios baseline / candidate
-    seconds: float = 0.0
+    seconds: float = 0.0  # what making and measuring its model cost (shared by the model's runtimes)
     verdicts: list[dict[str, Any]] = field(default_factory=list)  # each gate on val
     calibration: dict[str, float] = field(default_factory=dict)  # PTQ: val accuracy per calibration tried
     val_predictions: list[int] = field(default_factory=list)  # per val image, for the paired comparison
+    policy: dict[str, Any] | None = None  # the operating point chosen on this runtime's val scores
+
+    @property
+    def model(self) -> str:
+        """The model's folder under RUN/search/, shared by its runtimes."""
+        return self.key.split("@")[0]
+
+    @property
+    def precision(self) -> str:
+        """The model's precision class: INT8 (PTQ and QAT make the same graph) or FP32."""
+        return "fp32" if self.method == "fp32" else "int8"
 
     @property
     def speedup(self) -> float | None:
@@ -80,7 +98,8 @@ class SearchResult:
     budget_s: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chosen": self.chosen.key, "passed": self.passed, "seconds": round(self.seconds, 1),
+        return {"chosen": self.chosen.key, "model": self.chosen.model, "method": self.chosen.method,
+                "runtime": self.chosen.runtime, "passed": self.passed, "seconds": round(self.seconds, 1),
                 "budget_s": self.budget_s, "baseline_val": self.baseline_val,
                 "candidates": [asdict(c) for c in self.candidates]}
 
@@ -94,9 +113,20 @@ def space_hash(recipe: Recipe) -> str:
 
 
 def candidates(recipe: Recipe) -> list[Candidate]:
-    """The space in the order it is paid for: fewest MACs first, then the methods as listed (PTQ before QAT)."""
+    """The space in the order it is paid for: fewest MACs first, then the methods as listed, then the runtimes."""
     s = recipe.search
-    return [Candidate(f"macs{r:.2f}-{m}", r, m) for r in sorted(s.target_macs) for m in s.method]
+    return [Candidate(f"macs{r:.2f}-{m}@{rt}", r, m, rt) for r in sorted(s.target_macs) for m in s.method
+            for rt in s.runtimes]
+
+
+def unavailable(runtime: str) -> str:
+    """Why ``runtime`` cannot run on this machine, naming what is missing; empty when it can."""
+    from edgeft.runtime.backends import BACKENDS
+
+    b = BACKENDS[runtime]
+    if b.available():
+        return ""
+    return b.missing() if b.missing is not None else f"{b.description} is not available here"
 
 
 def load_result(run: Path) -> dict[str, Any] | None:
@@ -161,15 +191,18 @@ def estimate_candidate_s(finetuned: art.Artifact, recipe: Recipe) -> float:
     return total / epochs * (max(1, p.recover_epochs) * ratio + 1)
 
 
-def _score_val(recipe: Recipe, a: art.Artifact, val) -> tuple[dict[str, Any], list[int]]:
-    """A model on val, scored once: its policy chosen there (with a decision section), its metrics at that policy,
-    and its prediction per image (for the paired comparison)."""
+def _score_val(recipe: Recipe, a: art.Artifact, val, backend: str | None = None
+               ) -> tuple[dict[str, Any], list[int], dict[str, Any] | None]:
+    """A model on val on ``backend`` (default: its kind's), scored once: its policy chosen there (with a decision
+    section), its metrics at that policy, its prediction per image (for the paired comparison), and the policy."""
     from edgeft.evaluate import choose_policy, logits, metrics_from_logits
 
-    out, views = logits(a, val, tta_views=1)
+    out, views = logits(a, val, tta_views=1, backend=backend)
+    policy = None
     if recipe.decision is not None:
-        choose_policy(a, val, recipe.decision.rule(), list(recipe.decision.positive), out=out)
-    return metrics_from_logits(a, val, out, views).to_dict(), out.argmax(1).tolist()
+        policy = choose_policy(a, val, recipe.decision.rule(), list(recipe.decision.positive), backend=backend,
+                               out=out).to_dict()
+    return metrics_from_logits(a, val, out, views).to_dict(), out.argmax(1).tolist(), policy
 
 
 def _baseline(recipe: Recipe, finetuned: Path, root: Path) -> tuple[dict[str, Any], Path]:
@@ -180,7 +213,7 @@ def _baseline(recipe: Recipe, finetuned: Path, root: Path) -> tuple[dict[str, An
 
     a = art.load(finetuned)
     val = load_split(recipe.data, "val", a.meta.input, classes=a.meta.class_names)
-    d, predictions = _score_val(recipe, a, val)
+    d, predictions, _ = _score_val(recipe, a, val)
     d["labels"], d["predictions"] = val.labels.tolist(), predictions
     onnx_dir = root / "baseline-onnx"
     if not (onnx_dir / "meta.json").is_file():
@@ -191,24 +224,27 @@ def _baseline(recipe: Recipe, finetuned: Path, root: Path) -> tuple[dict[str, An
 
 
 def _run_candidate(recipe: Recipe, c: Candidate, finetuned: Path, snapshot: Path, root: Path) -> Path:
-    """Recover the snapshot, export it, quantize it with the candidate's method; the quantized artifact's folder."""
+    """Make ``c``'s model (shared by its runtimes): recover the snapshot, export it, and quantize it with the
+    candidate's method (none for fp32); the folder of the artifact that would ship (quantize, or export for fp32)."""
     from edgeft.data import calibration
     from edgeft.export.stage import export
     from edgeft.prune.pruner import recover_snapshot
     from edgeft.quantize.ptq import QuantizeConfig, quantize
 
-    d = root / c.key
+    d = root / c.model
     if d.exists():
         shutil.rmtree(d)  # an interrupted candidate starts over
     d.mkdir(parents=True)
     p = replace(recipe.sections["prune"], target_macs=c.target_macs, target_params=None)
     if recipe.threads and not p.threads:
         p = replace(p, threads=recipe.threads)
-    progress.info(f"[search] {c.key}: recovering the {c.target_macs:g}-MACs snapshot")
+    progress.info(f"[search] {c.model}: recovering the {c.target_macs:g}-MACs snapshot")
     recover_snapshot(snapshot, finetuned, recipe.data, d / "prune", p, force=True)
     e = recipe.sections["export"]
     export(d / "prune", d / "export", opset=e.opset, dynamic_batch=recipe.dynamic_batch, do_simplify=e.simplify,
            data=recipe.data, n=e.parity_images, force=True, gray_input=e.gray_input)
+    if c.method == "fp32":
+        return d / "export"
     q = recipe.sections["quantize"]
     calib = Path(q.calib) if q.calib else root / "calibration.json"
     if not calib.is_file():
@@ -225,32 +261,44 @@ def _run_candidate(recipe: Recipe, c: Candidate, finetuned: Path, snapshot: Path
         c.calibration[m] = a.meta.metrics[a.meta.metrics["eval_split"]]["accuracy"]
     best = max(c.calibration, key=lambda m: c.calibration[m])  # ties: the first listed
     if len(c.calibration) > 1:
-        progress.info(f"[search] {c.key}: calibration {best} kept (val accuracy "
+        progress.info(f"[search] {c.model}: calibration {best} kept (val accuracy "
                       + ", ".join(f"{m} {v * 100:.2f}%" for m, v in c.calibration.items()) + ")")
     os.replace(d / f"quantize-{best}", d / "quantize")
     return d / "quantize"
 
 
-def _measure(recipe: Recipe, c: Candidate, quantized: Path, baseline_onnx: Path) -> None:
-    """The candidate's INT8 model on val at its own val-chosen policy, and its latency against the fine-tuned FP32
-    ONNX model in interleaved rounds (paired per-round ratios)."""
+def _measure(recipe: Recipe, group: list[Candidate], model_dir: Path, baseline_onnx: Path) -> None:
+    """One model on each of its candidates' runtimes: scored on val there at its own val-chosen policy, and timed
+    there against the fine-tuned FP32 ONNX model on ONNX Runtime, all of them interleaved in the same rounds (paired
+    per-round ratios)."""
     from edgeft.data import load_split
-    from edgeft.runtime.timing import ort_rounds
+    from edgeft.runtime.backends import BACKENDS, OrtRunner
+    from edgeft.runtime.timing import runner_rounds
 
-    a = art.load(quantized)
+    a = art.load(model_dir)
     val = load_split(recipe.data, "val", a.meta.input, classes=a.meta.class_names)
-    c.val, c.val_predictions = _score_val(recipe, a, val)
+    threads = recipe.threads or 2
+    runners = {"base": OrtRunner(baseline_onnx, "CPUExecutionProvider", threads)}
+    for c in group:
+        c.val, c.val_predictions, c.policy = _score_val(recipe, a, val, c.runtime)
+        runners[c.key] = BACKENDS[c.runtime].make(a.model_path, a.path, threads)
     shape = (1, a.meta.input.channels, *a.meta.input.size)
-    r = ort_rounds({"base": baseline_onnx, "cand": a.model_path}, shape, recipe.threads or 2,
-                   recipe.search.latency_rounds, iters=30, min_seconds=0.25)
-    c.p50_ms = round(statistics.median(r["cand"]), 3)
-    c.baseline_p50_ms = round(statistics.median(r["base"]), 3)
-    c.speedups = [round(b / x, 3) for b, x in zip(r["base"], r["cand"])]
+    for r in runners.values():
+        r.activate()
+    try:
+        rounds = runner_rounds(runners, shape, recipe.search.latency_rounds, iters=30, min_seconds=0.25)
+    finally:
+        for r in runners.values():
+            r.deactivate()
+    for c in group:
+        c.p50_ms = round(statistics.median(rounds[c.key]), 3)
+        c.baseline_p50_ms = round(statistics.median(rounds["base"]), 3)
+        c.speedups = [round(b / x, 3) for b, x in zip(rounds["base"], rounds[c.key])]
 
 
 def judge(recipe: Recipe, baseline_val: dict[str, Any], c: Candidate) -> list[dict[str, Any]]:
     """Every gate on val: the candidate against the fine-tuned model, each at its own val-chosen policy, and the
-    latency gates on the candidate's measured p50 (ONNX Runtime CPU, batch 1)."""
+    latency gate of the candidate's runtime on its measured p50 (batch 1; the recipe gives each runtime its limit)."""
     from edgeft.optimize.gates import GateVerdict, evaluate_gates
     from edgeft.optimize.rows import Row
 
@@ -261,9 +309,11 @@ def judge(recipe: Recipe, baseline_val: dict[str, Any], c: Candidate) -> list[di
             Row(c.key, "quantize", c.key, "", "done", accuracy=c.val_metrics(), split="val")]
     verdicts = evaluate_gates(replace(recipe.gates, max_p50_ms={}), rows)
     for key, limit in recipe.gates.max_p50_ms.items():
+        if str(key).partition("@")[0] != c.runtime:
+            continue  # another runtime's budget
         verdicts.append(GateVerdict(f"max_p50_ms.{key}", float(limit), c.p50_ms, c.key,
                                     "pass" if c.p50_ms is not None and c.p50_ms <= float(limit) else "fail",
-                                    f"{c.key} on ort-cpu@1"))
+                                    f"{c.key} on {c.runtime}@1"))
     return [v.to_dict() for v in verdicts]  # kept as JSON in the search's result
 
 
@@ -280,6 +330,11 @@ def excess(v: dict[str, Any]) -> float:
     return (v["value"] - v["limit"]) / max(abs(v["limit"]), 1e-9)
 
 
+def _speed(c: Candidate) -> float:
+    """Paired speed-up, for ordering (a candidate never timed sorts last)."""
+    return c.speedup if c.speedup is not None else float("-inf")
+
+
 def compromise(tried: list[Candidate], baseline_val: dict[str, Any]) -> Candidate:
     """When no candidate meets every gate: the smallest worst miss relative to its limit; among candidates whose worst
     miss is within one paired standard error of that one's (an accuracy miss the val split cannot tell apart), the
@@ -287,7 +342,7 @@ def compromise(tried: list[Candidate], baseline_val: dict[str, Any]) -> Candidat
     def worst(c: Candidate) -> float:
         return max((excess(v) for v in c.verdicts), default=0.0)
 
-    best = min(tried, key=lambda c: (worst(c), c.p50_ms or 0.0))
+    best = min(tried, key=lambda c: (worst(c), -_speed(c)))
     tolerance = 0.0
     gate = max(best.verdicts, key=excess, default=None)
     paired = bool(best.val_predictions and baseline_val.get("labels"))
@@ -295,14 +350,50 @@ def compromise(tried: list[Candidate], baseline_val: dict[str, Any]) -> Candidat
         se = paired_drop(baseline_val["labels"], baseline_val["predictions"], best.val_predictions)["se_pp"]
         tolerance = se / max(abs(gate["limit"]), 1e-9)
     close = [c for c in tried if worst(c) <= worst(best) + tolerance]
-    return min(close, key=lambda c: (c.p50_ms if c.p50_ms is not None else float("inf"), worst(c)))
+    return min(close, key=lambda c: (-_speed(c), worst(c)))
+
+
+def fastest(passed: list[Candidate]) -> Candidate | None:
+    """The fastest of the passing candidates by paired speed-up; ties: the first paid for (fewer MACs)."""
+    return max(passed, key=_speed, default=None)
+
+
+def pareto_front(candidates: list[dict[str, Any]]) -> list[str]:
+    """The keys of the measured candidates (result dicts) no other beats on both paired speed-up and val accuracy:
+    the trade-offs the space offers, fastest first."""
+    pts = [(statistics.median(c["speedups"]), c["val"]["accuracy"], c["key"]) for c in candidates
+           if c.get("val") and c.get("speedups")]
+    front = [k for sp, acc, k in pts if not any(s2 >= sp and a2 >= acc and (s2, a2) != (sp, acc) for s2, a2, _ in pts)]
+    return sorted(front, key=lambda k: -next(sp for sp, _, k2 in pts if k2 == k))
+
+
+def skip_reason(c: Candidate, result: list[Candidate], best: Candidate | None) -> str:
+    """Why ``c`` need not be paid for, given the candidates already judged (``result``) and the fastest passing one
+    (``best``); empty when it could still be faster than ``best`` or none has passed. On one runtime, a model with
+    more MACs at the same precision is no faster than a measured one with fewer (QAT is the same graph as PTQ)."""
+    same = [r for r in result if r.runtime == c.runtime and r.precision == c.precision and r.speedup is not None
+            and r.target_macs <= c.target_macs]
+    slow = [r for r in same if r.status == "fail" and _fails(r.verdicts) == (True, False)]  # only on latency
+    if slow:
+        r = min(slow, key=lambda r: r.target_macs)
+        if r.target_macs < c.target_macs:
+            return f"{r.target_macs:g} of the MACs already missed the latency gate on {c.runtime}; this one is no faster"
+        return "the same graph missed only the latency gate with another method"
+    if best is None:
+        return ""
+    if not same:
+        return ""  # nothing bounds its speed yet
+    bound = min(same, key=lambda r: r.speedup)
+    if bound.speedup <= best.speedup:
+        return (f"no faster than {best.key}, which passed at {best.speedup:.2f}x: {bound.key} reached "
+                f"{bound.speedup:.2f}x with fewer or as many MACs")
+    return ""
 
 
 def search(recipe: Recipe, run: Path, finetuned: Path, resume: bool = False) -> SearchResult:
     """Run the search of ``recipe`` under ``run/search`` from the fine-tuned artifact ``finetuned``; the test split
-    must be sealed by the caller. Returns the chosen candidate (its artifacts in ``run/search/<key>/``)."""
+    must be sealed by the caller. Returns the chosen candidate (its artifacts in ``run/search/<model>/``)."""
     from edgeft.optimize.recipe import data_fingerprint
-    from edgeft.optimize.gates import GateVerdict
     from edgeft.prune.pruner import prune_schedule
 
     t0 = time.time()
@@ -311,6 +402,10 @@ def search(recipe: Recipe, run: Path, finetuned: Path, resume: bool = False) -> 
     root = run / SEARCH_DIR
     parent = art.load(finetuned)
     inputs = config_hash({"finetuned": parent.meta.model_sha256, "data": data_fingerprint(recipe.data)})
+    missing = {rt: unavailable(rt) for rt in s.runtimes}
+    if all(missing.values()):
+        raise ConfigError("search.runtimes: none can run on this machine ("
+                          + "; ".join(f"{rt}: {why}" for rt, why in missing.items()) + "); list ort-cpu")
     state = _state(recipe, root, inputs, resume)
     space = candidates(recipe)
     done = {k: Candidate(**v) for k, v in state["candidates"].items()}
@@ -334,76 +429,118 @@ def search(recipe: Recipe, run: Path, finetuned: Path, resume: bool = False) -> 
         _write_state(root, state)
     baseline_val, baseline_onnx = _baseline(recipe, finetuned, root)
     costs = [c.seconds for c in done.values() if c.status != "not run"]
-    too_slow_at: float | None = None  # a ratio that failed on latency: no slower one can pass
-    chosen: Candidate | None = None
     result: list[Candidate] = []
+    models: dict[str, list[Candidate]] = {}
     for c in space:
-        snap_meta = art.load(snaps[c.target_macs]).meta.metrics
-        prior = done.get(c.key)
-        if prior is not None and prior.status in ("pass", "fail"):
-            c = prior
-            progress.info(f"[search] {c.key}: reused ({c.status})")
-        elif chosen is not None:
-            c.reason = f"{chosen.key} passed first and is at least as fast"
-        elif too_slow_at is not None and c.target_macs >= too_slow_at:
-            c.reason = f"{too_slow_at:g} of the MACs already missed the latency gate; this one is no faster"
-        elif any(r.target_macs == c.target_macs and r.status == "fail" and _fails(r.verdicts) == (True, False)
-                 for r in result):
-            c.reason = "the same graph missed only the latency gate with another method"
-        else:
-            spent = time.time() - t0
-            need = statistics.mean(costs) if costs else estimate
-            if costs and spent + need > budget:  # the first always runs: its estimate was checked before the schedule
-                c.reason = (f"budget: {spent / 60:.1f} of {s.budget_min:g} min spent, a candidate costs about "
-                            f"{need / 60:.1f} min")
+        models.setdefault(c.model, []).append(c)
+    for model, group in models.items():
+        snap_meta = art.load(snaps[group[0].target_macs]).meta.metrics
+        runnable = [c for c in group if not missing[c.runtime]]
+        for c in group:
+            if missing[c.runtime]:
+                c.reason = f"{c.runtime} cannot run here: {missing[c.runtime]}"
+        prior = [done.get(c.key) for c in runnable]
+        best = fastest([r for r in result if r.status == "pass"])
+        if runnable and all(p is not None and p.status in ("pass", "fail") for p in prior):
+            group = [p if p is not None and p.key == c.key else c for c, p in
+                     zip(group, [done.get(c.key) for c in group])]
+            progress.info(f"[search] {model}: reused ({', '.join(f'{c.runtime} {c.status}' for c in group)})")
+        elif runnable:
+            reasons = [skip_reason(c, result, best) for c in runnable]
+            if all(reasons):
+                for c, why in zip(runnable, reasons):
+                    c.reason = why
             else:
-                t1 = time.time()
-                quantized = _run_candidate(recipe, c, finetuned, snaps[c.target_macs], root)
-                _measure(recipe, c, quantized, baseline_onnx)
-                c.seconds = round(time.time() - t1, 1)
-                costs.append(c.seconds)
-        c.macs_ratio = (snap_meta.get("prune") or {}).get("macs_ratio")
-        split = snap_meta.get("eval_split", "val")
-        c.val_before_recovery = (snap_meta.get(split) or {}).get("accuracy")
-        if c.val is not None:
-            c.verdicts = judge(recipe, baseline_val, c)
-            c.status = "pass" if all(v["status"] == "pass" for v in c.verdicts) else "fail"
-            slow, other = _fails(c.verdicts)
-            if slow and not other:
-                too_slow_at = c.target_macs if too_slow_at is None else min(too_slow_at, c.target_macs)
-            if c.status == "pass" and chosen is None:
-                chosen = c
-            va = c.val_metrics()
-            pd = paired_drop(baseline_val["labels"], baseline_val["predictions"], c.val_predictions) \
-                if c.val_predictions else None
-            progress.info(f"[search] {c.key}: {c.status} on val: accuracy {va.accuracy * 100:.2f}%"
-                          + (f" (drop {pd['drop_pp']:+.2f} ± {pd['se_pp']:.2f} pp, one paired standard error)"
-                             if pd else "") + ", "
-                          f"{c.p50_ms:.2f} ms ({c.speedup:.2f}x the fine-tuned FP32 ONNX model), "
-                          + "; ".join(GateVerdict.from_dict(v).line() for v in c.verdicts if v["status"] == "fail"))
-        elif c.reason:
-            progress.info(f"[search] {c.key}: not run ({c.reason})")
-        result.append(c)
-        state["candidates"][c.key] = asdict(c)
+                spent = time.time() - t0
+                need = statistics.mean(costs) if costs else estimate
+                if costs and spent + need > budget:  # the first always runs: its estimate was checked above
+                    for c in runnable:
+                        c.reason = (f"budget: {spent / 60:.1f} of {s.budget_min:g} min spent, a candidate costs about "
+                                    f"{need / 60:.1f} min")
+                else:
+                    t1 = time.time()
+                    shipped = _run_candidate(recipe, runnable[0], finetuned, snaps[group[0].target_macs], root)
+                    for c in runnable[1:]:
+                        c.calibration = dict(runnable[0].calibration)
+                    _measure(recipe, runnable, shipped, baseline_onnx)
+                    seconds = round(time.time() - t1, 1)
+                    for c in runnable:
+                        c.seconds = seconds
+                    costs.append(seconds)
+        for c in group:
+            c.macs_ratio = (snap_meta.get("prune") or {}).get("macs_ratio")
+            split = snap_meta.get("eval_split", "val")
+            c.val_before_recovery = (snap_meta.get(split) or {}).get("accuracy")
+            if c.val is not None:
+                c.verdicts = judge(recipe, baseline_val, c)
+                c.status = "pass" if all(v["status"] == "pass" for v in c.verdicts) else "fail"
+                _say(c, baseline_val)
+            elif c.reason:
+                progress.info(f"[search] {c.key}: not run ({c.reason})")
+            result.append(c)
+            state["candidates"][c.key] = asdict(c)
         _write_state(root, state)
     tried = [c for c in result if c.val is not None]
     if not tried:
         raise ConfigError(f"search: no candidate could run within search.budget_min {s.budget_min:g}; raise it")
+    chosen = fastest([c for c in result if c.status == "pass"])
     passed = chosen is not None
     if chosen is None:
         chosen = compromise(tried, baseline_val)
+    _ship(chosen, root)
     res = SearchResult(chosen, passed, result, baseline_val, time.time() - t0, budget)
     state["result"] = res.to_dict()
     _write_state(root, state)
     return res
 
 
-def chosen_dir(run: Path, stage: str) -> Path:
-    """The chosen candidate's artifact for ``stage`` (prune, export or quantize), from the finished search."""
+def _say(c: Candidate, baseline_val: dict[str, Any]) -> None:
+    """One progress line: the candidate's verdict on val, its paired drop and speed, and the gates it missed."""
+    from edgeft.optimize.gates import GateVerdict
+
+    va = c.val_metrics()
+    pd = paired_drop(baseline_val["labels"], baseline_val["predictions"], c.val_predictions) \
+        if c.val_predictions else None
+    progress.info(f"[search] {c.key}: {c.status} on val: accuracy {va.accuracy * 100:.2f}%"
+                  + (f" (drop {pd['drop_pp']:+.2f} ± {pd['se_pp']:.2f} pp, one paired standard error)" if pd else "")
+                  + f", {c.p50_ms:.2f} ms ({c.speedup:.2f}x the fine-tuned FP32 ONNX model on ort-cpu), "
+                  + "; ".join(GateVerdict.from_dict(v).line() for v in c.verdicts if v["status"] == "fail"))
+
+
+def shipped_stage(method: str) -> str:
+    """Which of a candidate's artifacts ships: the INT8 model, or the pruned FP32 ONNX model for fp32."""
+    return "export" if method == "fp32" else "quantize"
+
+
+def _ship(c: Candidate, root: Path) -> None:
+    """Write the chosen candidate's runtime and its operating point (chosen on that runtime's val scores) into the
+    artifact that ships: its model was scored on every runtime of its group, each writing its own policy there."""
+    from edgeft.runtime.backends import runtime_record
+
+    a = art.load(root / c.model / shipped_stage(c.method))
+    extra = {"runtime": runtime_record(c.runtime, c.precision, chosen_by="search", speedup=c.speedup,
+                                       speedup_range=[min(c.speedups), max(c.speedups)], rounds=len(c.speedups),
+                                       p50_ms=c.p50_ms, measured=time.strftime("%Y-%m-%d"))}
+    if c.policy is not None:
+        extra["decision"] = c.policy
+    art.update_metrics(a, {}, extra=extra)
+
+
+def chosen(run: Path) -> dict[str, Any]:
+    """The finished search's result (its chosen candidate's key, model folder, method and runtime)."""
     doc = load_result(run)
     if not doc or "result" not in doc:
         raise ConfigError(f"{run / SEARCH_DIR / STATE_FILE} has no finished search; run the recipe again")
-    return run / SEARCH_DIR / doc["result"]["chosen"] / stage
+    return doc["result"]
+
+
+def chosen_dir(run: Path, stage: str) -> Path | None:
+    """The chosen candidate's artifact for ``stage`` (prune, export or quantize), from the finished search; None for
+    quantize when the chosen model ships unquantized (fp32)."""
+    r = chosen(run)
+    if stage == "quantize" and r.get("method") == "fp32":
+        return None
+    return run / SEARCH_DIR / r.get("model", r["chosen"]) / stage
 
 
 def copy_artifact(src: Path, out: Path) -> None:

@@ -232,21 +232,40 @@ def choose(name: str, files: dict[str, Path], measured: dict[str, Any] | None = 
     return choose_with_reason(name, files, measured)[0]
 
 
+def runtime_record(backend: str, model_precision: str, **measured: Any) -> dict[str, Any]:
+    """What an artifact records about the runtime it ships on (``meta.json`` extra ``runtime``): the backend, the
+    model's precision and the one it computes in there, the machine it was chosen on, and how it measured."""
+    b = lookup(backend)
+    return {"backend": backend, "model_precision": model_precision, "inference_precision": b.precision or
+            model_precision, "machine": machine_key(), **measured}
+
+
 def choose_with_reason(name: str, files: dict[str, Path], measured: dict[str, Any] | None = None,
-                       scored_with: str | None = None) -> tuple[Backend, str]:
-    """:func:`choose`, and in words why that backend (for ``auto``). ``scored_with``: the reduced-precision backend
-    the model's operating point was chosen on (its policy's), which ``auto`` runs where it can, and says so where it
-    cannot."""
-    if scored_with and scored_with in BACKENDS:
-        s = BACKENDS[scored_with]
-        why = f"its operating point was chosen on {scored_with}'s {s.precision} scores"
+                       scored_with: str | None = None, recorded: dict[str, Any] | None = None) -> tuple[Backend, str]:
+    """:func:`choose`, and in words why that backend (for ``auto``). ``recorded``: the artifact's runtime record
+    (:func:`runtime_record`, the search's choice); ``scored_with``: the backend the model's operating point was chosen
+    on (its policy's). ``auto`` runs the recorded (else the scored) backend where it can, and says why not where it
+    cannot; another backend asked for by name runs, with the reason saying decisions near the threshold may differ."""
+    pinned = (recorded or {}).get("backend") or scored_with
+    if pinned and pinned in BACKENDS:
+        s = BACKENDS[pinned]
+        if recorded and recorded.get("backend") == pinned:
+            why = (f"the artifact ships on {pinned} ({recorded.get('model_precision', '?')} model, "
+                   f"{recorded.get('inference_precision', '?')} inference), its operating point chosen on its scores")
+        else:
+            why = f"its operating point was chosen on {pinned}'s {s.precision or 'own'} scores"
         if name == "auto" and s.available() and s.model_file in files:
+            where = (recorded or {}).get("machine")
+            if where and where != machine_key():
+                why += (f"; chosen as fastest on {where}, not this machine ({machine_key()}): `edgeft bench --backend "
+                        f"{pinned}` measures it here")
             return s, why
         if name == "auto":
-            missing = s.missing() if s.missing is not None and not s.available() else "it cannot run this file"
+            missing = s.missing() if s.missing is not None and not s.available() else (
+                s.description if not s.available() else "it cannot run this file")
             b, reason = choose_with_reason(name, files, measured)
             return b, f"{why}, which cannot run here ({missing}): decisions near the threshold may differ; {reason}"
-        if name != scored_with:
+        if name != pinned:
             b, _ = choose_with_reason(name, files)
             return b, f"asked for; {why}: decisions near the threshold may differ on {name}"
     if name != "auto":

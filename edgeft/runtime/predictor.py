@@ -95,8 +95,10 @@ class Predictor:
                                 "DATA --positive CLASS --target-recall 0.95` (a bare .onnx file cannot carry one: "
                                 "pass its artifact directory)")
         measured = a.meta.extra.get("cpu_runtime") if artifact_dir is not None else None
+        recorded = a.meta.extra.get("runtime") if artifact_dir is not None else None
         self.backend, self.backend_reason = choose_with_reason(backend, files, measured,
-                                                               self.policy.scored_with if self.policy else None)
+                                                               self.policy.scored_with if self.policy else None,
+                                                               recorded)
         self.runner: Runner = self.backend.make(files[self.backend.model_file], artifact_dir, threads)
         self.runner.activate()
         if artifact_dir is None:  # a bare .onnx: its metadata comes from the runtime that reads it

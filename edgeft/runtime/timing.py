@@ -59,6 +59,21 @@ def ort_session(onnx_path: str, threads: int = 2, providers: tuple[str, ...] = (
     return sess
 
 
+def runner_rounds(runners: dict[str, Any], shape: tuple[int, ...], rounds: int = 3, iters: int = 40,
+                  min_seconds: float = 0.5) -> dict[str, list[float]]:
+    """:func:`ort_rounds` for runners of any backend (``edgeft.runtime.runner.Runner``, already activated): p50 per
+    round, the runners interleaved within each round, so a path on OpenVINO and the baseline on ONNX Runtime see the
+    same machine state and their per-round ratio is a paired one."""
+    import numpy as np
+
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    p50s: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(rounds):
+        for k, r in runners.items():
+            p50s[k].append(time_calls(lambda r=r: r.infer(x), warmup=5, iters=iters, min_seconds=min_seconds)["p50_ms"])
+    return p50s
+
+
 def ort_rounds(paths: dict[str, Any], shape: tuple[int, ...], threads: int = 2, rounds: int = 3,
                iters: int = 40, min_seconds: float = 0.5) -> dict[str, list[float]]:
     """p50 ONNX Runtime CPU latency of several models per round, the models interleaved within each round so
