@@ -4,20 +4,60 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import assert_one_line_error
 
 
 def test_the_profile_groups_every_operator_of_the_graph_onnx_runtime_runs(cli, tiny_onnx, tmp_path):
-    r = cli("profile", tiny_onnx.path, "--calls", "30", "--threads", "1", "--json", tmp_path / "p.json")
+    r = cli("profile", tiny_onnx.path, "--calls", "30", "--threads", "1", "--no-floor", "--json", tmp_path / "p.json")
     assert r.exit_code == 0, r.output
-    doc = json.loads((tmp_path / "p.json").read_text())
+    doc = json.loads((tmp_path / "p.json").read_text())["profile"]
     assert doc["calls"] == 30 and doc["backend"] == "ort-cpu" and doc["threads"] == 1
     groups = doc["groups"]
     assert {"depthwise conv", "pointwise conv"} <= set(groups)  # an EfficientNet's two kinds of convolution
     assert abs(sum(g["us"] for g in groups.values()) - doc["kernel_us"]) < 1.0
-    assert 0 < doc["kernel_us"] <= doc["run_us"] * 1.05
-    assert doc["coverage"] == round(doc["kernel_us"] / doc["run_us"], 4)
+    assert 0 < doc["kernel_us"] <= doc["run_us"] * 1.05 and doc["p50_us"] > 0
+    assert doc["coverage"] == pytest.approx(doc["kernel_us"] / doc["p50_us"], rel=1e-3)
     assert doc["top"][0]["us"] >= doc["top"][-1]["us"] and "depthwise conv" in r.stdout
+
+
+def test_openvino_s_layer_counters_are_grouped_and_the_floor_is_stated(cli, tiny_onnx, tmp_path):
+    """OpenVINO's per-layer counters, matched to the ONNX graph by name, in the same groups; the floor is the larger
+    of the model's MACs at the rate measured on large 1x1 convolutions and its bytes at the copy bandwidth."""
+    from edgeft.bench.floor import graph_cost
+
+    r = cli("profile", tiny_onnx.path, "--backend", "ov-cpu", "--calls", "20", "--threads", "1", "--json",
+            tmp_path / "p.json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "p.json").read_text())
+    p, f = doc["profile"], doc["floor"]
+    assert p["backend"] == "ov-cpu" and {"depthwise conv", "pointwise conv"} <= set(p["groups"])
+    assert 0 < p["kernel_us"] and p["coverage"] == pytest.approx(p["kernel_us"] / p["p50_us"], rel=1e-3)
+    cost = graph_cost(tiny_onnx.model_path, (1, *[tiny_onnx.meta.input.channels, *tiny_onnx.meta.input.size]), "fp32")
+    assert f["cost"]["macs"] == cost.macs > 0 and f["precision"] == "fp32" and f["peak_gmacs"] > 0
+    assert f["floor_ms"] == pytest.approx(max(f["compute_ms"], f["memory_ms"]), abs=1e-3)
+    assert "floor about" in r.stdout and "x the floor" in r.stdout
+
+
+def test_graph_cost_counts_a_convolution_s_multiply_accumulates(tmp_path):
+    """MACs from ONNX shape inference: output elements x input channels per group x kernel area."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeft.bench.floor import graph_cost
+
+    w = numpy_helper.from_array(np.ones((8, 4, 3, 3), np.float32), "w")
+    dw = numpy_helper.from_array(np.ones((8, 1, 3, 3), np.float32), "dw")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+                           helper.make_node("Conv", ["y", "dw"], ["z"], group=8, pads=[1, 1, 1, 1])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 16, 16])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 8, 16, 16])], [w, dw])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    c = graph_cost(tmp_path / "m.onnx", (1, 4, 16, 16), "int8")
+    assert c.macs == 8 * 16 * 16 * 4 * 9 + 8 * 16 * 16 * 9
+    assert c.weight_bytes == (8 * 4 * 9 + 8 * 9) * 4 and c.activation_bytes == 2 * 2 * 8 * 16 * 16
 
 
 def test_group_of_reads_a_convolution_s_shape():

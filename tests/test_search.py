@@ -357,7 +357,7 @@ def test_bf16_that_moves_val_decisions_past_a_gate_is_refused_by_the_search(tiny
     assert fp32.status == "pass" and res.chosen.key == fp32.key
     predictions = fp32.val_predictions
     assert sum(p != q for p, q in zip(predictions, bf16.val_predictions)) >= 3  # bf16 really scored val itself
-    shipped = art.load(run / "search" / "macs0.70-fp32" / "export")  # fp32: the pruned ONNX model ships
+    shipped = art.load(run / "search" / "macs0.70" / "export")  # fp32: the ratio's pruned ONNX model ships
     assert shipped.meta.extra["runtime"]["backend"] == "ort-cpu"
     assert shipped.meta.extra["runtime"]["model_precision"] == "fp32"
     assert read_policy(shipped.meta.extra).scored_with is None  # chosen on ort-cpu's scores, its kind's default
@@ -389,7 +389,10 @@ def test_an_unquantized_model_on_openvino_ships_recorded_and_the_camera_runs_it_
                for r in bench)
     assert [(g.gate, g.status) for g in result.gates] == [("max_accuracy_drop_pp", "pass"),
                                                            ("max_p50_ms.ov-cpu", "pass")]
-    assert "Ships on ov-cpu (fp32 model, fp32 inference" in (run / "report.md").read_text()
+    md = (run / "report.md").read_text()
+    assert "Ships on ov-cpu (fp32 model, fp32 inference" in md
+    where = md.split("## Where the time goes")[1].split("## Gates")[0]  # its operators, on the runtime it ships on
+    assert "04-export-prune on ov-cpu" in where and "measured without profiling" in where and "Floor about" in where
     with Predictor(shipped.path) as p:
         assert p.backend_name == "ov-cpu" and "ships on ov-cpu" in p.backend_reason
     with Predictor(shipped.path, backend="ort-cpu") as p:

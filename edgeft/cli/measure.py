@@ -78,29 +78,53 @@ def compare_cmd(baseline: Path, current: Path, metric: str, max_regression: str,
 
 @cli.command("profile")
 @click.argument("model", type=click.Path(path_type=Path))
+@click.option("--backend", default=None, type=click.Choice(["ort-cpu", "ov-cpu", "ov-cpu-bf16"]),
+              help="CPU runtime to profile on (default: the one the artifact ships on, else ort-cpu).")
 @click.option("--threads", type=int, default=None, help=THREADS_HELP)
 @click.option("--calls", type=int, default=200, show_default=True, help="Profiled calls (after 20 warm-up calls).")
+@click.option("--floor/--no-floor", "with_floor", default=True, show_default=True,
+              help="Also estimate this CPU's floor for the model (its MACs at the rate measured on large 1x1 "
+                   "convolutions, its bytes at the measured copy bandwidth).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Also write the profile here.")
-def profile_cmd(model: Path, threads: int | None, calls: int, json_out: Path | None) -> None:
-    """Where MODEL's time goes on ONNX Runtime's CPU provider (batch 1): each operator's time per call from its own
-    profiler, grouped (depthwise, pointwise, elementwise, Q/DQ, layout, ...), and the share of a call they take."""
+def profile_cmd(model: Path, backend: str | None, threads: int | None, calls: int, with_floor: bool,
+                json_out: Path | None) -> None:
+    """Where MODEL's time goes on a CPU runtime (batch 1): each operator's time per call from the runtime's own
+    profiler (ONNX Runtime's profiler, OpenVINO's per-layer counters), grouped (depthwise, pointwise, elementwise,
+    Q/DQ, layout, ...), the share of the p50 measured without profiling they account for, and the floor."""
     import os
 
-    from edgeft.bench.profile import profile_ort
+    from edgeft import artifact
+    from edgeft.bench.floor import floor
+    from edgeft.bench.profile import profile
     from edgeft.errors import ConfigError
-    from edgeft.runtime.backends import model_files
+    from edgeft.runtime.backends import lookup, model_files
 
     if calls < 1:
         raise ConfigError(f"--calls must be >= 1, got {calls}")
-    files, _, chw = model_files(str(model))
+    files, art_dir, chw = model_files(str(model))
     if "model.onnx" not in files:
         raise ConfigError(f"{model} has no ONNX model (it has {', '.join(files)}); profile an exported artifact")
     if chw is None:
         raise ConfigError(f"{model} is a bare ONNX file; profile its artifact directory (its input size is there)")
-    p = profile_ort(files["model.onnx"], (1, *chw), threads or os.cpu_count() or 1, calls=calls)
+    meta = artifact.load(art_dir).meta
+    backend = backend or (meta.extra.get("runtime") or {}).get("backend") or "ort-cpu"
+    b = lookup(backend)
+    if not b.available():
+        from edgeft.errors import DependencyError
+
+        raise DependencyError(f"backend {backend} is not available here "
+                              f"({b.missing() if b.missing is not None else b.description}); run `edgeft doctor`")
+    n = threads or os.cpu_count() or 1
+    p = profile(files["model.onnx"], (1, *chw), backend, n, calls=calls)
     click.echo(p.text())
+    doc = {"profile": p.to_dict()}
+    if with_floor:
+        f = floor(files["model.onnx"], (1, *chw), backend, "int8" if meta.extra.get("quantized") == "int8" else "fp32",
+                  n)
+        click.echo(f.text(p.p50_us / 1000))
+        doc["floor"] = f.to_dict()
     if json_out is not None:
-        write_json(json_out, p.to_dict())
+        write_json(json_out, doc)
 
 
 @cli.command("gate")

@@ -269,8 +269,41 @@ def _run_bench(recipe: Recipe, step: Step, out: Path, run: Path, done: dict[str,
     cfg = BenchConfig(backends=list(b.backends), batches=list(b.batches), warmup_s=b.warmup_s, duration_s=b.duration_s,
                       threads=b.threads or recipe.threads, rounds=b.rounds, memory=b.memory)
     doc = bench([], cfg, pairs=pairs)
+    where = _where_time_goes(run, step, done, cfg.threads or 2) if b.profile else None
     with art.staging_dir(out, force=True) as tmp:
         (tmp / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
+        if where is not None:
+            (tmp / PROFILE_FILE).write_text(json.dumps(where, indent=1) + "\n")
+
+
+PROFILE_FILE = "profile.json"
+
+
+def _where_time_goes(run: Path, step: Step, done: dict[str, StepResult], threads: int) -> dict[str, Any] | None:
+    """The last ONNX model the bench measured, on the runtime it ships on (the search's record, else ONNX Runtime):
+    its operators' times grouped, against the p50 measured without profiling, and this CPU's floor for it
+    (:mod:`edgeft.bench.profile`, :mod:`edgeft.bench.floor`). A profiler that fails is said in the report, not
+    fatal: the bench's numbers stand without it."""
+    from edgeft.bench.floor import floor
+    from edgeft.bench.profile import profile
+
+    models = [n for n in step.inputs if done.get(n) is not None and done[n].status != "skipped"
+              and art.load(run / n).meta.model_file == "model.onnx"]
+    if not models:
+        return None
+    a = art.load(run / models[-1])
+    rt = a.meta.extra.get("runtime") or {}
+    backend = rt.get("backend", "ort-cpu")
+    precision = "int8" if a.meta.extra.get("quantized") == "int8" else "fp32"
+    shape = (1, a.meta.input.channels, *a.meta.input.size)
+    progress.info(f"[{step.name}] where {models[-1]}'s time goes on {backend}: its operators and this CPU's floor")
+    try:
+        p = profile(a.model_path, shape, backend, threads)
+        f = floor(a.model_path, shape, backend, precision, threads)
+    except (EdgeftError, RuntimeError) as e:
+        return {"step": models[-1], "backend": backend, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+    return {"step": models[-1], "backend": backend, "profile": p.to_dict(), "floor": f.to_dict(),
+            "floor_text": f.text(p.p50_us / 1000)}
 
 
 # ----------------------------------------------------------------------------------------------- run

@@ -82,6 +82,7 @@ class BenchSection:
     rounds: int = 3  # models measured interleaved, this many times: ratios come from one run, side by side
     threads: int | None = None
     memory: bool = True  # CPU backends: each model's resident memory, in a process of its own
+    profile: bool = True  # where the final model's time goes on its runtime (operators, grouped) and this CPU's floor
 
 
 @dataclass

@@ -225,10 +225,38 @@ def _tables(recipe, run: Path, steps, results, rows: list[Row], gates: list[Gate
                         res.status if res else "not run", f"{res.seconds:.0f}" if res else "", sha,
                         (res.reason[:120] if res else "")])
     classes = art.load(run / rows[0].step).meta.class_names
-    return {"stages": (header, body),
+    return {"stages": (header, body), "profile": profile_section(run, steps),
             "gates": (["gate", "limit", "value", "model", "status", "detail"], gate_rows) if gates else None,
             "lineage": (["step", "stage", "reads", "status", "seconds", "model sha256", "note"], lineage),
             "confusion": confusion_tables(rows, classes)}
+
+
+def profile_section(run: Path, steps) -> dict[str, Any] | None:
+    """Where the final model's time goes (the bench step's ``profile.json``): lines and a table of operator groups,
+    with the share of the measured p50 they account for and the floor this CPU could reach for the model."""
+    from edgeft.optimize.pipeline import PROFILE_FILE
+
+    doc = next((json.loads((run / s.name / PROFILE_FILE).read_text()) for s in steps
+                if s.stage == "bench" and (run / s.name / PROFILE_FILE).is_file()), None)
+    if doc is None:
+        return None
+    if "error" in doc:
+        return {"lines": [f"No profile of {doc['step']} on {doc['backend']}: {doc['error']}."], "table": None}
+    p = doc["profile"]
+    p50, kernel = p["p50_us"] / 1000, p["kernel_us"] / 1000
+    lines = [f"{doc['step']} on {doc['backend']} ({p['threads']} threads, {p['calls']} profiled calls): p50 "
+             f"{p50:.3f} ms measured without profiling; its operators account for {kernel:.3f} ms, "
+             f"{p['coverage'] * 100:.0f}% of it" + (
+                 " (the profiler adds its own time to each operator: the profiled calls took "
+                 f"{p['run_us'] / 1000:.3f} ms)" if p["coverage"] > 1 else
+                 f"; the other {max(p50 - kernel, 0):.3f} ms is the runtime's own work between operators") + ".",
+             doc["floor_text"][0].upper() + doc["floor_text"][1:] + "."]
+    rows = [[g, f"{v['us'] / 1000:.3f}", f"{v['share'] * 100:.1f}%", str(v["ops"])]
+            for g, v in sorted(p["groups"].items(), key=lambda kv: -kv[1]["us"])]
+    if p["coverage"] < 1:
+        rows.append(["runtime's own work (not in an operator)", f"{p50 - kernel:.3f}",
+                     f"{(1 - p['coverage']) * 100:.1f}%", "—"])
+    return {"lines": lines, "table": (["group", "ms a call", "share of p50", "operators"], rows)}
 
 
 def _bench_note(doc: dict[str, Any] | None) -> str:

@@ -98,7 +98,8 @@ class SearchResult:
     budget_s: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chosen": self.chosen.key, "model": self.chosen.model, "method": self.chosen.method,
+        return {"chosen": self.chosen.key, "model": self.chosen.model, "target_macs": self.chosen.target_macs,
+                "method": self.chosen.method,
                 "runtime": self.chosen.runtime, "passed": self.passed, "seconds": round(self.seconds, 1),
                 "budget_s": self.budget_s, "baseline_val": self.baseline_val,
                 "candidates": [asdict(c) for c in self.candidates]}
@@ -223,28 +224,39 @@ def _baseline(recipe: Recipe, finetuned: Path, root: Path) -> tuple[dict[str, An
     return d, onnx_dir / "model.onnx"
 
 
+def recovered_dir(root: Path, target_macs: float) -> Path:
+    """Where a ratio's recovered model and its FP32 ONNX export live, shared by the ratio's methods."""
+    return root / f"macs{target_macs:.2f}"
+
+
 def _run_candidate(recipe: Recipe, c: Candidate, finetuned: Path, snapshot: Path, root: Path) -> Path:
-    """Make ``c``'s model (shared by its runtimes): recover the snapshot, export it, and quantize it with the
-    candidate's method (none for fp32); the folder of the artifact that would ship (quantize, or export for fp32)."""
+    """Make ``c``'s model (shared by its runtimes): the ratio's snapshot recovered and exported once (shared by its
+    methods: the recovery is the expensive part), then quantized with the candidate's method (none for fp32); the
+    folder of the artifact that would ship (``quantize``, or the ratio's ``export`` for fp32)."""
     from edgeft.data import calibration
     from edgeft.export.stage import export
     from edgeft.prune.pruner import recover_snapshot
     from edgeft.quantize.ptq import QuantizeConfig, quantize
 
+    r = recovered_dir(root, c.target_macs)
+    if not (r / "export" / "meta.json").is_file():
+        if r.exists():
+            shutil.rmtree(r)  # an interrupted recovery starts over
+        r.mkdir(parents=True)
+        p = replace(recipe.sections["prune"], target_macs=c.target_macs, target_params=None)
+        if recipe.threads and not p.threads:
+            p = replace(p, threads=recipe.threads)
+        progress.info(f"[search] recovering the {c.target_macs:g}-MACs snapshot")
+        recover_snapshot(snapshot, finetuned, recipe.data, r / "prune", p, force=True)
+        e = recipe.sections["export"]
+        export(r / "prune", r / "export", opset=e.opset, dynamic_batch=recipe.dynamic_batch, do_simplify=e.simplify,
+               data=recipe.data, n=e.parity_images, force=True, gray_input=e.gray_input)
+    if c.method == "fp32":
+        return r / "export"
     d = root / c.model
     if d.exists():
-        shutil.rmtree(d)  # an interrupted candidate starts over
+        shutil.rmtree(d)  # an interrupted quantization starts over
     d.mkdir(parents=True)
-    p = replace(recipe.sections["prune"], target_macs=c.target_macs, target_params=None)
-    if recipe.threads and not p.threads:
-        p = replace(p, threads=recipe.threads)
-    progress.info(f"[search] {c.model}: recovering the {c.target_macs:g}-MACs snapshot")
-    recover_snapshot(snapshot, finetuned, recipe.data, d / "prune", p, force=True)
-    e = recipe.sections["export"]
-    export(d / "prune", d / "export", opset=e.opset, dynamic_batch=recipe.dynamic_batch, do_simplify=e.simplify,
-           data=recipe.data, n=e.parity_images, force=True, gray_input=e.gray_input)
-    if c.method == "fp32":
-        return d / "export"
     q = recipe.sections["quantize"]
     calib = Path(q.calib) if q.calib else root / "calibration.json"
     if not calib.is_file():
@@ -253,11 +265,11 @@ def _run_candidate(recipe: Recipe, c: Candidate, finetuned: Path, snapshot: Path
     cfg = QuantizeConfig(method=c.method, target=q.target, calib_method=q.calib_method, percentile=q.percentile,
                          exclude=list(q.exclude), auto_exclude=q.auto_exclude, threads=recipe.threads or 2)
     if c.method == "qat":
-        recipe.plugin.qat(d / "prune", d / "quantize", cfg, calib, recipe.data, epochs=q.epochs, lr=q.lr,
+        recipe.plugin.qat(r / "prune", d / "quantize", cfg, calib, recipe.data, epochs=q.epochs, lr=q.lr,
                           mode=q.qat_mode, force=True)
         return d / "quantize"
     for m in recipe.search.calib_method or [q.calib_method]:  # each measured on val by the quantize stage itself
-        a = quantize(d / "export", d / f"quantize-{m}", replace(cfg, calib_method=m), calib, recipe.data, force=True)
+        a = quantize(r / "export", d / f"quantize-{m}", replace(cfg, calib_method=m), calib, recipe.data, force=True)
         c.calibration[m] = a.meta.metrics[a.meta.metrics["eval_split"]]["accuracy"]
     best = max(c.calibration, key=lambda m: c.calibration[m])  # ties: the first listed
     if len(c.calibration) > 1:
@@ -507,9 +519,10 @@ def _say(c: Candidate, baseline_val: dict[str, Any]) -> None:
                   + "; ".join(GateVerdict.from_dict(v).line() for v in c.verdicts if v["status"] == "fail"))
 
 
-def shipped_stage(method: str) -> str:
-    """Which of a candidate's artifacts ships: the INT8 model, or the pruned FP32 ONNX model for fp32."""
-    return "export" if method == "fp32" else "quantize"
+def _artifact_dir(root: Path, target_macs: float, method: str, stage: str) -> Path:
+    """A candidate's artifact for ``stage``: the ratio's recovered prune and export, or the method's quantize."""
+    return root / f"macs{target_macs:.2f}-{method}" / stage if stage == "quantize" else \
+        recovered_dir(root, target_macs) / stage
 
 
 def _ship(c: Candidate, root: Path) -> None:
@@ -517,7 +530,7 @@ def _ship(c: Candidate, root: Path) -> None:
     artifact that ships: its model was scored on every runtime of its group, each writing its own policy there."""
     from edgeft.runtime.backends import runtime_record
 
-    a = art.load(root / c.model / shipped_stage(c.method))
+    a = art.load(_artifact_dir(root, c.target_macs, c.method, "export" if c.method == "fp32" else "quantize"))
     extra = {"runtime": runtime_record(c.runtime, c.precision, chosen_by="search", speedup=c.speedup,
                                        speedup_range=[min(c.speedups), max(c.speedups)], rounds=len(c.speedups),
                                        p50_ms=c.p50_ms, measured=time.strftime("%Y-%m-%d"))}
@@ -538,9 +551,9 @@ def chosen_dir(run: Path, stage: str) -> Path | None:
     """The chosen candidate's artifact for ``stage`` (prune, export or quantize), from the finished search; None for
     quantize when the chosen model ships unquantized (fp32)."""
     r = chosen(run)
-    if stage == "quantize" and r.get("method") == "fp32":
+    if stage == "quantize" and r["method"] == "fp32":
         return None
-    return run / SEARCH_DIR / r.get("model", r["chosen"]) / stage
+    return _artifact_dir(run / SEARCH_DIR, float(r["target_macs"]), r["method"], stage)
 
 
 def copy_artifact(src: Path, out: Path) -> None:
