@@ -201,3 +201,41 @@ def test_a_policy_chosen_on_bf16_scores_runs_on_bf16_and_says_so_where_it_cannot
     with Predictor(art) as p:
         assert p.backend_name in ("ort-cpu", "ov-cpu") and "which cannot run here" in p.backend_reason
         assert "has no bf16 unit" in p.backend_reason
+
+
+def test_the_runtime_an_artifact_records_is_what_auto_runs_and_each_fallback_says_why(trained, tmp_path,
+                                                                                        monkeypatch, cli, tiny_data):
+    """The search's runtime record (backend, precision, machine): auto runs exactly that; on another machine it
+    still runs it and says the speed was measured elsewhere; where it cannot run (no bf16 unit) it falls back and
+    says decisions near the threshold may differ; eval scores it there by default, and refuses in one line when it
+    cannot (its numbers would come from another precision)."""
+    import shutil
+
+    from edgeft import artifact
+    from edgeft.runtime import openvino as ov_mod
+    from edgeft.runtime.backends import runtime_record
+
+    _, onnx_art, _ = trained
+    art = tmp_path / "model"
+    shutil.copytree(onnx_art.path, art)
+    a = artifact.load(art)
+    if not backends_mod.BACKENDS["ov-cpu-bf16"].available():
+        pytest.skip("this CPU has no bf16 unit (OpenVINO lists no BF16): a bf16 record cannot run here")
+    artifact.update_metrics(a, {}, extra={"runtime": runtime_record("ov-cpu-bf16", "fp32", speedup=2.0)})
+    with Predictor(art) as p:
+        assert p.backend_name == "ov-cpu-bf16" and "ships on ov-cpu-bf16 (fp32 model, bf16 inference)" in \
+            p.backend_reason and "not this machine" not in p.backend_reason
+    artifact.update_metrics(a, {}, extra={"runtime": {**a.meta.extra["runtime"], "machine": "Intel Xeon x2"}})
+    with Predictor(art) as p:
+        assert p.backend_name == "ov-cpu-bf16" and "chosen as fastest on Intel Xeon x2, not this machine" in \
+            p.backend_reason
+    r = cli("eval", art, "--data", tiny_data, "--split", "val")
+    assert r.exit_code == 0 and "ov-cpu-bf16" in r.output, r.output  # scored where it ships
+    monkeypatch.setattr(ov_mod, "cpu_capabilities", lambda: ("FP32", "INT8"))
+    monkeypatch.setattr("edgeft.host.cpu_flags", lambda cpuinfo=None: frozenset(EPYC_ZEN3.split()))
+    with Predictor(art) as p:
+        assert p.backend_name in ("ort-cpu", "ov-cpu") and "which cannot run here" in p.backend_reason
+        assert "has no bf16 unit" in p.backend_reason and "decisions near the threshold may differ" in \
+            p.backend_reason
+    assert_one_line_error(cli("eval", art, "--data", tiny_data, "--split", "val"), "ships on ov-cpu-bf16",
+                          "which cannot run here", "--backend ort-cpu")

@@ -23,7 +23,8 @@ def tiny_recipe(data) -> dict:
         "export": {"parity_images": 8},
         "quantize": {"calib_images": 16, "auto_exclude": False},
         "build": {"precision": "fp16"},
-        "bench": {"backends": ["ort-cpu", "torch"], "duration_s": 0.1, "warmup_s": 0.05, "rounds": 2},
+        "bench": {"backends": ["ort-cpu", "torch"], "duration_s": 0.1, "warmup_s": 0.05, "rounds": 2,
+                  "profile": False},  # on in the tests of the profile section (a few seconds a run)
         "decision": {"positive": ["bad"], "target_recall": 0.9, "review_budget": 0.1},
         "gates": {"max_accuracy_drop_pp": 100, "max_p50_ms": {"ort-cpu": 10000}, "max_recall_drop_pp": 100,
                   "max_false_reject_rise_pp": 100, "max_auroc_drop": 1.0},
@@ -171,13 +172,15 @@ def test_demo_bars_benchmark_reads_a_finished_run(finished_run, monkeypatch):
 
     timed = {}
 
-    def rounds(paths, shape, threads, n, **kw):  # known per-round p50s: the arithmetic is what is checked here
-        timed.update(paths)
-        return {"fp32": [3.0, 4.0, 5.0], "int8": [1.0, 2.0, 1.0]}
-    monkeypatch.setattr(timing, "ort_rounds", rounds)
+    def rounds(runners, shape, n, **kw):  # known per-round p50s: the arithmetic is what is checked here
+        timed.update({k: (r.name, r.path) for k, r in runners.items()})
+        return {"fp32": [3.0, 4.0, 5.0], "final": [1.0, 2.0, 1.0]}
+    monkeypatch.setattr(timing, "runner_rounds", rounds)
     p = bars.paired(run, rounds=3)
-    assert timed == {"fp32": run / "03-export-finetune" / "model.onnx", "int8": run / "05-quantize" / "model.onnx"}
-    assert p["median_ratio"] == 3.0 and p["range"] == [2.0, 5.0] and p["p50_ms"] == {"fp32": 4.0, "int8": 1.0}
+    assert timed == {"fp32": ("ort-cpu", run / "03-export-finetune" / "model.onnx"),  # no search: it ships on ort-cpu
+                     "final": ("ort-cpu", run / "05-quantize" / "model.onnx")}
+    assert p["median_ratio"] == 3.0 and p["range"] == [2.0, 5.0] and p["p50_ms"] == {"fp32_ort": 4.0, "final": 1.0}
+    assert p["final"] == "05-quantize on ort-cpu"
 
 
 def test_round_ratios_need_rows_measured_in_the_same_rounds():

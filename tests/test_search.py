@@ -376,6 +376,7 @@ def test_an_unquantized_model_on_openvino_ships_recorded_and_the_camera_runs_it_
 
     d = search_recipe(tiny_data, target_macs=[0.5], method=["fp32"], runtimes=["ov-cpu"])
     d["gates"] = {"max_accuracy_drop_pp": 100, "max_p50_ms": {"ov-cpu": 10000}}
+    d["bench"]["profile"] = True
     run = tmp_path / "run"
     result = pipeline.optimize(parse(d, source="s.yaml"), run)
     state = json.loads((run / "pipeline.json").read_text())["steps"]
@@ -397,3 +398,32 @@ def test_an_unquantized_model_on_openvino_ships_recorded_and_the_camera_runs_it_
         assert p.backend_name == "ov-cpu" and "ships on ov-cpu" in p.backend_reason
     with Predictor(shipped.path, backend="ort-cpu") as p:
         assert p.backend_name == "ort-cpu" and "may differ on ort-cpu" in p.backend_reason
+
+
+def test_a_space_whose_runtimes_this_machine_lacks_is_refused_before_the_fine_tuning(cli, tiny_data, tmp_path,
+                                                                                     monkeypatch):
+    """OpenVINO missing and only its runtimes listed: one line naming what is missing, nothing run or written."""
+    from edgeft.runtime import openvino as ov_mod
+
+    monkeypatch.setattr(ov_mod, "available_devices", lambda: ())
+    monkeypatch.setattr(ov_mod, "cpu_capabilities", lambda: ())  # both are cached per process: as without OpenVINO
+    d = search_recipe(tiny_data, runtimes=["ov-cpu", "ov-cpu-bf16"])
+    d["gates"] = {"max_accuracy_drop_pp": 1.0}
+    run = tmp_path / "run"
+    r = cli("optimize", write_recipe(tmp_path / "r.yaml", d), "--out", run)
+    assert_one_line_error(r, "search.runtimes: none can run on this machine", "pip install 'edgeft[openvino]'",
+                          "add ort-cpu")
+    assert not (run / "01-finetune").exists()
+
+
+def test_a_reduced_precision_ships_only_when_it_is_measurably_faster():
+    """An INT8 model on ov-cpu-bf16 runs its unquantized layers in bf16: within 2% of ov-cpu's speed-up (one speed,
+    to the rounds) the plainer path ships; clearly faster, it ships."""
+    def cand(runtime, speedup):
+        return srch.Candidate(f"macs0.50-ptq@{runtime}", 0.5, "ptq", runtime, status="pass", speedups=[speedup] * 3)
+
+    plain, bf16, ort = cand("ov-cpu", 4.194), cand("ov-cpu-bf16", 4.199), cand("ort-cpu", 3.72)
+    assert srch.fastest([ort, plain, bf16]) is plain
+    faster = cand("ov-cpu-bf16", 4.5)
+    assert srch.fastest([ort, plain, faster]) is faster
+    assert srch.fastest([]) is None

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+REPORT_FILE = "profile.json"  # where the optimize bench step keeps the final model's profile and floor
+
 GROUPS = ("depthwise conv", "pointwise conv", "other conv", "matmul/gemm", "elementwise", "quantize/dequantize",
           "layout", "pool/reduce", "input/output", "other")
 _ELEMENTWISE = {"Add", "Mul", "Sub", "Div", "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Swish", "Silu",

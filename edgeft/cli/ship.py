@@ -164,20 +164,21 @@ def eval_cmd(artifact: Path, data: Path, split: str, tta_views: str | None, back
     where TensorRT exists): a classifier's accuracy, per-class precision/recall/F1, confusion matrix, and with a
     positive class or a policy its AUROC and operating points."""
     from edgeft import artifact as art_mod
+    from edgeft.evaluate import scoring_backend
     from edgeft.tasks import registry as tasks
 
     art = art_mod.load(artifact)
     task = tasks.of(art.meta)  # each task measures its models its own way
     m = task.evaluate(art, data, split, backend=backend, positive=list(positive),
                       tta_views=int(tta_views) if tta_views else None)
-    click.echo(json.dumps(m.to_dict(), indent=2) if as_json else task.eval_text(m, art, f"{artifact} on {data}/{split}"))
+    used = scoring_backend(art, backend)  # the runtime the artifact ships on unless another is named
+    click.echo(json.dumps(m.to_dict(), indent=2) if as_json
+               else task.eval_text(m, art, f"{artifact} on {data}/{split}, run on {used}"))
     if record_store is not None:
         from edgeft.cli.measure import commit_of
         from edgeft.history.records import eval_rows
         from edgeft.history.store import open_store
-        from edgeft.evaluate import DEFAULT_BACKEND
 
-        used = backend or DEFAULT_BACKEND.get(art.meta.kind, "auto")
         rows = eval_rows(Path(artifact).name, art.meta.model_sha256, split, used, m.to_dict(), commit_of(commit))
         s = open_store(record_store)
         try:

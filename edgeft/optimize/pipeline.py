@@ -255,6 +255,7 @@ def _run_build(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
 
 def _run_bench(recipe: Recipe, step: Step, out: Path, run: Path, done: dict[str, StepResult]) -> None:
     from edgeft.bench.harness import BenchConfig, bench
+    from edgeft.bench.profile import REPORT_FILE
     from edgeft.runtime.backends import BACKENDS
 
     b = recipe.sections["bench"]
@@ -273,10 +274,7 @@ def _run_bench(recipe: Recipe, step: Step, out: Path, run: Path, done: dict[str,
     with art.staging_dir(out, force=True) as tmp:
         (tmp / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
         if where is not None:
-            (tmp / PROFILE_FILE).write_text(json.dumps(where, indent=1) + "\n")
-
-
-PROFILE_FILE = "profile.json"
+            (tmp / REPORT_FILE).write_text(json.dumps(where, indent=1) + "\n")
 
 
 def _where_time_goes(run: Path, step: Step, done: dict[str, StepResult], threads: int) -> dict[str, Any] | None:
@@ -300,8 +298,9 @@ def _where_time_goes(run: Path, step: Step, done: dict[str, StepResult], threads
     try:
         p = profile(a.model_path, shape, backend, threads)
         f = floor(a.model_path, shape, backend, precision, threads)
-    except (EdgeftError, RuntimeError) as e:
-        return {"step": models[-1], "backend": backend, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+    except Exception as e:  # a diagnostic: whatever stops a profiler is said in the report, the run stands
+        return {"step": models[-1], "backend": backend,
+                "error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"}
     return {"step": models[-1], "backend": backend, "profile": p.to_dict(), "floor": f.to_dict(),
             "floor_text": f.text(p.p50_us / 1000)}
 
@@ -488,13 +487,13 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
     if run.exists() and any(run.iterdir()) and not (resume or force or only):
         raise EdgeftError(f"{run} exists; pass --resume to continue it, --force to start over, or another --out")
     prepare(recipe)
-    if recipe.search is not None and resume and not force:
-        from edgeft.optimize.search import check_resume
+    if recipe.search is not None:
+        from edgeft.optimize.search import check_resume, check_runtimes
 
-        check_resume(recipe, run)
+        check_runtimes(recipe)  # before the fine-tuning: a space with no runtime here is refused up front
+        if resume and not force:
+            check_resume(recipe, run)
     if force and run.exists():
-        import shutil
-
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
     from edgeft.training.track import ENV, ENV_EXPERIMENT

@@ -68,7 +68,9 @@ def headline(rows: list[Row], gates: list[GateVerdict],
         if shipped:
             out.append(shipped)
         eager = base.latency.get("torch@1")
-        fk = next((k for k in last.latency if k.endswith("@1") and last.latency[k]["status"] == "ok"), None)
+        shipped_key = f"{(last.runtime or {}).get('backend')}@1"  # where it ships, else the first benched at batch 1
+        fk = shipped_key if last.latency.get(shipped_key, {}).get("status") == "ok" else \
+            next((k for k in last.latency if k.endswith("@1") and last.latency[k]["status"] == "ok"), None)
         if eager and eager["status"] == "ok" and fk and fk != "torch@1":
             spread = ratio_text(eager, last.latency[fk])
             out.append(f"Against PyTorch eager FP32 (batch 1): {p50_ms(eager) / p50_ms(last.latency[fk]):.1f}x "
@@ -89,8 +91,13 @@ def headline(rows: list[Row], gates: list[GateVerdict],
     for r in rows:
         if r.pruning:
             out.append(f"Pruning ({r.step}) {r.pruning.text()}.")
+    ships_on = {r.step: (r.runtime or {}).get("backend") for r in rows}
     for model, record in (cpu_runtimes or {}).items():
         text = cpu_runtime_text(Path(model).name, record)
+        pinned = ships_on.get(Path(model).name)
+        if pinned and pinned != record.get("fastest"):  # the bench's few rounds against the search's choice
+            text += (f"; it ships on {pinned}, the search's choice, where its threshold was chosen (`edgeft bench "
+                     f"--rounds 15` measures the two on this machine)")
         out.append(text[0].upper() + text[1:] + ".")
     if gates:
         failed = [g for g in gates if g.status == "fail"]
@@ -234,10 +241,10 @@ def _tables(recipe, run: Path, steps, results, rows: list[Row], gates: list[Gate
 def profile_section(run: Path, steps) -> dict[str, Any] | None:
     """Where the final model's time goes (the bench step's ``profile.json``): lines and a table of operator groups,
     with the share of the measured p50 they account for and the floor this CPU could reach for the model."""
-    from edgeft.optimize.pipeline import PROFILE_FILE
+    from edgeft.bench.profile import REPORT_FILE
 
-    doc = next((json.loads((run / s.name / PROFILE_FILE).read_text()) for s in steps
-                if s.stage == "bench" and (run / s.name / PROFILE_FILE).is_file()), None)
+    doc = next((json.loads((run / s.name / REPORT_FILE).read_text()) for s in steps
+                if s.stage == "bench" and (run / s.name / REPORT_FILE).is_file()), None)
     if doc is None:
         return None
     if "error" in doc:

@@ -171,6 +171,15 @@ def _refuse_changed(recipe: Recipe, root: Path, old: dict[str, Any]) -> None:
                       "with --force, or run into another --out")
 
 
+def check_runtimes(recipe: Recipe) -> dict[str, str]:
+    """Why each of search.runtimes cannot run here (empty: it can); refused in one line when none can."""
+    missing = {rt: unavailable(rt) for rt in recipe.search.runtimes}
+    if all(missing.values()):
+        raise ConfigError("search.runtimes: none can run on this machine ("
+                          + "; ".join(f"{rt}: {why}" for rt, why in missing.items()) + "); add ort-cpu")
+    return missing
+
+
 def check_resume(recipe: Recipe, run: Path) -> None:
     """Before a resumed run touches anything: refuse it when the search it would continue had another space."""
     old = load_result(run)
@@ -365,9 +374,21 @@ def compromise(tried: list[Candidate], baseline_val: dict[str, Any]) -> Candidat
     return min(close, key=lambda c: (-_speed(c), worst(c)))
 
 
+SAME_SPEED = 0.02  # paired speed-ups this close (relative) are one speed: the plainer path ships
+
+
 def fastest(passed: list[Candidate]) -> Candidate | None:
-    """The fastest of the passing candidates by paired speed-up; ties: the first paid for (fewer MACs)."""
-    return max(passed, key=_speed, default=None)
+    """The fastest of the passing candidates by paired speed-up. Among those within SAME_SPEED of it, one that
+    computes in the model's own precision goes before one at a reduced precision (an INT8 model on ov-cpu-bf16 runs
+    its unquantized layers in bf16: no reason to ship that for a speed-up the rounds cannot tell apart); then the
+    faster; ties: the first paid for (fewer MACs)."""
+    from edgeft.runtime.backends import BACKENDS
+
+    if not passed:
+        return None
+    top = _speed(max(passed, key=_speed))
+    close = [c for c in passed if _speed(c) >= top * (1 - SAME_SPEED)]
+    return min(close, key=lambda c: (BACKENDS[c.runtime].precision is not None, -_speed(c)))
 
 
 def pareto_front(candidates: list[dict[str, Any]]) -> list[str]:
@@ -414,10 +435,7 @@ def search(recipe: Recipe, run: Path, finetuned: Path, resume: bool = False) -> 
     root = run / SEARCH_DIR
     parent = art.load(finetuned)
     inputs = config_hash({"finetuned": parent.meta.model_sha256, "data": data_fingerprint(recipe.data)})
-    missing = {rt: unavailable(rt) for rt in s.runtimes}
-    if all(missing.values()):
-        raise ConfigError("search.runtimes: none can run on this machine ("
-                          + "; ".join(f"{rt}: {why}" for rt, why in missing.items()) + "); list ort-cpu")
+    missing = check_runtimes(recipe)
     state = _state(recipe, root, inputs, resume)
     space = candidates(recipe)
     done = {k: Candidate(**v) for k, v in state["candidates"].items()}
@@ -530,6 +548,11 @@ def _ship(c: Candidate, root: Path) -> None:
     artifact that ships: its model was scored on every runtime of its group, each writing its own policy there."""
     from edgeft.runtime.backends import runtime_record
 
+    for d in [*root.glob("macs*/quantize"), *root.glob("macs*/export")]:  # an earlier choice of a resumed search
+        other = art.load(d)
+        if other.meta.extra.get("runtime"):
+            other.meta.extra.pop("runtime")
+            art.update_metrics(other, {})
     a = art.load(_artifact_dir(root, c.target_macs, c.method, "export" if c.method == "fp32" else "quantize"))
     extra = {"runtime": runtime_record(c.runtime, c.precision, chosen_by="search", speedup=c.speedup,
                                        speedup_range=[min(c.speedups), max(c.speedups)], rounds=len(c.speedups),
