@@ -401,9 +401,10 @@ def pareto_front(candidates: list[dict[str, Any]]) -> list[str]:
 
 
 def skip_reason(c: Candidate, result: list[Candidate], best: Candidate | None) -> str:
-    """Why ``c`` need not be paid for, given the candidates already judged (``result``) and the fastest passing one
-    (``best``); empty when it could still be faster than ``best`` or none has passed. On one runtime, a model with
-    more MACs at the same precision is no faster than a measured one with fewer (QAT is the same graph as PTQ)."""
+    """Why ``c`` need not be paid for, given the candidates already judged (``result``) and the passing one that
+    ships so far (``best``); empty when it could still be measurably faster than every passing one (by more than
+    SAME_SPEED), or none has passed. On one runtime, a model with more MACs at the same precision is no faster than a
+    measured one with fewer (QAT is the same graph as PTQ)."""
     same = [r for r in result if r.runtime == c.runtime and r.precision == c.precision and r.speedup is not None
             and r.target_macs <= c.target_macs]
     slow = [r for r in same if r.status == "fail" and _fails(r.verdicts) == (True, False)]  # only on latency
@@ -417,7 +418,8 @@ def skip_reason(c: Candidate, result: list[Candidate], best: Candidate | None) -
     if not same:
         return ""  # nothing bounds its speed yet
     bound = min(same, key=lambda r: r.speedup)
-    if bound.speedup <= best.speedup:
+    top = max(_speed(r) for r in result if r.status == "pass")
+    if bound.speedup <= top * (1 + SAME_SPEED):
         return (f"no faster than {best.key}, which passed at {best.speedup:.2f}x: {bound.key} reached "
                 f"{bound.speedup:.2f}x with fewer or as many MACs")
     return ""
