@@ -85,7 +85,8 @@ def plan(recipe: Recipe) -> list[Step]:
     if "quantize" in recipe.stages:
         q = recipe.sections["quantize"]
         parent = torch_steps[-1] if q.method == "qat" or onnx_fp32 is None else onnx_fp32
-        method = "/".join(m.upper() for m in recipe.search.method) + ", searched" if recipe.search else q.method.upper()
+        method = ("/".join(m.upper() for m in recipe.search.method if m != "fp32") or "PTQ") + ", searched" \
+            if recipe.search else q.method.upper()
         quantized = add("quantize", parent, label=f"{'pruned ' if len(torch_steps) > 1 else ''}INT8 {method} "
                                                   f"({q.target}{gray if parent is onnx_fp32 else ''})", searched=True)
     if "build" in recipe.stages:

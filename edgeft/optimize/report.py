@@ -185,6 +185,8 @@ def search_table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 
 def search_lines(result: dict[str, Any]) -> list[str]:
     """What the search did and why it shipped what it shipped, in sentences."""
+    from edgeft.optimize.search import pareto_front
+
     if not result.get("candidates"):
         return []
     chosen = next(c for c in result["candidates"] if c["key"] == result["chosen"])
@@ -197,8 +199,6 @@ def search_lines(result: dict[str, Any]) -> list[str]:
                                                "(the fastest whose worst miss, relative to its limit, is within one "
                                                "paired standard error of the smallest).")]
     out += [f"On val, {GateVerdict.from_dict(v).line()}" for v in chosen.get("verdicts", []) if v["status"] == "fail"]
-    from edgeft.optimize.search import pareto_front
-
     runtimes = sorted({c.get("runtime", "ort-cpu") for c in result["candidates"] if c.get("val")})
     front = pareto_front(result["candidates"])
     if len(front) > 1 or len(runtimes) > 1:
