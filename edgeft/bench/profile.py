@@ -91,7 +91,8 @@ class Profile:
                         for o in sorted(self.ops, key=lambda o: -o.us)[:15]]}
 
     def text(self) -> str:
-        lines = [f"{Path(self.model).name} on {self.backend} ({self.threads} threads, {self.calls} calls): p50 "
+        path = Path(self.model)
+        lines = [f"{path.parent.name if path.name == 'model.onnx' else path.name} on {self.backend} ({self.threads} threads, {self.calls} calls): p50 "
                  f"{self.p50_us / 1000:.3f} ms unprofiled ({self.run_us / 1000:.3f} ms profiled), operators "
                  f"{self.kernel_us / 1000:.3f} ms ({self.coverage:.0%} of the p50)"]
         for g, v in sorted(self.groups().items(), key=lambda kv: -kv[1]["us"]):
