@@ -116,7 +116,8 @@ def paired(run: Path, rounds: int, threads: int = 2) -> dict:
     r = runner_rounds(runners, shape, rounds, iters=40)
     ratios = [b / x for b, x in zip(r["fp32"], r["final"])]
     return {"rounds": rounds, "final": f"{final.path.name} on {ships_on}",
-            "median_ratio": round(statistics.median(ratios), 3), "range": [round(min(ratios), 3), round(max(ratios), 3)],
+            "median_ratio": round(statistics.median(ratios), 3),
+            "range": [round(min(ratios), 3), round(max(ratios), 3)],
             "p50_ms": {"fp32_ort": round(statistics.median(r["fp32"]), 3),
                        "final": round(statistics.median(r["final"]), 3)},
             "reference_workload_ms": round(statistics.median([ref, reference_workload_ms()]), 4),

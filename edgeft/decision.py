@@ -116,7 +116,7 @@ class Policy:
     drift_edges: list[float]  # inner edges of the val score bins
     drift_expected: list[float]  # val's share in each bin
     products: dict[str, Point] = field(default_factory=dict)  # by_product: each product's own point
-    scored_with: str | None = None  # the backend whose scores chose it, when not its kind's default (ov-cpu-bf16, ov-cpu)
+    scored_with: str | None = None  # the backend whose scores chose it, when not its kind's default (ov-cpu, ...)
 
     @property
     def has_review(self) -> bool:

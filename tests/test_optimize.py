@@ -213,6 +213,29 @@ def test_latency_gate_fails_a_final_model_that_fails_to_run():
                                                 "RuntimeException: unsupported op")
 
 
+def test_a_latency_gate_judges_only_the_runtime_the_model_ships_on():
+    """After a search chose OpenVINO, the ort-cpu budget does not judge the model (it does not run there) and the
+    bf16 one says so even where nothing was benched on bf16; its own runtime's budget does."""
+    from edgeft.metrics import Classification
+    from edgeft.optimize.gates import evaluate_gates
+    from edgeft.optimize.recipe import Gates
+    from edgeft.optimize.rows import Row
+
+    ok = {"status": "ok", "latency_ms": {"p50": 1.2, "p90": 1.4, "p95": 1.6, "p99": 2.0, "mean": 1.3, "min": 1.1,
+                                         "max": 2.2, "std": 0.1, "throughput_ips": 800.0}}
+    acc = Classification.from_dict({"accuracy": 0.9, "balanced_accuracy": 0.9, "n": 10, "per_class": {},
+                                    "confusion": [[5, 0], [1, 4]]}, "test")
+    final = Row("05-quantize", "quantize", "INT8", "INT8", "done", accuracy=acc,
+                latency={"ort-cpu@1": {**ok, "latency_ms": {**ok["latency_ms"], "p50": 9.0}}, "ov-cpu@1": ok},
+                runtime={"backend": "ov-cpu", "model_precision": "int8"})
+    by = {g.gate: g for g in evaluate_gates(Gates(max_p50_ms={"ort-cpu": 5.0, "ov-cpu": 5.0, "ov-cpu-bf16": 5.0}),
+                                            [final])}
+    assert by["max_p50_ms.ov-cpu"].status == "pass" and by["max_p50_ms.ov-cpu"].value == 1.2
+    for other in ("ort-cpu", "ov-cpu-bf16"):
+        assert by[f"max_p50_ms.{other}"].status == "not evaluated"
+        assert by[f"max_p50_ms.{other}"].detail == f"INT8 ships on ov-cpu, not {other}"
+
+
 def test_failed_gate_exits_1_after_writing_the_report(cli, finished_run, tiny_data, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(finished_run[0], run)

@@ -92,7 +92,8 @@ class Profile:
 
     def text(self) -> str:
         path = Path(self.model)
-        lines = [f"{path.parent.name if path.name == 'model.onnx' else path.name} on {self.backend} ({self.threads} threads, {self.calls} calls): p50 "
+        name = path.parent.name if path.name == "model.onnx" else path.name  # an artifact's folder names it
+        lines = [f"{name} on {self.backend} ({self.threads} threads, {self.calls} calls): p50 "
                  f"{self.p50_us / 1000:.3f} ms unprofiled ({self.run_us / 1000:.3f} ms profiled), operators "
                  f"{self.kernel_us / 1000:.3f} ms ({self.coverage:.0%} of the p50)"]
         for g, v in sorted(self.groups().items(), key=lambda kv: -kv[1]["us"]):

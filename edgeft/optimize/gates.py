@@ -113,14 +113,15 @@ def _accuracy_gate(limit: float, significance: float | None, rows: list[Row]) ->
 def _latency_gate(key: str, limit: float, rows: list[Row]) -> GateVerdict:
     backend, _, batch = key.partition("@")
     k = f"{backend}@{batch or 1}"
-    last = final(rows, lambda r: k in r.latency)
     name = f"max_p50_ms.{key}"
+    shipped = final(rows, lambda r: r.measured)
+    ships_on = ((shipped.runtime if shipped is not None else None) or {}).get("backend")
+    if ships_on and ships_on != backend:  # the search chose another runtime, whose own limit judges it
+        return GateVerdict(name, limit, None, shipped.step, "not evaluated",
+                           f"{shipped.label} ships on {ships_on}, not {backend}")
+    last = final(rows, lambda r: k in r.latency)
     if last is None:
         return GateVerdict(name, limit, None, None, "not evaluated", f"no model was benched on {k}")
-    ships_on = (last.runtime or {}).get("backend")
-    if ships_on and ships_on != backend:  # the search chose another runtime, whose own limit judges it
-        return GateVerdict(name, limit, None, last.step, "not evaluated",
-                           f"{last.label} ships on {ships_on}, not {backend}")
     r = last.latency[k]
     if r["status"] != "ok":  # a model that fails on the gated backend fails the gate; a backend missing here (a
         return GateVerdict(name, limit, None, last.step,  # TensorRT gate on a CPU machine) cannot judge it
