@@ -9,11 +9,11 @@ OpenVINO's Reorder, Transpose, Reshape), pooling and reductions, input/output (O
 and the rest. The ONNX Runtime profile is taken on the graph it runs (its fused operators: FusedConv, QLinearConv,
 ...), whose attributes decide a convolution's group; OpenVINO's layers are matched to the ONNX graph by name.
 
-``coverage``: the share of the **measured p50** (the same model on the same runtime without profiling, timed in the same
-process: OpenVINO's interleaved with the profiled calls, ONNX Runtime's right after them, as its idle threads spin
-and two live sessions would contend) that the operators' times account for; the rest is the runtime's own
-work (input binding, thread hand-offs). A profiler adds its own time to each operator, so coverage can pass 100%; the
-profiled calls' wall time is kept beside it (``run_us``).
+``coverage``: the share of each profiled call's wall time that its operators account for, the median over the calls
+(one call against itself: a host that changes speed between calls moves both alike); the rest is the runtime's own
+work (input binding, thread hand-offs). Beside it, the p50 measured **without** profiling (the same model on the same
+runtime, timed in the same process right after the profiled calls, the profiled model released first: an idle
+session's or compiled model's worker threads spin and would contend): how much the profiler itself adds.
 """
 
 from __future__ import annotations
@@ -61,16 +61,12 @@ class Profile:
     calls: int
     run_us: float  # the median profiled call's wall time
     p50_us: float  # the median call without profiling, same runtime, same process
+    coverage: float  # the median over the profiled calls of the share of the call its operators account for
     ops: list[OpTime] = field(default_factory=list)
 
     @property
     def kernel_us(self) -> float:
         return float(sum(o.us for o in self.ops))
-
-    @property
-    def coverage(self) -> float:
-        """The share of the measured p50 the operators account for."""
-        return self.kernel_us / self.p50_us if self.p50_us else 0.0
 
     def groups(self) -> dict[str, dict[str, float]]:
         """Per group: microseconds per call, its share of the call, and how many operators."""
@@ -79,7 +75,7 @@ class Profile:
             members = [o for o in self.ops if o.group == g]
             if members:
                 us = sum(o.us for o in members)
-                out[g] = {"us": round(us, 1), "share": round(us / self.p50_us, 4) if self.p50_us else 0.0,
+                out[g] = {"us": round(us, 1), "share": round(us / self.run_us, 4) if self.run_us else 0.0,
                           "ops": len(members)}
         return out
 
@@ -94,8 +90,8 @@ class Profile:
         path = Path(self.model)
         name = path.parent.name if path.name == "model.onnx" else path.name  # an artifact's folder names it
         lines = [f"{name} on {self.backend} ({self.threads} threads, {self.calls} calls): p50 "
-                 f"{self.p50_us / 1000:.3f} ms unprofiled ({self.run_us / 1000:.3f} ms profiled), operators "
-                 f"{self.kernel_us / 1000:.3f} ms ({self.coverage:.0%} of the p50)"]
+                 f"{self.p50_us / 1000:.3f} ms unprofiled, {self.run_us / 1000:.3f} ms profiled; operators "
+                 f"{self.kernel_us / 1000:.3f} ms, {self.coverage:.0%} of a profiled call"]
         for g, v in sorted(self.groups().items(), key=lambda kv: -kv[1]["us"]):
             lines.append(f"  {g:<20} {v['us'] / 1000:>8.3f} ms  {v['share']:>6.1%}  ({v['ops']} ops)")
         return "\n".join(lines)
@@ -179,8 +175,10 @@ def profile_ort(model: str | Path, shape: tuple[int, ...], threads: int = 2, cal
     for name, durations in per_node.items():
         op_type, attrs, w = graph.get(name, (op_names[name], {}, None))
         ops.append(OpTime(name, op_names[name], group_of(op_type, attrs, w), float(statistics.median(durations))))
+    shares = [sum(d[k] for d in per_node.values()) / r["dur"] for k, r in enumerate(runs) if r["dur"]]
     return Profile(model=str(model), backend="ort-cpu", threads=threads, calls=len(runs),
-                   run_us=float(statistics.median(r["dur"] for r in runs)), p50_us=unprofiled, ops=ops)
+                   run_us=float(statistics.median(r["dur"] for r in runs)), p50_us=unprofiled,
+                   coverage=float(statistics.median(shares)), ops=ops)
 
 
 def _p50_us(sess, x: np.ndarray, warmup: int, calls: int) -> float:
@@ -237,33 +235,39 @@ def profile_ov(model: str | Path, shape: tuple[int, ...], threads: int = 2, prec
     core = ov.Core()
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads}
     m = core.read_model(str(model))
-    profiled = core.compile_model(m, "CPU", {**config, "PERF_COUNT": True}).create_infer_request()
-    plain = core.compile_model(m, "CPU", config).create_infer_request()
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     graph = _onnx_ops(Path(model))
     per_layer: dict[str, list[float]] = {}
     kinds: dict[str, tuple[str, str]] = {}
-    runs, plain_us = [], []
-    for i in range(warmup + calls):
-        t0 = time.perf_counter()
-        profiled.infer({0: x})
-        t1 = time.perf_counter()
-        plain.infer({0: x})
-        t2 = time.perf_counter()
-        if i < warmup:
-            continue
-        runs.append((t1 - t0) * 1e6)
-        plain_us.append((t2 - t1) * 1e6)
-        for info in profiled.get_profiling_info():
-            if info.status != ov.ProfilingInfo.Status.EXECUTED:
+    runs: list[float] = []
+    plain_us: list[float] = []
+    shares: list[float] = []
+    for profiling in (True, False):  # one compiled model at a time: an idle one's worker threads would contend
+        request = core.compile_model(m, "CPU", {**config, "PERF_COUNT": profiling}).create_infer_request()
+        for i in range(warmup + calls):
+            t0 = time.perf_counter()
+            request.infer({0: x})
+            t1 = time.perf_counter()
+            if i < warmup:
                 continue
-            per_layer.setdefault(info.node_name, []).append(info.real_time.total_seconds() * 1e6)
-            kinds[info.node_name] = (info.node_type, info.exec_type)
+            (runs if profiling else plain_us).append((t1 - t0) * 1e6)
+            if not profiling:
+                continue
+            in_layers = 0.0
+            for info in request.get_profiling_info():
+                if info.status != ov.ProfilingInfo.Status.EXECUTED:
+                    continue
+                us = info.real_time.total_seconds() * 1e6
+                per_layer.setdefault(info.node_name, []).append(us)
+                kinds[info.node_name] = (info.node_type, info.exec_type)
+                in_layers += us
+            shares.append(in_layers / runs[-1])
+        del request
     ops = [OpTime(name, f"{kinds[name][0]} ({kinds[name][1]})", ov_group(*kinds[name], graph.get(name)),
                   float(statistics.median(ts + [0.0] * (len(runs) - len(ts))))) for name, ts in per_layer.items()]
     return Profile(model=str(model), backend="ov-cpu" + ("-bf16" if precision == "bf16" else ""), threads=threads,
                    calls=len(runs), run_us=float(statistics.median(runs)), p50_us=float(statistics.median(plain_us)),
-                   ops=ops)
+                   coverage=float(statistics.median(shares)), ops=ops)
 
 
 def _onnx_ops(path: Path) -> dict[str, tuple[str, dict[str, Any], tuple[int, ...] | None]]:

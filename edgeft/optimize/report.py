@@ -202,8 +202,8 @@ def search_lines(result: dict[str, Any]) -> list[str]:
     runtimes = sorted({c.get("runtime", "ort-cpu") for c in result["candidates"] if c.get("val")})
     front = pareto_front(result["candidates"])
     if len(front) > 1 or len(runtimes) > 1:
-        out.append(f"Runtimes scored and timed: {', '.join(runtimes)} (each candidate with its own threshold, chosen on "
-                   "its runtime's val scores; speed-ups are medians of per-round ratios against the fine-tuned FP32 "
+        out.append(f"Runtimes scored and timed: {', '.join(runtimes)} (each candidate with its own threshold, chosen "
+                   "on its runtime's val scores; speed-ups are medians of per-round ratios against the fine-tuned FP32 "
                    f"ONNX model on ort-cpu). Pareto front on val (speed-up against accuracy): {', '.join(front)}.")
     return out
 
@@ -250,20 +250,18 @@ def profile_section(run: Path, steps) -> dict[str, Any] | None:
     if "error" in doc:
         return {"lines": [f"No profile of {doc['step']} on {doc['backend']}: {doc['error']}."], "table": None}
     p = doc["profile"]
-    p50, kernel = p["p50_us"] / 1000, p["kernel_us"] / 1000
-    lines = [f"{doc['step']} on {doc['backend']} ({p['threads']} threads, {p['calls']} profiled calls): p50 "
-             f"{p50:.3f} ms measured without profiling; its operators account for {kernel:.3f} ms, "
-             f"{p['coverage'] * 100:.0f}% of it" + (
-                 " (the profiler adds its own time to each operator: the profiled calls took "
-                 f"{p['run_us'] / 1000:.3f} ms)" if p["coverage"] > 1 else
-                 f"; the other {max(p50 - kernel, 0):.3f} ms is the runtime's own work between operators") + ".",
+    p50, run, cov = p["p50_us"] / 1000, p["run_us"] / 1000, p["coverage"]
+    lines = [f"{doc['step']} on {doc['backend']} ({p['threads']} threads, {p['calls']} profiled calls): its operators "
+             f"account for {cov * 100:.0f}% of a profiled call (the median over the calls; the rest, about "
+             f"{max(1 - cov, 0) * run:.3f} ms, is the runtime's own work between operators). A profiled call takes "
+             f"{run:.3f} ms, {p50:.3f} ms without profiling.",
              doc["floor_text"][0].upper() + doc["floor_text"][1:] + "."]
     rows = [[g, f"{v['us'] / 1000:.3f}", f"{v['share'] * 100:.1f}%", str(v["ops"])]
             for g, v in sorted(p["groups"].items(), key=lambda kv: -kv[1]["us"])]
-    if p["coverage"] < 1:
-        rows.append(["runtime's own work (not in an operator)", f"{p50 - kernel:.3f}",
-                     f"{(1 - p['coverage']) * 100:.1f}%", "—"])
-    return {"lines": lines, "table": (["group", "ms a call", "share of p50", "operators"], rows)}
+    if cov < 1:
+        rows.append(["runtime's own work (not in an operator)", f"{(1 - cov) * run:.3f}", f"{(1 - cov) * 100:.1f}%",
+                     "—"])
+    return {"lines": lines, "table": (["group", "ms a call (median)", "share of a profiled call", "operators"], rows)}
 
 
 def _bench_note(doc: dict[str, Any] | None) -> str:

@@ -6,9 +6,9 @@ candidates and ships the fastest one that meets every gate **on val**, or, when 
 a verdict per gate. A candidate is a model on a runtime: each runtime computes the model its own way (OpenVINO's
 INT8 kernels round otherwise, bf16 keeps 8 bits of mantissa), so each is scored on val there, gets its own
 threshold there, and is judged there; the shipped artifact records the runtime (``extra.runtime``), and the camera's
-``auto`` runs exactly that. The pipeline seals the test split while it runs (``edgeft.data.imagefolder.sealed_test``), so
-no stage and no decision here can read test: the shipped model and the fine-tuned one are measured on it once, at
-the end, and the gates are judged there.
+``auto`` runs exactly that. The pipeline seals the test split while it runs
+(``edgeft.data.imagefolder.sealed_test``), so no stage and no decision here can read test: the shipped model and the
+fine-tuned one are measured on it once, at the end, and the gates are judged there.
 
 Cheap before expensive:
 - the fine-tuned model is pruned **once** along the schedule, with a snapshot at every ratio of the space (BatchNorm
@@ -411,7 +411,8 @@ def skip_reason(c: Candidate, result: list[Candidate], best: Candidate | None) -
     if slow:
         r = min(slow, key=lambda r: r.target_macs)
         if r.target_macs < c.target_macs:
-            return f"{r.target_macs:g} of the MACs already missed the latency gate on {c.runtime}; this one is no faster"
+            return (f"{r.target_macs:g} of the MACs already missed the latency gate on {c.runtime}; this one is no "
+                    "faster")
         return "the same graph missed only the latency gate with another method"
     if best is None:
         return ""
