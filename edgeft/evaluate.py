@@ -64,9 +64,8 @@ def scoring_backend(artifact: Artifact, backend: str | None = None) -> str:
         from edgeft.errors import DependencyError
         from edgeft.runtime.backends import lookup
 
-        b = lookup(recorded)
-        if not b.available():
-            why = b.missing() if b.missing is not None else b.description
+        why = lookup(recorded).why_not()
+        if why:
             raise DependencyError(f"{artifact.path} ships on {recorded}, which cannot run here ({why}); score it on "
                                   "another backend by name (--backend ort-cpu), knowing its decisions may differ")
         return recorded

@@ -108,12 +108,7 @@ def profile_cmd(model: Path, backend: str | None, threads: int | None, calls: in
         raise ConfigError(f"{model} is a bare ONNX file; profile its artifact directory (its input size is there)")
     meta = artifact.load(art_dir).meta
     backend = backend or (meta.extra.get("runtime") or {}).get("backend") or "ort-cpu"
-    b = lookup(backend)
-    if not b.available():
-        from edgeft.errors import DependencyError
-
-        raise DependencyError(f"backend {backend} is not available here "
-                              f"({b.missing() if b.missing is not None else b.description}); run `edgeft doctor`")
+    lookup(backend).require()
     n = threads or os.cpu_count() or 1
     p = profile(files["model.onnx"], (1, *chw), backend, n, calls=calls)
     click.echo(p.text())

@@ -120,16 +120,6 @@ def candidates(recipe: Recipe) -> list[Candidate]:
             for rt in s.runtimes]
 
 
-def unavailable(runtime: str) -> str:
-    """Why ``runtime`` cannot run on this machine, naming what is missing; empty when it can."""
-    from edgeft.runtime.backends import BACKENDS
-
-    b = BACKENDS[runtime]
-    if b.available():
-        return ""
-    return b.missing() if b.missing is not None else f"{b.description} is not available here"
-
-
 def load_result(run: Path) -> dict[str, Any] | None:
     """The search's state file of a run (None when it has none)."""
     p = run / SEARCH_DIR / STATE_FILE
@@ -173,7 +163,9 @@ def _refuse_changed(recipe: Recipe, root: Path, old: dict[str, Any]) -> None:
 
 def check_runtimes(recipe: Recipe) -> dict[str, str]:
     """Why each of search.runtimes cannot run here (empty: it can); refused in one line when none can."""
-    missing = {rt: unavailable(rt) for rt in recipe.search.runtimes}
+    from edgeft.runtime.backends import BACKENDS
+
+    missing = {rt: BACKENDS[rt].why_not() for rt in recipe.search.runtimes}
     if all(missing.values()):
         raise ConfigError("search.runtimes: none can run on this machine ("
                           + "; ".join(f"{rt}: {why}" for rt, why in missing.items()) + "); add ort-cpu")

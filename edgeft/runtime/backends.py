@@ -192,6 +192,19 @@ class Backend:
     missing: Callable[[], str] | None = None  # why it is not available here, when a description alone cannot say
     precision: str | None = None  # a reduced precision it computes an FP32 model in (bf16), judged by its parity rule
 
+    def why_not(self) -> str:
+        """Why it cannot run here, naming what is missing; empty when it can."""
+        if self.available():
+            return ""
+        return self.missing() if self.missing is not None else self.description
+
+    def require(self) -> "Backend":
+        """This backend, or one line saying why it is not available here."""
+        why = self.why_not()
+        if why:
+            raise DependencyError(f"backend {self.name} is not available here ({why}); run `edgeft doctor`")
+        return self
+
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("tensorrt", "model.engine", _tensorrt, _tensorrt_runner, "TensorRT engine (native; needs tensorrt)"),
@@ -261,8 +274,7 @@ def choose_with_reason(name: str, files: dict[str, Path], measured: dict[str, An
                         f"{pinned}` measures it here")
             return s, why
         if name == "auto":
-            missing = s.missing() if s.missing is not None and not s.available() else (
-                s.description if not s.available() else "it cannot run this file")
+            missing = s.why_not() or "it cannot run this file"
             b, reason = choose_with_reason(name, files, measured)
             return b, f"{why}, which cannot run here ({missing}): decisions near the threshold may differ; {reason}"
         if name != pinned:
@@ -273,10 +285,7 @@ def choose_with_reason(name: str, files: dict[str, Path], measured: dict[str, An
         if b.model_file not in files:
             raise ConfigError(f"backend {name} runs {b.model_file}, which this artifact does not have "
                               f"(it has {', '.join(files) or 'no model file'})")
-        if not b.available():
-            why = b.missing() if b.missing is not None else b.description
-            raise DependencyError(f"backend {name} is not available here ({why}); run `edgeft doctor`")
-        return b, "asked for"
+        return b.require(), "asked for"
     first = next((BACKENDS[c] for c in AUTO_ORDER if BACKENDS[c].model_file in files and BACKENDS[c].available()),
                  None)
     if first is None:
