@@ -59,19 +59,24 @@ def ort_session(onnx_path: str, threads: int = 2, providers: tuple[str, ...] = (
     return sess
 
 
+def _rounds(calls: dict[str, Callable[[], Any]], rounds: int, iters: int, min_seconds: float) -> dict[str, list[float]]:
+    """p50 per round of each call, the calls interleaved within each round so machine noise hits all alike."""
+    p50s: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(rounds):
+        for k, call in calls.items():
+            p50s[k].append(time_calls(call, warmup=5, iters=iters, min_seconds=min_seconds)["p50_ms"])
+    return p50s
+
+
 def runner_rounds(runners: dict[str, Any], shape: tuple[int, ...], rounds: int = 3, iters: int = 40,
                   min_seconds: float = 0.5) -> dict[str, list[float]]:
-    """:func:`ort_rounds` for runners of any backend (``edgeft.runtime.runner.Runner``, already activated): p50 per
-    round, the runners interleaved within each round, so a path on OpenVINO and the baseline on ONNX Runtime see the
-    same machine state and their per-round ratio is a paired one."""
+    """:func:`ort_rounds` for runners of any backend (``edgeft.runtime.runner.Runner``, already activated), so a path
+    on OpenVINO and the baseline on ONNX Runtime see the same machine state and their per-round ratio is a paired
+    one."""
     import numpy as np
 
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    p50s: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(rounds):
-        for k, r in runners.items():
-            p50s[k].append(time_calls(lambda r=r: r.infer(x), warmup=5, iters=iters, min_seconds=min_seconds)["p50_ms"])
-    return p50s
+    return _rounds({k: (lambda r=r: r.infer(x)) for k, r in runners.items()}, rounds, iters, min_seconds)
 
 
 def ort_rounds(paths: dict[str, Any], shape: tuple[int, ...], threads: int = 2, rounds: int = 3,
@@ -82,9 +87,5 @@ def ort_rounds(paths: dict[str, Any], shape: tuple[int, ...], threads: int = 2, 
 
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     sessions = {k: ort_session(str(p), threads) for k, p in paths.items()}
-    calls = {k: (lambda s=s, feed={s.get_inputs()[0].name: x}: s.run(None, feed)) for k, s in sessions.items()}
-    p50s: dict[str, list[float]] = {k: [] for k in paths}
-    for _ in range(rounds):
-        for k, call in calls.items():
-            p50s[k].append(time_calls(call, warmup=5, iters=iters, min_seconds=min_seconds)["p50_ms"])
-    return p50s
+    return _rounds({k: (lambda s=s, feed={s.get_inputs()[0].name: x}: s.run(None, feed)) for k, s in sessions.items()},
+                   rounds, iters, min_seconds)
