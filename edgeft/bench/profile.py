@@ -122,7 +122,8 @@ def group_of(op: str, attrs: dict[str, Any], weight_shape: tuple[int, ...] | Non
 
 
 def _graph_ops(optimized: Path) -> dict[str, tuple[str, dict[str, Any], tuple[int, ...] | None]]:
-    """name -> (op type, attributes, conv weight shape) of the graph ONNX Runtime ran."""
+    """name -> (op type, attributes, conv weight shape) of a graph's operators, by node name and by first output name
+    (ONNX Runtime's profile names the nodes of the graph it ran; OpenVINO names its layers after either)."""
     import onnx
     from onnx import helper
 
@@ -133,13 +134,15 @@ def _graph_ops(optimized: Path) -> dict[str, tuple[str, dict[str, Any], tuple[in
         attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
         w = n.input[3] if n.op_type == "QLinearConv" and len(n.input) > 3 else (n.input[1] if len(n.input) > 1 else "")
         out[n.name] = (n.op_type, attrs, shapes.get(w))
+        if n.output:
+            out.setdefault(n.output[0], out[n.name])
     return out
 
 
 def profile_ort(model: str | Path, shape: tuple[int, ...], threads: int = 2, calls: int = 200,
                 warmup: int = 20) -> Profile:
     """``calls`` profiled calls of ``model`` (an ONNX file) on ONNX Runtime's CPU provider, after ``warmup``."""
-    from edgeft.runtime.timing import ort_session
+    from edgeft.runtime.timing import ort_session, time_calls
 
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="edgeft-profile-") as tmp:
@@ -150,7 +153,9 @@ def profile_ort(model: str | Path, shape: tuple[int, ...], threads: int = 2, cal
             sess.run(None, feed)
         events = json.loads(Path(sess.end_profiling()).read_text())
         del sess  # its intra-op threads spin after each call: a second live session would time their contention
-        unprofiled = _p50_us(ort_session(str(model), threads), x, warmup, calls)
+        plain = ort_session(str(model), threads)
+        plain_feed = {plain.get_inputs()[0].name: x}
+        unprofiled = time_calls(lambda: plain.run(None, plain_feed), warmup=warmup, iters=calls)["p50_ms"] * 1000
         graph = _graph_ops(optimized)
     runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
                   key=lambda e: e["ts"])[warmup:]
@@ -179,20 +184,6 @@ def profile_ort(model: str | Path, shape: tuple[int, ...], threads: int = 2, cal
     return Profile(model=str(model), backend="ort-cpu", threads=threads, calls=len(runs),
                    run_us=float(statistics.median(r["dur"] for r in runs)), p50_us=unprofiled,
                    coverage=float(statistics.median(shares)), ops=ops)
-
-
-def _p50_us(sess, x: np.ndarray, warmup: int, calls: int) -> float:
-    """The median unprofiled call of an ONNX Runtime session in microseconds, after ``warmup`` calls."""
-    import time
-
-    feed = {sess.get_inputs()[0].name: x}
-    times = []
-    for i in range(warmup + calls):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1e6)
-    return float(statistics.median(times))
 
 
 _OV_GROUPS = {"FullyConnected": "matmul/gemm", "MatMul": "matmul/gemm", "FakeQuantize": "quantize/dequantize",
@@ -230,56 +221,43 @@ def profile_ov(model: str | Path, shape: tuple[int, ...], threads: int = 2, prec
     import time
 
     from edgeft.runtime.openvino import ov_module
+    from edgeft.runtime.timing import time_calls
 
     ov = ov_module()
     core = ov.Core()
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads}
     m = core.read_model(str(model))
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    graph = _onnx_ops(Path(model))
+    graph = _graph_ops(Path(model))
     per_layer: dict[str, list[float]] = {}
     kinds: dict[str, tuple[str, str]] = {}
     runs: list[float] = []
-    plain_us: list[float] = []
     shares: list[float] = []
-    for profiling in (True, False):  # one compiled model at a time: an idle one's worker threads would contend
-        request = core.compile_model(m, "CPU", {**config, "PERF_COUNT": profiling}).create_infer_request()
-        for i in range(warmup + calls):
-            t0 = time.perf_counter()
-            request.infer({0: x})
-            t1 = time.perf_counter()
-            if i < warmup:
+    profiled = core.compile_model(m, "CPU", {**config, "PERF_COUNT": True}).create_infer_request()
+    for i in range(warmup + calls):
+        t0 = time.perf_counter()
+        profiled.infer({0: x})
+        wall = (time.perf_counter() - t0) * 1e6
+        if i < warmup:
+            continue
+        runs.append(wall)
+        in_layers = 0.0
+        for info in profiled.get_profiling_info():
+            if info.status != ov.ProfilingInfo.Status.EXECUTED:
                 continue
-            (runs if profiling else plain_us).append((t1 - t0) * 1e6)
-            if not profiling:
-                continue
-            in_layers = 0.0
-            for info in request.get_profiling_info():
-                if info.status != ov.ProfilingInfo.Status.EXECUTED:
-                    continue
-                us = info.real_time.total_seconds() * 1e6
-                per_layer.setdefault(info.node_name, []).append(us)
-                kinds[info.node_name] = (info.node_type, info.exec_type)
-                in_layers += us
-            shares.append(in_layers / runs[-1])
-        del request
+            us = info.real_time.total_seconds() * 1e6
+            per_layer.setdefault(info.node_name, []).append(us)
+            kinds[info.node_name] = (info.node_type, info.exec_type)
+            in_layers += us
+        shares.append(in_layers / wall)
+    del profiled  # one compiled model at a time: an idle one's worker threads would contend with the timed one
+    plain = core.compile_model(m, "CPU", config).create_infer_request()
+    p50_us = time_calls(lambda: plain.infer({0: x}), warmup=warmup, iters=calls)["p50_ms"] * 1000
     ops = [OpTime(name, f"{kinds[name][0]} ({kinds[name][1]})", ov_group(*kinds[name], graph.get(name)),
                   float(statistics.median(ts + [0.0] * (len(runs) - len(ts))))) for name, ts in per_layer.items()]
     return Profile(model=str(model), backend="ov-cpu" + ("-bf16" if precision == "bf16" else ""), threads=threads,
-                   calls=len(runs), run_us=float(statistics.median(runs)), p50_us=float(statistics.median(plain_us)),
+                   calls=len(runs), run_us=float(statistics.median(runs)), p50_us=p50_us,
                    coverage=float(statistics.median(shares)), ops=ops)
-
-
-def _onnx_ops(path: Path) -> dict[str, tuple[str, dict[str, Any], tuple[int, ...] | None]]:
-    """The ONNX graph's operators by node name and by first output name (what OpenVINO names its layers after)."""
-    ops = _graph_ops(path)
-    import onnx
-
-    m = onnx.load(str(path), load_external_data=False)
-    for n in m.graph.node:
-        if n.output and n.name in ops:
-            ops.setdefault(n.output[0], ops[n.name])
-    return ops
 
 
 def profile(model: str | Path, shape: tuple[int, ...], backend: str = "ort-cpu", threads: int = 2,
