@@ -116,7 +116,7 @@ def space_hash(recipe: Recipe) -> str:
 def candidates(recipe: Recipe) -> list[Candidate]:
     """The space in the order it is paid for: fewest MACs first, then the methods as listed, then the runtimes."""
     s = recipe.search
-    return [Candidate(f"macs{r:.2f}-{m}@{rt}", r, m, rt) for r in sorted(s.target_macs) for m in s.method
+    return [Candidate(f"{ratio_name(r)}-{m}@{rt}", r, m, rt) for r in sorted(s.target_macs) for m in s.method
             for rt in s.runtimes]
 
 
@@ -225,9 +225,14 @@ def _baseline(recipe: Recipe, finetuned: Path, root: Path) -> tuple[dict[str, An
     return d, onnx_dir / "model.onnx"
 
 
+def ratio_name(target_macs: float) -> str:
+    """A ratio's name in candidate keys and folders: macs0.50."""
+    return f"macs{target_macs:.2f}"
+
+
 def recovered_dir(root: Path, target_macs: float) -> Path:
     """Where a ratio's recovered model and its FP32 ONNX export live, shared by the ratio's methods."""
-    return root / f"macs{target_macs:.2f}"
+    return root / ratio_name(target_macs)
 
 
 def _run_candidate(recipe: Recipe, c: Candidate, finetuned: Path, snapshot: Path, root: Path) -> Path:
@@ -386,10 +391,9 @@ def fastest(passed: list[Candidate]) -> Candidate | None:
 def pareto_front(candidates: list[dict[str, Any]]) -> list[str]:
     """The keys of the measured candidates (result dicts) no other beats on both paired speed-up and val accuracy:
     the trade-offs the space offers, fastest first."""
-    pts = [(statistics.median(c["speedups"]), c["val"]["accuracy"], c["key"]) for c in candidates
-           if c.get("val") and c.get("speedups")]
-    front = [k for sp, acc, k in pts if not any(s2 >= sp and a2 >= acc and (s2, a2) != (sp, acc) for s2, a2, _ in pts)]
-    return sorted(front, key=lambda k: -next(sp for sp, _, k2 in pts if k2 == k))
+    pts = sorted(((statistics.median(c["speedups"]), c["val"]["accuracy"], c["key"]) for c in candidates
+                  if c.get("val") and c.get("speedups")), key=lambda p: -p[0])
+    return [k for sp, acc, k in pts if not any(s2 >= sp and a2 >= acc and (s2, a2) != (sp, acc) for s2, a2, _ in pts)]
 
 
 def skip_reason(c: Candidate, result: list[Candidate], best: Candidate | None) -> str:
@@ -467,8 +471,7 @@ def search(recipe: Recipe, run: Path, finetuned: Path, resume: bool = False) -> 
         prior = [done.get(c.key) for c in runnable]
         best = fastest([r for r in result if r.status == "pass"])
         if runnable and all(p is not None and p.status in ("pass", "fail") for p in prior):
-            group = [p if p is not None and p.key == c.key else c for c, p in
-                     zip(group, [done.get(c.key) for c in group])]
+            group = [done.get(c.key) or c for c in group]
             progress.info(f"[search] {model}: reused ({', '.join(f'{c.runtime} {c.status}' for c in group)})")
         elif runnable:
             reasons = [skip_reason(c, result, best) for c in runnable]
@@ -534,8 +537,9 @@ def _say(c: Candidate, baseline_val: dict[str, Any]) -> None:
 
 def _artifact_dir(root: Path, target_macs: float, method: str, stage: str) -> Path:
     """A candidate's artifact for ``stage``: the ratio's recovered prune and export, or the method's quantize."""
-    return root / f"macs{target_macs:.2f}-{method}" / stage if stage == "quantize" else \
-        recovered_dir(root, target_macs) / stage
+    if stage == "quantize":
+        return root / f"{ratio_name(target_macs)}-{method}" / stage
+    return recovered_dir(root, target_macs) / stage
 
 
 def _ship(c: Candidate, root: Path) -> None:
