@@ -110,19 +110,41 @@ def choose_policy(artifact: Artifact, val: ImageSet, rule: Rule, positive: list[
     carried over from another model silently changes the escape rate. Scored on one view by default, as the
     camera's Predictor runs it (test-time views would move the scores the threshold is set on)."""
     from edgeft import artifact as art
+
+    policy = policy_on(artifact, val, rule, positive, backend, batch_size, tta_views, out)
+    art.update_metrics(artifact, {}, extra={"decision": policy.to_dict()})
+    return policy
+
+
+def policy_on(artifact: Artifact, val: ImageSet, rule: Rule, positive: list[str], backend: str | None = None,
+              batch_size: int | None = None, tta_views: int | None = 1, out: np.ndarray | None = None) -> Policy:
+    """:func:`choose_policy` without writing it: the policy ``rule`` chooses on ``artifact``'s val scores as
+    ``backend`` computes them (``out``: those logits, when the caller has them)."""
     from edgeft.decision import choose
+    from edgeft.runtime.backends import BACKENDS
     from edgeft.runtime.predictor import softmax
 
     if val.name != "val":
         raise ConfigError(f"a decision policy is chosen on the val split, not on {val.name}: test must stay unseen")
     backend = scoring_backend(artifact, backend)
-    if out is None:  # ``out``: the artifact's logits on ``val`` when the caller has them (on ``backend``)
+    if out is None:
         out, _ = logits(artifact, val, tta_views, batch_size, "cpu", backend)
     policy = choose(rule, val.labels, softmax(out.astype(np.float64)), list(artifact.meta.class_names), positive,
                     split=val.name, products=val.products)
-    from edgeft.runtime.backends import BACKENDS
-
     if backend in BACKENDS and backend != DEFAULT_BACKEND.get(artifact.meta.kind):  # another runtime rounds
         policy = replace(policy, scored_with=backend)  # otherwise: the model runs there
-    art.update_metrics(artifact, {}, extra={"decision": policy.to_dict()})
     return policy
+
+
+def score_split(artifact: Artifact, val: ImageSet, rule: Rule | None, positive: list[str],
+                backend: str | None = None) -> tuple[Classification, list[int], Policy | None]:
+    """``artifact`` on val through ``backend``, scored once and nothing written: the policy ``rule`` chooses there
+    (None without a rule), the metrics at that policy, and the prediction per image (for paired comparisons). How a
+    model is judged on each runtime it might ship on (the search, the ship step)."""
+    out, views = logits(artifact, val, tta_views=1, backend=backend)
+    policy = None
+    if rule is not None:
+        policy = policy_on(artifact, val, rule, positive, backend, out=out)
+        extra = {**artifact.meta.extra, "decision": policy.to_dict()}
+        artifact = Artifact(artifact.path, replace(artifact.meta, extra=extra))
+    return metrics_from_logits(artifact, val, out, views), out.argmax(1).tolist(), policy

@@ -403,7 +403,7 @@ def test_a_detection_recipe_runs_detect_prune_export_int8_bench_and_gates_on_map
     from edgeft.optimize import pipeline
     from edgeft.optimize.recipe import parse
 
-    recipe = parse({
+    d = {
         "name": "det", "data": str(boxes_data), "threads": 2, "task": "detect",
         "detect": {"model": "test_efficientnet", "weights": None, "image_size": 64, "epochs": 2, "fpn_channels": 32,
                    "head_convs": 1, "frozen_stages": 0},
@@ -413,7 +413,8 @@ def test_a_detection_recipe_runs_detect_prune_export_int8_bench_and_gates_on_map
         "bench": {"backends": ["ort-cpu"], "duration_s": 0.1, "warmup_s": 0.05, "rounds": 2},
         "decision": {"positive": ["spot"], "target_recall": 0.9},
         "gates": {"max_map_drop_points": 100, "max_p50_ms": {"ort-cpu": 10000}, "max_recall_drop_pp": 100},
-    }, source="det.yaml")
+    }
+    recipe = parse(d, source="det.yaml")
     result = pipeline.optimize(recipe, tmp_path / "run")
     stored = json.loads((tmp_path / "run" / "pipeline.json").read_text())["recipe"]
     assert parse(stored).sections["detect"] == recipe.sections["detect"]  # the resolved recipe reads back
@@ -433,6 +434,30 @@ def test_a_detection_recipe_runs_detect_prune_export_int8_bench_and_gates_on_map
     assert "Test images, the most missed boxes first (05-quantize)" in md and " found, " in md
     assert len(list((tmp_path / "run" / "gallery").glob("*.png"))) == 6
     assert rows[next(s for s in rows if rows[s].stage == "prune")].macs < rows[next(iter(rows))].macs
+
+    # the same run with a ship step: the INT8 and the pruned FP32 detectors judged on val on each runtime (mAP, the
+    # image-level policy chosen there), the fastest passing one shipped with its test numbers measured there
+    from edgeft import artifact as art
+    from edgeft.optimize.rows import load_choice
+    from edgeft.tasks import registry as tasks
+
+    d["ship"] = {"runtimes": ["ort-cpu", "ov-cpu"], "latency_rounds": 3}
+    d["gates"]["max_p50_ms"]["ov-cpu"] = 10000
+    result = pipeline.optimize(parse(d, source="det.yaml"), tmp_path / "run", resume=True)
+    assert [(r.step.name, r.status) for r in result.steps][-2:] == [("06-ship", "done"), ("07-bench", "done")]
+    doc = load_choice(tmp_path / "run" / "06-ship")
+    assert [c["key"] for c in doc["choices"]] == ["int8@ort-cpu", "int8@ov-cpu", "fp32@ort-cpu", "fp32@ov-cpu"]
+    assert all(c["quality_name"] == "mAP@[.5:.95]" and c["policy"] and c["recall"] is not None
+               for c in doc["choices"])
+    chosen = next(c for c in doc["choices"] if c["key"] == doc["chosen"])
+    shipped = art.load(tmp_path / "run" / "06-ship")
+    assert shipped.meta.extra["runtime"]["backend"] == chosen["runtime"]
+    assert shipped.meta.metrics["scored_on"] == chosen["runtime"]
+    again = tasks.get("detect").evaluate(shipped, boxes_data, "test", chosen["runtime"])  # its test mAP: that runtime's
+    assert shipped.meta.metrics["test"]["map"] == pytest.approx(again.map, abs=1e-9)
+    assert shipped.meta.extra["decision"]["reject_at"] == pytest.approx(chosen["policy"]["reject_at"])
+    gates = {g.gate: g for g in result.gates}
+    assert gates["max_map_drop_points"].model == "06-ship" and gates["max_map_drop_points"].status == "pass"
 
 
 @pytest.mark.parametrize("change, fragments", [

@@ -44,6 +44,7 @@ PIECES: dict[str, tuple[str, str]] = {
     "edgeft.tasks.anomaly.heatmap": ("runtime", "edgeft.runtime"),
     "edgeft.tasks.anomaly.config": ("training", "edgeft.training"),
     "edgeft.tasks.anomaly.features": ("training", "edgeft.training"),
+    "edgeft.tasks.anomaly.scoring": ("training", "edgeft.training"),
     "edgeft.tasks.anomaly.fit": ("stages", "edgeft.tasks.anomaly.fit"),
     "edgeft.tasks.anomaly.prune": ("stages", "edgeft.prune"),
     "edgeft.tasks.anomaly.quantize": ("stages", "edgeft.quantize"),

@@ -532,3 +532,35 @@ def test_the_classifier_report_shows_the_escapes_and_false_rejects_with_their_sc
     assert picks(np.array([0.9, 0.2, 0.1, 0.8, 0.7]), np.array([1, 1, 1, 0, 0], bool),
                  ["reject", "pass", "pass", "reject", "reject"]) == [(2, "escapes"), (1, "escapes"),
                                                                     (3, "false rejects"), (4, "false rejects")]
+
+
+def test_a_classifier_run_without_search_ships_where_val_chose(finished_run, tiny_data, tmp_path):
+    """The ship step on a classifier: the INT8 and pruned FP32 models judged on val on each runtime (accuracy and the
+    decision gates at each one's own threshold there), the shipped one measured on test where it ships."""
+    import shutil
+
+    from edgeft import artifact as art
+    from edgeft.data import load_split
+    from edgeft.evaluate import evaluate
+    from edgeft.optimize.rows import load_choice
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[0], run)
+    d = tiny_recipe(tiny_data)
+    d["ship"] = {"runtimes": ["ort-cpu", "ov-cpu"], "latency_rounds": 3}
+    d["gates"]["max_p50_ms"]["ov-cpu"] = 10000
+    result = pipeline.optimize(parse(d, source="tiny.yaml"), run, resume=True)
+    assert [(r.step.name, r.status) for r in result.steps][-2:] == [("07-ship", "done"), ("08-bench", "done")]
+    doc = load_choice(run / "07-ship")
+    assert doc["base"] == "03-export-finetune" and {c["step"] for c in doc["choices"]} == {"05-quantize",
+                                                                                         "04-export-prune"}
+    assert all(c["quality_name"] == "accuracy" and c["policy"] for c in doc["choices"])
+    chosen = next(c for c in doc["choices"] if c["key"] == doc["chosen"])
+    a = art.load(run / "07-ship")
+    assert a.meta.extra["runtime"]["backend"] == chosen["runtime"]
+    test = load_split(tiny_data, "test", a.meta.input, classes=a.meta.class_names)
+    assert a.meta.metrics["test"]["accuracy"] == evaluate(a, test, tta_views=1, backend=chosen["runtime"]).accuracy
+    rows = {r.step: r for r in result.rows}
+    assert rows["07-ship"].precision == f"{chosen['precision'].upper()} on {chosen['runtime']}"
+    assert rows["07-ship"].macs == rows["02-prune"].macs  # the chosen model's own count
+    assert {g.model for g in result.gates if g.status == "pass"} == {"07-ship"}

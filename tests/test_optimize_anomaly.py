@@ -122,6 +122,118 @@ def test_the_report_shows_the_most_anomalous_test_parts_with_their_heatmaps(anom
     assert read_image(tiles[0]).shape == (32, 32, 3)  # the model's view of the part, coloured
 
 
+@pytest.fixture(scope="module")
+def shipped_run(plates, anomaly_run, tmp_path_factory):
+    """The anomaly run's finished models, resumed with a ship step over ONNX Runtime and OpenVINO."""
+    import shutil
+
+    run = tmp_path_factory.mktemp("opt-anomaly-ship") / "run"
+    shutil.copytree(anomaly_run[0], run)
+    d = anomaly_recipe(plates)
+    d["ship"] = {"runtimes": ["ort-cpu", "ov-cpu"], "latency_rounds": 3}
+    d["gates"]["max_p50_ms"] = {"ort-cpu": 10000, "ov-cpu": 10000}
+    return run, d, pipeline.optimize(parse(d, source="a.yaml"), run, resume=True)
+
+
+def test_the_ship_step_judges_each_model_on_each_runtime_on_val_and_ships_the_fastest_passing(shipped_run, plates):
+    from edgeft import artifact as art
+    from edgeft.metrics import anomalous_mask, anomaly_decisions
+    from edgeft.data.imagefolder import load_split
+    from edgeft.optimize.search import fastest
+    from edgeft.optimize.rows import load_choice
+    from edgeft.optimize.ship import Choice
+    from edgeft.runtime.logits import onnx_outputs
+    from edgeft.runtime.predictor import Predictor
+
+    run, _, result = shipped_run
+    assert [(r.step.name, r.status) for r in result.steps] == [
+        ("01-anomaly", "reused"), ("02-prune", "reused"), ("03-export-anomaly", "reused"),
+        ("04-export-prune", "reused"), ("05-quantize", "reused"), ("06-ship", "done"), ("07-bench", "done")]
+    doc = load_choice(run / "06-ship")
+    assert doc["base"] == "03-export-anomaly" and [c["key"] for c in doc["choices"]] == [
+        "int8@ort-cpu", "int8@ov-cpu", "fp32@ort-cpu", "fp32@ov-cpu"]
+    choices = [Choice(**c) for c in doc["choices"]]
+    assert all(c.status in ("pass", "fail") and len(c.speedups) == 3 and c.quality_name == "AUROC" and c.policy
+               for c in choices)
+    # the fastest of those that met every gate on val (the gates here pass every one), one speed within 2%
+    assert doc["passed"] and doc["chosen"] == fastest([c for c in choices if c.status == "pass"]).key
+    chosen = next(c for c in choices if c.key == doc["chosen"])
+    a = art.load(run / "06-ship")
+    # INT8 statistics re-fitted on each runtime's features; the other models ship as they are
+    assert [c.adapted for c in choices] == [False, True, False, False]
+    assert [e["params"]["backend"] for e in art.load(run / "06-ship" / "candidates" / "int8@ov-cpu").meta.lineage
+            if e["stage"] == "refit"] == ["ov-cpu"]
+    source = run / "06-ship" / "candidates" / chosen.key if chosen.adapted else run / chosen.step
+    assert a.meta.model_sha256 == art.load(source).meta.model_sha256 == art.sha256_file(a.model_path)
+    assert a.meta.extra["runtime"]["backend"] == chosen.runtime and a.meta.extra["runtime"]["chosen_by"] == "ship"
+    assert a.meta.extra["decision"]["reject_at"] == chosen.policy["reject_at"]  # chosen on that runtime's val scores
+    # its test numbers are that runtime's: scored here again on it, the same AUROC
+    test = load_split(plates, "test", a.meta.input)
+    scores = onnx_outputs(a.model_path, test.images, a.meta.input, backend=chosen.runtime)[0].reshape(-1)
+    y = anomalous_mask(test.labels, test.classes, "good")
+    assert a.meta.metrics["anomaly"]["test"]["auroc"] == anomaly_decisions(y, scores, "good").auroc
+    assert a.meta.metrics["scored_on"] == chosen.runtime
+    with Predictor(run / "06-ship") as p:  # the camera's auto runs where it ships
+        assert p.backend.name == chosen.runtime
+    gates = {g.gate: g for g in result.gates}
+    assert gates["max_auroc_drop"].model == "06-ship" and gates["max_auroc_drop"].status == "pass"
+    other = "ov-cpu" if chosen.runtime == "ort-cpu" else "ort-cpu"
+    assert gates[f"max_p50_ms.{chosen.runtime}"].status == "pass"
+    assert gates[f"max_p50_ms.{other}"].status == "not evaluated" and f"ships on {chosen.runtime}" in \
+        gates[f"max_p50_ms.{other}"].detail
+    md = (run / "report.md").read_text()
+    assert "## Where it ships (runtime and precision, chosen on val)" in md and f"Shipped {chosen.key}" in md
+    assert f"Ships on {chosen.runtime}" in md and "chosen by the ship step" in md
+
+
+def test_a_runtime_that_misses_a_gate_on_val_is_not_shipped(shipped_run, tmp_path):
+    import shutil
+
+    from edgeft.optimize.rows import load_choice
+
+    run, d, _ = shipped_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    d = {**d, "gates": {**d["gates"], "max_p50_ms": {"ort-cpu": 1e-6, "ov-cpu": 10000}}}  # nothing runs in 1 ns
+    result = pipeline.optimize(parse(d, source="a.yaml"), copy, resume=True)
+    doc = load_choice(copy / "06-ship")  # the gates changed: the choice is made again
+    status = {c["key"]: c["status"] for c in doc["choices"]}
+    assert status["int8@ort-cpu"] == status["fp32@ort-cpu"] == "fail" and doc["chosen"].endswith("@ov-cpu")
+    assert not result.failed  # the shipped model meets its own runtime's budget; ort-cpu's is not where it ships
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"ship": {"runtimes": ["ov-gpu"]}}, ["ship.runtimes: 'ov-gpu' is not a CPU runtime"]),
+    ({"ship": {"models": ["int4"]}}, ["ship.models must list int8, fp32"]),
+    ({"ship": {"latency_rounds": 0}}, ["ship.latency_rounds must be an integer >= 1"]),
+    ({"ship": {"runtimes": ["ort-cpu", "ov-cpu"]}}, ["ship.runtimes also ships on ov-cpu", "give each runtime"]),
+    ({"ship": {}, "stages": ["anomaly", "ship", "bench"]}, ["ship chooses among the run's ONNX models", "add export"]),
+    ({"ship": {"models": ["int8"]}, "stages": ["anomaly", "export", "ship", "bench"]},
+     ["ship.models int8", "add quantize"]),
+    ({"ship": {}, "quantize": {"target": "tensorrt"}}, ["quantize.target tensorrt", "ship chooses among CPU"]),
+])
+def test_ship_recipe_errors_name_the_field(plates, change, fragments):
+    d = anomaly_recipe(plates)
+    d.update(change)
+    for stage in ("prune", "export", "quantize"):
+        if stage not in d.get("stages", [stage]):
+            del d[stage]
+    with pytest.raises(ConfigError) as e:
+        parse(d, source="a.yaml")
+    for f in fragments:
+        assert f in str(e.value), (f, str(e.value))
+
+
+def test_a_search_refuses_ship_it_chooses_the_runtime_itself(tiny_data):
+    from tests.test_optimize import tiny_recipe
+
+    d = tiny_recipe(tiny_data)
+    d["ship"] = {"runtimes": ["ort-cpu"]}
+    d["search"] = {"target_macs": [0.5]}
+    with pytest.raises(ConfigError, match="ship: the search chooses the runtime.*search.runtimes"):
+        parse(d, source="r.yaml")
+
+
 def test_escapes_are_the_defects_the_policy_passed_lowest_score_first():
     from edgeft.tasks.anomaly.gallery import _picks
 

@@ -161,6 +161,18 @@ def test_a_task_registered_by_a_test_runs_fit_export_eval_and_bench(brightness, 
     assert "brightness MAE 0.000" in r.stdout
 
 
+def test_a_task_without_the_per_runtime_hooks_refuses_a_ship_step(brightness, tiny_data, monkeypatch):
+    from edgeft.errors import ConfigError
+    from edgeft.optimize.recipe import parse
+
+    d = {"name": "toy", "task": "brightness", "data": str(tiny_data), "fit": {}, "export": {}, "ship": {}}
+    with pytest.raises(ConfigError, match="ship is not a stage of task: brightness"):
+        parse(d, source="toy.yaml")
+    monkeypatch.setattr(type(brightness), "stages", ("fit", "export", "ship", "bench"))  # listed, without its hooks
+    with pytest.raises(ConfigError, match="ship: a brightness model cannot be judged on each runtime yet"):
+        parse(d, source="toy.yaml")
+
+
 def test_an_unknown_task_is_refused_with_the_known_ones():
     from edgeft.errors import ConfigError
     from edgeft.optimize.recipe import parse
@@ -172,6 +184,7 @@ def test_an_unknown_task_is_refused_with_the_known_ones():
 def test_every_builtin_task_declares_its_stages_and_head():
     for name in ("classify", "anomaly"):
         t = tasks.get(name)
-        assert t.stages[0] == t.first_stage and t.stages[1:] == ("prune", "export", "quantize", "build", "bench")
+        assert t.stages[0] == t.first_stage
+        assert t.stages[1:] == ("prune", "export", "quantize", "build", "ship", "bench")
     assert tasks.of({}).name == "classify"  # artifacts from before tasks are classifiers
     assert tasks.stage_owner("anomaly") == "anomaly" and tasks.stage_owner("finetune") == "classify"

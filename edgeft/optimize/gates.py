@@ -72,6 +72,21 @@ def evaluate_gates(gates, rows: list[Row], auroc_interval: tuple[float, float] |
     return out
 
 
+def judge_on_val(gates, base: Row, row: Row, runtime: str, p50: float | None) -> list[GateVerdict]:
+    """Every gate on val, as the search and the ship step judge a model on a runtime: ``row`` against ``base`` (the
+    run's first model), each at its own val-chosen policy, and the latency budgets of ``runtime`` at batch 1 on
+    ``p50`` (measured in the choice's rounds; the other runtimes' budgets are theirs)."""
+    verdicts = evaluate_gates(dataclasses.replace(gates, max_p50_ms={}), [base, row])
+    for key, limit in gates.max_p50_ms.items():
+        backend, _, batch = str(key).partition("@")
+        if backend != runtime or batch not in ("", "1"):
+            continue
+        verdicts.append(GateVerdict(f"max_p50_ms.{key}", float(limit), p50, row.step,
+                                    "pass" if p50 is not None and p50 <= float(limit) else "fail",
+                                    f"{row.step} on {runtime}@1"))
+    return verdicts
+
+
 def _map_gate(limit: float, rows: list[Row]) -> GateVerdict:
     """A detector's mAP@[.5:.95] drop, final model against the first, on the held-out split, in AP points."""
     def has_map(r: Row) -> bool:

@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +77,12 @@ def plan(recipe: Recipe) -> list[Step]:
         label = "searched pruned FP32" if recipe.search else "pruned FP32"
         torch_steps.append(add("prune", torch_steps[-1], label=label, searched=True))
     gray = ", gray input" if "export" in recipe.stages and recipe.sections["export"].gray_input else ""
+    first_onnx = onnx_fp32  # the first model's FP32 ONNX file: what the ship step judges and times against
     if "export" in recipe.stages:
         for t in torch_steps:
             src = t.stage if len(torch_steps) > 1 else ""
             onnx_fp32 = add("export", t, suffix=src, label=f"{t.label} ONNX{gray}", searched=t.stage == "prune")
+            first_onnx = first_onnx or onnx_fp32
     quantized: Step | None = None
     if "quantize" in recipe.stages:
         q = recipe.sections["quantize"]
@@ -95,6 +97,10 @@ def plan(recipe: Recipe) -> list[Step]:
         if parent is None:
             raise ConfigError(f"build.precision {b.precision} needs an FP32 ONNX model: add export to stages")
         add("build", parent, label=f"TensorRT {b.precision.upper()} engine")
+    if "ship" in recipe.stages:
+        kinds = recipe.sections["ship"].models or ["int8", "fp32"]
+        models = [m.name for kind, m in (("int8", quantized), ("fp32", onnx_fp32)) if kind in kinds and m is not None]
+        add("ship", inputs=[first_onnx.name, *models], label="shipped (runtime chosen on val)")
     if "bench" in recipe.stages:
         add("bench", inputs=[s.name for s in steps])
     return steps
@@ -142,9 +148,10 @@ def step_hash(recipe: Recipe, step: Step, run: Path, data_fp: str) -> str:
         settings = {**settings, "model_sha256": source_sha256(Path(settings["model"]))}
     if step.stage == "export" and recipe.dynamic_batch != settings.get("dynamic_batch"):
         settings = {**settings, "dynamic_batch": recipe.dynamic_batch}  # forced by the bench's batch sizes
+    if step.stage == "ship":  # the ship step chooses by the gates and the decision rule
+        settings = {"stage": settings, "gates": asdict(recipe.gates),
+                    "decision": asdict(recipe.decision) if recipe.decision else None, "threads": recipe.threads}
     if step.searched:  # the search chooses these, by the gates
-        from dataclasses import asdict
-
         from edgeft.optimize.search import space_hash
 
         gates = {k: v for k, v in asdict(recipe.gates).items()  # a gate field left unset hashes as before it existed
@@ -252,6 +259,12 @@ def _run_build(recipe: Recipe, step: Step, out: Path, parent: Path) -> None:
     b = recipe.sections["build"]
     build(parent, out, BuildConfig(precision=b.precision, batch=tuple(b.batch), workspace_mb=b.workspace_mb,
                                    timing_cache=b.timing_cache), force=True)
+
+
+def _run_ship(recipe: Recipe, step: Step, out: Path, run: Path) -> None:
+    from edgeft.optimize.ship import ship
+
+    ship(recipe, run, step.inputs[0], step.inputs[1:], out)
 
 
 def _run_bench(recipe: Recipe, step: Step, out: Path, run: Path, done: dict[str, StepResult]) -> None:
@@ -455,9 +468,11 @@ def _run_steps(recipe: Recipe, steps: list[Step], run: Path, state: dict[str, An
                 _run_quantize(recipe, step, out_dir, parent, run)
             elif step.stage == "build":
                 _run_build(recipe, step, out_dir, parent)
+            elif step.stage == "ship":
+                _run_ship(recipe, step, out_dir, run)  # measures its model on its runtime itself
             elif step.stage == "bench":
                 _run_bench(recipe, step, out_dir, run, results)
-            if step.stage != "bench" and status == "done" and recipe.search is None:
+            if step.stage not in ("bench", "ship") and status == "done" and recipe.search is None:
                 _measure(recipe, step, out_dir)  # with a search, every model is measured after the seal lifts
         except DependencyError as e:
             if step.stage != "build":

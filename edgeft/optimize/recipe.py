@@ -32,7 +32,7 @@ from typing import Any
 from edgeft.errors import ConfigError, close_matches
 from edgeft.settings import section
 
-SHARED_STAGES = ("prune", "export", "quantize", "build", "bench")  # every task's; its first stage is its own
+SHARED_STAGES = ("prune", "export", "quantize", "build", "ship", "bench")  # every task's; its first stage is its own
 IMPORT = "import"  # a recipe may start from the user's own model instead of its task's first stage
 FROM, PROMOTE = "from", "promote"  # the retraining loop: start from the deployed model; when the result replaces it
 TRACK = "track"  # an MLflow store or server every training of the run logs its curves to (edgeft.training.track)
@@ -124,6 +124,21 @@ class SearchSection:
 
     METHODS = ("ptq", "qat", "fp32")  # fp32: the pruned model unquantized (ov-cpu-bf16 computes it in bf16)
     RUNTIMES = ("ort-cpu", "ov-cpu", "ov-cpu-bf16")
+
+
+@dataclass
+class ShipSection:
+    """Which of the run's models ships, on which CPU runtime (``edgeft.optimize.ship``): each of ``models`` (the INT8
+    model, the last FP32 ONNX model) on each of ``runtimes`` this machine has is scored on val with its own threshold
+    there, judged by the gates, and timed against the first model's FP32 ONNX file on ONNX Runtime in the same
+    ``latency_rounds`` interleaved rounds; the fastest that passes ships. A search chooses the runtime itself
+    (``search.runtimes``)."""
+
+    runtimes: list[str] = field(default_factory=lambda: ["ort-cpu", "ov-cpu", "ov-cpu-bf16"])
+    models: list[str] | None = None  # int8, fp32 or both; None: those the run makes
+    latency_rounds: int = 15
+
+    MODELS = ("int8", "fp32")
 
 
 @dataclass
@@ -308,6 +323,25 @@ def _check_stage_sections(sections: dict[str, Any], task) -> None:
         s.batch = _int_list(s.batch, "build.batch", 3)
         wrap("build", lambda: BuildConfig(precision=s.precision, batch=tuple(s.batch), workspace_mb=s.workspace_mb))
         sections["build"] = s
+    if "ship" in sections:
+        s = section(ShipSection, sections["ship"], "ship")
+        if isinstance(s.runtimes, str):
+            s.runtimes = [s.runtimes]
+        if not isinstance(s.runtimes, list) or not s.runtimes or len(set(map(str, s.runtimes))) != len(s.runtimes):
+            raise ConfigError(f"ship.runtimes must list distinct CPU runtimes, e.g. [ort-cpu, ov-cpu, ov-cpu-bf16]; "
+                              f"got {s.runtimes!r}")
+        for r in s.runtimes:
+            if r not in SearchSection.RUNTIMES:
+                raise ConfigError(f"ship.runtimes: {r!r} is not a CPU runtime the ship step can time; choose from "
+                                  f"{', '.join(SearchSection.RUNTIMES)}{close_matches(str(r), SearchSection.RUNTIMES)}")
+        if isinstance(s.models, str):
+            s.models = [s.models]
+        if s.models is not None and (not isinstance(s.models, list) or not s.models or len(set(s.models)) != len(
+                s.models) or any(m not in ShipSection.MODELS for m in s.models)):
+            raise ConfigError(f"ship.models must list int8, fp32 or both (distinct), got {s.models!r}")
+        if not isinstance(s.latency_rounds, int) or isinstance(s.latency_rounds, bool) or s.latency_rounds < 1:
+            raise ConfigError(f"ship.latency_rounds must be an integer >= 1, got {s.latency_rounds!r}")
+        sections["ship"] = s
     if "bench" in sections:
         from edgeft.runtime.backends import BACKENDS
 
@@ -414,6 +448,36 @@ def _search(d: Any, stages: list[str], sections: dict[str, Any], gates: Gates) -
         raise ConfigError(f"gates.max_p50_ms limits {', '.join(sorted(gated))} but search.runtimes also ships on "
                           f"{', '.join(ungated)}; give each runtime its limit (max_p50_ms: {{{ungated[0]}: ...}})")
     return s
+
+
+def _check_ship(stages: list[str], sections: dict[str, Any], gates: Gates, task, searched: bool) -> None:
+    """The ship section against the rest of the recipe: ONNX models to choose among, a task that can be judged per
+    runtime, no search (which chooses the runtime itself), and a latency budget for every runtime it may ship on."""
+    if "ship" not in stages:
+        return
+    s = sections["ship"]
+    if searched:
+        raise ConfigError("ship: the search chooses the runtime each candidate ships on; list them in search.runtimes "
+                          "and remove ship")
+    if not task.ships_per_runtime:
+        raise ConfigError(f"ship: a {task.name} model cannot be judged on each runtime yet; remove ship (bench "
+                          "--backend ov-cpu measures it there)")
+    onnx_import = IMPORT in sections and sections[IMPORT].is_onnx
+    if "export" not in stages and not onnx_import:
+        raise ConfigError("ship chooses among the run's ONNX models; add export (and quantize) before it")
+    has = {"int8": "quantize" in stages, "fp32": True}
+    for m in s.models or []:
+        if not has[m]:
+            raise ConfigError(f"ship.models {m}: the run makes no INT8 model; add quantize, or list fp32 only")
+    if "quantize" in stages and "int8" in (s.models or ["int8"]) and sections["quantize"].target != "ort-cpu":
+        raise ConfigError(f"ship: quantize.target {sections['quantize'].target} makes an INT8 graph for that runtime, "
+                          "and ship chooses among CPU runtimes; use quantize.target: ort-cpu (OpenVINO reads the same "
+                          "file), or ship.models: [fp32]")
+    gated = {str(k).partition("@")[0] for k in gates.max_p50_ms}
+    ungated = [r for r in s.runtimes if gated and r not in gated]
+    if ungated:  # a latency budget is the camera's: a model shipping on another runtime must meet one too
+        raise ConfigError(f"gates.max_p50_ms limits {', '.join(sorted(gated))} but ship.runtimes also ships on "
+                          f"{', '.join(ungated)}; give each runtime its limit (max_p50_ms: {{{ungated[0]}: ...}})")
 
 
 def _gates(d: Any, stages: list[str], decision: DecisionSection | None, sections: dict[str, Any], task) -> Gates:
@@ -530,6 +594,7 @@ def parse(d: Any, source: str = "<recipe>", overrides: dict[str, Any] | None = N
             raise ConfigError("promote: judges the run's model against the deployed one; name that model with from: "
                               "(or edgeft optimize --from), or compare by hand with edgeft promote")
         promote = parse_rule(d[PROMOTE])
+    _check_ship(stages, sections, gates, task, d.get("search") is not None)
     return Recipe(name=name, data=Path(os.path.expanduser(str(d["data"]))), stages=stages, sections=sections,
                   gates=gates, prepare_data=prepare, threads=threads, source=source, decision=decision,
                   search=_search(d.get("search"), stages, sections, gates), task=task.name, from_=from_,

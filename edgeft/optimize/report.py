@@ -108,9 +108,13 @@ def headline(rows: list[Row], gates: list[GateVerdict],
     return out
 
 
+CHOSEN_BY = {"search": "search", "ship": "ship step"}  # what a runtime record's chosen_by is called in the report
+
+
 def runtime_sentence(rows: list[Row], last: Row) -> str:
-    """Where the final model ships when the search chose its runtime, and its speed there against the first FP32 model
-    on ONNX Runtime in the same bench rounds (the median of the per-round ratios, the bar the search chose by)."""
+    """Where the final model ships when the search or the ship step chose its runtime, and its speed there against
+    the first FP32 model on ONNX Runtime in the same bench rounds (the median of the per-round ratios, the bar the
+    choice was made by)."""
     rt = last.runtime or {}
     k = f"{rt.get('backend')}@1"
     ref = reference(rows, "ort-cpu@1")
@@ -120,7 +124,8 @@ def runtime_sentence(rows: list[Row], last: Row) -> str:
     ratio = statistics.median(ratios) if ratios else p50_ms(ref.latency["ort-cpu@1"]) / p50_ms(last.latency[k])
     spread = f", {min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} rounds" if ratios else ""
     return (f"Ships on {rt['backend']} ({rt.get('model_precision')} model, {rt.get('inference_precision')} inference; "
-            f"chosen by the search on {rt.get('machine')}): {p50_ms(last.latency[k]):.2f} ms p50, {ratio:.2f}x the "
+            f"chosen by the {CHOSEN_BY.get(rt.get('chosen_by'), 'search')} on {rt.get('machine')}): "
+            f"{p50_ms(last.latency[k]):.2f} ms p50, {ratio:.2f}x the "
             f"{ref.label} on ort-cpu (median of paired rounds{spread}).")
 
 
@@ -208,6 +213,45 @@ def search_lines(result: dict[str, Any]) -> list[str]:
     return out
 
 
+def ship_section(run: Path, steps) -> dict[str, Any] | None:
+    """The ship step's candidates (every model on every runtime it tried, as measured on val) and why it shipped what
+    it shipped; None without a ship step."""
+    from edgeft.optimize.rows import load_choice
+
+    step = next((s for s in steps if s.stage == "ship"), None)
+    doc = load_choice(run / step.name) if step is not None else None
+    if doc is None:
+        return None
+    chosen = next(c for c in doc["choices"] if c["key"] == doc["chosen"])
+    quality = next((c["quality_name"] for c in doc["choices"] if c.get("quality_name")), "quality")
+    header = ["candidate (model@runtime)", "step", f"val {quality}", "val recall / false reject", "p50 on its runtime",
+              "speed-up (rounds)", "status"]
+    body = []
+    for c in doc["choices"]:
+        sp = c.get("speedups") or []
+        failed = [g["gate"] for g in c.get("verdicts", []) if g["status"] == "fail"]
+        status = (c["status"] + (f" ({', '.join(failed)})" if failed else "") if c["status"] != "not run"
+                  else f"not run: {c.get('reason', '')}")
+        body.append([c["key"], c["step"] + (" (adapted to it)" if c.get("adapted") else ""),
+                     fmt(c.get("quality"), ".4f"),
+                     f"{_pct(c, 'recall')} / {_pct(c, 'false_reject')}" if c.get("recall") is not None else "—",
+                     fmt(c.get("p50_ms"), ".2f") + (" ms" if c.get("p50_ms") else ""),
+                     f"{statistics.median(sp):.2f}x ({min(sp):.2f}-{max(sp):.2f})" if sp else "—",
+                     Mark(status, "", "shipped") if c["key"] == doc["chosen"] else status])
+    adapted = ", adapted to its runtime" if chosen.get("adapted") else ""
+    lines = [f"Each of the run's models on each runtime, scored on val with its own threshold chosen on that runtime's "
+             f"scores, judged by the gates against {doc['base']} (on ort-cpu), and timed against it in the same "
+             f"interleaved rounds (speed-up: median of the per-round ratios), in {doc['seconds']:.0f} s; test was not "
+             "read to choose.",
+             f"Shipped {chosen['key']} ({chosen['step']}{adapted}): " + (
+                 "it met every gate on val, and no faster candidate did (speed-ups within 2% count as one speed; "
+                 "then the model's own precision goes first)." if doc["passed"] else
+                 "no candidate met every gate on val; this is the smallest worst miss.")]
+    lines += [f"On val, {GateVerdict.from_dict(v).line().split('; try')[0]}" for v in chosen.get("verdicts", [])
+              if v["status"] == "fail"]
+    return {"lines": lines, "table": (header, body)}
+
+
 def _tables(recipe, run: Path, steps, results, rows: list[Row], gates: list[GateVerdict]) -> dict[str, Any]:
     """The report's tables as (header, body) data, rendered by both templates."""
     from edgeft.optimize.rows import table
@@ -232,7 +276,7 @@ def _tables(recipe, run: Path, steps, results, rows: list[Row], gates: list[Gate
                         res.status if res else "not run", f"{res.seconds:.0f}" if res else "", sha,
                         (res.reason[:120] if res else "")])
     classes = art.load(run / rows[0].step).meta.class_names
-    return {"stages": (header, body), "profile": profile_section(run, steps),
+    return {"stages": (header, body), "profile": profile_section(run, steps), "ship": ship_section(run, steps),
             "gates": (["gate", "limit", "value", "model", "status", "detail"], gate_rows) if gates else None,
             "lineage": (["step", "stage", "reads", "status", "seconds", "model sha256", "note"], lineage),
             "confusion": confusion_tables(rows, classes)}

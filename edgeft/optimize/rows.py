@@ -78,6 +78,15 @@ def rate_text(rate: float, interval: tuple[float, float]) -> str:
     return f"{rate * 100:.1f}% ({lo * 100:.1f}-{hi * 100:.1f})"
 
 
+CHOICE_FILE = "ship.json"  # the ship step's candidates, beside its artifact (edgeft.optimize.ship)
+
+
+def load_choice(step_dir: Path) -> dict[str, Any] | None:
+    """A ship step's ``ship.json`` (None when the folder has none)."""
+    p = step_dir / CHOICE_FILE
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
 def _bench_doc(run: Path, steps) -> dict[str, Any] | None:
     for s in steps:
         if s.stage == "bench" and (run / s.name / "results.json").is_file():
@@ -88,6 +97,11 @@ def _bench_doc(run: Path, steps) -> dict[str, Any] | None:
 def _precision(meta: art.Meta) -> str:
     if meta.kind == "engine":
         return str(meta.extra.get("engine", {}).get("precision", "engine")).upper()
+    rt = meta.extra.get("runtime")
+    if rt:  # chosen by the search or the ship step: the precision it computes in there
+        inference = rt.get("inference_precision", "")
+        return (f"{'INT8' if meta.extra.get('quantized') else 'FP32'} on {rt.get('backend')}"
+                + (f", {inference} inference" if inference == "bf16" else ""))
     if meta.extra.get("quantized"):
         return f"INT8 ({meta.extra.get('target')})"
     return "FP32"
@@ -136,7 +150,8 @@ def collect(run: Path, steps, results) -> tuple[list[Row], dict[str, Any] | None
             row.history = a.meta.extra["history"]
         row.sha256 = a.meta.model_sha256
         row.runtime = a.meta.extra.get("runtime")
-        counts[s.name] = _count(a) if a.meta.kind == "torch" else counts.get(s.parent, (None, None))
+        source = s.parent or (load_choice(run / s.name) or {}).get("step")  # the ship step: its chosen model's
+        counts[s.name] = _count(a) if a.meta.kind == "torch" else counts.get(source, (None, None))
         row.params, row.macs = counts[s.name]
         row.latency = by_model.get(s.name, {})
         prune = read(a.meta.metrics, "prune")

@@ -195,16 +195,13 @@ def estimate_candidate_s(finetuned: art.Artifact, recipe: Recipe) -> float:
 
 def _score_val(recipe: Recipe, a: art.Artifact, val, backend: str | None = None
                ) -> tuple[dict[str, Any], list[int], dict[str, Any] | None]:
-    """A model on val on ``backend`` (default: its kind's), scored once: its policy chosen there (with a decision
-    section), its metrics at that policy, its prediction per image (for the paired comparison), and the policy."""
-    from edgeft.evaluate import choose_policy, logits, metrics_from_logits
+    """A model on val on ``backend`` (default: its kind's), scored once (:func:`edgeft.evaluate.score_split`): its
+    metrics at the policy chosen there (with a decision section), its prediction per image, and the policy."""
+    from edgeft.evaluate import score_split
 
-    out, views = logits(a, val, tta_views=1, backend=backend)
-    policy = None
-    if recipe.decision is not None:
-        policy = choose_policy(a, val, recipe.decision.rule(), list(recipe.decision.positive), backend=backend,
-                               out=out).to_dict()
-    return metrics_from_logits(a, val, out, views).to_dict(), out.argmax(1).tolist(), policy
+    d = recipe.decision
+    m, predictions, policy = score_split(a, val, d.rule() if d else None, list(d.positive) if d else [], backend)
+    return m.to_dict(), predictions, policy.to_dict() if policy else None
 
 
 def _baseline(recipe: Recipe, finetuned: Path, root: Path) -> tuple[dict[str, Any], Path]:
@@ -317,22 +314,15 @@ def _measure(recipe: Recipe, group: list[Candidate], model_dir: Path, baseline_o
 def judge(recipe: Recipe, baseline_val: dict[str, Any], c: Candidate) -> list[dict[str, Any]]:
     """Every gate on val: the candidate against the fine-tuned model, each at its own val-chosen policy, and the
     latency gate of the candidate's runtime on its measured p50 (batch 1; the recipe gives each runtime its limit)."""
-    from edgeft.optimize.gates import GateVerdict, evaluate_gates
+    from edgeft.optimize.gates import judge_on_val
     from edgeft.optimize.rows import Row
 
-    rows = [Row(recipe.first_stage, recipe.first_stage, recipe.first_label, "", "done",
-                accuracy=Classification.from_dict({k: v for k, v in baseline_val.items()
-                                                   if k not in ("labels", "predictions")}, "search baseline"),
-                split="val"),
-            Row(c.key, "quantize", c.key, "", "done", accuracy=c.val_metrics(), split="val")]
-    verdicts = evaluate_gates(replace(recipe.gates, max_p50_ms={}), rows)
-    for key, limit in recipe.gates.max_p50_ms.items():
-        if str(key).partition("@")[0] != c.runtime:
-            continue  # another runtime's budget
-        verdicts.append(GateVerdict(f"max_p50_ms.{key}", float(limit), c.p50_ms, c.key,
-                                    "pass" if c.p50_ms is not None and c.p50_ms <= float(limit) else "fail",
-                                    f"{c.key} on {c.runtime}@1"))
-    return [v.to_dict() for v in verdicts]  # kept as JSON in the search's result
+    base = Row(recipe.first_stage, recipe.first_stage, recipe.first_label, "", "done",
+               accuracy=Classification.from_dict({k: v for k, v in baseline_val.items()
+                                                  if k not in ("labels", "predictions")}, "search baseline"),
+               split="val")
+    row = Row(c.key, "quantize", c.key, "", "done", accuracy=c.val_metrics(), split="val")
+    return [v.to_dict() for v in judge_on_val(recipe.gates, base, row, c.runtime, c.p50_ms)]  # JSON in the result
 
 
 def _fails(verdicts: list[dict[str, Any]]) -> tuple[bool, bool]:

@@ -51,15 +51,15 @@ def onnx_logits(path: str | os.PathLike, images: np.ndarray, contract: InputCont
 
 
 def onnx_outputs(path: str | os.PathLike, images: np.ndarray, contract: InputContract, batch_size: int = 8,
-                 threads: int | None = None, desc: str = "eval onnx") -> list[np.ndarray]:
-    """Every output of an ONNX model (an anomaly graph: score, heatmap) from ONNX Runtime on the CPU for prepared
-    images, each concatenated over batches."""
+                 threads: int | None = None, desc: str = "eval onnx", backend: str = "ort-cpu") -> list[np.ndarray]:
+    """Every output of an ONNX model (an anomaly graph: score, heatmap) for prepared images, each concatenated over
+    batches, computed by ``backend`` (a CPU runtime of the table: ONNX Runtime by default, OpenVINO at FP32 or bf16)."""
     from pathlib import Path
 
-    from edgeft.runtime.backends import OrtRunner
+    from edgeft.runtime.backends import lookup
 
     parts: list[list[np.ndarray]] = []
-    with OrtRunner(Path(path), "CPUExecutionProvider", threads) as runner:
+    with lookup(backend).require().make(Path(path), None, threads) as runner:
         for i in progress.bar(range(0, len(images), batch_size), desc=desc, unit="batch"):
             out = runner.infer_outputs(contract.normalize(images[i:i + batch_size]))
             parts = parts or [[] for _ in out]

@@ -190,6 +190,26 @@ class Task:
         an object with ``predict(outputs, policy, class_names) -> list[Prediction]``, numpy only."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------------------------------- ship
+    ships_per_runtime: ClassVar[bool] = False  # the ship step can judge its models on each runtime (the hooks below)
+
+    def val_row(self, recipe: Any, artifact: Any, backend: str) -> tuple[dict[str, Any], Any]:
+        """With ``ships_per_runtime``: an ONNX model on val as ``backend`` computes it, as the gates judge it: the
+        report row's fields (``accuracy``; or ``image_decisions`` and ``image_policy``; ``task_metrics``;
+        ``quality``) at the operating point the model's rule chooses on those scores, and that policy (a
+        ``decision.Policy``; None without a rule). Nothing is written."""
+        raise NotImplementedError
+
+    def for_runtime(self, artifact: Any, runtime: str, data: "Path", out: "Path", threads: int) -> "Path | None":
+        """A copy of ``artifact`` at ``out`` adapted to run on ``runtime`` (statistics re-fitted on the features that
+        runtime computes, ...), or None when it runs there unchanged (the default)."""
+        return None
+
+    def measure_shipped(self, recipe: Any, out: "Path", backend: str) -> None:
+        """With ``ships_per_runtime``: measure the shipped artifact ``out`` on ``backend``, the runtime it records,
+        as its row reports it (its policy chosen on val there, the held-out split scored there)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------------------------------- measure, report
     def require_logits(self, artifact: Any) -> None:
         """Refuse where a classifier's logits are read (``eval``'s logits, ``decide``, ``compare-backends``)."""

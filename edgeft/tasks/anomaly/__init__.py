@@ -65,7 +65,7 @@ class AnomalyHead:
 class Anomaly(FolderData, Task):
     name = "anomaly"
     first_stage = "anomaly"
-    stages = ("anomaly", "prune", "export", "quantize", "build", "bench")
+    stages = ("anomaly", "prune", "export", "quantize", "build", "ship", "bench")
     graph_outputs = ("score", "heatmap")
     summary = "an anomaly model fitted on good parts alone"
     extra_carried = ("tta_views", "task", "anomaly", "decision")  # an exported graph keeps what it is and its threshold
@@ -259,6 +259,31 @@ class Anomaly(FolderData, Task):
         from edgeft.tasks.anomaly.graph import AnomalySpec
 
         return AnomalyHead(AnomalySpec.from_dict(extra.get("anomaly"), f"{where} anomaly"))
+
+    # ------------------------------------------------------------------------------------------- ship
+    ships_per_runtime = True
+
+    def val_row(self, recipe: Any, artifact: Any, backend: str) -> tuple[dict[str, Any], Any]:
+        """AUROC on val as ``backend`` computes the scores, and the model's own rule's operating point there."""
+        from edgeft.tasks.anomaly.scoring import on_val, rule_of
+
+        v = on_val(artifact.model_path, recipe.data, artifact.meta.input, artifact.meta.class_names[0],
+                   rule_of(artifact), backend, recipe.threads)
+        if v is None or v.decisions is None:
+            raise DataError(f"{recipe.data}/val needs good and anomalous parts to judge a model on each runtime (its "
+                            "AUROC and threshold); add them, or remove ship:")
+        return {"image_decisions": v.decisions, "image_policy": v.outcome, "quality": v.decisions.auroc,
+                "quality_name": "AUROC"}, v.policy
+
+    def for_runtime(self, artifact: Any, runtime: str, data: Path, out: Path, threads: int) -> Path | None:
+        from edgeft.tasks.anomaly.quantize import for_runtime
+
+        return for_runtime(artifact, runtime, data, out, threads)
+
+    def measure_shipped(self, recipe: Any, out: Path, backend: str) -> None:
+        from edgeft.tasks.anomaly.scoring import measure_on
+
+        measure_on(out, recipe.data, backend, recipe.threads)
 
     # ------------------------------------------------------------------------------------------- measure, report
     def require_logits(self, artifact: Any) -> None:

@@ -41,7 +41,7 @@ class ClassifierHead:
 class Classify(FolderData, Task):
     name = "classify"
     first_stage = "finetune"
-    stages = ("finetune", "prune", "export", "quantize", "build", "bench")
+    stages = ("finetune", "prune", "export", "quantize", "build", "ship", "bench")
     summary = "a classifier fine-tuned on labelled class folders"
     supports_qat = True
     importable = True
@@ -135,6 +135,22 @@ class Classify(FolderData, Task):
         split = "test" if "test" in find_splits(recipe.data) else "val"
         m = evaluate(a, load_split(recipe.data, split, a.meta.input, classes=a.meta.class_names), tta_views=1)
         art.update_metrics(a, {split: m.to_dict(), "eval_split": split})
+
+    ships_per_runtime = True
+
+    def val_row(self, recipe: Any, artifact: Any, backend: str) -> tuple[dict[str, Any], Any]:
+        """Accuracy (and AUROC, recall and false rejects at the policy chosen there) on val as ``backend`` computes
+        the logits."""
+        from edgeft.data import load_split
+        from edgeft.evaluate import score_split
+
+        val = load_split(recipe.data, "val", artifact.meta.input, classes=artifact.meta.class_names)
+        d = recipe.decision
+        m, _, policy = score_split(artifact, val, d.rule() if d else None, list(d.positive) if d else [], backend)
+        return {"accuracy": m, "quality": m.accuracy, "quality_name": "accuracy"}, policy
+
+    def measure_shipped(self, recipe: Any, out: Path, backend: str) -> None:
+        self.measure(recipe, "ship", out, always=True)  # eval scores on the runtime the artifact records
 
     def torch_model(self, artifact: Any) -> Any:
         from edgeft.runtime.torch_model import build

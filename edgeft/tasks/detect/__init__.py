@@ -76,7 +76,7 @@ class DetectHead:
 class Detect(Task):
     name = "detect"
     first_stage = "detect"
-    stages = ("detect", "prune", "export", "quantize", "build", "bench")
+    stages = ("detect", "prune", "export", "quantize", "build", "ship", "bench")
     graph_outputs = ("detections",)
     supports_qat = True  # FCOS's loss on the boxes, the decoding and NMS left FP32 (edgeft.tasks.detect.qat)
     summary = "an object detector trained on box-labelled images"
@@ -375,8 +375,32 @@ class Detect(Task):
         else val), its outcome and the image-level AUROC kept in the artifact's metrics beside that split's mAP.
         Returns the policy and, where there is a test split, (its name, the outcome there)."""
         from edgeft import artifact as art
-        from edgeft.decision import choose_on_scores
         from edgeft.metrics import score_decisions
+
+        found = self.splits(data)
+        if "val" not in found:
+            raise ConfigError(f"{data} has no val split: a policy is chosen on val, never on test; add one")
+        v = self._scored(artifact, data, "val", positive, backend)
+        policy = self._choose(rule, v, artifact.meta.class_names, positive, backend)
+        split = "test" if "test" in found else "val"  # the held-out split, as the stages report mAP on it
+        t = self._scored(artifact, data, "test", positive, backend) if split == "test" else v
+        outcome = policy.outcome(t.y, t.score, t.products)
+        metrics: dict[str, Any] = {}
+        record = dict(artifact.meta.metrics.get(split) or {})
+        if record:  # the split's mAP record, measured by the stage that made the model
+            both = bool(t.y.any() and not t.y.all())  # AUROC needs good and defective parts
+            record.update(policy=outcome.to_dict(),
+                          decisions=score_decisions(t.y, t.score, positive).to_dict() if both else None)
+            metrics[split] = record
+        art.update_metrics(artifact, metrics, extra={"decision": policy.to_dict()})
+        return policy, (split, outcome) if split == "test" else None
+
+    def _scored(self, artifact: Any, data: Path, split: str, positive: list[str], backend: str | None) -> Any:
+        """A split through the artifact on ``backend``: the decoded images, the detections, and per image whether it
+        has a true box of a ``positive`` class, its "not OK" score (its best such box) and its product."""
+        from types import SimpleNamespace
+
+        from edgeft.data.products import products_of
         from edgeft.tasks.detect.metrics import image_scores
 
         names = artifact.meta.class_names
@@ -385,31 +409,55 @@ class Detect(Task):
             raise ConfigError(f"--positive {unknown[0]!r} is not a class of the detector ({', '.join(names)})"
                               f"{close_matches(unknown[0], names)}")
         idx = [names.index(c) for c in positive]
-        found = self.splits(data)
-        if "val" not in found:
-            raise ConfigError(f"{data} has no val split: a policy is chosen on val, never on test; add one")
+        s = self.read_images(data, split, artifact.meta.input, names)
+        dets = self.detections(artifact, s, backend)
+        y = np.array([bool(np.isin(lab, idx).any()) for _, lab in s.truth])
+        return SimpleNamespace(images=s, detections=dets, y=y, score=image_scores(dets, idx) if idx else None,
+                               products=products_of(data, s.paths))
 
-        def scored(split: str):
-            from edgeft.data.products import products_of
+    @staticmethod
+    def _choose(rule: Any, v: Any, names: list[str], positive: list[str], backend: str | None) -> Any:
+        """The policy ``rule`` chooses on val's image scores ``v``, said to be ``backend``'s where that is not ONNX
+        Runtime (the camera's auto then runs it there)."""
+        from dataclasses import replace
 
-            s = self.read_images(data, split, artifact.meta.input, names)
-            y = np.array([bool(np.isin(lab, idx).any()) for _, lab in s.truth])
-            return y, image_scores(self.detections(artifact, s, backend), idx), products_of(data, s.paths)
+        from edgeft.decision import choose_on_scores
 
-        y, score, products = scored("val")
-        policy = choose_on_scores(rule, y, score, names, positive, "val", products)
-        split = "test" if "test" in found else "val"  # the held-out split, as the stages report mAP on it
-        yt, st, pt = scored("test") if split == "test" else (y, score, products)
-        outcome = policy.outcome(yt, st, pt)
-        metrics: dict[str, Any] = {}
-        record = dict(artifact.meta.metrics.get(split) or {})
-        if record:  # the split's mAP record, measured by the stage that made the model
-            both = bool(yt.any() and not yt.all())  # AUROC needs good and defective parts
-            record.update(policy=outcome.to_dict(),
-                          decisions=score_decisions(yt, st, positive).to_dict() if both else None)
-            metrics[split] = record
-        art.update_metrics(artifact, metrics, extra={"decision": policy.to_dict()})
-        return policy, (split, outcome) if split == "test" else None
+        policy = choose_on_scores(rule, v.y, v.score, names, positive, "val", v.products)
+        return replace(policy, scored_with=backend) if backend not in (None, "auto", "ort-cpu", "torch") else policy
+
+    # ------------------------------------------------------------------------------------------- ship
+    ships_per_runtime = True
+
+    def val_row(self, recipe: Any, artifact: Any, backend: str) -> tuple[dict[str, Any], Any]:
+        """mAP on val as ``backend`` computes the detections; with a decision section, the image-level operating point
+        its rule chooses on those scores."""
+        from edgeft.metrics import score_decisions
+        from edgeft.tasks.detect.training import evaluate_set
+
+        d = recipe.decision
+        positive = list(d.positive) if d else []
+        v = self._scored(artifact, recipe.data, "val", positive, backend)
+        m = evaluate_set(v.detections, v.images, artifact.meta.input)
+        fields: dict[str, Any] = {"task_metrics": m.to_dict(), "quality": m.map, "quality_name": "mAP@[.5:.95]"}
+        if d is None:
+            return fields, None
+        policy = self._choose(d.rule(), v, artifact.meta.class_names, positive, backend)
+        fields["image_policy"] = policy.outcome(v.y, v.score, v.products)
+        fields["image_decisions"] = score_decisions(v.y, v.score, positive) if v.y.any() and not v.y.all() else None
+        return fields, policy
+
+    def measure_shipped(self, recipe: Any, out: Path, backend: str) -> None:
+        """The held-out split's mAP on ``backend``, and with a decision section the policy chosen on val there and its
+        outcome on the held-out split."""
+        from edgeft import artifact as art
+
+        a = art.load(out)
+        split = "test" if "test" in self.splits(recipe.data) else "val"
+        m = self.evaluate(a, recipe.data, split, backend)
+        art.update_metrics(a, {split: m.to_dict(), "eval_split": split, "scored_on": backend})
+        if recipe.decision is not None:
+            self._policy(a, recipe.data, recipe.decision.rule(), list(recipe.decision.positive), backend)
 
     def eval_text(self, record: Any, artifact: Any, title: str) -> str:
         return record.summary(title + ":")
