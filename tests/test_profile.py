@@ -19,6 +19,7 @@ def test_the_profile_groups_every_operator_of_the_graph_onnx_runtime_runs(cli, t
     assert abs(sum(g["us"] for g in groups.values()) - doc["kernel_us"]) < 1.0
     assert 0 < doc["kernel_us"] <= doc["run_us"] * 1.05 and doc["p50_us"] > 0
     assert 0 < doc["coverage"] <= 1.0  # the operators of a call take a part of that call
+    assert 0 < doc["call_us"] < doc["run_us"]  # a call that does no work: the runtime's own cost of any call
     assert doc["top"][0]["us"] >= doc["top"][-1]["us"] and "depthwise conv" in r.stdout
 
 
@@ -34,6 +35,7 @@ def test_openvino_s_layer_counters_are_grouped_and_the_floor_is_stated(cli, tiny
     p, f = doc["profile"], doc["floor"]
     assert p["backend"] == "ov-cpu" and {"depthwise conv", "pointwise conv"} <= set(p["groups"])
     assert 0 < p["kernel_us"] and 0 < p["coverage"] <= 1.0 and p["p50_us"] > 0
+    assert 0 < p["call_us"] < p["run_us"] and "a call that does no work" in r.stdout
     cost = graph_cost(tiny_onnx.model_path, (1, *[tiny_onnx.meta.input.channels, *tiny_onnx.meta.input.size]), "fp32")
     assert f["cost"]["macs"] == cost.macs > 0 and f["precision"] == "fp32" and f["peak_gmacs"] > 0
     assert f["floor_ms"] == pytest.approx(max(f["compute_ms"], f["memory_ms"]), abs=1e-3)

@@ -394,6 +394,7 @@ def test_an_unquantized_model_on_openvino_ships_recorded_and_the_camera_runs_it_
     assert "Ships on ov-cpu (fp32 model, fp32 inference" in md
     where = md.split("## Where the time goes")[1].split("## Gates")[0]  # its operators, on the runtime it ships on
     assert "04-export-prune on ov-cpu" in where and "of a profiled call" in where and "Floor about" in where
+    assert "what any call costs the runtime (a no-op graph with this input" in where
     with Predictor(shipped.path) as p:
         assert p.backend_name == "ov-cpu" and "ships on ov-cpu" in p.backend_reason
     with Predictor(shipped.path, backend="ort-cpu") as p:

@@ -11,7 +11,9 @@ and the rest. The ONNX Runtime profile is taken on the graph it runs (its fused 
 
 ``coverage``: the share of each profiled call's wall time that its operators account for, the median over the calls
 (one call against itself: a host that changes speed between calls moves both alike); the rest is the runtime's own
-work (input binding, thread hand-offs). Beside it, the p50 measured **without** profiling (the same model on the same
+work. Part of that is what any call costs it (binding the input, starting its threads, handing back an output):
+``call_us``, a no-op graph with the same input timed the same way (ONNX Runtime's run events; OpenVINO's calls as
+the runner makes them); the remainder is its work between operators. Beside it, the p50 measured **without** profiling (the same model on the same
 runtime, timed in the same process right after the profiled calls, the profiled model released first: an idle
 session's or compiled model's worker threads spin and would contend): how much the profiler itself adds.
 """
@@ -63,10 +65,18 @@ class Profile:
     p50_us: float  # the median call without profiling, same runtime, same process
     coverage: float  # the median over the profiled calls of the share of the call its operators account for
     ops: list[OpTime] = field(default_factory=list)
+    call_us: float | None = None  # a call that does no work (a no-op graph with this input), timed as run_us is
 
     @property
     def kernel_us(self) -> float:
         return float(sum(o.us for o in self.ops))
+
+    @property
+    def call_share(self) -> float:
+        """The share of a profiled call that a call doing no work takes (at most what its operators leave)."""
+        if self.call_us is None or not self.run_us:
+            return 0.0
+        return min(self.call_us / self.run_us, max(1 - self.coverage, 0.0))
 
     def groups(self) -> dict[str, dict[str, float]]:
         """Per group: microseconds per call, its share of the call, and how many operators."""
@@ -83,6 +93,7 @@ class Profile:
         return {"model": self.model, "backend": self.backend, "threads": self.threads, "calls": self.calls,
                 "run_us": round(self.run_us, 1), "p50_us": round(self.p50_us, 1), "kernel_us": round(self.kernel_us, 1),
                 "coverage": round(self.coverage, 4), "groups": self.groups(),
+                "call_us": round(self.call_us, 1) if self.call_us is not None else None,
                 "top": [{"name": o.name, "op": o.op, "group": o.group, "us": round(o.us, 1)}
                         for o in sorted(self.ops, key=lambda o: -o.us)[:15]]}
 
@@ -91,7 +102,10 @@ class Profile:
         name = path.parent.name if path.name == "model.onnx" else path.name  # an artifact's folder names it
         lines = [f"{name} on {self.backend} ({self.threads} threads, {self.calls} calls): p50 "
                  f"{self.p50_us / 1000:.3f} ms unprofiled, {self.run_us / 1000:.3f} ms profiled; operators "
-                 f"{self.kernel_us / 1000:.3f} ms, {self.coverage:.0%} of a profiled call"]
+                 f"{self.kernel_us / 1000:.3f} ms, {self.coverage:.0%} of a profiled call"
+                 + (" (over 100%: the runtime ran independent operators at once)" if self.coverage > 1 else "")
+                 + (f"; a call that does no work {self.call_us / 1000:.3f} ms ({self.call_share:.0%}: together "
+                    f"{self.coverage + self.call_share:.0%})" if self.call_us is not None else "")]
         for g, v in sorted(self.groups().items(), key=lambda kv: -kv[1]["us"]):
             lines.append(f"  {g:<20} {v['us'] / 1000:>8.3f} ms  {v['share']:>6.1%}  ({v['ops']} ops)")
         return "\n".join(lines)
@@ -139,6 +153,35 @@ def _graph_ops(optimized: Path) -> dict[str, tuple[str, dict[str, Any], tuple[in
     return out
 
 
+def noop_model(shape: tuple[int, ...], path: Path) -> Path:
+    """An ONNX graph that reads an input of ``shape`` and returns one element of it: timed on a runtime, what a call
+    costs it when the model does no work (binding the input, starting its threads, handing back an output)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rank = len(shape)
+    graph = helper.make_graph(
+        [helper.make_node("Slice", ["x", "starts", "ends"], ["y"])], "noop",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1] * rank)],
+        [helper.make_tensor("starts", TensorProto.INT64, [rank], [0] * rank),
+         helper.make_tensor("ends", TensorProto.INT64, [rank], [1] * rank)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _ort_runs(sess, feed, warmup: int, calls: int, profile_file
+             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(every profile event, the ``model_run`` events of the ``calls`` profiled calls after ``warmup``, in order)."""
+    for _ in range(warmup + calls):
+        sess.run(None, feed)
+    events = json.loads(Path(profile_file()).read_text())
+    return events, sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                          key=lambda e: e["ts"])[warmup:]
+
+
 def profile_ort(model: str | Path, shape: tuple[int, ...], threads: int = 2, calls: int = 200,
                 warmup: int = 20) -> Profile:
     """``calls`` profiled calls of ``model`` (an ONNX file) on ONNX Runtime's CPU provider, after ``warmup``."""
@@ -148,17 +191,16 @@ def profile_ort(model: str | Path, shape: tuple[int, ...], threads: int = 2, cal
     with tempfile.TemporaryDirectory(prefix="edgeft-profile-") as tmp:
         optimized = Path(tmp) / "optimized.onnx"
         sess = ort_session(str(model), threads, profile_prefix=str(Path(tmp) / "ort"), optimized_path=str(optimized))
-        feed = {sess.get_inputs()[0].name: x}
-        for _ in range(warmup + calls):
-            sess.run(None, feed)
-        events = json.loads(Path(sess.end_profiling()).read_text())
+        events, runs = _ort_runs(sess, {sess.get_inputs()[0].name: x}, warmup, calls, sess.end_profiling)
         del sess  # its intra-op threads spin after each call: a second live session would time their contention
         plain = ort_session(str(model), threads)
         plain_feed = {plain.get_inputs()[0].name: x}
         unprofiled = time_calls(lambda: plain.run(None, plain_feed), warmup=warmup, iters=calls)["p50_ms"] * 1000
+        plain = None  # released before the no-op graph is timed
+        noop = ort_session(str(noop_model(shape, Path(tmp) / "noop.onnx")), threads,
+                           profile_prefix=str(Path(tmp) / "noop"))
+        _, noop_runs = _ort_runs(noop, {"x": x}, warmup, calls, noop.end_profiling)
         graph = _graph_ops(optimized)
-    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
-                  key=lambda e: e["ts"])[warmup:]
     if not runs:
         from edgeft.errors import EdgeftError
 
@@ -183,7 +225,8 @@ def profile_ort(model: str | Path, shape: tuple[int, ...], threads: int = 2, cal
     shares = [sum(d[k] for d in per_node.values()) / r["dur"] for k, r in enumerate(runs) if r["dur"]]
     return Profile(model=str(model), backend="ort-cpu", threads=threads, calls=len(runs),
                    run_us=float(statistics.median(r["dur"] for r in runs)), p50_us=unprofiled,
-                   coverage=float(statistics.median(shares)), ops=ops)
+                   coverage=float(statistics.median(shares)), ops=ops,
+                   call_us=float(statistics.median(r["dur"] for r in noop_runs)) if noop_runs else None)
 
 
 _OV_GROUPS = {"FullyConnected": "matmul/gemm", "MatMul": "matmul/gemm", "FakeQuantize": "quantize/dequantize",
@@ -233,10 +276,14 @@ def profile_ov(model: str | Path, shape: tuple[int, ...], threads: int = 2, prec
     kinds: dict[str, tuple[str, str]] = {}
     runs: list[float] = []
     shares: list[float] = []
+    def call(request) -> None:  # as the runner calls it (edgeft.runtime.openvino.OpenVINORunner._run)
+        request.set_input_tensor(ov.Tensor(x, shared_memory=True))
+        request.infer()
+
     profiled = core.compile_model(m, "CPU", {**config, "PERF_COUNT": True}).create_infer_request()
     for i in range(warmup + calls):
         t0 = time.perf_counter()
-        profiled.infer({0: x})
+        call(profiled)
         wall = (time.perf_counter() - t0) * 1e6
         if i < warmup:
             continue
@@ -252,12 +299,17 @@ def profile_ov(model: str | Path, shape: tuple[int, ...], threads: int = 2, prec
         shares.append(in_layers / wall)
     del profiled  # one compiled model at a time: an idle one's worker threads would contend with the timed one
     plain = core.compile_model(m, "CPU", config).create_infer_request()
-    p50_us = time_calls(lambda: plain.infer({0: x}), warmup=warmup, iters=calls)["p50_ms"] * 1000
+    p50_us = time_calls(lambda: call(plain), warmup=warmup, iters=calls)["p50_ms"] * 1000
+    plain = None  # released before the no-op graph is timed
+    with tempfile.TemporaryDirectory(prefix="edgeft-profile-") as tmp:
+        noop = core.compile_model(core.read_model(str(noop_model(shape, Path(tmp) / "noop.onnx"))), "CPU",
+                                  config).create_infer_request()
+        call_us = time_calls(lambda: call(noop), warmup=warmup, iters=calls)["p50_ms"] * 1000
     ops = [OpTime(name, f"{kinds[name][0]} ({kinds[name][1]})", ov_group(*kinds[name], graph.get(name)),
                   float(statistics.median(ts + [0.0] * (len(runs) - len(ts))))) for name, ts in per_layer.items()]
     return Profile(model=str(model), backend="ov-cpu" + ("-bf16" if precision == "bf16" else ""), threads=threads,
                    calls=len(runs), run_us=float(statistics.median(runs)), p50_us=p50_us,
-                   coverage=float(statistics.median(shares)), ops=ops)
+                   coverage=float(statistics.median(shares)), ops=ops, call_us=call_us)
 
 
 def profile(model: str | Path, shape: tuple[int, ...], backend: str = "ort-cpu", threads: int = 2,
