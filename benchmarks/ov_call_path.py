@@ -28,24 +28,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def noop_model(shape: tuple[int, ...], path: Path) -> Path:
-    """An ONNX graph that reads an input of ``shape`` and returns one element of it."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    rank = len(shape)
-    graph = helper.make_graph(
-        [helper.make_node("Slice", ["x", "starts", "ends"], ["y"])], "noop",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1] * rank)],
-        [helper.make_tensor("starts", TensorProto.INT64, [rank], [0] * rank),
-         helper.make_tensor("ends", TensorProto.INT64, [rank], [1] * rank)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 def paths(model: Path, precision: str, threads: int, rounds: int, iters: int) -> dict:
     from edgeft.runtime.openvino import ov_module
     from edgeft.runtime.timing import time_calls
@@ -96,6 +78,8 @@ def main() -> None:
         out["models"].append(paths(model, args.precision, args.threads, args.rounds, args.iters))
     with tempfile.TemporaryDirectory() as tmp:
         from openvino import Core
+
+        from edgeft.bench.profile import noop_model
 
         shape = tuple(d.get_length() for d in Core().read_model(str(args.models[0])).inputs[0].partial_shape)
         out["noop"] = paths(noop_model(shape, Path(tmp) / "noop.onnx"), args.precision, args.threads, args.rounds,

@@ -252,6 +252,19 @@ def _int_list(value: Any, where: str, length: int | None = None) -> list[int]:
     return value
 
 
+def _runtimes(value: Any, where: str) -> list[str]:
+    """A list of distinct CPU runtimes the search and the ship step can time (one name alone is a list of one)."""
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, list) or not value or len(set(map(str, value))) != len(value):
+        raise ConfigError(f"{where} must list distinct CPU runtimes, e.g. [ort-cpu, ov-cpu, ov-cpu-bf16]; got "
+                          f"{value!r}")
+    for r in value:
+        if r not in SearchSection.RUNTIMES:
+            raise ConfigError(f"{where}: {r!r} is not a CPU runtime edgeft times to choose one; choose from "
+                              f"{', '.join(SearchSection.RUNTIMES)}{close_matches(str(r), SearchSection.RUNTIMES)}")
+    return value
+
+
 def _check_stage_sections(sections: dict[str, Any], task) -> None:
     """Turn each section into the stage's own validated config; errors name the section."""
     from edgeft.prune.config import PruneConfig
@@ -325,15 +338,7 @@ def _check_stage_sections(sections: dict[str, Any], task) -> None:
         sections["build"] = s
     if "ship" in sections:
         s = section(ShipSection, sections["ship"], "ship")
-        if isinstance(s.runtimes, str):
-            s.runtimes = [s.runtimes]
-        if not isinstance(s.runtimes, list) or not s.runtimes or len(set(map(str, s.runtimes))) != len(s.runtimes):
-            raise ConfigError(f"ship.runtimes must list distinct CPU runtimes, e.g. [ort-cpu, ov-cpu, ov-cpu-bf16]; "
-                              f"got {s.runtimes!r}")
-        for r in s.runtimes:
-            if r not in SearchSection.RUNTIMES:
-                raise ConfigError(f"ship.runtimes: {r!r} is not a CPU runtime the ship step can time; choose from "
-                                  f"{', '.join(SearchSection.RUNTIMES)}{close_matches(str(r), SearchSection.RUNTIMES)}")
+        s.runtimes = _runtimes(s.runtimes, "ship.runtimes")
         if isinstance(s.models, str):
             s.models = [s.models]
         if s.models is not None and (not isinstance(s.models, list) or not s.models or len(set(s.models)) != len(
@@ -395,15 +400,7 @@ def _search(d: Any, stages: list[str], sections: dict[str, Any], gates: Gates) -
                               f"{close_matches(str(m), SearchSection.METHODS)}")
     if len(set(s.method)) != len(s.method):
         raise ConfigError(f"search.method lists a method twice: {s.method}")
-    if isinstance(s.runtimes, str):
-        s.runtimes = [s.runtimes]
-    if not isinstance(s.runtimes, list) or not s.runtimes or len(set(s.runtimes)) != len(s.runtimes):
-        raise ConfigError(f"search.runtimes must list distinct CPU runtimes, e.g. [ort-cpu, ov-cpu, ov-cpu-bf16]; got "
-                          f"{s.runtimes!r}")
-    for r in s.runtimes:
-        if r not in SearchSection.RUNTIMES:
-            raise ConfigError(f"search.runtimes: {r!r} is not a CPU runtime the search can time; choose from "
-                              f"{', '.join(SearchSection.RUNTIMES)}{close_matches(str(r), SearchSection.RUNTIMES)}")
+    s.runtimes = _runtimes(s.runtimes, "search.runtimes")
     from edgeft.quantize.ptq import CALIB_METHODS
 
     if isinstance(s.calib_method, str):

@@ -287,28 +287,36 @@ def _measure(recipe: Recipe, group: list[Candidate], model_dir: Path, baseline_o
     there against the fine-tuned FP32 ONNX model on ONNX Runtime, all of them interleaved in the same rounds (paired
     per-round ratios)."""
     from edgeft.data import load_split
-    from edgeft.runtime.backends import BACKENDS, OrtRunner
-    from edgeft.runtime.timing import runner_rounds
 
     a = art.load(model_dir)
     val = load_split(recipe.data, "val", a.meta.input, classes=a.meta.class_names)
-    threads = recipe.threads or 2
-    runners = {"base": OrtRunner(baseline_onnx, "CPUExecutionProvider", threads)}
     for c in group:
         c.val, c.val_predictions, c.policy = _score_val(recipe, a, val, c.runtime)
-        runners[c.key] = BACKENDS[c.runtime].make(a.model_path, a.path, threads)
-    shape = (1, a.meta.input.channels, *a.meta.input.size)
+    time_paired(group, baseline_onnx, {c.key: a for c in group}, recipe.threads or 2, recipe.search.latency_rounds)
+
+
+def time_paired(cands: list[Any], baseline: Path, models: dict[str, art.Artifact], threads: int, rounds: int) -> None:
+    """Time each candidate (anything with ``key``, ``runtime``, ``p50_ms``, ``baseline_p50_ms``, ``speedups``: the
+    search's and the ship step's) on its runtime, its model ``models[key]``, against the ``baseline`` ONNX file on
+    ONNX Runtime, all interleaved in the same ``rounds``: each one's p50 and its per-round paired speed-ups."""
+    from edgeft.runtime.backends import BACKENDS, OrtRunner
+    from edgeft.runtime.timing import runner_rounds
+
+    runners = {"base": OrtRunner(baseline, "CPUExecutionProvider", threads)}
+    for c in cands:
+        runners[c.key] = BACKENDS[c.runtime].make(models[c.key].model_path, models[c.key].path, threads)
+    contract = models[cands[0].key].meta.input
     for r in runners.values():
         r.activate()
     try:
-        rounds = runner_rounds(runners, shape, recipe.search.latency_rounds, iters=30, min_seconds=0.25)
+        times = runner_rounds(runners, (1, contract.channels, *contract.size), rounds, iters=30, min_seconds=0.25)
     finally:
         for r in runners.values():
             r.deactivate()
-    for c in group:
-        c.p50_ms = round(statistics.median(rounds[c.key]), 3)
-        c.baseline_p50_ms = round(statistics.median(rounds["base"]), 3)
-        c.speedups = [round(b / x, 3) for b, x in zip(rounds["base"], rounds[c.key])]
+    for c in cands:
+        c.p50_ms = round(statistics.median(times[c.key]), 3)
+        c.baseline_p50_ms = round(statistics.median(times["base"]), 3)
+        c.speedups = [round(b / x, 3) for b, x in zip(times["base"], times[c.key])]
 
 
 def judge(recipe: Recipe, baseline_val: dict[str, Any], c: Candidate) -> list[dict[str, Any]]:

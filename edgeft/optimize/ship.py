@@ -73,31 +73,6 @@ def _score(recipe, c: Choice, a: art.Artifact):
     return row
 
 
-def _time(recipe, choices: list[Choice], arts: dict[str, art.Artifact], base: art.Artifact, rounds: int) -> None:
-    """Every runnable choice and the base (the first model's FP32 ONNX on ONNX Runtime) in the same interleaved
-    rounds: each choice's p50 and its per-round paired speed-ups."""
-    from edgeft.runtime.backends import BACKENDS, OrtRunner
-    from edgeft.runtime.timing import runner_rounds
-
-    threads = recipe.threads or 2
-    runners = {"base": OrtRunner(base.model_path, "CPUExecutionProvider", threads)}
-    for c in choices:
-        a = arts[c.key]
-        runners[c.key] = BACKENDS[c.runtime].make(a.model_path, a.path, threads)
-    shape = (1, base.meta.input.channels, *base.meta.input.size)
-    for r in runners.values():
-        r.activate()
-    try:
-        times = runner_rounds(runners, shape, rounds, iters=30, min_seconds=0.25)
-    finally:
-        for r in runners.values():
-            r.deactivate()
-    for c in choices:
-        c.p50_ms = round(statistics.median(times[c.key]), 3)
-        c.baseline_p50_ms = round(statistics.median(times["base"]), 3)
-        c.speedups = [round(b / x, 3) for b, x in zip(times["base"], times[c.key])]
-
-
 def _compromise(tried: list[Choice]) -> Choice:
     """No choice passed: the smallest worst miss relative to its limit, then the fastest."""
     from edgeft.optimize.search import _speed, excess
@@ -111,7 +86,7 @@ def choose(recipe, run: Path, base_step: str, model_steps: list[str], work: Path
     on val, all of them in order). A model the task adapts to a runtime (an anomaly graph's statistics re-fitted on
     that runtime's INT8 features) is adapted into ``work``/<key> first, and judged as adapted."""
     from edgeft.optimize.gates import GateVerdict, judge_on_val
-    from edgeft.optimize.search import fastest
+    from edgeft.optimize.search import fastest, time_paired
     from edgeft.runtime.backends import BACKENDS
 
     s = recipe.sections["ship"]
@@ -142,7 +117,7 @@ def choose(recipe, run: Path, base_step: str, model_steps: list[str], work: Path
     rows = {c.key: _score(recipe, c, arts[c.key]) for c in runnable}
     progress.info(f"[ship] timing {len(runnable)} candidate(s) against {base_step} on ort-cpu, "
                   f"{s.latency_rounds} interleaved rounds")
-    _time(recipe, runnable, arts, base, s.latency_rounds)
+    time_paired(runnable, base.model_path, arts, recipe.threads or 2, s.latency_rounds)
     for c in runnable:
         c.verdicts = [v.to_dict() for v in judge_on_val(recipe.gates, base_row, rows[c.key], c.runtime, c.p50_ms)]
         c.status = "pass" if all(v["status"] == "pass" for v in c.verdicts) else "fail"
