@@ -166,6 +166,7 @@ def test_the_ship_step_judges_each_model_on_each_runtime_on_val_and_ships_the_fa
     source = run / "06-ship" / "candidates" / chosen.key if chosen.adapted else run / chosen.step
     assert a.meta.model_sha256 == art.load(source).meta.model_sha256 == art.sha256_file(a.model_path)
     assert a.meta.extra["runtime"]["backend"] == chosen.runtime and a.meta.extra["runtime"]["chosen_by"] == "ship"
+    assert a.meta.lineage[-1]["stage"] == "ship" and a.meta.lineage[-1]["params"]["candidate"] == chosen.key
     assert a.meta.extra["decision"]["reject_at"] == chosen.policy["reject_at"]  # chosen on that runtime's val scores
     # its test numbers are that runtime's: scored here again on it, the same AUROC
     test = load_split(plates, "test", a.meta.input)
@@ -200,6 +201,19 @@ def test_a_runtime_that_misses_a_gate_on_val_is_not_shipped(shipped_run, tmp_pat
     status = {c["key"]: c["status"] for c in doc["choices"]}
     assert status["int8@ort-cpu"] == status["fp32@ort-cpu"] == "fail" and doc["chosen"].endswith("@ov-cpu")
     assert not result.failed  # the shipped model meets its own runtime's budget; ort-cpu's is not where it ships
+
+
+def test_a_ship_step_whose_runtimes_this_machine_lacks_is_refused_before_any_stage(plates, tmp_path, monkeypatch):
+    from edgeft.runtime import openvino as ov_mod
+
+    monkeypatch.setattr(ov_mod, "available_devices", lambda: ())  # as without OpenVINO (both are cached per process)
+    monkeypatch.setattr(ov_mod, "cpu_capabilities", lambda: ())
+    d = anomaly_recipe(plates)
+    d["ship"] = {"runtimes": ["ov-cpu"]}
+    d["gates"]["max_p50_ms"] = {"ov-cpu": 10000}
+    with pytest.raises(ConfigError, match="ship.runtimes: none can run on this machine .ov-cpu: OpenVINO"):
+        pipeline.optimize(parse(d, source="a.yaml"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_search_refuses_ship_it_chooses_the_runtime_itself(tiny_data):

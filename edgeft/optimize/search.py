@@ -161,13 +161,14 @@ def _refuse_changed(recipe: Recipe, root: Path, old: dict[str, Any]) -> None:
                       "with --force, or run into another --out")
 
 
-def check_runtimes(recipe: Recipe) -> dict[str, str]:
-    """Why each of search.runtimes cannot run here (empty: it can); refused in one line when none can."""
+def check_runtimes(runtimes: list[str], where: str = "search.runtimes") -> dict[str, str]:
+    """Why each of ``runtimes`` (the recipe's ``where``) cannot run here (empty: it can); refused in one line when
+    none can."""
     from edgeft.runtime.backends import BACKENDS
 
-    missing = {rt: BACKENDS[rt].why_not() for rt in recipe.search.runtimes}
+    missing = {rt: BACKENDS[rt].why_not() for rt in runtimes}
     if all(missing.values()):
-        raise ConfigError("search.runtimes: none can run on this machine ("
+        raise ConfigError(f"{where}: none can run on this machine ("
                           + "; ".join(f"{rt}: {why}" for rt, why in missing.items()) + "); add ort-cpu")
     return missing
 
@@ -432,7 +433,7 @@ def search(recipe: Recipe, run: Path, finetuned: Path, resume: bool = False) -> 
     root = run / SEARCH_DIR
     parent = art.load(finetuned)
     inputs = config_hash({"finetuned": parent.meta.model_sha256, "data": data_fingerprint(recipe.data)})
-    missing = check_runtimes(recipe)
+    missing = check_runtimes(recipe.search.runtimes)
     state = _state(recipe, root, inputs, resume)
     space = candidates(recipe)
     done = {k: Candidate(**v) for k, v in state["candidates"].items()}

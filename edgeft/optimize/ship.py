@@ -86,26 +86,21 @@ def choose(recipe, run: Path, base_step: str, model_steps: list[str], work: Path
     on val, all of them in order). A model the task adapts to a runtime (an anomaly graph's statistics re-fitted on
     that runtime's INT8 features) is adapted into ``work``/<key> first, and judged as adapted."""
     from edgeft.optimize.gates import GateVerdict, judge_on_val
-    from edgeft.optimize.search import fastest, time_paired
-    from edgeft.runtime.backends import BACKENDS
+    from edgeft.optimize.search import check_runtimes, fastest, time_paired
 
     s = recipe.sections["ship"]
     base = art.load(run / base_step)
     models = {step: art.load(run / step) for step in model_steps}
     choices = [Choice(f"{_precision(models[step])}@{rt}", step, _precision(models[step]), rt)
                for step in model_steps for rt in s.runtimes]
+    missing = check_runtimes(s.runtimes, "ship.runtimes")
     runnable = []
     for c in choices:
-        c.reason = BACKENDS[c.runtime].why_not()
+        c.reason = missing[c.runtime]
         if c.reason:
             progress.info(f"[ship] {c.key}: not run ({c.runtime} cannot run here: {c.reason})")
         else:
             runnable.append(c)
-    if not runnable:
-        from edgeft.errors import DependencyError
-
-        raise DependencyError("ship.runtimes: none can run on this machine ("
-                              + "; ".join(f"{c.runtime}: {c.reason}" for c in choices) + "); add ort-cpu")
     arts = {}
     for c in runnable:
         adapted = recipe.plugin.for_runtime(models[c.step], c.runtime, recipe.data, work / c.key, recipe.threads or 2)
@@ -145,10 +140,13 @@ def ship(recipe, run: Path, base_step: str, model_steps: list[str], out: Path) -
         progress.info(f"[ship] ships {chosen.key} ({chosen.step}" + (", adapted to its runtime" if chosen.adapted
                                                                      else "") + ")"
                       + ("" if passed else ": the best compromise, no candidate met every gate on val"))
-        for f in (tmp / CANDIDATES / chosen.key if chosen.adapted else run / chosen.step).iterdir():
+        source = art.load(tmp / CANDIDATES / chosen.key if chosen.adapted else run / chosen.step)
+        for f in source.path.iterdir():
             if f.is_file():
                 shutil.copy2(f, tmp / f.name)
         a = art.load(tmp)
+        a.meta.lineage = source.stage_record("ship", {"runtime": chosen.runtime, "candidate": chosen.key,
+                                                      "passed": passed})
         extra: dict[str, Any] = {"runtime": runtime_record(
             chosen.runtime, chosen.precision, chosen_by="ship", speedup=chosen.speedup,
             speedup_range=[min(chosen.speedups), max(chosen.speedups)], rounds=len(chosen.speedups),
