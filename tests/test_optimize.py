@@ -548,9 +548,10 @@ def test_a_classifier_run_without_search_ships_where_val_chose(finished_run, tin
     shutil.copytree(finished_run[0], run)
     d = tiny_recipe(tiny_data)
     d["ship"] = {"runtimes": ["ort-cpu", "ov-cpu"], "latency_rounds": 3}
-    d["gates"]["max_p50_ms"]["ov-cpu"] = 10000
+    d["stages"] = ["finetune", "prune", "export", "quantize", "build", "ship"]  # the ship step times them itself
+    del d["bench"], d["gates"]["max_p50_ms"]
     result = pipeline.optimize(parse(d, source="tiny.yaml"), run, resume=True)
-    assert [(r.step.name, r.status) for r in result.steps][-2:] == [("07-ship", "done"), ("08-bench", "done")]
+    assert [(r.step.name, r.status) for r in result.steps][-1] == ("07-ship", "done")
     doc = load_choice(run / "07-ship")
     assert doc["base"] == "03-export-finetune" and {c["step"] for c in doc["choices"]} == {"05-quantize",
                                                                                          "04-export-prune"}
