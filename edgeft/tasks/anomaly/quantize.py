@@ -86,15 +86,17 @@ def refit_padim(path: Path, images: np.ndarray, contract, eps: float, threads: i
         s2 += f.transpose(0, 2, 1) @ f
         rows.clear()
 
-    for i in progress.bar(range(len(images)), desc=f"refit on {backend}'s features", unit="img"):  # any batch
-        rows.append(runner.infer_outputs(contract.normalize(images[i:i + 1]))[-1])  # the probe's (P, 1, D)
-        n += 1
-        if len(rows) == 64:
+    try:
+        for i in progress.bar(range(len(images)), desc=f"refit on {backend}'s features", unit="img"):  # any batch
+            rows.append(runner.infer_outputs(contract.normalize(images[i:i + 1]))[-1])  # the probe's (P, 1, D)
+            n += 1
+            if len(rows) == 64:
+                add()
+        if rows:
             add()
-    if rows:
-        add()
-    runner.deactivate()
-    probe_path.unlink()
+    finally:
+        runner.deactivate()
+        probe_path.unlink(missing_ok=True)
     mean = s1 / n
     cov = (s2 - n * mean[:, :, None] * mean[:, None, :]) / max(1, n - 1) + eps * np.eye(mean.shape[1])
     inits[mean_name].CopyFrom(numpy_helper.from_array(mean[:, None, :].astype(np.float32), mean_name))

@@ -19,6 +19,7 @@ This module is the task object that the stages, the predictor and ``edgeft eval`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,19 @@ import numpy as np
 
 from edgeft.errors import ConfigError, close_matches
 from edgeft.tasks.registry import Task, register
+
+
+@dataclass
+class ScoredSplit:
+    """A split run through a detector on one runtime: its images, the detections, and per image whether it has a
+    true box of a "not OK" class (``y``), its "not OK" score (its best such box; None without such classes) and its
+    product."""
+
+    images: Any
+    detections: list
+    y: np.ndarray
+    score: np.ndarray | None
+    products: Any
 
 
 class DetectHead:
@@ -395,11 +409,10 @@ class Detect(Task):
         art.update_metrics(artifact, metrics, extra={"decision": policy.to_dict()})
         return policy, (split, outcome) if split == "test" else None
 
-    def _scored(self, artifact: Any, data: Path, split: str, positive: list[str], backend: str | None) -> Any:
+    def _scored(self, artifact: Any, data: Path, split: str, positive: list[str], backend: str | None
+                ) -> "ScoredSplit":
         """A split through the artifact on ``backend``: the decoded images, the detections, and per image whether it
         has a true box of a ``positive`` class, its "not OK" score (its best such box) and its product."""
-        from types import SimpleNamespace
-
         from edgeft.data.products import products_of
         from edgeft.tasks.detect.metrics import image_scores
 
@@ -412,8 +425,7 @@ class Detect(Task):
         s = self.read_images(data, split, artifact.meta.input, names)
         dets = self.detections(artifact, s, backend)
         y = np.array([bool(np.isin(lab, idx).any()) for _, lab in s.truth])
-        return SimpleNamespace(images=s, detections=dets, y=y, score=image_scores(dets, idx) if idx else None,
-                               products=products_of(data, s.paths))
+        return ScoredSplit(s, dets, y, image_scores(dets, idx) if idx else None, products_of(data, s.paths))
 
     @staticmethod
     def _choose(rule: Any, v: Any, names: list[str], positive: list[str], backend: str | None) -> Any:
