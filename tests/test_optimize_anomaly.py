@@ -307,6 +307,10 @@ def test_bad_data_is_one_line_before_anything_is_written(cli, plates, tmp_path):
     (tmp_path / "a.yaml").write_text(yaml.safe_dump(d))
     assert_one_line_error(cli("optimize", tmp_path / "a.yaml", "--out", tmp_path / "run"),
                           "thresholds chosen on val/", "lacks val/")
+    d = {**d, "gates": {}, "ship": {"runtimes": ["ort-cpu"]}}  # no gate needs val, the ship step does
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(d))
+    assert_one_line_error(cli("optimize", tmp_path / "a.yaml", "--out", tmp_path / "run"),
+                          "ship judges each model on each runtime by its AUROC on val/", "is missing")
     assert not (tmp_path / "run").exists()
 
 

@@ -131,6 +131,10 @@ class Anomaly(FolderData, Task):
             raise DataError(f"the gates compare models on test/ at thresholds chosen on val/, and {recipe.data} lacks "
                             f"{'val/' if 'val' not in splits else 'test/'}; add it with good and anomalous images, or "
                             "remove the AUROC and operating-point gates")
+        if "ship" in recipe.stages and ("val" not in splits or len(scan_split(splits["val"]).classes) < 2):
+            raise DataError(f"ship judges each model on each runtime by its AUROC on val/, and {recipe.data}'s val/ "
+                            f"{'is missing' if 'val' not in splits else 'has one class'}; add val/ with good and "
+                            "anomalous images, or remove ship")
 
     def first_label(self, recipe: Any) -> str:
         a = recipe.sections["anomaly"]
