@@ -69,7 +69,8 @@ def refit_padim(path: Path, images: np.ndarray, contract, eps: float, threads: i
     inv = constant(matmul.input[1])
     sub = subs[matmul.input[0]]
     feat, mean_name = sub.input  # (P, N, D) features, (P, 1, D) mean
-    probe = onnx.load(str(path))
+    probe = onnx.load(str(path))  # its one output the features: the runtime computes the backbone, not the distances
+    del probe.graph.output[:]
     probe.graph.output.append(onnx.helper.make_tensor_value_info(feat, onnx.TensorProto.FLOAT, None))
     probe_path = path.with_name("refit-probe.onnx")
     onnx.save(probe, str(probe_path))
@@ -88,7 +89,7 @@ def refit_padim(path: Path, images: np.ndarray, contract, eps: float, threads: i
 
     try:
         for i in progress.bar(range(len(images)), desc=f"refit on {backend}'s features", unit="img"):  # any batch
-            rows.append(runner.infer_outputs(contract.normalize(images[i:i + 1]))[-1])  # the probe's (P, 1, D)
+            rows.append(runner.infer(contract.normalize(images[i:i + 1])))  # (P, 1, D)
             n += 1
             if len(rows) == 64:
                 add()
