@@ -15,8 +15,7 @@ from edgeft.data.imagefolder import ImageSet
 from edgeft.decision import Policy, Rule
 from edgeft.errors import ConfigError
 from edgeft.metrics import Classification, classification_metrics, decision_metrics, positive_mask
-
-DEFAULT_BACKEND = {"torch": "torch", "onnx": "ort-cpu", "engine": "tensorrt"}
+from edgeft.runtime.backends import KIND_DEFAULT, scored_on
 
 
 def classifier_only(artifact: Artifact) -> None:
@@ -69,7 +68,7 @@ def scoring_backend(artifact: Artifact, backend: str | None = None) -> str:
             raise DependencyError(f"{artifact.path} ships on {recorded}, which cannot run here ({why}); score it on "
                                   "another backend by name (--backend ort-cpu), knowing its decisions may differ")
         return recorded
-    return DEFAULT_BACKEND.get(artifact.meta.kind, "auto")
+    return KIND_DEFAULT.get(artifact.meta.kind, "auto")
 
 
 def evaluate(artifact: Artifact, split: ImageSet, tta_views: int | None = None, batch_size: int | None = None,
@@ -121,7 +120,6 @@ def policy_on(artifact: Artifact, val: ImageSet, rule: Rule, positive: list[str]
     """:func:`choose_policy` without writing it: the policy ``rule`` chooses on ``artifact``'s val scores as
     ``backend`` computes them (``out``: those logits, when the caller has them)."""
     from edgeft.decision import choose
-    from edgeft.runtime.backends import BACKENDS
     from edgeft.runtime.predictor import softmax
 
     if val.name != "val":
@@ -131,9 +129,7 @@ def policy_on(artifact: Artifact, val: ImageSet, rule: Rule, positive: list[str]
         out, _ = logits(artifact, val, tta_views, batch_size, "cpu", backend)
     policy = choose(rule, val.labels, softmax(out.astype(np.float64)), list(artifact.meta.class_names), positive,
                     split=val.name, products=val.products)
-    if backend in BACKENDS and backend != DEFAULT_BACKEND.get(artifact.meta.kind):  # another runtime rounds
-        policy = replace(policy, scored_with=backend)  # otherwise: the model runs there
-    return policy
+    return scored_on(policy, backend, artifact.meta.kind)
 
 
 def score_split(artifact: Artifact, val: ImageSet, rule: Rule | None, positive: list[str],

@@ -245,6 +245,19 @@ def choose(name: str, files: dict[str, Path], measured: dict[str, Any] | None = 
     return choose_with_reason(name, files, measured)[0]
 
 
+KIND_DEFAULT = {"torch": "torch", "onnx": "ort-cpu", "engine": "tensorrt"}  # the runtime a model kind is scored on
+
+
+def scored_on(policy: Any, backend: str | None, kind: str = "onnx") -> Any:
+    """``policy`` (a ``decision.Policy``) marked as chosen on ``backend``'s scores when that is another runtime than
+    its model kind's default: that runtime rounds otherwise, so the camera's ``auto`` runs the model there."""
+    from dataclasses import replace
+
+    if backend in BACKENDS and backend != KIND_DEFAULT.get(kind):
+        return replace(policy, scored_with=backend)
+    return policy
+
+
 def runtime_record(backend: str, model_precision: str, **measured: Any) -> dict[str, Any]:
     """What an artifact records about the runtime it ships on (``meta.json`` extra ``runtime``): the backend, the
     model's precision and the one it computes in there, the machine it was chosen on, and how it measured."""

@@ -9,7 +9,7 @@ there, and test is scored there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from edgeft import artifact as art
 from edgeft.decision import Policy, Rule, choose_for_anomaly, read_policy
+from edgeft.runtime.backends import scored_on
 
 
 @dataclass
@@ -53,9 +54,7 @@ def on_val(model: Path, data: Path, contract: Any, good: str, rule: Rule | None,
     scale = map_scale(maps[~y], scores[~y]) if (~y).any() else None
     if not both(y):
         return ValScores(None, None, None, scale)
-    policy = choose_for_anomaly(rule, y, scores, good) if rule is not None else None
-    if policy is not None and backend != "ort-cpu":
-        policy = replace(policy, scored_with=backend)  # the camera's auto then runs it there
+    policy = scored_on(choose_for_anomaly(rule, y, scores, good), backend) if rule is not None else None
     return ValScores(policy, anomaly_decisions(y, scores, good), policy.outcome(y, scores) if policy else None, scale)
 
 

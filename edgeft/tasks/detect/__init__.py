@@ -395,7 +395,7 @@ class Detect(Task):
         if "val" not in found:
             raise ConfigError(f"{data} has no val split: a policy is chosen on val, never on test; add one")
         v = self._scored(artifact, data, "val", positive, backend)
-        policy = self._choose(rule, v, artifact.meta.class_names, positive, backend)
+        policy = self._choose(rule, v, artifact, positive, backend)
         split = "test" if "test" in found else "val"  # the held-out split, as the stages report mAP on it
         t = self._scored(artifact, data, "test", positive, backend) if split == "test" else v
         outcome = policy.outcome(t.y, t.score, t.products)
@@ -428,15 +428,14 @@ class Detect(Task):
         return ScoredSplit(s, dets, y, image_scores(dets, idx) if idx else None, products_of(data, s.paths))
 
     @staticmethod
-    def _choose(rule: Any, v: Any, names: list[str], positive: list[str], backend: str | None) -> Any:
-        """The policy ``rule`` chooses on val's image scores ``v``, said to be ``backend``'s where that is not ONNX
-        Runtime (the camera's auto then runs it there)."""
-        from dataclasses import replace
-
+    def _choose(rule: Any, v: "ScoredSplit", artifact: Any, positive: list[str], backend: str | None) -> Any:
+        """The policy ``rule`` chooses on val's image scores ``v``, said to be ``backend``'s where that is not the
+        artifact's default runtime (the camera's auto then runs it there)."""
         from edgeft.decision import choose_on_scores
+        from edgeft.runtime.backends import scored_on
 
-        policy = choose_on_scores(rule, v.y, v.score, names, positive, "val", v.products)
-        return replace(policy, scored_with=backend) if backend not in (None, "auto", "ort-cpu", "torch") else policy
+        policy = choose_on_scores(rule, v.y, v.score, artifact.meta.class_names, positive, "val", v.products)
+        return scored_on(policy, backend, artifact.meta.kind)
 
     # ------------------------------------------------------------------------------------------- ship
     ships_per_runtime = True
@@ -454,7 +453,7 @@ class Detect(Task):
         fields: dict[str, Any] = {"task_metrics": m.to_dict(), "quality": m.map, "quality_name": "mAP@[.5:.95]"}
         if d is None:
             return fields, None
-        policy = self._choose(d.rule(), v, artifact.meta.class_names, positive, backend)
+        policy = self._choose(d.rule(), v, artifact, positive, backend)
         fields["image_policy"] = policy.outcome(v.y, v.score, v.products)
         fields["image_decisions"] = score_decisions(v.y, v.score, positive) if v.y.any() and not v.y.all() else None
         return fields, policy
