@@ -5,10 +5,9 @@
 For each ONNX model: one compiled model, one infer request, and two ways to call it, interleaved in ``--rounds``
 rounds (the order alternating), each round a p50 over ``--iters`` calls:
 - ``dict``: ``request.infer({0: x})``, the dictionary call (OpenVINO converts the inputs and builds its results
-  dictionary in Python), then the output tensor copied out: what ``edgeft.runtime.openvino.OpenVINORunner`` did
-  before 2026-12-06;
+  dictionary in Python), then the output tensor copied out;
 - ``tensor``: the input handed over as a tensor on the array's own memory, ``request.infer()`` with no arguments,
-  the output tensor copied out: what the runner does now.
+  the output tensor copied out: how ``edgeft.runtime.openvino.OpenVINORunner`` calls it.
 Per model: each path's p50 (median of the rounds), the per-round paired ratio dict / tensor (median and range), and
 the same on a no-op graph with the model's input (one Slice of one element): what a call costs OpenVINO when the
 model does no work.

@@ -13,9 +13,10 @@ and the rest. The ONNX Runtime profile is taken on the graph it runs (its fused 
 (one call against itself: a host that changes speed between calls moves both alike); the rest is the runtime's own
 work. Part of that is what any call costs it (binding the input, starting its threads, handing back an output):
 ``call_us``, a no-op graph with the same input timed the same way (ONNX Runtime's run events; OpenVINO's calls as
-the runner makes them); the remainder is its work between operators. Beside it, the p50 measured **without** profiling (the same model on the same
-runtime, timed in the same process right after the profiled calls, the profiled model released first: an idle
-session's or compiled model's worker threads spin and would contend): how much the profiler itself adds.
+the runner makes them); the remainder is its work between operators. Beside it, the p50 measured **without**
+profiling (the same model on the same runtime, timed in the same process right after the profiled calls, the
+profiled model released first: an idle session's or compiled model's worker threads spin and would contend): how
+much the profiler itself adds.
 """
 
 from __future__ import annotations
