@@ -435,3 +435,31 @@ def test_a_reduced_precision_ships_only_when_it_is_measurably_faster():
     missed = cand("ov-cpu-bf16", 4.4)
     missed.status = "fail"  # measurably faster, but it missed a gate: more MACs there may pass, and still be faster
     assert srch.skip_reason(bigger, [ort, plain, missed], plain) == ""
+
+
+def test_among_one_speed_the_fewer_val_false_rejects_ship():
+    """Speed-ups within 2% are one speed to the rounds: what the line pays at each one's own val operating point
+    breaks the tie (fewer false rejects, then more recall), not a speed difference the rounds cannot resolve; a
+    measurably faster candidate still ships with more false rejects (the gates said what it may cost)."""
+    from edgeft.optimize.ship import Choice
+
+    def cand(key, method, runtime, speedup, recall, false_reject):
+        return srch.Candidate(key, 0.5, method, runtime, status="pass", speedups=[speedup] * 3,
+                              val={"accuracy": 0.86, "policy": {"recall": recall, "false_reject": false_reject}})
+
+    int8_ov = cand("macs0.50-ptq@ov-cpu", "ptq", "ov-cpu", 1.67, 0.951, 0.657)
+    fp32_ort = cand("macs0.50-fp32@ort-cpu", "fp32", "ort-cpu", 1.66, 0.951, 0.627)
+    assert (fp32_ort.recall, fp32_ort.false_reject) == (0.951, 0.627)
+    assert srch.fastest([int8_ov, fp32_ort]) is fp32_ort
+    more_recall = cand("macs0.50-ptq@ort-cpu", "ptq", "ort-cpu", 1.665, 0.97, 0.627)
+    assert srch.fastest([int8_ov, fp32_ort, more_recall]) is more_recall
+    clearly_faster = cand("macs0.50-ptq@ov-cpu", "ptq", "ov-cpu", 1.80, 0.951, 0.657)
+    assert srch.fastest([clearly_faster, fp32_ort]) is clearly_faster
+    no_policy = srch.Candidate("macs0.50-ptq@ort-cpu", 0.5, "ptq", "ort-cpu", status="pass", speedups=[1.0])
+    assert no_policy.recall is None and srch.fastest([no_policy]) is no_policy
+    # the ship step's choices carry the same two numbers
+    ship_int8 = Choice("int8@ov-cpu", "05-quantize", "int8", "ov-cpu", "pass", recall=0.951, false_reject=0.657,
+                       speedups=[1.67])
+    ship_fp32 = Choice("fp32@ort-cpu", "04-export", "fp32", "ort-cpu", "pass", recall=0.951, false_reject=0.627,
+                       speedups=[1.66])
+    assert srch.fastest([ship_int8, ship_fp32]) is ship_fp32

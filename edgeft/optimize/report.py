@@ -245,7 +245,8 @@ def ship_section(run: Path, steps) -> dict[str, Any] | None:
              "read to choose.",
              f"Shipped {chosen['key']} ({chosen['step']}{adapted}): " + (
                  "it met every gate on val, and no faster candidate did (speed-ups within 2% count as one speed; "
-                 "then the model's own precision goes first)." if doc["passed"] else
+                 "then the model's own precision, then fewer val false rejects at its operating point)."
+                 if doc["passed"] else
                  "no candidate met every gate on val; this is the smallest worst miss.")]
     lines += [f"On val, {GateVerdict.from_dict(v).line().split('; try')[0]}" for v in chosen.get("verdicts", [])
               if v["status"] == "fail"]

@@ -81,6 +81,16 @@ class Candidate:
         return "fp32" if self.method == "fp32" else "int8"
 
     @property
+    def recall(self) -> float | None:
+        """Defect recall on val at its own operating point (None without a decision section)."""
+        return ((self.val or {}).get("policy") or {}).get("recall")
+
+    @property
+    def false_reject(self) -> float | None:
+        """False-reject rate on val at its own operating point (None without a decision section)."""
+        return ((self.val or {}).get("policy") or {}).get("false_reject")
+
+    @property
     def speedup(self) -> float | None:
         return statistics.median(self.speedups) if self.speedups else None
 
@@ -373,18 +383,24 @@ def compromise(tried: list[Candidate], baseline_val: dict[str, Any]) -> Candidat
 SAME_SPEED = 0.02  # paired speed-ups this close (relative) are one speed: the plainer path ships
 
 
-def fastest(passed: list[Candidate]) -> Candidate | None:
-    """The fastest of the passing candidates by paired speed-up. Among those within SAME_SPEED of it, one that
-    computes in the model's own precision goes before one at a reduced precision (an INT8 model on ov-cpu-bf16 runs
-    its unquantized layers in bf16: no reason to ship that for a speed-up the rounds cannot tell apart); then the
-    faster; ties: the first paid for (fewer MACs)."""
+def fastest(passed: list[Any]) -> Any | None:
+    """The fastest of the passing candidates (the search's :class:`Candidate` or the ship step's ``Choice``) by
+    paired speed-up. Among those within SAME_SPEED of it (one speed to the rounds), one that computes in the model's
+    own precision goes before one at a reduced precision (an INT8 model on ov-cpu-bf16 runs its unquantized layers in
+    bf16: no reason to ship that for a speed-up the rounds cannot tell apart); then what the line pays at each one's
+    own val operating point: fewer false rejects, then more recall; then the faster; ties: the first paid for."""
     from edgeft.runtime.backends import BACKENDS
 
     if not passed:
         return None
     top = _speed(max(passed, key=_speed))
     close = [c for c in passed if _speed(c) >= top * (1 - SAME_SPEED)]
-    return min(close, key=lambda c: (BACKENDS[c.runtime].precision is not None, -_speed(c)))
+    return min(close, key=lambda c: (BACKENDS[c.runtime].precision is not None, _or(c.false_reject, 0.0),
+                                     -_or(c.recall, 0.0), -_speed(c)))
+
+
+def _or(x: float | None, default: float) -> float:
+    return default if x is None else x
 
 
 def pareto_front(candidates: list[dict[str, Any]]) -> list[str]:

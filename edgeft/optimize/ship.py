@@ -8,7 +8,8 @@ pair (model, runtime) is a candidate of its own, as in the classifier's search (
 scored on val there by the task (its threshold chosen there by the model's rule), judged by the recipe's gates
 against the run's first model on val, and timed against the first model's FP32 ONNX file on ONNX Runtime in the same
 interleaved rounds (paired per-round ratios). The fastest that passes every gate ships: within 2% (one speed to the
-rounds) the one computing at its own precision goes first; when none passes, the smallest worst miss. The step's
+rounds) the one computing at its own precision goes first, then the fewer val false rejects at its operating point;
+when none passes, the smallest worst miss. The step's
 artifact is the chosen model with the runtime recorded (``extra.runtime``, which the camera's ``auto`` runs), its
 policy chosen on that runtime's val scores, and its held-out numbers measured there (``Task.measure_shipped``);
 ``ship.json`` beside it keeps every candidate for the report (read by ``edgeft.optimize.rows.load_choice``). Test is
