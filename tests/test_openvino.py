@@ -171,6 +171,27 @@ def test_bf16_runs_where_the_cpu_has_a_unit_and_is_refused_in_one_line_elsewhere
     from edgeft.doctor import check_cpu
 
     assert "bf16: none (bf16 would be emulated; --backend ov-cpu-bf16 is unavailable)" in check_cpu().detail
+    assert "CPU paths here: ort-cpu, ov-cpu (bf16 is OpenVINO's" in check_cpu().detail
+
+
+def test_onnx_runtime_has_no_bf16_convolution_so_bf16_is_openvinos():
+    """Why no ort-cpu-bf16 path exists: ONNX allows bf16 convolutions from opset 22, but ONNX Runtime's CPU provider
+    has no kernel for one. When a release adds it, this fails: measure it, and add the path to CPU_PATHS."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.BFLOAT16, [8, 3, 3, 3], [0.5] * 216)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "conv",
+                              [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [1, 8, 6, 6])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)], ir_version=10)
+    onnx.checker.check_model(model)  # a valid graph: the runtime, not the format, lacks it
+    with pytest.raises(Exception, match="NOT_IMPLEMENTED"):
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    from edgeft.runtime.backends import CPU_PATHS
+
+    assert not any(p.startswith("ort-") and "bf16" in p for p in CPU_PATHS)
 
 
 def test_a_policy_chosen_on_bf16_scores_runs_on_bf16_and_says_so_where_it_cannot(cli, trained, tiny_data, tmp_path,

@@ -13,7 +13,7 @@ from edgeft.bench.gate import GateConfig
 from edgeft.bench.harness import BenchConfig
 from edgeft.cli.base import THREADS_HELP, Group, cli, fraction, int_list, write_json
 from edgeft.history.drift import MIN_CHANGE
-from edgeft.runtime.backends import BACKENDS
+from edgeft.runtime.backends import BACKENDS, CPU_PATHS
 
 
 @cli.command("bench")
@@ -78,7 +78,7 @@ def compare_cmd(baseline: Path, current: Path, metric: str, max_regression: str,
 
 @cli.command("profile")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--backend", default=None, type=click.Choice(["ort-cpu", "ov-cpu", "ov-cpu-bf16"]),
+@click.option("--backend", default=None, type=click.Choice(CPU_PATHS),
               help="CPU runtime to profile on (default: the one the artifact ships on, else ort-cpu).")
 @click.option("--threads", type=int, default=None, help=THREADS_HELP)
 @click.option("--calls", type=int, default=200, show_default=True, help="Profiled calls (after 20 warm-up calls).")

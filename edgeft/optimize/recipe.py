@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeft.errors import ConfigError, close_matches
+from edgeft.runtime.backends import CPU_PATHS
 from edgeft.settings import section
 
 SHARED_STAGES = ("prune", "export", "quantize", "build", "ship", "bench")  # every task's; its first stage is its own
@@ -123,7 +124,7 @@ class SearchSection:
     latency_rounds: int = 5  # interleaved rounds when each candidate is timed against the fine-tuned FP32 model
 
     METHODS = ("ptq", "qat", "fp32")  # fp32: the pruned model unquantized (ov-cpu-bf16 computes it in bf16)
-    RUNTIMES = ("ort-cpu", "ov-cpu", "ov-cpu-bf16")
+    RUNTIMES = CPU_PATHS
 
 
 @dataclass

@@ -229,6 +229,10 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
 # measured fastest for the model on this machine, when a measurement exists), OpenVINO on an Intel GPU, PyTorch.
 AUTO_ORDER = ("tensorrt", "ort-trt", "ort-cuda", "ort-cpu", "ov-cpu", "ov-gpu", "torch-cuda", "torch")
 CPU_BACKENDS = ("ort-cpu", "ov-cpu")
+# The CPU paths (runtime x precision) a model is chosen among by the search and the ship step, and profiled on. No
+# ONNX Runtime bf16: its CPU provider has no bf16 convolution (a bf16 Conv graph fails "NOT_IMPLEMENTED", ORT 1.32)
+# and no x86 bf16 fast-math option (ARM64 only), so bf16 is OpenVINO's.
+CPU_PATHS = ("ort-cpu", "ov-cpu", "ov-cpu-bf16")
 
 
 def lookup(name: str) -> Backend:
