@@ -101,12 +101,15 @@ def check_onnxruntime() -> Check:
 
 def check_cpu() -> Check:
     """The CPU's units for reduced precision: what INT8 and bf16 run on here (the CPU runtime choice depends on it)."""
-    from edgeft.host import cpu_model, precision_units
+    from edgeft.host import cpu_model, int8_may_saturate, precision_units
     from edgeft.runtime.backends import BACKENDS, CPU_PATHS
 
     units = precision_units()
     paths = [p for p in CPU_PATHS if BACKENDS[p].available()]
-    detail = (f"{cpu_model() or 'unknown CPU'}; INT8: {units['int8'] or 'no dot-product unit'}; bf16: "
+    int8 = units["int8"] or "no dot-product unit" + (
+        " (ONNX Runtime's INT8 kernels can saturate here: judge INT8 models on this machine; OpenVINO's did not)"
+        if int8_may_saturate() else "")
+    detail = (f"{cpu_model() or 'unknown CPU'}; INT8: {int8}; bf16: "
               f"{units['bf16'] or 'none (bf16 would be emulated; --backend ov-cpu-bf16 is unavailable)'}; "
               f"CPU paths here: {', '.join(paths) or 'none'} (bf16 is OpenVINO's: ONNX Runtime has no bf16 "
               "convolution on the CPU)")

@@ -49,3 +49,20 @@ def precision_units(flags: frozenset[str] | set[str] | None = None) -> dict[str,
     f = cpu_flags() if flags is None else frozenset(flags)
     return {"int8": next((words for flag, words in INT8_UNITS if flag in f), None),
             "bf16": next((words for flag, words in BF16_UNITS if flag in f), None)}
+
+
+def unit_flags(flags: frozenset[str] | set[str] | None = None) -> list[str]:
+    """The flags of the units :func:`precision_units` names (the first of each kind): what tells apart two CPUs sold
+    under one model name ("AMD EPYC" is a Zen 3 without VNNI or bf16 and a Zen 4 with both)."""
+    f = cpu_flags() if flags is None else frozenset(flags)
+    return [next(flag for flag, _ in units if flag in f) for units in (INT8_UNITS, BF16_UNITS)
+            if any(flag in f for flag, _ in units)]
+
+
+def int8_may_saturate(flags: frozenset[str] | set[str] | None = None) -> bool:
+    """An x86 CPU without a VNNI or AMX unit: ONNX Runtime's INT8 convolutions (uint8 activations x int8 weights) run
+    on ``vpmaddubsw`` there, whose 16-bit sums of products saturate, so an INT8 model's scores can move far from those
+    measured on a CPU with a dot-product unit (ELPV: val AUROC 0.842 FP32, 0.736 INT8 on ONNX Runtime, 0.851 the same
+    file on OpenVINO; docs/experiments.md). OpenVINO's INT8 kernels did not saturate on that CPU."""
+    f = cpu_flags() if flags is None else frozenset(flags)
+    return "avx2" in f and precision_units(f)["int8"] is None

@@ -276,6 +276,8 @@ def choose_with_reason(name: str, files: dict[str, Path], measured: dict[str, An
     (:func:`runtime_record`, the search's choice); ``scored_with``: the backend the model's operating point was chosen
     on (its policy's). ``auto`` runs the recorded (else the scored) backend where it can, and says why not where it
     cannot; another backend asked for by name runs, with the reason saying decisions near the threshold may differ."""
+    from edgeft.host import int8_may_saturate
+
     pinned = (recorded or {}).get("backend") or scored_with
     if pinned and pinned in BACKENDS:
         s = BACKENDS[pinned]
@@ -289,6 +291,10 @@ def choose_with_reason(name: str, files: dict[str, Path], measured: dict[str, An
             if where and where != machine_key():
                 why += (f"; chosen as fastest on {where}, not this machine ({machine_key()}): `edgeft bench --backend "
                         f"{pinned}` measures it here")
+                if pinned == "ort-cpu" and recorded.get("model_precision") == "int8" and int8_may_saturate():
+                    why += ("; this CPU has no INT8 dot-product unit (VNNI), on which ONNX Runtime's INT8 kernels can "
+                            "saturate and move the scores: re-score it here (`edgeft eval --backend ort-cpu`) or run "
+                            "it on ov-cpu")
             return s, why
         if name == "auto":
             missing = s.why_not() or "it cannot run this file"
@@ -322,10 +328,11 @@ def choose_with_reason(name: str, files: dict[str, Path], measured: dict[str, An
 
 
 def machine_key() -> str:
-    """The machine a CPU runtime measurement belongs to: its CPU model and core count."""
-    from edgeft.host import cpu_model
+    """The machine a CPU runtime measurement belongs to: its CPU model, core count, and the units its INT8 and bf16
+    run on (one model name covers CPUs with and without them, which rank the runtimes differently)."""
+    from edgeft.host import cpu_model, unit_flags
 
-    return f"{cpu_model() or 'unknown CPU'} x{os.cpu_count()}"
+    return f"{cpu_model() or 'unknown CPU'} x{os.cpu_count()} ({', '.join(unit_flags()) or 'no INT8 or bf16 unit'})"
 
 
 def model_files(spec: str) -> tuple[dict[str, Path], Path | None, tuple[int, ...] | None]:
