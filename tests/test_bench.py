@@ -255,6 +255,14 @@ def test_gate_refuses_other_devices_and_reports_missing_rows():
     a = _doc({("m", "ort-cpu", 1): _noisy(10)})
     with pytest.raises(EdgeftError, match="different devices"):
         cmp.compare(a, _doc({("m", "ort-cpu", 1): _noisy(10)}, cpu="cpu-B"))
+    # one CPU name, other INT8/bf16 units (an EPYC Zen 3 against a Zen 4): other devices; a result from before the
+    # units were recorded still compares
+    zen3, zen4 = ({**d, "device": {**d["device"], "cpu_units": u}} for d, u in
+                  ((a, []), (_doc({("m", "ort-cpu", 1): _noisy(10)}), ["avx512_vnni", "avx512_bf16"])))
+    with pytest.raises(EdgeftError, match=r"different devices \(cpu-A \(no INT8 or bf16 unit\) vs cpu-A "
+                                          r"\(avx512_vnni, avx512_bf16\)\)"):
+        cmp.compare(zen3, zen4)
+    assert not cmp.compare(a, zen4)[1]["failed"]
     rows, s = cmp.compare(a, _doc({("n", "ort-cpu", 1): _noisy(10)}))
     assert [r.verdict for r in rows] == ["missing", "missing"] and not s["failed"]
 

@@ -112,9 +112,15 @@ def test_bench_and_gate_results_are_recorded_and_devices_are_kept_apart(cli, tin
     other["device"] = {**other["device"], "cpu": "Intel Xeon", "reference_ms": 0.25}
     (tmp_path / "other.json").write_text(json.dumps(other))
     assert cli("history", "record", tmp_path / "other.json", "--store", store, "--commit", "abc123").exit_code == 0
+    # one CPU name, other INT8/bf16 units (an EPYC Zen 3 and a Zen 4): another device too
+    units = other["device"]["cpu_units"]
+    other["device"] = {**other["device"], "cpu": json.loads((tmp_path / "b.json").read_text())["device"]["cpu"],
+                       "cpu_units": [] if units else ["avx512_vnni", "avx512_bf16"]}
+    (tmp_path / "units.json").write_text(json.dumps(other))
+    assert cli("history", "record", tmp_path / "units.json", "--store", store, "--commit", "abc123").exit_code == 0
     doc = json.loads(cli("history", "show", "--store", store, "--json").stdout)
-    assert len({d["device"] for d in doc}) == 2  # the Xeon's numbers are another series, never averaged in
-    assert sorted(len(d["points"]) for d in doc) == [1, 1, 1]  # bench on two devices, the gate's candidate
+    assert len({d["device"] for d in doc}) == 3  # the Xeon's numbers are another series, never averaged in
+    assert sorted(len(d["points"]) for d in doc) == [1, 1, 1, 1]  # bench on three devices, the gate's candidate
     from edgeft.history.store import open_store
 
     from edgeft.artifact import sha256_file

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgeft.bench.footprint import model_mb
-from edgeft.bench.harness import device_key
+from edgeft.bench.harness import same_device
 from edgeft.errors import ConfigError, EdgeftError
 from edgeft.metrics import Latency
 
@@ -86,6 +86,12 @@ def _bootstrap_ratio_rounds(base: list[np.ndarray], cur: list[np.ndarray], q: fl
     return float(lo), float(hi)
 
 
+def _device(fp: dict[str, Any]) -> str:
+    """A fingerprint's device in words: CPU (with its INT8/bf16 units where recorded) and GPU."""
+    units = f" ({', '.join(fp['cpu_units']) or 'no INT8 or bf16 unit'})" if "cpu_units" in fp else ""
+    return f"{fp.get('cpu')}{units}" + (f" / {fp['gpu']}" if fp.get("gpu") else "")
+
+
 def compare(baseline: dict[str, Any], current: dict[str, Any], metric: str = "p50", max_regression: float = 0.10,
             allow_different_device: bool = False, normalize: bool = True, level: float = 0.95,
             n_boot: int = 2000, seed: int = 0) -> tuple[list[Row], dict[str, Any]]:
@@ -94,10 +100,9 @@ def compare(baseline: dict[str, Any], current: dict[str, Any], metric: str = "p5
         raise ConfigError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if not 0 < max_regression < 10:
         raise ConfigError(f"--max-regression must be a positive fraction like 0.10 (10%), got {max_regression}")
-    if device_key(baseline["device"]) != device_key(current["device"]) and not allow_different_device:
-        raise EdgeftError(f"baseline and current were measured on different devices ({baseline['device'].get('cpu')}"
-                          f"{' / ' + str(baseline['device'].get('gpu')) if baseline['device'].get('gpu') else ''} vs "
-                          f"{current['device'].get('cpu')}); compare like with like, or pass --allow-different-device")
+    if not same_device(baseline["device"], current["device"]) and not allow_different_device:
+        raise EdgeftError(f"baseline and current were measured on different devices ({_device(baseline['device'])} "
+                          f"vs {_device(current['device'])}); compare like with like, or pass --allow-different-device")
     changed = [f"{k} {baseline['device'].get(k)} -> {current['device'].get(k)}" for k in RUNTIME_VERSIONS
                if baseline["device"].get(k) != current["device"].get(k)]
     if changed:  # a runtime upgrade moves latency by itself: say so next to the verdict

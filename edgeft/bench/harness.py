@@ -25,7 +25,7 @@ from edgeft import __version__, progress
 from edgeft.artifact import sha256_file
 from edgeft.bench.footprint import model_mb
 from edgeft.errors import ConfigError, EdgeftError
-from edgeft.host import cpu_model
+from edgeft.host import cpu_model, unit_flags
 from edgeft.metrics import Latency
 from edgeft.runtime.backends import model_files
 from edgeft.runtime.timing import time_calls
@@ -77,8 +77,9 @@ def reference_workload_ms(rounds: int = 15) -> float:
 
 def fingerprint() -> dict[str, Any]:
     """Where the numbers were measured: CPU, GPU, drivers and library versions (no imports of heavy libraries)."""
-    fp: dict[str, Any] = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
-                          "system": platform.system(), "python": platform.python_version(), "edgeft": __version__}
+    fp: dict[str, Any] = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "cpu_units": unit_flags(),
+                          "machine": platform.machine(), "system": platform.system(),
+                          "python": platform.python_version(), "edgeft": __version__}
     for dist in ("onnxruntime", "onnxruntime-gpu", "openvino", "torch", "tensorrt", "numpy"):
         v = _dist_version(dist)
         if v:
@@ -141,9 +142,12 @@ def clocks_locked(sys_root: str | os.PathLike = "/sys") -> dict[str, bool | None
     return {"cpu": pinned(cpus, "scaling_min_freq", "scaling_max_freq"), "gpu": pinned(gpus, "min_freq", "max_freq")}
 
 
-def device_key(fp: dict[str, Any]) -> tuple:
-    """The fields that make two fingerprints the same device for comparison purposes."""
-    return tuple(fp.get(k) for k in ("cpu", "cpu_count", "gpu", "jetson"))
+def same_device(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two fingerprints are one device for comparison purposes: CPU name and cores, GPU, Jetson model, and
+    the CPU's INT8/bf16 units where both record them (one name, "AMD EPYC", covers a Zen 3 and a Zen 4, about 2x apart;
+    results from before edgeft recorded the units still compare)."""
+    units = "cpu_units" in a and "cpu_units" in b and a["cpu_units"] != b["cpu_units"]
+    return not units and all(a.get(k) == b.get(k) for k in ("cpu", "cpu_count", "gpu", "jetson"))
 
 
 def _peak_rss_mb() -> float:

@@ -19,7 +19,9 @@ from typing import Any
 from edgeft.errors import ConfigError
 from edgeft.history.store import Row
 
-HARDWARE = ("cpu", "cpu_count", "machine", "gpu", "jetson", "power_mode")  # what makes a device another device
+# What makes a device another device. cpu_units (the INT8/bf16 units' flags): one CPU name ("AMD EPYC") covers a Zen 3
+# without VNNI or bf16 and a Zen 4 with both, whose latencies differ by about 2x.
+HARDWARE = ("cpu", "cpu_count", "cpu_units", "machine", "gpu", "jetson", "power_mode")
 VERSIONS = ("edgeft", "python", "onnxruntime", "onnxruntime-gpu", "openvino", "torch", "tensorrt", "numpy", "driver",
             "l4t")
 
