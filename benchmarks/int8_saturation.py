@@ -4,11 +4,12 @@
 
 On an x86 CPU without VNNI or AMX, ONNX Runtime runs uint8 x int8 convolutions on ``vpmaddubsw``, whose 16-bit sums
 of products saturate (ONNX Runtime's quantization docs: "reduce_range or U8U8 ... if you encounter a large accuracy
-drop"). This scores, on val and test (accuracy and the AUROC of P(positive class)), the run's FP32 model
-(``RUN/04-export-prune``) and its INT8 graph (``RUN/05-quantize``, edgeft's uint8 activations x int8 per-channel
-weights) on ort-cpu and ov-cpu, and the two remedies ONNX Runtime names, quantized here from the same FP32 file on
-the same calibration images (7-bit weights, ``reduce_range``; uint8 weights, U8U8); then times all of them in
-interleaved rounds against the FP32 model on ONNX Runtime (batch 1; median of the per-round ratios, with the range).
+drop"). This scores the run's FP32 model (``RUN/04-export-prune``) and its INT8 graph (``RUN/05-quantize``: edgeft's
+uint8 activations x int8 per-channel weights) on ort-cpu and ov-cpu, and the two remedies ONNX Runtime names,
+quantized here from the same FP32 file on the same calibration images (7-bit weights, ``reduce_range``; uint8
+weights, U8U8): on val and test, accuracy, the AUROC of P(positive class), and recall and false rejects at the
+threshold chosen on val for 95% recall. Then it times all of them in interleaved rounds against the FP32 model on
+ONNX Runtime (batch 1; median of the per-round ratios, with the range).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def remedies(fp32, calibration_manifest: Path, data: Path, out: Path) -> dict[st
 
 
 def scores(runner, meta, data: Path, positive: list[str]) -> dict[str, dict[str, float]]:
-    """Accuracy and AUROC on val and test through an (inactive) runner."""
+    """Accuracy, AUROC, and recall / false rejects at the threshold chosen on val for 95% recall, on val and test,
+    through an (inactive) runner."""
     import numpy as np
 
     from edgeft.data import load_split
@@ -57,15 +59,18 @@ def scores(runner, meta, data: Path, positive: list[str]) -> dict[str, dict[str,
     from edgeft.runtime.logits import runner_logits
     from edgeft.runtime.predictor import softmax
 
-    out = {}
+    out, threshold = {}, None
     with runner:
         for name in ("val", "test"):
             split = load_split(data, name, meta.input, classes=meta.class_names)
             p = softmax(runner_logits(runner, split.images, meta.input, desc=f"{name} {runner.name}")
                         .astype(np.float64))
             y, s = labelled_not_ok(split.labels, p, meta.class_names, positive, name)
+            d = score_decisions(y, s, positive)
+            threshold = d.false_reject_at_recall["0.95"].threshold if threshold is None else threshold
             out[name] = {"accuracy": round(float((p.argmax(1) == split.labels).mean()), 4),
-                         "auroc": round(score_decisions(y, s, positive).auroc, 4)}
+                         "auroc": round(d.auroc, 4), "recall": round(float((s >= threshold)[y].mean()), 4),
+                         "false_reject": round(float((s >= threshold)[~y].mean()), 4)}
     return out
 
 
