@@ -34,12 +34,28 @@ def test_openvino_s_layer_counters_are_grouped_and_the_floor_is_stated(cli, tiny
     doc = json.loads((tmp_path / "p.json").read_text())
     p, f = doc["profile"], doc["floor"]
     assert p["backend"] == "ov-cpu" and {"depthwise conv", "pointwise conv"} <= set(p["groups"])
+    # one thread runs one layer at a time: its layers fit in its calls (the counters' warm-up calls taken out)
     assert 0 < p["kernel_us"] and 0 < p["coverage"] <= 1.0 and p["p50_us"] > 0
     assert 0 < p["call_us"] < p["run_us"] and "a call that does no work" in r.stdout
     cost = graph_cost(tiny_onnx.model_path, (1, *[tiny_onnx.meta.input.channels, *tiny_onnx.meta.input.size]), "fp32")
     assert f["cost"]["macs"] == cost.macs > 0 and f["precision"] == "fp32" and f["peak_gmacs"] > 0
     assert f["floor_ms"] == pytest.approx(max(f["compute_ms"], f["memory_ms"]), abs=1e-3)
     assert "floor about" in r.stdout and "x the floor" in r.stdout
+
+
+def test_openvino_s_running_averages_give_the_profiled_calls_own_time():
+    """OpenVINO's CPU layer counters average every call since compile, warm-up included (a first call of 5 ms before
+    calls of 100 us): the profiled calls' own average is what the total grew by over them."""
+    from edgeft.bench.profile import since
+
+    times = [5000.0] + [100.0] * 19 + [120.0] * 200  # 20 warm-up calls, then 200 profiled ones
+
+    def average(n):
+        return sum(times[:n]) // n  # as the counter reports it: whole microseconds
+
+    assert average(220) == 140  # what a read at the end says: 17% over the profiled calls' 120 us
+    assert since(average(20), average(220), 20, 200) == pytest.approx(120, abs=1.1)
+    assert since(0.0, 0.0, 20, 200) == 0.0
 
 
 def test_graph_cost_counts_a_convolution_s_multiply_accumulates(tmp_path):

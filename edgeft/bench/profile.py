@@ -10,7 +10,8 @@ and the rest. The ONNX Runtime profile is taken on the graph it runs (its fused 
 ...), whose attributes decide a convolution's group; OpenVINO's layers are matched to the ONNX graph by name.
 
 ``coverage``: the share of each profiled call's wall time that its operators account for, the median over the calls
-(one call against itself: a host that changes speed between calls moves both alike); the rest is the runtime's own
+(one call against itself: a host that changes speed between calls moves both alike; OpenVINO's counters keep only an
+average per layer, so there it is their sum over the same calls' average wall time); the rest is the runtime's own
 work. Part of that is what any call costs it (binding the input, starting its threads, handing back an output):
 ``call_us``, a no-op graph with the same input timed the same way (ONNX Runtime's run events; OpenVINO's calls as
 the runner makes them); the remainder is its work between operators. Beside it, the p50 measured **without**
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 REPORT_FILE = "profile.json"  # where the optimize bench step keeps the final model's profile and floor
+OVER_100 = "over 100%: the runtime ran independent operators at once"  # what a share above 100% means
 
 GROUPS = ("depthwise conv", "pointwise conv", "other conv", "matmul/gemm", "elementwise", "quantize/dequantize",
           "layout", "pool/reduce", "input/output", "other")
@@ -62,9 +64,10 @@ class Profile:
     backend: str
     threads: int
     calls: int
-    run_us: float  # the median profiled call's wall time
+    run_us: float  # a profiled call's wall time: the median (ONNX Runtime), the average (OpenVINO, whose counters are)
     p50_us: float  # the median call without profiling, same runtime, same process
-    coverage: float  # the median over the profiled calls of the share of the call its operators account for
+    coverage: float  # the share of a profiled call its operators account for: the median over the calls of each
+    # call's share (ONNX Runtime's events are per call); OpenVINO's averages over the calls' average wall time
     ops: list[OpTime] = field(default_factory=list)
     call_us: float | None = None  # a call that does no work (a no-op graph with this input), timed as run_us is
 
@@ -104,7 +107,7 @@ class Profile:
         lines = [f"{name} on {self.backend} ({self.threads} threads, {self.calls} calls): p50 "
                  f"{self.p50_us / 1000:.3f} ms unprofiled, {self.run_us / 1000:.3f} ms profiled; operators "
                  f"{self.kernel_us / 1000:.3f} ms, {self.coverage:.0%} of a profiled call"
-                 + (" (over 100%: the runtime ran independent operators at once)" if self.coverage > 1 else "")
+                 + (f" ({OVER_100})" if self.coverage > 1 else "")
                  + (f"; a call that does no work {self.call_us / 1000:.3f} ms ({self.call_share:.0%}: together "
                     f"{self.coverage + self.call_share:.0%})" if self.call_us is not None else "")]
         for g, v in sorted(self.groups().items(), key=lambda kv: -kv[1]["us"]):
@@ -258,10 +261,25 @@ def ov_group(node_type: str, exec_type: str, onnx_op: tuple[str, dict[str, Any],
     return "other"
 
 
+def _ov_counters(request, ov) -> dict[str, tuple[float, str, str]]:
+    """Each executed layer's (average microseconds per call since compile, layer type, kernel) from OpenVINO's
+    per-layer counters (``PERF_COUNT``)."""
+    return {i.node_name: (i.real_time.total_seconds() * 1e6, i.node_type, i.exec_type)
+            for i in request.get_profiling_info() if i.status == ov.ProfilingInfo.Status.EXECUTED}
+
+
+def since(avg_before: float, avg_after: float, before: int, calls: int) -> float:
+    """A layer's average time over the last ``calls`` calls, from OpenVINO's CPU counter, which holds its average over
+    every call since the model was compiled (in whole microseconds): ``avg_before`` after ``before`` calls,
+    ``avg_after`` after ``calls`` more. Warm-up calls left in would count the first one, many times the rest."""
+    return max((avg_after * (before + calls) - avg_before * before) / calls, 0.0)
+
+
 def profile_ov(model: str | Path, shape: tuple[int, ...], threads: int = 2, precision: str = "f32", calls: int = 200,
                warmup: int = 20) -> Profile:
     """``calls`` profiled calls of ``model`` (an ONNX file) on OpenVINO's CPU plugin at ``precision`` (f32, bf16),
-    from its per-layer counters (``PERF_COUNT``): each executed layer's real time, the median over the calls."""
+    from its per-layer counters (``PERF_COUNT``): each executed layer's average real time over the profiled calls
+    (the counters average every call, so the warm-up calls are taken out), against the calls' average wall time."""
     import time
 
     from edgeft.runtime.openvino import ov_module
@@ -273,31 +291,23 @@ def profile_ov(model: str | Path, shape: tuple[int, ...], threads: int = 2, prec
     m = core.read_model(str(model))
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     graph = _graph_ops(Path(model))
-    per_layer: dict[str, list[float]] = {}
-    kinds: dict[str, tuple[str, str]] = {}
     runs: list[float] = []
-    shares: list[float] = []
+
     def call(request) -> None:  # as the runner calls it (edgeft.runtime.openvino.OpenVINORunner._run)
         request.set_input_tensor(ov.Tensor(x, shared_memory=True))
         request.infer()
 
     profiled = core.compile_model(m, "CPU", {**config, "PERF_COUNT": True}).create_infer_request()
-    for i in range(warmup + calls):
+    for _ in range(warmup):
+        call(profiled)
+    before = _ov_counters(profiled, ov)
+    for _ in range(calls):
         t0 = time.perf_counter()
         call(profiled)
-        wall = (time.perf_counter() - t0) * 1e6
-        if i < warmup:
-            continue
-        runs.append(wall)
-        in_layers = 0.0
-        for info in profiled.get_profiling_info():
-            if info.status != ov.ProfilingInfo.Status.EXECUTED:
-                continue
-            us = info.real_time.total_seconds() * 1e6
-            per_layer.setdefault(info.node_name, []).append(us)
-            kinds[info.node_name] = (info.node_type, info.exec_type)
-            in_layers += us
-        shares.append(in_layers / wall)
+        runs.append((time.perf_counter() - t0) * 1e6)
+    ops = [OpTime(name, f"{node_type} ({exec_type})", ov_group(node_type, exec_type, graph.get(name)),
+                  since(before.get(name, (0.0,))[0], avg, warmup, calls))
+           for name, (avg, node_type, exec_type) in _ov_counters(profiled, ov).items()]
     del profiled  # one compiled model at a time: an idle one's worker threads would contend with the timed one
     plain = core.compile_model(m, "CPU", config).create_infer_request()
     p50_us = time_calls(lambda: call(plain), warmup=warmup, iters=calls)["p50_ms"] * 1000
@@ -306,11 +316,10 @@ def profile_ov(model: str | Path, shape: tuple[int, ...], threads: int = 2, prec
         noop = core.compile_model(core.read_model(str(noop_model(shape, Path(tmp) / "noop.onnx"))), "CPU",
                                   config).create_infer_request()
         call_us = time_calls(lambda: call(noop), warmup=warmup, iters=calls)["p50_ms"] * 1000
-    ops = [OpTime(name, f"{kinds[name][0]} ({kinds[name][1]})", ov_group(*kinds[name], graph.get(name)),
-                  float(statistics.median(ts + [0.0] * (len(runs) - len(ts))))) for name, ts in per_layer.items()]
+    run_us = statistics.fmean(runs)  # the counters give averages: the calls' average is what they share
     return Profile(model=str(model), backend="ov-cpu" + ("-bf16" if precision == "bf16" else ""), threads=threads,
-                   calls=len(runs), run_us=float(statistics.median(runs)), p50_us=p50_us,
-                   coverage=float(statistics.median(shares)), ops=ops, call_us=call_us)
+                   calls=len(runs), run_us=run_us, p50_us=p50_us, coverage=sum(o.us for o in ops) / run_us, ops=ops,
+                   call_us=call_us)
 
 
 def profile(model: str | Path, shape: tuple[int, ...], backend: str = "ort-cpu", threads: int = 2,

@@ -286,7 +286,7 @@ def _tables(recipe, run: Path, steps, results, rows: list[Row], gates: list[Gate
 def profile_section(run: Path, steps) -> dict[str, Any] | None:
     """Where the final model's time goes (the bench step's ``profile.json``): lines and a table of operator groups,
     with the share of the measured p50 they account for and the floor this CPU could reach for the model."""
-    from edgeft.bench.profile import REPORT_FILE
+    from edgeft.bench.profile import OVER_100, REPORT_FILE
 
     doc = next((json.loads((run / s.name / REPORT_FILE).read_text()) for s in steps
                 if s.stage == "bench" and (run / s.name / REPORT_FILE).is_file()), None)
@@ -300,7 +300,7 @@ def profile_section(run: Path, steps) -> dict[str, Any] | None:
     call = min(p["call_us"] / 1000 / run, rest) if p.get("call_us") is not None and run else None
     lines = [f"{doc['step']} on {doc['backend']} ({p['threads']} threads, {p['calls']} profiled calls): its operators "
              f"account for {cov * 100:.0f}% of a profiled call (the median over the calls"
-             + ("; over 100%: the runtime ran independent operators at once" if cov > 1 else "") + ")"
+             + (f"; {OVER_100}" if cov > 1 else "") + ")"
              + (f", what any call costs the runtime (a no-op graph with this input, timed the same way) "
                 f"{call * 100:.0f}%: together {(cov + call) * 100:.0f}%; the rest, about {(rest - call) * run:.3f} ms, "
                 "is its work between operators" if call is not None else
