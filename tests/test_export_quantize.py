@@ -146,6 +146,26 @@ def test_ptq_writes_a_qdq_int8_artifact(trained, manifest, tiny_data, tmp_path, 
         quantize(q.path, tmp_path / "again", cfg, manifest, tiny_data)
 
 
+def test_an_int8_model_measured_elsewhere_warns_where_onnx_runtime_s_int8_may_saturate(trained, manifest, tiny_data,
+                                                                                        tmp_path, monkeypatch):
+    """The INT8 artifact records the machine its numbers were measured on; the camera running it on ONNX Runtime on
+    a CPU without VNNI, after measurement on another machine, says that its scores can move there."""
+    from edgeft import artifact, host
+    from edgeft.runtime.backends import machine_key
+    from edgeft.runtime.predictor import Predictor
+
+    q = quantize(trained.path, tmp_path / "int8", QuantizeConfig(calib_method="minmax", auto_exclude=False,
+                                                                    threads=1), manifest, tiny_data)
+    assert q.meta.extra["measured_on"] == machine_key()
+    with Predictor(q.path, backend="ort-cpu") as here:
+        assert "saturate" not in here.backend_reason
+    artifact.update_metrics(q, {}, extra={"measured_on": "Intel Xeon x2 (amx_int8, amx_bf16)"})
+    monkeypatch.setattr(host, "cpu_flags", lambda cpuinfo=None: frozenset({"avx2", "fma"}))
+    with Predictor(q.path, backend="ort-cpu") as camera:
+        assert "measured on Intel Xeon x2 (amx_int8, amx_bf16)" in camera.backend_reason
+        assert "can saturate" in camera.backend_reason
+
+
 def test_quantize_cli(cli, trained, manifest, tiny_data, tmp_path):
     r = cli("quantize", trained.path, "--out", tmp_path / "q", "--calib", manifest, "--data", tiny_data,
             "--calib-method", "percentile", "--threads", "1")

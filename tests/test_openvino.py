@@ -147,8 +147,8 @@ def test_the_cpu_s_precision_units_are_read_from_its_flags():
 
 def test_one_cpu_name_with_other_units_is_another_machine_and_int8_there_is_flagged(tiny_onnx, tmp_path, monkeypatch):
     """"AMD EPYC" is a Zen 3 (no VNNI, no bf16) and a Zen 4 (both): the machine a runtime choice was measured on is
-    named with its units, so a choice made on one is not taken for the other's; an INT8 model pinned to ONNX Runtime
-    on a Zen 4, run on a Zen 3, says that ONNX Runtime's INT8 kernels can saturate there and how to check."""
+    named with its units, so a choice made on one is not taken for the other's; an INT8 model measured on a Zen 4 and
+    run on ONNX Runtime on a Zen 3 says that ONNX Runtime's INT8 kernels can saturate there and how to check."""
     from edgeft.host import int8_may_saturate, unit_flags
 
     assert unit_flags(set(XEON_SPR.split())) == ["amx_int8", "amx_bf16"]
@@ -164,12 +164,18 @@ def test_one_cpu_name_with_other_units_is_another_machine_and_int8_there_is_flag
     zen3 = backends_mod.machine_key()
     assert zen4.startswith("AMD EPYC x") and zen4.endswith("(avx512_vnni, avx512_bf16)")
     assert zen3.endswith("(no INT8 or bf16 unit)") and zen3 != zen4 == record["machine"]
-    files = {"model.onnx": tiny_onnx.model_path}
-    b, why = backends_mod.choose_with_reason("auto", files, recorded=record)
+    b, why = backends_mod.choose_with_reason("auto", {"model.onnx": tiny_onnx.model_path}, recorded=record)
     assert b.name == "ort-cpu" and f"chosen as fastest on {zen4}, not this machine ({zen3})" in why
-    assert "ONNX Runtime's INT8 kernels can saturate" in why and "edgeft eval --backend ort-cpu" in why
-    _, fp32_why = backends_mod.choose_with_reason("auto", files, recorded={**record, "model_precision": "fp32"})
-    assert "not this machine" in fp32_why and "saturate" not in fp32_why
+    int8 = {"quantized": "int8", "target": "ort-cpu", "measured_on": zen4}
+    note = backends_mod.int8_note("ort-cpu", int8)
+    assert f"measured on {zen4}" in note and "ONNX Runtime's INT8 kernels can saturate" in note
+    assert "edgeft eval --backend ort-cpu" in note and "ov-cpu" in note
+    assert backends_mod.int8_note("ort-cpu", {"quantized": "int8", "runtime": record}) != ""  # the ship's record
+    for backend, extra in (("ov-cpu", int8), ("ort-cpu", {**int8, "measured_on": zen3}), ("ort-cpu", {}),
+                           ("ort-cpu", {**int8, "target": "tensorrt"}), ("ort-cpu", {"quantized": "int8"})):
+        assert backends_mod.int8_note(backend, extra) == ""  # another runtime, this machine, FP32, unknown
+    monkeypatch.setattr("edgeft.host.cpu_flags", lambda cpuinfo=None: frozenset(EPYC_ZEN4.split()))
+    assert backends_mod.int8_note("ort-cpu", {**int8, "measured_on": zen3}) == ""  # a CPU with VNNI
 
 
 def test_bf16_runs_where_the_cpu_has_a_unit_and_is_refused_in_one_line_elsewhere(cli, trained, tiny_data,

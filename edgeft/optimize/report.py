@@ -286,7 +286,7 @@ def _tables(recipe, run: Path, steps, results, rows: list[Row], gates: list[Gate
 def profile_section(run: Path, steps) -> dict[str, Any] | None:
     """Where the final model's time goes (the bench step's ``profile.json``): lines and a table of operator groups,
     with the share of the measured p50 they account for and the floor this CPU could reach for the model."""
-    from edgeft.bench.profile import OVER_100, REPORT_FILE
+    from edgeft.bench.profile import OVER_100, REPORT_FILE, statistic
 
     doc = next((json.loads((run / s.name / REPORT_FILE).read_text()) for s in steps
                 if s.stage == "bench" and (run / s.name / REPORT_FILE).is_file()), None)
@@ -299,7 +299,7 @@ def profile_section(run: Path, steps) -> dict[str, Any] | None:
     rest = max(1 - cov, 0)
     call = min(p["call_us"] / 1000 / run, rest) if p.get("call_us") is not None and run else None
     lines = [f"{doc['step']} on {doc['backend']} ({p['threads']} threads, {p['calls']} profiled calls): its operators "
-             f"account for {cov * 100:.0f}% of a profiled call (the median over the calls"
+             f"account for {cov * 100:.0f}% of a profiled call (the {statistic(doc['backend'])} over the calls"
              + (f"; {OVER_100}" if cov > 1 else "") + ")"
              + (f", what any call costs the runtime (a no-op graph with this input, timed the same way) "
                 f"{call * 100:.0f}%: together {(cov + call) * 100:.0f}%; the rest, about {(rest - call) * run:.3f} ms, "
@@ -315,7 +315,8 @@ def profile_section(run: Path, steps) -> dict[str, Any] | None:
         rest -= call
     if rest > 0:
         rows.append(["runtime's own work between operators", f"{rest * run:.3f}", f"{rest * 100:.1f}%", "—"])
-    return {"lines": lines, "table": (["group", "ms a call (median)", "share of a profiled call", "operators"], rows)}
+    return {"lines": lines, "table": (["group", f"ms a call ({statistic(doc['backend'])})", "share of a profiled call",
+                                       "operators"], rows)}
 
 
 def _bench_note(doc: dict[str, Any] | None) -> str:

@@ -358,11 +358,15 @@ def graph_metrics(fp32: Path, int8: Path, cfg: QuantizeConfig, lat: dict[str, fl
 def _int8_extra(parent: art.Artifact, cfg: QuantizeConfig, excluded_groups: list[dict[str, Any]],
                 exclude: list[str], exclusion_check: dict[str, Any] | None) -> dict[str, Any]:
     """What the INT8 artifact records about its quantization: format, types, and what stayed in FP32 and why."""
+    from edgeft.runtime.backends import machine_key
+
     return {"quantized": "int8", "target": cfg.target, "format": "QDQ",
             "activations": "int8 symmetric" if cfg.target == "tensorrt" else "uint8 asymmetric",
             "weights": "int8 symmetric per-channel" if cfg.per_channel else "int8 symmetric",
             "excluded_groups": excluded_groups, "excluded_nodes": exclude, "exclusion_check": exclusion_check,
-            "pruned_spec": parent.meta.extra.get("pruned_spec")}
+            "pruned_spec": parent.meta.extra.get("pruned_spec"),
+            # where its numbers were measured: ONNX Runtime's INT8 computes otherwise on a CPU without VNNI
+            "measured_on": machine_key()}
 
 
 def summary(artifact: art.Artifact) -> str:

@@ -276,8 +276,6 @@ def choose_with_reason(name: str, files: dict[str, Path], measured: dict[str, An
     (:func:`runtime_record`, the search's choice); ``scored_with``: the backend the model's operating point was chosen
     on (its policy's). ``auto`` runs the recorded (else the scored) backend where it can, and says why not where it
     cannot; another backend asked for by name runs, with the reason saying decisions near the threshold may differ."""
-    from edgeft.host import int8_may_saturate
-
     pinned = (recorded or {}).get("backend") or scored_with
     if pinned and pinned in BACKENDS:
         s = BACKENDS[pinned]
@@ -291,10 +289,6 @@ def choose_with_reason(name: str, files: dict[str, Path], measured: dict[str, An
             if where and where != machine_key():
                 why += (f"; chosen as fastest on {where}, not this machine ({machine_key()}): `edgeft bench --backend "
                         f"{pinned}` measures it here")
-                if pinned == "ort-cpu" and recorded.get("model_precision") == "int8" and int8_may_saturate():
-                    why += ("; this CPU has no INT8 dot-product unit (VNNI), on which ONNX Runtime's INT8 kernels can "
-                            "saturate and move the scores: re-score it here (`edgeft eval --backend ort-cpu`) or run "
-                            "it on ov-cpu")
             return s, why
         if name == "auto":
             missing = s.why_not() or "it cannot run this file"
@@ -325,6 +319,22 @@ def choose_with_reason(name: str, files: dict[str, Path], measured: dict[str, An
         return first, f"measured fastest here was {record['fastest']}, which is not available now; default order"
     return fastest, (f"measured fastest on this machine: {record['fastest']}, median of {record['rounds']} paired "
                      f"rounds {record['ratio']:.2f}x ({record['measured']})")
+
+
+def int8_note(backend: str, extra: dict[str, Any]) -> str:
+    """A warning for an INT8 model (uint8 activations) about to run on ONNX Runtime on a CPU without VNNI or AMX, when
+    its numbers were measured on another machine (``extra``: its meta.json extra; ``measured_on`` as the quantize
+    stage records it, else the machine its runtime was chosen on): ONNX Runtime's INT8 kernels saturate there and
+    can move the scores far (an ELPV classifier: val accuracy 84% -> 42%; docs/deploy.md). Empty otherwise."""
+    from edgeft.host import int8_may_saturate
+
+    where = extra.get("measured_on") or (extra.get("runtime") or {}).get("machine")
+    if backend != "ort-cpu" or extra.get("quantized") != "int8" or extra.get("target") == "tensorrt" \
+            or not where or where == machine_key() or not int8_may_saturate():
+        return ""
+    return (f"its INT8 numbers were measured on {where}; this CPU ({machine_key()}) has no INT8 dot-product unit, on "
+            "which ONNX Runtime's INT8 kernels can saturate and move the scores: re-score it here (`edgeft eval "
+            "--backend ort-cpu`) or run it on ov-cpu")
 
 
 def machine_key() -> str:

@@ -14,11 +14,12 @@ from typing import Sequence
 
 import numpy as np
 
+from edgeft import progress
 from edgeft.contract import InputContract
 from edgeft.decision import Policy, read_policy
 from edgeft.errors import ArtifactError, ConfigError
 from edgeft.tasks import registry as tasks
-from edgeft.runtime.backends import choose_with_reason
+from edgeft.runtime.backends import choose_with_reason, int8_note
 from edgeft.runtime.runner import ONNX_META_KEY, Runner  # noqa: F401 (ONNX_META_KEY: where readers find it)
 
 
@@ -99,6 +100,10 @@ class Predictor:
         self.backend, self.backend_reason = choose_with_reason(backend, files, measured,
                                                                self.policy.scored_with if self.policy else None,
                                                                recorded)
+        note = int8_note(self.backend.name, a.meta.extra) if artifact_dir is not None else ""
+        if note:
+            self.backend_reason += f"; {note}"
+            progress.warn(note)
         self.runner: Runner = self.backend.make(files[self.backend.model_file], artifact_dir, threads)
         self.runner.activate()
         if artifact_dir is None:  # a bare .onnx: its metadata comes from the runtime that reads it
