@@ -74,6 +74,26 @@ def scores(runner, meta, data: Path, positive: list[str]) -> dict[str, dict[str,
     return out
 
 
+def paired(runners: dict, base: str, contract, rounds: int) -> dict[str, dict]:
+    """Each (inactive) runner timed in ``rounds`` interleaved rounds (batch 1): its p50 and its speed-up over
+    ``runners[base]``, the median of the per-round ratios, with the range."""
+    from edgeft.runtime.timing import runner_rounds
+
+    for r in runners.values():
+        r.activate()
+    try:
+        times = runner_rounds(runners, (1, contract.channels, *contract.size), rounds, iters=30, min_seconds=0.25)
+    finally:
+        for r in runners.values():
+            r.deactivate()
+    out = {}
+    for k, t in times.items():
+        ratios = [b / x for b, x in zip(times[base], t)]
+        out[k] = {"p50_ms": round(statistics.median(t), 3), "speedup": round(statistics.median(ratios), 3),
+                  "range": [round(min(ratios), 3), round(max(ratios), 3)], "rounds": len(ratios)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True)
@@ -88,7 +108,6 @@ def main() -> None:
     from edgeft.host import cpu_model, int8_may_saturate, unit_flags
     from edgeft.runtime.backends import OrtRunner
     from edgeft.runtime.openvino import OpenVINORunner
-    from edgeft.runtime.timing import runner_rounds
 
     fp32, int8 = artifact.load(a.run / "04-export-prune"), artifact.load(a.run / "05-quantize")
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,20 +120,8 @@ def main() -> None:
                     for k, f in files.items() for rt in ("ort-cpu", "ov-cpu")}
 
         quality = {k: scores(r, fp32.meta, a.data, a.positive) for k, r in runners().items()}
-        timed = runners()
-        for r in timed.values():
-            r.activate()
-        try:
-            c = fp32.meta.input
-            times = runner_rounds(timed, (1, c.channels, *c.size), a.rounds, iters=30, min_seconds=0.25)
-        finally:
-            for r in timed.values():
-                r.deactivate()
-    base = times["fp32@ort-cpu"]
-    for k, t in times.items():
-        ratios = [b / x for b, x in zip(base, t)]
-        quality[k].update(p50_ms=round(statistics.median(t), 3), speedup=round(statistics.median(ratios), 3),
-                          range=[round(min(ratios), 3), round(max(ratios), 3)])
+        for k, speed in paired(runners(), "fp32@ort-cpu", fp32.meta.input, a.rounds).items():
+            quality[k].update(speed)
     print(json.dumps({"cpu": cpu_model(), "units": unit_flags(), "int8_may_saturate": int8_may_saturate(),
                       "reference_ms": reference_workload_ms(), "rounds": a.rounds, "paths": quality}, indent=1))
 

@@ -14,8 +14,8 @@ OpenVINO-native INT8 as a candidate "where it measures faster"; this is that mea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -39,8 +39,9 @@ def nncf_model(fp32, data: Path, n: int, out: Path) -> tuple[Path, float]:
     samples = [contract.normalize(images[i:i + 1]) for i in range(len(images))]
     t0 = time.time()
     model = ov.Core().read_model(str(fp32.model_path))
-    quantized = nncf.quantize(model, nncf.Dataset(samples), preset=nncf.QuantizationPreset.PERFORMANCE,
-                              subset_size=len(samples))
+    with contextlib.redirect_stdout(sys.stderr):  # its progress bar: stdout is this script's JSON
+        quantized = nncf.quantize(model, nncf.Dataset(samples), preset=nncf.QuantizationPreset.PERFORMANCE,
+                                  subset_size=len(samples))
     path = out / "model.xml"
     ov.save_model(quantized, str(path))
     return path, time.time() - t0
@@ -67,8 +68,7 @@ def main() -> None:
     from edgeft.host import cpu_model, precision_units
     from edgeft.runtime.backends import OrtRunner
     from edgeft.runtime.openvino import OpenVINORunner
-    from edgeft.runtime.timing import runner_rounds
-    from int8_saturation import scores
+    from int8_saturation import paired, scores
 
     fp32, int8, ref = artifact.load(a.fp32), artifact.load(a.int8), artifact.load(a.reference)
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,20 +80,8 @@ def main() -> None:
                     "qdq-int8@ort-cpu": OrtRunner(int8.model_path, "CPUExecutionProvider", a.threads)}
 
         quality_of = {k: scores(r, int8.meta, a.data, a.positive) for k, r in runners().items()}
-        timed = {"base": OrtRunner(ref.model_path, "CPUExecutionProvider", a.threads), **runners()}
-        for r in timed.values():
-            r.activate()
-        try:
-            c = ref.meta.input
-            times = runner_rounds(timed, (1, c.channels, *c.size), a.rounds, iters=30, min_seconds=0.25)
-        finally:
-            for r in timed.values():
-                r.deactivate()
-    speed = {}
-    for k, t in times.items():
-        ratios = [b / x for b, x in zip(times["base"], t)]
-        speed[k] = {"p50_ms": round(statistics.median(t), 3), "speedup": round(statistics.median(ratios), 3),
-                    "range": [round(min(ratios), 3), round(max(ratios), 3)], "rounds": len(ratios)}
+        speed = paired({"base": OrtRunner(ref.model_path, "CPUExecutionProvider", a.threads), **runners()}, "base",
+                       ref.meta.input, a.rounds)
     print(json.dumps({"cpu": cpu_model(), "units": precision_units(), "reference_ms": reference_workload_ms(),
                       "nncf": nncf.__version__, "nncf_seconds": round(nncf_s, 1),
                       "calib_images": a.calib_images, "speed": speed, "quality": quality_of}, indent=1))
