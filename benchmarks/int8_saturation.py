@@ -77,15 +77,9 @@ def scores(runner, meta, data: Path, positive: list[str]) -> dict[str, dict[str,
 def paired(runners: dict, base: str, contract, rounds: int) -> dict[str, dict]:
     """Each (inactive) runner timed in ``rounds`` interleaved rounds (batch 1): its p50 and its speed-up over
     ``runners[base]``, the median of the per-round ratios, with the range."""
-    from edgeft.runtime.timing import runner_rounds
+    from edgeft.runtime.timing import paired_rounds
 
-    for r in runners.values():
-        r.activate()
-    try:
-        times = runner_rounds(runners, (1, contract.channels, *contract.size), rounds, iters=30, min_seconds=0.25)
-    finally:
-        for r in runners.values():
-            r.deactivate()
+    times = paired_rounds(runners, (1, contract.channels, *contract.size), rounds)
     out = {}
     for k, t in times.items():
         ratios = [b / x for b, x in zip(times[base], t)]

@@ -311,19 +311,13 @@ def time_paired(cands: list[Any], baseline: Path, models: dict[str, art.Artifact
     search's and the ship step's) on its runtime, its model ``models[key]``, against the ``baseline`` ONNX file on
     ONNX Runtime, all interleaved in the same ``rounds``: each one's p50 and its per-round paired speed-ups."""
     from edgeft.runtime.backends import BACKENDS, OrtRunner
-    from edgeft.runtime.timing import runner_rounds
+    from edgeft.runtime.timing import paired_rounds
 
     runners = {"base": OrtRunner(baseline, "CPUExecutionProvider", threads)}
     for c in cands:
         runners[c.key] = BACKENDS[c.runtime].make(models[c.key].model_path, models[c.key].path, threads)
     contract = models[cands[0].key].meta.input
-    for r in runners.values():
-        r.activate()
-    try:
-        times = runner_rounds(runners, (1, contract.channels, *contract.size), rounds, iters=30, min_seconds=0.25)
-    finally:
-        for r in runners.values():
-            r.deactivate()
+    times = paired_rounds(runners, (1, contract.channels, *contract.size), rounds)
     for c in cands:
         c.p50_ms = round(statistics.median(times[c.key]), 3)
         c.baseline_p50_ms = round(statistics.median(times["base"]), 3)

@@ -79,6 +79,19 @@ def runner_rounds(runners: dict[str, Any], shape: tuple[int, ...], rounds: int =
     return _rounds({k: (lambda r=r: r.infer(x)) for k, r in runners.items()}, rounds, iters, min_seconds)
 
 
+def paired_rounds(runners: dict[str, Any], shape: tuple[int, ...], rounds: int, iters: int = 30,
+                  min_seconds: float = 0.25) -> dict[str, list[float]]:
+    """:func:`runner_rounds` for runners not yet active: all activated first (each holds its session or compiled
+    model while the others run, as in the rounds), released after, also when a call fails."""
+    for r in runners.values():
+        r.activate()
+    try:
+        return runner_rounds(runners, shape, rounds, iters, min_seconds)
+    finally:
+        for r in runners.values():
+            r.deactivate()
+
+
 def ort_rounds(paths: dict[str, Any], shape: tuple[int, ...], threads: int = 2, rounds: int = 3,
                iters: int = 40, min_seconds: float = 0.5) -> dict[str, list[float]]:
     """p50 ONNX Runtime CPU latency of several models per round, the models interleaved within each round so
