@@ -34,12 +34,6 @@ import numpy as np
 REPORT_FILE = "profile.json"  # where the optimize bench step keeps the final model's profile and floor
 OVER_100 = "over 100%: the runtime ran independent operators at once"  # what a share above 100% means
 
-
-def statistic(backend: str) -> str:
-    """Which statistic over the profiled calls a profile on ``backend`` gives: ONNX Runtime's profiler times every
-    call, OpenVINO's counters keep an average per layer."""
-    return "average" if backend.startswith("ov-") else "median"
-
 GROUPS = ("depthwise conv", "pointwise conv", "other conv", "matmul/gemm", "elementwise", "quantize/dequantize",
           "layout", "pool/reduce", "input/output", "other")
 _ELEMENTWISE = {"Add", "Mul", "Sub", "Div", "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Swish", "Silu",
@@ -59,7 +53,13 @@ class OpTime:
     name: str
     op: str
     group: str
-    us: float  # per call, the median over the profiled calls
+    us: float  # per call over the profiled calls: their median (ONNX Runtime), their average (OpenVINO)
+
+
+def statistic(backend: str) -> str:
+    """Which statistic over the profiled calls a profile on ``backend`` gives: ONNX Runtime's profiler times every
+    call, OpenVINO's counters keep an average per layer."""
+    return "average" if backend.startswith("ov-") else "median"
 
 
 @dataclass

@@ -9,11 +9,10 @@ scored on val there by the task (its threshold chosen there by the model's rule)
 against the run's first model on val, and timed against the first model's FP32 ONNX file on ONNX Runtime in the same
 interleaved rounds (paired per-round ratios). The fastest that passes every gate ships: within 2% (one speed to the
 rounds) the one computing at its own precision goes first, then the fewer val false rejects at its operating point;
-when none passes, the smallest worst miss. The step's
-artifact is the chosen model with the runtime recorded (``extra.runtime``, which the camera's ``auto`` runs), its
-policy chosen on that runtime's val scores, and its held-out numbers measured there (``Task.measure_shipped``);
-``ship.json`` beside it keeps every candidate for the report (read by ``edgeft.optimize.rows.load_choice``). Test is
-never read to choose.
+when none passes, the smallest worst miss. The step's artifact is the chosen model with the runtime recorded
+(``extra.runtime``, which the camera's ``auto`` runs), its policy chosen on that runtime's val scores, and its
+held-out numbers measured there (``Task.measure_shipped``); ``ship.json`` beside it keeps every candidate for the
+report (read by ``edgeft.optimize.rows.load_choice``). Test is never read to choose.
 """
 
 from __future__ import annotations
