@@ -503,16 +503,14 @@ def optimize(recipe: Recipe, out: str | os.PathLike | None = None, resume: bool 
     if run.exists() and any(run.iterdir()) and not (resume or force or only):
         raise EdgeftError(f"{run} exists; pass --resume to continue it, --force to start over, or another --out")
     prepare(recipe)
-    if recipe.search is not None or "ship" in recipe.stages:  # a choice with no runtime here: refused up front
-        from edgeft.optimize.search import check_runtimes
+    from edgeft.optimize.search import check_resume, check_runtimes
 
-        check_runtimes(*((recipe.search.runtimes, "search.runtimes") if recipe.search is not None else
-                         (recipe.sections["ship"].runtimes, "ship.runtimes")))
-    if recipe.search is not None:
-        from edgeft.optimize.search import check_resume
-
+    if recipe.search is not None:  # a choice with no runtime here is refused before any stage
+        check_runtimes(recipe.search.runtimes, "search.runtimes")
         if resume and not force:
             check_resume(recipe, run)
+    elif "ship" in recipe.stages:
+        check_runtimes(recipe.sections["ship"].runtimes, "ship.runtimes")
     if force and run.exists():
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
