@@ -455,8 +455,10 @@ def test_among_one_speed_the_fewer_val_false_rejects_ship():
     assert srch.fastest([int8_ov, fp32_ort, more_recall]) is more_recall
     clearly_faster = cand("macs0.50-ptq@ov-cpu", "ptq", "ov-cpu", 1.80, 0.951, 0.657)
     assert srch.fastest([clearly_faster, fp32_ort]) is clearly_faster
-    no_policy = srch.Candidate("macs0.50-ptq@ort-cpu", 0.5, "ptq", "ort-cpu", status="pass", speedups=[1.0])
-    assert no_policy.recall is None and srch.fastest([no_policy]) is no_policy
+    # without a decision section there is no operating point: the faster of one speed ships
+    slow, fast = (srch.Candidate(k, 0.5, m, rt, status="pass", speedups=[s]) for k, m, rt, s in (
+        ("macs0.50-fp32@ort-cpu", "fp32", "ort-cpu", 1.66), ("macs0.50-ptq@ov-cpu", "ptq", "ov-cpu", 1.67)))
+    assert slow.recall is None and slow.false_reject is None and srch.fastest([slow, fast]) is fast
     # the ship step's choices carry the same two numbers
     ship_int8 = Choice("int8@ov-cpu", "05-quantize", "int8", "ov-cpu", "pass", recall=0.951, false_reject=0.657,
                        speedups=[1.67])
