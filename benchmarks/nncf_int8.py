@@ -7,8 +7,8 @@ NNCF quantizes the pruned FP32 ONNX model for OpenVINO (``nncf.quantize``, the p
 class-balanced train images edgeft calibrates with); it is then timed on ov-cpu beside edgeft's INT8 QDQ graph on
 ov-cpu and ort-cpu, against the fine-tuned FP32 model on ONNX Runtime in the same interleaved rounds (batch 1; each
 speed-up the median of the per-round p50 ratios, with the range), and scored on val and test: accuracy, AUROC of
-P(positive class), and recall / false rejects at the threshold chosen on val for 95% recall. Issue #40 asks for
-OpenVINO-native INT8 as a candidate "where it measures faster"; this is that measurement.
+P(positive class), and recall / false rejects at the threshold chosen on val for 95% recall. OpenVINO-native INT8
+would be a candidate of the search only where this measures it faster.
 """
 
 from __future__ import annotations

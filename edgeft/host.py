@@ -62,7 +62,7 @@ def unit_flags(flags: frozenset[str] | set[str] | None = None) -> list[str]:
 def int8_may_saturate(flags: frozenset[str] | set[str] | None = None) -> bool:
     """An x86 CPU without a VNNI or AMX unit: ONNX Runtime's INT8 convolutions (uint8 activations x int8 weights) run
     on ``vpmaddubsw`` there, whose 16-bit sums of products saturate, so an INT8 model's scores can move far from those
-    measured on a CPU with a dot-product unit (ELPV: val AUROC 0.842 FP32, 0.736 INT8 on ONNX Runtime, 0.851 the same
-    file on OpenVINO; docs/experiments.md). OpenVINO's INT8 kernels did not saturate on that CPU."""
+    measured on a CPU with a dot-product unit, depending on the model and its calibration; OpenVINO's INT8 kernels
+    do not (measured: docs/experiments.md, the CPU paths of a host without VNNI)."""
     f = cpu_flags() if flags is None else frozenset(flags)
     return "avx2" in f and precision_units(f)["int8"] is None

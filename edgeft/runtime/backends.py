@@ -325,8 +325,7 @@ def int8_note(backend: str, extra: dict[str, Any]) -> str:
     """A warning for an INT8 model (uint8 activations) about to run on ONNX Runtime on a CPU without VNNI or AMX, when
     its numbers were measured on another machine (``extra``: its meta.json extra; ``measured_on`` as the quantize
     stage records it, else the machine its runtime was chosen on): ONNX Runtime's INT8 kernels saturate there and
-    can move the scores far (an ELPV classifier's INT8 file: val accuracy 83.5% on OpenVINO, 42% on ONNX Runtime;
-    docs/deploy.md). Empty otherwise."""
+    can move the scores far (:func:`edgeft.host.int8_may_saturate`). Empty otherwise."""
     from edgeft.host import int8_may_saturate
 
     where = extra.get("measured_on") or (extra.get("runtime") or {}).get("machine")
