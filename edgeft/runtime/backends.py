@@ -328,11 +328,11 @@ def int8_note(backend: str, extra: dict[str, Any]) -> str:
     can move the scores far (:func:`edgeft.host.int8_may_saturate`). Empty otherwise."""
     from edgeft.host import int8_may_saturate
 
-    where = extra.get("measured_on") or (extra.get("runtime") or {}).get("machine")
+    where, here = extra.get("measured_on") or (extra.get("runtime") or {}).get("machine"), machine_key()
     if backend != "ort-cpu" or extra.get("quantized") != "int8" or extra.get("target") == "tensorrt" \
-            or not where or where == machine_key() or not int8_may_saturate():
+            or not where or where == here or not int8_may_saturate():
         return ""
-    return (f"its INT8 numbers were measured on {where}; this CPU ({machine_key()}) has no INT8 dot-product unit, on "
+    return (f"its INT8 numbers were measured on {where}; this CPU ({here}) has no INT8 dot-product unit, on "
             "which ONNX Runtime's INT8 kernels can saturate and move the scores: re-score it here (`edgeft eval "
             "--backend ort-cpu`) or run it on ov-cpu")
 
